@@ -4,8 +4,10 @@
     ├── UserError                 the request or input is wrong; message is Chinese, for users
     │   ├── InvalidInput          bad value (HTTP 400/422); ``fields`` names the culprits
     │   ├── NotFound              no such object, or not in the caller's scope (HTTP 404)
+    │   ├── Unauthenticated       no valid session or token (HTTP 401)
     │   ├── PermissionDenied      authenticated but not allowed (HTTP 403)
-    │   └── Conflict              the object's state forbids it (HTTP 409)
+    │   ├── Conflict              the object's state forbids it (HTTP 409)
+    │   └── TooManyAttempts       slow down; ``retry_after_s`` says how long (HTTP 429)
     └── ServiceUnavailable        a part we depend on is down or missing (HTTP 503)
 
 Domains raise these; only ``web/`` turns them into HTTP responses. ``code`` is a
@@ -55,12 +57,24 @@ class NotFound(UserError):
     default_code = "not_found"
 
 
+class Unauthenticated(UserError):
+    default_code = "unauthenticated"
+
+
 class PermissionDenied(UserError):
     default_code = "forbidden"
 
 
 class Conflict(UserError):
     default_code = "conflict"
+
+
+class TooManyAttempts(UserError):
+    default_code = "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class ServiceUnavailable(CunxiangError):

@@ -1,0 +1,1 @@
+"""Broadcasting: notices, approval, audio production, the dispatcher, transports, the as-run log."""

@@ -1,0 +1,199 @@
+"""The one typed settings object, read once at start-up.
+
+Sources, later ones winning: built-in defaults, an optional TOML file
+(``--config FILE`` or ``CUNXIANG_CONFIG``), environment variables with the
+prefix ``CUNXIANG_``. A section's field is ``CUNXIANG_<SECTION>_<FIELD>`` in
+the environment (``CUNXIANG_DATABASE_URL``, ``CUNXIANG_SERVER_PORT``) and
+``[section] field = …`` in TOML.
+
+Only ``server.py`` calls :func:`load_settings`; everything below it is handed
+the values it needs. A bad value raises :class:`SettingsError` whose message
+is one line naming the setting and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "CUNXIANG_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message is one line for the operator."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    # The address people open; printed at start and used in links. Empty: derived from host/port.
+    public_url: str = ""
+    # Set when the service is behind HTTPS, so session cookies carry the Secure flag.
+    cookie_secure: bool = False
+    session_max_age_s: int = Field(12 * 3600, ge=60)
+    # Largest JSON body accepted by the API; uploads have their own limit.
+    max_json_bytes: int = Field(256 * 1024, ge=1024)
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    shutdown_timeout_s: float = Field(10.0, gt=0)
+
+
+class DatabaseSettings(_Section):
+    # Empty means SQLite at <data_dir>/cunxiang.db.
+    url: str = ""
+    busy_timeout_ms: int = Field(5000, ge=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+
+class SecuritySettings(_Section):
+    # Empty: a key is generated once into <data_dir>/session.key (mode 0600).
+    session_key: str = ""
+    # Argon2id cost. The defaults follow RFC 9106's second recommended option.
+    password_time_cost: int = Field(3, ge=1)
+    password_memory_kib: int = Field(64 * 1024, ge=8)
+    password_parallelism: int = Field(2, ge=1)
+    password_min_length: int = Field(10, ge=8)
+    # Failed logins before each further attempt must wait; the wait doubles up to the cap.
+    login_free_attempts: int = Field(3, ge=1)
+    login_base_delay_s: float = Field(1.0, ge=0)
+    login_max_delay_s: float = Field(300.0, ge=0)
+
+
+class WorkerSettings(_Section):
+    # How often a standby process tries to become the active worker.
+    election_interval_s: float = Field(5.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path("./data")
+    timezone: str = "Asia/Shanghai"
+    # Shown in the pages and spoken in prompts (您好，这里是{县}群众诉求热线).
+    county_name: str = "示例县"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # sandbox: the service starts the bundled Asterisk sandbox; external: a site's own
+    # Asterisk is reached over AMI/FastAGI; none: no telephony at all.
+    asterisk: Literal["sandbox", "external", "none"] = "sandbox"
+
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    security: SecuritySettings = SecuritySettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cunxiang.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def public_url(self) -> str:
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        host = "127.0.0.1" if self.server.host in ("0.0.0.0", "::", "") else self.server.host
+        return f"http://{host}:{self.server.port}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init_settings carries the TOML file's content (see load_settings); the
+        # environment overrides it.
+        return (env_settings, init_settings)
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in loc]
+    return ENV_PREFIX + "_".join(parts).upper() + f" ({'.'.join(parts)})"
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        given = error.get("input")
+        shown = "" if isinstance(given, Mapping) else f" (got {given!r})"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{_setting_name(tuple(error['loc']))}: {message}{shown}")
+    return "bad setting " + "; ".join(problems)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def unknown_environment_names(environ: Mapping[str, str], known_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """``CUNXIANG_*`` variables that name no setting: most likely typos worth a warning."""
+    names = {ENV_PREFIX + "CONFIG"}
+    for field, info in Settings.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.update(f"{ENV_PREFIX}{field}_{sub}".upper() for sub in annotation.model_fields)
+        else:
+            names.add(f"{ENV_PREFIX}{field}".upper())
+    return sorted(
+        key for key in environ if key.startswith(ENV_PREFIX) and key not in names and not key.startswith(known_prefixes)
+    )
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read and validate every setting; raise :class:`SettingsError` with one line if any is bad."""
+    if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(os.environ[ENV_PREFIX + "CONFIG"])
+    from_file = _read_toml(config_file) if config_file else {}
+    try:
+        return Settings(**from_file)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None

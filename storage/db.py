@@ -1,0 +1,90 @@
+"""Engine and session factory for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from common.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for in-memory/other databases."""
+    if not is_sqlite(url):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path.startswith(":memory:"):
+        return None
+    return Path(path.split("?", 1)[0])
+
+
+def create_engine(
+    url: str, *, busy_timeout_ms: int = 5000, connect_timeout_s: float = 10.0, echo: bool = False
+) -> AsyncEngine:
+    """An engine configured for concurrent use.
+
+    SQLite gets WAL (readers do not block the writer), a busy timeout (a second
+    writer waits instead of failing with "database is locked"), and enforced
+    foreign keys, on every new connection.
+    """
+    if is_sqlite(url):
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        connect_args={"timeout": connect_timeout_s, "server_settings": {"timezone": "UTC"}},
+    )
+
+
+def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def check_connection(engine: AsyncEngine) -> None:
+    """Fail with one clear line when the database cannot be reached."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ServiceUnavailable(
+            "数据库无法连接",
+            code="database.unreachable",
+            detail=f"cannot connect to the database at {engine.url.render_as_string(hide_password=True)}: {reason}",
+        ) from exc
+
+
+async def database_health(engine: AsyncEngine) -> dict[str, Any]:
+    try:
+        await check_connection(engine)
+    except ServiceUnavailable as exc:
+        return {"status": "down", "detail": exc.detail or exc.message}
+    return {"status": "ok", "dialect": engine.dialect.name}

@@ -1,0 +1,179 @@
+"""One active worker: the process that fires broadcasts and talks to Asterisk.
+
+Whatever sends an Originate or starts a broadcast must run in exactly one
+process, even when someone starts a second ``serve`` by mistake. That process
+holds a lock: a file lock beside the SQLite database, or a PostgreSQL advisory
+lock held by a dedicated connection. The others serve pages and the API only
+(standby) and keep trying, so a standby takes over when the active one dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Literal, Protocol
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from common.tasks import BackgroundTasks
+
+log = logging.getLogger(__name__)
+
+# An arbitrary 64-bit key, the same in every process of one deployment.
+ADVISORY_LOCK_KEY = 0x636E78_6163746976  # "cnx" "activ"
+
+
+class WorkerLock(Protocol):
+    description: str
+
+    async def try_acquire(self) -> bool: ...
+
+    async def still_held(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class FileWorkerLock:
+    """flock(2) on a file; the kernel releases it when the process dies, however it dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"file lock {path}"
+        self._fd: int | None = None
+
+    async def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    async def still_held(self) -> bool:
+        return self._fd is not None
+
+    async def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class PostgresWorkerLock:
+    """A session-level advisory lock on a connection kept only for this purpose.
+
+    If that connection dies, PostgreSQL drops the lock, and another process may
+    take it: so losing the connection means losing the role (see WorkerElection).
+    """
+
+    def __init__(self, database_url: str, *, connect_timeout_s: float = 10.0) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._timeout = connect_timeout_s
+        self.description = f"PostgreSQL advisory lock on {url.render_as_string(hide_password=True)}"
+        self._connection: asyncpg.Connection | None = None
+
+    async def try_acquire(self) -> bool:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await asyncpg.connect(self._dsn, timeout=self._timeout)
+        acquired = await self._connection.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        if not acquired:
+            await self._close()
+        return bool(acquired)
+
+    async def still_held(self) -> bool:
+        if self._connection is None or self._connection.is_closed():
+            return False
+        try:
+            await self._connection.fetchval("SELECT 1", timeout=self._timeout)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            await self._close()
+            return False
+        return True
+
+    async def _close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close(timeout=self._timeout)
+            self._connection = None
+
+    async def release(self) -> None:
+        if self._connection is not None and not self._connection.is_closed():
+            with contextlib.suppress(Exception):
+                await self._connection.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+        await self._close()
+
+
+Role = Literal["active", "standby"]
+
+
+class WorkerElection:
+    """Keeps trying to hold the lock; starts the worker services when it does, stops them if it is lost."""
+
+    def __init__(
+        self,
+        lock: WorkerLock,
+        *,
+        on_elected: Callable[[], Awaitable[None]],
+        on_demoted: Callable[[], Awaitable[None]],
+        interval_s: float,
+    ) -> None:
+        self._lock = lock
+        self._on_elected = on_elected
+        self._on_demoted = on_demoted
+        self._interval = interval_s
+        self._tasks = BackgroundTasks("worker-election")
+        self.role: Role = "standby"
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        """Try once now (so a lone process is active before it serves), then keep watching."""
+        await self._step()
+        self._tasks.spawn(self._watch(), "watch")
+
+    async def _step(self) -> None:
+        try:
+            if self.role == "standby":
+                if await self._lock.try_acquire():
+                    self.role = "active"
+                    log.info("this process is the active worker (%s)", self._lock.description)
+                    await self._on_elected()
+            elif not await self._lock.still_held():
+                self.role = "standby"
+                log.error("lost the active-worker lock (%s); stopping worker services", self._lock.description)
+                await self._on_demoted()
+            self.last_error = None
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("worker election: %s", self.last_error)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._step()
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+        if self.role == "active":
+            await self._on_demoted()
+            self.role = "standby"
+        await self._lock.release()
+
+    def health(self) -> dict[str, str]:
+        result = {"status": "ok", "role": self.role, "lock": self._lock.description}
+        if self.last_error:
+            result["last_error"] = self.last_error
+        return result

@@ -1,0 +1,1 @@
+"""HTTP: translates requests into domain calls and domain errors into HTTP answers."""

@@ -1,0 +1,62 @@
+"""Typed keys for what the composition root hands to the web layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.principal import Principal
+from accounts.service import AccountService
+from areas.service import AreaService
+from common.clock import Clock
+from common.health import HealthRegistry
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    county_name: str
+    public_url: str
+    zone: ZoneInfo
+    session_key: bytes
+    cookie_secure: bool
+    session_max_age_s: int
+    max_json_bytes: int
+    max_upload_bytes: int
+    # Demo deployments say so on every page: their places and people are invented.
+    demo_banner: bool = False
+
+
+@dataclass(frozen=True)
+class NavItem:
+    """A link in the page header, shown to users with one of ``roles`` (everyone when empty)."""
+
+    label: str
+    href: str
+    roles: tuple[str, ...] = ()
+    needs_emergency: bool = False
+
+    def visible_to(self, who: Principal | None) -> bool:
+        if who is None:
+            return False
+        if self.needs_emergency and not who.can_emergency:
+            return False
+        return not self.roles or who.has_role(*self.roles)
+
+
+CONFIG = web.AppKey("config", WebConfig)
+CLOCK = web.AppKey("clock", Clock)
+NAV = web.AppKey("nav", list[NavItem])
+HEALTH = web.AppKey("health", HealthRegistry)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+ACCOUNTS = web.AppKey("accounts", AccountService)
+AREAS = web.AppKey("areas", AreaService)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def principal(request: web.Request) -> Principal:
+    """The signed-in user; the auth middleware guarantees it on every non-public route."""
+    return request[PRINCIPAL]

@@ -1,0 +1,84 @@
+"""Rendering pages: the shared context every template gets, flash messages, error pages."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from aiohttp_session import Session, get_session
+
+from accounts.principal import ROLE_LABELS
+from web import keys
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def local_time(value: datetime | None, zone: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    if value is None:
+        return ""
+    return value.astimezone(zone).strftime(fmt)
+
+
+def setup_templates(app: web.Application, zone: ZoneInfo) -> None:
+    environment = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["local"] = lambda value, fmt="%Y-%m-%d %H:%M": local_time(value, zone, fmt)
+    environment.globals["ROLE_LABELS"] = ROLE_LABELS
+
+
+def csrf_token(session: Session) -> str:
+    """The session's CSRF token, created on first use; forms carry it in ``csrf_token``."""
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+async def flash(request: web.Request, message: str, kind: str = "ok") -> None:
+    """A one-time message shown on the next page (after a redirect)."""
+    session = await get_session(request)
+    session["flash"] = [*session.get("flash", []), [kind, message]][-5:]
+
+
+async def page_context(request: web.Request) -> dict[str, Any]:
+    session = await get_session(request)
+    messages = session.pop("flash", [])
+    me = request.get(keys.PRINCIPAL)
+    return {
+        "me": me,
+        "nav": [item for item in request.app[keys.NAV] if item.visible_to(me)],
+        "csrf_token": csrf_token(session),
+        "config": request.app[keys.CONFIG],
+        "flashes": messages,
+        "path": request.path,
+    }
+
+
+async def render(
+    request: web.Request, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> web.Response:
+    full = await page_context(request)
+    full.update(context or {})
+    return aiohttp_jinja2.render_template(template, request, full, status=status)
+
+
+async def render_error_page(request: web.Request, status: int, message: str) -> web.Response:
+    return await render(request, "error.html", {"status": status, "message": message}, status=status)
+
+
+def redirect(location: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(location)

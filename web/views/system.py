@@ -1,0 +1,43 @@
+"""Health, the OpenAPI document, the home page."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from web import keys
+from web.api import Routes, build_openapi, json_response
+from web.render import render
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Public: load balancers and the operator's monitoring ask it; it names no user data."""
+    report = await request.app[keys.HEALTH].report()
+    worst = "ok"
+    for component in report.values():
+        status = component.get("status")
+        if status == "down" and component.get("required", True):
+            worst = "down"
+        elif status == "degraded" and worst == "ok":
+            worst = "degraded"
+    status = 503 if report.get("database", {}).get("status") == "down" else 200
+    return json_response({"status": worst, "components": report}, status=status)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+async def home(request: web.Request) -> web.Response:
+    return await render(request, "home.html", {"counts": await request.app[keys.AREAS].tree_counts()})
+
+
+def add_routes(routes: Routes) -> None:
+    routes.api("GET", "/healthz", healthz, summary="健康检查", tag="系统", auth="public")
+    routes.api("GET", "/api/openapi.json", openapi, summary="本接口文档（OpenAPI 3）", tag="系统")
+    routes.page("GET", "/", home)
+
+
+def install_openapi(app: web.Application, routes: Routes, *, title: str, version: str) -> None:
+    app[OPENAPI] = build_openapi(routes.operations, title=title, version=version)

@@ -1,0 +1,257 @@
+"""User administration and the audit-log viewer (admins)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from accounts.principal import ROLE_LABELS
+from common.errors import UserError
+from storage import audit
+from storage.models import AuditEntry, User
+from web import keys
+from web.api import Routes, json_response
+from web.render import flash, redirect, render
+from web.validation import ApiModel, read_form, read_query
+
+Role = Literal["admin", "staff", "approver", "operator", "inspector", "leader"]
+
+
+class UserIn(ApiModel):
+    username: str = Field(min_length=3, max_length=64)
+    display_name: str = Field(min_length=1, max_length=64)
+    password: str | None = Field(None, max_length=128, description="不填则生成随机密码并在响应里返回一次")
+    roles: list[Role] = Field(min_length=1)
+    county_wide: bool = False
+    township_ids: list[int] = Field(default_factory=list)
+    can_emergency: bool = False
+    phone_endpoint: str | None = Field(
+        None, max_length=128, description="回拨时先呼叫的本人话机（PJSIP终端名或拨号串）"
+    )
+
+
+class UserPatch(ApiModel):
+    display_name: str | None = Field(None, min_length=1, max_length=64)
+    roles: list[Role] | None = Field(None, min_length=1)
+    county_wide: bool | None = None
+    township_ids: list[int] | None = None
+    can_emergency: bool | None = None
+    phone_endpoint: str | None = Field(None, max_length=128)
+    active: bool | None = None
+
+
+class PasswordResetIn(ApiModel):
+    password: str | None = Field(None, max_length=128, description="不填则生成随机密码")
+
+
+class AuditQuery(ApiModel):
+    user_id: int | None = None
+    action: str | None = Field(None, max_length=64)
+    object_type: str | None = Field(None, max_length=32)
+    object_id: str | None = Field(None, max_length=64)
+    since: date | None = Field(None, description="起始日期（含，北京时间）")
+    until: date | None = Field(None, description="截止日期（含，北京时间）")
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "active": user.active,
+        "roles": sorted(role.role for role in user.roles),
+        "county_wide": user.county_wide,
+        "township_ids": sorted(scope.township_id for scope in user.townships),
+        "can_emergency": user.can_emergency,
+        "phone_endpoint": user.phone_endpoint,
+        "created_at": user.created_at,
+        "last_login_at": user.last_login_at,
+    }
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": entry.at,
+        "user_id": entry.user_id,
+        "username": entry.username,
+        "action": entry.action,
+        "object_type": entry.object_type,
+        "object_id": entry.object_id,
+        "detail": entry.detail,
+        "ip": entry.ip,
+    }
+
+
+def _id(request: web.Request) -> int:
+    return int(request.match_info["id"])
+
+
+async def list_users(request: web.Request) -> web.Response:
+    return json_response([user_json(u) for u in await request.app[keys.ACCOUNTS].list_users()])
+
+
+async def get_user(request: web.Request) -> web.Response:
+    return json_response(user_json(await request.app[keys.ACCOUNTS].get_user(_id(request))))
+
+
+async def create_user(request: web.Request, body: UserIn) -> web.Response:
+    user, generated = await request.app[keys.ACCOUNTS].create_user(keys.principal(request).actor, **body.model_dump())
+    result = user_json(await request.app[keys.ACCOUNTS].get_user(user.id))
+    if generated:
+        result["password"] = generated  # shown once, never stored in clear
+    return json_response(result, status=201)
+
+
+async def patch_user(request: web.Request, body: UserPatch) -> web.Response:
+    accounts = request.app[keys.ACCOUNTS]
+    await accounts.update_user(keys.principal(request).actor, _id(request), **body.model_dump(exclude_unset=True))
+    return json_response(user_json(await accounts.get_user(_id(request))))
+
+
+async def reset_password(request: web.Request, body: PasswordResetIn) -> web.Response:
+    generated = await request.app[keys.ACCOUNTS].reset_password(
+        keys.principal(request).actor, _id(request), body.password
+    )
+    return json_response({"ok": True, "password": generated})
+
+
+async def list_roles(request: web.Request) -> web.Response:
+    return json_response([{"role": role, "label": label} for role, label in ROLE_LABELS.items()])
+
+
+def _audit_statement(request: web.Request, query: AuditQuery) -> Any:
+    zone = request.app[keys.CONFIG].zone
+    since = datetime.combine(query.since, time(), zone) if query.since else None
+    until = datetime.combine(query.until + timedelta(days=1), time(), zone) if query.until else None
+    return audit.query(
+        user_id=query.user_id,
+        action=query.action,
+        object_type=query.object_type,
+        object_id=query.object_id,
+        since=since,
+        until=until,
+    )
+
+
+async def _audit_entries(request: web.Request, query: AuditQuery) -> list[AuditEntry]:
+    statement = _audit_statement(request, query).limit(query.limit).offset(query.offset)
+    async with request.app[keys.SESSIONS]() as session:
+        return list((await session.scalars(statement)).all())
+
+
+async def list_audit(request: web.Request, query: AuditQuery) -> web.Response:
+    return json_response([audit_json(entry) for entry in await _audit_entries(request, query)])
+
+
+# -- pages ---------------------------------------------------------------------------------
+
+
+async def users_page(request: web.Request) -> web.Response:
+    context = {
+        "users": await request.app[keys.ACCOUNTS].list_users(),
+        "townships": await request.app[keys.AREAS].list_townships(keys.principal(request)),
+    }
+    return await render(request, "admin/users.html", context)
+
+
+async def user_page(request: web.Request) -> web.Response:
+    context = {
+        "user": await request.app[keys.ACCOUNTS].get_user(_id(request)),
+        "townships": await request.app[keys.AREAS].list_townships(keys.principal(request)),
+    }
+    return await render(request, "admin/user.html", context)
+
+
+CHECKBOXES = ("county_wide", "can_emergency")
+
+
+async def create_user_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, UserIn, checkboxes=CHECKBOXES)
+        user, generated = await request.app[keys.ACCOUNTS].create_user(
+            keys.principal(request).actor, **form.model_dump()
+        )
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+        raise redirect("/admin/users") from None
+    shown = f"，初始密码（只显示这一次）：{generated}" if generated else ""
+    await flash(request, f"已创建用户 {user.username}{shown}")
+    raise redirect(f"/admin/users/{user.id}")
+
+
+async def update_user_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, UserPatch, checkboxes=(*CHECKBOXES, "active"))
+        changes = form.model_dump(exclude_unset=True)
+        changes.setdefault("township_ids", [])  # an empty multi-select posts nothing: it means "none"
+        await request.app[keys.ACCOUNTS].update_user(keys.principal(request).actor, _id(request), **changes)
+        await flash(request, "已保存")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect(f"/admin/users/{_id(request)}")
+
+
+async def reset_password_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, PasswordResetIn)
+        generated = await request.app[keys.ACCOUNTS].reset_password(
+            keys.principal(request).actor, _id(request), form.password
+        )
+        await flash(request, f"密码已重置，新密码（只显示这一次）：{generated}" if generated else "密码已重置")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect(f"/admin/users/{_id(request)}")
+
+
+async def audit_page(request: web.Request) -> web.Response:
+    try:
+        query = read_query(request, AuditQuery)
+        entries = await _audit_entries(request, query)
+        error = None
+    except UserError as exc:
+        query, entries, error = AuditQuery(), [], exc.message
+    users = await request.app[keys.ACCOUNTS].list_users()
+    return await render(
+        request, "admin/audit.html", {"entries": entries, "query": query, "users": users, "error": error}
+    )
+
+
+def add_routes(routes: Routes) -> None:
+    admin = ("admin",)
+    tag = "用户与审计"
+    item = r"{id:\d+}"
+    routes.api("GET", "/api/v1/roles", list_roles, summary="角色列表", tag=tag)
+    routes.api("GET", "/api/v1/users", list_users, summary="用户列表", tag=tag, roles=admin)
+    routes.api("POST", "/api/v1/users", create_user, summary="新建用户", tag=tag, body=UserIn, roles=admin, status=201)
+    routes.api("GET", f"/api/v1/users/{item}", get_user, summary="用户详情", tag=tag, roles=admin)
+    routes.api(
+        "PATCH",
+        f"/api/v1/users/{item}",
+        patch_user,
+        summary="修改用户（角色、范围、停用）",
+        tag=tag,
+        body=UserPatch,
+        roles=admin,
+    )
+    routes.api(
+        "POST",
+        f"/api/v1/users/{item}/password",
+        reset_password,
+        summary="重置密码",
+        tag=tag,
+        body=PasswordResetIn,
+        roles=admin,
+    )
+    routes.api("GET", "/api/v1/audit", list_audit, summary="审计日志", tag=tag, query=AuditQuery, roles=admin)
+    routes.page("GET", "/admin/users", users_page, roles=admin)
+    routes.page("POST", "/admin/users", create_user_form, roles=admin)
+    routes.page("GET", f"/admin/users/{item}", user_page, roles=admin)
+    routes.page("POST", f"/admin/users/{item}", update_user_form, roles=admin)
+    routes.page("POST", f"/admin/users/{item}/password", reset_password_form, roles=admin)
+    routes.page("GET", "/admin/audit", audit_page, roles=admin)
