@@ -1,0 +1,174 @@
+"""Fixtures, layered: database → settings → app → server → signed-in clients.
+
+Tests that must hold on both databases set ``pytestmark = pytest.mark.parametrize("db_kind", BOTH_DATABASES)``
+(or parametrize ``db_kind`` on one test); the rest run on SQLite. PostgreSQL is
+a real throwaway cluster started once per test session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from server import Runtime, build_runtime, create_app
+from settings import DatabaseSettings, SecuritySettings, Settings, WorkerSettings
+from storage.audit import Actor
+from storage.migrate import upgrade
+from tests.support.http import ApiClient
+from tests.support.postgres import PostgresCluster, PostgresUnavailable
+
+BOTH_DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    try:
+        cluster = PostgresCluster.start()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    try:
+        cluster.psql("CREATE DATABASE cx_template")
+        asyncio.run(upgrade(cluster.url("cx_template")))
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    asyncio.run(upgrade(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+def db_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def database_url(db_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A freshly migrated, empty database of the requested kind, for this test alone."""
+    if db_kind == "sqlite":
+        path = tmp_path / "data" / "cunxiang.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite+aiosqlite:///{path}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    name = f"cx_test_{next(_database_numbers)}"
+    cluster.psql(f"CREATE DATABASE {name} TEMPLATE cx_template")
+    return cluster.url(name)
+
+
+def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    """Settings for tests: cheap password hashing, no Asterisk unless a test asks for it."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "asterisk": "none",
+        "database": DatabaseSettings(url=database_url),
+        "security": SecuritySettings(
+            password_time_cost=1, password_memory_kib=1024, password_parallelism=1, login_base_delay_s=1.0
+        ),
+        "worker": WorkerSettings(election_interval_s=0.2),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path / "data", database_url)
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Runtime:
+    return build_runtime(settings)
+
+
+@pytest.fixture
+def app(settings: Settings, runtime: Runtime) -> web.Application:
+    return create_app(settings, runtime=runtime)
+
+
+@pytest.fixture
+async def server(app: web.Application) -> AsyncIterator[TestServer]:
+    test_server = TestServer(app)
+    await test_server.start_server()
+    try:
+        yield test_server
+    finally:
+        await test_server.close()
+
+
+ClientFactory = Callable[[], Awaitable[ApiClient]]
+
+
+@pytest.fixture
+async def new_client(server: TestServer) -> AsyncIterator[ClientFactory]:
+    """Makes anonymous clients, each with its own cookie jar (one per simulated person)."""
+    from aiohttp.test_utils import TestClient
+
+    clients: list[TestClient[Any, Any]] = []
+
+    async def make() -> ApiClient:
+        client: TestClient[Any, Any] = TestClient(server)
+        await client.start_server()
+        clients.append(client)
+        return ApiClient(client)
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+SYSTEM = Actor(user_id=None, username="system:test")
+
+
+UserFactory = Callable[..., Awaitable[tuple[str, str]]]
+
+
+@pytest.fixture
+def make_user(runtime: Runtime) -> UserFactory:
+    """Creates a user directly through the account service; returns (username, password)."""
+    numbers = itertools.count(1)
+
+    async def make(
+        *roles: str,
+        township_ids: list[int] | None = None,
+        county_wide: bool = False,
+        can_emergency: bool = False,
+        username: str | None = None,
+        phone_endpoint: str | None = None,
+    ) -> tuple[str, str]:
+        name = username or f"{'-'.join(roles) or 'user'}{next(numbers)}"
+        password = f"Pw-{next(numbers)}-correct-horse-staple"
+        await runtime.accounts.create_user(
+            SYSTEM,
+            username=name,
+            display_name=name,
+            password=password,
+            roles=list(roles),
+            county_wide=county_wide,
+            township_ids=township_ids or [],
+            can_emergency=can_emergency,
+            phone_endpoint=phone_endpoint,
+        )
+        return name, password
+
+    return make
+
+
+@pytest.fixture
+async def admin(new_client: ClientFactory, make_user: UserFactory) -> ApiClient:
+    username, password = await make_user("admin", county_wide=True)
+    return await (await new_client()).login(username, password)
