@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001 - Chinese messages use full-width punctuation, on purpose.
+# ruff: noqa: RUF001, RUF100 - Chinese messages use full-width punctuation on purpose (RUF100: pyproject may already ignore it).
 """Errors raised by the ``tts`` package.
 
     InvalidInput (common.errors)
