@@ -55,10 +55,7 @@ class TextError(InvalidInput):
         return cls(
             message,
             code=TEXT_CONTROL_CHARS,
-            detail=(
-                f"control character U+{ord(char):04X} at offset {offset}"
-                f" ({count} control character(s) in total)"
-            ),
+            detail=(f"control character U+{ord(char):04X} at offset {offset} ({count} control character(s) in total)"),
             fields={_FIELD: message},
         )
 

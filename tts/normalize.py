@@ -206,9 +206,7 @@ _PHONE_WORD_BEFORE: Final = re.compile(
 )
 # 请拨110或119: a number listed right after a service number is one too.
 _LISTED_AFTER: Final = re.compile(r"(\d{3,5}) ?[或、和及/] ?$", re.ASCII)
-_PHONE_WORD_AFTER: Final = re.compile(
-    r" ?(?:报警|急救|火警|求助|求救|热线|电话|服务|平台|指挥|救援|举报|投诉|交通)"
-)
+_PHONE_WORD_AFTER: Final = re.compile(r" ?(?:报警|急救|火警|求助|求救|热线|电话|服务|平台|指挥|救援|举报|投诉|交通)")
 
 _NUMERAL_CHARS: Final = "〇零一二三四五六七八九十百千万亿两幺点"
 _HAN: Final = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -516,9 +514,7 @@ def _percentage(match: re.Match[str]) -> str:
         return _read_percent(sign1, number1, symbol2)
     # 10-20% is said 百分之十到百分之二十: the sign belongs to both ends.
     return (
-        _read_percent(sign1, number1, symbol1 or symbol2)
-        + _join_word(joiner)
-        + _read_percent(sign2, number2, symbol2)
+        _read_percent(sign1, number1, symbol1 or symbol2) + _join_word(joiner) + _read_percent(sign2, number2, symbol2)
     )
 
 
@@ -818,7 +814,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
 
 # Full-width digits, letters and the signs the rules look for become ASCII, so
 # one set of rules serves both; Chinese punctuation (，：（）) stays as it is.
-_TO_ASCII: Final[dict[int, str | int]] = {
+_TO_ASCII: Final[dict[int, str | int | None]] = {
     **{code: code - 0xFEE0 for code in range(0xFF10, 0xFF1A)},  # ０-９
     **{code: code - 0xFEE0 for code in range(0xFF21, 0xFF3B)},  # Ａ-Ｚ
     **{code: code - 0xFEE0 for code in range(0xFF41, 0xFF5B)},  # ａ-ｚ
@@ -833,6 +829,8 @@ _TO_ASCII: Final[dict[int, str | int]] = {
     ord("\t"): " ",
     ord("\u2028"): "\n",
     ord("\u2029"): "\n",
+    ord("\ufeff"): None,  # a byte-order mark pasted from a file
+    ord("\u200b"): None,  # zero-width space
 }
 
 _KEYCAP: Final = re.compile("([0-9#*])\ufe0f?\u20e3")
@@ -843,9 +841,7 @@ _PICTOGRAPH_CHARS: Final = (
     "\u231a\u231b\u23e9-\u23fa"  # ⌚ ⌛ ⏰ …
 )
 _EMOJI_JOINERS: Final = "\u200d\ufe0e\ufe0f\u20e3\U000e0020-\U000e007f"
-_PICTOGRAPHS: Final = re.compile(
-    f"[{_EMOJI_JOINERS}]*(?:[{_PICTOGRAPH_CHARS}][{_EMOJI_JOINERS}]*)+"
-)
+_PICTOGRAPHS: Final = re.compile(f"[{_EMOJI_JOINERS}]*(?:[{_PICTOGRAPH_CHARS}][{_EMOJI_JOINERS}]*)+")
 _SPACES: Final = re.compile(r" {2,}")
 # A space between two Chinese words is a pause someone typed (移风易俗 红白喜事);
 # spaces between single characters (各 位 村 民, pasted from a PDF) are noise.
@@ -854,11 +850,7 @@ _SPACE_BETWEEN_CJK: Final = re.compile(f"(?<=[{_CJK}]) (?=[{_CJK}])")
 
 
 def _find_control_chars(text: str) -> list[int]:
-    return [
-        offset
-        for offset, char in enumerate(text)
-        if unicodedata.category(char) == "Cc" and char not in "\n\t"
-    ]
+    return [offset for offset, char in enumerate(text) if unicodedata.category(char) == "Cc" and char not in "\n\t"]
 
 
 def _validate(text: str, max_chars: int) -> str:
@@ -1010,7 +1002,5 @@ def split_sentences(text: str, *, max_len: int = 200) -> list[str]:
     for line in text.split("\n"):
         stripped = line.strip()
         if stripped:
-            chunks.extend(
-                chunk.strip() for chunk in _pack(_pieces(stripped, max_len), max_len)
-            )
+            chunks.extend(chunk.strip() for chunk in _pack(_pieces(stripped, max_len), max_len))
     return [chunk for chunk in chunks if chunk]
