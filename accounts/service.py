@@ -110,23 +110,22 @@ class AccountService:
                 raise _throttled((user.locked_until - now).total_seconds())
             valid = await self._passwords.verify(user.password_hash if user else None, password)
             if user is None or not valid or not user.active:
+                # Recorded and committed with this transaction: raising here would roll it back.
                 self._record_failure(session, user, username, address, now)
-                raise Unauthenticated("用户名或密码不正确", code="login.failed")
-            user.failed_logins = 0
-            user.locked_until = None
-            user.last_login_at = now
-            if self._passwords.needs_rehash(user.password_hash):
-                user.password_hash = await self._passwords.hash(password)
-            audit.record(
-                session,
-                Actor(user.id, user.username, ip),
-                at=now,
-                action="login",
-                object_type="user",
-                object_id=user.id,
-            )
-            self._address_throttle.succeeded(address)
-            return principal_of(user, ip), user.session_epoch
+                principal = None
+            else:
+                user.failed_logins = 0
+                user.locked_until = None
+                user.last_login_at = now
+                if self._passwords.needs_rehash(user.password_hash):
+                    user.password_hash = await self._passwords.hash(password)
+                actor = Actor(user.id, user.username, ip)
+                audit.record(session, actor, at=now, action="login", object_type="user", object_id=user.id)
+                self._address_throttle.succeeded(address)
+                principal, epoch = principal_of(user, ip), user.session_epoch
+        if principal is None:
+            raise Unauthenticated("用户名或密码不正确", code="login.failed")
+        return principal, epoch
 
     def _record_failure(self, session: AsyncSession, user: User | None, username: str, ip: str, now: datetime) -> None:
         if user is None:

@@ -91,8 +91,11 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Runtime:
-    return build_runtime(settings)
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    built = build_runtime(settings)
+    yield built
+    # The app disposes the engine when it stops; a test that never started the app must too.
+    await built.engine.dispose()
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ class PostgresUnavailable(RuntimeError):
 def find_bin_dir() -> Path:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
     if not candidates:
-        raise PostgresUnavailable("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
+        raise PostgresUnavailable(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)"
+        )
     return candidates[-1].parent
 
 
@@ -67,7 +69,9 @@ class PostgresCluster:
                 f"-k {root} -c listen_addresses='' -c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=200"
             )
-            cluster._run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+            cluster._run(
+                str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"
+            )
         except subprocess.CalledProcessError as exc:
             shutil.rmtree(root, ignore_errors=True)
             raise PostgresUnavailable(f"could not start PostgreSQL: {exc.stderr or exc.stdout}") from exc
