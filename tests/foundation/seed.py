@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accounts.principal import Principal
 from accounts.service import principal_of
 from server import Runtime
 from storage.models import User
 from tests.conftest import SYSTEM
+
+# Reads everything, changes nothing: for assertions about what the tree holds.
+COUNTY_READER = Principal(
+    user_id=0,
+    username="test:reader",
+    display_name="reader",
+    roles=frozenset({"leader"}),
+    county_wide=True,
+    township_ids=frozenset(),
+    can_emergency=False,
+)
 
 
 @dataclass(frozen=True)
