@@ -13,15 +13,17 @@ is one line naming the setting and what is wrong.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "CUNXIANG_"
 
@@ -82,6 +84,107 @@ class WorkerSettings(_Section):
     election_interval_s: float = Field(5.0, gt=0)
 
 
+EngineName = Literal["edge", "espeak"]
+# edge-tts takes prosody as signed values; "10%" without a sign is refused by the service.
+_SIGNED_PERCENT = re.compile(r"[+-]\d{1,3}%")
+_SIGNED_HERTZ = re.compile(r"[+-]\d{1,3}Hz")
+
+
+class TtsSettings(_Section):
+    # Engines tried in this order; one that fails is skipped for breaker_open_s and probed in the background.
+    # In the environment: CUNXIANG_TTS_ENGINES=espeak or =edge,espeak.
+    engines: Annotated[tuple[EngineName, ...], NoDecode] = ("edge", "espeak")
+    # Longest notice text accepted, in characters.
+    max_chars: int = Field(5000, ge=1, le=100_000)
+    # Longest a single engine call may take, connection included.
+    synthesis_timeout_s: float = Field(180.0, gt=0)
+    # After an engine fails it is skipped this long, then probed again.
+    breaker_open_s: float = Field(300.0, gt=0)
+    # How often the background prober looks at skipped engines.
+    probe_interval_s: float = Field(30.0, gt=0)
+    probe_timeout_s: float = Field(20.0, gt=0)
+
+    edge_voice: str = "zh-CN-XiaoxiaoNeural"
+    # Slower than normal by default: the listeners are old and stand far from the horn.
+    edge_rate: str = "-15%"
+    edge_volume: str = "+0%"
+    edge_pitch: str = "+0Hz"
+    # e.g. http://proxy.example:3128; empty: direct (or the usual *_PROXY environment variables).
+    edge_proxy: str = ""
+    # Whole seconds: edge-tts takes integers here.
+    edge_connect_timeout_s: int = Field(5, ge=1)
+    edge_receive_timeout_s: int = Field(30, ge=1)
+    # Parallel connections to Microsoft's endpoint; around 40 is treated as abuse.
+    edge_max_connections: int = Field(3, ge=1, le=10)
+
+    espeak_binary: str = "espeak-ng"
+    # `cmn` reads pinyin as English in espeak-ng 1.51; `cmn-latn-pinyin` is the working Mandarin voice.
+    espeak_voice: str = "cmn-latn-pinyin"
+    # Words per minute as espeak-ng counts them; 150 gives about 180 Chinese characters a minute.
+    espeak_speed_wpm: int = Field(150, ge=80, le=450)
+    espeak_timeout_s: float = Field(60.0, gt=0)
+
+    @field_validator("edge_rate", "edge_volume")
+    @classmethod
+    def _signed_percent(cls, value: str) -> str:
+        if not _SIGNED_PERCENT.fullmatch(value):
+            raise ValueError("must be a signed percentage such as -15% or +10%")
+        return value
+
+    @field_validator("edge_pitch")
+    @classmethod
+    def _signed_hertz(cls, value: str) -> str:
+        if not _SIGNED_HERTZ.fullmatch(value):
+            raise ValueError("must be signed hertz such as +0Hz or -5Hz")
+        return value
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError("not a JSON list; write e.g. edge,espeak") from exc
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    @field_validator("engines")
+    @classmethod
+    def _some_engine(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one engine (edge, espeak)")
+        if len(set(value)) != len(value):
+            raise ValueError("an engine is named twice")
+        return value
+
+
+class AudioSettings(_Section):
+    # Integrated loudness of every produced item (EBU R128 / ITU-R BS.1770), and the true-peak ceiling.
+    loudness_target_lufs: float = Field(-16.0, ge=-40, le=-5)
+    true_peak_ceiling_dbtp: float = Field(-1.5, ge=-12, le=0)
+    # The limiter aims this far below the ceiling, so MP3 encoding and resampling to 8 kHz stay under it.
+    limiter_headroom_db: float = Field(1.0, ge=0, le=6)
+    chime: bool = True
+    # Silence before the chime: paging speakers and amplifiers swallow the first moments of a call.
+    lead_in_ms: int = Field(500, ge=0, le=10_000)
+    # Pause between the chime and the first reading.
+    chime_gap_ms: int = Field(700, ge=0, le=10_000)
+    # Pause between two readings of the message, and before the closing line.
+    gap_ms: int = Field(1500, ge=0, le=30_000)
+    tail_ms: int = Field(300, ge=0, le=10_000)
+    default_repeats: int = Field(2, ge=1, le=10)
+    # Rendered audio kept under <data_dir>/audio; what nothing references is evicted first.
+    cache_max_mb: int = Field(2048, ge=10)
+    ffmpeg_binary: str = "ffmpeg"
+    ffprobe_binary: str = "ffprobe"
+    # Longest one ffmpeg job may run.
+    ffmpeg_timeout_s: float = Field(300.0, gt=0)
+    # Longest human recording accepted for broadcast.
+    max_recording_s: float = Field(900.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -104,6 +207,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     security: SecuritySettings = SecuritySettings()
     worker: WorkerSettings = WorkerSettings()
+    tts: TtsSettings = TtsSettings()
+    audio: AudioSettings = AudioSettings()
 
     @field_validator("timezone")
     @classmethod
