@@ -1,0 +1,419 @@
+"""Generic audio production blocks: thin wrappers around ffmpeg, one small function per job.
+
+Everything runs through :func:`tts.process.run_program` (one shared runner:
+no shell, a time limit, terminate-then-wait). Audio moves between the steps
+as :class:`Pcm`: mono, signed 16-bit little-endian samples at
+:data:`WORKING_RATE`, piped through ffmpeg's stdin/stdout instead of temporary
+files. Resampling is always ffmpeg's (``aresample``); pydub is used only to
+stitch pieces together, never to resample or normalise.
+
+Loudness (EBU R128 / ITU-R BS.1770 integrated loudness, true peak) — the
+method, chosen by measurement (see the README's benchmark):
+
+1. one ffmpeg pass decodes the source and measures it (``ebur128`` filter,
+   integrated loudness and true peak) at the same time;
+2. if a plain gain to the target keeps the true peak under the limiter's
+   ceiling, the gain is applied in-process (a multiplication: exact, no
+   second pass);
+3. otherwise one more pass applies the gain and a look-ahead limiter at 4×
+   oversampling (so inter-sample peaks are caught), measuring the result in
+   the same pass; the limiter takes some loudness away, so the gain is
+   corrected (secant search on the measured result) in at most
+   :data:`MAX_LIMITER_PASSES` passes, stopping within
+   :data:`LOUDNESS_TOLERANCE_LU`.
+
+That is one cheap measurement plus, for speech that needs it, one or two
+limiter passes over the speech alone — not two dynamic ``loudnorm`` passes
+(which resample everything to 192 kHz and cost ~10× more) over the whole,
+repeated broadcast item.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+from tts.engine_errors import AudioToolFailed
+from tts.process import Completed, run_program
+
+# Sample rate of every intermediate step: edge-tts delivers 24 kHz, espeak-ng 22.05 kHz,
+# and nothing we send out needs more than 24 kHz.
+WORKING_RATE: Final = 24_000
+SAMPLE_WIDTH: Final = 2  # bytes: signed 16-bit
+# ffmpeg's ebur128 reports -70 LUFS (its absolute gate) for silence.
+SILENCE_LUFS: Final = -69.0
+LOUDNESS_TOLERANCE_LU: Final = 0.2
+MAX_LIMITER_PASSES: Final = 3
+# The limiter runs at this multiple of the working rate, so it sees inter-sample peaks.
+LIMITER_OVERSAMPLING: Final = 4
+LIMITER_ATTACK_MS: Final = 5.0
+LIMITER_RELEASE_MS: Final = 50.0
+# Never raise a quiet source by more than this: beyond it we would only be amplifying noise.
+MAX_GAIN_DB: Final = 40.0
+
+
+@dataclass(frozen=True)
+class Pcm:
+    """Mono signed 16-bit little-endian samples."""
+
+    data: bytes = field(repr=False)
+    sample_rate: int = WORKING_RATE
+
+    @property
+    def frames(self) -> int:
+        return len(self.data) // SAMPLE_WIDTH
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+    def ffmpeg_input(self) -> list[str]:
+        return ["-f", "s16le", "-ar", str(self.sample_rate), "-ac", "1", "-i", "pipe:0"]
+
+
+@dataclass(frozen=True)
+class Loudness:
+    integrated_lufs: float
+    true_peak_dbtp: float
+
+    @property
+    def silent(self) -> bool:
+        return not self.integrated_lufs > SILENCE_LUFS
+
+
+@dataclass(frozen=True)
+class Measured:
+    pcm: Pcm
+    loudness: Loudness
+
+
+@dataclass(frozen=True)
+class Normalized:
+    pcm: Pcm
+    loudness: Loudness
+    gain_db: float
+    limiter_passes: int
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration_s: float
+    sample_rate: int
+    channels: int
+    codec: str
+    format: str
+
+
+class Profile(StrEnum):
+    MP3 = "mp3"
+    ASTERISK = "asterisk"
+    RTP = "rtp"
+    WAV16K = "wav16k"
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    profile: Profile
+    suffix: str
+    sample_rate: int
+    codec: str
+    description: str
+    output_args: tuple[str, ...]
+    # How ffmpeg/ffprobe must be told to read it (raw formats carry no header).
+    input_args: tuple[str, ...] = ()
+
+
+_BITEXACT: Final = ("-map_metadata", "-1", "-flags", "+bitexact", "-fflags", "+bitexact")
+
+PROFILES: Final[Mapping[Profile, ProfileSpec]] = {
+    Profile.MP3: ProfileSpec(
+        Profile.MP3,
+        "mp3",
+        WORKING_RATE,
+        "mp3",
+        "MP3, 24 kHz mono, VBR about 64 kbit/s (LAME -V5): preview in the browser and HTTP pull by 4G loudspeakers",
+        # VBR, not CBR: LAME's CBR output measured 0.4-0.5 LU quieter than its input here, VBR kept it.
+        ("-c:a", "libmp3lame", "-q:a", "5", "-ar", str(WORKING_RATE), "-ac", "1", *_BITEXACT, "-f", "mp3"),
+    ),
+    Profile.ASTERISK: ProfileSpec(
+        Profile.ASTERISK,
+        "wav",
+        8000,
+        "pcm_s16le",
+        "WAV, 8 kHz mono 16-bit (plain 44-byte header): Asterisk Playback()/Page() and IVR prompts",
+        ("-c:a", "pcm_s16le", "-ar", "8000", "-ac", "1", *_BITEXACT, "-f", "wav"),
+    ),
+    Profile.RTP: ProfileSpec(
+        Profile.RTP,
+        "ulaw",
+        8000,
+        "pcm_mulaw",
+        "raw G.711 mu-law, 8 kHz mono, no header: 160 bytes are one 20 ms RTP packet (payload type 0, PCMU)",
+        ("-c:a", "pcm_mulaw", "-ar", "8000", "-ac", "1", *_BITEXACT, "-f", "mulaw"),
+        ("-f", "mulaw", "-ar", "8000", "-ac", "1"),
+    ),
+    Profile.WAV16K: ProfileSpec(
+        Profile.WAV16K,
+        "wav",
+        16000,
+        "pcm_s16le",
+        "WAV, 16 kHz mono 16-bit: wideband SIP speakers and local sound-card playback",
+        ("-c:a", "pcm_s16le", "-ar", "16000", "-ac", "1", *_BITEXACT, "-f", "wav"),
+    ),
+}
+
+
+def parse_profile(value: str) -> Profile:
+    try:
+        return Profile(value)
+    except ValueError:
+        raise ValueError(f"unknown profile {value!r}; known: {', '.join(p.value for p in Profile)}") from None
+
+
+# -- parsing ffmpeg's ebur128 summary -------------------------------------------------------
+
+_SUMMARY_I: Final = re.compile(r"^\s*I:\s+(-?[\d.]+|-?inf|nan)\s+LUFS", re.MULTILINE)
+_SUMMARY_PEAK: Final = re.compile(r"^\s*Peak:\s+(-?[\d.]+|-?inf|nan)\s+dBFS", re.MULTILINE)
+
+
+def parse_ebur128_summary(stderr: str) -> Loudness:
+    """Integrated loudness and true peak from the ``Summary:`` block ffmpeg's ebur128 prints at the end.
+
+    Silence gives ``-70.0 LUFS`` and a ``-inf`` peak; both are returned as numbers.
+    """
+    start = stderr.rfind("Summary:")
+    if start < 0:
+        raise ValueError("no ebur128 summary in ffmpeg's output")
+    summary = stderr[start:]
+    integrated = _SUMMARY_I.search(summary)
+    if integrated is None:
+        raise ValueError("no integrated loudness in the ebur128 summary")
+    peak = _SUMMARY_PEAK.search(summary)
+    return Loudness(_number(integrated[1]), _number(peak[1]) if peak else -math.inf)
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    return -math.inf if math.isnan(value) else value
+
+
+def db_to_gain(db: float) -> float:
+    return float(10 ** (db / 20))
+
+
+# -- the ffmpeg blocks -----------------------------------------------------------------------
+
+
+class AudioTools:
+    """ffmpeg and ffprobe, as the settings name them, with one time limit per job."""
+
+    def __init__(self, *, ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe", timeout_s: float = 300.0) -> None:
+        self.ffmpeg = ffmpeg
+        self.ffprobe = ffprobe
+        self.timeout_s = timeout_s
+
+    async def run_ffmpeg(self, args: Sequence[str], *, stdin: bytes | None = None, job: str) -> Completed:
+        """Run one ffmpeg job; a non-zero exit or a timeout is :class:`AudioToolFailed` naming ``job``."""
+        argv = [self.ffmpeg, "-hide_banner", "-nostats", "-y", *([] if stdin is not None else ["-nostdin"]), *args]
+        try:
+            completed = await run_program(argv, program="ffmpeg", timeout_s=self.timeout_s, stdin=stdin)
+        except TimeoutError as exc:
+            raise AudioToolFailed(
+                "音频处理超时。", detail=f"ffmpeg {job} ran past {self.timeout_s:g} s", code="audio.timeout"
+            ) from exc
+        if completed.returncode != 0:
+            raise AudioToolFailed(
+                "音频处理失败。", detail=f"ffmpeg {job} exited with {completed.returncode}: {completed.stderr_tail()}"
+            )
+        return completed
+
+    async def decode(self, source: Path | bytes, *, max_duration_s: float | None = None) -> Measured:
+        """Decode any audio ffmpeg reads (WAV, MP3, OGG, WebM…) to working PCM, measuring it on the way."""
+        limit = ["-t", f"{max_duration_s:.3f}"] if max_duration_s is not None else []
+        source_args = ["-i", "pipe:0"] if isinstance(source, bytes) else ["-i", str(source)]
+        completed = await self.run_ffmpeg(
+            [
+                *source_args,
+                *limit,
+                "-map",
+                "0:a:0",
+                "-ac",
+                "1",
+                "-af",
+                f"aresample={WORKING_RATE},ebur128=peak=true:framelog=verbose",
+                "-f",
+                "s16le",
+                "-c:a",
+                "pcm_s16le",
+                "pipe:1",
+            ],
+            stdin=source if isinstance(source, bytes) else None,
+            job="decode",
+        )
+        return Measured(Pcm(completed.stdout), self._loudness(completed, "decode"))
+
+    async def measure(self, pcm: Pcm) -> Loudness:
+        completed = await self.run_ffmpeg(
+            [*pcm.ffmpeg_input(), "-af", "ebur128=peak=true:framelog=verbose", "-f", "null", "-"],
+            stdin=pcm.data,
+            job="measure",
+        )
+        return self._loudness(completed, "measure")
+
+    async def gain_and_limit(self, pcm: Pcm, *, gain_db: float, limit_dbtp: float) -> Measured:
+        """Apply ``gain_db``, then a true-peak limiter at ``limit_dbtp`` (4× oversampled); measure the result."""
+        rate = pcm.sample_rate
+        limit = min(1.0, max(0.0625, db_to_gain(limit_dbtp)))
+        chain = ",".join(
+            [
+                f"volume={gain_db:.3f}dB",
+                f"aresample={rate * LIMITER_OVERSAMPLING}",
+                f"alimiter=limit={limit:.5f}:attack={LIMITER_ATTACK_MS:g}:release={LIMITER_RELEASE_MS:g}"
+                ":level=false:latency=true",
+                f"aresample={rate}",
+                "ebur128=peak=true:framelog=verbose",
+            ]
+        )
+        completed = await self.run_ffmpeg(
+            [*pcm.ffmpeg_input(), "-af", chain, "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"],
+            stdin=pcm.data,
+            job="limit",
+        )
+        return Measured(Pcm(completed.stdout, rate), self._loudness(completed, "limit"))
+
+    async def normalize_loudness(self, source: Measured, *, target_lufs: float, limit_dbtp: float) -> Normalized:
+        """Bring ``source`` to ``target_lufs`` integrated with its true peak at or under ``limit_dbtp``."""
+        measured = source.loudness
+        if measured.silent:
+            raise ValueError("cannot normalise silence")
+        gain = min(MAX_GAIN_DB, target_lufs - measured.integrated_lufs)
+        if measured.true_peak_dbtp + gain <= limit_dbtp:
+            # A plain gain suffices: exact, and no ffmpeg pass at all.
+            pcm = apply_gain(source.pcm, gain)
+            loudness = Loudness(measured.integrated_lufs + gain, measured.true_peak_dbtp + gain)
+            return Normalized(pcm, loudness, gain, 0)
+        # The limiter will shave the peaks and some loudness with them; start a little higher
+        # (a quarter of the overshoot, found by measuring espeak-ng and edge speech), then correct.
+        overshoot = measured.true_peak_dbtp + gain - limit_dbtp
+        tries: list[tuple[float, Measured]] = []
+        next_gain = min(MAX_GAIN_DB, gain + 0.25 * overshoot)
+        for _ in range(MAX_LIMITER_PASSES):
+            result = await self.gain_and_limit(source.pcm, gain_db=next_gain, limit_dbtp=limit_dbtp)
+            tries.append((next_gain, result))
+            error = target_lufs - result.loudness.integrated_lufs
+            if abs(error) <= LOUDNESS_TOLERANCE_LU:
+                break
+            next_gain = _next_gain(tries, target_lufs)
+        best_gain, best = min(tries, key=lambda item: abs(target_lufs - item[1].loudness.integrated_lufs))
+        return Normalized(best.pcm, best.loudness, best_gain, len(tries))
+
+    async def encode(self, pcm: Pcm, outputs: Mapping[Profile, Path]) -> Loudness:
+        """Encode ``pcm`` into every profile of ``outputs`` in one ffmpeg run; return the master's loudness.
+
+        The loudness is measured on the master on the way (integrated only: the
+        true peak of the pieces is known from their own passes).
+        """
+        if not outputs:
+            raise ValueError("nothing to encode")
+        labels = [f"[out{index}]" for index in range(len(outputs))]
+        graph = f"[0:a]ebur128=framelog=verbose,asplit={len(outputs)}{''.join(labels)}"
+        args = [*pcm.ffmpeg_input(), "-filter_complex", graph]
+        for label, (profile, path) in zip(labels, outputs.items(), strict=True):
+            args += ["-map", label, *PROFILES[profile].output_args, str(path)]
+        completed = await self.run_ffmpeg(args, stdin=pcm.data, job="encode")
+        return self._loudness(completed, "encode")
+
+    async def probe(self, path: Path, *, profile: Profile | None = None) -> MediaInfo:
+        """Duration, rate, channels and codec of a file, from ffprobe."""
+        input_args = list(PROFILES[profile].input_args) if profile is not None else []
+        argv = [
+            self.ffprobe,
+            "-v",
+            "error",
+            *input_args,
+            "-show_entries",
+            "format=duration,format_name:stream=codec_name,sample_rate,channels",
+            "-of",
+            "json",
+            str(path),
+        ]
+        try:
+            completed = await run_program(argv, program="ffprobe", timeout_s=self.timeout_s)
+        except TimeoutError as exc:
+            raise AudioToolFailed("音频检查超时。", detail=f"ffprobe {path} timed out") from exc
+        if completed.returncode != 0:
+            raise AudioToolFailed("无法识别音频文件。", detail=f"ffprobe {path}: {completed.stderr_tail()}")
+        report = json.loads(completed.stdout)
+        stream = report["streams"][0]
+        return MediaInfo(
+            duration_s=float(report["format"]["duration"]),
+            sample_rate=int(stream["sample_rate"]),
+            channels=int(stream["channels"]),
+            codec=str(stream["codec_name"]),
+            format=str(report["format"]["format_name"]),
+        )
+
+    @staticmethod
+    def _loudness(completed: Completed, job: str) -> Loudness:
+        try:
+            return parse_ebur128_summary(completed.stderr.decode("utf-8", errors="replace"))
+        except ValueError as exc:
+            raise AudioToolFailed("音频响度测量失败。", detail=f"ffmpeg {job}: {exc}") from exc
+
+
+def _next_gain(tries: Sequence[tuple[float, Measured]], target_lufs: float) -> float:
+    """Secant step on (gain -> measured loudness); the first correction assumes a slope of 2/3."""
+    gain, result = tries[-1]
+    error = target_lufs - result.loudness.integrated_lufs
+    slope = 2 / 3
+    if len(tries) >= 2:
+        previous_gain, previous = tries[-2]
+        if gain != previous_gain:
+            measured_slope = (result.loudness.integrated_lufs - previous.loudness.integrated_lufs) / (
+                gain - previous_gain
+            )
+            slope = min(1.0, max(0.1, measured_slope))
+    return min(MAX_GAIN_DB, gain + error / slope)
+
+
+def apply_gain(pcm: Pcm, gain_db: float) -> Pcm:
+    """A plain linear gain, in-process (pydub's C multiplication)."""
+    from pydub import AudioSegment  # imported late: pydub warns at import when ffmpeg is missing
+
+    segment = AudioSegment(data=pcm.data, sample_width=SAMPLE_WIDTH, frame_rate=pcm.sample_rate, channels=1)
+    return Pcm(segment.apply_gain(gain_db).raw_data, pcm.sample_rate)
+
+
+# -- atomic files ----------------------------------------------------------------------------
+
+
+def atomic_write(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` so readers see the old file or the whole new one, never a part."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temporary = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, dest)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_copy(source: Path, dest: Path) -> None:
+    atomic_write(dest, source.read_bytes())
