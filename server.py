@@ -34,10 +34,19 @@ from accounts.passwords import Passwords
 from accounts.service import AccountService, ThrottlePolicy
 from areas.demo import DEMO_COUNTY_CODE, load_demo
 from areas.service import AreaService
+from broadcast.asrun import AsRunLog
+from broadcast.dispatcher import Dispatcher
+from broadcast.notices import NoticeService
 from broadcast.production import BroadcastProducer, ProductionResult, ProductionSettings, notice_text
+from broadcast.rtp import RtpSender
+from broadcast.speaker_test import SpeakerTester
+from broadcast.terminals import HttpPullTransport, TerminalEvents, TerminalService
+from broadcast.transports import PageOriginator, RtpTransport, SinkTransport, SipPagingTransport, Transport
 from common.clock import Clock, SystemClock
 from common.errors import CunxiangError, ServiceUnavailable
 from common.health import HealthRegistry
+from schedules.scheduler import Scheduler
+from schedules.service import ScheduleService
 from settings import Settings, SettingsError, load_settings, unknown_environment_names
 from storage import migrate
 from storage.audit import Actor
@@ -53,6 +62,8 @@ from tts.engines import EdgeEngine, EspeakEngine, SpeechEngine, VoiceRequest
 from tts.normalize import normalize
 from web import keys
 from web.app import build_app
+from web.views import broadcast as broadcast_views
+from web.views import schedules as schedules_views
 
 log = logging.getLogger("cunxiang")
 
@@ -155,6 +166,112 @@ def build_speech(settings: Settings, clock: Clock) -> Speech:
 
 
 @dataclass
+class Broadcasting:
+    """Notices, schedules, the scheduler, the dispatcher and its transports, the as-run log."""
+
+    notices: NoticeService
+    schedules: ScheduleService
+    scheduler: Scheduler
+    dispatcher: Dispatcher
+    rtp_sender: RtpSender
+    transports: dict[str, Transport]
+    terminals: TerminalService
+    asrun: AsRunLog
+    speaker_tester: SpeakerTester
+
+
+def build_broadcasting(
+    settings: Settings,
+    clock: Clock,
+    sessions: async_sessionmaker[AsyncSession],
+    speech: Speech,
+    *,
+    page_originator: PageOriginator | None = None,
+) -> Broadcasting:
+    """Everything that puts notices on air. ``page_originator`` is the hotline's AMI link (SIP paging)."""
+    config, timing = settings.broadcast, settings.scheduler
+    notices = NoticeService(
+        sessions,
+        clock,
+        speech.producer,
+        speech.cache,
+        settings.data_dir / "recordings",
+        default_repeats=config.default_repeats,
+        emergency_engine=config.emergency_engine,
+        max_chars=settings.tts.max_chars,
+        recording_max_bytes=config.recording_max_bytes,
+    )
+    # Approved notices' audio must survive cache eviction until they are archived.
+    speech.cache.set_referenced(notices.referenced_keys)
+    schedules = ScheduleService(
+        sessions, clock, settings.zone, plan_days=timing.plan_days, preview_limit=timing.preview_limit
+    )
+    sender = RtpSender(packet_ms=config.rtp_packet_ms, multicast_interface=config.rtp_multicast_interface)
+    events = TerminalEvents()
+    transports: dict[str, Transport] = {
+        "rtp": RtpTransport(sender, clock, default_port=config.rtp_port, default_ttl=config.rtp_ttl),
+        "sip": SipPagingTransport(page_originator, clock, timeout_s=config.sip_page_timeout_s),
+        "http": HttpPullTransport(
+            sessions,
+            clock,
+            events,
+            poll_interval_s=config.http_poll_interval_s,
+            start_timeout_s=config.terminal_start_timeout_s,
+            finish_grace_s=config.terminal_finish_grace_s,
+        ),
+        "sink": SinkTransport(settings.data_dir / "sink", clock, player=config.alsa_player),
+    }
+    dispatcher = Dispatcher(
+        sessions,
+        clock,
+        settings.zone,
+        notices,
+        transports,
+        sender,
+        wait_limit_s=config.lower_priority_wait_s,
+        requeue_interrupted=config.requeue_interrupted,
+        pending_poll_s=config.pending_poll_s,
+        default_rtp_port=config.rtp_port,
+        default_rtp_ttl=config.rtp_ttl,
+    )
+    scheduler = Scheduler(
+        sessions,
+        clock,
+        settings.zone,
+        dispatcher,
+        schedules,
+        catch_up_grace_s=timing.catch_up_grace_s,
+        missed_lookback_h=timing.missed_lookback_h,
+        misfire_grace_s=timing.misfire_grace_s,
+        resync_s=timing.resync_s,
+    )
+    # A schedule saved in this process takes effect at once (other processes: the scheduler's resync).
+    schedules.on_change(scheduler.schedule_changed)
+    terminals = TerminalService(
+        sessions,
+        clock,
+        speech.cache,
+        events,
+        poll_interval_s=config.http_poll_interval_s,
+        heartbeat_timeout_s=config.terminal_heartbeat_timeout_s,
+    )
+    tester = SpeakerTester(
+        speech.producer, transports, engine=config.emergency_engine, timeout_s=config.speaker_test_timeout_s
+    )
+    return Broadcasting(
+        notices=notices,
+        schedules=schedules,
+        scheduler=scheduler,
+        dispatcher=dispatcher,
+        rtp_sender=sender,
+        transports=transports,
+        terminals=terminals,
+        asrun=AsRunLog(sessions, settings.zone),
+        speaker_tester=tester,
+    )
+
+
+@dataclass
 class Runtime:
     settings: Settings
     clock: Clock
@@ -165,6 +282,7 @@ class Runtime:
     areas: AreaService
     health: HealthRegistry
     speech: Speech
+    broadcasting: Broadcasting
     worker_services: list[WorkerService] = field(default_factory=list)
 
 
@@ -193,6 +311,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     health.register("database", database_probe)
     speech = build_speech(settings, clock)
     health.register("tts", speech.chain.health_probe)
+    broadcasting = build_broadcasting(settings, clock, sessions, speech)
+    health.register("dispatcher", broadcasting.dispatcher.health)
+    health.register("scheduler", broadcasting.scheduler.health)
     return Runtime(
         settings=settings,
         clock=clock,
@@ -203,6 +324,10 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         areas=AreaService(sessions, clock),
         health=health,
         speech=speech,
+        broadcasting=broadcasting,
+        # Started in this order by the elected worker, stopped in reverse: the dispatcher before
+        # the scheduler that feeds it. (The hotline's AMI link goes before both: SIP paging uses it.)
+        worker_services=[broadcasting.dispatcher, broadcasting.scheduler],
     )
 
 
@@ -304,12 +429,24 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
         max_upload_bytes=settings.server.max_upload_bytes,
         demo_banner=False,
     )
-    app = build_app(config, version=version())
+    app = build_app(
+        config,
+        route_adders=(broadcast_views.add_routes, schedules_views.add_routes),
+        nav=broadcast_views.NAV,
+        version=version(),
+    )
     app[keys.CLOCK] = runtime.clock
     app[keys.HEALTH] = runtime.health
     app[keys.SESSIONS] = runtime.sessions
     app[keys.ACCOUNTS] = runtime.accounts
     app[keys.AREAS] = runtime.areas
+    broadcasting = runtime.broadcasting
+    app[broadcast_views.NOTICES] = broadcasting.notices
+    app[broadcast_views.DISPATCHER] = broadcasting.dispatcher
+    app[broadcast_views.ASRUN] = broadcasting.asrun
+    app[broadcast_views.TERMINALS] = broadcasting.terminals
+    app[broadcast_views.SPEAKER_TESTER] = broadcasting.speaker_tester
+    app[schedules_views.SCHEDULES] = broadcasting.schedules
     app[RUNTIME] = runtime
     elections: list[WorkerElection] = []
     app[ELECTION] = elections

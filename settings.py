@@ -185,6 +185,62 @@ class AudioSettings(_Section):
     max_recording_s: float = Field(900.0, gt=0)
 
 
+class BroadcastSettings(_Section):
+    # Times a notice is read within one item when the notice does not say.
+    default_repeats: int = Field(2, ge=1, le=10)
+    # A lower-priority item waits this long for a busy zone, then is recorded as skipped.
+    lower_priority_wait_s: float = Field(600.0, ge=0)
+    # An item cut off by a higher-priority one is played again once the zone is free.
+    requeue_interrupted: bool = True
+    # Emergencies render with this engine first (a local engine answers in a second; a cloud may not).
+    emergency_engine: EngineName = "espeak"
+    # How often 4G terminals ask what to play (told to them in every answer).
+    http_poll_interval_s: float = Field(5.0, gt=0, le=300)
+    # A terminal not heard from for this long is shown as offline.
+    terminal_heartbeat_timeout_s: float = Field(60.0, gt=0)
+    # A terminal that has not reported the start of an item this long after it was offered failed it.
+    terminal_start_timeout_s: float = Field(30.0, gt=0)
+    # After an item's duration, how long to wait for a terminal's "finished" before marking it failed.
+    terminal_finish_grace_s: float = Field(30.0, ge=0)
+    # Largest uploaded or browser-recorded voice file.
+    recording_max_bytes: int = Field(30 * 1024 * 1024, ge=1024)
+    # RTP defaults for zones that do not set their own.
+    rtp_port: int = Field(5004, ge=1024, le=65535)
+    rtp_ttl: int = Field(8, ge=0, le=255)
+    rtp_packet_ms: Literal[10, 20, 30, 40] = 20
+    # Local address multicast leaves from (IP_MULTICAST_IF); empty: the system's choice.
+    rtp_multicast_interface: str = ""
+    # How long Asterisk may take to answer a paging Originate.
+    sip_page_timeout_s: float = Field(30.0, gt=0)
+    # Auto-answer header SIP paging sends: generic (Call-Info answer-after=0), polycom, cisco, rfc5373, none.
+    sip_auto_answer: Literal["generic", "polycom", "cisco", "rfc5373", "none"] = "generic"
+    # How often the active worker looks for broadcasts requested by another process.
+    pending_poll_s: float = Field(1.0, gt=0)
+    # Program that plays an item on a local sound card (sink speakers "alsa:DEVICE").
+    alsa_player: str = "aplay"
+    # Longest a speaker test may take end to end.
+    speaker_test_timeout_s: float = Field(60.0, gt=0)
+
+
+class SchedulerSettings(_Section):
+    # An occurrence missed (crash, restart) by less than this still plays once; older ones are recorded missed.
+    catch_up_grace_s: float = Field(600.0, ge=0)
+    # How far back a start looks for occurrences to record as missed.
+    missed_lookback_h: float = Field(24.0, gt=0, le=24 * 31)
+    # APScheduler's own misfire grace for our wake-up job (a late wake still runs within this).
+    misfire_grace_s: float = Field(3600.0, gt=0)
+    # How often the active worker compares its plan with the tables (changes made by other processes).
+    resync_s: float = Field(30.0, gt=0)
+    # How far ahead the week view and conflict check look.
+    plan_days: int = Field(7, ge=1, le=62)
+    # Most occurrences one preview lists.
+    preview_limit: int = Field(50, ge=1, le=1000)
+
+
+_LINE_SAFE = re.compile(r"^[^\r\n]*$")
+_DIAL_STRING = re.compile(r"^[A-Za-z0-9_./@&:+#*-]*$")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -209,6 +265,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     tts: TtsSettings = TtsSettings()
     audio: AudioSettings = AudioSettings()
+    broadcast: BroadcastSettings = BroadcastSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @field_validator("timezone")
     @classmethod

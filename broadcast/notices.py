@@ -1,0 +1,557 @@
+"""Notices and their approval: 草稿 → 待审核 → 已通过 / 已驳回 → 已归档.
+
+Rules, each enforced here (the web layer only translates):
+
+* writers (乡镇干部, admins) write within their townships; county-wide users may
+  also write county-level notices (no township);
+* an edit of an approved or pending notice sends it (back) to 待审核, with a new
+  revision; its old audio is dropped, so nothing unapproved can play;
+* **four eyes**: an approver (审核人) who did not write the notice approves it;
+* the privacy guard (:func:`tts.privacy.check`) blocks approval while a resident
+  ID or bank card number remains in the title or body;
+* approval renders the audio in every output profile before the notice counts
+  as approved, so air time never waits on a TTS cloud;
+* an emergency (应急) notice is written, approved and rendered in one step by a
+  user with the emergency permission, with the fastest engine first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.principal import Principal
+from broadcast.production import BroadcastProducer, ProductionResult, notice_text
+from common.clock import Clock
+from common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from storage import audit
+from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, Notice
+from tts import privacy
+from tts.audio import PROFILES, Profile, atomic_write
+from tts.cache import AudioCache
+from tts.engines import VoiceRequest
+from tts.normalize import normalize
+
+log = logging.getLogger(__name__)
+
+WRITER_ROLES = ("staff", "admin")
+APPROVER_ROLES = ("approver",)
+STATE_LABELS = {"draft": "草稿", "pending": "待审核", "approved": "已通过", "rejected": "已驳回", "archived": "已归档"}
+# Every profile a transport may need, rendered once at approval.
+ALL_PROFILES = (Profile.MP3, Profile.ASTERISK, Profile.RTP, Profile.WAV16K)
+RECORDING_SUFFIXES = {".wav", ".mp3", ".ogg", ".oga", ".webm", ".m4a", ".aac", ".opus"}
+MAX_TITLE = 200
+
+
+@dataclass(frozen=True)
+class NoticeInput:
+    kind: str
+    title: str
+    body: str
+    township_id: int | None = None
+    voice_engine: str | None = None
+    voice_name: str | None = None
+    voice_rate: str | None = None
+    repeats: int | None = None
+
+
+@dataclass(frozen=True)
+class TextCheck:
+    """What the editor shows while a clerk types: the spoken form and the privacy findings."""
+
+    spoken: str | None
+    spoken_error: str | None
+    findings: list[dict[str, Any]]
+    blocking: bool
+    masked_text: str
+
+
+def check_text(title: str, body: str, *, max_chars: int, today: date | None = None) -> TextCheck:
+    text = notice_text({"title": title, "body": body})
+    result = privacy.check(text, today=today)
+    findings = [
+        {
+            "kind": finding.kind.value,
+            "blocking": finding.blocking,
+            "start": finding.start,
+            "end": finding.end,
+            "message": finding.message,
+            "masked": result.masked_text[finding.start : finding.end],
+        }
+        for finding in result.findings
+    ]
+    spoken: str | None = None
+    error: str | None = None
+    if text:
+        try:
+            spoken = normalize(result.masked_text, max_chars=max_chars)
+        except InvalidInput as exc:
+            error = exc.message
+    return TextCheck(spoken, error, findings, result.blocking, result.masked_text)
+
+
+class NoticeService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        producer: BroadcastProducer,
+        cache: AudioCache,
+        recordings_dir: Path,
+        *,
+        default_repeats: int = 2,
+        emergency_engine: str = "espeak",
+        max_chars: int = 5000,
+        recording_max_bytes: int = 30 * 1024 * 1024,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._producer = producer
+        self._cache = cache
+        self.recordings_dir = recordings_dir
+        self._default_repeats = default_repeats
+        self._emergency_engine = emergency_engine
+        self.max_chars = max_chars
+        self.recording_max_bytes = recording_max_bytes
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _validate(self, principal: Principal, data: NoticeInput) -> NoticeInput:
+        if data.kind not in NOTICE_KINDS:
+            raise InvalidInput("通知类别不对", fields={"kind": "类别不存在"})
+        if data.kind == "emergency" and not principal.can_emergency:
+            raise PermissionDenied("只有具有应急广播权限的用户才能发布应急通知", code="notice.no_emergency")
+        title = data.title.strip()
+        body = data.body.strip()
+        if not title:
+            raise InvalidInput("标题不能为空", fields={"title": "不能为空"})
+        if len(title) > MAX_TITLE:
+            raise InvalidInput(f"标题不能超过{MAX_TITLE}个字", fields={"title": f"最多{MAX_TITLE}个字"})
+        if len(title) + len(body) > self.max_chars:
+            raise InvalidInput(f"通知太长了，最多{self.max_chars}个字", fields={"body": "太长"})
+        repeats = data.repeats if data.repeats is not None else self._default_repeats
+        if not 1 <= repeats <= 10:
+            raise InvalidInput("重复次数应在1到10之间", fields={"repeats": "应在1到10之间"})
+        if data.township_id is None:
+            if not principal.county_wide:
+                raise InvalidInput("请选择乡镇", fields={"township_id": "必填"})
+        elif not principal.sees_township(data.township_id):
+            raise InvalidInput("乡镇不存在", fields={"township_id": "乡镇不存在"})
+        return NoticeInput(
+            kind=data.kind,
+            title=title,
+            body=body,
+            township_id=data.township_id,
+            voice_engine=data.voice_engine or None,
+            voice_name=data.voice_name or None,
+            voice_rate=data.voice_rate or None,
+            repeats=repeats,
+        )
+
+    async def _load(self, session: AsyncSession, principal: Principal, notice_id: int) -> Notice:
+        notice = await session.get(Notice, notice_id)
+        if notice is None or not principal.sees_township(notice.township_id):
+            raise NotFound("通知不存在")
+        return notice
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def create(self, principal: Principal, data: NoticeInput) -> Notice:
+        principal.require_role(*WRITER_ROLES)
+        data = self._validate(principal, data)
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            if data.township_id is not None:
+                from storage.models import Township
+
+                if await session.get(Township, data.township_id) is None:
+                    raise InvalidInput("乡镇不存在", fields={"township_id": "乡镇不存在"})
+            notice = Notice(
+                township_id=data.township_id,
+                kind=data.kind,
+                title=data.title,
+                body=data.body,
+                source="tts",
+                voice_engine=data.voice_engine,
+                voice_name=data.voice_name,
+                voice_rate=data.voice_rate,
+                repeats=data.repeats,
+                state="draft",
+                author_id=principal.user_id,
+                revision=1,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(notice)
+            await session.flush()
+            audit.record(
+                session,
+                principal.actor,
+                at=now,
+                action="notice.create",
+                object_type="notice",
+                object_id=notice.id,
+                detail={"kind": data.kind, "title": data.title},
+            )
+        return notice
+
+    def _after_edit(self, notice: Notice) -> None:
+        """An edit invalidates any approval: back to 待审核 (or 草稿), new revision, no audio."""
+        if notice.state == "archived":
+            raise Conflict("已归档的通知不能修改", code="notice.archived")
+        notice.revision += 1
+        notice.state = "pending" if notice.state in ("pending", "approved") else "draft"
+        notice.audio_keys = None
+        notice.audio_duration_s = None
+        notice.audio_engine = None
+        notice.spoken_text = None
+        notice.approver_id = None
+        notice.decided_at = None
+        notice.updated_at = self._clock.now()
+
+    async def update(self, principal: Principal, notice_id: int, data: NoticeInput) -> Notice:
+        principal.require_role(*WRITER_ROLES)
+        data = self._validate(principal, data)
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            before = notice.state
+            self._after_edit(notice)
+            notice.kind = data.kind
+            notice.title = data.title
+            notice.body = data.body
+            notice.township_id = data.township_id
+            notice.voice_engine = data.voice_engine
+            notice.voice_name = data.voice_name
+            notice.voice_rate = data.voice_rate
+            notice.repeats = data.repeats or self._default_repeats
+            audit.record(
+                session,
+                principal.actor,
+                at=notice.updated_at,
+                action="notice.update",
+                object_type="notice",
+                object_id=notice.id,
+                detail={"state": {"before": before, "after": notice.state}, "revision": notice.revision},
+            )
+        return notice
+
+    async def set_recording(self, principal: Principal, notice_id: int, data: bytes, filename: str) -> Notice:
+        """A person's recording replaces the TTS voice (uploaded, or recorded in the browser)."""
+        principal.require_role(*WRITER_ROLES)
+        if not data:
+            raise InvalidInput("录音文件是空的", fields={"recording": "空文件"})
+        if len(data) > self.recording_max_bytes:
+            limit = self.recording_max_bytes // (1024 * 1024)
+            raise InvalidInput(f"录音文件太大，最多{limit} MB", fields={"recording": "太大"})
+        suffix = Path(filename or "").suffix.lower() or ".webm"
+        if suffix not in RECORDING_SUFFIXES:
+            raise InvalidInput("请上传 WAV、MP3、OGG、WebM 或 M4A 格式的录音", fields={"recording": "格式不支持"})
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{digest}{suffix}"
+        async with self._sessions() as session:
+            await self._load(session, principal, notice_id)
+        await self._store_recording(name, data)
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            self._after_edit(notice)
+            notice.source = "recording"
+            notice.recording_file = name
+            audit.record(
+                session,
+                principal.actor,
+                at=notice.updated_at,
+                action="notice.recording",
+                object_type="notice",
+                object_id=notice.id,
+                detail={"sha256": digest, "bytes": len(data)},
+            )
+        return notice
+
+    async def _store_recording(self, name: str, data: bytes) -> None:
+        import asyncio
+
+        await asyncio.to_thread(atomic_write, self.recordings_dir / name, data)
+
+    async def use_tts(self, principal: Principal, notice_id: int) -> Notice:
+        """Back from a recording to the synthetic voice."""
+        principal.require_role(*WRITER_ROLES)
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            self._after_edit(notice)
+            notice.source = "tts"
+            notice.recording_file = None
+        return notice
+
+    async def submit(self, principal: Principal, notice_id: int) -> Notice:
+        principal.require_role(*WRITER_ROLES)
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            if notice.state not in ("draft", "rejected"):
+                raise Conflict(f"{STATE_LABELS[notice.state]}的通知不能再提交审核", code="notice.state")
+            notice.state = "pending"
+            notice.reject_reason = None
+            notice.submitted_at = notice.updated_at = self._clock.now()
+            audit.record(
+                session,
+                principal.actor,
+                at=notice.updated_at,
+                action="notice.submit",
+                object_type="notice",
+                object_id=notice.id,
+            )
+        return notice
+
+    def _check_approvable(self, principal: Principal, notice: Notice) -> None:
+        if notice.state != "pending":
+            raise Conflict(f"只有待审核的通知才能审核，这条是“{STATE_LABELS[notice.state]}”", code="notice.state")
+        if notice.author_id == principal.user_id:
+            raise PermissionDenied("不能审核自己写的通知，请由另一位审核人审核", code="notice.own_approval")
+        found = privacy.check(notice_text({"title": notice.title, "body": notice.body}))
+        if found.blocking:
+            reasons = "；".join(finding.message for finding in found.findings if finding.blocking)
+            raise Conflict(
+                f"通知中含有不能播报或公开的个人号码，不能通过：{reasons}",
+                code="notice.personal_numbers",
+                fields={"body": "含有身份证号或银行卡号"},
+            )
+
+    async def approve(self, principal: Principal, notice_id: int) -> Notice:
+        principal.require_role(*APPROVER_ROLES)
+        async with self._sessions() as session:
+            notice = await self._load(session, principal, notice_id)
+            self._check_approvable(principal, notice)
+            revision = notice.revision
+        # Render before the state changes: an approved notice always has its audio.
+        result = await self.render(notice)
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            if notice.revision != revision:
+                raise Conflict("审核期间通知被修改了，请重新审核", code="notice.changed")
+            self._check_approvable(principal, notice)
+            self._set_audio(notice, result)
+            notice.state = "approved"
+            notice.approver_id = principal.user_id
+            notice.decided_at = notice.updated_at = self._clock.now()
+            audit.record(
+                session,
+                principal.actor,
+                at=notice.decided_at,
+                action="notice.approve",
+                object_type="notice",
+                object_id=notice.id,
+                detail={"revision": revision, "duration_s": result.duration_s, "engine": result.engine},
+            )
+        return notice
+
+    async def reject(self, principal: Principal, notice_id: int, reason: str) -> Notice:
+        principal.require_role(*APPROVER_ROLES)
+        reason = reason.strip()
+        if not reason:
+            raise InvalidInput("驳回时请写明理由", fields={"reason": "不能为空"})
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            if notice.state != "pending":
+                raise Conflict("只有待审核的通知才能驳回", code="notice.state")
+            if notice.author_id == principal.user_id:
+                raise PermissionDenied("不能审核自己写的通知", code="notice.own_approval")
+            notice.state = "rejected"
+            notice.reject_reason = reason
+            notice.approver_id = principal.user_id
+            notice.decided_at = notice.updated_at = self._clock.now()
+            audit.record(
+                session,
+                principal.actor,
+                at=notice.decided_at,
+                action="notice.reject",
+                object_type="notice",
+                object_id=notice.id,
+                detail={"reason": reason},
+            )
+        return notice
+
+    async def archive(self, principal: Principal, notice_id: int) -> Notice:
+        principal.require_role(*WRITER_ROLES, *APPROVER_ROLES)
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            if notice.state == "archived":
+                return notice
+            notice.state = "archived"
+            notice.updated_at = self._clock.now()
+            audit.record(
+                session,
+                principal.actor,
+                at=notice.updated_at,
+                action="notice.archive",
+                object_type="notice",
+                object_id=notice.id,
+            )
+        return notice
+
+    async def create_emergency(self, principal: Principal, *, title: str, body: str, township_id: int | None) -> Notice:
+        """Write, approve and render an emergency notice in one step (no four eyes: minutes matter)."""
+        if not principal.can_emergency:
+            raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
+        data = self._validate(
+            principal,
+            NoticeInput(kind="emergency", title=title, body=body, township_id=township_id, repeats=3),
+        )
+        found = privacy.check(notice_text({"title": data.title, "body": data.body}))
+        if found.blocking:
+            raise Conflict("应急通知中含有身份证号或银行卡号，不能播出", code="notice.personal_numbers")
+        draft = Notice(kind="emergency", title=data.title, body=data.body, source="tts", repeats=data.repeats or 3)
+        result = await self.render(draft, emergency=True)
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            notice = Notice(
+                township_id=data.township_id,
+                kind="emergency",
+                title=data.title,
+                body=data.body,
+                source="tts",
+                voice_engine=result.engine,
+                repeats=data.repeats or 3,
+                state="approved",
+                author_id=principal.user_id,
+                approver_id=principal.user_id,
+                revision=1,
+                created_at=now,
+                updated_at=now,
+                submitted_at=now,
+                decided_at=now,
+            )
+            self._set_audio(notice, result)
+            session.add(notice)
+            await session.flush()
+            audit.record(
+                session,
+                principal.actor,
+                at=now,
+                action="notice.emergency",
+                object_type="notice",
+                object_id=notice.id,
+                detail={"title": data.title, "engine": result.engine},
+            )
+        return notice
+
+    # -- audio ------------------------------------------------------------------------------
+
+    async def render(self, notice: Notice, *, emergency: bool = False) -> ProductionResult:
+        if notice.source == "recording" and notice.recording_file:
+            return await self._producer.render_recording(
+                self.recordings_dir / notice.recording_file, repeats=notice.repeats, profiles=ALL_PROFILES
+            )
+        engine = self._emergency_engine if emergency else notice.voice_engine
+        voice = VoiceRequest(engine=engine, voice=None if emergency else notice.voice_name, rate=notice.voice_rate)
+        return await self._producer.render_text(
+            notice_text({"title": notice.title, "body": notice.body}),
+            voice=voice,
+            repeats=notice.repeats,
+            profiles=ALL_PROFILES,
+        )
+
+    @staticmethod
+    def _set_audio(notice: Notice, result: ProductionResult) -> None:
+        notice.audio_keys = {profile.value: key for profile, key in result.keys.items()}
+        notice.audio_duration_s = round(result.duration_s, 3)
+        notice.audio_engine = result.engine
+        notice.spoken_text = result.spoken_text
+
+    async def audio_files(self, notice: Notice) -> tuple[dict[Profile, Path], float]:
+        """The rendered files of an approved notice; re-rendered (same keys) if the cache lost them."""
+        if notice.state != "approved" or not notice.audio_keys:
+            raise Conflict("通知尚未审核通过，不能播出", code="notice.not_approved")
+        files: dict[Profile, Path] = {}
+        for profile in ALL_PROFILES:
+            entry = self._cache.get(notice.audio_keys.get(profile.value, ""))
+            if entry is None:
+                log.warning("audio of notice %s was evicted; rendering it again", notice.id)
+                result = await self.render(notice, emergency=notice.kind == "emergency")
+                return dict(result.files), result.duration_s
+            files[profile] = entry.path
+        return files, float(notice.audio_duration_s or 0.0)
+
+    async def audio_path(self, principal: Principal, notice_id: int, profile: Profile = Profile.MP3) -> Path:
+        async with self._sessions() as session:
+            notice = await self._load(session, principal, notice_id)
+        if not notice.audio_keys:
+            raise NotFound("这条通知还没有生成音频（审核通过时生成）")
+        entry = self._cache.get(notice.audio_keys.get(profile.value, ""))
+        if entry is None:
+            files, _ = await self.audio_files(notice)
+            return files[profile]
+        return entry.path
+
+    async def referenced_keys(self) -> set[str]:
+        """Audio keys still needed (approved notices): the cache never evicts these."""
+        async with self._sessions() as session:
+            rows = await session.scalars(select(Notice.audio_keys).where(Notice.state == "approved"))
+            return {key for keys in rows.all() if keys for key in keys.values()}
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def get(self, principal: Principal, notice_id: int) -> Notice:
+        async with self._sessions() as session:
+            return await self._load(session, principal, notice_id)
+
+    async def list_notices(
+        self, principal: Principal, *, state: str | None = None, kinds: Sequence[str] = ()
+    ) -> list[Notice]:
+        statement = select(Notice).order_by(Notice.updated_at.desc(), Notice.id.desc())
+        scope = principal.township_filter()
+        if scope is not None:
+            statement = statement.where(Notice.township_id.in_(scope))
+        if state:
+            statement = statement.where(Notice.state == state)
+        if kinds:
+            statement = statement.where(Notice.kind.in_(kinds))
+        async with self._sessions() as session:
+            return list((await session.scalars(statement.limit(500))).all())
+
+
+def notice_json(notice: Notice) -> dict[str, Any]:
+    return {
+        "id": notice.id,
+        "township_id": notice.township_id,
+        "kind": notice.kind,
+        "kind_label": KIND_LABELS[notice.kind],
+        "priority": PRIORITY_OF_KIND[notice.kind],
+        "title": notice.title,
+        "body": notice.body,
+        "source": notice.source,
+        "voice_engine": notice.voice_engine,
+        "voice_name": notice.voice_name,
+        "voice_rate": notice.voice_rate,
+        "repeats": notice.repeats,
+        "state": notice.state,
+        "state_label": STATE_LABELS[notice.state],
+        "reject_reason": notice.reject_reason,
+        "author_id": notice.author_id,
+        "approver_id": notice.approver_id,
+        "revision": notice.revision,
+        "audio_duration_s": notice.audio_duration_s,
+        "audio_engine": notice.audio_engine,
+        "spoken_text": notice.spoken_text,
+        "has_audio": bool(notice.audio_keys),
+        "created_at": notice.created_at,
+        "updated_at": notice.updated_at,
+        "decided_at": notice.decided_at,
+    }
+
+
+__all__ = [
+    "ALL_PROFILES",
+    "PROFILES",
+    "NoticeInput",
+    "NoticeService",
+    "TextCheck",
+    "check_text",
+    "notice_json",
+]

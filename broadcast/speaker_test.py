@@ -1,0 +1,62 @@
+"""The speaker test (拨测): a short item, rendered now, played through one transport to one destination now.
+
+Used by ``cunxiang broadcast test`` and by the button on the speaker page. It
+goes straight to the transport, outside the dispatcher and the as-run log (it
+plays to one loudspeaker, not to a zone); its result is the per-speaker result
+the transports give everywhere else. An HTTP-pull terminal cannot be pushed to,
+so its test is a real broadcast of the test item to that one terminal through
+the dispatcher (see :meth:`SpeakerTester.test_speaker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from broadcast.production import BroadcastProducer
+from broadcast.rtp import parse_destination
+from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, Transport
+from common.errors import InvalidInput, ServiceUnavailable
+from storage.models import RUN_FAILED
+from tts.audio import Profile
+from tts.engines import VoiceRequest
+
+DEFAULT_TEST_TEXT = "村响广播测试，听到请回复。"
+TEST_PROFILES = (Profile.MP3, Profile.ASTERISK, Profile.RTP, Profile.WAV16K)
+
+
+class SpeakerTester:
+    def __init__(
+        self,
+        producer: BroadcastProducer,
+        transports: Mapping[str, Transport],
+        *,
+        engine: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self._producer = producer
+        self._transports = dict(transports)
+        self._engine = engine
+        self._timeout_s = timeout_s
+
+    async def render(self, text: str) -> PlayItem:
+        result = await self._producer.render_text(
+            text or DEFAULT_TEST_TEXT, voice=VoiceRequest(engine=self._engine), repeats=1, profiles=TEST_PROFILES
+        )
+        return PlayItem(title="拨测", files=result.files, duration_s=result.duration_s, priority=4)
+
+    async def test(self, text: str, target: SpeakerTarget) -> SpeakerResult:
+        if target.transport == "rtp":
+            parse_destination(target.address)  # a clear error before anything is rendered
+        transport = self._transports.get(target.transport)
+        if transport is None:
+            raise ServiceUnavailable(f"传输方式 {target.transport} 未启用", code="speaker_test.transport")
+        if target.transport == "http":
+            raise InvalidInput("4G拉取终端不能直接推送，请在终端页面用“播出测试”", code="speaker_test.http")
+        item = await self.render(text)
+        try:
+            async with asyncio.timeout(self._timeout_s + item.duration_s):
+                results = await transport.play(item, [target], asyncio.Event())
+        except TimeoutError:
+            return SpeakerResult(target, RUN_FAILED, error=f"拨测超时（{self._timeout_s:g}秒）")
+        return results[0]

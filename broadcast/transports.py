@@ -1,0 +1,309 @@
+"""Transports to loudspeakers, each behind one interface, each reporting per speaker.
+
+    Transport.play(item, targets, stop) -> [SpeakerResult, …]
+
+``play`` returns when the item has played on every target, or when ``stop`` is
+set (a higher priority preempts): then it stops the item cleanly on every
+speaker it reaches and reports them as interrupted. A speaker that does not
+answer is a failed result for that speaker alone; it never raises past here
+and never stops the others.
+
+* :class:`RtpTransport` — PCMU over RTP through the one :class:`RtpSender` loop;
+* :class:`SipPagingTransport` — Asterisk ``Page()`` through a :class:`PageOriginator`
+  (the hotline's AMI link implements it; ``server.py`` passes it in);
+* :class:`SinkTransport` — a file, or a sound card through an ALSA player;
+* HTTP pull for 4G terminals lives in :mod:`broadcast.terminals` (it needs the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from broadcast.rtp import RtpSender, StreamResult, is_multicast, parse_destination
+from common.clock import Clock
+from common.errors import CunxiangError
+from storage.models import RUN_FAILED, RUN_INTERRUPTED, RUN_SUCCESS
+from tts.audio import Profile, atomic_copy
+from tts.process import run_program
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpeakerTarget:
+    """One loudspeaker to reach; ``run_id`` is its as-run row (None for a speaker test outside the log)."""
+
+    transport: str
+    address: str
+    speaker_id: int | None = None
+    name: str = ""
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class PlayItem:
+    """A produced broadcast item: a file per profile, its length, and where its RTP goes."""
+
+    title: str
+    files: Mapping[Profile, Path]
+    duration_s: float
+    priority: int
+    zone_run_id: int | None = None
+    # A zone's multicast group: every RTP speaker of the zone listens to it (one stream instead of many).
+    rtp_group: tuple[str, int] | None = None
+    rtp_ttl: int | None = None
+
+
+@dataclass
+class SpeakerResult:
+    target: SpeakerTarget
+    state: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        from storage.models import RUN_STATE_LABELS
+
+        return {
+            "speaker_id": self.target.speaker_id,
+            "name": self.target.name,
+            "transport": self.target.transport,
+            "address": self.target.address,
+            "state": self.state,
+            "state_label": RUN_STATE_LABELS[self.state],
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "error": self.error,
+            "detail": self.detail,
+        }
+
+
+class Transport(Protocol):
+    name: str
+
+    async def play(self, item: PlayItem, targets: Sequence[SpeakerTarget], stop: asyncio.Event) -> list[SpeakerResult]:
+        """Play ``item`` on ``targets`` until it ends or ``stop`` is set; one result per target."""
+        ...
+
+
+async def _until(stop: asyncio.Event, awaitable: asyncio.Future[Any] | asyncio.Task[Any]) -> bool:
+    """Wait for ``awaitable`` or ``stop``; True when stopped first."""
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _pending = await asyncio.wait({stopper, awaitable}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper
+    return awaitable not in done
+
+
+# -- RTP ----------------------------------------------------------------------------------------
+
+
+class RtpTransport:
+    name = "rtp"
+
+    def __init__(self, sender: RtpSender, clock: Clock, *, default_port: int = 5004, default_ttl: int = 8) -> None:
+        self._sender = sender
+        self._clock = clock
+        self._default_port = default_port
+        self._default_ttl = default_ttl
+
+    async def play(self, item: PlayItem, targets: Sequence[SpeakerTarget], stop: asyncio.Event) -> list[SpeakerResult]:
+        results: dict[int, SpeakerResult] = {}
+        # destination → the targets it serves (a zone's group serves all; else each its own address)
+        by_destination: dict[tuple[str, int], list[int]] = {}
+        for index, target in enumerate(targets):
+            try:
+                destination = item.rtp_group or parse_destination(target.address, default_port=self._default_port)
+            except CunxiangError as exc:
+                results[index] = SpeakerResult(target, RUN_FAILED, error=exc.message)
+                continue
+            by_destination.setdefault(destination, []).append(index)
+        if not by_destination:
+            return [results[index] for index in range(len(targets))]
+        payload = await asyncio.to_thread(item.files[Profile.RTP].read_bytes)
+        ttl = item.rtp_ttl if item.rtp_ttl is not None else self._default_ttl
+        started = self._clock.now()
+        streams = self._sender.play(payload, list(by_destination), ttl=ttl)
+        waiting = asyncio.ensure_future(asyncio.gather(*(stream.done for stream in streams)))
+        stopped = await _until(stop, waiting)
+        if stopped:
+            for stream in streams:
+                stream.stop()
+        outcomes: list[StreamResult] = await waiting
+        ended = self._clock.now()
+        for destination, outcome in zip(by_destination, outcomes, strict=True):
+            state = RUN_SUCCESS if outcome.completed else RUN_INTERRUPTED if outcome.stopped else RUN_FAILED
+            detail = {
+                "destination": f"{destination[0]}:{destination[1]}",
+                "multicast": is_multicast(destination[0]),
+                "packets": outcome.packets,
+                "sent": outcome.sent,
+                "dropped": outcome.dropped,
+            }
+            for index in by_destination[destination]:
+                results[index] = SpeakerResult(targets[index], state, started, ended, outcome.error, detail)
+        return [results[index] for index in range(len(targets))]
+
+
+# -- SIP paging through Asterisk ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """What became of one page: which endpoints answered (and so heard it), and an error if it failed."""
+
+    answered: Mapping[str, bool]
+    error: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PageOriginator(Protocol):
+    """Something that can originate a page: Asterisk ``Page()`` to SIP endpoints playing one file.
+
+    Implemented by the hotline's AMI link; ``server.py`` passes it in. ``audio_path``
+    is the item in Asterisk's format (8 kHz 16-bit WAV) on *this* host; the
+    implementation makes it reachable by Asterisk (a shared directory inside
+    the sandbox root). ``page`` returns when the page has ended (or timed out
+    unanswered); ``hangup`` ends a running page early (preemption).
+    """
+
+    async def page(
+        self, endpoints: Sequence[str], audio_path: Path, channel_id: str, timeout_s: float
+    ) -> PageResult: ...
+
+    async def hangup(self, channel_id: str) -> None: ...
+
+
+# Headers that make SIP speakers answer a page by themselves, by vendor convention.
+AUTO_ANSWER_HEADERS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    # Yealink, Fanvil, Grandstream, Snom, Algo, Axis and most IP speakers.
+    "generic": (("Call-Info", "<sip:127.0.0.1>;answer-after=0"),),
+    "polycom": (("Alert-Info", "<http://127.0.0.1>;info=alert-autoanswer;delay=0"),),
+    "cisco": (("Call-Info", "<sip:127.0.0.1>;answer-after=0"), ("Alert-Info", "ring-answer")),
+    # RFC 5373.
+    "rfc5373": (("Answer-Mode", "Auto"),),
+    "none": (),
+}
+
+_CHANNEL_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class SipPagingTransport:
+    name = "sip"
+
+    def __init__(self, originator: PageOriginator | None, clock: Clock, *, timeout_s: float = 30.0) -> None:
+        self._originator = originator
+        self._clock = clock
+        self._timeout_s = timeout_s
+
+    async def play(self, item: PlayItem, targets: Sequence[SpeakerTarget], stop: asyncio.Event) -> list[SpeakerResult]:
+        if self._originator is None:
+            return [
+                SpeakerResult(target, RUN_FAILED, error="未连接Asterisk，不能SIP寻呼（asterisk = none）")
+                for target in targets
+            ]
+        originator = self._originator
+        endpoints = [target.address for target in targets]
+        channel_id = _CHANNEL_SAFE.sub("-", f"cx-page-{item.zone_run_id or 'test'}-{id(stop):x}")
+        started = self._clock.now()
+        paging = asyncio.ensure_future(
+            originator.page(endpoints, item.files[Profile.ASTERISK], channel_id, self._timeout_s)
+        )
+        stopped = await _until(stop, paging)
+        if stopped:
+            with contextlib.suppress(Exception):
+                await originator.hangup(channel_id)
+        try:
+            outcome = await paging
+        except CunxiangError as exc:
+            outcome = PageResult({}, error=exc.message)
+        except Exception as exc:  # the link's own failure is this page's failure, not the dispatcher's
+            log.exception("SIP page %s failed", channel_id)
+            outcome = PageResult({}, error=f"SIP寻呼失败：{exc}")
+        ended = self._clock.now()
+        results = []
+        for target in targets:
+            answered = outcome.answered.get(target.address, False)
+            if stopped and answered:
+                state, error = RUN_INTERRUPTED, None
+            elif answered:
+                state, error = RUN_SUCCESS, None
+            else:
+                state, error = RUN_FAILED, outcome.error or "终端未应答"
+            results.append(SpeakerResult(target, state, started, ended, error, dict(outcome.detail)))
+        return results
+
+
+# -- file / sound card --------------------------------------------------------------------------
+
+
+class SinkTransport:
+    """``file:NAME`` writes the item to ``<sink_dir>/NAME.wav``; ``alsa:DEVICE`` plays it on a sound card.
+
+    A file sink holds the zone for the item's length, as a sound card would, so
+    preemption and waiting behave the same in tests as in a broadcast room.
+    """
+
+    name = "sink"
+
+    def __init__(self, sink_dir: Path, clock: Clock, *, player: str = "aplay") -> None:
+        self._dir = sink_dir
+        self._clock = clock
+        self._player = player
+
+    async def play(self, item: PlayItem, targets: Sequence[SpeakerTarget], stop: asyncio.Event) -> list[SpeakerResult]:
+        return list(await asyncio.gather(*(self._one(item, target, stop) for target in targets)))
+
+    async def _one(self, item: PlayItem, target: SpeakerTarget, stop: asyncio.Event) -> SpeakerResult:
+        kind, _, name = target.address.partition(":")
+        started = self._clock.now()
+        source = item.files.get(Profile.WAV16K) or item.files[Profile.ASTERISK]
+        try:
+            if kind == "file":
+                path = self._dir / f"{name}.wav"
+                await asyncio.to_thread(atomic_copy, source, path)
+                holding = asyncio.ensure_future(asyncio.sleep(item.duration_s))
+                stopped = await _until(stop, holding)
+                holding.cancel()
+                state = RUN_INTERRUPTED if stopped else RUN_SUCCESS
+                return SpeakerResult(target, state, started, self._clock.now(), detail={"file": str(path)})
+            if kind == "alsa":
+                return await self._alsa(name, source, target, stop, started)
+        except OSError as exc:
+            return SpeakerResult(target, RUN_FAILED, started, self._clock.now(), f"写入失败：{exc.strerror or exc}")
+        return SpeakerResult(target, RUN_FAILED, started, self._clock.now(), "本地输出地址不对")
+
+    async def _alsa(
+        self, device: str, source: Path, target: SpeakerTarget, stop: asyncio.Event, started: datetime
+    ) -> SpeakerResult:
+        if shutil.which(self._player) is None:
+            return SpeakerResult(target, RUN_FAILED, started, self._clock.now(), f"找不到播放程序 {self._player}")
+        playing = asyncio.ensure_future(
+            run_program([self._player, "-q", "-D", device, str(source)], program=self._player, timeout_s=3600)
+        )
+        stopped = await _until(stop, playing)
+        if stopped:
+            playing.cancel()  # run_program terminates the player and waits for it
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await playing
+            return SpeakerResult(target, RUN_INTERRUPTED, started, self._clock.now())
+        completed = await playing
+        if completed.returncode != 0:
+            return SpeakerResult(
+                target, RUN_FAILED, started, self._clock.now(), f"声卡播放失败：{completed.stderr_tail()}"
+            )
+        return SpeakerResult(target, RUN_SUCCESS, started, self._clock.now())

@@ -1,0 +1,198 @@
+"""Schedule rules as pure functions: validation, occurrences, quiet hours.
+
+Every time a person types is wall-clock time in the deployment's zone
+(Asia/Shanghai); every instant we compute or store is an aware UTC datetime.
+Shanghai has had no daylight saving since 1991, but we still combine dates
+and times *in the zone* and convert, so a zone with DST would also be right.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from common.errors import InvalidInput
+
+WEEKDAY_LABELS = {1: "周一", 2: "周二", 3: "周三", 4: "周四", 5: "周五", 6: "周六", 7: "周日"}
+KIND_LABELS = {"once": "单次", "daily": "每天", "weekly": "每周"}
+MAX_TIMES_PER_DAY = 24
+# A weekly rule repeats within 7 days; 8 covers a start in the middle of a day.
+_SCAN_DAYS = 8
+
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A schedule's timing: ``once_at`` (aware), or ``times`` on every day / on ``weekdays`` (1 = Monday)."""
+
+    kind: str
+    once_at: datetime | None = None
+    times: tuple[time, ...] = ()
+    weekdays: frozenset[int] = frozenset()
+    start_date: date | None = None
+    end_date: date | None = None
+
+    def runs_on(self, day: date) -> bool:
+        if self.start_date is not None and day < self.start_date:
+            return False
+        if self.end_date is not None and day > self.end_date:
+            return False
+        return self.kind == "daily" or (self.kind == "weekly" and day.isoweekday() in self.weekdays)
+
+
+def parse_clock(text: str, field: str = "times") -> time:
+    """'07:00' → time(7, 0); '25:00', '7点', '07:60' are each a clear Chinese error."""
+    match = _CLOCK.match(text.strip())
+    if match is None:
+        raise InvalidInput(f"时间“{text}”格式不对，应写成 时:分，例如 07:00", fields={field: "应写成 时:分"})
+    hour, minute = int(match[1]), int(match[2])
+    if hour > 23 or minute > 59:
+        raise InvalidInput(f"时间“{text}”不存在，应在 00:00 到 23:59 之间", fields={field: "应在00:00到23:59之间"})
+    return time(hour, minute)
+
+
+def format_clock(value: time) -> str:
+    return value.strftime("%H:%M")
+
+
+def make_rule(
+    *,
+    kind: str,
+    once_at: datetime | None,
+    times: Sequence[str],
+    weekdays: Iterable[int],
+    start_date: date | None,
+    end_date: date | None,
+    zone: ZoneInfo,
+    now: datetime,
+) -> Rule:
+    """Validate what a person entered and build the rule; raises InvalidInput, in Chinese, naming the field."""
+    if kind not in KIND_LABELS:
+        raise InvalidInput("播出方式只能是单次、每天或每周", fields={"kind": "只能是 once、daily 或 weekly"})
+    if kind == "once":
+        if once_at is None:
+            raise InvalidInput("单次播出需要填写播出时间", fields={"once_at": "必填"})
+        instant = once_at if once_at.tzinfo is not None else once_at.replace(tzinfo=zone)
+        instant = instant.astimezone(UTC)
+        if instant <= now:
+            shown = instant.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+            raise InvalidInput(f"播出时间 {shown} 已经过去，请选择以后的时间", fields={"once_at": "已经过去"})
+        return Rule(kind="once", once_at=instant)
+    if not times:
+        raise InvalidInput("请至少填写一个播出时间", fields={"times": "至少一个"})
+    if len(times) > MAX_TIMES_PER_DAY:
+        raise InvalidInput(f"每天最多{MAX_TIMES_PER_DAY}个播出时间", fields={"times": "太多"})
+    clocks = tuple(sorted({parse_clock(text) for text in times}))
+    days = frozenset(weekdays)
+    if kind == "weekly":
+        if not days:
+            raise InvalidInput("每周播出需要选择星期几", fields={"weekdays": "至少选一天"})
+        if not days <= set(WEEKDAY_LABELS):
+            raise InvalidInput("星期只能是1（周一）到7（周日）", fields={"weekdays": "只能是1到7"})
+    if start_date is not None and end_date is not None and end_date < start_date:
+        raise InvalidInput(f"结束日期 {end_date} 早于开始日期 {start_date}", fields={"end_date": "不能早于开始日期"})
+    today = now.astimezone(zone).date()
+    if end_date is not None and end_date < today:
+        raise InvalidInput(f"结束日期 {end_date} 已经过去，这个安排不会再播出", fields={"end_date": "已经过去"})
+    rule = Rule(
+        kind=kind,
+        times=clocks,
+        weekdays=days if kind == "weekly" else frozenset(),
+        start_date=start_date,
+        end_date=end_date,
+    )
+    if next_occurrence(rule, now, zone) is None:
+        raise InvalidInput("按这个安排，以后没有任何一次播出（请检查日期和星期）", fields={"weekdays": "没有播出日"})
+    return rule
+
+
+def _at(day: date, clock: time, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, clock, tzinfo=zone).astimezone(UTC)
+
+
+def occurrences_between(rule: Rule, start: datetime, end: datetime, zone: ZoneInfo) -> Iterator[datetime]:
+    """Every occurrence in [start, end), ascending, as aware UTC instants."""
+    if rule.kind == "once":
+        if rule.once_at is not None and start <= rule.once_at < end:
+            yield rule.once_at
+        return
+    day = start.astimezone(zone).date()
+    if rule.start_date is not None and day < rule.start_date:
+        day = rule.start_date
+    last = end.astimezone(zone).date()
+    if rule.end_date is not None and last > rule.end_date:
+        last = rule.end_date
+    while day <= last:
+        if rule.runs_on(day):
+            for clock in rule.times:
+                instant = _at(day, clock, zone)
+                if start <= instant < end:
+                    yield instant
+        day += timedelta(days=1)
+
+
+def next_occurrence(rule: Rule, after: datetime, zone: ZoneInfo) -> datetime | None:
+    """The first occurrence strictly after ``after``, or None when the rule has ended."""
+    if rule.kind == "once":
+        return rule.once_at if rule.once_at is not None and rule.once_at > after else None
+    day = after.astimezone(zone).date()
+    if rule.start_date is not None and day < rule.start_date:
+        day = rule.start_date
+    for _ in range(_SCAN_DAYS):
+        if rule.end_date is not None and day > rule.end_date:
+            return None
+        if rule.runs_on(day):
+            for clock in rule.times:
+                instant = _at(day, clock, zone)
+                if instant > after:
+                    return instant
+        day += timedelta(days=1)
+    return None
+
+
+def next_occurrences(rule: Rule, after: datetime, zone: ZoneInfo, count: int) -> list[datetime]:
+    found: list[datetime] = []
+    cursor = after
+    while len(found) < count:
+        instant = next_occurrence(rule, cursor, zone)
+        if instant is None:
+            break
+        found.append(instant)
+        cursor = instant
+    return found
+
+
+def in_quiet_hours(clock: time, quiet_start: time, quiet_end: time) -> bool:
+    """Whether a wall-clock time falls in [quiet_start, quiet_end), which may wrap past midnight."""
+    if quiet_start == quiet_end:
+        return False
+    if quiet_start < quiet_end:
+        return quiet_start <= clock < quiet_end
+    return clock >= quiet_start or clock < quiet_end
+
+
+def quiet_clocks(rule: Rule, zone: ZoneInfo, quiet_start: time, quiet_end: time) -> list[time]:
+    """The rule's start times that fall in a township's quiet hours."""
+    if rule.kind == "once":
+        assert rule.once_at is not None
+        clocks = [rule.once_at.astimezone(zone).time().replace(second=0, microsecond=0)]
+    else:
+        clocks = list(rule.times)
+    return [clock for clock in clocks if in_quiet_hours(clock, quiet_start, quiet_end)]
+
+
+def describe(rule: Rule, zone: ZoneInfo) -> str:
+    """One line a clerk reads: 每天 07:00、12:00、18:30（2026-11-01 至 2026-11-30）."""
+    if rule.kind == "once":
+        assert rule.once_at is not None
+        return f"单次 {rule.once_at.astimezone(zone).strftime('%Y-%m-%d %H:%M')}"
+    clocks = "、".join(format_clock(clock) for clock in rule.times)
+    days = "每天" if rule.kind == "daily" else "每周" + "、".join(WEEKDAY_LABELS[d] for d in sorted(rule.weekdays))
+    window = ""
+    if rule.start_date or rule.end_date:
+        window = f"（{rule.start_date or '即日'} 至 {rule.end_date or '长期'}）"
+    return f"{days} {clocks}{window}"

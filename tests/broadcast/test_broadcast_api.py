@@ -1,0 +1,283 @@
+"""Notices, approval, schedules and the 4G terminal protocol over real HTTP, with the real worker running."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from sqlalchemy import func, select
+
+from server import Runtime
+from settings import Settings
+from storage.models import RUN_INTERRUPTED, RUN_SUCCESS, Schedule
+from tests.conftest import BOTH_DATABASES, ClientFactory, UserFactory
+from tests.support.broadcasting import broadcasting_settings, make_principal, wait_for_rows
+from tests.support.http import ApiClient
+
+pytestmark = pytest.mark.slow
+
+ID_NUMBER_BODY = "李某某，三组，家庭人口1人，身份证号150125195803121235。"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return broadcasting_settings(tmp_path / "data", database_url)
+
+
+async def _tree(runtime: Runtime) -> dict[str, Any]:
+    admin = await make_principal(runtime, "tree-admin", "admin", county_wide=True)
+    areas = runtime.areas
+    county = await areas.create_county(admin, name="测试县")
+    result: dict[str, Any] = {"townships": [], "zones": [], "tokens": {}}
+    for name in ("甲乡", "乙镇"):
+        township = await areas.create_township(admin, county_id=county.id, name=name)
+        village = await areas.create_village(admin, township_id=township.id, name=f"{name}一村")
+        zone = await areas.create_zone(admin, village_id=village.id, name="广场")
+        await areas.create_speaker(admin, zone_id=zone.id, name="广播室", transport="sink", address=f"file:{zone.id}")
+        _speaker, token = await areas.create_speaker(
+            admin, zone_id=zone.id, name="4G音箱", transport="http", address=f"t{zone.id:05d}"
+        )
+        result["townships"].append(township.id)
+        result["zones"].append(zone.id)
+        result["tokens"][zone.id] = token
+        result.setdefault("villages", []).append(village.id)
+    return result
+
+
+async def _people(
+    runtime: Runtime, new_client: ClientFactory, make_user: UserFactory, township_id: int
+) -> tuple[ApiClient, ApiClient, ApiClient]:
+    staff = await (await new_client()).login(*await make_user("staff", township_ids=[township_id]))
+    approver = await (await new_client()).login(*await make_user("approver", township_ids=[township_id]))
+    both = await (await new_client()).login(*await make_user("staff", "approver", township_ids=[township_id]))
+    return staff, approver, both
+
+
+async def _approved(staff: ApiClient, approver: ApiClient, township_id: int, **overrides: Any) -> dict[str, Any]:
+    body = {"kind": "disclosure_finance", "title": "财务公开", "body": "本月收入合计12.5万元。", "repeats": 1}
+    body.update(township_id=township_id, **overrides)
+    notice = await staff.post_json("/api/v1/notices", body, expect=201)
+    await staff.post_json(f"/api/v1/notices/{notice['id']}/submit", {})
+    approved: dict[str, Any] = await approver.post_json(f"/api/v1/notices/{notice['id']}/approve", {})
+    return approved
+
+
+@pytest.mark.parametrize("db_kind", BOTH_DATABASES)
+async def test_a_notice_is_approved_only_by_someone_else_and_an_edit_sends_it_back_for_approval(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    tree = await _tree(runtime)
+    staff, approver, both = await _people(runtime, new_client, make_user, tree["townships"][0])
+    own = await both.post_json(
+        "/api/v1/notices", {"kind": "service", "title": "医保缴费提醒", "township_id": tree["townships"][0]}, 201
+    )
+    await both.post_json(f"/api/v1/notices/{own['id']}/submit", {})
+    refused = await both.post_json(f"/api/v1/notices/{own['id']}/approve", {}, expect=403)
+    assert refused["error"]["code"] == "notice.own_approval"
+    assert "不能审核自己写的通知" in refused["error"]["message"]
+    assert (await both.get_json(f"/api/v1/notices/{own['id']}"))["state"] == "pending"
+
+    approved = await _approved(staff, approver, tree["townships"][0])
+    assert approved["state"] == "approved" and approved["has_audio"]
+    assert approved["audio_duration_s"] > 1
+    preview = await staff.get(f"/api/v1/notices/{approved['id']}/audio.mp3")
+    assert preview.status == 200 and preview.headers["Content-Type"] == "audio/mpeg"
+    assert (await preview.read())[:3] in (b"ID3", b"\xff\xfb", b"\xff\xf3")
+
+    edited = await staff.client.put(
+        f"/api/v1/notices/{approved['id']}",
+        json={"kind": "disclosure_finance", "title": "财务公开（更正）", "township_id": tree["townships"][0]},
+    )
+    body = await edited.json()
+    assert edited.status == 200, body
+    assert body["state"] == "pending" and not body["has_audio"] and body["revision"] == 2
+
+
+async def test_a_notice_with_an_id_number_cannot_be_approved_and_stays_pending(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    tree = await _tree(runtime)
+    staff, approver, _both = await _people(runtime, new_client, make_user, tree["townships"][0])
+    check = await staff.post_json("/api/v1/notices/check", {"title": "低保公示", "body": ID_NUMBER_BODY})
+    assert check["blocking"] and check["findings"][0]["kind"] == "resident_id"
+    assert "150125********1235" in check["masked_text"]
+    notice = await staff.post_json(
+        "/api/v1/notices",
+        {
+            "kind": "disclosure_village",
+            "title": "低保公示",
+            "body": ID_NUMBER_BODY,
+            "township_id": tree["townships"][0],
+        },
+        201,
+    )
+    await staff.post_json(f"/api/v1/notices/{notice['id']}/submit", {})
+    refused = await approver.post_json(f"/api/v1/notices/{notice['id']}/approve", {}, expect=409)
+    assert refused["error"]["code"] == "notice.personal_numbers"
+    assert "身份证" in refused["error"]["message"]
+    after = await approver.get_json(f"/api/v1/notices/{notice['id']}")
+    assert after["state"] == "pending" and not after["has_audio"]
+
+
+async def test_bad_schedules_each_get_a_clear_chinese_error_and_nothing_is_written(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    tree = await _tree(runtime)
+    staff, approver, _both = await _people(runtime, new_client, make_user, tree["townships"][0])
+    notice = await _approved(staff, approver, tree["townships"][0])
+    own_zone = {"level": "zone", "id": tree["zones"][0]}
+    past = (runtime.clock.now() - timedelta(hours=1)).isoformat()
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"kind": "once", "once_at": past, "targets": [own_zone]}, "已经过去"),
+        (
+            {
+                "kind": "daily",
+                "times": ["07:00"],
+                "start_date": "2099-05-02",
+                "end_date": "2099-05-01",
+                "targets": [own_zone],
+            },
+            "早于开始日期",
+        ),
+        ({"kind": "daily", "times": ["25:00"], "targets": [own_zone]}, "25:00"),
+        ({"kind": "daily", "times": ["07:00"], "targets": []}, "至少选择一个播出对象"),
+        ({"kind": "daily", "times": ["07:00"], "targets": [{"level": "zone", "id": tree["zones"][1]}]}, "不存在"),
+        ({"kind": "daily", "times": ["22:30"], "targets": [own_zone]}, "静默时段"),
+        ({"kind": "weekly", "times": ["07:00"], "weekdays": [], "targets": [own_zone]}, "星期几"),
+    ]
+    for fields, expected in cases:
+        response = await staff.post("/api/v1/schedules", json={"notice_id": notice["id"], **fields})
+        body = await response.json()
+        assert response.status == 400, (fields, body)
+        assert expected in body["error"]["message"], (fields, body)
+    # A county-wide writer sees the other township's zone, and is told it is not this notice's township.
+    county = await (await new_client()).login(*await make_user("staff", county_wide=True))
+    response = await county.post(
+        "/api/v1/schedules",
+        json={"notice_id": notice["id"], "kind": "daily", "times": ["07:00"],
+              "targets": [{"level": "zone", "id": tree["zones"][1]}]},
+    )  # fmt: skip
+    body = await response.json()
+    assert response.status == 400 and "不属于这条通知所在的乡镇" in body["error"]["message"]
+    async with runtime.sessions() as session:
+        assert await session.scalar(select(func.count(Schedule.id))) == 0
+
+
+async def test_bad_rtp_addresses_and_multicast_groups_are_refused_in_chinese(
+    runtime: Runtime, server: TestServer, admin: ApiClient
+) -> None:
+    tree = await _tree(runtime)
+    not_an_address = await admin.post_json(
+        "/api/v1/speakers",
+        {"zone_id": tree["zones"][0], "name": "音柱", "transport": "rtp", "address": "speaker-one:5004"},
+        expect=400,
+    )
+    assert "不是有效的IPv4地址" in not_an_address["error"]["message"]
+    outside = await admin.client.put(
+        f"/api/v1/zones/{tree['zones'][0]}/broadcast", json={"rtp_group": "192.168.1.20:5004", "rtp_ttl": 4}
+    )
+    body = await outside.json()
+    assert outside.status == 400 and "224.0.0.0/4" in body["error"]["message"]
+    inside = await admin.client.put(
+        f"/api/v1/zones/{tree['zones'][0]}/broadcast", json={"rtp_group": "239.1.2.3:5004", "rtp_ttl": 4}
+    )
+    assert inside.status == 200
+
+
+async def test_a_terminal_with_a_wrong_token_is_refused(runtime: Runtime, server: TestServer) -> None:
+    await _tree(runtime)
+    async with ClientSession() as http:
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            async with http.get(server.make_url("/api/v1/terminal/now"), headers=headers) as response:
+                body = await response.json()
+                assert response.status == 401
+                assert "令牌" in body["error"]["message"]
+
+
+class Terminal:
+    """A 4G loudspeaker as a vendor would build it, on a real HTTP client."""
+
+    def __init__(self, http: ClientSession, server: TestServer, token: str) -> None:
+        self.http = http
+        self.server = server
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def now(self) -> dict[str, Any]:
+        async with self.http.get(self.server.make_url("/api/v1/terminal/now"), headers=self.headers) as response:
+            assert response.status == 200
+            body: dict[str, Any] = await response.json()
+            return body
+
+    async def wait_for_play(self, different_from: int | None = None, timeout: float = 30) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                answer = await self.now()
+                play = answer["play"]
+                if play is not None and play["play_id"] != different_from:
+                    return dict(play)
+                await asyncio.sleep(answer["poll_interval_s"])
+
+    async def fetch(self, play: dict[str, Any]) -> bytes:
+        async with self.http.get(self.server.make_url(play["audio_url"]), headers=self.headers) as response:
+            assert response.status == 200 and response.headers["Content-Type"] == "audio/mpeg"
+            return await response.read()
+
+    async def report(self, play_id: int, event: str) -> int:
+        async with self.http.post(
+            self.server.make_url("/api/v1/terminal/report"),
+            json={"play_id": play_id, "event": event},
+            headers=self.headers,
+        ) as response:
+            return response.status
+
+
+async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_it_on_its_next_poll(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    tree = await _tree(runtime)
+    zone = tree["zones"][0]
+    staff, approver, _both = await _people(runtime, new_client, make_user, tree["townships"][0])
+    notice = await _approved(staff, approver, tree["townships"][0], body="本月收入合计12.5万元。" * 3)
+    chief = await (await new_client()).login(*await make_user("leader", county_wide=True, can_emergency=True))
+
+    async with ClientSession() as http:
+        terminal = Terminal(http, server, tree["tokens"][zone])
+        assert (await terminal.now())["play"] is None
+        await staff.post_json(f"/api/v1/notices/{notice['id']}/play", {"zone_ids": [zone]}, expect=202)
+        disclosure = await terminal.wait_for_play()
+        assert disclosure["title"] == "财务公开" and not disclosure["emergency"]
+        assert len(await terminal.fetch(disclosure)) > 1000
+        assert await terminal.report(disclosure["play_id"], "started") == 200
+
+        await chief.post_json(
+            "/api/v1/emergency",
+            {"title": "森林草原防火紧急通知", "body": "严禁一切野外用火。", "zone_ids": [zone], "confirm": True},
+            expect=202,
+        )
+        emergency = await terminal.wait_for_play(different_from=disclosure["play_id"])
+        assert emergency["emergency"] and emergency["priority"] == 1
+        # The interrupted item is over for the terminal: reporting on it is refused.
+        assert await terminal.report(disclosure["play_id"], "finished") == 409
+        await terminal.fetch(emergency)
+        assert await terminal.report(emergency["play_id"], "started") == 200
+        assert await terminal.report(emergency["play_id"], "finished") == 200
+
+    rows = await wait_for_rows(
+        runtime, lambda rows: any(r.kind == "emergency" and r.state == RUN_SUCCESS for r in rows), zone_id=zone
+    )
+    by_kind = {row.kind: row for row in rows if row.attempt == 0}
+    assert by_kind["disclosure_finance"].state == RUN_INTERRUPTED
+    assert by_kind["emergency"].state == RUN_SUCCESS
+    asrun = await staff.get_json(f"/api/v1/asrun?zone_id={zone}")
+    emergency_line = next(line for line in asrun if line["kind"] == "emergency")
+    assert {speaker["transport"]: speaker["state"] for speaker in emergency_line["speakers"]} == {
+        "sink": RUN_SUCCESS,
+        "http": RUN_SUCCESS,
+    }
+    csv = await (await staff.get(f"/api/v1/asrun.csv?zone_id={zone}")).text()
+    assert "森林草原防火紧急通知" in csv and "被中断" in csv

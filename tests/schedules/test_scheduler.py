@@ -1,0 +1,148 @@
+"""The scheduler with a controllable clock: Shanghai wall-clock time, changes without restart, catch-up once."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from common.clock import ManualClock
+from schedules.service import ScheduleInput
+from server import Runtime, build_runtime
+from storage.models import RUN_MISSED, RUN_SUCCESS
+from tests.support.broadcasting import (
+    Place,
+    approved_notice,
+    broadcasting_settings,
+    build_place,
+    count_zone_rows,
+    make_principal,
+    shanghai,
+    wait_for_rows,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def server_in_utc() -> Iterator[None]:
+    """The process runs in UTC; schedules must still fire at Shanghai wall-clock times."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(shanghai("2026-11-25T06:58:00"))
+
+
+@pytest.fixture
+async def live(tmp_path: Path, database_url: str, clock: ManualClock) -> AsyncIterator[Runtime]:
+    runtime = build_runtime(broadcasting_settings(tmp_path / "data", database_url), clock=clock)
+    try:
+        yield runtime
+    finally:
+        await runtime.broadcasting.scheduler.stop()
+        await runtime.broadcasting.dispatcher.stop()
+        await runtime.engine.dispose()
+
+
+async def _place(runtime: Runtime, tmp_path: Path) -> tuple[Place, object, object]:
+    admin = await make_principal(runtime, "admin", "admin", county_wide=True)
+    place = await build_place(runtime, admin, "甲乡", [[("sink", "file:square")]])
+    staff = await make_principal(runtime, "staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(runtime, "approver", "approver", township_ids=[place.township_id])
+    return place, staff, approver
+
+
+async def test_a_daily_slot_fires_at_seven_shanghai_time_while_the_process_runs_in_utc(
+    live: Runtime, clock: ManualClock, tmp_path: Path
+) -> None:
+    place, staff, approver = await _place(live, tmp_path)
+    notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    await live.broadcasting.dispatcher.start()
+    await live.broadcasting.scheduler.start()
+    schedule = await live.broadcasting.schedules.create(
+        staff,  # type: ignore[arg-type]
+        ScheduleInput(notice_id=notice.id, kind="daily", times=("07:00",), targets=(("zone", place.zone_ids[0]),)),
+    )
+    health = await live.broadcasting.scheduler.health()
+    assert health["jobs"] == 1
+    assert health["next_fire"].startswith("2026-11-25T07:00:00+08:00")
+    assert await count_zone_rows(live) == 0
+
+    clock.advance(timedelta(minutes=2, seconds=1))
+    await live.broadcasting.scheduler.poke()
+    rows = await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_SUCCESS, schedule_id=schedule.id)
+
+    assert len(rows) == 1
+    assert rows[0].occurrence_at is not None
+    assert rows[0].occurrence_at.astimezone(live.settings.zone).strftime("%H:%M") == "07:00"
+    assert rows[0].occurrence_at.strftime("%H:%M") == "23:00"  # UTC, the day before
+    assert (tmp_path / "data" / "sink" / "square.wav").exists()
+    after = await live.broadcasting.scheduler.health()
+    assert after["next_fire"].startswith("2026-11-26T07:00:00+08:00")
+
+
+async def test_a_schedule_added_while_running_fires_without_a_restart(
+    live: Runtime, clock: ManualClock, tmp_path: Path
+) -> None:
+    place, staff, approver = await _place(live, tmp_path)
+    notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    await live.broadcasting.dispatcher.start()
+    await live.broadcasting.scheduler.start()
+    assert (await live.broadcasting.scheduler.health())["next_fire"] is None
+
+    schedule = await live.broadcasting.schedules.create(
+        staff,  # type: ignore[arg-type]
+        ScheduleInput(
+            notice_id=notice.id,
+            kind="once",
+            once_at=shanghai("2026-11-25T07:30:00"),
+            targets=(("village", place.village_id),),
+        ),
+    )
+    clock.set(shanghai("2026-11-25T07:30:05"))
+    await live.broadcasting.scheduler.poke()
+    rows = await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_SUCCESS, schedule_id=schedule.id)
+    assert [row.zone_id for row in rows] == list(place.zone_ids)
+
+
+async def test_after_a_restart_a_slot_missed_within_grace_plays_once_and_an_older_one_is_recorded_missed(
+    live: Runtime, clock: ManualClock, tmp_path: Path
+) -> None:
+    place, staff, approver = await _place(live, tmp_path)
+    notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    await live.broadcasting.schedules.create(
+        staff,  # type: ignore[arg-type]
+        ScheduleInput(
+            notice_id=notice.id, kind="daily", times=("07:00", "07:20"), targets=(("zone", place.zone_ids[0]),)
+        ),
+    )
+    # The worker was down from 06:58 to 07:25: 07:00 is 25 minutes late (missed), 07:20 five (played).
+    clock.set(shanghai("2026-11-25T07:25:00"))
+    zone = live.settings.zone
+    for _start in range(2):
+        await live.broadcasting.dispatcher.start()
+        await live.broadcasting.scheduler.start()
+        rows = await wait_for_rows(
+            live, lambda rows: len(rows) == 2 and all(row.state in (RUN_SUCCESS, RUN_MISSED) for row in rows)
+        )
+        await live.broadcasting.scheduler.stop()
+        await live.broadcasting.dispatcher.stop()
+        by_time = {row.occurrence_at.astimezone(zone).strftime("%H:%M"): row for row in rows if row.occurrence_at}
+        assert by_time["07:00"].state == RUN_MISSED
+        assert by_time["07:20"].state == RUN_SUCCESS
+        # The second start finds both rows and adds none: nothing plays twice.
+        assert await count_zone_rows(live) == 2

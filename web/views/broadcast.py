@@ -1,0 +1,698 @@
+"""Notices, approval, emergency, the as-run log, coverage, speakers and the 4G terminal protocol.
+
+Handlers translate HTTP to calls on the broadcasting services (handed over by
+``server.py`` under the keys below) and nothing more: the rules live in
+``broadcast/``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import Field
+from sqlalchemy import select
+
+from broadcast.asrun import DISCLOSURE_KINDS, AsRunFilter, AsRunLog
+from broadcast.dispatcher import Dispatcher
+from broadcast.notices import STATE_LABELS, NoticeInput, NoticeService, check_text, notice_json
+from broadcast.rtp import parse_multicast_group
+from broadcast.speaker_test import DEFAULT_TEST_TEXT, SpeakerTester
+from broadcast.terminals import TerminalService
+from broadcast.transports import SpeakerTarget
+from common.errors import InvalidInput, NotFound, UserError
+from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, RUN_STATE_LABELS, ZoneBroadcastSettings
+from tts.audio import Profile
+from web import keys
+from web.api import Routes, json_response
+from web.render import flash, redirect, render
+from web.validation import ApiModel, read_form, read_query
+
+NOTICES = web.AppKey("notices", NoticeService)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+ASRUN = web.AppKey("asrun", AsRunLog)
+TERMINALS = web.AppKey("terminals", TerminalService)
+SPEAKER_TESTER = web.AppKey("speaker_tester", SpeakerTester)
+
+NAV = (
+    keys.NavItem("通知", "/broadcast/notices", ("staff", "approver", "admin")),
+    keys.NavItem("审核", "/broadcast/approvals", ("approver",)),
+    keys.NavItem("播出安排", "/broadcast/schedules", ("staff", "approver", "admin")),
+    keys.NavItem("播出记录", "/broadcast/asrun", ("staff", "approver", "admin", "leader")),
+    keys.NavItem("公开覆盖", "/broadcast/coverage", ("staff", "approver", "admin", "leader")),
+    keys.NavItem("终端", "/broadcast/speakers", ("staff", "admin")),
+    keys.NavItem("应急广播", "/broadcast/emergency", needs_emergency=True),
+)
+WRITERS = ("staff", "admin")
+READERS = ("staff", "approver", "admin", "leader")
+Kind = Literal[
+    "emergency", "disclosure_party", "disclosure_village", "disclosure_finance", "service", "policy", "civility"
+]
+
+
+class NoticeIn(ApiModel):
+    kind: Kind
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field("", max_length=20000)
+    township_id: int | None = None
+    voice_engine: Literal["edge", "espeak"] | None = None
+    voice_name: str | None = Field(None, max_length=96)
+    voice_rate: str | None = Field(None, max_length=8, description="语速，如 -15%")
+    repeats: int | None = Field(None, ge=1, le=10)
+
+
+class NoticeQuery(ApiModel):
+    state: Literal["draft", "pending", "approved", "rejected", "archived"] | None = None
+    kind: Kind | None = None
+
+
+class TextIn(ApiModel):
+    title: str = Field("", max_length=200)
+    body: str = Field("", max_length=20000)
+
+
+class RejectIn(ApiModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class PlayIn(ApiModel):
+    zone_ids: list[int] = Field(min_length=1)
+
+
+class EmergencyIn(ApiModel):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field("", max_length=5000)
+    zone_ids: list[int] = Field(min_length=1, description="播出分区")
+    township_id: int | None = None
+    confirm: bool = Field(description="必须为 true：确认立即向所选分区播出")
+
+
+class AsRunQuery(ApiModel):
+    township_id: int | None = None
+    village_id: int | None = None
+    zone_id: int | None = None
+    kind: Kind | None = None
+    state: int | None = Field(None, ge=0, le=8)
+    since: date | None = Field(None, description="起始日期（含，北京时间）")
+    until: date | None = Field(None, description="截止日期（含，北京时间）")
+    limit: int = Field(200, ge=1, le=5000)
+    offset: int = Field(0, ge=0)
+
+
+class CoverageQuery(ApiModel):
+    since: date | None = None
+    until: date | None = None
+    township_id: int | None = None
+
+
+class SpeakerTestIn(ApiModel):
+    text: str = Field(DEFAULT_TEST_TEXT, min_length=1, max_length=200)
+
+
+class ZoneBroadcastIn(ApiModel):
+    rtp_group: str | None = Field(None, max_length=64, description="组播组 IP:端口（224.0.0.0/4），空为单播")
+    rtp_ttl: int | None = Field(None, ge=0, le=255)
+
+
+class ReportIn(ApiModel):
+    play_id: int
+    event: Literal["started", "finished", "failed"]
+    error: str | None = Field(None, max_length=500)
+
+
+class HeartbeatIn(ApiModel):
+    status: dict[str, Any] = Field(default_factory=dict, description="终端自报状态（音量、信号等），仅记录")
+
+
+def _id(request: web.Request) -> int:
+    return int(request.match_info["id"])
+
+
+def _input(body: NoticeIn) -> NoticeInput:
+    return NoticeInput(**body.model_dump())
+
+
+# -- notices ------------------------------------------------------------------------------------
+
+
+async def list_notices(request: web.Request, query: NoticeQuery) -> web.Response:
+    found = await request.app[NOTICES].list_notices(
+        keys.principal(request), state=query.state, kinds=[query.kind] if query.kind else []
+    )
+    return json_response([notice_json(notice) for notice in found])
+
+
+async def create_notice(request: web.Request, body: NoticeIn) -> web.Response:
+    notice = await request.app[NOTICES].create(keys.principal(request), _input(body))
+    return json_response(notice_json(notice), status=201)
+
+
+async def get_notice(request: web.Request) -> web.Response:
+    return json_response(notice_json(await request.app[NOTICES].get(keys.principal(request), _id(request))))
+
+
+async def update_notice(request: web.Request, body: NoticeIn) -> web.Response:
+    notice = await request.app[NOTICES].update(keys.principal(request), _id(request), _input(body))
+    return json_response(notice_json(notice))
+
+
+def _transition(name: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        service = request.app[NOTICES]
+        notice = await getattr(service, name)(keys.principal(request), _id(request))
+        return json_response(notice_json(notice))
+
+    handler.__name__ = f"{name}_notice"
+    return handler
+
+
+async def reject_notice(request: web.Request, body: RejectIn) -> web.Response:
+    notice = await request.app[NOTICES].reject(keys.principal(request), _id(request), body.reason)
+    return json_response(notice_json(notice))
+
+
+async def check_notice_text(request: web.Request, body: TextIn) -> web.Response:
+    """What the editor shows as the clerk types: the spoken form, and ID/card/phone warnings."""
+    result = check_text(body.title, body.body, max_chars=request.app[NOTICES].max_chars)
+    return json_response(
+        {
+            "spoken": result.spoken,
+            "spoken_error": result.spoken_error,
+            "findings": result.findings,
+            "blocking": result.blocking,
+            "masked_text": result.masked_text,
+        }
+    )
+
+
+async def upload_recording(request: web.Request) -> web.Response:
+    """multipart/form-data with a ``recording`` file (an upload, or the browser's MediaRecorder output)."""
+    service = request.app[NOTICES]
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidInput("请用 multipart/form-data 上传录音（字段名 recording）", fields={"recording": "缺少文件"})
+    reader = await request.multipart()
+    data = b""
+    filename = ""
+    async for part in reader:
+        if getattr(part, "name", None) == "recording":
+            filename = getattr(part, "filename", None) or "recording.webm"
+            chunks = []
+            size = 0
+            while chunk := await part.read_chunk():  # type: ignore[union-attr]
+                size += len(chunk)
+                if size > service.recording_max_bytes:
+                    raise InvalidInput("录音文件太大", fields={"recording": "太大"})
+                chunks.append(chunk)
+            data = b"".join(chunks)
+    notice = await service.set_recording(keys.principal(request), _id(request), data, filename)
+    return json_response(notice_json(notice))
+
+
+async def notice_audio(request: web.Request) -> web.StreamResponse:
+    path = await request.app[NOTICES].audio_path(keys.principal(request), _id(request), Profile.MP3)
+    return web.FileResponse(path, headers={"Content-Type": "audio/mpeg", "Cache-Control": "private, max-age=3600"})
+
+
+async def play_notice(request: web.Request, body: PlayIn) -> web.Response:
+    me = keys.principal(request)
+    notice = await request.app[NOTICES].get(me, _id(request))
+    await _check_zones(request, body.zone_ids)
+    broadcast_id = await request.app[DISPATCHER].request(
+        notice_id=notice.id, zone_ids=body.zone_ids, origin="manual", requested_by=me.user_id
+    )
+    return json_response({"broadcast_id": broadcast_id}, status=202)
+
+
+async def _check_zones(request: web.Request, zone_ids: list[int]) -> None:
+    areas = request.app[keys.AREAS]
+    for zone_id in zone_ids:
+        try:
+            await areas.get_zone(keys.principal(request), zone_id)
+        except NotFound:
+            raise InvalidInput(f"播出分区 {zone_id} 不存在", fields={"zone_ids": "分区不存在"}) from None
+
+
+async def send_emergency(request: web.Request, body: EmergencyIn) -> web.Response:
+    """Written, approved, rendered (fastest engine first) and queued at once; preempts everything."""
+    me = keys.principal(request)
+    if not me.can_emergency:
+        from common.errors import PermissionDenied
+
+        raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
+    if not body.confirm:
+        raise InvalidInput("请确认立即播出（confirm 必须为 true）", fields={"confirm": "请确认"})
+    await _check_zones(request, body.zone_ids)
+    notice = await request.app[NOTICES].create_emergency(
+        me, title=body.title, body=body.body, township_id=body.township_id
+    )
+    broadcast_id = await request.app[DISPATCHER].request(
+        notice_id=notice.id, zone_ids=body.zone_ids, origin="emergency", requested_by=me.user_id
+    )
+    return json_response({"broadcast_id": broadcast_id, "notice": notice_json(notice)}, status=202)
+
+
+# -- as-run, coverage -------------------------------------------------------------------------
+
+
+def _filter(query: AsRunQuery) -> AsRunFilter:
+    return AsRunFilter(**query.model_dump())
+
+
+async def list_asrun(request: web.Request, query: AsRunQuery) -> web.Response:
+    log = request.app[ASRUN]
+    lines = await log.lines(keys.principal(request), _filter(query))
+    return json_response([line.as_json(log.zone) for line in lines])
+
+
+async def asrun_csv(request: web.Request, query: AsRunQuery) -> web.Response:
+    text = await request.app[ASRUN].csv(keys.principal(request), _filter(query))
+    return web.Response(
+        body=text.encode("utf-8"),
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            # 播出记录.csv for browsers that read RFC 5987, asrun.csv for the rest.
+            "Content-Disposition": 'attachment; filename="asrun.csv"; '
+            "filename*=UTF-8''%E6%92%AD%E5%87%BA%E8%AE%B0%E5%BD%95.csv",
+        },
+    )
+
+
+def _coverage_window(request: web.Request, query: CoverageQuery) -> tuple[date, date]:
+    today = request.app[keys.CLOCK].now().astimezone(request.app[keys.CONFIG].zone).date()
+    until = query.until or today
+    since = query.since or until.replace(day=1) - timedelta(days=62)
+    since = since.replace(day=1)
+    if until < since:
+        raise InvalidInput("截止日期早于起始日期", fields={"until": "早于起始日期"})
+    return since, until
+
+
+async def coverage(request: web.Request, query: CoverageQuery) -> web.Response:
+    since, until = _coverage_window(request, query)
+    report = await request.app[ASRUN].coverage(
+        keys.principal(request), since=since, until=until, township_id=query.township_id
+    )
+    return json_response({"since": since, "until": until, "kinds": list(DISCLOSURE_KINDS), "rows": report})
+
+
+# -- speakers -----------------------------------------------------------------------------------
+
+
+async def _speaker_rows(request: web.Request) -> list[dict[str, Any]]:
+    me = keys.principal(request)
+    speakers = await request.app[keys.AREAS].list_speakers(me)
+    last = await request.app[ASRUN].last_results([speaker.id for speaker, _z, _v in speakers])
+    terminals = request.app[TERMINALS]
+    rows = []
+    for speaker, zone, village in speakers:
+        result = last.get(speaker.id)
+        rows.append(
+            {
+                "id": speaker.id,
+                "name": speaker.name,
+                "transport": speaker.transport,
+                "address": speaker.address,
+                "enabled": speaker.enabled,
+                "zone_id": zone.id,
+                "zone": zone.name,
+                "village": village.name,
+                "township_id": village.township_id,
+                "last_seen_at": speaker.last_seen_at,
+                "online": terminals.online(speaker) if speaker.transport == "http" else None,
+                "last_state": RUN_STATE_LABELS[result.state] if result else None,
+                "last_error": result.error if result else None,
+                "last_at": (result.ended_at or result.started_at) if result else None,
+            }
+        )
+    return rows
+
+
+async def speakers_status(request: web.Request) -> web.Response:
+    return json_response(await _speaker_rows(request))
+
+
+async def _test_speaker(request: web.Request, speaker_id: int, text: str) -> dict[str, Any]:
+    speaker, _zone, _village = await request.app[keys.AREAS].get_speaker(keys.principal(request), speaker_id)
+    target = SpeakerTarget(speaker.transport, speaker.address, speaker.id, speaker.name)
+    result = await request.app[SPEAKER_TESTER].test(text, target)
+    return result.as_json()
+
+
+async def test_speaker(request: web.Request, body: SpeakerTestIn) -> web.Response:
+    return json_response(await _test_speaker(request, _id(request), body.text))
+
+
+async def zone_broadcast_settings(request: web.Request, body: ZoneBroadcastIn) -> web.Response:
+    me = keys.principal(request)
+    zone, _village = await request.app[keys.AREAS].get_zone(me, _id(request))
+    group = None
+    if body.rtp_group:
+        host, port = parse_multicast_group(body.rtp_group, default_port=5004)
+        group = f"{host}:{port}"
+    async with request.app[keys.SESSIONS].begin() as session:
+        row = await session.get(ZoneBroadcastSettings, zone.id)
+        if row is None:
+            row = ZoneBroadcastSettings(zone_id=zone.id, updated_at=request.app[keys.CLOCK].now())
+            session.add(row)
+        row.rtp_group, row.rtp_ttl = group, body.rtp_ttl
+        row.updated_at = request.app[keys.CLOCK].now()
+    return json_response({"zone_id": zone.id, "rtp_group": group, "rtp_ttl": body.rtp_ttl})
+
+
+# -- the 4G terminal protocol (authenticated by the terminal's own token) -----------------------
+
+
+async def terminal_now(request: web.Request) -> web.Response:
+    return json_response(await request.app[TERMINALS].now(request.headers.get("Authorization")))
+
+
+async def terminal_audio(request: web.Request) -> web.StreamResponse:
+    path = await request.app[TERMINALS].audio(request.headers.get("Authorization"), _id(request))
+    return web.FileResponse(path, headers={"Content-Type": "audio/mpeg"})
+
+
+async def terminal_report(request: web.Request, body: ReportIn) -> web.Response:
+    result = await request.app[TERMINALS].report(
+        request.headers.get("Authorization"), body.play_id, body.event, body.error
+    )
+    return json_response(result)
+
+
+async def terminal_heartbeat(request: web.Request, body: HeartbeatIn) -> web.Response:
+    return json_response(await request.app[TERMINALS].heartbeat(request.headers.get("Authorization"), body.status))
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+
+def _labels() -> dict[str, Any]:
+    return {
+        "KIND_LABELS": KIND_LABELS,
+        "STATE_LABELS": STATE_LABELS,
+        "RUN_STATE_LABELS": RUN_STATE_LABELS,
+        "PRIORITY_OF_KIND": PRIORITY_OF_KIND,
+        "NOTICE_KINDS": NOTICE_KINDS,
+    }
+
+
+async def notices_page(request: web.Request) -> web.Response:
+    me = keys.principal(request)
+    state = request.query.get("state") or None
+    found = await request.app[NOTICES].list_notices(me, state=state if state in STATE_LABELS else None)
+    townships = await request.app[keys.AREAS].list_townships(me)
+    return await render(
+        request, "broadcast/notices.html", {"notices": found, "townships": townships, "state": state, **_labels()}
+    )
+
+
+async def approvals_page(request: web.Request) -> web.Response:
+    found = await request.app[NOTICES].list_notices(keys.principal(request), state="pending")
+    return await render(request, "broadcast/approvals.html", {"notices": found, **_labels()})
+
+
+async def notice_page(request: web.Request) -> web.Response:
+    me = keys.principal(request)
+    notice = await request.app[NOTICES].get(me, _id(request))
+    townships = await request.app[keys.AREAS].list_townships(me)
+    zones = await request.app[keys.AREAS].list_zones(me)
+    checked = check_text(notice.title, notice.body, max_chars=request.app[NOTICES].max_chars)
+    return await render(
+        request,
+        "broadcast/notice.html",
+        {"notice": notice, "townships": townships, "zones": zones, "checked": checked, **_labels()},
+    )
+
+
+async def create_notice_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, NoticeIn)
+        notice = await request.app[NOTICES].create(keys.principal(request), _input(form))
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+        raise redirect("/broadcast/notices") from None
+    await flash(request, "已保存为草稿")
+    raise redirect(f"/broadcast/notices/{notice.id}")
+
+
+async def update_notice_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, NoticeIn)
+        notice = await request.app[NOTICES].update(keys.principal(request), _id(request), _input(form))
+        await flash(request, f"已保存（{STATE_LABELS[notice.state]}）")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect(f"/broadcast/notices/{_id(request)}")
+
+
+def _transition_form(name: str, done: str) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            service = request.app[NOTICES]
+            if name == "reject":
+                form = await read_form(request, RejectIn)
+                await service.reject(keys.principal(request), _id(request), form.reason)
+            else:
+                await getattr(service, name)(keys.principal(request), _id(request))
+            await flash(request, done)
+        except UserError as exc:
+            await flash(request, exc.message, "error")
+        raise redirect(f"/broadcast/notices/{_id(request)}")
+
+    handler.__name__ = f"form_{name}_notice"
+    return handler
+
+
+class PlayForm(ApiModel):
+    zone_ids: list[int] = Field(min_length=1)
+
+
+async def play_notice_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, PlayForm)
+        me = keys.principal(request)
+        notice = await request.app[NOTICES].get(me, _id(request))
+        await _check_zones(request, form.zone_ids)
+        await request.app[DISPATCHER].request(
+            notice_id=notice.id, zone_ids=form.zone_ids, origin="manual", requested_by=me.user_id
+        )
+        await flash(request, "已安排立即播出，结果见播出记录")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect(f"/broadcast/notices/{_id(request)}")
+
+
+class EmergencyForm(ApiModel):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field("", max_length=5000)
+    zone_ids: list[int] = Field(min_length=1)
+    confirm: bool = False
+
+
+async def emergency_page(request: web.Request) -> web.Response:
+    me = keys.principal(request)
+    if not me.can_emergency:
+        from common.errors import PermissionDenied
+
+        raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
+    zones = await request.app[keys.AREAS].list_zones(me)
+    return await render(request, "broadcast/emergency.html", {"zones": zones})
+
+
+async def emergency_form(request: web.Request) -> web.StreamResponse:
+    me = keys.principal(request)
+    try:
+        form = await read_form(request, EmergencyForm, checkboxes=("confirm",))
+        if not me.can_emergency:
+            from common.errors import PermissionDenied
+
+            raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
+        if not form.confirm:
+            raise InvalidInput("请勾选“确认立即播出”", fields={"confirm": "请确认"})
+        await _check_zones(request, form.zone_ids)
+        notice = await request.app[NOTICES].create_emergency(me, title=form.title, body=form.body, township_id=None)
+        await request.app[DISPATCHER].request(
+            notice_id=notice.id, zone_ids=form.zone_ids, origin="emergency", requested_by=me.user_id
+        )
+        await flash(request, "应急广播已发出，正在播出")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+        raise redirect("/broadcast/emergency") from None
+    raise redirect("/broadcast/asrun?kind=emergency")
+
+
+async def asrun_page(request: web.Request) -> web.Response:
+    me = keys.principal(request)
+    error = None
+    try:
+        query = read_query(request, AsRunQuery)
+    except UserError as exc:
+        query, error = AsRunQuery(), exc.message
+    log = request.app[ASRUN]
+    lines = await log.lines(me, _filter(query))
+    townships = await request.app[keys.AREAS].list_townships(me)
+    villages = await request.app[keys.AREAS].list_villages(me)
+    zones = await request.app[keys.AREAS].list_zones(me)
+    return await render(
+        request,
+        "broadcast/asrun.html",
+        {
+            "lines": [line.as_json(log.zone) for line in lines],
+            "query": query,
+            "error": error,
+            "townships": townships,
+            "villages": villages,
+            "zones": zones,
+            "csv_query": request.query_string,
+            **_labels(),
+        },
+    )
+
+
+async def coverage_page(request: web.Request) -> web.Response:
+    me = keys.principal(request)
+    try:
+        query = read_query(request, CoverageQuery)
+        since, until = _coverage_window(request, query)
+        error = None
+    except UserError as exc:
+        query, error = CoverageQuery(), exc.message
+        since, until = _coverage_window(request, query)
+    rows = await request.app[ASRUN].coverage(me, since=since, until=until, township_id=query.township_id)
+    townships = await request.app[keys.AREAS].list_townships(me)
+    return await render(
+        request,
+        "broadcast/coverage.html",
+        {
+            "rows": rows,
+            "since": since,
+            "until": until,
+            "query": query,
+            "error": error,
+            "townships": townships,
+            "kinds": DISCLOSURE_KINDS,
+            **_labels(),
+        },
+    )
+
+
+async def speakers_page(request: web.Request) -> web.Response:
+    return await render(request, "broadcast/speakers.html", {"rows": await _speaker_rows(request)})
+
+
+async def test_speaker_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, SpeakerTestIn)
+        result = await _test_speaker(request, _id(request), form.text)
+        kind = "ok" if result["state"] == 3 else "error"
+        await flash(
+            request,
+            f"拨测 {result['name']}：{result['state_label']}{('，' + result['error']) if result['error'] else ''}",
+            kind,
+        )
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect("/broadcast/speakers")
+
+
+def add_routes(routes: Routes) -> None:
+    tag = "通知与播出"
+    item = r"{id:\d+}"
+    routes.api("GET", "/api/v1/notices", list_notices, summary="通知列表", tag=tag, query=NoticeQuery, roles=READERS)
+    routes.api(
+        "POST", "/api/v1/notices", create_notice, summary="新建通知（草稿）", tag=tag, body=NoticeIn, roles=WRITERS,
+        status=201,
+    )  # fmt: skip
+    routes.api("GET", f"/api/v1/notices/{item}", get_notice, summary="通知详情", tag=tag, roles=READERS)
+    routes.api(
+        "PUT", f"/api/v1/notices/{item}", update_notice, summary="修改通知（已通过的回到待审核）", tag=tag,
+        body=NoticeIn, roles=WRITERS,
+    )  # fmt: skip
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/submit", _transition("submit"), summary="提交审核", tag=tag, roles=WRITERS
+    )
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/approve", _transition("approve"),
+        summary="审核通过（不能审核自己写的；含身份证号/银行卡号不能通过；通过时生成音频）", tag=tag,
+        roles=("approver",),
+    )  # fmt: skip
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/reject", reject_notice, summary="驳回（写明理由）", tag=tag, body=RejectIn,
+        roles=("approver",),
+    )  # fmt: skip
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/archive", _transition("archive"), summary="归档", tag=tag,
+        roles=(*WRITERS, "approver"),
+    )  # fmt: skip
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/recording", upload_recording,
+        summary="上传或录制人声（multipart，字段 recording）", tag=tag, roles=WRITERS,
+    )  # fmt: skip
+    routes.api(
+        "GET", f"/api/v1/notices/{item}/audio.mp3", notice_audio, summary="试听（审核通过后生成的MP3）", tag=tag,
+        roles=READERS, content_type="audio/mpeg",
+    )  # fmt: skip
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/play", play_notice, summary="立即播出到所选分区", tag=tag, body=PlayIn,
+        roles=WRITERS, status=202,
+    )  # fmt: skip
+    routes.api(
+        "POST", "/api/v1/notices/check", check_notice_text, summary="边写边查：播报文字与个人号码提醒", tag=tag,
+        body=TextIn, roles=WRITERS,
+    )  # fmt: skip
+    routes.api(
+        "POST", "/api/v1/emergency", send_emergency, summary="应急广播：立即合成并插播到所选分区", tag=tag,
+        body=EmergencyIn, status=202,
+    )  # fmt: skip
+    routes.api("GET", "/api/v1/asrun", list_asrun, summary="播出记录", tag=tag, query=AsRunQuery, roles=READERS)
+    routes.api(
+        "GET", "/api/v1/asrun.csv", asrun_csv, summary="播出记录导出CSV", tag=tag, query=AsRunQuery, roles=READERS,
+        content_type="text/csv",
+    )  # fmt: skip
+    routes.api(
+        "GET", "/api/v1/coverage", coverage, summary="三务公开覆盖（每村每月实际播出条数）", tag=tag,
+        query=CoverageQuery, roles=READERS,
+    )  # fmt: skip
+    routes.api("GET", "/api/v1/speakers/status", speakers_status, summary="终端状态", tag=tag, roles=WRITERS)
+    routes.api(
+        "POST", f"/api/v1/speakers/{item}/test", test_speaker, summary="拨测：立即向这个终端播一段测试", tag=tag,
+        body=SpeakerTestIn, roles=WRITERS,
+    )  # fmt: skip
+    routes.api(
+        "PUT", f"/api/v1/zones/{item}/broadcast", zone_broadcast_settings, summary="分区RTP组播设置", tag=tag,
+        body=ZoneBroadcastIn, roles=("admin",),
+    )  # fmt: skip
+    terminal = "4G终端（令牌认证）"
+    routes.api(
+        "GET", "/api/v1/terminal/now", terminal_now, summary="现在该播什么", tag=terminal, auth="self",
+    )  # fmt: skip
+    routes.api(
+        "GET", f"/api/v1/terminal/audio/{item}", terminal_audio, summary="取音频（MP3）", tag=terminal, auth="self",
+        content_type="audio/mpeg",
+    )  # fmt: skip
+    routes.api(
+        "POST", "/api/v1/terminal/report", terminal_report, summary="报告开始/完成/失败", tag=terminal, body=ReportIn,
+        auth="self",
+    )  # fmt: skip
+    routes.api(
+        "POST", "/api/v1/terminal/heartbeat", terminal_heartbeat, summary="心跳", tag=terminal, body=HeartbeatIn,
+        auth="self",
+    )  # fmt: skip
+    routes.page("GET", "/broadcast/notices", notices_page, roles=READERS)
+    routes.page("POST", "/broadcast/notices", create_notice_form, roles=WRITERS)
+    routes.page("GET", f"/broadcast/notices/{item}", notice_page, roles=READERS)
+    routes.page("POST", f"/broadcast/notices/{item}", update_notice_form, roles=WRITERS)
+    for name, done in (("submit", "已提交审核"), ("approve", "已审核通过，音频已生成"), ("reject", "已驳回"),
+                       ("archive", "已归档")):  # fmt: skip
+        routes.page("POST", f"/broadcast/notices/{item}/{name}", _transition_form(name, done))
+    routes.page("POST", f"/broadcast/notices/{item}/play", play_notice_form, roles=WRITERS)
+    routes.page("GET", "/broadcast/approvals", approvals_page, roles=("approver",))
+    routes.page("GET", "/broadcast/emergency", emergency_page)
+    routes.page("POST", "/broadcast/emergency", emergency_form)
+    routes.page("GET", "/broadcast/asrun", asrun_page, roles=READERS)
+    routes.page("GET", "/broadcast/coverage", coverage_page, roles=READERS)
+    routes.page("GET", "/broadcast/speakers", speakers_page, roles=WRITERS)
+    routes.page("POST", f"/broadcast/speakers/{item}/test", test_speaker_form, roles=WRITERS)
+
+
+__all__ = ["ASRUN", "DISPATCHER", "NAV", "NOTICES", "SPEAKER_TESTER", "TERMINALS", "add_routes", "select"]

@@ -1,0 +1,269 @@
+"""Schedules: the API, the editor with its occurrence preview, the zone's week with conflicts."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from common.errors import UserError
+from schedules.rules import WEEKDAY_LABELS
+from schedules.service import ScheduleInput, ScheduleService, schedule_json
+from storage.models import KIND_LABELS, PRIORITY_LABELS
+from web import keys
+from web.api import Routes, json_response
+from web.render import flash, redirect, render
+from web.validation import ApiModel, read_form
+
+SCHEDULES = web.AppKey("schedules", ScheduleService)
+
+WRITERS = ("staff", "admin")
+READERS = ("staff", "approver", "admin", "leader")
+
+
+class TargetIn(ApiModel):
+    level: Literal["township", "village", "zone"]
+    id: int
+
+
+class ScheduleIn(ApiModel):
+    notice_id: int
+    kind: Literal["once", "daily", "weekly"]
+    once_at: datetime | None = Field(None, description="单次播出的时间；不带时区时按北京时间")
+    times: list[str] = Field(default_factory=list, description='每天的播出时间，如 ["07:00", "18:30"]')
+    weekdays: list[int] = Field(default_factory=list, description="每周：1=周一 … 7=周日")
+    start_date: date | None = None
+    end_date: date | None = None
+    targets: list[TargetIn] = Field(default_factory=list)
+
+
+class PreviewIn(ScheduleIn):
+    count: int = Field(10, ge=1, le=100)
+
+
+class WeekQuery(ApiModel):
+    start: date | None = None
+
+
+def _input(body: ScheduleIn) -> ScheduleInput:
+    return ScheduleInput(
+        notice_id=body.notice_id,
+        kind=body.kind,
+        once_at=body.once_at,
+        times=tuple(body.times),
+        weekdays=tuple(body.weekdays),
+        start_date=body.start_date,
+        end_date=body.end_date,
+        targets=tuple((target.level, target.id) for target in body.targets),
+    )
+
+
+def _id(request: web.Request) -> int:
+    return int(request.match_info["id"])
+
+
+async def list_schedules(request: web.Request) -> web.Response:
+    service = request.app[SCHEDULES]
+    found = await service.list_schedules(keys.principal(request))
+    return json_response([schedule_json(schedule, service, notice) for schedule, notice in found])
+
+
+async def create_schedule(request: web.Request, body: ScheduleIn) -> web.Response:
+    service = request.app[SCHEDULES]
+    schedule = await service.create(keys.principal(request), _input(body))
+    return json_response(schedule_json(schedule, service), status=201)
+
+
+async def get_schedule(request: web.Request) -> web.Response:
+    service = request.app[SCHEDULES]
+    return json_response(schedule_json(await service.get(keys.principal(request), _id(request)), service))
+
+
+async def update_schedule(request: web.Request, body: ScheduleIn) -> web.Response:
+    service = request.app[SCHEDULES]
+    schedule = await service.update(keys.principal(request), _id(request), _input(body))
+    return json_response(schedule_json(schedule, service))
+
+
+def _enabler(enabled: bool) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        service = request.app[SCHEDULES]
+        schedule = await service.set_enabled(keys.principal(request), _id(request), enabled)
+        return json_response(schedule_json(schedule, service))
+
+    handler.__name__ = "enable_schedule" if enabled else "disable_schedule"
+    return handler
+
+
+async def preview_schedule(request: web.Request, body: PreviewIn) -> web.Response:
+    """The next occurrences of a schedule being written (nothing is saved); bad input gets its Chinese error."""
+    service = request.app[SCHEDULES]
+    keys.principal(request).require_role(*WRITERS)
+    found = service.preview(_input(body), body.count)
+    zone = request.app[keys.CONFIG].zone
+    return json_response({"occurrences": [instant.astimezone(zone).strftime("%Y-%m-%d %H:%M") for instant in found]})
+
+
+async def zone_week(request: web.Request, query: WeekQuery) -> web.Response:
+    service = request.app[SCHEDULES]
+    zone_config = request.app[keys.CONFIG].zone
+    start = datetime.combine(query.start, datetime.min.time(), zone_config) if query.start else None
+    zone, village, township, items = await service.week_ahead(keys.principal(request), _id(request), start)
+    return json_response(
+        {
+            "zone_id": zone.id,
+            "zone": zone.name,
+            "village": village.name,
+            "township": township.name,
+            "items": [
+                {
+                    "at": item.at.astimezone(zone_config).isoformat(),
+                    "ends_at": item.ends_at.astimezone(zone_config).isoformat(),
+                    "schedule_id": item.schedule_id,
+                    "notice_id": item.notice_id,
+                    "title": item.title,
+                    "kind": item.kind,
+                    "priority": item.priority,
+                    "quiet": item.quiet,
+                    "conflicts_with": list(item.conflicts_with),
+                }
+                for item in items
+            ],
+        }
+    )
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+
+class ScheduleForm(ApiModel):
+    notice_id: int
+    kind: Literal["once", "daily", "weekly"]
+    once_at: datetime | None = None
+    times: str = ""
+    weekdays: list[int] = Field(default_factory=list)
+    start_date: date | None = None
+    end_date: date | None = None
+    township_ids: list[int] = Field(default_factory=list)
+    village_ids: list[int] = Field(default_factory=list)
+    zone_ids: list[int] = Field(default_factory=list)
+
+
+def _form_input(form: ScheduleForm) -> ScheduleInput:
+    times = tuple(part.strip() for part in form.times.replace("，", ",").replace("、", ",").split(",") if part.strip())
+    targets = tuple(
+        [("township", value) for value in form.township_ids]
+        + [("village", value) for value in form.village_ids]
+        + [("zone", value) for value in form.zone_ids]
+    )
+    return ScheduleInput(
+        notice_id=form.notice_id,
+        kind=form.kind,
+        once_at=form.once_at,
+        times=times,
+        weekdays=tuple(form.weekdays),
+        start_date=form.start_date,
+        end_date=form.end_date,
+        targets=targets,
+    )
+
+
+async def schedules_page(request: web.Request) -> web.Response:
+    me = keys.principal(request)
+    service = request.app[SCHEDULES]
+    from broadcast.notices import NoticeService  # noqa: F401  (type only; the service comes from the app)
+    from web.views.broadcast import NOTICES
+
+    found = await service.list_schedules(me)
+    approved = await request.app[NOTICES].list_notices(me, state="approved")
+    areas = request.app[keys.AREAS]
+    context = {
+        "schedules": [
+            (schedule, notice, service.describe(schedule), service.next_of(schedule, 3)) for schedule, notice in found
+        ],
+        "notices": approved,
+        "townships": await areas.list_townships(me),
+        "villages": await areas.list_villages(me),
+        "zones": await areas.list_zones(me),
+        "WEEKDAY_LABELS": WEEKDAY_LABELS,
+        "KIND_LABELS": KIND_LABELS,
+        "PRIORITY_LABELS": PRIORITY_LABELS,
+        "selected_notice": int(request.query["notice_id"]) if request.query.get("notice_id", "").isdigit() else None,
+    }
+    return await render(request, "schedules/schedules.html", context)
+
+
+async def create_schedule_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, ScheduleForm)
+        await request.app[SCHEDULES].create(keys.principal(request), _form_input(form))
+        await flash(request, "播出安排已保存，立即生效")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect("/broadcast/schedules")
+
+
+def _enable_form(enabled: bool) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            await request.app[SCHEDULES].set_enabled(keys.principal(request), _id(request), enabled)
+            await flash(request, "已恢复" if enabled else "已停用")
+        except UserError as exc:
+            await flash(request, exc.message, "error")
+        raise redirect("/broadcast/schedules")
+
+    handler.__name__ = "form_enable_schedule" if enabled else "form_disable_schedule"
+    return handler
+
+
+async def week_page(request: web.Request) -> web.Response:
+    service = request.app[SCHEDULES]
+    zone, village, township, items = await service.week_ahead(keys.principal(request), _id(request))
+    days: dict[str, list[Any]] = {}
+    zone_config = request.app[keys.CONFIG].zone
+    for item in items:
+        days.setdefault(item.at.astimezone(zone_config).strftime("%m-%d %a"), []).append(item)
+    return await render(
+        request,
+        "schedules/week.html",
+        {
+            "zone": zone,
+            "village": village,
+            "township": township,
+            "days": days,
+            "KIND_LABELS": KIND_LABELS,
+            "PRIORITY_LABELS": PRIORITY_LABELS,
+        },
+    )
+
+
+def add_routes(routes: Routes) -> None:
+    tag = "播出安排"
+    item = r"{id:\d+}"
+    routes.api("GET", "/api/v1/schedules", list_schedules, summary="播出安排列表", tag=tag, roles=READERS)
+    routes.api(
+        "POST", "/api/v1/schedules", create_schedule, summary="新建播出安排（立即生效）", tag=tag, body=ScheduleIn,
+        roles=WRITERS, status=201,
+    )  # fmt: skip
+    routes.api("GET", f"/api/v1/schedules/{item}", get_schedule, summary="播出安排详情", tag=tag, roles=READERS)
+    routes.api(
+        "PUT", f"/api/v1/schedules/{item}", update_schedule, summary="修改播出安排", tag=tag, body=ScheduleIn,
+        roles=WRITERS,
+    )  # fmt: skip
+    routes.api("POST", f"/api/v1/schedules/{item}/enable", _enabler(True), summary="恢复", tag=tag, roles=WRITERS)
+    routes.api("POST", f"/api/v1/schedules/{item}/disable", _enabler(False), summary="停用", tag=tag, roles=WRITERS)
+    routes.api(
+        "POST", "/api/v1/schedules/preview", preview_schedule, summary="预览接下来的播出时间（不保存）", tag=tag,
+        body=PreviewIn, roles=WRITERS,
+    )  # fmt: skip
+    routes.api(
+        "GET", f"/api/v1/zones/{item}/week", zone_week, summary="分区未来一周的播出（标出冲突和静默时段）", tag=tag,
+        query=WeekQuery, roles=READERS,
+    )  # fmt: skip
+    routes.page("GET", "/broadcast/schedules", schedules_page, roles=READERS)
+    routes.page("POST", "/broadcast/schedules", create_schedule_form, roles=WRITERS)
+    routes.page("POST", f"/broadcast/schedules/{item}/enable", _enable_form(True), roles=WRITERS)
+    routes.page("POST", f"/broadcast/schedules/{item}/disable", _enable_form(False), roles=WRITERS)
+    routes.page("GET", f"/broadcast/zones/{item}/week", week_page, roles=READERS)
