@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from server import Runtime
 from settings import Settings
 from storage.models import RUN_INTERRUPTED, RUN_SUCCESS, Schedule
+from tests.broadcast.test_rtp import Listener
 from tests.conftest import BOTH_DATABASES, ClientFactory, UserFactory
 from tests.support.broadcasting import broadcasting_settings, make_principal, wait_for_rows
 from tests.support.http import ApiClient
@@ -241,6 +242,12 @@ async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_i
 ) -> None:
     tree = await _tree(runtime)
     zone = tree["zones"][0]
+    listener = Listener()
+    listener.attach()
+    admin = await make_principal(runtime, "rtp-admin", "admin", county_wide=True)
+    await runtime.areas.create_speaker(
+        admin, zone_id=zone, name="音柱", transport="rtp", address=f"127.0.0.1:{listener.port}"
+    )
     staff, approver, _both = await _people(runtime, new_client, make_user, tree["townships"][0])
     notice = await _approved(staff, approver, tree["townships"][0], body="本月收入合计12.5万元。" * 3)
     chief = await (await new_client()).login(*await make_user("leader", county_wide=True, can_emergency=True))
@@ -270,6 +277,15 @@ async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_i
     rows = await wait_for_rows(
         runtime, lambda rows: any(r.kind == "emergency" and r.state == RUN_SUCCESS for r in rows), zone_id=zone
     )
+    listener.close()
+    # On the RTP speaker: the disclosure's stream stopped part-way, then the emergency's began (marker bit).
+    streams: dict[int, list[Any]] = {}
+    for packet in listener.packets:
+        streams.setdefault(packet.ssrc, []).append(packet)
+    first, second = list(streams.values())[:2]
+    assert first[0].marker and second[0].marker
+    assert first[-1].arrived <= second[0].arrived
+    assert len(first) < notice["audio_duration_s"] / 0.020 - 10  # stopped, not played to its end
     by_kind = {row.kind: row for row in rows if row.attempt == 0}
     assert by_kind["disclosure_finance"].state == RUN_INTERRUPTED
     assert by_kind["emergency"].state == RUN_SUCCESS
@@ -278,6 +294,13 @@ async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_i
     assert {speaker["transport"]: speaker["state"] for speaker in emergency_line["speakers"]} == {
         "sink": RUN_SUCCESS,
         "http": RUN_SUCCESS,
+        "rtp": RUN_SUCCESS,
+    }
+    disclosure_line = next(line for line in asrun if line["kind"] == "disclosure_finance" and line["attempt"] == 0)
+    assert {speaker["transport"]: speaker["state"] for speaker in disclosure_line["speakers"]} == {
+        "sink": RUN_INTERRUPTED,
+        "http": RUN_INTERRUPTED,
+        "rtp": RUN_INTERRUPTED,
     }
     csv = await (await staff.get(f"/api/v1/asrun.csv?zone_id={zone}")).text()
     assert "森林草原防火紧急通知" in csv and "被中断" in csv
