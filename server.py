@@ -60,6 +60,7 @@ from tts.chain import SpeechChain
 from tts.engine_errors import BadVoice
 from tts.engines import EdgeEngine, EspeakEngine, SpeechEngine, VoiceRequest
 from tts.normalize import normalize
+from tts.render import AudioRenderer, LoudnessPolicy
 from web import keys
 from web.app import build_app
 from web.views import broadcast as broadcast_views
@@ -101,11 +102,12 @@ class WorkerService(Protocol):
 
 @dataclass
 class Speech:
-    """Text to speech and audio production: engines → chain → cache → producer."""
+    """Text to speech and audio production: engines → chain → cache → renderer → broadcast producer."""
 
     tools: AudioTools
     cache: AudioCache
     chain: SpeechChain
+    renderer: AudioRenderer
     producer: BroadcastProducer
 
 
@@ -149,10 +151,13 @@ def build_speech(settings: Settings, clock: Clock) -> Speech:
         probe_timeout_s=tts.probe_timeout_s,
     )
     tools = AudioTools(ffmpeg=audio.ffmpeg_binary, ffprobe=audio.ffprobe_binary, timeout_s=audio.ffmpeg_timeout_s)
+    loudness = LoudnessPolicy(
+        target_lufs=audio.loudness_target_lufs,
+        ceiling_dbtp=audio.true_peak_ceiling_dbtp,
+        headroom_db=audio.limiter_headroom_db,
+    )
+    renderer = AudioRenderer(cache, tools, loudness)
     production = ProductionSettings(
-        loudness_target_lufs=audio.loudness_target_lufs,
-        true_peak_ceiling_dbtp=audio.true_peak_ceiling_dbtp,
-        limiter_headroom_db=audio.limiter_headroom_db,
         chime=audio.chime,
         lead_in_ms=audio.lead_in_ms,
         chime_gap_ms=audio.chime_gap_ms,
@@ -162,7 +167,7 @@ def build_speech(settings: Settings, clock: Clock) -> Speech:
         max_chars=tts.max_chars,
         max_recording_s=audio.max_recording_s,
     )
-    return Speech(tools, cache, chain, BroadcastProducer(chain, cache, tools, production))
+    return Speech(tools, cache, chain, renderer, BroadcastProducer(chain, renderer, production))
 
 
 @dataclass

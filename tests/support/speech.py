@@ -30,6 +30,7 @@ from tts.audio import AudioTools
 from tts.cache import AudioCache
 from tts.chain import SpeechChain
 from tts.engines import EdgeEngine, EspeakEngine, SpeechEngine
+from tts.render import AudioRenderer, LoudnessPolicy
 
 REQUIRED_PROGRAMS = ("espeak-ng", "ffmpeg", "ffprobe")
 
@@ -235,6 +236,7 @@ class SpeechKit:
     cache: AudioCache
     chain: SpeechChain
     tools: AudioTools
+    renderer: AudioRenderer
     producer: BroadcastProducer
     settings: ProductionSettings
 
@@ -249,6 +251,7 @@ def make_kit(
     tools: AudioTools | None = None,
     open_period_s: float = 300.0,
     probe_interval_s: float = 0.02,
+    loudness: LoudnessPolicy | None = None,
 ) -> SpeechKit:
     cache = AudioCache(root / "audio", max_bytes=max_bytes)
     chain = SpeechChain(
@@ -261,7 +264,8 @@ def make_kit(
     )
     tools = tools or AudioTools()
     settings = settings or ProductionSettings()
-    return SpeechKit(cache, chain, tools, BroadcastProducer(chain, cache, tools, settings), settings)
+    renderer = AudioRenderer(cache, tools, loudness or LoudnessPolicy())
+    return SpeechKit(cache, chain, tools, renderer, BroadcastProducer(chain, renderer, settings), settings)
 
 
 @pytest.fixture

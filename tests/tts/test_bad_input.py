@@ -74,7 +74,8 @@ async def test_a_missing_ffmpeg_is_named_with_its_package(
         await kit.producer.render_text("请注意。")
     assert "ffmpeg" in raised.value.message and "apt-get install ffmpeg" in raised.value.message
     assert leftovers(kit.cache) == []
-    assert all('"kind": "item"' not in (path / "meta.json").read_text() for path in entries(kit.cache))
+    # Only the finished speech is kept; no rendered item was published.
+    assert all('"kind": "speech"' in (path / "meta.json").read_text() for path in entries(kit.cache))
 
 
 async def test_a_missing_espeak_ng_is_named_with_its_package(
