@@ -20,7 +20,7 @@ import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -594,15 +594,113 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             result = await load_demo(
                 runtime.sessions, runtime.accounts, runtime.clock, settings.data_dir / "demo-logins.txt"
             )
+            broadcasts = await load_demo_broadcasting(runtime)
         finally:
             await runtime.engine.dispose()
         print("demo county 示例县 " + ("created" if result.created_places else "already present, kept as it is"))
         if result.new_logins:
             print(f"new demo accounts: {', '.join(result.new_logins)}")
         print(f"demo logins: {result.logins_file.resolve()} (mode 0600)")
+        print(broadcasts)
 
     asyncio.run(run())
     return 0
+
+
+DEMO_NOTICES = Path(__file__).resolve().parent / "broadcast" / "demo_notices.json"
+
+
+async def load_demo_broadcasting(runtime: Runtime) -> str:
+    """The six sample notices in the first demo township: most approved and scheduled, one left for review.
+
+    The 低保 notice still carries an ID number, so the privacy guard keeps it in
+    the approval queue (as it should); the emergency sample stays a draft for the
+    emergency form. Loading twice adds nothing.
+    """
+    from datetime import timedelta
+
+    from accounts.service import principal_of
+    from broadcast.notices import NoticeInput
+    from schedules.service import ScheduleInput
+    from storage.models import Notice, Township, User, Village
+
+    async with runtime.sessions() as session:
+        if await session.scalar(select(Notice.id).limit(1)) is not None:
+            return "demo notices already present, kept as they are"
+        users = {user.username: user for user in (await session.scalars(select(User))).all()}
+        township = await session.scalar(select(Township).order_by(Township.id).limit(1))
+        if township is None or not {"demo.staff", "demo.approver", "demo.admin"} <= users.keys():
+            return "no demo county: demo notices not loaded"
+        villages = (await session.scalars(select(Village.id).where(Village.township_id == township.id))).all()
+    staff, approver, admin = (principal_of(users[name]) for name in ("demo.staff", "demo.approver", "demo.admin"))
+    notices = runtime.broadcasting.notices
+    samples = json.loads(DEMO_NOTICES.read_text(encoding="utf-8"))
+    plans: dict[str, ScheduleInput] = {}
+    today = runtime.clock.now().astimezone(runtime.settings.zone).date()
+    everywhere = tuple(("village", village) for village in villages)
+    approved = pending = 0
+    for sample in samples:
+        if sample["kind"] == "emergency":
+            await notices.create(admin, NoticeInput(sample["kind"], sample["title"], sample["body"], township.id))
+            continue
+        notice = await notices.create(
+            staff, NoticeInput(sample["kind"], sample["title"], sample["body"], township.id, repeats=2)
+        )
+        await notices.submit(staff, notice.id)
+        try:
+            await notices.approve(approver, notice.id)
+        except CunxiangError as exc:
+            log.info("demo notice %s stays pending: %s", notice.id, exc.message)
+            pending += 1
+            continue
+        approved += 1
+        plans[sample["kind"]] = ScheduleInput(notice_id=notice.id, kind="daily", targets=everywhere)
+    shapes = {
+        "disclosure_finance": {"times": ("07:00", "12:00", "18:30")},
+        "disclosure_party": {"times": ("07:30",), "end_date": today + timedelta(days=7)},
+        "civility": {"kind": "weekly", "times": ("08:00",), "weekdays": (1, 3, 5)},
+        "service": {"times": ("12:00",), "start_date": today, "end_date": today + timedelta(days=30)},
+    }
+    scheduled = 0
+    for kind, shape in shapes.items():
+        if kind in plans:
+            plan = plans[kind]
+            await runtime.broadcasting.schedules.create(staff, replace(plan, **shape))  # type: ignore[arg-type]
+            scheduled += 1
+    return f"demo notices: {approved} approved, {pending} waiting for review, {scheduled} schedules"
+
+
+def cmd_broadcast_test(settings: Settings, args: argparse.Namespace) -> int:
+    """拨测: render a short item and play it through one transport to one destination now; print the result."""
+    from broadcast.transports import SpeakerTarget
+    from storage.models import RUN_SUCCESS, Speaker
+
+    async def run() -> int:
+        runtime = build_runtime(settings)
+        try:
+            if args.rtp:
+                target = SpeakerTarget("rtp", args.rtp, name=args.rtp)
+            elif args.page:
+                target = SpeakerTarget("sip", args.page, name=args.page)
+            else:
+                async with runtime.sessions() as session:
+                    speaker = await session.get(Speaker, args.speaker)
+                if speaker is None:
+                    raise CommandError(f"no speaker with id {args.speaker}")
+                target = SpeakerTarget(speaker.transport, speaker.address, speaker.id, speaker.name)
+            await runtime.broadcasting.rtp_sender.start()
+            try:
+                result = await runtime.broadcasting.speaker_tester.test(args.text, target)
+            finally:
+                await runtime.broadcasting.rtp_sender.stop()
+        except CunxiangError as exc:
+            raise CommandError(exc.message) from None
+        finally:
+            await runtime.engine.dispose()
+        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+        return 0 if result.state == RUN_SUCCESS else 1
+
+    return asyncio.run(run())
 
 
 def _safe_url(settings: Settings) -> str:
@@ -808,6 +906,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="load the demo county (invented places and one account per role)")
     demo.set_defaults(func=cmd_demo)
+
+    broadcast = commands.add_parser("broadcast", help="broadcasting tools: the speaker test (拨测)")
+    broadcast_commands = broadcast.add_subparsers(dest="broadcast_command", required=True, metavar="BROADCAST_COMMAND")
+    speaker_test = broadcast_commands.add_parser(
+        "test", help="render a short item and play it now to one destination; print the per-speaker result as JSON"
+    )
+    speaker_test.add_argument("--text", default="村响广播测试，听到请回复。", help="what to say")
+    destination = speaker_test.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--rtp", metavar="HOST:PORT", help="an RTP speaker or multicast group (PCMU, 20 ms)")
+    destination.add_argument("--page", metavar="ENDPOINT", help="a SIP speaker (PJSIP endpoint) paged through Asterisk")
+    destination.add_argument("--speaker", type=int, metavar="ID", help="a speaker of the area tree, by id")
+    speaker_test.set_defaults(func=cmd_broadcast_test)
 
     tts = commands.add_parser("tts", help="speech text tools: spoken form, personal-number check")
     tts_commands = tts.add_subparsers(dest="tts_command", required=True, metavar="TTS_COMMAND")

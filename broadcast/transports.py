@@ -171,6 +171,19 @@ class PageResult:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
+class PageReport(Protocol):
+    """What a page originator reports (read-only, so any result type with these attributes fits)."""
+
+    @property
+    def answered(self) -> Mapping[str, bool]: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def detail(self) -> Mapping[str, Any]: ...
+
+
 class PageOriginator(Protocol):
     """Something that can originate a page: Asterisk ``Page()`` to SIP endpoints playing one file.
 
@@ -183,7 +196,7 @@ class PageOriginator(Protocol):
 
     async def page(
         self, endpoints: Sequence[str], audio_path: Path, channel_id: str, timeout_s: float
-    ) -> PageResult: ...
+    ) -> PageReport: ...
 
     async def hangup(self, channel_id: str) -> None: ...
 
@@ -227,6 +240,7 @@ class SipPagingTransport:
         if stopped:
             with contextlib.suppress(Exception):
                 await originator.hangup(channel_id)
+        outcome: PageReport
         try:
             outcome = await paging
         except CunxiangError as exc:
