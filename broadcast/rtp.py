@@ -250,30 +250,34 @@ class RtpSender:
         if self._tasks is None:
             raise RuntimeError("the RTP sender is not started")
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._origin is None:
-            self._origin = now
         sock = self._socket(ttl)
-        streams = []
+        streams: list[RtpStream] = []
+        slots: list[int] = []
         for destination in destinations:
-            slot = self._next_slot
+            slots.append(self._next_slot)
             self._next_slot = (self._next_slot + 1) % self._slots
-            # The first grid time of this slot that lies ahead (a little lead so it is not already late).
-            offset = slot * self._slot_s
-            periods = int((now + 0.002 - self._origin - offset) // self.packet_s) + 1
-            start = self._origin + offset + max(0, periods) * self.packet_s
             stream = RtpStream(
                 destination,
                 payload,
                 bytes_per_packet=self.bytes_per_packet,
                 sock=sock,
-                start=start,
+                start=0.0,
                 packet_s=self.packet_s,
                 done=loop.create_future(),
                 measure=self._measure,
             )
-            self._buckets[slot].append(stream)
             streams.append(stream)
+        # Start times are set after the streams exist: building thousands of them takes a while,
+        # and a start computed before that would make every first packet late.
+        now = loop.time()
+        if self._origin is None:
+            self._origin = now
+        for stream, slot in zip(streams, slots, strict=True):
+            # The first grid time of this slot that lies ahead (a little lead so it is not already late).
+            offset = slot * self._slot_s
+            periods = int((now + 0.002 - self._origin - offset) // self.packet_s) + 1
+            stream.start = self._origin + offset + max(0, periods) * self.packet_s
+            self._buckets[slot].append(stream)
         self.active += len(streams)
         self._wakeup.set()
         return streams
