@@ -241,6 +241,134 @@ _LINE_SAFE = re.compile(r"^[^\r\n]*$")
 _DIAL_STRING = re.compile(r"^[A-Za-z0-9_./@&:+#*-]*$")
 
 
+_LINE_SAFE = re.compile(r"^[^\r\n]*$")
+_DIAL_STRING = re.compile(r"^[A-Za-z0-9_./@&:+#*-]*$")
+
+
+class AmiSettings(_Section):
+    # Where the service reaches Asterisk's manager interface. In sandbox mode manager.conf is
+    # rendered to listen exactly here (keep it on loopback unless Asterisk runs on another host).
+    host: str = "127.0.0.1"
+    port: int = Field(5038, ge=1, le=65535)
+    username: str = Field("cunxiang", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Empty: generated once into <data_dir>/ami.secret (mode 0600); the sandbox's manager.conf gets the same.
+    secret: str = Field("", pattern=_LINE_SAFE.pattern)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    login_timeout_s: float = Field(10.0, gt=0)
+    # An action (Originate, Ping…) unanswered this long fails; it may or may not have run.
+    action_timeout_s: float = Field(10.0, gt=0)
+    # A quiet connection is pinged this often; a ping unanswered for ping_timeout_s drops it (then reconnect).
+    ping_interval_s: float = Field(5.0, gt=0)
+    ping_timeout_s: float = Field(10.0, gt=0)
+    # After a failure: wait reconnect_min_s, doubling up to reconnect_max_s.
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    # A list action (CoreShowChannels) whose end does not arrive this long after it was sent fails.
+    event_list_timeout_s: float = Field(10.0, gt=0)
+    # After login, how long Asterisk may take to say it is fully booted.
+    boot_timeout_s: float = Field(60.0, gt=0)
+
+
+class FastAgiSettings(_Section):
+    # Where the FastAGI server listens; the dialplan's AGI() calls come here during a call.
+    host: str = "127.0.0.1"
+    port: int = Field(4573, ge=1, le=65535)
+    # How Asterisk reaches it (rendered into the dialplan); empty: host. Set it when Asterisk is elsewhere.
+    public_host: str = ""
+    # A request Asterisk does not finish sending within this long is dropped.
+    request_timeout_s: float = Field(10.0, gt=0)
+
+
+class IvrSettings(_Section):
+    """Every timeout and retry count of the hotline's dialplan (rendered into extensions.conf).
+
+    The defaults are for old callers: long waits, nothing ever ends a call on silence.
+    Tests use short values; one test runs a call at these.
+    """
+
+    # Seconds the menu waits for a key once it has been read; no key means "speak after the tone".
+    menu_timeout_s: float = Field(18.0, ge=0.5, le=120)
+    # Wrong keys replay the menu this many times; then the caller is simply asked to speak.
+    menu_attempts: int = Field(3, ge=1, le=10)
+    # Typing a case number or PIN: seconds for the first key and between keys.
+    digit_timeout_s: float = Field(15.0, ge=0.5, le=120)
+    # Tries at a case number (and a PIN) before the caller is offered a person instead.
+    number_attempts: int = Field(3, ge=1, le=10)
+    # Longest message, and the seconds of silence that end it.
+    record_max_s: int = Field(300, ge=5, le=3600)
+    record_silence_s: int = Field(8, ge=1, le=60)
+    # A message with no speech in it is asked for this many times in all, then kept as a missed call.
+    record_attempts: int = Field(2, ge=1, le=5)
+    # Who key 0 rings: a dial string (PJSIP/operator, PJSIP/op1&PJSIP/op2, Local/…); empty: take a message.
+    operator_dial: str = Field("", pattern=_DIAL_STRING.pattern)
+    # Ringing the operator this long unanswered means "please leave a message".
+    operator_ring_s: int = Field(30, ge=1, le=300)
+    # Any call ends after this long, whatever happens (a line stuck open must not stay up for ever).
+    call_limit_s: int = Field(3600, ge=60, le=24 * 3600)
+    # Follow-up survey (回访): seconds to wait for 1/2/3, and how often the question is asked.
+    survey_timeout_s: float = Field(15.0, ge=0.5, le=120)
+    survey_attempts: int = Field(3, ge=1, le=10)
+    # Callbacks (回拨): how long the villager's phone may ring.
+    callback_ring_s: int = Field(45, ge=5, le=300)
+    # Voice of the prompts (a name one of the TTS engines knows; empty: its default) and their speed.
+    prompt_voice: str = ""
+    prompt_rate: str = "-15%"
+    # Pause after each digit of a number read back, and before each prompt.
+    digit_pause_ms: int = Field(250, ge=0, le=2000)
+    lead_in_ms: int = Field(300, ge=0, le=3000)
+
+    @field_validator("prompt_rate")
+    @classmethod
+    def _signed_rate(cls, value: str) -> str:
+        if not _SIGNED_PERCENT.fullmatch(value):
+            raise ValueError("must be a signed percentage such as -15% or +10%")
+        return value
+
+
+class HotlineSettings(_Section):
+    # Where recordings live once a call is over; empty: <data_dir>/recordings. Files are mode 0600.
+    recordings_dir: str = ""
+    # Recordings older than this many days are deleted (their record stays, marked purged); 0 keeps them.
+    retention_days: int = Field(0, ge=0)
+    # Digits of a case number, check digit included.
+    case_number_length: int = Field(8, ge=5, le=8)
+    # Digits of the PIN that lets a case be queried from another phone.
+    pin_length: int = Field(4, ge=4, le=8)
+    # Sound above the line's noise for less than this many seconds counts as "nothing was said".
+    min_speech_s: float = Field(0.4, ge=0, le=10)
+    # External Asterisk only (the sandbox derives them from its instance): where Asterisk writes
+    # recordings and reads our prompts, as this service sees the directory and as Asterisk does,
+    # and its CDR CSV file (for reconciliation).
+    spool_dir: str = ""
+    spool_dir_in_asterisk: str = ""
+    prompts_dir: str = ""
+    prompts_dir_in_asterisk: str = ""
+    cdr_csv: str = ""
+    # How long to wait after a call for MixMonitor to close its file before taking it as it is.
+    mixmonitor_wait_s: float = Field(10.0, ge=0)
+    # Besides after every AMI outage, reconcile this often (and sweep expired recordings).
+    reconcile_interval_s: float = Field(600.0, gt=0)
+
+
+class SandboxSettings(_Section):
+    # The provisioned Asterisk root; empty: asked of deploy/asterisk/sandbox.sh.
+    root: str = ""
+    # The instance this service runs: <root>/srv/cunxiang/<instance>.
+    instance: str = Field("main", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    # PJSIP listens here (UDP); loopback unless phones on the LAN must register (an open port invites fraud).
+    sip_bind: str = "127.0.0.1"
+    sip_port: int = Field(5060, ge=1, le=65535)
+    # The example softphone account; empty password: generated into <data_dir>/softphone.secret.
+    softphone_user: str = Field("1001", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    softphone_password: str = Field("", pattern=_LINE_SAFE.pattern)
+    # The carrier trunk for incoming calls and callbacks: off until trunk_host is set.
+    trunk_host: str = Field("", pattern=r"^[A-Za-z0-9_.:-]*$")
+    trunk_username: str = Field("", pattern=_LINE_SAFE.pattern)
+    trunk_password: str = Field("", pattern=_LINE_SAFE.pattern)
+    # Register to the carrier (most SIP trunks for small offices want it).
+    trunk_register: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -267,6 +395,11 @@ class Settings(BaseSettings):
     audio: AudioSettings = AudioSettings()
     broadcast: BroadcastSettings = BroadcastSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    ami: AmiSettings = AmiSettings()
+    fastagi: FastAgiSettings = FastAgiSettings()
+    ivr: IvrSettings = IvrSettings()
+    hotline: HotlineSettings = HotlineSettings()
+    sandbox: SandboxSettings = SandboxSettings()
 
     @field_validator("timezone")
     @classmethod
