@@ -1,0 +1,105 @@
+"""Our Asterisk configuration as rendered from the settings: ports, binds, permissions, and elderly-safe timeouts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hotline.asterisk import IvrTimings, RenderConfig, SharedDir, Trunk, render_configuration
+from hotline.prompts import PROMPTS
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "asterisk" / "templates"
+
+
+def render(**overrides: object) -> dict[str, str]:
+    values: dict[str, object] = {
+        "instance_dir": "/srv/cunxiang/main",
+        "system_name": "main",
+        "ami_bind": "127.0.0.1",
+        "ami_port": 15038,
+        "ami_user": "cunxiang",
+        "ami_secret": "s3cret",
+        "sip_bind": "127.0.0.1",
+        "sip_port": 15060,
+        "fastagi_url": "agi://127.0.0.1:14573",
+        "spool_dir": "/srv/cunxiang/main/spool/cunxiang",
+        "prompts_dir": "/srv/cunxiang/main/sounds/cunxiang",
+        "media_dir": "/srv/cunxiang/main/media",
+        "case_number_length": 8,
+        "pin_length": 4,
+        "ivr": IvrTimings(menu_timeout_s=17.5, digit_timeout_s=16, operator_dial="PJSIP/op1&PJSIP/op2"),
+        "softphone_password": "pw-for-the-softphone",
+    }
+    values.update(overrides)
+    return render_configuration(TEMPLATES, RenderConfig(**values))  # type: ignore[arg-type]
+
+
+def applications(dialplan: str, name: str) -> list[str]:
+    return re.findall(rf"\b{name}\(([^\n]*)\)\s*$", dialplan, re.MULTILINE)
+
+
+def test_every_port_and_bind_comes_from_the_settings() -> None:
+    files = render()
+    assert "bindaddr = 127.0.0.1" in files["manager.conf"] and "port = 15038" in files["manager.conf"]
+    assert "bind = 127.0.0.1:15060" in files["pjsip.conf"]
+    assert "agi://127.0.0.1:14573/message" in files["extensions.conf"]
+
+
+def test_the_ami_user_may_do_only_what_the_service_needs() -> None:
+    manager = render()["manager.conf"]
+    assert "read = system,call,dialplan,user,dtmf,cdr" in manager
+    assert "write = originate,call,reporting" in manager
+    assert "deny = 0.0.0.0/0.0.0.0" in manager and "permit = 127.0.0.1/255.255.255.255" in manager
+
+
+def test_the_trunk_is_off_until_configured_and_the_softphone_needs_a_password() -> None:
+    pjsip = render(softphone_password="")["pjsip.conf"]
+    assert "type = endpoint" not in pjsip
+    configured = render(trunk=Trunk(host="sip.carrier.example:5060", username="0471", password="x"))["pjsip.conf"]
+    assert "match = sip.carrier.example" in configured and "type = registration" in configured
+    assert "server_uri = sip:sip.carrier.example:5060" in configured
+    assert "[1001]\ntype = endpoint\ncontext = from-softphone" in configured
+
+
+def test_no_application_is_left_to_a_default_timeout_that_hangs_up_on_a_silent_caller() -> None:
+    dialplan = render()["extensions.conf"]
+    # Background/WaitExten time out into t/i extensions that the stock dialplan hangs up on.
+    assert not applications(dialplan, "WaitExten") and not applications(dialplan, "Background")
+    for arguments in applications(dialplan, "Read"):
+        timeout = arguments.split(",")[5]
+        assert float(timeout) >= 15, arguments  # explicit, and long (the survey's and the menu's alike)
+    assert "Read(CX_KEY,/srv/cunxiang/main/sounds/cunxiang/menu,1,,1,17.5)" in dialplan
+    for arguments in applications(dialplan, "Record"):
+        assert arguments.endswith("k") or arguments.endswith("qxk"), arguments  # the audio survives a hang-up
+    (operator,) = [arguments for arguments in applications(dialplan, "Dial") if "op1" in arguments]
+    assert operator.startswith("PJSIP/op1&PJSIP/op2,30,")
+    assert "Set(TIMEOUT(absolute)=3600)" in dialplan
+
+
+def test_without_an_operator_key_0_goes_straight_to_leaving_a_message() -> None:
+    dialplan = render(ivr=IvrTimings())["extensions.conf"]
+    section = dialplan.split("[hotline-operator]")[1].split("\n[")[0]
+    assert "Dial(" not in section and "operator_busy" in section
+
+
+def test_every_prompt_the_dialplan_plays_is_written_and_no_written_prompt_is_unused() -> None:
+    dialplan = render()["extensions.conf"]
+    played = set(re.findall(r"/sounds/cunxiang/([a-z_]+)", dialplan))
+    played |= set(re.findall(r"Gosub\(hotline-message,s,1\((?:petition|discipline),([a-z_]+)\)\)", dialplan))
+    # Read back by FastAGI (hotline/ivr.py): digits and one sentence per case status.
+    played |= {f"digit_{digit}" for digit in "0123456789"} | {key for key in PROMPTS if key.startswith("status_")}
+    assert played - set(PROMPTS) == set(), "the dialplan plays prompts nobody wrote"
+    assert set(PROMPTS) - played == set(), "prompts written but never played"
+
+
+def test_paths_map_between_our_view_and_asterisks_and_never_leave_the_directory(tmp_path: Path) -> None:
+    from pathlib import PurePosixPath
+
+    shared = SharedDir(tmp_path / "spool", PurePosixPath("/srv/cunxiang/main/spool/cunxiang"))
+    assert shared.to_host("/srv/cunxiang/main/spool/cunxiang/cx_x.wav") == tmp_path / "spool" / "cx_x.wav"
+    assert shared.to_asterisk(tmp_path / "spool" / "a.wav") == PurePosixPath("/srv/cunxiang/main/spool/cunxiang/a.wav")
+    for escape in ("/srv/cunxiang/main/spool/cunxiang/../../etc/manager.conf", "/etc/passwd"):
+        with pytest.raises(ValueError):
+            shared.to_host(escape)
