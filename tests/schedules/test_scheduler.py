@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -93,6 +93,50 @@ async def test_a_daily_slot_fires_at_seven_shanghai_time_while_the_process_runs_
     assert (tmp_path / "data" / "sink" / "square.wav").exists()
     after = await live.broadcasting.scheduler.health()
     assert after["next_fire"].startswith("2026-11-26T07:00:00+08:00")
+    # What the county reports upward: this village played one 村务公开 notice in November.
+    coverage = await live.broadcasting.asrun.coverage(
+        staff,  # type: ignore[arg-type]
+        since=date(2026, 11, 1),
+        until=date(2026, 11, 30),
+    )
+    row = next(row for row in coverage if row["village_id"] == place.village_id)
+    assert (row["month"], row["disclosure_village"], row["disclosure_village_plays"], row["total"]) == (
+        "2026-11",
+        1,
+        1,
+        1,
+    )
+
+
+async def test_the_week_ahead_of_a_zone_marks_two_items_at_the_same_time_as_conflicting(
+    live: Runtime, tmp_path: Path
+) -> None:
+    place, staff, approver = await _place(live, tmp_path)
+    first = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    second = await approved_notice(
+        live,
+        staff,
+        approver,
+        township_id=place.township_id,
+        kind="civility",
+        title="移风易俗",  # type: ignore[arg-type]
+    )
+    for notice, times in ((first, ("07:00",)), (second, ("07:00", "12:00"))):
+        await live.broadcasting.schedules.create(
+            staff,  # type: ignore[arg-type]
+            ScheduleInput(notice_id=notice.id, kind="daily", times=times, targets=(("zone", place.zone_ids[0]),)),
+        )
+    _zone, _village, _township, items = await live.broadcasting.schedules.week_ahead(
+        staff,  # type: ignore[arg-type]
+        place.zone_ids[0],
+    )
+    assert len(items) == 7 * 3
+    seven = [item for item in items if item.at.astimezone(live.settings.zone).hour == 7]
+    noon = [item for item in items if item.at.astimezone(live.settings.zone).hour == 12]
+    assert all(item.conflicts_with for item in seven)
+    assert not any(item.conflicts_with for item in noon)
+    # At 07:00 the disclosure (priority 2) is listed before the civility item (4): it plays first.
+    assert [item.priority for item in seven[:2]] == [2, 4]
 
 
 async def test_a_schedule_added_while_running_fires_without_a_restart(
