@@ -18,11 +18,14 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -41,14 +44,27 @@ from broadcast.production import BroadcastProducer, ProductionResult, Production
 from broadcast.rtp import RtpSender
 from broadcast.speaker_test import SpeakerTester
 from broadcast.terminals import HttpPullTransport, TerminalEvents, TerminalService
-from broadcast.transports import PageOriginator, RtpTransport, SinkTransport, SipPagingTransport, Transport
+from broadcast.transports import (
+    AUTO_ANSWER_HEADERS,
+    PageOriginator,
+    RtpTransport,
+    SinkTransport,
+    SipPagingTransport,
+    Transport,
+)
 from common.clock import Clock, SystemClock
 from common.errors import CunxiangError, ServiceUnavailable
 from common.health import HealthRegistry
+from hotline.ami import AmiConfig
+from hotline.asterisk import AsteriskPaths, IvrTimings, RenderConfig, Sandbox, SharedDir, Trunk, render_configuration
+from hotline.dialtest import VillagerScript
+from hotline.intake import case_json
+from hotline.prompts import DIAL_TEST_SENTENCE, SpeechRenderer
+from hotline.runtime import Hotline, HotlineConfig, TelephonyConfig, build_hotline
 from schedules.scheduler import Scheduler
 from schedules.service import ScheduleService
 from settings import Settings, SettingsError, load_settings, unknown_environment_names
-from storage import migrate
+from storage import audit, migrate
 from storage.audit import Actor
 from storage.db import check_connection, create_engine, database_health, make_session_factory
 from storage.models import County
@@ -64,12 +80,18 @@ from tts.render import AudioRenderer, LoudnessPolicy
 from web import keys
 from web.app import build_app
 from web.views import broadcast as broadcast_views
+from web.views import hotline as hotline_views
 from web.views import schedules as schedules_views
 
 log = logging.getLogger("cunxiang")
 
 # Environment variables read by our scripts rather than by the settings object.
-SCRIPT_VARIABLES = ("CUNXIANG_ASTERISK_CACHE", "CUNXIANG_ASTERISK_BOOT_TIMEOUT", "CUNXIANG_TEST_")
+SCRIPT_VARIABLES = (
+    "CUNXIANG_ASTERISK_CACHE",
+    "CUNXIANG_ASTERISK_BOOT_TIMEOUT",
+    "CUNXIANG_ASTERISK_STOP_TIMEOUT",
+    "CUNXIANG_TEST_",
+)
 
 
 class StartupError(Exception):
@@ -288,6 +310,7 @@ class Runtime:
     health: HealthRegistry
     speech: Speech
     broadcasting: Broadcasting
+    hotline: Hotline
     worker_services: list[WorkerService] = field(default_factory=list)
 
 
@@ -316,7 +339,8 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     health.register("database", database_probe)
     speech = build_speech(settings, clock)
     health.register("tts", speech.chain.health_probe)
-    broadcasting = build_broadcasting(settings, clock, sessions, speech)
+    hotline = build_hotline_part(settings, clock, sessions, health, speech)
+    broadcasting = build_broadcasting(settings, clock, sessions, speech, page_originator=hotline.pager)
     health.register("dispatcher", broadcasting.dispatcher.health)
     health.register("scheduler", broadcasting.scheduler.health)
     return Runtime(
@@ -329,10 +353,11 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         areas=AreaService(sessions, clock),
         health=health,
         speech=speech,
+        hotline=hotline,
         broadcasting=broadcasting,
         # Started in this order by the elected worker, stopped in reverse: the dispatcher before
         # the scheduler that feeds it. (The hotline's AMI link goes before both: SIP paging uses it.)
-        worker_services=[broadcasting.dispatcher, broadcasting.scheduler],
+        worker_services=[*hotline.worker_services, broadcasting.dispatcher, broadcasting.scheduler],
     )
 
 
@@ -436,8 +461,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     )
     app = build_app(
         config,
-        route_adders=(broadcast_views.add_routes, schedules_views.add_routes),
-        nav=broadcast_views.NAV,
+        route_adders=(hotline_views.add_routes, broadcast_views.add_routes, schedules_views.add_routes),
+        nav=(*broadcast_views.NAV, *hotline_views.NAV),
         version=version(),
     )
     app[keys.CLOCK] = runtime.clock
@@ -445,6 +470,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app[keys.SESSIONS] = runtime.sessions
     app[keys.ACCOUNTS] = runtime.accounts
     app[keys.AREAS] = runtime.areas
+    app[hotline_views.PHONES] = runtime.hotline.phones
+    app[hotline_views.INTAKE] = runtime.hotline.intake
     broadcasting = runtime.broadcasting
     app[broadcast_views.NOTICES] = broadcasting.notices
     app[broadcast_views.DISPATCHER] = broadcasting.dispatcher
@@ -489,6 +516,8 @@ async def ensure_ready(runtime: Runtime) -> None:
 
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
+    if settings.asterisk == "sandbox":
+        await _sandbox_for_serve(settings)
     runtime = build_runtime(settings)
     try:
         await ensure_ready(runtime)
@@ -877,6 +906,422 @@ def _deliver(result: ProductionResult, profile: Profile, out: Path) -> int:
     return 0
 
 
+# -- the hotline -----------------------------------------------------------------------------------
+
+ASTERISK_DIR = Path(__file__).resolve().parent / "deploy" / "asterisk"
+SANDBOX_SCRIPT = ASTERISK_DIR / "sandbox.sh"
+
+
+def _generated_secret(settings: Settings, value: str, filename: str) -> str:
+    """A secret from the settings, else generated once into the data directory (mode 0600)."""
+    if value:
+        return value
+    path = settings.data_dir / filename
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def sandbox_root(settings: Settings) -> Path | None:
+    """The provisioned sandbox root (settings, else ``sandbox.sh root``); None when there is none."""
+    if settings.sandbox.root:
+        return Path(settings.sandbox.root)
+    try:
+        done = subprocess.run([str(SANDBOX_SCRIPT), "root"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    root = done.stdout.strip()
+    return Path(root) if done.returncode == 0 and root else None
+
+
+def _ivr_timings(settings: Settings) -> IvrTimings:
+    ivr = settings.ivr
+    return IvrTimings(
+        menu_timeout_s=ivr.menu_timeout_s,
+        menu_attempts=ivr.menu_attempts,
+        digit_timeout_s=ivr.digit_timeout_s,
+        number_attempts=ivr.number_attempts,
+        record_max_s=ivr.record_max_s,
+        record_silence_s=ivr.record_silence_s,
+        record_attempts=ivr.record_attempts,
+        operator_dial=ivr.operator_dial,
+        operator_ring_s=ivr.operator_ring_s,
+        call_limit_s=ivr.call_limit_s,
+        survey_timeout_s=ivr.survey_timeout_s,
+        survey_attempts=ivr.survey_attempts,
+        callback_ring_s=ivr.callback_ring_s,
+    )
+
+
+def _external_paths(settings: Settings) -> tuple[AsteriskPaths, str | None]:
+    config = settings.hotline
+    missing = [
+        f"CUNXIANG_HOTLINE_{name.upper()}"
+        for name in ("spool_dir", "spool_dir_in_asterisk", "prompts_dir", "prompts_dir_in_asterisk")
+        if not getattr(config, name)
+    ]
+    fallback = settings.data_dir / "asterisk-external"
+    paths = AsteriskPaths(
+        spool=SharedDir(
+            Path(config.spool_dir or fallback / "spool"), PurePosixPath(config.spool_dir_in_asterisk or "/")
+        ),
+        prompts=SharedDir(
+            Path(config.prompts_dir or fallback / "prompts"), PurePosixPath(config.prompts_dir_in_asterisk or "/")
+        ),
+        media=SharedDir(
+            Path(config.prompts_dir or fallback / "prompts") / "media",
+            PurePosixPath(config.prompts_dir_in_asterisk or "/") / "media",
+        ),
+        cdr_csv=Path(config.cdr_csv) if config.cdr_csv else None,
+    )
+    problem = f"asterisk = external needs {', '.join(missing)}" if missing else None
+    return paths, problem
+
+
+def telephony_config(settings: Settings, *, root: Path | None = None) -> TelephonyConfig | None:
+    """How to reach and configure Asterisk; None with ``asterisk = none``."""
+    if settings.asterisk == "none":
+        return None
+    ami_secret = _generated_secret(settings, settings.ami.secret, "ami.secret")
+    softphone_password = _generated_secret(settings, settings.sandbox.softphone_password, "softphone.secret")
+    problem = None
+    sandbox = None
+    if settings.asterisk == "sandbox":
+        root = root or sandbox_root(settings)
+        if root is None:
+            problem = f"the Asterisk sandbox is not provisioned: run {SANDBOX_SCRIPT} provision"
+            root = settings.data_dir / "asterisk-unprovisioned"
+        sandbox = Sandbox(SANDBOX_SCRIPT, root, settings.sandbox.instance)
+        paths = sandbox.paths
+        instance_dir = str(sandbox.inner_dir)
+    else:
+        paths, problem = _external_paths(settings)
+        instance_dir = "/var/lib/asterisk"
+    fastagi_host = settings.fastagi.public_host or settings.fastagi.host
+    render = RenderConfig(
+        instance_dir=instance_dir,
+        system_name=settings.sandbox.instance,
+        ami_bind=settings.ami.host,
+        ami_port=settings.ami.port,
+        ami_user=settings.ami.username,
+        ami_secret=ami_secret,
+        sip_bind=settings.sandbox.sip_bind,
+        sip_port=settings.sandbox.sip_port,
+        fastagi_url=f"agi://{fastagi_host}:{settings.fastagi.port}",
+        spool_dir=str(paths.spool.asterisk),
+        prompts_dir=str(paths.prompts.asterisk),
+        media_dir=str(paths.media.asterisk),
+        case_number_length=settings.hotline.case_number_length,
+        pin_length=settings.hotline.pin_length,
+        ivr=_ivr_timings(settings),
+        softphone_user=settings.sandbox.softphone_user,
+        softphone_password=softphone_password,
+        trunk=Trunk(
+            host=settings.sandbox.trunk_host,
+            username=settings.sandbox.trunk_username,
+            password=settings.sandbox.trunk_password,
+            register=settings.sandbox.trunk_register,
+        ),
+    )
+    ami = settings.ami
+    return TelephonyConfig(
+        mode=settings.asterisk,
+        ami=AmiConfig(
+            host=ami.host,
+            port=ami.port,
+            username=ami.username,
+            secret=ami_secret,
+            connect_timeout_s=ami.connect_timeout_s,
+            login_timeout_s=ami.login_timeout_s,
+            action_timeout_s=ami.action_timeout_s,
+            ping_interval_s=ami.ping_interval_s,
+            ping_timeout_s=ami.ping_timeout_s,
+            reconnect_min_s=ami.reconnect_min_s,
+            reconnect_max_s=ami.reconnect_max_s,
+            event_list_timeout_s=ami.event_list_timeout_s,
+            boot_timeout_s=ami.boot_timeout_s,
+        ),
+        fastagi_host=settings.fastagi.host,
+        fastagi_port=settings.fastagi.port,
+        fastagi_request_timeout_s=settings.fastagi.request_timeout_s,
+        paths=paths,
+        render=render,
+        templates=ASTERISK_DIR / "templates",
+        sandbox=sandbox,
+        reconcile_interval_s=settings.hotline.reconcile_interval_s,
+        problem=problem,
+    )
+
+
+def hotline_config(settings: Settings, telephony: TelephonyConfig | None) -> HotlineConfig:
+    config = settings.hotline
+    return HotlineConfig(
+        recordings_dir=Path(config.recordings_dir) if config.recordings_dir else settings.data_dir / "recordings",
+        case_number_length=config.case_number_length,
+        pin_length=config.pin_length,
+        min_speech_s=config.min_speech_s,
+        mixmonitor_wait_s=config.mixmonitor_wait_s,
+        retention_days=config.retention_days,
+        county_name=settings.county_name,
+        digit_pause_ms=settings.ivr.digit_pause_ms,
+        lead_in_ms=settings.ivr.lead_in_ms,
+        telephony=telephony,
+    )
+
+
+def build_hotline_part(
+    settings: Settings,
+    clock: Clock,
+    sessions: async_sessionmaker[AsyncSession],
+    health: HealthRegistry,
+    speech: Speech,
+    *,
+    root: Path | None = None,
+) -> Hotline:
+    voice = VoiceRequest(voice=settings.ivr.prompt_voice or None, rate=settings.ivr.prompt_rate)
+    return build_hotline(
+        hotline_config(settings, telephony_config(settings, root=root)),
+        sessions=sessions,
+        clock=clock,
+        health=health,
+        renderer=SpeechRenderer(speech.chain, speech.tools, voice=voice),
+        tools=speech.tools,
+        page_headers=AUTO_ANSWER_HEADERS[settings.broadcast.sip_auto_answer],
+    )
+
+
+async def sandbox_up(settings: Settings, *, provision: bool) -> tuple[Sandbox, TelephonyConfig]:
+    """Render our configuration into the sandbox instance and start it (or reload what changed)."""
+    root = sandbox_root(settings)
+    if root is None:
+        if not provision:
+            raise CommandError(f"the Asterisk sandbox is not provisioned: run {SANDBOX_SCRIPT} provision")
+        print("provisioning the Asterisk sandbox (debootstrap of Debian sid; about a minute)…", flush=True)
+        root = await Sandbox.provision(SANDBOX_SCRIPT)
+    telephony = telephony_config(settings, root=root)
+    assert telephony is not None and telephony.sandbox is not None
+    sandbox = telephony.sandbox
+    changed = sandbox.install(render_configuration(telephony.templates, telephony.render))
+    status = await sandbox.status()
+    if status.running:
+        await sandbox.reload(changed)
+    else:
+        await sandbox.start()
+    return sandbox, telephony
+
+
+async def _sandbox_for_serve(settings: Settings) -> None:
+    """``serve`` in sandbox mode starts the instance unless it runs; if it cannot, the service starts anyway."""
+    try:
+        sandbox, _telephony = await sandbox_up(settings, provision=False)
+    except (CommandError, CunxiangError) as exc:
+        detail = exc.detail if isinstance(exc, CunxiangError) and exc.detail else str(exc)
+        print(f"cunxiang: warning: Asterisk not started ({detail}); the hotline will connect when it runs", flush=True)
+        return
+    print(f"Asterisk sandbox running: {sandbox.instance_dir}", flush=True)
+
+
+def cmd_asterisk(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "render":
+        telephony = telephony_config(settings)
+        if telephony is None:
+            raise CommandError("asterisk = none: there is no Asterisk configuration to render")
+        files = render_configuration(telephony.templates, telephony.render)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (args.out / name).write_text(text, encoding="utf-8")
+        print(f"rendered {len(files)} files into {args.out} (manager.conf holds the AMI secret: keep it private)")
+        return 0
+    if settings.asterisk != "sandbox":
+        raise CommandError(
+            f"asterisk = {settings.asterisk}: this service does not run Asterisk itself "
+            "(see the README: connecting a site's own Asterisk)"
+        )
+
+    async def run() -> int:
+        if args.action == "up":
+            sandbox, telephony = await sandbox_up(settings, provision=True)
+            print(f"Asterisk sandbox running: {sandbox.instance_dir}")
+            print(f"  AMI      {telephony.ami.host}:{telephony.ami.port} user {telephony.ami.username}")
+            print(f"  FastAGI  {telephony.render.fastagi_url} (served by `cunxiang serve`)")
+            print(
+                f"  SIP      udp {telephony.render.sip_bind}:{telephony.render.sip_port}, softphone user "
+                f"{telephony.render.softphone_user}, password in {settings.data_dir / 'softphone.secret'}"
+                if not settings.sandbox.softphone_password
+                else f"  SIP      udp {telephony.render.sip_bind}:{telephony.render.sip_port}, "
+                f"softphone user {telephony.render.softphone_user}"
+            )
+            return 0
+        root = sandbox_root(settings)
+        if root is None:
+            print("the Asterisk sandbox is not provisioned")
+            return 3 if args.action == "status" else 0
+        sandbox = Sandbox(SANDBOX_SCRIPT, root, settings.sandbox.instance)
+        if args.action == "down":
+            await sandbox.stop()
+            print(f"Asterisk sandbox stopped: {sandbox.instance_dir}")
+            return 0
+        status = await sandbox.status()
+        print(f"{'running' if status.running else 'stopped'}: {sandbox.instance_dir} ({status.detail})")
+        return 0 if status.running else 3
+
+    try:
+        return asyncio.run(run())
+    except CunxiangError as exc:
+        raise CommandError(exc.detail or exc.message) from None
+
+
+def cmd_prompts_install(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> int:
+        runtime = build_runtime(settings)
+        try:
+            telephony = runtime.hotline.telephony
+            if telephony is None or telephony.prompts is None:
+                raise CommandError("asterisk = none: there is nowhere to install prompts")
+            if telephony.config.problem:
+                raise CommandError(telephony.config.problem)
+            telephony.paths.prepare()
+            report = await telephony.prompts.install(force=args.force)
+        finally:
+            await runtime.engine.dispose()
+        for prompt_id in sorted(report.rendered):
+            print(f"rendered {prompt_id}")
+        for prompt_id, error in sorted(report.failed.items()):
+            print(f"FAILED  {prompt_id}: {error}", file=sys.stderr)
+        print(
+            f"{len(report.rendered)} rendered, {len(report.kept)} unchanged, {len(report.failed)} failed, "
+            f"in {telephony.prompts.target}"
+        )
+        return 1 if report.failed else 0
+
+    return asyncio.run(run())
+
+
+def _keys(text: str) -> list[str]:
+    if text and not all(char in "0123456789*#," for char in text):
+        raise CommandError("--keys: only 0-9, * and #, groups separated by commas (e.g. 2,12345678#)")
+    return [group for group in text.split(",") if group] if text else []
+
+
+async def _dial_test(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    runtime = build_runtime(settings)
+    await ensure_ready(runtime)
+    telephony = runtime.hotline.telephony
+    if telephony is None or telephony.media is None:
+        raise CommandError("asterisk = none: there is no hotline to call")
+    if telephony.config.problem:
+        raise CommandError(telephony.config.problem)
+    # With no `serve` running this process stands in as the worker (FastAGI, tracker) for the call.
+    lock = worker_lock(settings)
+    own_worker = await lock.try_acquire()
+    services: list[WorkerService] = list(runtime.hotline.worker_services) if own_worker else [telephony.link]
+    started: list[WorkerService] = []
+    try:
+        for service in services:
+            if service is telephony.reconciler or service is telephony.prompts:
+                continue
+            await service.start()
+            started.append(service)
+        await telephony.link.wait_connected(args.timeout)
+        if own_worker and telephony.prompts is not None:
+            await telephony.prompts.install()
+        if args.audio is not None:
+            if not args.audio.exists():
+                raise CommandError(f"no such audio file: {args.audio}")
+            audio = await telephony.media.upload(args.audio)
+        else:
+            audio = await telephony.media.sentence(DIAL_TEST_SENTENCE)
+        script = VillagerScript(
+            caller=args.caller,
+            caller_name=args.caller_name or "",
+            keys=_keys(args.keys),
+            audio=audio,
+            hangup_at=args.hangup_at,
+        )
+        call = await telephony.villager.call(script, timeout_s=args.timeout)
+        outcome = await _settled_outcome(runtime.hotline, call.linkedid, args.timeout)
+        return {"call": call.as_dict(), **(outcome or {"outcome": None, "error": "no record of the call yet"})}
+    finally:
+        for service in reversed(started):
+            with contextlib.suppress(Exception):
+                await service.stop()
+        if own_worker:
+            await lock.release()
+        await runtime.engine.dispose()
+
+
+async def _settled_outcome(hotline: Hotline, linkedid: str, timeout_s: float) -> dict[str, Any] | None:
+    """Poll until the call is settled and its recordings have left the spool (the worker may be another process)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    outcome = None
+    while time.monotonic() < deadline:
+        outcome = await hotline.intake.outcome(linkedid)
+        if outcome is not None and not hotline.store.spool_files(linkedid):
+            return outcome
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    return outcome
+
+
+def cmd_hotline_dial_test(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        result = asyncio.run(_dial_test(settings, args))
+    except CunxiangError as exc:
+        raise CommandError(exc.detail or exc.message) from None
+    print(json.dumps(result, ensure_ascii=False, indent=2, default=_json_default))
+    return 0 if result.get("outcome") else 1
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def cmd_cases_show(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> dict[str, Any] | None:
+        runtime = build_runtime(settings)
+        try:
+            found = await runtime.hotline.intake.case_by_number(args.number)
+            if found is None:
+                return None
+            case, recordings = found
+            data = case_json(case, recordings)
+            for recording in data["recordings"]:
+                recording["file"] = str(runtime.hotline.store.root / recording["path"])
+            if case.sealed:
+                # Sealed cases: every look is on record, from the command line too.
+                async with runtime.sessions() as session:
+                    audit.record(
+                        session,
+                        Actor(user_id=None, username=f"cli:{os.environ.get('USER', 'unknown')}"),
+                        at=runtime.clock.now(),
+                        action="case.view_sealed",
+                        object_type="case",
+                        object_id=case.id,
+                        detail={"via": "cunxiang cases show"},
+                    )
+                    await session.commit()
+            return data
+        finally:
+            await runtime.engine.dispose()
+
+    data = asyncio.run(run())
+    if data is None:
+        raise CommandError(f"no case numbered {args.number}")
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=_json_default))
+    else:
+        print(f"case {data['number']}: {data['status']}, {data['category']}{' (sealed)' if data['sealed'] else ''}")
+        for recording in data["recordings"]:
+            print(f"  {recording['kind']}: {recording['duration_s']:.1f} s  {recording['file']}")
+    return 0
+
+
 # -- argument parsing -----------------------------------------------------------------------------
 
 
@@ -955,6 +1400,47 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", type=Path, metavar="PATH", help="where to write the audio")
     render.add_argument("--out-dir", type=Path, metavar="DIR", help="where --batch writes its files")
     render.set_defaults(func=cmd_render)
+
+    asterisk = commands.add_parser(
+        "asterisk", help="the Asterisk sandbox: up (provision, render, start or reload), down, status; render FILES"
+    )
+    asterisk.add_argument("action", choices=["up", "down", "status", "render"])
+    asterisk.add_argument(
+        "--out", type=Path, default=Path("asterisk-config"), help="render: directory for the configuration files"
+    )
+    asterisk.set_defaults(func=cmd_asterisk)
+
+    prompts = commands.add_parser("prompts", help="the hotline's voice prompts")
+    prompts_commands = prompts.add_subparsers(dest="prompts_command", required=True, metavar="PROMPTS_COMMAND")
+    prompts_install = prompts_commands.add_parser(
+        "install", help="render new or changed prompts with our TTS and install them where Asterisk plays them"
+    )
+    prompts_install.add_argument("--force", action="store_true", help="render every prompt again")
+    prompts_install.set_defaults(func=cmd_prompts_install)
+
+    hotline = commands.add_parser("hotline", help="the petition hotline")
+    hotline_commands = hotline.add_subparsers(dest="hotline_command", required=True, metavar="HOTLINE_COMMAND")
+    dial = hotline_commands.add_parser(
+        "dial-test", help="拨测: a simulated villager calls the hotline through Asterisk; prints what became of it"
+    )
+    dial.add_argument("--caller", default="13800001111", help="the villager's number (default: 13800001111)")
+    dial.add_argument("--caller-name", help="the caller name the network shows")
+    dial.add_argument(
+        "--keys",
+        default="1",
+        help="keys for each prompt that asks, comma-separated: 1, 3, 0, or 2,<case number># (empty: press nothing)",
+    )
+    dial.add_argument("--audio", type=Path, help="what the villager says (any audio file; default: a TTS sentence)")
+    dial.add_argument("--hangup-at", choices=["welcome", "recording", "end"], default="end")
+    dial.add_argument("--timeout", type=float, default=180.0, help="seconds the whole test may take (default: 180)")
+    dial.set_defaults(func=cmd_hotline_dial_test)
+
+    cases = commands.add_parser("cases", help="cases (诉求案件)")
+    cases_commands = cases.add_subparsers(dest="cases_command", required=True, metavar="CASES_COMMAND")
+    cases_show = cases_commands.add_parser("show", help="a case with its recordings")
+    cases_show.add_argument("number", metavar="NUMBER")
+    cases_show.add_argument("--json", action="store_true", help="print JSON")
+    cases_show.set_defaults(func=cmd_cases_show)
     return parser
 
 

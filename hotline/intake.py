@@ -1,0 +1,676 @@
+"""Call intake: every hotline call becomes exactly one case — or one missed call, or a status query.
+
+Three parts of the service learn that a call happened, and any of them may be
+first or the only one:
+
+* the **FastAGI** request at the end of a message (live: the caller is waiting
+  to hear the case number), and the one the hang-up handler makes;
+* the **call tracker**, when the last channel of the call's Linkedid hangs up
+  (AMI);
+* **reconciliation**, for calls that ended while the service was not
+  listening (spool files, CDR records).
+
+They all call :meth:`IntakeService.settle` (or :meth:`open_case`) with what
+they know, keyed by the call's Linkedid. The database decides who was first:
+``cases.linkedid``, ``missed_calls.linkedid`` and ``calls.linkedid`` are
+UNIQUE, so a second writer's insert fails, it rolls back and reads what the
+first one wrote. The decision itself depends only on where the caller got to
+and on the recording's content, so every path reaches the same one.
+
+Recordings are attached by :meth:`attach`, which the tracker and
+reconciliation call only once no channel of the call is left (a file still
+being written is never moved). Calls the service placed itself (callbacks,
+follow-ups, paging) carry a marker: they are recorded as ``placed`` and never
+become cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import unicodedata
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.clock import Clock
+from hotline import casenumbers
+from hotline.phones import CallerNumber, PhoneRegistry, caller_number
+from hotline.recordings import AudioFacts, RecordingStore, SpoolName, done_marker, file_time, inspect, sha256_file
+from storage import audit
+from storage.audit import Actor
+from storage.models import SEALED_CATEGORIES, Call, Case, MissedCall, Recording
+
+log = logging.getLogger(__name__)
+
+SYSTEM = Actor(user_id=None, username="system:hotline")
+# Where in the IVR a caller has left a message (or was about to).
+MESSAGE_STAGES = frozenset({"recording", "recorded", "readback"})
+STATUS_STAGES = frozenset({"number", "status", "pin"})
+MISSED_REASONS = {
+    "welcome": "hung_up_at_welcome",
+    "menu": "hung_up_at_menu",
+    "transfer": "operator_not_reached",
+}
+PLACED_KINDS = frozenset({"callback", "survey", "page"})
+MAX_NUMBER_TRIES = 50
+
+Outcome = Literal["case", "missed", "status_query", "placed"]
+
+
+@dataclass
+class CallFacts:
+    """What one part of the service knows about a call when it reports it."""
+
+    linkedid: str
+    kind: str = "hotline"
+    caller_raw: str | None = None
+    caller_name: str | None = None
+    presentation: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    stage: str | None = None
+    choice: str | None = None
+    category: str | None = None
+    dial_status: str | None = None
+    test_call: bool = False
+    # Callbacks and surveys belong to an existing case.
+    case_id: int | None = None
+
+    @property
+    def operator_answered(self) -> bool:
+        return self.stage == "talked" or (self.stage == "transfer" and (self.dial_status or "").upper() == "ANSWER")
+
+
+@dataclass(frozen=True)
+class CaseTicket:
+    case_id: int
+    number: str
+    pin: str
+    sealed: bool
+    caller_withheld: bool
+    created: bool
+
+
+@dataclass(frozen=True)
+class Settlement:
+    outcome: Outcome
+    case_id: int | None = None
+    missed_call_id: int | None = None
+    created: bool = False
+    number: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    result: Literal["found", "not_found", "need_pin", "confidential"]
+    status: str | None = None
+    case_id: int | None = None
+
+
+@dataclass
+class _KeyLocks:
+    """One asyncio lock per Linkedid while someone holds it (in-process: only the elected worker writes)."""
+
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    users: dict[str, int] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        self.users[key] = self.users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self.users[key] -= 1
+            if not self.users[key]:
+                del self.users[key]
+                del self.locks[key]
+
+
+def _clean_name(raw: str | None, number: str | None) -> str | None:
+    """A caller name worth keeping: not empty, not a placeholder, not just the number again."""
+    if not raw:
+        return None
+    name = "".join(ch for ch in unicodedata.normalize("NFC", raw) if unicodedata.category(ch)[0] != "C").strip()
+    if not name or name.lower() in ("<unknown>", "unknown", "anonymous") or name == number:
+        return None
+    return name[:64]
+
+
+def category_of(facts: CallFacts, message: SpoolName | None = None) -> str:
+    """Key 3 (or a discipline-tagged file) is a report: sealed from the first moment, whatever else is known."""
+    if facts.choice == "3" or facts.category == "discipline" or (message is not None and message.tag == "discipline"):
+        return "discipline"
+    return facts.category if facts.category in ("petition",) else "petition"
+
+
+class IntakeService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        store: RecordingStore,
+        phones: PhoneRegistry,
+        *,
+        case_number_length: int = 8,
+        pin_length: int = 4,
+        min_speech_s: float = 0.4,
+        mixmonitor_wait_s: float = 10.0,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.store = store
+        self._phones = phones
+        self.case_number_length = case_number_length
+        self._pin_length = pin_length
+        self._min_speech_s = min_speech_s
+        self._mixmonitor_wait_s = mixmonitor_wait_s
+        self._locks = _KeyLocks()
+
+    # -- cases ----------------------------------------------------------------------------------
+
+    async def open_case(self, facts: CallFacts, *, via: str, message: SpoolName | None = None) -> CaseTicket:
+        """The call's case, created now if it has none (idempotent by Linkedid)."""
+        category = category_of(facts, message)
+        caller = caller_number(facts.caller_raw, facts.presentation)
+        for _attempt in range(MAX_NUMBER_TRIES):
+            async with self._sessions() as session:
+                existing = await session.scalar(select(Case).where(Case.linkedid == facts.linkedid))
+                if existing is not None:
+                    return _ticket(existing, created=False)
+                case = await self._new_case(session, facts, category, caller)
+                try:
+                    await session.flush()
+                    await self._upsert_call(session, facts, "case", via, caller, case_id=case.id)
+                    await session.flush()
+                except IntegrityError:
+                    # Another path created this call's case first, or the random number was taken: look again.
+                    await session.rollback()
+                    continue
+                audit.record(
+                    session,
+                    SYSTEM,
+                    at=case.created_at,
+                    action="case.create",
+                    object_type="case",
+                    object_id=case.id,
+                    detail={"channel": "hotline", "via": via, "sealed": case.sealed, "test": case.test_call},
+                )
+                await session.commit()
+                log.info(
+                    "case %s opened for call %s (via %s%s)", case.id, facts.linkedid, via, ", sealed" * case.sealed
+                )
+                return _ticket(case, created=True)
+        raise RuntimeError(f"could not open a case for call {facts.linkedid}")
+
+    async def _new_case(self, session: AsyncSession, facts: CallFacts, category: str, caller: CallerNumber) -> Case:
+        now = self._clock.now()
+        placement = await self._phones.place(session, caller.number)
+        case = Case(
+            number=casenumbers.new_case_number(self.case_number_length),
+            linkedid=facts.linkedid,
+            channel="hotline",
+            status="new",
+            category=category,
+            sealed=category in SEALED_CATEGORIES,
+            caller_number=caller.number,
+            caller_withheld=caller.withheld,
+            caller_name=(placement.name if placement and placement.name else None)
+            or _clean_name(facts.caller_name, caller.number),
+            village_id=placement.village_id if placement else None,
+            township_id=placement.township_id if placement else None,
+            ivr_choice=facts.choice or "",
+            pin=casenumbers.new_pin(self._pin_length),
+            test_call=facts.test_call,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(case)
+        return case
+
+    async def _upsert_call(
+        self,
+        session: AsyncSession,
+        facts: CallFacts,
+        outcome: Outcome,
+        via: str,
+        caller: CallerNumber,
+        *,
+        case_id: int | None = None,
+        missed_call_id: int | None = None,
+    ) -> Call:
+        now = self._clock.now()
+        call = await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
+        if call is None:
+            call = Call(
+                linkedid=facts.linkedid,
+                kind=facts.kind if facts.kind in ("hotline", *PLACED_KINDS) else "hotline",
+                direction="out" if facts.kind in PLACED_KINDS else "in",
+                caller_number=caller.number,
+                caller_withheld=caller.withheld,
+                started_at=facts.started_at,
+                ended_at=facts.ended_at,
+                stage=facts.stage,
+                ivr_choice=facts.choice,
+                outcome=outcome,
+                sealed=category_of(facts) in SEALED_CATEGORIES if facts.kind == "hotline" else False,
+                case_id=case_id,
+                missed_call_id=missed_call_id,
+                settled_by=via,
+                test_call=facts.test_call,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(call)
+            return call
+        if outcome == "case" and call.outcome != "case":
+            call.outcome = "case"
+        call.case_id = call.case_id or case_id
+        call.missed_call_id = call.missed_call_id or missed_call_id
+        _merge_times(call, facts)
+        call.updated_at = now
+        return call
+
+    # -- settling a call that has ended -----------------------------------------------------------
+
+    async def settle(self, facts: CallFacts, *, via: str) -> Settlement:
+        """What became of a call that has ended (or whose caller hung up); idempotent."""
+        if facts.kind in PLACED_KINDS:
+            return await self._settle_placed(facts, via)
+        async with self._locks.hold(facts.linkedid):
+            known = await self._known(facts, via)
+            if known is not None:
+                return known
+            message = self._message_file(facts.linkedid)
+            has_speech = False
+            if message is not None:
+                audio = await asyncio.to_thread(_inspect_or_empty, message[0])
+                has_speech = audio.has_speech(self._min_speech_s)
+            if has_speech or facts.operator_answered:
+                ticket = await self.open_case(facts, via=via, message=message[1] if message else None)
+                return Settlement("case", case_id=ticket.case_id, created=ticket.created, number=ticket.number)
+            if facts.choice == "2" and (facts.stage in STATUS_STAGES or facts.stage == "done"):
+                return await self._record_outcome(facts, via, "status_query")
+            reason = MISSED_REASONS.get(facts.stage or "", "nothing_said" if message else "unknown")
+            if facts.stage in MESSAGE_STAGES or facts.stage == "done":
+                reason = "nothing_said"
+            return await self._record_missed(facts, via, reason, message[1] if message else None)
+
+    async def _known(self, facts: CallFacts, via: str) -> Settlement | None:
+        """The call's settlement if one path already made it (bringing its end time up to date)."""
+        async with self._sessions() as session:
+            case = await session.scalar(select(Case).where(Case.linkedid == facts.linkedid))
+            call = await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
+            if case is None and call is None:
+                return None
+            caller = caller_number(facts.caller_raw, facts.presentation)
+            if case is not None:
+                call = await self._upsert_call(session, facts, "case", via, caller, case_id=case.id)
+                await session.commit()
+                return Settlement("case", case_id=case.id, number=case.number)
+            assert call is not None
+            _merge_times(call, facts)
+            call.updated_at = self._clock.now()
+            await session.commit()
+            outcome: Outcome = call.outcome if call.outcome in ("missed", "status_query", "placed") else "case"  # type: ignore[assignment]
+            return Settlement(outcome, case_id=call.case_id, missed_call_id=call.missed_call_id)
+
+    def _message_file(self, linkedid: str) -> tuple[Path, SpoolName] | None:
+        for path, name in self.store.spool_files(linkedid):
+            if name.kind == "message":
+                return path, name
+        return None
+
+    async def _record_outcome(self, facts: CallFacts, via: str, outcome: Outcome) -> Settlement:
+        caller = caller_number(facts.caller_raw, facts.presentation)
+        async with self._sessions() as session:
+            await self._upsert_call(session, facts, outcome, via, caller)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+        known = await self._known(facts, via)
+        return known or Settlement(outcome)
+
+    async def _record_missed(self, facts: CallFacts, via: str, reason: str, message: SpoolName | None) -> Settlement:
+        caller = caller_number(facts.caller_raw, facts.presentation)
+        sealed = category_of(facts, message) in SEALED_CATEGORIES
+        async with self._sessions() as session:
+            placement = await self._phones.place(session, caller.number)
+            missed = MissedCall(
+                linkedid=facts.linkedid,
+                caller_number=caller.number,
+                caller_withheld=caller.withheld,
+                caller_name=(placement.name if placement and placement.name else None)
+                or _clean_name(facts.caller_name, caller.number),
+                village_id=placement.village_id if placement else None,
+                township_id=placement.township_id if placement else None,
+                at=facts.started_at or facts.ended_at or self._clock.now(),
+                stage=facts.stage,
+                reason=reason,
+                ivr_choice=facts.choice,
+                sealed=sealed,
+                callback_state="pending" if caller.number else "no_number",
+                test_call=facts.test_call,
+                created_at=self._clock.now(),
+            )
+            session.add(missed)
+            try:
+                await session.flush()
+                await self._upsert_call(session, facts, "missed", via, caller, missed_call_id=missed.id)
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                known = await self._known(facts, via)
+                return known or Settlement("missed")
+        log.info("missed call %s recorded for call %s (%s, via %s)", missed.id, facts.linkedid, reason, via)
+        return Settlement("missed", missed_call_id=missed.id, created=True)
+
+    async def _settle_placed(self, facts: CallFacts, via: str) -> Settlement:
+        """A call the service placed (callback, survey, page): recorded, never a case."""
+        caller = caller_number(facts.caller_raw, facts.presentation)
+        async with self._sessions() as session:
+            case_id = facts.case_id
+            if case_id is not None and await session.get(Case, case_id) is None:
+                case_id = None
+            await self._upsert_call(session, facts, "placed", via, caller, case_id=case_id)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+        return Settlement("placed", case_id=facts.case_id)
+
+    # -- recordings -------------------------------------------------------------------------------
+
+    async def attach(self, linkedid: str) -> list[int]:
+        """Move every spool recording of a call that has fully ended into storage and onto its case.
+
+        Call only when no channel of ``linkedid`` is left. Idempotent: a file
+        already attached (same source name, same checksum) is only removed from
+        the spool. Returns the ids of the recordings attached now.
+        """
+        attached: list[int] = []
+        async with self._locks.hold(f"attach:{linkedid}"):
+            for path, name in self.store.spool_files(linkedid):
+                try:
+                    recording_id = await self._attach_one(path, name)
+                except OSError as exc:
+                    log.error("recording %s of call %s not moved: %s", path.name, linkedid, exc)
+                    continue
+                if recording_id is not None:
+                    attached.append(recording_id)
+        return attached
+
+    async def _attach_one(self, path: Path, name: SpoolName) -> int | None:
+        if name.kind in ("transfer", "callback", "survey"):
+            await self._wait_for_mixmonitor(path)
+        async with self._sessions() as session:
+            existing = await session.scalar(select(Recording).where(Recording.source_name == path.name))
+            if existing is not None:
+                source_sha = await asyncio.to_thread(sha256_file, path)
+                if source_sha == existing.sha256:
+                    await asyncio.to_thread(self.store.release, path)
+                else:
+                    log.error("spool file %s differs from the recording already stored; left in place", path.name)
+                return None
+            owner = await self._owner(session, name)
+            if owner is None:
+                log.warning(
+                    "recording %s: call %s has no case or missed call yet; kept in the spool", path.name, name.linkedid
+                )
+                return None
+            case, missed = owner
+        audio = await asyncio.to_thread(_inspect_or_empty, path)
+        recorded_at = file_time(path)
+        safe_linkedid = name.linkedid.replace("/", "_")
+        stem = f"{case.number if case else f'missed{missed.id if missed else 0}'}-{name.kind}-{safe_linkedid}"
+        relative = self.store.destination(recorded_at, stem)
+        stored = await asyncio.to_thread(self.store.adopt, path, relative)
+        async with self._sessions() as session:
+            recording = Recording(
+                case_id=case.id if case else None,
+                missed_call_id=missed.id if (missed and not case) else None,
+                kind=name.kind,
+                linkedid=name.linkedid,
+                source_name=path.name,
+                path=stored.relative,
+                sha256=stored.sha256,
+                bytes=stored.bytes,
+                duration_s=audio.duration_s,
+                empty=audio.empty or audio.sound_s == 0,
+                recorded_at=recorded_at,
+                created_at=self._clock.now(),
+            )
+            session.add(recording)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return None
+        await asyncio.to_thread(self.store.release, path)
+        log.info("recording %s attached (%s, %.1f s)", recording.id, name.kind, audio.duration_s)
+        return recording.id
+
+    async def _owner(self, session: AsyncSession, name: SpoolName) -> tuple[Case | None, MissedCall | None] | None:
+        if name.case_id is not None:
+            case = await session.get(Case, name.case_id)
+            return (case, None) if case is not None else None
+        case = await session.scalar(select(Case).where(Case.linkedid == name.linkedid))
+        if case is not None:
+            return case, None
+        missed = await session.scalar(select(MissedCall).where(MissedCall.linkedid == name.linkedid))
+        return (None, missed) if missed is not None else None
+
+    async def _wait_for_mixmonitor(self, path: Path) -> None:
+        """MixMonitor closes its file a moment after the call; its post-command marks when it has."""
+        marker = done_marker(path)
+        deadline = self._clock.monotonic() + self._mixmonitor_wait_s
+        delay = 0.02
+        while not marker.exists():
+            if self._clock.monotonic() >= deadline:
+                log.warning(
+                    "no MixMonitor marker for %s after %.0f s; taking it as it is", path.name, self._mixmonitor_wait_s
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- questions asked during a call --------------------------------------------------------------
+
+    async def message_audio(self, linkedid: str) -> tuple[AudioFacts, SpoolName] | None:
+        found = self._message_file(linkedid)
+        if found is None:
+            return None
+        return await asyncio.to_thread(_inspect_or_empty, found[0]), found[1]
+
+    def has_speech(self, audio: AudioFacts) -> bool:
+        return audio.has_speech(self._min_speech_s)
+
+    async def status(self, typed: str, caller_raw: str | None, presentation: str | None, pin: str = "") -> StatusAnswer:
+        """A status query: only to the number that filed the case, or with its PIN; never for a sealed case."""
+        number = casenumbers.clean_typed(typed)
+        if not casenumbers.is_valid(number, length=self.case_number_length):
+            return StatusAnswer("not_found")
+        async with self._sessions() as session:
+            case = await session.scalar(select(Case).where(Case.number == number))
+        if case is None:
+            return StatusAnswer("not_found")
+        if case.sealed:
+            return StatusAnswer("confidential", case_id=case.id)
+        caller = caller_number(caller_raw, presentation)
+        if caller.number is not None and case.caller_number is not None and caller.number == case.caller_number:
+            return StatusAnswer("found", case.status, case.id)
+        typed_pin = casenumbers.clean_typed(pin)
+        if typed_pin and hmac.compare_digest(typed_pin, case.pin):
+            return StatusAnswer("found", case.status, case.id)
+        return StatusAnswer("need_pin", case_id=case.id)
+
+    # -- reading back -------------------------------------------------------------------------------
+
+    async def outcome(self, linkedid: str) -> dict[str, Any] | None:
+        """What became of a call, for the dial test and the API (None: nothing known yet)."""
+        async with self._sessions() as session:
+            call = await session.scalar(select(Call).where(Call.linkedid == linkedid))
+            case = await session.scalar(select(Case).where(Case.linkedid == linkedid))
+            if call is None and case is None:
+                return None
+            result: dict[str, Any] = {"linkedid": linkedid, "outcome": call.outcome if call else "case"}
+            if call is not None:
+                result["call"] = call_json(call)
+            if case is None and call is not None and call.case_id is not None:
+                case = await session.get(Case, call.case_id)
+            if case is not None:
+                result["case"] = case_json(case, await self._recordings(session, case_id=case.id))
+            if call is not None and call.missed_call_id is not None:
+                missed = await session.get(MissedCall, call.missed_call_id)
+                if missed is not None:
+                    result["missed_call"] = missed_json(missed, await self._recordings(session, missed_id=missed.id))
+        return result
+
+    async def case_by_number(self, number: str) -> tuple[Case, list[Recording]] | None:
+        async with self._sessions() as session:
+            case = await session.scalar(select(Case).where(Case.number == number))
+            if case is None:
+                return None
+            return case, await self._recordings(session, case_id=case.id)
+
+    @staticmethod
+    async def _recordings(
+        session: AsyncSession, *, case_id: int | None = None, missed_id: int | None = None
+    ) -> list[Recording]:
+        statement = select(Recording).order_by(Recording.id)
+        if case_id is not None:
+            statement = statement.where(Recording.case_id == case_id)
+        else:
+            statement = statement.where(Recording.missed_call_id == missed_id)
+        return list((await session.scalars(statement)).all())
+
+    # -- retention ------------------------------------------------------------------------------------
+
+    async def purge_before(self, cutoff: datetime, *, batch: int = 500) -> int:
+        """Delete recording files recorded before ``cutoff`` (the retention setting); rows stay, marked purged."""
+        purged = 0
+        while True:
+            async with self._sessions() as session:
+                rows: Sequence[Recording] = (
+                    await session.scalars(
+                        select(Recording)
+                        .where(Recording.purged_at.is_(None), Recording.recorded_at < cutoff)
+                        .order_by(Recording.id)
+                        .limit(batch)
+                    )
+                ).all()
+                if not rows:
+                    return purged
+                for recording in rows:
+                    await asyncio.to_thread(self.store.purge, recording.path)
+                    recording.purged_at = self._clock.now()
+                    purged += 1
+                await session.commit()
+
+
+def _inspect_or_empty(path: Path) -> AudioFacts:
+    """A file Asterisk created but never wrote into (0 bytes, or a broken header) is an empty recording."""
+    try:
+        return inspect(path)
+    except (ValueError, OSError):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        return AudioFacts(size, 0.0, True, 0.0, 8000)
+
+
+def _merge_times(call: Call, facts: CallFacts) -> None:
+    if facts.started_at is not None and (call.started_at is None or facts.started_at < call.started_at):
+        call.started_at = facts.started_at
+    if facts.ended_at is not None and (call.ended_at is None or facts.ended_at > call.ended_at):
+        call.ended_at = facts.ended_at
+    if facts.stage and facts.stage != "done":
+        call.stage = facts.stage
+    if facts.choice and not call.ivr_choice:
+        call.ivr_choice = facts.choice
+
+
+def _ticket(case: Case, *, created: bool) -> CaseTicket:
+    return CaseTicket(case.id, case.number, case.pin, case.sealed, case.caller_withheld, created)
+
+
+def recording_json(recording: Recording) -> dict[str, Any]:
+    return {
+        "id": recording.id,
+        "kind": recording.kind,
+        "path": recording.path,
+        "sha256": recording.sha256,
+        "bytes": recording.bytes,
+        "duration_s": recording.duration_s,
+        "empty": recording.empty,
+        "recorded_at": recording.recorded_at,
+        "purged": recording.purged_at is not None,
+    }
+
+
+def case_json(case: Case, recordings: Sequence[Recording] = ()) -> dict[str, Any]:
+    return {
+        "id": case.id,
+        "number": case.number,
+        "linkedid": case.linkedid,
+        "channel": case.channel,
+        "status": case.status,
+        "category": case.category,
+        "sealed": case.sealed,
+        "caller_number": case.caller_number,
+        "caller_withheld": case.caller_withheld,
+        "caller_name": case.caller_name,
+        "village_id": case.village_id,
+        "township_id": case.township_id,
+        "ivr_choice": case.ivr_choice,
+        "test_call": case.test_call,
+        "created_at": case.created_at,
+        "recordings": [recording_json(recording) for recording in recordings],
+    }
+
+
+def missed_json(missed: MissedCall, recordings: Sequence[Recording] = ()) -> dict[str, Any]:
+    return {
+        "id": missed.id,
+        "linkedid": missed.linkedid,
+        "caller_number": missed.caller_number,
+        "caller_withheld": missed.caller_withheld,
+        "village_id": missed.village_id,
+        "township_id": missed.township_id,
+        "at": missed.at,
+        "stage": missed.stage,
+        "reason": missed.reason,
+        "ivr_choice": missed.ivr_choice,
+        "sealed": missed.sealed,
+        "callback_state": missed.callback_state,
+        "test_call": missed.test_call,
+        "recordings": [recording_json(recording) for recording in recordings],
+    }
+
+
+def call_json(call: Call) -> dict[str, Any]:
+    return {
+        "linkedid": call.linkedid,
+        "kind": call.kind,
+        "direction": call.direction,
+        "started_at": call.started_at,
+        "ended_at": call.ended_at,
+        "stage": call.stage,
+        "ivr_choice": call.ivr_choice,
+        "outcome": call.outcome,
+        "settled_by": call.settled_by,
+        "case_id": call.case_id,
+        "missed_call_id": call.missed_call_id,
+    }

@@ -1,0 +1,100 @@
+"""Villagers calling the hotline through the real Asterisk: each call becomes exactly one case or missed call."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from storage.models import Call, Case, MissedCall
+from tests.hotline.asterisk.conftest import Hotline
+
+
+def assert_about(actual: float, expected: float, *, below: float = 0.5, above: float = 3.0) -> None:
+    assert expected - below <= actual <= expected + above, (actual, expected)
+
+
+async def test_a_complaint_becomes_a_case_with_its_recording_and_the_number_is_read_back(hotline: Hotline) -> None:
+    call = await hotline.call(keys=("1",))
+    outcome = await hotline.settled(call.linkedid)
+    assert outcome["outcome"] == "case"
+    case = outcome["case"]
+    assert call.read_back == case["number"] and call.read_back_playback == "SUCCESS"
+    assert not call.pin_read_back
+    assert case["status"] == "new" and case["category"] == "petition" and not case["sealed"]
+    assert case["caller_number"] == "13800001111" and case["ivr_choice"] == "1" and case["test_call"]
+    (recording,) = case["recordings"]
+    assert recording["kind"] == "message" and not recording["empty"]
+    # The villager's sentence plus what is left of the silence that ends a message.
+    assert_about(recording["duration_s"], hotline.media.villager_duration_s)
+    assert hotline.spool() == []
+
+
+async def test_a_caller_who_presses_nothing_is_asked_to_speak_and_still_recorded(hotline: Hotline) -> None:
+    call = await hotline.call(keys=())
+    assert call.stages[:3] == ["welcome", "menu", "recording"]
+    outcome = await hotline.settled(call.linkedid)
+    case = outcome["case"]
+    assert case["ivr_choice"] == "" and case["category"] == "petition"
+    assert call.read_back == case["number"]
+    (recording,) = case["recordings"]
+    assert_about(recording["duration_s"], hotline.media.villager_duration_s)
+
+
+async def test_a_caller_who_hangs_up_during_the_recording_keeps_her_message(hotline: Hotline) -> None:
+    call = await hotline.call(keys=("1",), hangup_at="recording")
+    assert call.read_back is None  # she was gone before the number could be read
+    outcome = await hotline.settled(call.linkedid)
+    assert outcome["outcome"] == "case"
+    (recording,) = outcome["case"]["recordings"]
+    assert not recording["empty"]
+    assert_about(recording["duration_s"], hotline.media.villager_duration_s, above=1.0)
+
+
+async def test_a_caller_who_hangs_up_at_the_welcome_becomes_a_missed_call_to_return(hotline: Hotline) -> None:
+    call = await hotline.call(hangup_at="welcome", speak=False)
+    outcome = await hotline.settled(call.linkedid)
+    assert outcome["outcome"] == "missed" and "case" not in outcome
+    missed = outcome["missed_call"]
+    assert missed["reason"] == "hung_up_at_welcome" and missed["caller_number"] == "13800001111"
+    assert missed["callback_state"] == "pending"
+
+
+async def test_a_discipline_report_is_sealed_from_the_first_moment(hotline: Hotline) -> None:
+    call = await hotline.call(keys=("3",))
+    outcome = await hotline.settled(call.linkedid)
+    case = outcome["case"]
+    assert case["category"] == "discipline" and case["sealed"] and case["ivr_choice"] == "3"
+    assert outcome["call"]["settled_by"] == "fastagi"  # created sealed by the first writer
+    assert call.read_back == case["number"]
+    (recording,) = case["recordings"]
+    assert recording["kind"] == "message" and not recording["empty"]
+
+
+async def test_a_withheld_number_gets_a_case_and_hears_its_pin(hotline: Hotline) -> None:
+    call = await hotline.call(keys=("1",), caller="anonymous")
+    outcome = await hotline.settled(call.linkedid)
+    case = outcome["case"]
+    assert case["caller_number"] is None and case["caller_withheld"]
+    assert call.pin_read_back  # she cannot be recognised by her number at a status query
+
+
+async def test_ten_calls_at_once_make_ten_cases_each_with_its_own_recording(hotline: Hotline) -> None:
+    callers = [f"1390000{index:04d}" for index in range(10)]
+    calls = await asyncio.gather(
+        *(hotline.call(keys=("1",) if index % 2 else (), caller=caller) for index, caller in enumerate(callers))
+    )
+    numbers = set()
+    for call, caller in zip(calls, callers, strict=True):
+        outcome = await hotline.settled(call.linkedid)
+        case = outcome["case"]
+        assert case["caller_number"] == caller and call.read_back == case["number"]
+        (recording,) = case["recordings"]
+        assert not recording["empty"]
+        numbers.add(case["number"])
+    assert len(numbers) == 10
+    async with hotline.runtime.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Case)) == 10
+        assert await session.scalar(select(func.count()).select_from(Call)) == 10
+        assert await session.scalar(select(func.count()).select_from(MissedCall)) == 0
+    assert hotline.spool() == []
