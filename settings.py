@@ -241,10 +241,6 @@ _LINE_SAFE = re.compile(r"^[^\r\n]*$")
 _DIAL_STRING = re.compile(r"^[A-Za-z0-9_./@&:+#*-]*$")
 
 
-_LINE_SAFE = re.compile(r"^[^\r\n]*$")
-_DIAL_STRING = re.compile(r"^[A-Za-z0-9_./@&:+#*-]*$")
-
-
 class AmiSettings(_Section):
     # Where the service reaches Asterisk's manager interface. In sandbox mode manager.conf is
     # rendered to listen exactly here (keep it on loopback unless Asterisk runs on another host).
