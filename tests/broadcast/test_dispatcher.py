@@ -1,0 +1,93 @@
+"""The dispatcher: one item per zone; lower priority waits, then is skipped; higher preempts, the cut item requeued."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from server import Runtime, build_runtime
+from settings import BroadcastSettings
+from storage.models import RUN_INTERRUPTED, RUN_PLAYING, RUN_SKIPPED, RUN_SUCCESS, RUN_WAITING
+from tests.support.broadcasting import (
+    approved_notice,
+    broadcasting_settings,
+    build_place,
+    make_principal,
+    speaker_rows,
+    wait_for_rows,
+)
+
+pytestmark = pytest.mark.slow
+
+LONG = "各位村民请注意，今天下午三点在村委会召开村民代表会议。" * 3
+
+
+@pytest.fixture
+def wait_limit() -> float:
+    return 1.0
+
+
+@pytest.fixture
+async def live(tmp_path: Path, database_url: str, wait_limit: float) -> AsyncIterator[Runtime]:
+    settings = broadcasting_settings(
+        tmp_path / "data",
+        database_url,
+        broadcast=BroadcastSettings(default_repeats=1, lower_priority_wait_s=wait_limit, pending_poll_s=0.2),
+    )
+    runtime = build_runtime(settings)
+    await runtime.broadcasting.dispatcher.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.broadcasting.dispatcher.stop()
+        await runtime.engine.dispose()
+
+
+async def test_a_lower_priority_item_waits_for_the_zone_and_is_skipped_after_the_wait_limit(live: Runtime) -> None:
+    admin = await make_principal(live, "admin", "admin", county_wide=True)
+    place = await build_place(live, admin, "甲乡", [[("sink", "file:a"), ("sink", "file:b")]])
+    staff = await make_principal(live, "staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(live, "approver", "approver", township_ids=[place.township_id])
+    disclosure = await approved_notice(live, staff, approver, township_id=place.township_id, body=LONG)
+    civility = await approved_notice(
+        live, staff, approver, township_id=place.township_id, kind="civility", title="文明新风"
+    )
+    dispatcher = live.broadcasting.dispatcher
+    zone = place.zone_ids[0]
+    await dispatcher.request(notice_id=disclosure.id, zone_ids=[zone], origin="manual", requested_by=None)
+    await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_PLAYING)
+    await dispatcher.request(notice_id=civility.id, zone_ids=[zone], origin="manual", requested_by=None)
+    rows = await wait_for_rows(live, lambda rows: len(rows) == 2 and rows[1].state == RUN_SKIPPED)
+    assert rows[0].state == RUN_PLAYING  # the zone was never shared
+    assert "等待超过" in (rows[1].error or "")
+    rows = await wait_for_rows(live, lambda rows: rows[0].state == RUN_SUCCESS, timeout=60)
+    assert [speaker.state for speaker in await speaker_rows(live, rows[0].id)] == [RUN_SUCCESS, RUN_SUCCESS]
+
+
+@pytest.mark.parametrize("wait_limit", [300.0])
+async def test_a_higher_priority_item_cuts_in_and_the_cut_item_is_played_again_afterwards(live: Runtime) -> None:
+    admin = await make_principal(live, "admin", "admin", county_wide=True)
+    place = await build_place(live, admin, "甲乡", [[("sink", "file:a")]])
+    staff = await make_principal(live, "staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(live, "approver", "approver", township_ids=[place.township_id])
+    civility = await approved_notice(
+        live, staff, approver, township_id=place.township_id, kind="civility", title="文明新风", body=LONG
+    )
+    disclosure = await approved_notice(live, staff, approver, township_id=place.township_id, title="财务公开")
+    dispatcher = live.broadcasting.dispatcher
+    zone = place.zone_ids[0]
+    await dispatcher.request(notice_id=civility.id, zone_ids=[zone], origin="manual", requested_by=None)
+    await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_PLAYING)
+    await dispatcher.request(notice_id=disclosure.id, zone_ids=[zone], origin="manual", requested_by=None)
+    rows = await wait_for_rows(
+        live,
+        lambda rows: len(rows) == 3 and rows[1].state == RUN_SUCCESS and rows[2].state in (RUN_WAITING, RUN_PLAYING),
+        timeout=60,
+    )
+    cut, cutter, again = rows
+    assert cut.state == RUN_INTERRUPTED and cut.interrupted_by == cutter.id
+    assert (again.notice_id, again.attempt) == (civility.id, 1)
+    assert cutter.started_at is not None and cut.ended_at is not None and cut.ended_at <= cutter.started_at
+    rows = await wait_for_rows(live, lambda rows: rows[2].state == RUN_SUCCESS, timeout=60)
