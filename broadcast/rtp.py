@@ -44,6 +44,7 @@ PCMU_RATE: Final = 8000
 HEADER_BYTES: Final = 12
 MULAW_SILENCE: Final = b"\xff"
 MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
+_HEADER: Final = struct.Struct("!BBHII")
 
 
 def rtp_header(sequence: int, timestamp: int, ssrc: int, *, marker: bool, payload_type: int = PAYLOAD_PCMU) -> bytes:
@@ -110,7 +111,7 @@ class RtpStream:
     def __init__(
         self,
         destination: tuple[str, int],
-        payload: bytes,
+        payload: memoryview,
         *,
         bytes_per_packet: int,
         sock: socket.socket,
@@ -119,13 +120,13 @@ class RtpStream:
         done: asyncio.Future[StreamResult],
         measure: bool,
     ) -> None:
-        remainder = len(payload) % bytes_per_packet
-        if remainder:
-            payload += MULAW_SILENCE * (bytes_per_packet - remainder)
         self.destination = destination
-        self._payload = memoryview(payload)
+        # Shared by every stream of the item (padded to whole packets once, in RtpSender.play).
+        self._payload = payload
         self._bytes = bytes_per_packet
         self.packets = len(payload) // bytes_per_packet
+        # One reusable packet buffer: header packed in place, payload copied in; no allocation per packet.
+        self._packet = bytearray(HEADER_BYTES + bytes_per_packet)
         self._sock = sock
         self.start = start
         self._packet_s = packet_s
@@ -144,15 +145,27 @@ class RtpStream:
         return self.start + self.index * self._packet_s
 
     def send_due(self, now: float) -> None:
-        """Send the packet that is due (and, after a stall, at most one period's backlog)."""
-        due = self.due()
-        if due > now or self.finished:
+        """Send the packet that is due, if it is due (the loop calls this on the stream's phase)."""
+        if self.finished:
             return
         index = self.index
-        chunk = self._payload[index * self._bytes : (index + 1) * self._bytes]
-        header = rtp_header(self._sequence + index, self._timestamp + index * self._bytes, self.ssrc, marker=index == 0)
+        due = self.start + index * self._packet_s
+        if due > now:
+            return
+        offset = index * self._bytes
+        packet = self._packet
+        _HEADER.pack_into(
+            packet,
+            0,
+            RTP_VERSION << 6,
+            0x80 | PAYLOAD_PCMU if index == 0 else PAYLOAD_PCMU,
+            (self._sequence + index) & 0xFFFF,
+            (self._timestamp + offset) & 0xFFFFFFFF,
+            self.ssrc,
+        )
+        packet[HEADER_BYTES:] = self._payload[offset : offset + self._bytes]
         try:
-            self._sock.sendto(header + chunk, self.destination)
+            self._sock.sendto(packet, self.destination)
             self.sent += 1
         except BlockingIOError:
             self.dropped += 1  # the socket buffer is full: the packet is lost, the clock goes on
@@ -161,7 +174,7 @@ class RtpStream:
             return
         if self._measure:
             self._lateness.append(time.monotonic() - due)
-        self.index += 1
+        self.index = index + 1
         if self.index >= self.packets:
             self._finish(completed=True, stopped=False)
 
@@ -251,6 +264,10 @@ class RtpSender:
             raise RuntimeError("the RTP sender is not started")
         loop = asyncio.get_running_loop()
         sock = self._socket(ttl)
+        remainder = len(payload) % self.bytes_per_packet
+        if remainder:
+            payload += MULAW_SILENCE * (self.bytes_per_packet - remainder)
+        shared = memoryview(payload)
         streams: list[RtpStream] = []
         slots: list[int] = []
         for destination in destinations:
@@ -258,7 +275,7 @@ class RtpSender:
             self._next_slot = (self._next_slot + 1) % self._slots
             stream = RtpStream(
                 destination,
-                payload,
+                shared,
                 bytes_per_packet=self.bytes_per_packet,
                 sock=sock,
                 start=0.0,
