@@ -18,6 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -365,6 +366,76 @@ class SandboxSettings(_Section):
     trunk_register: bool = True
 
 
+class CasesSettings(_Section):
+    """The case workflow's clocks, follow-up calls, callbacks and limits (issue: cases).
+
+    Clock lengths follow the 信访工作条例 (2022) as commonly applied: decide within 15 days,
+    resolve within 60 days of acceptance, one extension of at most 30 days; 回访 the day after.
+    """
+
+    # Days to decide whether a case is accepted (受理/不予受理), counted from the day after it came in.
+    acceptance_days: int = Field(15, ge=1, le=365)
+    # Days to resolve, counted from the day after acceptance.
+    resolution_days: int = Field(60, ge=1, le=365)
+    # The one extension an approver may grant, at most this many days.
+    max_extension_days: int = Field(30, ge=1, le=365)
+    # The follow-up (回访) is due this many days after resolution (0: the same day).
+    followup_after_days: int = Field(1, ge=0, le=30)
+    # A case reopened after 不满意 gets back the days it had left, but at least this many.
+    reopen_min_days: int = Field(15, ge=1, le=365)
+    # calendar: N days, and a deadline on a rest day moves to the next working day (shift_off_rest_days);
+    # working: N working days (weekdays, minus holidays, plus make-up days from the holiday table).
+    day_counting: Literal["calendar", "working"] = "calendar"
+    shift_off_rest_days: bool = True
+    # A deadline this many days away or less puts a case on the due-soon list.
+    due_soon_days: int = Field(3, ge=0, le=60)
+    # Longest note, reason or result text, in characters.
+    note_max_chars: int = Field(5000, ge=100, le=50_000)
+    # Rows per case-list page, and most rows one export may hold.
+    page_size: int = Field(50, ge=5, le=500)
+    export_max_rows: int = Field(1_000_000, ge=1000)
+
+    # Automated follow-up calls (回访): only between these local times, how many tries, how far apart.
+    followup_calls: bool = True
+    followup_call_start: time = time(9, 0)
+    followup_call_end: time = time(20, 0)
+    followup_attempts: int = Field(3, ge=1, le=10)
+    followup_retry_interval_s: float = Field(2 * 3600.0, ge=1)
+    # How long the villager's phone may ring for a follow-up call.
+    followup_ring_s: float = Field(40.0, gt=0, le=300)
+    # How often the runner looks for due follow-ups, and how many follow-up calls may be up at once.
+    followup_poll_s: float = Field(60.0, gt=0)
+    followup_concurrent_calls: int = Field(2, ge=1, le=20)
+    # A placed follow-up call whose result has not come after this long is recorded as unknown.
+    followup_result_timeout_s: float = Field(900.0, gt=0)
+
+    # Callbacks (回拨): how long the operator's own phone may ring; the villager's is ivr.callback_ring_s.
+    callback_operator_ring_s: float = Field(30.0, gt=0, le=300)
+    # A callback asked for while no worker could place it is dropped after this long (never placed late).
+    callback_request_ttl_s: float = Field(120.0, gt=0)
+    # How the worker looks for callbacks asked for in another process, and gives up waiting for a result.
+    callback_poll_s: float = Field(1.0, gt=0)
+    callback_result_timeout_s: float = Field(4 * 3600.0, gt=0)
+    # The villager's line, as Asterisk dials it; {number} is the caller's number.
+    dial_template: str = Field("PJSIP/{number}@trunk", pattern=r"^[A-Za-z0-9_./@&:+#*{}-]+$")
+
+    # Backups: the PostgreSQL client programs (must be at least the server's major version), and a time limit.
+    pg_dump: str = "pg_dump"
+    pg_restore: str = "pg_restore"
+    backup_timeout_s: float = Field(3600.0, gt=0)
+    # Also copy produced broadcast audio (it can be rendered again, but that takes time and an engine).
+    backup_audio: bool = True
+
+    @field_validator("dial_template")
+    @classmethod
+    def _has_number(cls, value: str) -> str:
+        if value.count("{") != value.count("}") or any(
+            part.split("}", 1)[0] != "number" for part in value.split("{")[1:]
+        ):
+            raise ValueError("the only placeholder is {number}")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -396,6 +467,7 @@ class Settings(BaseSettings):
     ivr: IvrSettings = IvrSettings()
     hotline: HotlineSettings = HotlineSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    cases: CasesSettings = CasesSettings()
 
     @field_validator("timezone")
     @classmethod
