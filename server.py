@@ -29,8 +29,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from aiohttp import web
-from sqlalchemy import select
+from alembic.script import ScriptDirectory
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from accounts.passwords import Passwords
@@ -57,17 +59,21 @@ from common.errors import CunxiangError, ServiceUnavailable
 from common.health import HealthRegistry
 from hotline.ami import AmiConfig
 from hotline.asterisk import AsteriskPaths, IvrTimings, RenderConfig, Sandbox, SharedDir, Trunk, render_configuration
+from hotline.callback import CallbackConfig
+from hotline.cases import Cases, CasesConfig, build_cases
+from hotline.clocks import ClockPolicy
 from hotline.dialtest import VillagerScript
 from hotline.intake import case_json
 from hotline.prompts import DIAL_TEST_SENTENCE, SpeechRenderer
 from hotline.runtime import Hotline, HotlineConfig, TelephonyConfig, build_hotline
+from hotline.survey import SurveyConfig
 from schedules.scheduler import Scheduler
 from schedules.service import ScheduleService
 from settings import Settings, SettingsError, load_settings, unknown_environment_names
-from storage import audit, migrate
+from storage import audit, backup, migrate
 from storage.audit import Actor
 from storage.db import check_connection, create_engine, database_health, make_session_factory
-from storage.models import County
+from storage.models import Case, CaseLedger, County
 from storage.worker_lock import FileWorkerLock, PostgresWorkerLock, WorkerElection, WorkerLock
 from tts import privacy
 from tts.audio import PROFILES, AudioTools, Profile, atomic_copy
@@ -80,6 +86,7 @@ from tts.render import AudioRenderer, LoudnessPolicy
 from web import keys
 from web.app import build_app
 from web.views import broadcast as broadcast_views
+from web.views import cases as cases_views
 from web.views import hotline as hotline_views
 from web.views import schedules as schedules_views
 
@@ -311,6 +318,7 @@ class Runtime:
     speech: Speech
     broadcasting: Broadcasting
     hotline: Hotline
+    cases: Cases
     worker_services: list[WorkerService] = field(default_factory=list)
 
 
@@ -340,6 +348,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     speech = build_speech(settings, clock)
     health.register("tts", speech.chain.health_probe)
     hotline = build_hotline_part(settings, clock, sessions, health, speech)
+    cases = build_cases_part(settings, clock, sessions, health, hotline)
     broadcasting = build_broadcasting(settings, clock, sessions, speech, page_originator=hotline.pager)
     health.register("dispatcher", broadcasting.dispatcher.health)
     health.register("scheduler", broadcasting.scheduler.health)
@@ -354,10 +363,16 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         health=health,
         speech=speech,
         hotline=hotline,
+        cases=cases,
         broadcasting=broadcasting,
         # Started in this order by the elected worker, stopped in reverse: the dispatcher before
         # the scheduler that feeds it. (The hotline's AMI link goes before both: SIP paging uses it.)
-        worker_services=[*hotline.worker_services, broadcasting.dispatcher, broadcasting.scheduler],
+        worker_services=[
+            *hotline.worker_services,
+            *cases.worker_services,
+            broadcasting.dispatcher,
+            broadcasting.scheduler,
+        ],
     )
 
 
@@ -461,8 +476,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     )
     app = build_app(
         config,
-        route_adders=(hotline_views.add_routes, broadcast_views.add_routes, schedules_views.add_routes),
-        nav=(*broadcast_views.NAV, *hotline_views.NAV),
+        route_adders=(
+            hotline_views.add_routes,
+            cases_views.add_routes,
+            broadcast_views.add_routes,
+            schedules_views.add_routes,
+        ),
+        nav=(*broadcast_views.NAV, *cases_views.NAV, *hotline_views.NAV),
         version=version(),
     )
     app[keys.CLOCK] = runtime.clock
@@ -472,6 +492,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app[keys.AREAS] = runtime.areas
     app[hotline_views.PHONES] = runtime.hotline.phones
     app[hotline_views.INTAKE] = runtime.hotline.intake
+    app[cases_views.CASES] = runtime.cases
     broadcasting = runtime.broadcasting
     app[broadcast_views.NOTICES] = broadcasting.notices
     app[broadcast_views.DISPATCHER] = broadcasting.dispatcher
@@ -1093,6 +1114,68 @@ def build_hotline_part(
     )
 
 
+def cases_config(settings: Settings) -> CasesConfig:
+    config = settings.cases
+    return CasesConfig(
+        clocks=ClockPolicy(
+            zone=settings.zone,
+            acceptance_days=config.acceptance_days,
+            resolution_days=config.resolution_days,
+            max_extension_days=config.max_extension_days,
+            followup_after_days=config.followup_after_days,
+            reopen_min_days=config.reopen_min_days,
+            counting=config.day_counting,
+            shift_off_rest_days=config.shift_off_rest_days,
+            due_soon_days=config.due_soon_days,
+        ),
+        callbacks=CallbackConfig(
+            dial_template=config.dial_template,
+            operator_ring_s=config.callback_operator_ring_s,
+            request_ttl_s=config.callback_request_ttl_s,
+            poll_s=config.callback_poll_s,
+            result_timeout_s=config.callback_result_timeout_s,
+        ),
+        surveys=SurveyConfig(
+            enabled=config.followup_calls,
+            call_start=config.followup_call_start,
+            call_end=config.followup_call_end,
+            attempts=config.followup_attempts,
+            retry_interval_s=config.followup_retry_interval_s,
+            ring_s=config.followup_ring_s,
+            poll_s=config.followup_poll_s,
+            concurrent_calls=config.followup_concurrent_calls,
+            result_timeout_s=config.followup_result_timeout_s,
+            dial_template=config.dial_template,
+        ),
+        note_max_chars=config.note_max_chars,
+        page_size=config.page_size,
+        export_max_rows=config.export_max_rows,
+        case_number_length=settings.hotline.case_number_length,
+        pin_length=settings.hotline.pin_length,
+    )
+
+
+def build_cases_part(
+    settings: Settings,
+    clock: Clock,
+    sessions: async_sessionmaker[AsyncSession],
+    health: HealthRegistry,
+    hotline: Hotline,
+) -> Cases:
+    """The case ledger on top of the hotline: its recordings, and its AMI link for callbacks and follow-ups."""
+    telephony = hotline.telephony
+    media = telephony.media if telephony is not None else None
+    return build_cases(
+        cases_config(settings),
+        sessions=sessions,
+        clock=clock,
+        health=health,
+        store=hotline.store,
+        link=telephony.link if telephony is not None else None,
+        sentences=media.sentence if media is not None else None,
+    )
+
+
 async def sandbox_up(settings: Settings, *, provision: bool) -> tuple[Sandbox, TelephonyConfig]:
     """Render our configuration into the sandbox instance and start it (or reload what changed)."""
     root = sandbox_root(settings)
@@ -1293,6 +1376,7 @@ def cmd_cases_show(settings: Settings, args: argparse.Namespace) -> int:
             data = case_json(case, recordings)
             for recording in data["recordings"]:
                 recording["file"] = str(runtime.hotline.store.root / recording["path"])
+            data["workflow"] = await _workflow_json(runtime, case.id)
             if case.sealed:
                 # Sealed cases: every look is on record, from the command line too.
                 async with runtime.sessions() as session:
@@ -1320,6 +1404,150 @@ def cmd_cases_show(settings: Settings, args: argparse.Namespace) -> int:
         for recording in data["recordings"]:
             print(f"  {recording['kind']}: {recording['duration_s']:.1f} s  {recording['file']}")
     return 0
+
+
+async def _workflow_json(runtime: Runtime, case_id: int) -> dict[str, Any]:
+    """The case ledger's side of a case for ``cases show``: its workflow state and its history."""
+    async with runtime.sessions() as session:
+        ledger = await session.get(CaseLedger, case_id)
+    state: dict[str, Any] = {}
+    if ledger is not None:
+        state = {
+            column.name: getattr(ledger, column.key)
+            for column in CaseLedger.__table__.columns
+            if column.name not in ("case_id", "updated_at")
+        }
+    history = [
+        {"at": event.at, "kind": event.kind, "by": event.username, "from": event.from_status, "to": event.to_status,
+         "after": event.after, "note": event.note}
+        for event in await runtime.cases.workflow.history(case_id)
+    ]  # fmt: skip
+    return {**state, "history": history}
+
+
+# -- backup and restore ---------------------------------------------------------------------------
+
+
+def backup_directories(settings: Settings) -> dict[str, Path]:
+    """What a backup copies besides the database: recordings (hotline and broadcast) and produced audio."""
+    recordings = hotline_config(settings, None).recordings_dir
+    directories = {"recordings": recordings}
+    notice_recordings = settings.data_dir / "recordings"
+    if notice_recordings.resolve() != recordings.resolve():
+        directories["notice_recordings"] = notice_recordings
+    if settings.cases.backup_audio:
+        directories["audio"] = settings.data_dir / "audio"
+    return directories
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _backup_failed(exc: backup.BackupError) -> CommandError:
+    """The Chinese sentence for the person at the console, and the technical detail after it."""
+    return CommandError(f"{exc.message}（{exc.detail}）" if exc.detail else exc.message)
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return _backup(settings, args)
+    except backup.BackupError as exc:
+        raise _backup_failed(exc) from None
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return _restore(settings, args)
+    except backup.BackupError as exc:
+        raise _backup_failed(exc) from None
+
+
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    async def revision() -> str | None:
+        runtime = build_runtime(settings)
+        try:
+            await ensure_ready(runtime)
+            return await migrate.current_revision(runtime.engine)
+        finally:
+            await runtime.engine.dispose()
+
+    current = asyncio.run(revision())
+    print(f"backing up {_safe_url(settings)} (revision {current}) into {args.directory}", file=sys.stderr)
+    manifest = backup.backup(
+        settings.database_url,
+        args.directory,
+        backup_directories(settings),
+        revision=current,
+        pg_dump=settings.cases.pg_dump,
+        timeout_s=settings.cases.backup_timeout_s,
+        progress=_progress,
+    )
+    size = manifest.database_file.bytes + sum(entry.bytes for entry in manifest.files)
+    counts = ", ".join(f"{count} {table}" for table, count in manifest.counts.items())
+    print(
+        f"backup complete: {args.directory} — database ({manifest.database_kind}{', ' + counts if counts else ''}), "
+        f"{len(manifest.files)} files, {size / 1e6:.1f} MB; manifest.json lists every file with its SHA-256"
+    )
+    return 0
+
+
+def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify the whole backup, make sure no service runs here, then put it back and migrate to this version."""
+    manifest = backup.verify(args.directory, progress=_progress)
+    known = {script.revision for script in ScriptDirectory.from_config(migrate.alembic_config("")).walk_revisions()}
+    if manifest.revision is not None and manifest.revision not in known:
+        raise CommandError(
+            f"the backup is at database revision {manifest.revision}, unknown to this version: restore it with the "
+            "version of cunxiang that made it (or a newer one)"
+        )
+
+    async def run() -> int:
+        lock = worker_lock(settings)
+        if not await lock.try_acquire():
+            raise CommandError("the service is running on this database: stop it first (systemctl stop cunxiang)")
+        try:
+            runtime = build_runtime(settings)
+            try:
+                existing = await _existing_cases(runtime)
+            finally:
+                await runtime.engine.dispose()
+            if existing and not args.force:
+                raise CommandError(
+                    f"this installation already holds {existing} cases; restoring would replace them "
+                    "(add --force to do it anyway: the current recordings are kept beside the restored ones)"
+                )
+            await asyncio.to_thread(
+                backup.restore,
+                args.directory,
+                settings.database_url,
+                backup_directories(settings),
+                pg_restore=settings.cases.pg_restore,
+                timeout_s=settings.cases.backup_timeout_s,
+                progress=_progress,
+            )
+            await migrate.upgrade(settings.database_url)
+        finally:
+            await lock.release()
+        return 0
+
+    asyncio.run(run())
+    print(
+        f"restored {args.directory} (made {manifest.created_at}): database and {len(manifest.files)} files, "
+        f"checksums verified; database now at revision {migrate.head_revision()}"
+    )
+    return 0
+
+
+async def _existing_cases(runtime: Runtime) -> int:
+    """How many cases the target already holds (0 for a fresh or empty database)."""
+    try:
+        if await migrate.current_revision(runtime.engine) is None:
+            return 0
+        async with runtime.sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(Case)) or 0)
+    except (OperationalError, DBAPIError):
+        return 0
 
 
 # -- argument parsing -----------------------------------------------------------------------------
@@ -1441,6 +1669,20 @@ def build_parser() -> argparse.ArgumentParser:
     cases_show.add_argument("number", metavar="NUMBER")
     cases_show.add_argument("--json", action="store_true", help="print JSON")
     cases_show.set_defaults(func=cmd_cases_show)
+
+    backup_command = commands.add_parser(
+        "backup", help="copy the database (while the service runs), recordings and produced audio into DIR"
+    )
+    backup_command.add_argument("directory", type=Path, metavar="DIR", help="a new or empty directory")
+    backup_command.set_defaults(func=cmd_backup)
+    restore_command = commands.add_parser(
+        "restore", help="check a backup's checksums and restore it (the service must be stopped)"
+    )
+    restore_command.add_argument("directory", type=Path, metavar="DIR", help="a directory made by cunxiang backup")
+    restore_command.add_argument(
+        "--force", action="store_true", help="replace an installation that already holds cases"
+    )
+    restore_command.set_defaults(func=cmd_restore)
     return parser
 
 

@@ -1,0 +1,410 @@
+"""回拨: an operator calls a villager back through Asterisk — the operator's own phone first, then the villager.
+
+The button on the case page (any process) only writes a ``requested``
+attempt; the elected worker, which holds the AMI link, places it:
+
+1. The attempt is claimed (``requested`` → ``placing``, committed) *before*
+   the Originate is sent, and the Originate is sent exactly once. If the link
+   drops afterwards the attempt ends ``unknown`` — it is never sent again
+   (a second Originate is a second call to an old person).
+2. ``Originate Channel=<the operator's phone> Context=cx-callback`` with a
+   ``ChannelId`` we choose, which becomes the call's Linkedid: every event
+   and the recording's file name carry it. The operator's phone rings for
+   ``callback_operator_ring_s``; once answered the dialplan records the call
+   (MixMonitor) and dials the villager (``ivr.callback_ring_s``).
+3. ``OriginateResponse`` says whether the operator answered, ``DialEnd``
+   whether the villager did; when the call's last channel hangs up the
+   attempt gets its final state and an event in the case's history. The
+   recording is moved onto the case by the hotline's call tracker, like any
+   other (the file is named ``cx_case<ID>_callback_<linkedid>.wav``).
+
+A request nobody could place within ``callback_request_ttl_s`` expires
+instead of ringing somebody's phone long after the operator gave up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.principal import Principal
+from common.clock import Clock
+from common.errors import Conflict, InvalidInput
+from common.health import ComponentHealth
+from common.tasks import BackgroundTasks
+from hotline.ami import AmiConnectionLost, AmiError, AmiLink, AmiNotConnected, Message, Originated
+from hotline.workflow import CALLBACK_RUNNER, Workflow
+from storage.models import CALLBACK_ATTEMPT_STATES, CallbackAttempt, Case, MissedCall, User
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = ("requested", "placing", "ringing", "answered")
+# OriginateResponse Reason codes (Asterisk's AST_CONTROL_*): 3 no answer, 5 busy, 8 congestion.
+ORIGINATE_BUSY = {"5"}
+
+
+@dataclass(frozen=True)
+class CallbackConfig:
+    dial_template: str = "PJSIP/{number}@trunk"
+    operator_ring_s: float = 30.0
+    request_ttl_s: float = 120.0
+    poll_s: float = 1.0
+    result_timeout_s: float = 4 * 3600.0
+
+
+@dataclass
+class CallWatch:
+    """What the AMI stream says about one call we placed (filled by a synchronous listener)."""
+
+    linkedid: str
+    channels: set[str] = field(default_factory=set)
+    seen: bool = False
+    dial_status: str | None = None
+    answered: bool = False
+    user_events: list[Message] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def handle(self, event: Mapping[str, str]) -> None:
+        name = event.get("Event")
+        if name == "Newchannel":
+            self.channels.add(event.get("Uniqueid", ""))
+            self.seen = True
+        elif name == "Hangup":
+            self.channels.discard(event.get("Uniqueid", ""))
+            if self.seen and not self.channels:
+                self.ended.set()
+        elif name == "DialEnd":
+            self.dial_status = event.get("DialStatus") or self.dial_status
+            if self.dial_status == "ANSWER":
+                self.answered = True
+        elif name == "UserEvent":
+            self.user_events.append(dict(event))
+
+
+class CallWatcher:
+    """One AMI listener for all the calls a runner placed, keyed by Linkedid."""
+
+    def __init__(self) -> None:
+        self.watches: dict[str, CallWatch] = {}
+
+    def watch(self, linkedid: str) -> CallWatch:
+        watch = CallWatch(linkedid)
+        self.watches[linkedid] = watch
+        return watch
+
+    def forget(self, linkedid: str) -> None:
+        self.watches.pop(linkedid, None)
+
+    def handle(self, event: Message) -> None:
+        linkedid = event.get("Linkedid")
+        if linkedid is None:
+            return
+        watch = self.watches.get(linkedid)
+        if watch is not None:
+            watch.handle(event)
+
+    async def wait_end(self, watch: CallWatch, timeout_s: float) -> bool:
+        """True when every channel of the call has hung up within the time."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await watch.ended.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def dial_string(template: str, number: str) -> str:
+    return template.replace("{number}", number)
+
+
+class CallbackService:
+    """Requests (any process) and placing (the elected worker's ``start``)."""
+
+    name = "callbacks"
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        workflow: Workflow,
+        link: AmiLink | None,
+        config: CallbackConfig,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._workflow = workflow
+        self._link = link
+        self.config = config
+        self.watcher = CallWatcher()
+        self.health = ComponentHealth("callbacks", status="standby", detail="only the active worker places calls")
+        self._tasks: BackgroundTasks | None = None
+        self._wake: asyncio.Event | None = None
+        if link is not None:
+            link.add_listener(self.watcher.handle)
+
+    # -- asking for a callback (any process) ------------------------------------------------
+
+    async def request(
+        self, principal: Principal, case_id: int, *, missed_call_id: int | None = None
+    ) -> CallbackAttempt:
+        case = await self._workflow.visible_case(principal, case_id, via="case.callback")
+        self._workflow.access.require(principal, "callback", sealed=case.sealed)
+        if self._link is None:
+            raise Conflict("本系统没有接电话系统（asterisk = none），不能回拨", code="callback.no_telephony")
+        if case.caller_number is None:
+            raise Conflict("这个案件没有来电号码，无法回拨", code="callback.no_number")
+        now = self._clock.now()
+        async with self._sessions() as session:
+            user = await session.get(User, principal.user_id)
+            endpoint = (user.phone_endpoint or "").strip() if user is not None else ""
+            if not endpoint:
+                raise InvalidInput(
+                    "您还没有登记自己的电话（分机），请管理员在用户设置里填写后再回拨",
+                    code="callback.no_operator_phone",
+                )
+            busy = await session.scalar(
+                select(func.count())
+                .select_from(CallbackAttempt)
+                .where(CallbackAttempt.case_id == case.id, CallbackAttempt.state.in_(IN_FLIGHT))
+            )
+            if busy:
+                raise Conflict("这个案件正在回拨中，请等这次通话结束", code="callback.in_progress")
+            attempt = CallbackAttempt(
+                case_id=case.id,
+                missed_call_id=missed_call_id,
+                user_id=principal.user_id,
+                operator_endpoint=endpoint,
+                channel_id=f"cb-{secrets.token_hex(8)}",
+                state="requested",
+                requested_at=now,
+            )
+            session.add(attempt)
+            await session.commit()
+        if self._wake is not None:
+            self._wake.set()
+        return attempt
+
+    async def request_for_missed(self, principal: Principal, missed_call_id: int) -> tuple[Case, CallbackAttempt]:
+        """未接来电回拨: the missed call becomes a case (once), then the same callback."""
+        case = await self._workflow.case_from_missed_call(principal, missed_call_id)
+        return case, await self.request(principal, case.id, missed_call_id=missed_call_id)
+
+    async def attempts(self, case_id: int) -> list[CallbackAttempt]:
+        async with self._sessions() as session:
+            statement = select(CallbackAttempt).where(CallbackAttempt.case_id == case_id).order_by(CallbackAttempt.id)
+            return list((await session.scalars(statement)).all())
+
+    async def attempt(self, attempt_id: int) -> CallbackAttempt | None:
+        async with self._sessions() as session:
+            return await session.get(CallbackAttempt, attempt_id)
+
+    # -- placing them (the elected worker) --------------------------------------------------
+
+    async def start(self) -> None:
+        if self._tasks is not None or self._link is None:
+            return
+        await self._orphans()
+        self._wake = asyncio.Event()
+        self._tasks = BackgroundTasks("callbacks")
+        self._tasks.spawn(self._run(), "poll")
+        self.health.set("ok", "placing callbacks", at=self._clock.now())
+
+    async def stop(self) -> None:
+        if self._tasks is None:
+            return
+        tasks, self._tasks = self._tasks, None
+        await tasks.close()
+        self._wake = None
+        self.health.set("standby", "stopped", at=self._clock.now())
+
+    async def _orphans(self) -> None:
+        """Attempts a previous worker left mid-call: their outcome is unknown, and they are never re-sent."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(CallbackAttempt)
+                .where(CallbackAttempt.state.in_(("placing", "ringing", "answered")))
+                .values(state="unknown", ended_at=self._clock.now(), detail="the worker stopped during the call")
+            )
+            await session.commit()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("placing callbacks failed; trying again")
+            try:
+                async with asyncio.timeout(self.config.poll_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Expire stale requests and place the fresh ones; returns how many were placed."""
+        now = self._clock.now()
+        oldest = now - timedelta(seconds=self.config.request_ttl_s)
+        placed = 0
+        async with self._sessions() as session:
+            await session.execute(
+                update(CallbackAttempt)
+                .where(CallbackAttempt.state == "requested", CallbackAttempt.requested_at < oldest)
+                .values(state="expired", ended_at=now, detail="not placed in time (no connection to Asterisk)")
+            )
+            await session.commit()
+            waiting = (
+                await session.scalars(
+                    select(CallbackAttempt).where(CallbackAttempt.state == "requested").order_by(CallbackAttempt.id)
+                )
+            ).all()
+        for attempt in waiting:
+            if await self._place(attempt.id):
+                placed += 1
+        return placed
+
+    async def _claim(self, attempt_id: int) -> tuple[CallbackAttempt, Case] | None:
+        async with self._sessions() as session:
+            claimed = await session.execute(
+                update(CallbackAttempt)
+                .where(CallbackAttempt.id == attempt_id, CallbackAttempt.state == "requested")
+                .values(state="placing", placed_at=self._clock.now())
+            )
+            await session.commit()
+            if getattr(claimed, "rowcount", 0) != 1:
+                return None
+            attempt = await session.get(CallbackAttempt, attempt_id)
+            assert attempt is not None
+            case = await session.get(Case, attempt.case_id)
+            assert case is not None
+            return attempt, case
+
+    async def _place(self, attempt_id: int) -> bool:
+        assert self._link is not None and self._tasks is not None
+        if not self._link.connected:
+            return False  # stays requested until the link is up, or expires
+        claimed = await self._claim(attempt_id)
+        if claimed is None:
+            return False
+        attempt, case = claimed
+        if case.caller_number is None:
+            await self._finish(attempt.id, "failed", detail="the case has no caller number")
+            return False
+        watch = self.watcher.watch(attempt.channel_id)
+        try:
+            originated = await self._link.originate(
+                channel=attempt.operator_endpoint,
+                channel_id=attempt.channel_id,
+                context="cx-callback",
+                exten="s",
+                ring_timeout_s=self.config.operator_ring_s,
+                variables={
+                    "__CX_MARKER": "callback",
+                    "__CX_CASE_ID": str(case.id),
+                    "CX_CALLBACK_ID": str(attempt.id),
+                    "CX_DIAL": dial_string(self.config.dial_template, case.caller_number),
+                },
+            )
+        except AmiNotConnected as exc:
+            self.watcher.forget(attempt.channel_id)
+            await self._finish(attempt.id, "failed", detail=f"not sent: {exc.detail}")
+            return False
+        except AmiError as exc:
+            # Sent, but we cannot tell what became of it: never send it again.
+            self.watcher.forget(attempt.channel_id)
+            await self._finish(attempt.id, "unknown", detail=exc.detail or exc.message)
+            return False
+        self._tasks.spawn(self._follow(attempt.id, originated, watch), f"callback-{attempt.id}")
+        return True
+
+    async def _follow(self, attempt_id: int, originated: Originated, watch: CallWatch) -> None:
+        try:
+            try:
+                async with asyncio.timeout(self.config.operator_ring_s + 30):
+                    response = await originated.result
+            except AmiConnectionLost as exc:
+                await self._finish(attempt_id, "unknown", detail=exc.detail)
+                return
+            except TimeoutError:
+                await self._finish(attempt_id, "unknown", detail="no OriginateResponse")
+                return
+            if response.get("Response", "").lower() != "success":
+                reason = response.get("Reason", "")
+                await self.watcher.wait_end(watch, 10.0)
+                state = "busy" if reason in ORIGINATE_BUSY else "operator_unanswered" if reason == "3" else "failed"
+                await self._finish(attempt_id, state, detail=f"operator's phone: reason {reason}")
+                return
+            await self._set(attempt_id, state="ringing")
+            ended = await self.watcher.wait_end(watch, self.config.result_timeout_s)
+            for event in watch.user_events:
+                if event.get("UserEvent") == "CxCallback" and event.get("DialStatus"):
+                    watch.dial_status = event["DialStatus"]
+                    watch.answered = watch.answered or watch.dial_status == "ANSWER"
+            if not ended:
+                await self._finish(
+                    attempt_id, "unknown", detail="the call did not end in time", status=watch.dial_status
+                )
+            elif watch.answered:
+                await self._finish(attempt_id, "answered", status="ANSWER", answered=True)
+            elif watch.dial_status in ("BUSY",):
+                await self._finish(attempt_id, "busy", status=watch.dial_status)
+            elif watch.dial_status in ("NOANSWER",):
+                await self._finish(attempt_id, "villager_unanswered", status=watch.dial_status)
+            elif watch.dial_status in (None, "CANCEL"):
+                await self._finish(attempt_id, "not_connected", status=watch.dial_status)
+            else:
+                await self._finish(attempt_id, "failed", status=watch.dial_status)
+        finally:
+            self.watcher.forget(watch.linkedid)
+
+    async def _set(self, attempt_id: int, **values: Any) -> None:
+        async with self._sessions() as session:
+            await session.execute(update(CallbackAttempt).where(CallbackAttempt.id == attempt_id).values(**values))
+            await session.commit()
+
+    async def _finish(
+        self,
+        attempt_id: int,
+        state: str,
+        *,
+        detail: str | None = None,
+        status: str | None = None,
+        answered: bool = False,
+    ) -> None:
+        now = self._clock.now()
+        async with self._sessions() as session:
+            attempt = await session.get(CallbackAttempt, attempt_id)
+            if attempt is None:
+                return
+            attempt.state = state
+            attempt.ended_at = now
+            attempt.dial_status = status
+            attempt.detail = (detail or "")[:255] or None
+            if answered:
+                attempt.answered_at = now
+            if attempt.missed_call_id is not None:
+                missed = await session.get(MissedCall, attempt.missed_call_id)
+                if missed is not None:
+                    missed.callback_attempts += 1
+                    if answered:
+                        missed.callback_state = "called_back"
+            case_id, user_id = attempt.case_id, attempt.user_id
+            await session.commit()
+        label = CALLBACK_ATTEMPT_STATES.get(state, state)
+        note = f"回拨：{label}" + ("（通话已录音，附在案件录音里）" if answered else "")
+        try:
+            await self._workflow.record_call(
+                case_id, "callback", CALLBACK_RUNNER, {"attempt_id": attempt_id, "state": state, "by_user": user_id},
+                note,
+            )  # fmt: skip
+        except Exception:
+            log.exception("callback %s: could not add it to case %s's history", attempt_id, case_id)
+        log.info("callback %s for case %s: %s", attempt_id, case_id, state)

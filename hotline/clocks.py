@@ -1,0 +1,261 @@
+"""Petition clocks: due dates counted in calendar or working days, from an editable holiday table.
+
+How days are counted (configurable, ``settings.CasesSettings``):
+
+* A period starts the day **after** the event (民法典 art. 201: the first day is
+  not counted), in local time (Asia/Shanghai by default).
+* ``calendar``: N days later; if that day is a rest day (a weekend not made a
+  working day, or a holiday) the deadline moves to the next working day, as
+  Chinese procedural law treats a period that ends on a holiday
+  (``shift_off_rest_days``).
+* ``working``: the N-th working day after the event, skipping weekends and
+  holidays and counting make-up working days (调休上班).
+
+A deadline is the **end** of its due day, local time: a case due on 3 March is
+overdue from 4 March 00:00. Which days are holidays or make-up days comes from
+``case_holidays`` (data, edited by admins), never from code.
+
+Because a due date never moves backwards when the starting day moves forwards,
+"which new cases are past their acceptance deadline" is one cutoff on
+``cases.created_at`` (:meth:`Deadlines.created_cutoff`): the lists stay one
+indexed range query at any size, however irregular the calendar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.principal import Principal
+from common.clock import Clock
+from common.errors import InvalidInput, NotFound
+from storage import audit
+from storage.models import DAY_KINDS, CaseHoliday
+
+Counting = Literal["calendar", "working"]
+# Searching back for a cutoff never needs more than this many days (a year of holidays included).
+_SEARCH_LIMIT_DAYS = 3 * 366
+
+
+@dataclass(frozen=True)
+class ClockPolicy:
+    """How long each clock runs and how days are counted (from the settings)."""
+
+    zone: ZoneInfo
+    acceptance_days: int = 15
+    resolution_days: int = 60
+    max_extension_days: int = 30
+    followup_after_days: int = 1
+    reopen_min_days: int = 15
+    counting: Counting = "calendar"
+    shift_off_rest_days: bool = True
+    due_soon_days: int = 3
+
+
+class WorkCalendar:
+    """Which days are working days: Monday to Friday, unless the holiday table says otherwise."""
+
+    def __init__(self, exceptions: Mapping[date, str] | None = None) -> None:
+        # day -> "holiday" (a day off) or "workday" (a make-up working day).
+        self._exceptions = dict(exceptions or {})
+
+    def is_working_day(self, day: date) -> bool:
+        kind = self._exceptions.get(day)
+        if kind is not None:
+            return kind == "workday"
+        return day.weekday() < 5
+
+    def next_working_day(self, day: date) -> date:
+        """``day`` itself if it is a working day, else the first working day after it."""
+        for _ in range(_SEARCH_LIMIT_DAYS):
+            if self.is_working_day(day):
+                return day
+            day += timedelta(days=1)
+        raise ValueError("no working day within three years: the holiday table is wrong")
+
+
+class Deadlines:
+    """Due dates and deadline instants under one policy and one calendar."""
+
+    def __init__(self, policy: ClockPolicy, calendar: WorkCalendar) -> None:
+        self.policy = policy
+        self.calendar = calendar
+
+    # -- days and instants ------------------------------------------------------------------
+
+    def local_date(self, instant: datetime) -> date:
+        return instant.astimezone(self.policy.zone).date()
+
+    def start_of(self, day: date) -> datetime:
+        return datetime.combine(day, time(0), self.policy.zone).astimezone(UTC)
+
+    def end_of(self, day: date) -> datetime:
+        """The instant a deadline on ``day`` runs out: the next day's 00:00, local time."""
+        return self.start_of(day + timedelta(days=1))
+
+    def due_day(self, start: date, days: int) -> date:
+        """The due date ``days`` days after ``start`` (which itself is not counted)."""
+        if days <= 0:
+            return start
+        if self.policy.counting == "working":
+            day, counted = start, 0
+            while counted < days:
+                day += timedelta(days=1)
+                if self.calendar.is_working_day(day):
+                    counted += 1
+            return day
+        day = start + timedelta(days=days)
+        return self.calendar.next_working_day(day) if self.policy.shift_off_rest_days else day
+
+    def deadline(self, start: datetime, days: int) -> datetime:
+        return self.end_of(self.due_day(self.local_date(start), days))
+
+    def extend(self, deadline: datetime, days: int) -> datetime:
+        """A deadline moved on by ``days`` (an extension), counted from its own due day."""
+        due = self.local_date(deadline - timedelta(microseconds=1))
+        return self.end_of(self.due_day(due, days))
+
+    def days_left(self, now: datetime, deadline: datetime) -> int:
+        """Days from today until the due day, counted the policy's way (0: due today; negative: overdue)."""
+        today = self.local_date(now)
+        due = self.local_date(deadline - timedelta(microseconds=1))
+        if due < today:
+            return -self._count(due, today)
+        return self._count(today, due)
+
+    def _count(self, first: date, last: date) -> int:
+        """Days after ``first`` up to and including ``last``, in the policy's unit."""
+        if self.policy.counting == "calendar":
+            return (last - first).days
+        counted, day = 0, first
+        while day < last:
+            day += timedelta(days=1)
+            if self.calendar.is_working_day(day):
+                counted += 1
+        return counted
+
+    # -- the clocks of a case ---------------------------------------------------------------
+
+    def acceptance_deadline(self, created_at: datetime) -> datetime:
+        return self.deadline(created_at, self.policy.acceptance_days)
+
+    def resolution_deadline(self, accepted_at: datetime) -> datetime:
+        return self.deadline(accepted_at, self.policy.resolution_days)
+
+    def followup_day_start(self, resolved_at: datetime) -> datetime:
+        """From when a follow-up may be made: the start of the day after resolution.
+
+        Calendar days, weekends included: the follow-up is a phone call to a
+        villager (at home at the weekend), not an office's working time.
+        """
+        return self.start_of(self.local_date(resolved_at) + timedelta(days=self.policy.followup_after_days))
+
+    def reopened_deadline(self, resolved_at: datetime, old_deadline: datetime, reopened_at: datetime) -> datetime:
+        """After 不满意: the days that were left at resolution, from the reopening, but at least reopen_min_days.
+
+        The clock pauses while the case waits for its follow-up: that time is
+        the villager's, not the unit's.
+        """
+        left = self.days_left(resolved_at, old_deadline)
+        return self.deadline(reopened_at, max(left, self.policy.reopen_min_days))
+
+    def created_cutoff(self, moment: datetime, days: int) -> datetime:
+        """Cases created before this instant have a ``days``-day deadline at or before ``moment``."""
+        day = self.local_date(moment)
+        for _ in range(_SEARCH_LIMIT_DAYS):
+            if self.end_of(self.due_day(day, days)) <= moment:
+                return self.start_of(day + timedelta(days=1))
+            day -= timedelta(days=1)
+        return self.start_of(day)
+
+    def due_soon_until(self, now: datetime) -> datetime:
+        return now + timedelta(days=self.policy.due_soon_days)
+
+
+class HolidayTable:
+    """The holiday and make-up working day table: read by every clock, edited by admins."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock, policy: ClockPolicy) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.policy = policy
+
+    async def calendar(self, session: AsyncSession | None = None) -> WorkCalendar:
+        """The whole table (a few dozen rows a year): loaded fresh, so an edit in another process counts at once."""
+        if session is not None:
+            rows = (await session.execute(select(CaseHoliday.day, CaseHoliday.kind))).all()
+        else:
+            async with self._sessions() as own:
+                rows = (await own.execute(select(CaseHoliday.day, CaseHoliday.kind))).all()
+        return WorkCalendar({day: kind for day, kind in rows})
+
+    async def deadlines(self, session: AsyncSession | None = None) -> Deadlines:
+        return Deadlines(self.policy, await self.calendar(session))
+
+    async def list_year(self, year: int) -> Sequence[CaseHoliday]:
+        async with self._sessions() as session:
+            statement = (
+                select(CaseHoliday)
+                .where(CaseHoliday.day >= date(year, 1, 1), CaseHoliday.day <= date(year, 12, 31))
+                .order_by(CaseHoliday.day)
+            )
+            return (await session.scalars(statement)).all()
+
+    async def years(self) -> list[int]:
+        async with self._sessions() as session:
+            days = (await session.scalars(select(CaseHoliday.day))).all()
+        return sorted({day.year for day in days})
+
+    async def set_day(self, principal: Principal, day: date, kind: str, name: str) -> CaseHoliday:
+        principal.require_role("admin")
+        if kind not in DAY_KINDS:
+            raise InvalidInput("类型只能是放假或调休上班", fields={"kind": "取值不正确"})
+        name = name.strip()
+        if not name or len(name) > 32:
+            raise InvalidInput("名称不能为空，最多32个字", fields={"name": "1到32个字"})
+        if kind == "workday" and day.weekday() < 5:
+            raise InvalidInput("调休上班日应是周六或周日", fields={"kind": "工作日本来就上班"})
+        now = self._clock.now()
+        async with self._sessions() as session:
+            row = await session.get(CaseHoliday, day)
+            before = None if row is None else {"kind": row.kind, "name": row.name}
+            if row is None:
+                row = CaseHoliday(day=day, kind=kind, name=name, updated_at=now, updated_by=principal.username)
+                session.add(row)
+            else:
+                row.kind, row.name, row.updated_at, row.updated_by = kind, name, now, principal.username
+            audit.record(
+                session,
+                principal.actor,
+                at=now,
+                action="holiday.set",
+                object_type="holiday",
+                object_id=day.isoformat(),
+                detail={"before": before, "after": {"kind": kind, "name": name}},
+            )
+            await session.commit()
+            return row
+
+    async def delete_day(self, principal: Principal, day: date) -> None:
+        principal.require_role("admin")
+        async with self._sessions() as session:
+            row = await session.get(CaseHoliday, day)
+            if row is None:
+                raise NotFound("节假日表里没有这一天", code="holiday.not_found")
+            audit.record(
+                session,
+                principal.actor,
+                at=self._clock.now(),
+                action="holiday.delete",
+                object_type="holiday",
+                object_id=day.isoformat(),
+                detail={"before": {"kind": row.kind, "name": row.name}},
+            )
+            await session.execute(delete(CaseHoliday).where(CaseHoliday.day == day))
+            await session.commit()

@@ -1,0 +1,616 @@
+"""The case ledger (台账): filtered lists, the overdue and due-soon lists, the daily 催办 list, saved views, exports.
+
+Every query here is scoped the same way: the caller's townships (county-wide
+users see everything, including cases not yet placed), and sealed cases only
+for discipline inspectors — everyone else gets a count of them and nothing
+more. Test calls (拨测) are left out unless asked for.
+
+The export columns are the ones a county office keeps in its 台账, and they
+are enough to recompute every figure of the statistics page: ``hotline.stats``
+and the export read the same columns with the same definitions (the tests
+recompute the figures from an exported CSV independently).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.principal import Principal
+from common.clock import Clock
+from common.errors import Conflict, InvalidInput, NotFound
+from hotline.clocks import Deadlines, HolidayTable
+from hotline.sealed import READ_ROLES, CaseAccess, mask_number
+from storage import audit
+from storage.models import (
+    CASE_CATEGORIES,
+    CASE_CHANNEL_LABELS,
+    CASE_STATUS_LABELS,
+    FOLLOWUP_METHODS,
+    OUTCOME_LABELS,
+    REPLY_METHODS,
+    SATISFACTION_LABELS,
+    Case,
+    CaseLedger,
+    CaseView,
+    MissedCall,
+    Township,
+    Unit,
+    Village,
+)
+
+DeadlineFilter = Literal["overdue", "due_soon", "followup_due", "extension_pending"]
+Sort = Literal["newest", "oldest", "due"]
+OPEN = ("accepted", "in_progress")
+SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
+
+
+@dataclass(frozen=True)
+class CaseFilters:
+    statuses: tuple[str, ...] = ()
+    township_id: int | None = None
+    village_id: int | None = None
+    unit_id: int | None = None
+    category: str | None = None
+    channel: str | None = None
+    deadline: DeadlineFilter | None = None
+    # Case number, caller number or name, or words of the summary.
+    q: str | None = None
+    created_from: date | None = None
+    created_to: date | None = None
+    sealed_only: bool = False
+    include_test: bool = False
+    sort: Sort = "newest"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The filters as a saved view keeps them (dates as ISO strings, empty values left out)."""
+        data: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if value in (None, (), False) or (name == "sort" and value == "newest"):
+                continue
+            key = "status" if name == "statuses" else name  # the name the list's query string uses
+            data[key] = (
+                list(value) if isinstance(value, tuple) else value.isoformat() if isinstance(value, date) else value
+            )
+        return data
+
+
+@dataclass
+class LedgerRow:
+    """One case as the list and the export show it."""
+
+    case: Case
+    ledger: CaseLedger | None
+    township: str | None
+    village: str | None
+    unit: str | None
+    caller: str | None
+    deadline: datetime | None
+    overdue: bool
+    deadline_kind: str | None  # 受理 / 办理 / 回访
+
+    @property
+    def days_to_resolve(self) -> float | None:
+        if self.ledger is None or self.ledger.resolved_at is None:
+            return None
+        return (self.ledger.resolved_at - self.case.created_at).total_seconds() / 86400
+
+
+@dataclass
+class CasePage:
+    rows: list[LedgerRow]
+    total: int
+    # Sealed cases within the caller's scope that the caller may not see (anonymous count).
+    sealed_hidden: int
+    limit: int
+    offset: int
+
+
+@dataclass
+class Names:
+    townships: dict[int, str] = field(default_factory=dict)
+    villages: dict[int, str] = field(default_factory=dict)
+    units: dict[int, str] = field(default_factory=dict)
+
+
+def overdue_clause(deadlines: Deadlines, now: datetime) -> ColumnElement[bool]:
+    """Overdue now, or decided or resolved late once (``case_ledger.late``): the statistics' definition too."""
+    cutoff = deadlines.created_cutoff(now, deadlines.policy.acceptance_days)
+    return or_(
+        and_(Case.status == "new", Case.created_at < cutoff),
+        and_(Case.status.in_(OPEN), CaseLedger.resolution_due <= now),
+        CaseLedger.late.is_(True),
+    )
+
+
+def is_overdue(case: Case, ledger: CaseLedger | None, deadlines: Deadlines, now: datetime) -> bool:
+    """The same rule as :func:`overdue_clause`, for one case already in memory."""
+    if ledger is not None and ledger.late:
+        return True
+    if case.status == "new":
+        return now >= deadlines.acceptance_deadline(case.created_at)
+    if case.status in OPEN and ledger is not None and ledger.resolution_due is not None:
+        return now >= ledger.resolution_due
+    return False
+
+
+def current_deadline(case: Case, ledger: CaseLedger | None, deadlines: Deadlines) -> tuple[str | None, datetime | None]:
+    """The clock that runs now: 受理 (new), 办理 (accepted, in progress) or 回访 (resolved)."""
+    if case.status == "new":
+        return "受理", deadlines.acceptance_deadline(case.created_at)
+    if case.status in OPEN and ledger is not None:
+        return "办理", ledger.resolution_due
+    if case.status == "resolved" and ledger is not None and ledger.followup_due is not None:
+        return "回访", deadlines.end_of(deadlines.local_date(ledger.followup_due))
+    return None, None
+
+
+class Ledger:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        holidays: HolidayTable,
+        access: CaseAccess,
+        *,
+        page_size: int = 50,
+        export_max_rows: int = 1_000_000,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.holidays = holidays
+        self.access = access
+        self.page_size = page_size
+        self.export_max_rows = export_max_rows
+
+    # -- the filtered query -----------------------------------------------------------------
+
+    def _scoped(self, principal: Principal, statement: SelectT, *, include_test: bool) -> SelectT:
+        principal.require_role(*READ_ROLES)
+        scope = principal.township_filter()
+        if scope is not None:
+            statement = statement.where(Case.township_id.in_(scope))
+        if not principal.has_role("inspector"):
+            statement = statement.where(Case.sealed.is_(False))
+        if not include_test:
+            statement = statement.where(Case.test_call.is_(False))
+        return statement
+
+    def _filtered(
+        self, principal: Principal, statement: SelectT, filters: CaseFilters, deadlines: Deadlines, now: datetime
+    ) -> SelectT:
+        statement = self._scoped(principal, statement, include_test=filters.include_test)
+        zone_start = deadlines.start_of
+        if filters.statuses:
+            statement = statement.where(Case.status.in_(filters.statuses))
+        if filters.township_id is not None:
+            statement = statement.where(Case.township_id == filters.township_id)
+        if filters.village_id is not None:
+            statement = statement.where(Case.village_id == filters.village_id)
+        if filters.unit_id is not None:
+            statement = statement.where(Case.unit_id == filters.unit_id)
+        if filters.category:
+            statement = statement.where(Case.category == filters.category)
+        if filters.channel:
+            statement = statement.where(Case.channel == filters.channel)
+        if filters.created_from is not None:
+            statement = statement.where(Case.created_at >= zone_start(filters.created_from))
+        if filters.created_to is not None:
+            statement = statement.where(Case.created_at < zone_start(filters.created_to + timedelta(days=1)))
+        if filters.sealed_only:
+            statement = statement.where(Case.sealed.is_(True))
+        if filters.q:
+            text = filters.q.strip()
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            conditions: list[ColumnElement[bool]] = [
+                Case.summary.like(pattern, escape="\\"),
+                Case.caller_name.like(pattern, escape="\\"),
+            ]
+            if text.isdigit():
+                conditions += [Case.number == text, Case.caller_number == text]
+            statement = statement.where(or_(*conditions))
+        if filters.deadline is not None:
+            statement = statement.where(self._deadline_clause(filters.deadline, deadlines, now))
+        return statement
+
+    @staticmethod
+    def _deadline_clause(kind: DeadlineFilter, deadlines: Deadlines, now: datetime) -> ColumnElement[bool]:
+        acceptance_days = deadlines.policy.acceptance_days
+        if kind == "overdue":
+            cutoff = deadlines.created_cutoff(now, acceptance_days)
+            return or_(
+                and_(Case.status == "new", Case.created_at < cutoff),
+                and_(Case.status.in_(OPEN), CaseLedger.resolution_due <= now),
+            )
+        if kind == "due_soon":
+            soon = deadlines.due_soon_until(now)
+            overdue_cutoff = deadlines.created_cutoff(now, acceptance_days)
+            soon_cutoff = deadlines.created_cutoff(soon, acceptance_days)
+            return or_(
+                and_(Case.status == "new", Case.created_at >= overdue_cutoff, Case.created_at < soon_cutoff),
+                and_(Case.status.in_(OPEN), CaseLedger.resolution_due > now, CaseLedger.resolution_due <= soon),
+            )
+        if kind == "followup_due":
+            return and_(Case.status == "resolved", CaseLedger.followup_due <= now)
+        return CaseLedger.extension_state == "requested"
+
+    @staticmethod
+    def _ordered(statement: SelectT, sort: Sort) -> SelectT:
+        if sort == "oldest":
+            return statement.order_by(Case.created_at, Case.id)
+        if sort == "due":
+            return statement.order_by(CaseLedger.resolution_due.is_(None), CaseLedger.resolution_due, Case.created_at)
+        return statement.order_by(Case.created_at.desc(), Case.id.desc())
+
+    async def names(self, session: AsyncSession) -> Names:
+        """Township, village and unit names (a county has a few hundred of them at most)."""
+        names = Names()
+        names.townships = dict((await session.execute(select(Township.id, Township.name))).all())
+        names.villages = dict((await session.execute(select(Village.id, Village.name))).all())
+        names.units = dict((await session.execute(select(Unit.id, Unit.name))).all())
+        return names
+
+    def _row(
+        self, principal: Principal, case: Case, ledger: CaseLedger | None, names: Names, deadlines: Deadlines
+    ) -> LedgerRow:
+        now = self._clock.now()
+        kind, deadline = current_deadline(case, ledger, deadlines)
+        return LedgerRow(
+            case=case,
+            ledger=ledger,
+            township=names.townships.get(case.township_id) if case.township_id else None,
+            village=names.villages.get(case.village_id) if case.village_id else None,
+            unit=names.units.get(case.unit_id) if case.unit_id else None,
+            caller=self.access.caller_display(principal, case),
+            deadline=deadline,
+            overdue=is_overdue(case, ledger, deadlines, now),
+            deadline_kind=kind,
+        )
+
+    # -- the list ---------------------------------------------------------------------------
+
+    async def page(
+        self, principal: Principal, filters: CaseFilters, *, limit: int | None = None, offset: int = 0
+    ) -> CasePage:
+        limit = limit or self.page_size
+        now = self._clock.now()
+        async with self._sessions() as session:
+            deadlines = await self.holidays.deadlines(session)
+            base = select(Case, CaseLedger).outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
+            statement = self._ordered(self._filtered(principal, base, filters, deadlines, now), filters.sort)
+            result = await session.execute(statement.limit(limit).offset(offset))
+            pairs = result.all()
+            counting = self._filtered(
+                principal,
+                select(func.count()).select_from(Case).outerjoin(CaseLedger, CaseLedger.case_id == Case.id),
+                filters,
+                deadlines,
+                now,
+            )
+            total = int(await session.scalar(counting) or 0)
+            sealed_hidden = 0
+            if not principal.has_role("inspector"):
+                sealed_hidden = await self._sealed_count(session, principal)
+            names = await self.names(session)
+        rows = [self._row(principal, case, ledger, names, deadlines) for case, ledger in pairs]
+        if principal.has_role("inspector") and any(row.case.sealed for row in rows):
+            await self.access.log(
+                principal,
+                "case.list_sealed",
+                "case",
+                None,
+                {"case_ids": [row.case.id for row in rows if row.case.sealed]},
+            )
+        return CasePage(rows, total, sealed_hidden, limit, offset)
+
+    async def _sealed_count(self, session: AsyncSession, principal: Principal) -> int:
+        statement = select(func.count()).select_from(Case).where(Case.sealed.is_(True), Case.test_call.is_(False))
+        scope = principal.township_filter()
+        if scope is not None:
+            statement = statement.where(Case.township_id.in_(scope))
+        return int(await session.scalar(statement) or 0)
+
+    async def sealed_count(self, principal: Principal) -> int:
+        async with self._sessions() as session:
+            return await self._sealed_count(session, principal)
+
+    async def row(self, principal: Principal, case: Case) -> LedgerRow:
+        """One case (already checked visible) as a list row: names, deadline, overdue."""
+        async with self._sessions() as session:
+            ledger = await session.get(CaseLedger, case.id)
+            deadlines = await self.holidays.deadlines(session)
+            names = await self.names(session)
+        return self._row(principal, case, ledger, names, deadlines)
+
+    # -- 催办: the daily list per unit ---------------------------------------------------------
+
+    async def reminders(self, principal: Principal) -> list[tuple[str, list[LedgerRow]]]:
+        """Cases overdue or due within the due-soon window, grouped by unit (未交办 for those not yet assigned)."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            deadlines = await self.holidays.deadlines(session)
+            base = select(Case, CaseLedger).outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
+            clause = or_(
+                self._deadline_clause("overdue", deadlines, now), self._deadline_clause("due_soon", deadlines, now)
+            )
+            statement = self._scoped(principal, base, include_test=False).where(clause)
+            statement = statement.order_by(Case.unit_id, CaseLedger.resolution_due, Case.created_at).limit(5000)
+            pairs = (await session.execute(statement)).all()
+            names = await self.names(session)
+        groups: dict[str, list[LedgerRow]] = {}
+        for case, ledger in pairs:
+            row = self._row(principal, case, ledger, names, deadlines)
+            groups.setdefault(row.unit or "（未交办）", []).append(row)
+        for rows in groups.values():
+            rows.sort(key=lambda row: (not row.overdue, row.deadline or now))
+        return sorted(groups.items(), key=lambda item: (-sum(row.overdue for row in item[1]), item[0]))
+
+    # -- exports ----------------------------------------------------------------------------
+
+    async def export_rows(self, principal: Principal, filters: CaseFilters) -> AsyncIterator[LedgerRow]:
+        """Every matching case, oldest first, fetched in pages (an export may hold a million rows)."""
+        now = self._clock.now()
+        sealed_ids: list[int] = []
+        async with self._sessions() as session:
+            deadlines = await self.holidays.deadlines(session)
+            names = await self.names(session)
+        last: tuple[datetime, int] | None = None
+        sent = 0
+        while sent < self.export_max_rows:
+            async with self._sessions() as session:
+                base = select(Case, CaseLedger).outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
+                statement = self._filtered(principal, base, filters, deadlines, now)
+                if last is not None:
+                    statement = statement.where(
+                        or_(Case.created_at > last[0], and_(Case.created_at == last[0], Case.id > last[1]))
+                    )
+                batch = min(2000, self.export_max_rows - sent)
+                statement = statement.order_by(Case.created_at, Case.id).limit(batch)
+                pairs = (await session.execute(statement)).all()
+            if not pairs:
+                break
+            for case, ledger in pairs:
+                if case.sealed:
+                    sealed_ids.append(case.id)
+                yield self._row(principal, case, ledger, names, deadlines)
+            sent += len(pairs)
+            last = (pairs[-1][0].created_at, pairs[-1][0].id)
+            if len(pairs) < batch:
+                break
+        await self.access.log(
+            principal,
+            "case.export",
+            "case",
+            None,
+            {"filters": filters.as_dict(), "rows": sent, **({"sealed_case_ids": sealed_ids} if sealed_ids else {})},
+        )
+
+    # -- saved views ------------------------------------------------------------------------
+
+    async def views(self, principal: Principal) -> Sequence[CaseView]:
+        async with self._sessions() as session:
+            statement = (
+                select(CaseView)
+                .where(or_(CaseView.user_id == principal.user_id, CaseView.shared.is_(True)))
+                .order_by(CaseView.shared, CaseView.name)
+            )
+            return (await session.scalars(statement)).all()
+
+    async def view(self, principal: Principal, view_id: int) -> CaseView:
+        async with self._sessions() as session:
+            view = await session.get(CaseView, view_id)
+        if view is None or not (view.shared or view.user_id == principal.user_id):
+            raise NotFound("视图不存在", code="case_view.not_found")
+        return view
+
+    async def save_view(self, principal: Principal, name: str, filters: CaseFilters, *, shared: bool) -> CaseView:
+        principal.require_role(*READ_ROLES)
+        name = name.strip()
+        if not 1 <= len(name) <= 64 or any(ord(ch) < 32 for ch in name):
+            raise InvalidInput("视图名称应为1到64个字", fields={"name": "1到64个字"})
+        async with self._sessions() as session:
+            view = CaseView(
+                user_id=principal.user_id, name=name, filters=filters.as_dict(), shared=shared,
+                created_at=self._clock.now(),
+            )  # fmt: skip
+            session.add(view)
+            try:
+                await session.commit()
+            except IntegrityError:
+                raise Conflict("已有同名的视图", code="case_view.exists", fields={"name": "已存在"}) from None
+            return view
+
+    async def delete_view(self, principal: Principal, view_id: int) -> None:
+        async with self._sessions() as session:
+            view = await session.get(CaseView, view_id)
+            if view is None or view.user_id != principal.user_id:
+                raise NotFound("视图不存在", code="case_view.not_found")
+            await session.delete(view)
+            await session.commit()
+
+    # -- missed calls (未接来电待回拨) ------------------------------------------------------------
+
+    async def missed_calls(
+        self, principal: Principal, *, state: str | None = "pending", limit: int = 100, offset: int = 0
+    ) -> tuple[list[tuple[MissedCall, str | None]], int]:
+        principal.require_role(*READ_ROLES)
+        statement = select(MissedCall).where(MissedCall.test_call.is_(False))
+        scope = principal.township_filter()
+        if scope is not None:
+            statement = statement.where(MissedCall.township_id.in_(scope))
+        if not principal.has_role("inspector"):
+            statement = statement.where(MissedCall.sealed.is_(False))
+        if state:
+            statement = statement.where(MissedCall.callback_state == state)
+        async with self._sessions() as session:
+            total = int(await session.scalar(select(func.count()).select_from(statement.subquery())) or 0)
+            rows = (await session.scalars(statement.order_by(MissedCall.at.desc()).limit(limit).offset(offset))).all()
+        shown = []
+        for missed in rows:
+            full = self.access.shows_full_number(principal, sealed=missed.sealed)
+            number = missed.caller_number if full else mask_number(missed.caller_number)
+            shown.append((missed, number))
+        return shown, total
+
+    async def dismiss_missed(self, principal: Principal, missed_id: int, reason: str) -> MissedCall:
+        """无需回拨: a missed call nobody needs to return (a wrong number, already called back another way)."""
+        reason = reason.strip()
+        if not reason or len(reason) > 255:
+            raise InvalidInput("请写明不需要回拨的原因（最多255个字）", fields={"reason": "1到255个字"})
+        async with self._sessions() as session:
+            missed = await session.get(MissedCall, missed_id)
+            if missed is None or not self.access.may_see(
+                principal, sealed=missed.sealed, township_id=missed.township_id
+            ):
+                if missed is not None and missed.sealed:
+                    await self.access.log(principal, "missed_call.sealed_denied", "missed_call", missed_id, {})
+                raise NotFound("未接来电不存在", code="missed_call.not_found")
+            self.access.require(principal, "callback", sealed=missed.sealed)
+            if missed.callback_state != "pending":
+                raise Conflict("这通未接来电已经处理过了", code="missed_call.done")
+            missed.callback_state = "not_needed"
+            audit.record(
+                session,
+                principal.actor,
+                at=self._clock.now(),
+                action="missed_call.dismiss",
+                object_type="missed_call",
+                object_id=missed.id,
+                detail={"reason": reason},
+            )
+            await session.commit()
+            return missed
+
+
+# -- the export format -------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = (
+    "受理编号",
+    "来源渠道",
+    "登记时间",
+    "来电号码",
+    "姓名",
+    "乡镇",
+    "村（社区）",
+    "类别",
+    "诉求摘要",
+    "状态",
+    "受理时间",
+    "受理期限",
+    "承办单位",
+    "包案领导",
+    "交办时间",
+    "办理期限",
+    "延期天数",
+    "办结时间",
+    "办结结果",
+    "办理结果",
+    "告知方式",
+    "回访时间",
+    "回访方式",
+    "满意度",
+    "重办次数",
+    "销号时间",
+    "是否超期",
+    "办理天数",
+    "密封",
+)
+
+
+def export_values(row: LedgerRow, deadlines: Deadlines) -> list[str]:
+    case, ledger = row.case, row.ledger
+
+    def when(value: datetime | None) -> str:
+        return value.astimezone(deadlines.policy.zone).strftime("%Y-%m-%d %H:%M") if value else ""
+
+    def due(value: datetime | None) -> str:
+        return deadlines.local_date(value - timedelta(microseconds=1)).isoformat() if value else ""
+
+    acceptance_due = ledger.acceptance_due if ledger and ledger.acceptance_due else None
+    if acceptance_due is None and case.status == "new":
+        acceptance_due = deadlines.acceptance_deadline(case.created_at)
+    days = row.days_to_resolve
+    return [
+        case.number,
+        CASE_CHANNEL_LABELS.get(case.channel, case.channel),
+        when(case.created_at),
+        row.caller or "",
+        case.caller_name or "",
+        row.township or "",
+        row.village or "",
+        CASE_CATEGORIES.get(case.category, case.category),
+        (case.summary or "").replace("\r", " "),
+        CASE_STATUS_LABELS.get(case.status, case.status),
+        when(ledger.accepted_at) if ledger else "",
+        due(acceptance_due),
+        row.unit or "",
+        (ledger.leader_name or "") if ledger else "",
+        when(ledger.assigned_at) if ledger else "",
+        due(ledger.resolution_due) if ledger else "",
+        str(ledger.extension_days) if ledger and ledger.extension_days else "",
+        when(ledger.resolved_at) if ledger else "",
+        OUTCOME_LABELS.get(ledger.outcome or "", "") if ledger else "",
+        (ledger.result or "") if ledger else "",
+        REPLY_METHODS.get(ledger.result_told_via or "", "") if ledger else "",
+        when(ledger.followed_up_at) if ledger else "",
+        FOLLOWUP_METHODS.get(ledger.followup_method or "", "") if ledger else "",
+        SATISFACTION_LABELS.get(ledger.satisfaction or "", "") if ledger else "",
+        str(ledger.reopen_count) if ledger and ledger.reopen_count else "",
+        when(ledger.closed_at) if ledger else "",
+        "是" if row.overdue else "否",
+        f"{days:.4f}" if days is not None else "",
+        "是" if case.sealed else "",
+    ]
+
+
+async def csv_chunks(rows: AsyncIterator[LedgerRow], deadlines: Deadlines) -> AsyncIterator[bytes]:
+    """The export as UTF-8 CSV with a byte-order mark (Excel on a county office PC opens it as Chinese)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(EXPORT_COLUMNS)
+    yield ("\ufeff" + buffer.getvalue()).encode("utf-8")
+    buffer.seek(0)
+    buffer.truncate()
+    count = 0
+    async for row in rows:
+        writer.writerow(export_values(row, deadlines))
+        count += 1
+        if count % 500 == 0:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode("utf-8")
+
+
+class XlsxExport:
+    """The export as an Excel workbook, written row by row to a file (openpyxl's write-only mode).
+
+    Blocking: call :meth:`append` and :meth:`save` through ``asyncio.to_thread``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from openpyxl import Workbook
+
+        self.path = path
+        self._book = Workbook(write_only=True)
+        self._sheet = self._book.create_sheet("台账")
+        self._sheet.append(list(EXPORT_COLUMNS))
+
+    def append(self, rows: Sequence[Sequence[str]]) -> None:
+        for values in rows:
+            self._sheet.append(list(values))
+
+    def save(self) -> None:
+        self._book.save(self.path)

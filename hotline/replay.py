@@ -1,0 +1,90 @@
+"""Recording replay: which file a (case id, recording id) pair may play, for whom, and the audit trail.
+
+A client never names a file. It names a case and one of that case's
+recordings by their numeric ids; the path comes from the database row and is
+resolved inside the recordings directory (:meth:`RecordingStore.path_of`
+refuses anything that leaves it). The case's scope and sealing are checked
+first (404 for anything the user may not see, a try at a sealed case logged).
+
+Every play is logged: a request for the start of the file (no Range, or a
+range from byte 0) is one play; a sealed recording logs every request, seeks
+included, because each one hands out part of a protected report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.principal import Principal
+from common.errors import NotFound, PermissionDenied
+from hotline.recordings import RecordingStore
+from hotline.sealed import CaseAccess
+from storage.models import Case, Recording
+
+RECORDING_KIND_LABELS = {"message": "来电留言", "transfer": "转人工通话", "callback": "回拨通话", "survey": "回访通话"}
+
+
+@dataclass(frozen=True)
+class PlayableRecording:
+    path: Path
+    recording: Recording
+    sealed: bool
+    download_name: str
+
+
+class Replay:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], store: RecordingStore, access: CaseAccess) -> None:
+        self._sessions = sessions
+        self.store = store
+        self.access = access
+
+    async def open(
+        self,
+        principal: Principal,
+        case_id: int,
+        recording_id: int,
+        *,
+        range_start: int | None,
+        range_header: str | None,
+        download: bool,
+    ) -> PlayableRecording:
+        async with self._sessions() as session:
+            case = await session.get(Case, case_id)
+            recording = await session.get(Recording, recording_id)
+        extra = {"recording_id": recording_id}
+        case = await self.access.require_visible(principal, case, via="recording", extra=extra)
+        if recording is None or recording.case_id != case.id:
+            raise NotFound("录音不存在", code="recording.not_found")
+        if download and not self.access.may(principal, "download", sealed=case.sealed):
+            raise PermissionDenied("您的角色不能下载录音", code="recording.download_not_allowed")
+        if recording.purged_at is not None:
+            raise NotFound("这段录音已按保存期限删除", code="recording.purged")
+        try:
+            path = self.store.path_of(recording.path)
+        except ValueError:
+            raise NotFound("录音不存在", code="recording.not_found") from None
+        if not path.is_file():
+            raise NotFound("录音文件不存在", code="recording.file_missing")
+        starts = range_start in (None, 0)
+        if download or starts or case.sealed:
+            action = "recording.download" if download else "recording.play"
+            if case.sealed:
+                action += "_sealed"
+            await self.access.log(
+                principal,
+                action,
+                "recording",
+                recording.id,
+                {"case_id": case.id, "range": range_header or "", "kind": recording.kind},
+            )
+        return PlayableRecording(path, recording, case.sealed, f"{case.number}-{recording.kind}-{recording.id}.wav")
+
+    async def recordings(self, case_id: int) -> list[Recording]:
+        """A case's recordings, oldest first (call only after the case's access was checked)."""
+        async with self._sessions() as session:
+            statement = select(Recording).where(Recording.case_id == case_id).order_by(Recording.id)
+            return list((await session.scalars(statement)).all())

@@ -1,0 +1,350 @@
+"""Statistics for leaders: received, accepted, resolved (化解率), satisfaction, overdue, days to resolve.
+
+Definitions (the export has a column for each; the tests recompute every
+figure from an exported CSV):
+
+* **received** (受理登记): cases that came in during the period (by
+  ``created_at``, local dates, both ends included). Test calls never count.
+* **accepted** (受理): of those, the ones accepted (受理时间 set).
+* **resolved** (化解): currently 已办结/已回访/已销号 with the outcome 已化解;
+  **partly** (部分化解) is counted beside it, not in it.
+* **化解率** = resolved ÷ accepted.
+* **satisfaction rate** (满意率) = (满意 + 基本满意) ÷ every follow-up answer
+  (a reopened case keeps its 不满意 until it is asked again).
+* **overdue** (超期): over a deadline now (受理 or 办理), or decided/resolved
+  late at some point (the ``late`` mark stays).
+* **average days to resolve**: from registration to resolution, over the
+  cases resolved (办结时间 set).
+
+Sealed cases (违纪举报) are counted fully for inspectors; for everyone else
+they are left out of every figure and shown only as one anonymous count per
+period — so nobody can narrow a report down to a village and a month.
+
+Every figure is computed for the period and for the same dates a year
+earlier, in one grouped query per period (township × village × category ×
+channel × month), rolled up here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, case, cast, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.principal import Principal
+from common.clock import Clock
+from common.errors import InvalidInput
+from hotline.clocks import Deadlines, HolidayTable
+from hotline.ledger import overdue_clause
+from hotline.sealed import READ_ROLES
+from storage.models import CASE_CATEGORIES, CASE_CHANNEL_LABELS, Case, CaseLedger, Township, Village
+
+DIMENSIONS = {"township": "乡镇", "village": "村（社区）", "category": "类别", "channel": "来源渠道", "month": "月份"}
+MAX_PERIOD_DAYS = 3 * 366
+# IANA zone names (Asia/Shanghai): safe to write into SQL as a literal.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+/-]+")
+
+
+@dataclass
+class Figures:
+    received: int = 0
+    accepted: int = 0
+    resolved: int = 0
+    partly: int = 0
+    satisfied: int = 0
+    basically: int = 0
+    unsatisfied: int = 0
+    overdue: int = 0
+    days_sum: float = 0.0
+    days_count: int = 0
+
+    def add(self, other: Figures) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def resolution_rate(self) -> float | None:
+        return self.resolved / self.accepted if self.accepted else None
+
+    @property
+    def answered(self) -> int:
+        return self.satisfied + self.basically + self.unsatisfied
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        return (self.satisfied + self.basically) / self.answered if self.answered else None
+
+    @property
+    def average_days(self) -> float | None:
+        return self.days_sum / self.days_count if self.days_count else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "resolved": self.resolved,
+            "partly_resolved": self.partly,
+            "resolution_rate": _rounded(self.resolution_rate, 4),
+            "satisfied": self.satisfied,
+            "basically_satisfied": self.basically,
+            "unsatisfied": self.unsatisfied,
+            "satisfaction_rate": _rounded(self.satisfaction_rate, 4),
+            "overdue": self.overdue,
+            "average_days_to_resolve": _rounded(self.average_days, 2),
+        }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass
+class Group:
+    key: str
+    label: str
+    current: Figures
+    last_year: Figures
+
+
+@dataclass
+class Report:
+    date_from: date
+    date_to: date
+    last_from: date
+    last_to: date
+    total: Figures
+    last_total: Figures
+    groups: dict[str, list[Group]] = field(default_factory=dict)
+    includes_sealed: bool = False
+    # Sealed cases left out of every figure above (0 for inspectors, whose figures include them).
+    sealed_hidden: int = 0
+    sealed_hidden_last_year: int = 0
+    computed_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.date_from,
+            "to": self.date_to,
+            "last_year_from": self.last_from,
+            "last_year_to": self.last_to,
+            "computed_at": self.computed_at,
+            "includes_sealed": self.includes_sealed,
+            "sealed_hidden": self.sealed_hidden,
+            "sealed_hidden_last_year": self.sealed_hidden_last_year,
+            "total": self.total.as_dict(),
+            "last_year_total": self.last_total.as_dict(),
+            "by": {
+                dimension: [
+                    {"key": g.key, "label": g.label, "current": g.current.as_dict(), "last_year": g.last_year.as_dict()}
+                    for g in groups
+                ]
+                for dimension, groups in self.groups.items()
+            },
+        }
+
+
+def year_before(day: date) -> date:
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - 1, day=28)
+
+
+_Key = tuple[int | None, int | None, str, str, str]
+
+
+class Statistics:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock, holidays: HolidayTable) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.holidays = holidays
+
+    def default_period(self) -> tuple[date, date]:
+        """This year so far."""
+        today = self._clock.now().astimezone(self.holidays.policy.zone).date()
+        return date(today.year, 1, 1), today
+
+    async def report(self, principal: Principal, date_from: date | None = None, date_to: date | None = None) -> Report:
+        principal.require_role(*READ_ROLES)
+        default_from, default_to = self.default_period()
+        date_from, date_to = date_from or default_from, date_to or default_to
+        if date_to < date_from:
+            raise InvalidInput("结束日期不能早于开始日期", fields={"to": "早于开始日期"})
+        if (date_to - date_from).days > MAX_PERIOD_DAYS:
+            raise InvalidInput("统计区间最长三年", fields={"to": "区间太长"})
+        last_from, last_to = year_before(date_from), year_before(date_to)
+        now = self._clock.now()
+        inspector = principal.has_role("inspector")
+        async with self._sessions() as session:
+            deadlines = await self.holidays.deadlines(session)
+            current = await self._grouped(session, principal, deadlines, now, date_from, date_to)
+            previous = await self._grouped(session, principal, deadlines, now, last_from, last_to)
+            townships = dict((await session.execute(select(Township.id, Township.name))).all())
+            villages = {
+                village_id: (township_id, name)
+                for village_id, township_id, name in (
+                    await session.execute(select(Village.id, Village.township_id, Village.name))
+                )
+            }
+            hidden = hidden_last = 0
+            if not inspector:
+                hidden = await self._sealed(session, principal, deadlines, date_from, date_to)
+                hidden_last = await self._sealed(session, principal, deadlines, last_from, last_to)
+        report = Report(
+            date_from, date_to, last_from, last_to, Figures(), Figures(), includes_sealed=inspector,
+            sealed_hidden=hidden, sealed_hidden_last_year=hidden_last, computed_at=now,
+        )  # fmt: skip
+        for figures in current.values():
+            report.total.add(figures)
+        for figures in previous.values():
+            report.last_total.add(figures)
+
+        def township_label(key: _Key) -> tuple[str, str]:
+            return str(key[0] or ""), townships.get(key[0], "（未定乡镇）") if key[0] else "（未定乡镇）"
+
+        def village_label(key: _Key) -> tuple[str, str]:
+            if key[1] is None:
+                return f"t{key[0] or ''}", f"{township_label(key)[1]}·（未定村）"
+            township_id, name = villages.get(key[1], (None, "?"))
+            return str(key[1]), f"{townships.get(township_id, '') if township_id else ''}·{name}"
+
+        roll: dict[str, Callable[[_Key], tuple[str, str]]] = {
+            "township": township_label,
+            "village": village_label,
+            "category": lambda key: (key[2], CASE_CATEGORIES.get(key[2], key[2])),
+            "channel": lambda key: (key[3], CASE_CHANNEL_LABELS.get(key[3], key[3])),
+        }
+        for dimension, labeller in roll.items():
+            report.groups[dimension] = _roll_up(current, previous, labeller)
+        report.groups["month"] = _roll_up_months(current, previous)
+        return report
+
+    async def _grouped(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        deadlines: Deadlines,
+        now: datetime,
+        date_from: date,
+        date_to: date,
+    ) -> dict[_Key, Figures]:
+        dialect = session.get_bind().dialect.name
+        month = self._month(dialect, deadlines, date_from)
+        if dialect == "sqlite":
+            days: ColumnElement[Any] = func.julianday(CaseLedger.resolved_at) - func.julianday(Case.created_at)
+        else:
+            days = func.extract("epoch", CaseLedger.resolved_at - Case.created_at) / 86400.0
+
+        def count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+            return func.sum(case((condition, 1), else_=0))
+
+        statement = (
+            select(
+                Case.township_id,
+                Case.village_id,
+                Case.category,
+                Case.channel,
+                month,
+                func.count(),
+                count_if(CaseLedger.accepted_at.is_not(None)),
+                count_if(CaseLedger.outcome == "resolved"),
+                count_if(CaseLedger.outcome == "partly_resolved"),
+                count_if(CaseLedger.satisfaction == "satisfied"),
+                count_if(CaseLedger.satisfaction == "basically_satisfied"),
+                count_if(CaseLedger.satisfaction == "unsatisfied"),
+                count_if(overdue_clause(deadlines, now)),
+                func.sum(cast(days, Float)),
+                func.count(CaseLedger.resolved_at),
+            )
+            .select_from(Case)
+            .outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
+            .where(
+                Case.created_at >= deadlines.start_of(date_from),
+                Case.created_at < deadlines.start_of(date_to + timedelta(days=1)),
+                Case.test_call.is_(False),
+            )
+            .group_by(Case.township_id, Case.village_id, Case.category, Case.channel, month)
+        )
+        scope = principal.township_filter()
+        if scope is not None:
+            statement = statement.where(Case.township_id.in_(scope))
+        if not principal.has_role("inspector"):
+            statement = statement.where(Case.sealed.is_(False))
+        grouped: dict[_Key, Figures] = {}
+        for row in (await session.execute(statement)):
+            key: _Key = (row[0], row[1], row[2], row[3], str(row[4]))
+            grouped[key] = Figures(
+                received=int(row[5]),
+                accepted=int(row[6] or 0),
+                resolved=int(row[7] or 0),
+                partly=int(row[8] or 0),
+                satisfied=int(row[9] or 0),
+                basically=int(row[10] or 0),
+                unsatisfied=int(row[11] or 0),
+                overdue=int(row[12] or 0),
+                days_sum=float(row[13] or 0.0),
+                days_count=int(row[14] or 0),
+            )
+        return grouped
+
+    @staticmethod
+    def _month(dialect: str, deadlines: Deadlines, around: date) -> ColumnElement[Any]:
+        zone = deadlines.policy.zone
+        if dialect == "sqlite":
+            # SQLite has no time zones: the zone's offset at the start of the period (China has no DST).
+            offset = datetime.combine(around, datetime.min.time(), zone).utcoffset() or timedelta(0)
+            minutes = int(offset.total_seconds() // 60)
+            # Literal SQL, not bound parameters: GROUP BY must see the very same expression as SELECT.
+            return func.strftime(literal_column("'%Y-%m'"), Case.created_at, literal_column(f"'{minutes:+d} minutes'"))
+        if not _ZONE_NAME.fullmatch(zone.key):
+            raise ValueError(f"unexpected time zone name {zone.key!r}")
+        return func.to_char(
+            func.timezone(literal_column(f"'{zone.key}'"), Case.created_at), literal_column("'YYYY-MM'")
+        )
+
+    async def _sealed(
+        self, session: AsyncSession, principal: Principal, deadlines: Deadlines, date_from: date, date_to: date
+    ) -> int:
+        statement = (
+            select(func.count())
+            .select_from(Case)
+            .where(
+                Case.sealed.is_(True),
+                Case.test_call.is_(False),
+                Case.created_at >= deadlines.start_of(date_from),
+                Case.created_at < deadlines.start_of(date_to + timedelta(days=1)),
+            )
+        )
+        scope = principal.township_filter()
+        if scope is not None:
+            statement = statement.where(Case.township_id.in_(scope))
+        return int(await session.scalar(statement) or 0)
+
+
+def _roll_up(
+    current: dict[_Key, Figures], previous: dict[_Key, Figures], labeller: Callable[[_Key], tuple[str, str]]
+) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for source, attribute in ((current, "current"), (previous, "last_year")):
+        for key, figures in source.items():
+            group_key, label = labeller(key)
+            group = groups.setdefault(group_key, Group(group_key, label, Figures(), Figures()))
+            getattr(group, attribute).add(figures)
+    return sorted(groups.values(), key=lambda group: (-group.current.received, group.label))
+
+
+def _roll_up_months(current: dict[_Key, Figures], previous: dict[_Key, Figures]) -> list[Group]:
+    """Each month of the period beside the same month a year earlier."""
+    groups: dict[str, Group] = {}
+    for key, figures in current.items():
+        month = key[4]
+        groups.setdefault(month, Group(month, month, Figures(), Figures())).current.add(figures)
+    for key, figures in previous.items():
+        month = f"{int(key[4][:4]) + 1:04d}{key[4][4:]}"
+        groups.setdefault(month, Group(month, month, Figures(), Figures())).last_year.add(figures)
+    return [groups[month] for month in sorted(groups)]

@@ -1,0 +1,84 @@
+// The case page: the recording player (seek, ±10 s, 0.75×/1×/1.25×) and live callback status.
+// Progressive: without this script the browser's own audio element still works through the same URL.
+"use strict";
+
+function clock(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) seconds = 0;
+  const minutes = Math.floor(seconds / 60);
+  const rest = Math.floor(seconds % 60);
+  return `${minutes}:${rest < 10 ? "0" : ""}${rest}`;
+}
+
+function setUpPlayer(box) {
+  const audio = box.querySelector("audio");
+  const play = box.querySelector("button.play");
+  const seek = box.querySelector("input.seek");
+  const time = box.querySelector(".time");
+  const rate = box.querySelector("select.rate");
+  const known = parseFloat(box.getAttribute("data-duration")) || 0;
+  let dragging = false;
+
+  const duration = () => (Number.isFinite(audio.duration) && audio.duration > 0 ? audio.duration : known);
+  const show = () => {
+    if (!dragging) seek.value = String(audio.currentTime);
+    time.textContent = `${clock(audio.currentTime)} / ${clock(duration())}`;
+    play.textContent = audio.paused ? "播放" : "暂停";
+    box.setAttribute("data-position", audio.currentTime.toFixed(2));
+    box.setAttribute("data-state", audio.paused ? "paused" : "playing");
+  };
+  const jump = (to) => {
+    audio.currentTime = Math.min(Math.max(0, to), duration() || to);
+    show();
+  };
+
+  play.addEventListener("click", () => {
+    if (audio.paused) {
+      audio.play().catch(() => { play.textContent = "无法播放"; });
+    } else {
+      audio.pause();
+    }
+  });
+  box.querySelector("button.back").addEventListener("click", () => jump(audio.currentTime - 10));
+  box.querySelector("button.forward").addEventListener("click", () => jump(audio.currentTime + 10));
+  seek.addEventListener("input", () => { dragging = true; time.textContent = `${clock(parseFloat(seek.value))} / ${clock(duration())}`; });
+  seek.addEventListener("change", () => { dragging = false; jump(parseFloat(seek.value)); });
+  rate.addEventListener("change", () => {
+    audio.playbackRate = parseFloat(rate.value);
+    audio.defaultPlaybackRate = audio.playbackRate;
+  });
+  audio.addEventListener("loadedmetadata", () => { seek.max = String(duration()); show(); });
+  for (const name of ["timeupdate", "play", "pause", "ended", "seeked"]) audio.addEventListener(name, show);
+  show();
+}
+
+function pollCallbacks(section) {
+  const url = section.getAttribute("data-callback-poll");
+  const open = new Set(["requested", "placing", "ringing", "answered"]);
+  const tick = async () => {
+    try {
+      const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (!response.ok) return;
+      const body = await response.json();
+      let running = false;
+      for (const attempt of body.items) {
+        const row = section.querySelector(`tr[data-callback="${attempt.id}"] .state`);
+        if (row) row.textContent = attempt.state_label;
+        if (open.has(attempt.state)) running = true;
+      }
+      if (running) {
+        window.setTimeout(tick, 2000);
+      } else {
+        window.location.reload();  // the history and the new recording show on the fresh page
+      }
+    } catch (error) {
+      window.setTimeout(tick, 5000);
+    }
+  };
+  window.setTimeout(tick, 2000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const box of document.querySelectorAll(".player")) setUpPlayer(box);
+  const callbacks = document.querySelector("[data-callback-poll]");
+  if (callbacks) pollCallbacks(callbacks);
+});
