@@ -1,0 +1,144 @@
+"""Who sees which case: township scope (404, never 403), sealed discipline reports, masked numbers, the audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import select
+
+from server import Runtime
+from storage.models import AuditEntry, Case
+from tests.cases.conftest import CaseMaker, County, People
+from tests.conftest import BOTH_DATABASES
+
+pytestmark = pytest.mark.parametrize("db_kind", BOTH_DATABASES)
+
+
+@dataclass
+class Cases:
+    in_a: Case
+    in_b: Case
+    unplaced: Case
+    sealed: Case
+
+
+@pytest.fixture
+async def cases(county: County, hotline_case: CaseMaker) -> Cases:
+    return Cases(
+        in_a=await hotline_case(township_id=county.township_a, caller="13800001111"),
+        in_b=await hotline_case(township_id=county.township_b),
+        unplaced=await hotline_case(),
+        sealed=await hotline_case(township_id=county.township_a, category="discipline", caller="13900009999"),
+    )
+
+
+# role → (sees in_a, sees in_b, sees unplaced, sees sealed, shown in_a's number in full)
+RULES = {
+    "admin": (True, True, True, False, False),
+    "staff_a": (True, False, False, False, False),
+    "approver_a": (True, False, False, False, False),
+    "operator_county": (True, True, True, False, True),
+    "operator_a": (True, False, False, False, True),
+    "operator_b": (False, True, False, False, True),
+    "inspector": (True, True, True, True, True),
+    "leader": (True, True, True, False, False),
+}
+
+
+async def audit_entries(runtime: Runtime, action: str) -> list[AuditEntry]:
+    async with runtime.sessions() as session:
+        return list((await session.scalars(select(AuditEntry).where(AuditEntry.action == action))).all())
+
+
+async def test_every_role_sees_exactly_its_cases_and_everything_else_is_a_404(
+    runtime: Runtime, people: People, cases: Cases
+) -> None:
+    for role, person in people.all().items():
+        expected = RULES[role]
+        for index, case in enumerate((cases.in_a, cases.in_b, cases.unplaced, cases.sealed)):
+            response = await person.client.get(f"/api/v1/cases/{case.id}")
+            body = await response.json()
+            assert response.status == (200 if expected[index] else 404), (role, index, body)
+            if response.status == 404:
+                assert body["error"] == {"code": "case.not_found", "message": "案件不存在", "fields": {}}
+        listed = await person.client.get_json("/api/v1/cases")
+        ids = {item["id"] for item in listed["items"]}
+        assert ids == {
+            case.id
+            for index, case in enumerate((cases.in_a, cases.in_b, cases.unplaced, cases.sealed))
+            if expected[index]
+        }, role
+        in_scope_sealed = 1 if role not in ("operator_b", "inspector") else 0
+        assert listed["sealed_hidden"] == in_scope_sealed, role
+        if expected[0]:
+            detail = await person.client.get_json(f"/api/v1/cases/{cases.in_a.id}")
+            assert detail["caller"] == ("13800001111" if expected[4] else "138****1111"), role
+
+
+async def test_a_non_inspector_asking_for_a_sealed_case_is_logged_and_so_is_every_inspector_look(
+    runtime: Runtime, people: People, cases: Cases
+) -> None:
+    sealed = cases.sealed.id
+    base = f"/api/v1/cases/{sealed}"
+    tries = [
+        ("GET", base),
+        ("GET", f"{base}/events"),
+        ("GET", f"{base}/callbacks"),
+        ("GET", f"/cases/{sealed}"),
+        ("POST", f"{base}/notes"),
+        ("GET", f"{base}/recordings/{sealed}/audio"),
+    ]
+    for role, person in people.all().items():
+        if role == "inspector":
+            continue
+        for method, path in tries:
+            if method == "GET":
+                response = await person.client.get(path)
+            else:
+                response = await person.client.post(path, json={"text": "我也看看"})
+            assert response.status == 404, (role, path)
+    denied = await audit_entries(runtime, "case.sealed_denied")
+    by_user = {(entry.username, entry.object_id) for entry in denied}
+    for role, person in people.all().items():
+        if role != "inspector":
+            assert (person.username, str(sealed)) in by_user, role
+    assert len(denied) == 7 * len(tries)
+    assert all(entry.at is not None and entry.user_id is not None for entry in denied)
+
+    inspector = people.inspector.client
+    detail = await inspector.get_json(base)
+    assert detail["sealed"] is True and detail["caller"] == "13900009999"
+    await inspector.get(f"/cases/{sealed}")
+    views = await audit_entries(runtime, "case.view_sealed")
+    assert [(entry.username, entry.object_id) for entry in views] == [(people.inspector.username, str(sealed))] * 2
+    # A missing case is just missing: nothing to log.
+    assert (await people.leader.client.get("/api/v1/cases/999999")).status == 404
+    assert len(await audit_entries(runtime, "case.sealed_denied")) == 7 * len(tries)
+
+
+async def test_inspectors_listing_sealed_cases_is_logged_and_others_get_only_a_count(
+    runtime: Runtime, people: People, cases: Cases
+) -> None:
+    listed = await people.inspector.client.get_json("/api/v1/cases?sealed_only=true")
+    assert [item["id"] for item in listed["items"]] == [cases.sealed.id]
+    entries = await audit_entries(runtime, "case.list_sealed")
+    assert entries[0].detail == {"case_ids": [cases.sealed.id]}
+    page = await (await people.leader.client.get("/cases")).text()
+    assert "另有违纪举报 1 件，仅纪检监察可见" in page
+    assert cases.sealed.number not in page
+    # Asking for sealed_only as a leader changes nothing: the filter never lets sealed rows through.
+    leader = await people.leader.client.get_json("/api/v1/cases?sealed_only=true")
+    assert leader["items"] == [] and leader["sealed_hidden"] == 1
+
+
+async def test_roles_without_the_action_get_a_403_on_cases_they_can_see(
+    runtime: Runtime, county: County, people: People, cases: Cases
+) -> None:
+    base = f"/api/v1/cases/{cases.in_a.id}"
+    for role in ("admin", "leader", "staff_a", "approver_a", "inspector"):
+        response = await people.all()[role].client.post(f"{base}/accept", json={})
+        assert response.status == 403, role
+    outside = await people.operator_b.client.post(f"{base}/accept", json={})
+    assert outside.status == 404
+    assert (await people.operator_a.client.post(f"{base}/accept", json={})).status == 200
