@@ -435,17 +435,17 @@ class Dispatcher:
                     continue  # another worker (a moment ago the active one) took it
                 broadcast = await session.get(Broadcast, broadcast_id)
                 assert broadcast is not None
+                now = self._clock.now()
                 rows = await self._zone_rows(
-                    session,
-                    broadcast,
-                    broadcast.zone_ids,
-                    state=RUN_WAITING,
-                    error=None,
-                    scheduled_at=self._clock.now(),
+                    session, broadcast, broadcast.zone_ids, state=RUN_WAITING, error=None, scheduled_at=now
                 )
                 if not rows:
                     broadcast.state, broadcast.error = RUN_FAILED, "没有可播出的分区"
-                plays = [self._play_of(broadcast, row) for row in rows]
+                else:
+                    # A manual play obeys quiet hours like a scheduled one; only 应急 may start in them.
+                    await self._cancel_quiet(session, rows, now)
+                    broadcast.state = aggregate_state([row.state for row in rows])
+                plays = [self._play_of(broadcast, row) for row in rows if row.state == RUN_WAITING]
             for play in plays:
                 self._submit(play)
             await self._notify()

@@ -35,8 +35,15 @@ async def _tree(runtime: Runtime) -> dict[str, Any]:
     areas = runtime.areas
     county = await areas.create_county(admin, name="测试县")
     result: dict[str, Any] = {"townships": [], "zones": [], "tokens": {}}
+    # Quiet hours that certainly do not cover the next two hours, whenever the tests run.
+    local = runtime.clock.now().astimezone(runtime.settings.zone)
+    quiet_start = (local + timedelta(hours=2)).time().replace(second=0, microsecond=0)
+    quiet_end = (local + timedelta(hours=3)).time().replace(second=0, microsecond=0)
+    result["quiet_slot"] = (local + timedelta(hours=2, minutes=30)).strftime("%H:%M")
     for name in ("甲乡", "乙镇"):
-        township = await areas.create_township(admin, county_id=county.id, name=name)
+        township = await areas.create_township(
+            admin, county_id=county.id, name=name, quiet_start=quiet_start, quiet_end=quiet_end
+        )
         village = await areas.create_village(admin, township_id=township.id, name=f"{name}一村")
         zone = await areas.create_zone(admin, village_id=village.id, name="广场")
         await areas.create_speaker(admin, zone_id=zone.id, name="广播室", transport="sink", address=f"file:{zone.id}")
@@ -148,7 +155,7 @@ async def test_bad_schedules_each_get_a_clear_chinese_error_and_nothing_is_writt
         ({"kind": "daily", "times": ["25:00"], "targets": [own_zone]}, "25:00"),
         ({"kind": "daily", "times": ["07:00"], "targets": []}, "至少选择一个播出对象"),
         ({"kind": "daily", "times": ["07:00"], "targets": [{"level": "zone", "id": tree["zones"][1]}]}, "不存在"),
-        ({"kind": "daily", "times": ["22:30"], "targets": [own_zone]}, "静默时段"),
+        ({"kind": "daily", "times": [tree["quiet_slot"]], "targets": [own_zone]}, "静默时段"),
         ({"kind": "weekly", "times": ["07:00"], "weekdays": [], "targets": [own_zone]}, "星期几"),
     ]
     for fields, expected in cases:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from server import Runtime, build_runtime
 from settings import BroadcastSettings
-from storage.models import RUN_INTERRUPTED, RUN_PLAYING, RUN_SKIPPED, RUN_SUCCESS, RUN_WAITING
+from storage.models import RUN_CANCELLED, RUN_INTERRUPTED, RUN_PLAYING, RUN_SKIPPED, RUN_SUCCESS, RUN_WAITING
 from tests.support.broadcasting import (
     approved_notice,
     broadcasting_settings,
@@ -91,3 +92,31 @@ async def test_a_higher_priority_item_cuts_in_and_the_cut_item_is_played_again_a
     assert (again.notice_id, again.attempt) == (civility.id, 1)
     assert cutter.started_at is not None and cut.ended_at is not None and cut.ended_at <= cutter.started_at
     rows = await wait_for_rows(live, lambda rows: rows[2].state == RUN_SUCCESS, timeout=60)
+
+
+async def test_in_quiet_hours_a_manual_play_is_cancelled_and_an_emergency_still_plays(live: Runtime) -> None:
+    admin = await make_principal(live, "admin", "admin", county_wide=True, can_emergency=True)
+    place = await build_place(live, admin, "甲乡", [[("sink", "file:a")]])
+    local = live.clock.now().astimezone(live.settings.zone)
+    await live.areas.update(
+        admin,
+        "township",
+        place.township_id,
+        {
+            "quiet_start": (local - timedelta(hours=1)).time().replace(second=0, microsecond=0),
+            "quiet_end": (local + timedelta(hours=1)).time().replace(second=0, microsecond=0),
+        },
+    )
+    staff = await make_principal(live, "staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(live, "approver", "approver", township_ids=[place.township_id])
+    notice = await approved_notice(live, staff, approver, township_id=place.township_id)
+    dispatcher = live.broadcasting.dispatcher
+    await dispatcher.request(notice_id=notice.id, zone_ids=[place.zone_ids[0]], origin="manual", requested_by=None)
+    rows = await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_CANCELLED)
+    assert "静默时段" in (rows[0].error or "")
+    alert = await live.broadcasting.notices.create_emergency(
+        admin, title="森林草原防火紧急通知", body="严禁野外用火。", township_id=place.township_id
+    )
+    await dispatcher.request(notice_id=alert.id, zone_ids=[place.zone_ids[0]], origin="emergency", requested_by=None)
+    rows = await wait_for_rows(live, lambda rows: len(rows) == 2 and rows[1].state == RUN_SUCCESS, timeout=60)
+    assert rows[1].kind == "emergency"
