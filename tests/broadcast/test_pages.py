@@ -11,6 +11,7 @@ from server import Runtime
 from settings import Settings
 from tests.conftest import ClientFactory, UserFactory
 from tests.support.broadcasting import approved_notice, broadcasting_settings, build_place, make_principal, principal
+from tests.support.http import ApiClient
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +59,17 @@ async def test_every_broadcasting_page_renders_for_staff_approvers_leaders_and_t
     assert refused.status == 403 and "应急广播权限" in await refused.text()
     home = await (await staff.get("/")).text()
     assert "播出记录" in home and "应急广播" not in home
+
+
+async def test_an_admin_sets_a_zone_multicast_group_on_its_page_and_a_group_outside_224_is_refused(
+    runtime: Runtime, server: TestServer, admin: ApiClient
+) -> None:
+    owner = await make_principal(runtime, "zone-admin", "admin", county_wide=True)
+    place = await build_place(runtime, owner, "甲乡", [[("rtp", "127.0.0.1:5004")]])
+    page = f"/broadcast/zones/{place.zone_ids[0]}/week"
+    assert "RTP组播" in await (await admin.get(page)).text()
+    action = f"/broadcast/zones/{place.zone_ids[0]}/settings"
+    refused = await admin.post(action, data={"rtp_group": "10.0.0.1:5004", "rtp_ttl": "4"})
+    assert "224.0.0.0/4" in await refused.text()
+    saved = await admin.post(action, data={"rtp_group": "239.10.0.1:5004", "rtp_ttl": "4"})
+    assert "已保存：组播 239.10.0.1:5004" in await saved.text()

@@ -344,7 +344,24 @@ async def test_speaker(request: web.Request, body: SpeakerTestIn) -> web.Respons
 
 
 async def zone_broadcast_settings(request: web.Request, body: ZoneBroadcastIn) -> web.Response:
+    return json_response(await _save_zone_settings(request, body))
+
+
+async def zone_settings_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, ZoneBroadcastIn)
+        saved = await _save_zone_settings(request, form)
+        await flash(
+            request, f"已保存：{'组播 ' + saved['rtp_group'] if saved['rtp_group'] else '单播（每个终端各自一路）'}"
+        )
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect(f"/broadcast/zones/{_id(request)}/week")
+
+
+async def _save_zone_settings(request: web.Request, body: ZoneBroadcastIn) -> dict[str, Any]:
     me = keys.principal(request)
+    me.require_role("admin")
     zone, _village = await request.app[keys.AREAS].get_zone(me, _id(request))
     group = None
     if body.rtp_group:
@@ -357,7 +374,7 @@ async def zone_broadcast_settings(request: web.Request, body: ZoneBroadcastIn) -
             session.add(row)
         row.rtp_group, row.rtp_ttl = group, body.rtp_ttl
         row.updated_at = request.app[keys.CLOCK].now()
-    return json_response({"zone_id": zone.id, "rtp_group": group, "rtp_ttl": body.rtp_ttl})
+    return {"zone_id": zone.id, "rtp_group": group, "rtp_ttl": body.rtp_ttl}
 
 
 # -- the 4G terminal protocol (authenticated by the terminal's own token) -----------------------
@@ -693,6 +710,7 @@ def add_routes(routes: Routes) -> None:
     routes.page("GET", "/broadcast/coverage", coverage_page, roles=READERS)
     routes.page("GET", "/broadcast/speakers", speakers_page, roles=WRITERS)
     routes.page("POST", f"/broadcast/speakers/{item}/test", test_speaker_form, roles=WRITERS)
+    routes.page("POST", f"/broadcast/zones/{item}/settings", zone_settings_form, roles=("admin",))
 
 
 __all__ = ["ASRUN", "DISPATCHER", "NAV", "NOTICES", "SPEAKER_TESTER", "TERMINALS", "add_routes", "select"]

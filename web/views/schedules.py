@@ -221,6 +221,10 @@ def _enable_form(enabled: bool) -> Any:
 async def week_page(request: web.Request) -> web.Response:
     service = request.app[SCHEDULES]
     zone, village, township, items = await service.week_ahead(keys.principal(request), _id(request))
+    from storage.models import ZoneBroadcastSettings
+
+    async with request.app[keys.SESSIONS]() as session:
+        zone_settings = await session.get(ZoneBroadcastSettings, zone.id)
     days: dict[str, list[Any]] = {}
     zone_config = request.app[keys.CONFIG].zone
     for item in items:
@@ -235,6 +239,7 @@ async def week_page(request: web.Request) -> web.Response:
             "days": days,
             "KIND_LABELS": KIND_LABELS,
             "PRIORITY_LABELS": PRIORITY_LABELS,
+            "zone_settings": zone_settings,
         },
     )
 
