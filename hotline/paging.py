@@ -89,7 +89,8 @@ class Pager:
         seen = asyncio.Event()
 
         def listen(event: Message) -> None:
-            if event.get("Linkedid") != channel_id:
+            # Page() dials the speakers with no calling channel: its DialEnd carries only Dest* fields.
+            if (event.get("Linkedid") or event.get("DestLinkedid")) != channel_id:
                 return
             name = event.get("Event")
             if name == "Newchannel":

@@ -53,7 +53,7 @@ def provision() -> Path:
 
 
 @dataclass(frozen=True)
-class TestInstance:
+class SandboxInstance:
     root: Path
     name: str
     ami_port: int
@@ -62,7 +62,7 @@ class TestInstance:
     ami_secret: str
 
     @classmethod
-    def new(cls, root: Path) -> TestInstance:
+    def new(cls, root: Path) -> SandboxInstance:
         return cls(
             root=root,
             name=f"t{os.getpid()}",
@@ -80,8 +80,11 @@ class TestInstance:
     def directory(self) -> Path:
         return instance_paths(self.root, self.name)[0]
 
-    def settings_values(self, **ivr: Any) -> dict[str, Any]:
-        """Settings (as make_settings overrides) for a service using this instance, with short IVR timings."""
+    def settings_values(self, *, production: bool = False, **ivr: Any) -> dict[str, Any]:
+        """Settings (as make_settings overrides) for a service using this instance, with short IVR timings.
+
+        ``production=True`` keeps every IVR timeout and retry count at its default instead.
+        """
         from settings import (
             AmiSettings,
             FastAgiSettings,
@@ -104,6 +107,8 @@ class TestInstance:
             "callback_ring_s": 10,
             "call_limit_s": 600,
         }
+        if production:
+            timings = {}
         # Prompts spoken fast, with no pauses: the same sentences, in a third of the time.
         timings.update({"prompt_rate": "+0%", "lead_in_ms": 0, "digit_pause_ms": 50})
         timings.update(ivr)

@@ -25,7 +25,7 @@ from hotline.runtime import Telephony
 from server import Runtime, build_runtime, sandbox_up
 from settings import Settings
 from tests.conftest import make_settings
-from tests.support.asterisk import SandboxUnavailable, TestInstance, provision
+from tests.support.asterisk import SandboxInstance, SandboxUnavailable, provision
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
@@ -42,12 +42,12 @@ class Media:
 
 
 @pytest.fixture(scope="session")
-def asterisk_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestInstance]:
+def asterisk_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInstance]:
     try:
         root = provision()
     except SandboxUnavailable as exc:
         pytest.skip(f"no Asterisk sandbox on this machine: {exc}")
-    instance = TestInstance.new(root)
+    instance = SandboxInstance.new(root)
     data = tmp_path_factory.mktemp("asterisk-session")
     settings = make_settings(data, f"sqlite+aiosqlite:///{data / 'unused.db'}", **instance.settings_values())
     asyncio.run(sandbox_up(settings, provision=False))
@@ -58,7 +58,7 @@ def asterisk_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Test
 
 
 @pytest.fixture(scope="session")
-def media(asterisk_instance: TestInstance, tmp_path_factory: pytest.TempPathFactory) -> Media:
+def media(asterisk_instance: SandboxInstance, tmp_path_factory: pytest.TempPathFactory) -> Media:
     """Prompts and test audio, rendered once into the instance (espeak-ng; edge is unreachable here)."""
     data = tmp_path_factory.mktemp("asterisk-media")
     settings = make_settings(data, f"sqlite+aiosqlite:///{data / 'unused.db'}", **asterisk_instance.settings_values())
@@ -82,20 +82,23 @@ def media(asterisk_instance: TestInstance, tmp_path_factory: pytest.TempPathFact
     return asyncio.run(render())
 
 
+def ivr_marker(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker("ivr")
+    return dict(marker.kwargs) if marker else {}
+
+
 @pytest.fixture
 def settings(
-    tmp_path: Path, database_url: str, asterisk_instance: TestInstance, media: Media, request: pytest.FixtureRequest
+    tmp_path: Path, database_url: str, asterisk_instance: SandboxInstance, media: Media, request: pytest.FixtureRequest
 ) -> Settings:
-    marker = request.node.get_closest_marker("ivr")
-    ivr: dict[str, Any] = dict(marker.kwargs) if marker else {}
-    return make_settings(tmp_path / "data", database_url, **asterisk_instance.settings_values(**ivr))
+    return make_settings(tmp_path / "data", database_url, **asterisk_instance.settings_values(**ivr_marker(request)))
 
 
 @dataclass
 class Hotline:
     runtime: Runtime
     telephony: Telephony
-    instance: TestInstance
+    instance: SandboxInstance
     media: Media
 
     async def call(
@@ -147,7 +150,7 @@ class Hotline:
 
 @pytest.fixture
 async def hotline(
-    server: TestServer, runtime: Runtime, settings: Settings, asterisk_instance: TestInstance, media: Media
+    server: TestServer, runtime: Runtime, settings: Settings, asterisk_instance: SandboxInstance, media: Media
 ) -> AsyncIterator[Hotline]:
     telephony = runtime.hotline.telephony
     assert telephony is not None
@@ -162,8 +165,12 @@ async def hotline(
 
 
 @pytest.fixture(autouse=True)
-async def _clean_instance(asterisk_instance: TestInstance, settings: Settings) -> AsyncIterator[None]:
-    """Before each test: an empty spool and CDR file, and the dialplan rendered from this test's settings."""
+async def _clean_instance(
+    asterisk_instance: SandboxInstance, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[None]:
+    """Before each test: an empty spool and CDR file, and the dialplan rendered with this test's IVR settings."""
     asterisk_instance.reset()
-    await sandbox_up(settings, provision=False)
+    values = asterisk_instance.settings_values(**ivr_marker(request))
+    render = make_settings(tmp_path / "render", f"sqlite+aiosqlite:///{tmp_path / 'render.db'}", **values)
+    await sandbox_up(render, provision=False)
     yield
