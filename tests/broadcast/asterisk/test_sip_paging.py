@@ -1,0 +1,66 @@
+"""SIP paging on the real Asterisk sandbox: two recording "speakers" (Local/ channels that Record) each get the item."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from server import Runtime
+from storage.models import RUN_SUCCESS, Speaker
+from tests.hotline.asterisk.conftest import Hotline
+from tests.support.broadcasting import approved_notice, build_place, make_principal, speaker_rows, wait_for_rows
+from tests.support.speech import ffprobe
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
+
+
+async def test_a_zone_of_two_sip_speakers_is_paged_and_each_records_the_whole_item(
+    hotline: Hotline, runtime: Runtime
+) -> None:
+    admin = await make_principal(runtime, "page-admin", "admin", county_wide=True)
+    place = await build_place(runtime, admin, "甲乡", [[]])
+    zone = place.zone_ids[0]
+    # Stand-ins for two auto-answering SIP speakers (cx-test-speaker answers and records). The area
+    # tree only accepts PJSIP endpoint names, so these dial strings are written directly.
+    async with runtime.sessions.begin() as session:
+        for name in ("spk1", "spk2"):
+            session.add(
+                Speaker(
+                    zone_id=zone,
+                    name=name,
+                    transport="sip",
+                    address=f"Local/{name}@cx-test-speaker",
+                    codec="pcmu",
+                    enabled=True,
+                    created_at=runtime.clock.now(),
+                )
+            )
+    staff = await make_principal(runtime, "page-staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(runtime, "page-approver", "approver", township_ids=[place.township_id])
+    notice = await approved_notice(
+        runtime, staff, approver, township_id=place.township_id, body="各位村民请注意，明天上午九点在村委会开会。"
+    )
+    await runtime.broadcasting.dispatcher.request(
+        notice_id=notice.id, zone_ids=[zone], origin="manual", requested_by=None
+    )
+    rows = await wait_for_rows(runtime, lambda rows: rows and rows[0].state not in (1, 2), timeout=120)
+    speakers = await speaker_rows(runtime, rows[0].id)
+    assert rows[0].state == RUN_SUCCESS, (rows[0].error, [(s.address, s.state, s.error) for s in speakers])
+    assert [speaker.state for speaker in speakers] == [RUN_SUCCESS, RUN_SUCCESS]
+
+    spool = hotline.telephony.paths.spool.host
+    test_spool = spool.with_name(spool.name + "-test")
+    expected = float(notice.audio_duration_s or 0)
+    durations: dict[str, float] = {}
+    async with asyncio.timeout(30):
+        while len(durations) < 2:
+            for name in ("spk1", "spk2"):
+                found = sorted(Path(test_spool).glob(f"page_{name}_*.wav"))
+                if found and found[-1].stat().st_size > 44:
+                    durations[name] = ffprobe(found[-1]).duration_s
+            await asyncio.sleep(0.5)
+    for name, duration in durations.items():
+        # Each speaker heard the whole item (give or take the moment it took to answer).
+        assert abs(duration - expected) < max(1.0, 0.05 * expected), (name, duration, expected)
