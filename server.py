@@ -738,11 +738,23 @@ def cmd_broadcast_test(settings: Settings, args: argparse.Namespace) -> int:
                 if speaker is None:
                     raise CommandError(f"no speaker with id {args.speaker}")
                 target = SpeakerTarget(speaker.transport, speaker.address, speaker.id, speaker.name)
+            # A SIP page needs the AMI link; this command starts its own for the one page it sends.
+            link = None
+            if target.transport == "sip":
+                telephony = runtime.hotline.telephony
+                if telephony is None:
+                    raise CommandError("asterisk = none: there is no Asterisk to page through")
+                link = telephony.link
+                await link.start()
             await runtime.broadcasting.rtp_sender.start()
             try:
+                if link is not None:
+                    await link.wait_connected(settings.broadcast.speaker_test_timeout_s)
                 result = await runtime.broadcasting.speaker_tester.test(args.text, target)
             finally:
                 await runtime.broadcasting.rtp_sender.stop()
+                if link is not None:
+                    await link.stop()
         except CunxiangError as exc:
             raise CommandError(exc.message) from None
         finally:

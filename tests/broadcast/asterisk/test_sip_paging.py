@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
-from server import Runtime
+from server import Runtime, cmd_broadcast_test
+from settings import Settings
 from storage.models import RUN_SUCCESS, Speaker
 from tests.hotline.asterisk.conftest import Hotline
 from tests.support.broadcasting import approved_notice, build_place, make_principal, speaker_rows, wait_for_rows
@@ -64,3 +67,13 @@ async def test_a_zone_of_two_sip_speakers_is_paged_and_each_records_the_whole_it
     for name, duration in durations.items():
         # Each speaker heard the whole item (give or take the moment it took to answer).
         assert abs(duration - expected) < max(1.0, 0.05 * expected), (name, duration, expected)
+
+
+async def test_the_speaker_test_command_pages_one_sip_speaker_and_prints_its_result(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = Namespace(text="村响广播测试。", rtp=None, page="Local/spk9@cx-test-speaker", speaker=None)
+    code = await asyncio.to_thread(cmd_broadcast_test, settings, arguments)
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0, printed
+    assert (printed["transport"], printed["state_label"]) == ("sip", "成功")
