@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, FormData
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
@@ -19,6 +19,7 @@ from tests.broadcast.test_rtp import Listener
 from tests.conftest import BOTH_DATABASES, ClientFactory, UserFactory
 from tests.support.broadcasting import broadcasting_settings, make_principal, wait_for_rows
 from tests.support.http import ApiClient
+from tests.support.speech import espeak_wav
 
 pytestmark = pytest.mark.slow
 
@@ -311,3 +312,26 @@ async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_i
     }
     csv = await (await staff.get(f"/api/v1/asrun.csv?zone_id={zone}")).text()
     assert "森林草原防火紧急通知" in csv and "被中断" in csv
+
+
+async def test_a_recorded_voice_replaces_the_synthetic_one_and_is_approved_through_the_same_pipeline(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory, tmp_path: Path
+) -> None:
+    tree = await _tree(runtime)
+    staff, approver, _both = await _people(runtime, new_client, make_user, tree["townships"][0])
+    approved = await _approved(staff, approver, tree["townships"][0])
+    recording = espeak_wav("乡亲们好，我是村支书，明天上午开会。", tmp_path / "secretary.wav")
+    form = FormData()
+    form.add_field("recording", recording.read_bytes(), filename="secretary.wav", content_type="audio/wav")
+    uploaded = await staff.post(f"/api/v1/notices/{approved['id']}/recording", data=form)
+    body = await uploaded.json()
+    assert uploaded.status == 200, body
+    # A new voice is a new revision: back to review, the old audio gone.
+    assert (body["source"], body["state"], body["has_audio"]) == ("recording", "pending", False)
+    again = await approver.post_json(f"/api/v1/notices/{approved['id']}/approve", {})
+    assert again["has_audio"] and again["audio_engine"] == "recording"
+
+    empty = FormData()
+    empty.add_field("recording", b"", filename="x.wav", content_type="audio/wav")
+    refused = await staff.post(f"/api/v1/notices/{approved['id']}/recording", data=empty)
+    assert refused.status == 400 and "空" in (await refused.json())["error"]["message"]
