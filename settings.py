@@ -395,7 +395,8 @@ class CasesSettings(_Section):
     page_size: int = Field(50, ge=5, le=500)
     export_max_rows: int = Field(1_000_000, ge=1000)
 
-    # Automated follow-up calls (回访): only between these local times, how many tries, how far apart.
+    # Automated follow-up calls (回访): only between these local times (start = end: any hour), how many
+    # tries, how far apart.
     followup_calls: bool = True
     followup_call_start: time = time(9, 0)
     followup_call_end: time = time(20, 0)

@@ -221,7 +221,7 @@ class Statistics:
         }
         for dimension, labeller in roll.items():
             report.groups[dimension] = _roll_up(current, previous, labeller)
-        report.groups["month"] = _roll_up_months(current, previous)
+        report.groups["month"] = _roll_up_months(current, previous, months_between(date_from, date_to))
         return report
 
     async def _grouped(
@@ -276,7 +276,7 @@ class Statistics:
         if not principal.has_role("inspector"):
             statement = statement.where(Case.sealed.is_(False))
         grouped: dict[_Key, Figures] = {}
-        for row in (await session.execute(statement)):
+        for row in await session.execute(statement):
             key: _Key = (row[0], row[1], row[2], row[3], str(row[4]))
             grouped[key] = Figures(
                 received=int(row[5]),
@@ -338,9 +338,17 @@ def _roll_up(
     return sorted(groups.values(), key=lambda group: (-group.current.received, group.label))
 
 
-def _roll_up_months(current: dict[_Key, Figures], previous: dict[_Key, Figures]) -> list[Group]:
-    """Each month of the period beside the same month a year earlier."""
-    groups: dict[str, Group] = {}
+def months_between(first: date, last: date) -> list[str]:
+    months, year, month = [], first.year, first.month
+    while (year, month) <= (last.year, last.month):
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def _roll_up_months(current: dict[_Key, Figures], previous: dict[_Key, Figures], period: list[str]) -> list[Group]:
+    """Each month of the period (empty ones too: a chart needs them) beside the same month a year earlier."""
+    groups: dict[str, Group] = {month: Group(month, month, Figures(), Figures()) for month in period}
     for key, figures in current.items():
         month = key[4]
         groups.setdefault(month, Group(month, month, Figures(), Figures())).current.add(figures)
