@@ -197,12 +197,14 @@ async def test_packets_stay_on_their_absolute_schedule_so_a_long_item_does_not_d
     finally:
         listener.close()
         await rtp.stop()
-    lateness = sorted(result.lateness_s)
     # Each packet's lateness is measured against start + k x 20 ms: an accumulating drift would grow with k.
+    # Medians, not extremes: a loaded machine may stall the sender now and then, which is not drift.
     assert statistics.median(result.lateness_s[-50:]) - statistics.median(result.lateness_s[:50]) < 0.002
-    assert lateness[int(0.99 * (len(lateness) - 1))] < 0.005
-    span = listener.packets[-1].arrived - listener.packets[0].arrived
-    assert abs(span - 249 * 0.020) < 0.010
+    # The receiver's view: arrival of packet k against first arrival + k x 20 ms, at the start and at the end.
+    first = listener.packets[0].arrived
+    offsets = [packet.arrived - first - index * 0.020 for index, packet in enumerate(listener.packets)]
+    assert len(listener.packets) == 250
+    assert abs(statistics.median(offsets[-50:]) - statistics.median(offsets[:50])) < 0.003
 
 
 async def test_a_stopped_stream_ends_at_once_and_says_it_was_stopped(sender: RtpSender) -> None:
