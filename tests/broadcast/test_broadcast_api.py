@@ -335,3 +335,32 @@ async def test_a_recorded_voice_replaces_the_synthetic_one_and_is_approved_throu
     empty.add_field("recording", b"", filename="x.wav", content_type="audio/wav")
     refused = await staff.post(f"/api/v1/notices/{approved['id']}/recording", data=empty)
     assert refused.status == 400 and "空" in (await refused.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("db_kind", BOTH_DATABASES)
+async def test_notices_schedules_and_the_as_run_log_are_scoped_by_township_with_404_outside(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    tree = await _tree(runtime)
+    staff, approver, _both = await _people(runtime, new_client, make_user, tree["townships"][0])
+    notice = await _approved(staff, approver, tree["townships"][0])
+    schedule = await staff.post_json(
+        "/api/v1/schedules",
+        {
+            "notice_id": notice["id"],
+            "kind": "daily",
+            "times": ["07:00"],
+            "targets": [{"level": "zone", "id": tree["zones"][0]}],
+        },
+        expect=201,
+    )
+    other = await (await new_client()).login(*await make_user("staff", township_ids=[tree["townships"][1]]))
+    for path in (f"/api/v1/notices/{notice['id']}", f"/api/v1/schedules/{schedule['id']}",
+                 f"/api/v1/zones/{tree['zones'][0]}/week"):  # fmt: skip
+        response = await other.get(path)
+        assert response.status == 404, path
+    assert await other.get_json("/api/v1/notices") == []
+    assert await other.get_json("/api/v1/schedules") == []
+    assert [row["township_id"] for row in (await other.get_json("/api/v1/coverage"))["rows"]] == [
+        tree["townships"][1]
+    ] * len((await other.get_json("/api/v1/coverage"))["rows"])
