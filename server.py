@@ -1338,7 +1338,7 @@ async def _dial_test(settings: Settings, args: argparse.Namespace) -> dict[str, 
         )
         call = await telephony.villager.call(script, timeout_s=args.timeout)
         outcome = await _settled_outcome(runtime.hotline, call.linkedid, args.timeout)
-        return {"call": call.as_dict(), **(outcome or {"outcome": None, "error": "no record of the call yet"})}
+        return {"villager": call.as_dict(), **(outcome or {"outcome": None, "error": "no record of the call yet"})}
     finally:
         for service in reversed(started):
             with contextlib.suppress(Exception):

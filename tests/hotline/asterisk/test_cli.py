@@ -1,0 +1,105 @@
+"""The command line, as staff use it: the dial test (拨测) through the real Asterisk, a case with its
+recordings, the sandbox's status, and the configuration for a site's own Asterisk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.asterisk import REPOSITORY, SandboxInstance
+from tests.support.cli import environment
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def cunxiang(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    # The code of this tree (not whatever the installed entry point points at).
+    return subprocess.run(
+        [sys.executable, "-c", "import server; server.main()", *args],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path, asterisk_instance: SandboxInstance, media: object) -> dict[str, str]:
+    values = {
+        "CUNXIANG_ASTERISK": "sandbox",
+        "CUNXIANG_SANDBOX_ROOT": str(asterisk_instance.root),
+        "CUNXIANG_SANDBOX_INSTANCE": asterisk_instance.name,
+        "CUNXIANG_SANDBOX_SIP_PORT": str(asterisk_instance.sip_port),
+        "CUNXIANG_SANDBOX_SOFTPHONE_PASSWORD": "test-softphone",
+        "CUNXIANG_AMI_PORT": str(asterisk_instance.ami_port),
+        "CUNXIANG_AMI_SECRET": asterisk_instance.ami_secret,
+        "CUNXIANG_FASTAGI_PORT": str(asterisk_instance.fastagi_port),
+        "CUNXIANG_TTS_ENGINES": "espeak",
+        "CUNXIANG_TTS_ESPEAK_SPEED_WPM": "400",
+    }
+    for name, value in asterisk_instance.settings_values()["ivr"].model_dump().items():
+        values[f"CUNXIANG_IVR_{name.upper()}"] = str(value)
+    env = environment(tmp_path / "data", **values)
+    done = cunxiang(["init", "--admin-username", "admin"], env)
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+def test_the_dial_test_prints_the_case_its_call_made_and_cases_show_prints_it_with_its_recording(
+    env: dict[str, str],
+) -> None:
+    done = cunxiang(["hotline", "dial-test", "--caller", "13500001234", "--keys", "1"], env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["outcome"] == "case"
+    case = result["case"]
+    assert result["villager"]["read_back"] == case["number"] and case["caller_number"] == "13500001234"
+    assert case["test_call"] and len(case["recordings"]) == 1 and not case["recordings"][0]["empty"]
+
+    shown = cunxiang(["cases", "show", case["number"], "--json"], env)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["number"] == case["number"]
+    (recording,) = data["recordings"]
+    assert Path(recording["file"]).is_file() and recording["kind"] == "message"
+    missing = cunxiang(["cases", "show", "12345678"], env)
+    assert missing.returncode == 1 and "no case numbered" in missing.stderr
+
+
+def test_a_caller_who_hangs_up_at_the_welcome_is_reported_as_a_missed_call(env: dict[str, str]) -> None:
+    done = cunxiang(["hotline", "dial-test", "--hangup-at", "welcome"], env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["outcome"] == "missed" and result["missed_call"]["reason"] == "hung_up_at_welcome"
+
+
+def test_asterisk_status_reports_the_running_instance(env: dict[str, str], asterisk_instance: SandboxInstance) -> None:
+    done = cunxiang(["asterisk", "status"], env)
+    assert done.returncode == 0 and done.stdout.startswith("running:"), (done.stdout, done.stderr)
+    assert str(asterisk_instance.directory) in done.stdout
+
+
+def test_the_configuration_for_a_sites_own_asterisk_can_be_rendered(tmp_path: Path) -> None:
+    env = environment(
+        tmp_path / "data",
+        CUNXIANG_ASTERISK="external",
+        CUNXIANG_AMI_SECRET="site-secret",
+        CUNXIANG_FASTAGI_PUBLIC_HOST="10.0.0.5",
+        CUNXIANG_HOTLINE_SPOOL_DIR=str(tmp_path / "spool"),
+        CUNXIANG_HOTLINE_SPOOL_DIR_IN_ASTERISK="/var/spool/asterisk/cunxiang",
+        CUNXIANG_HOTLINE_PROMPTS_DIR=str(tmp_path / "prompts"),
+        CUNXIANG_HOTLINE_PROMPTS_DIR_IN_ASTERISK="/var/lib/asterisk/sounds/cunxiang",
+    )
+    out = tmp_path / "site-config"
+    done = cunxiang(["asterisk", "render", "--out", str(out)], env)
+    assert done.returncode == 0, done.stderr
+    dialplan = (out / "extensions.conf").read_text()
+    assert "agi://10.0.0.5:4573/message" in dialplan and "/var/spool/asterisk/cunxiang/cx_" in dialplan
+    assert "secret = site-secret" in (out / "manager.conf").read_text()
+    refused = cunxiang(["asterisk", "up"], env)
+    assert refused.returncode == 1 and "does not run Asterisk itself" in refused.stderr

@@ -1,0 +1,208 @@
+"""Intake: every path that learns of a call at once, on both databases, still makes exactly one case.
+
+The live calls are in tests/hotline/asterisk/; here the decisions and the database's part are checked
+directly, including the races a real Asterisk makes rarely and PostgreSQL's real concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from common.clock import SystemClock
+from hotline import casenumbers
+from hotline.intake import CallFacts, IntakeService
+from hotline.phones import PhoneRegistry
+from hotline.recordings import RecordingStore, sha256_file
+from server import Runtime
+from storage.models import Call, Case, MissedCall, Recording
+from tests.conftest import BOTH_DATABASES
+from tests.foundation.seed import seed_tree
+from tests.hotline.wavs import write_wav
+
+pytestmark = pytest.mark.parametrize("db_kind", BOTH_DATABASES)
+
+
+@pytest.fixture
+def intake(runtime: Runtime, tmp_path: Path) -> IntakeService:
+    store = RecordingStore(tmp_path / "recordings", tmp_path / "spool")
+    store.prepare()
+    return IntakeService(runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()))
+
+
+async def counts(runtime: Runtime) -> tuple[int, int, int, int]:
+    async with runtime.sessions() as session:
+        return tuple(  # type: ignore[return-value]
+            [
+                await session.scalar(select(func.count()).select_from(model)) or 0
+                for model in (Case, MissedCall, Call, Recording)
+            ]
+        )
+
+
+async def test_every_path_reporting_one_call_at_once_makes_exactly_one_case(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    write_wav(intake.store.spool / "cx_petition_message_race-1.wav", 2.0)
+    facts = CallFacts("race-1", caller_raw="13800001111", stage="recorded", choice="1", category="petition")
+    results = await asyncio.gather(
+        intake.open_case(facts, via="fastagi"),
+        intake.settle(facts, via="tracker"),
+        intake.settle(facts, via="reconcile"),
+        intake.open_case(facts, via="fastagi"),
+        intake.settle(CallFacts("race-1", stage="done"), via="fastagi"),
+    )
+    numbers = {result.number for result in results}
+    assert len(numbers) == 1 and None not in numbers
+    assert await counts(runtime) == (1, 0, 1, 0)
+    await asyncio.gather(intake.attach("race-1"), intake.attach("race-1"))
+    assert await counts(runtime) == (1, 0, 1, 1)
+
+
+async def test_a_hang_up_at_the_menu_is_a_missed_call_and_reporting_it_again_changes_nothing(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    facts = CallFacts("menu-1", caller_raw="+86 138-0000-2222", stage="menu")
+    first = await intake.settle(facts, via="fastagi")
+    again = await intake.settle(facts, via="tracker")
+    assert first.outcome == again.outcome == "missed" and first.missed_call_id == again.missed_call_id
+    async with runtime.sessions() as session:
+        missed = await session.scalar(select(MissedCall))
+    assert missed is not None and missed.reason == "hung_up_at_menu" and missed.caller_number == "13800002222"
+    assert missed.callback_state == "pending"
+    assert await counts(runtime) == (0, 1, 1, 0)
+
+
+async def test_a_message_with_nothing_said_is_a_missed_call_and_its_silent_recording_is_kept(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    write_wav(intake.store.spool / "cx_petition_message_quiet-1.wav", 3.0, loud=False)
+    settled = await intake.settle(CallFacts("quiet-1", stage="done", choice=""), via="tracker")
+    assert settled.outcome == "missed"
+    (recording_id,) = await intake.attach("quiet-1")
+    async with runtime.sessions() as session:
+        recording = await session.get(Recording, recording_id)
+        missed = await session.scalar(select(MissedCall))
+    assert recording is not None and missed is not None
+    assert recording.empty and recording.missed_call_id == missed.id and missed.reason == "nothing_said"
+
+
+async def test_a_caller_who_chose_to_report_and_hung_up_is_a_sealed_missed_call(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    await intake.settle(CallFacts("report-1", caller_raw="13800003333", stage="recording", choice="3"), via="tracker")
+    async with runtime.sessions() as session:
+        missed = await session.scalar(select(MissedCall))
+    assert missed is not None and missed.sealed and missed.reason == "nothing_said"
+
+
+async def test_a_withheld_number_is_kept_as_no_number_and_never_matched(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    for index, (raw, presentation) in enumerate(
+        [("anonymous", None), ("", None), ("13800004444", "prohib_not_screened"), ("13800004444", "32")]
+    ):
+        await intake.settle(
+            CallFacts(f"anon-{index}", caller_raw=raw, presentation=presentation, stage="welcome"), via="t"
+        )
+    async with runtime.sessions() as session:
+        rows = (await session.scalars(select(MissedCall))).all()
+    assert [(row.caller_number, row.caller_withheld, row.callback_state) for row in rows] == [
+        (None, True, "no_number")
+    ] * 4
+
+
+async def test_a_registered_number_places_the_new_case_in_its_village(runtime: Runtime, intake: IntakeService) -> None:
+    tree = await seed_tree(runtime)
+    from accounts.service import principal_of
+    from storage.models import User
+
+    async with runtime.sessions() as session:
+        admin = principal_of((await session.scalars(select(User))).one())
+    await PhoneRegistry(runtime.sessions, SystemClock()).create(
+        admin, number="138 0000 5555", village_id=tree.village_ids[1], name="李大爷"
+    )
+    write_wav(intake.store.spool / "cx_petition_message_known-1.wav", 1.5)
+    ticket = await intake.open_case(CallFacts("known-1", caller_raw="+8613800005555", stage="recorded"), via="t")
+    async with runtime.sessions() as session:
+        case = await session.get(Case, ticket.case_id)
+    assert case is not None
+    assert (case.village_id, case.township_id, case.caller_name) == (
+        tree.village_ids[1],
+        tree.township_ids[1],
+        "李大爷",
+    )
+
+
+async def test_the_status_query_answers_only_the_filing_phone_or_the_pin_and_never_a_sealed_case(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    open_case = await intake.open_case(CallFacts("status-1", caller_raw="13800006666"), via="t")
+    sealed = await intake.open_case(CallFacts("status-2", caller_raw="13800006666", choice="3"), via="t")
+    number = open_case.number
+    assert (await intake.status(f"{number}#", "13800006666", "0")).result == "found"
+    assert (await intake.status(number, "13800006666", "0")).status == "new"
+    assert (await intake.status(number, "13999999999", "0")).result == "need_pin"
+    assert (await intake.status(number, "anonymous", None)).result == "need_pin"
+    assert (await intake.status(number, "13999999999", "0", pin=open_case.pin)).result == "found"
+    wrong = "0000" if open_case.pin != "0000" else "1111"
+    assert (await intake.status(number, "13999999999", "0", pin=wrong)).result == "need_pin"
+    assert (await intake.status(sealed.number, "13800006666", "0")).result == "confidential"
+    typo = number[:-1] + str((int(number[-1]) + 1) % 10)
+    assert not casenumbers.is_valid(typo) and (await intake.status(typo, "13800006666", "0")).result == "not_found"
+
+
+async def test_attaching_moves_the_file_checksummed_private_and_only_once(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    source = intake.store.spool / "cx_petition_message_move-1.wav"
+    write_wav(source, 1.0)
+    digest = sha256_file(source)
+    ticket = await intake.open_case(CallFacts("move-1", stage="recorded"), via="t")
+    (recording_id,) = await intake.attach("move-1")
+    async with runtime.sessions() as session:
+        recording = await session.get(Recording, recording_id)
+    assert recording is not None and recording.case_id == ticket.case_id and recording.sha256 == digest
+    stored = intake.store.root / recording.path
+    assert sha256_file(stored) == digest and not source.exists()
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600 and stat.S_IMODE(intake.store.root.stat().st_mode) == 0o700
+    assert recording.path.endswith(f"{ticket.number}-message-move-1.wav")
+    # A crash after the database write but before the spool copy was removed: the copy comes back.
+    os.link(stored, source)
+    assert await intake.attach("move-1") == []
+    assert not source.exists() and await counts(runtime) == (1, 0, 1, 1)
+
+
+async def test_calls_the_service_placed_itself_never_become_cases(runtime: Runtime, intake: IntakeService) -> None:
+    ticket = await intake.open_case(CallFacts("origin-1"), via="t")
+    write_wav(intake.store.spool / f"cx_case{ticket.case_id}_callback_cb-1.wav", 1.0)
+    settled = await intake.settle(CallFacts("cb-1", kind="callback", case_id=ticket.case_id), via="tracker")
+    assert settled.outcome == "placed"
+    (recording_id,) = await intake.attach("cb-1")
+    async with runtime.sessions() as session:
+        recording = await session.get(Recording, recording_id)
+        call = await session.scalar(select(Call).where(Call.linkedid == "cb-1"))
+    assert recording is not None and recording.case_id == ticket.case_id and recording.kind == "callback"
+    assert call is not None and call.kind == "callback" and call.direction == "out"
+    assert await counts(runtime) == (1, 0, 2, 1)
+
+
+async def test_retention_deletes_old_files_but_keeps_their_records(runtime: Runtime, intake: IntakeService) -> None:
+    write_wav(intake.store.spool / "cx_petition_message_old-1.wav", 1.0)
+    await intake.open_case(CallFacts("old-1"), via="t")
+    (recording_id,) = await intake.attach("old-1")
+    async with runtime.sessions() as session:
+        recording = await session.get(Recording, recording_id)
+    assert recording is not None
+    from datetime import timedelta
+
+    assert await intake.purge_before(recording.recorded_at - timedelta(seconds=1)) == 0
+    assert await intake.purge_before(recording.recorded_at + timedelta(seconds=1)) == 1
+    async with runtime.sessions() as session:
+        purged = await session.get(Recording, recording_id)
+    assert purged is not None and purged.purged_at is not None and not (intake.store.root / purged.path).exists()
