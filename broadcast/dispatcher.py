@@ -462,8 +462,9 @@ class Dispatcher:
             self._start(slot, play)
             return
         if play.priority < current.priority:
-            # Higher priority: it goes first; the current item stops on every speaker.
-            slot.waiting.insert(0, play)
+            # Higher priority: it goes next (after any earlier item of its class); the current one stops everywhere.
+            slot.waiting.append(play)
+            slot.waiting.sort(key=lambda queued: queued.priority)  # stable: first come, first served within a class
             if current.stop_reason is None:
                 current.stop_reason = RUN_INTERRUPTED
                 current.interrupted_by = play.zone_run_id
