@@ -331,8 +331,9 @@ class RtpSender:
         for stream in bucket:
             if not stream.finished:
                 stream.send_due(now)
-                # A stream more than one period late catches up by one more packet, never more.
-                if not stream.finished and stream.due() <= now - self.packet_s:
+                # Behind after a stall (its next packet is already due too): one more packet now, never more,
+                # so a stream catches up a period per period instead of staying late for good, with no burst.
+                if not stream.finished and stream.due() <= now:
                     stream.send_due(now)
             finished = finished or stream.finished
         if finished:

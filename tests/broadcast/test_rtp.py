@@ -223,3 +223,21 @@ async def test_a_stopped_stream_ends_at_once_and_says_it_was_stopped(sender: Rtp
     assert result.stopped and not result.completed
     assert 5 < result.sent < 500
     assert received == len(listener.packets) == result.sent
+
+
+async def test_after_the_sender_stalls_its_streams_catch_up_instead_of_staying_late() -> None:
+    rtp = RtpSender(measure=True)
+    await rtp.start()
+    listener = Listener()
+    listener.attach()
+    try:
+        streams = rtp.play(b"\xff" * 160 * 150, [("127.0.0.1", listener.port)])  # three seconds
+        await asyncio.sleep(0.5)
+        time.sleep(0.07)  # the whole event loop is blocked for three and a half packet periods
+        result = await asyncio.wait_for(streams[0].done, 15)
+    finally:
+        listener.close()
+        await rtp.stop()
+    assert max(result.lateness_s) >= 0.05  # the stall happened
+    assert statistics.median(result.lateness_s[-50:]) < 0.003  # and the stream is back on its schedule
+    assert result.sent == 150
