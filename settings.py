@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 ENV_PREFIX = "CUNXIANG_"
 
@@ -562,3 +563,6 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return Settings(**from_file)
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
+    except PydanticSettingsError as exc:
+        # A section given whole as one variable (CUNXIANG_SERVER='{…') that is not valid JSON.
+        raise SettingsError(f"bad setting: {exc}") from None

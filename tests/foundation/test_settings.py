@@ -63,6 +63,12 @@ def test_a_bad_value_is_one_line_naming_the_setting(
     assert expected in message
 
 
+def test_a_whole_section_that_is_not_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUNXIANG_SERVER", "{")
+    with pytest.raises(SettingsError, match='bad setting: error parsing value for field "server"'):
+        load_settings()
+
+
 def test_an_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[server]\nprot = 1\n", encoding="utf-8")
