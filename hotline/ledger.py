@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from accounts.principal import Principal
 from common.clock import Clock
@@ -51,6 +52,7 @@ from storage.models import (
 DeadlineFilter = Literal["overdue", "due_soon", "followup_due", "extension_pending"]
 Sort = Literal["newest", "oldest", "due"]
 OPEN = ("accepted", "in_progress")
+COUNT_LIMIT = 10_000
 SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
 
 
@@ -114,6 +116,8 @@ class CasePage:
     sealed_hidden: int
     limit: int
     offset: int
+    # True when more than ``total`` cases match (the count stops at COUNT_LIMIT).
+    capped: bool = False
 
 
 @dataclass
@@ -131,6 +135,52 @@ def overdue_clause(deadlines: Deadlines, now: datetime) -> ColumnElement[bool]:
         and_(Case.status.in_(OPEN), CaseLedger.resolution_due <= now),
         CaseLedger.late.is_(True),
     )
+
+
+def _id_in(parts: list[Select[int]]) -> ColumnElement[bool]:
+    """``cases.id IN`` the union of the parts (flat: SQLite refuses a parenthesised union inside another)."""
+    return Case.id.in_(union_all(*parts) if len(parts) > 1 else parts[0])
+
+
+def _deadline_ids(kind: DeadlineFilter, deadlines: Deadlines, now: datetime) -> list[Select[int]]:
+    """The ids of the cases on one deadline list, each part from the index that makes it small.
+
+    New cases through ``(status, created_at)`` (one cutoff: see hotline.clocks); open cases through their
+    state (a few per cent of all cases) checked against their own ledger row — every deadline that ever
+    passed is most of the ledger — or, for a narrow window, through the ledger's deadline index. Put as an
+    OR across the list's outer join instead, SQLite reads the whole table.
+    """
+    acceptance_days = deadlines.policy.acceptance_days
+    if kind == "overdue":
+        cutoff = deadlines.created_cutoff(now, acceptance_days)
+        return [
+            select(Case.id).where(Case.status == "new", Case.created_at < cutoff),
+            select(Case.id).where(Case.status.in_(OPEN), _ledger_has(lambda row: row.resolution_due <= now)),
+        ]
+    if kind == "due_soon":
+        soon = deadlines.due_soon_until(now)
+        overdue_cutoff = deadlines.created_cutoff(now, acceptance_days)
+        soon_cutoff = deadlines.created_cutoff(soon, acceptance_days)
+        return [
+            select(Case.id).where(
+                Case.status == "new", Case.created_at >= overdue_cutoff, Case.created_at < soon_cutoff
+            ),
+            select(Case.id)
+            .join(CaseLedger, CaseLedger.case_id == Case.id)
+            .where(CaseLedger.resolution_due > now, CaseLedger.resolution_due <= soon, Case.status.in_(OPEN)),
+        ]
+    if kind == "followup_due":
+        return [select(Case.id).where(Case.status == "resolved", _ledger_has(lambda row: row.followup_due <= now))]
+    return [select(CaseLedger.case_id).where(CaseLedger.extension_state == "requested")]
+
+
+def _ledger_has(condition: Callable[[type[CaseLedger]], ColumnElement[bool]]) -> ColumnElement[bool]:
+    """The case's own ledger row meets ``condition`` (looked up by key, case by case).
+
+    Its own alias of the ledger: the list's outer join already names ``case_ledger``.
+    """
+    row = aliased(CaseLedger)
+    return exists().where(row.case_id == Case.id, condition(row)).correlate(Case)
 
 
 def is_overdue(case: Case, ledger: CaseLedger | None, deadlines: Deadlines, now: datetime) -> bool:
@@ -211,39 +261,22 @@ class Ledger:
             statement = statement.where(Case.sealed.is_(True))
         if filters.q:
             text = filters.q.strip()
-            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = f"%{escaped}%"
-            conditions: list[ColumnElement[bool]] = [
-                Case.summary.like(pattern, escape="\\"),
-                Case.caller_name.like(pattern, escape="\\"),
-            ]
             if text.isdigit():
-                conditions += [Case.number == text, Case.caller_number == text]
-            statement = statement.where(or_(*conditions))
+                # A case number or a phone number: exact, through their indexes (a LIKE would read every row).
+                statement = statement.where(or_(Case.number == text, Case.caller_number == text))
+            else:
+                escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                pattern = f"%{escaped}%"
+                statement = statement.where(
+                    or_(Case.summary.like(pattern, escape="\\"), Case.caller_name.like(pattern, escape="\\"))
+                )
         if filters.deadline is not None:
             statement = statement.where(self._deadline_clause(filters.deadline, deadlines, now))
         return statement
 
     @staticmethod
     def _deadline_clause(kind: DeadlineFilter, deadlines: Deadlines, now: datetime) -> ColumnElement[bool]:
-        acceptance_days = deadlines.policy.acceptance_days
-        if kind == "overdue":
-            cutoff = deadlines.created_cutoff(now, acceptance_days)
-            return or_(
-                and_(Case.status == "new", Case.created_at < cutoff),
-                and_(Case.status.in_(OPEN), CaseLedger.resolution_due <= now),
-            )
-        if kind == "due_soon":
-            soon = deadlines.due_soon_until(now)
-            overdue_cutoff = deadlines.created_cutoff(now, acceptance_days)
-            soon_cutoff = deadlines.created_cutoff(soon, acceptance_days)
-            return or_(
-                and_(Case.status == "new", Case.created_at >= overdue_cutoff, Case.created_at < soon_cutoff),
-                and_(Case.status.in_(OPEN), CaseLedger.resolution_due > now, CaseLedger.resolution_due <= soon),
-            )
-        if kind == "followup_due":
-            return and_(Case.status == "resolved", CaseLedger.followup_due <= now)
-        return CaseLedger.extension_state == "requested"
+        return _id_in(_deadline_ids(kind, deadlines, now))
 
     @staticmethod
     def _ordered(statement: SelectT, sort: Sort) -> SelectT:
@@ -291,14 +324,10 @@ class Ledger:
             statement = self._ordered(self._filtered(principal, base, filters, deadlines, now), filters.sort)
             result = await session.execute(statement.limit(limit).offset(offset))
             pairs = result.all()
-            counting = self._filtered(
-                principal,
-                select(func.count()).select_from(Case).outerjoin(CaseLedger, CaseLedger.case_id == Case.id),
-                filters,
-                deadlines,
-                now,
-            )
-            total = int(await session.scalar(counting) or 0)
+            # Counted exactly up to COUNT_LIMIT (a page says "more than 10,000" beyond): an exact count of a
+            # million rows costs a full scan on every page view, and nobody pages that far.
+            matching = self._filtered(principal, select(Case.id), filters, deadlines, now).limit(COUNT_LIMIT + 1)
+            total = int(await session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
             sealed_hidden = 0
             if not principal.has_role("inspector"):
                 sealed_hidden = await self._sealed_count(session, principal)
@@ -312,7 +341,8 @@ class Ledger:
                 None,
                 {"case_ids": [row.case.id for row in rows if row.case.sealed]},
             )
-        return CasePage(rows, total, sealed_hidden, limit, offset)
+        capped = total > COUNT_LIMIT
+        return CasePage(rows, min(total, COUNT_LIMIT), sealed_hidden, limit, offset, capped)
 
     async def _sealed_count(self, session: AsyncSession, principal: Principal) -> int:
         statement = select(func.count()).select_from(Case).where(Case.sealed.is_(True), Case.test_call.is_(False))
@@ -341,11 +371,9 @@ class Ledger:
         async with self._sessions() as session:
             deadlines = await self.holidays.deadlines(session)
             base = select(Case, CaseLedger).outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
-            clause = or_(
-                self._deadline_clause("overdue", deadlines, now), self._deadline_clause("due_soon", deadlines, now)
-            )
+            clause = _id_in(_deadline_ids("overdue", deadlines, now) + _deadline_ids("due_soon", deadlines, now))
             statement = self._scoped(principal, base, include_test=False).where(clause)
-            statement = statement.order_by(Case.unit_id, CaseLedger.resolution_due, Case.created_at).limit(5000)
+            statement = statement.limit(5000)  # sorted here: SQLite would otherwise walk every case in unit order
             pairs = (await session.execute(statement)).all()
             names = await self.names(session)
         groups: dict[str, list[LedgerRow]] = {}

@@ -143,7 +143,8 @@ class CaseSummaryOut(ApiModel):
 
 class CaseListOut(ApiModel):
     items: list[CaseSummaryOut]
-    total: int
+    total: int = Field(description="符合条件的件数；超过10000件时为10000，且 total_capped 为 true")
+    total_capped: bool
     sealed_hidden: int = Field(description="权限范围内、您看不到的违纪举报件数（只给数字）")
     limit: int
     offset: int
@@ -515,6 +516,7 @@ async def list_cases(request: web.Request, query: CaseQuery) -> web.Response:
         {
             "items": [summary_json(row) for row in page.rows],
             "total": page.total,
+            "total_capped": page.capped,
             "sealed_hidden": page.sealed_hidden,
             "limit": page.limit,
             "offset": page.offset,

@@ -264,6 +264,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_callback_attempts_case_id"), ["case_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_callback_attempts_state"), ["state"], unique=False)
 
+    with op.batch_alter_table("cases", schema=None) as batch_op:
+        batch_op.create_index("ix_cases_township_id_created_at", ["township_id", "created_at"], unique=False)
+        batch_op.create_index("ix_cases_township_id_status", ["township_id", "status", "created_at"], unique=False)
+        batch_op.create_index("ix_cases_status_created_at", ["status", "created_at"], unique=False)
+        batch_op.create_index(
+            "ix_cases_sealed_test_call_township_id", ["sealed", "test_call", "township_id", "created_at"], unique=False
+        )
+
     # The history is evidence: no code path and no hand-run SQL may change or remove it.
     forbid_update_and_delete("case_events")
     holidays = sa.table(
@@ -279,6 +287,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     allow_update_and_delete("case_events")
+    with op.batch_alter_table("cases", schema=None) as batch_op:
+        batch_op.drop_index("ix_cases_sealed_test_call_township_id")
+        batch_op.drop_index("ix_cases_status_created_at")
+        batch_op.drop_index("ix_cases_township_id_status")
+        batch_op.drop_index("ix_cases_township_id_created_at")
     with op.batch_alter_table("callback_attempts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_callback_attempts_state"))
         batch_op.drop_index(batch_op.f("ix_callback_attempts_case_id"))
