@@ -155,7 +155,7 @@ def _deadline_ids(kind: DeadlineFilter, deadlines: Deadlines, now: datetime) -> 
         cutoff = deadlines.created_cutoff(now, acceptance_days)
         return [
             select(Case.id).where(Case.status == "new", Case.created_at < cutoff),
-            select(Case.id).where(Case.status.in_(OPEN), _ledger_has(lambda row: row.resolution_due <= now)),
+            _open_cases(CaseLedger.resolution_due <= now),
         ]
     if kind == "due_soon":
         soon = deadlines.due_soon_until(now)
@@ -165,13 +165,25 @@ def _deadline_ids(kind: DeadlineFilter, deadlines: Deadlines, now: datetime) -> 
             select(Case.id).where(
                 Case.status == "new", Case.created_at >= overdue_cutoff, Case.created_at < soon_cutoff
             ),
-            select(Case.id)
-            .join(CaseLedger, CaseLedger.case_id == Case.id)
-            .where(CaseLedger.resolution_due > now, CaseLedger.resolution_due <= soon, Case.status.in_(OPEN)),
+            _open_cases(CaseLedger.resolution_due > now, CaseLedger.resolution_due <= soon),
         ]
     if kind == "followup_due":
         return [select(Case.id).where(Case.status == "resolved", _ledger_has(lambda row: row.followup_due <= now))]
     return [select(CaseLedger.case_id).where(CaseLedger.extension_state == "requested")]
+
+
+def _open_cases(*deadline: ColumnElement[bool]) -> Select[int]:
+    """Open cases (受理 or 办理中) by their resolution deadline, through the ledger's index of open deadlines.
+
+    An open case is one accepted and not (or no longer) resolved: the predicate of
+    ``ix_case_ledger_open_due``, a partial index holding only those rows, a few per cent of the ledger.
+    """
+    return (
+        select(CaseLedger.case_id)
+        .join(Case, Case.id == CaseLedger.case_id)
+        .where(CaseLedger.accepted_at.is_not(None), CaseLedger.resolved_at.is_(None), *deadline)
+        .where(Case.status.in_(OPEN))
+    )
 
 
 def _ledger_has(condition: Callable[[type[CaseLedger]], ColumnElement[bool]]) -> ColumnElement[bool]:

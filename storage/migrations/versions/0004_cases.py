@@ -196,6 +196,13 @@ def upgrade() -> None:
     with op.batch_alter_table("case_ledger", schema=None) as batch_op:
         batch_op.create_index("ix_case_ledger_extension_state", ["extension_state"], unique=False)
         batch_op.create_index("ix_case_ledger_followup_due", ["followup_due"], unique=False)
+        batch_op.create_index(
+            "ix_case_ledger_open_due",
+            ["resolution_due"],
+            unique=False,
+            sqlite_where=sa.text("accepted_at IS NOT NULL AND resolved_at IS NULL"),
+            postgresql_where=sa.text("accepted_at IS NOT NULL AND resolved_at IS NULL"),
+        )
         batch_op.create_index("ix_case_ledger_resolution_due", ["resolution_due"], unique=False)
 
     op.create_table(
@@ -304,6 +311,7 @@ def downgrade() -> None:
     op.drop_table("survey_attempts")
     with op.batch_alter_table("case_ledger", schema=None) as batch_op:
         batch_op.drop_index("ix_case_ledger_resolution_due")
+        batch_op.drop_index("ix_case_ledger_open_due")
         batch_op.drop_index("ix_case_ledger_followup_due")
         batch_op.drop_index("ix_case_ledger_extension_state")
 
