@@ -541,7 +541,8 @@ async def _fetch_all(
                 headers["Range"] = f"bytes={start}-{start + chunk - 1}"
             async with client.get(target, headers=headers) as response:
                 assert response.status in (200, 206), response.status
-                received += len(await response.read())
+                body = await response.read()  # awaited first: `received += len(await …)` loses updates
+                received += len(body)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
