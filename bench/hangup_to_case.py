@@ -1,0 +1,155 @@
+"""Time from a villager's hang-up to her case being visible through the API, 20 calls at once, on the sandbox.
+
+    .venv/bin/python -m bench.hangup_to_case               # 3 rounds of 20 concurrent calls
+    .venv/bin/python -m bench.hangup_to_case --rounds 5
+
+Each simulated villager (a Local channel into the real IVR, driven over its own AMI connection so
+the service's link does only its own work) presses 1, says her sentence and hangs up while the
+recording is still running — the case is made at the hang-up, not before. For each call the clock
+starts when her channel's Hangup event arrives and stops when ``GET /api/v1/hotline/calls/{linkedid}``
+(signed in as a county-wide operator, polled every 25 ms) first shows (a) the case and (b) the case
+with its recording attached (moved out of the spool, checksum verified). Median and p99 of both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench._sandbox import Service, hotline_service
+from common.clock import SystemClock
+from hotline.ami import AmiConfig, AmiLink, Message
+from hotline.dialtest import SimulatedVillager, VillagerScript
+from storage.audit import Actor
+
+POLL_S = 0.025
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def one_round(
+    service: Service, villager: SimulatedVillager, http: aiohttp.ClientSession, hangups: dict[str, float], calls: int
+) -> list[tuple[float, float] | str]:
+    async def one(index: int) -> tuple[float, float] | str:
+        call_id = f"bench-{index}-{SimulatedVillager.new_call_id()}"
+        script = VillagerScript(
+            caller=f"1370000{index:04d}", keys=("1",), audio=service.villager_audio, hangup_at="recording"
+        )
+        call_task = asyncio.ensure_future(villager.call(script, call_id=call_id, timeout_s=180))
+        while call_id not in hangups:
+            await asyncio.sleep(0.005)
+        hung_up = hangups[call_id]
+        case_seen = recording_seen = None
+        deadline = hung_up + 60
+        while recording_seen is None:
+            async with http.get(f"{service.url}/api/v1/hotline/calls/{call_id}") as response:
+                if response.status == 200:
+                    outcome = await response.json()
+                    now = time.perf_counter()
+                    case = outcome.get("case")
+                    if case is None and outcome.get("outcome") == "missed":
+                        await call_task
+                        return "missed"  # not a case: she was gone before she said anything
+                    if case is not None and case_seen is None:
+                        case_seen = now
+                    if case is not None and case["recordings"]:
+                        recording_seen = now
+                        continue
+            if time.perf_counter() > deadline:
+                return "timed out"
+            await asyncio.sleep(POLL_S)
+        await call_task
+        assert case_seen is not None
+        return case_seen - hung_up, recording_seen - hung_up
+
+    return list(await asyncio.gather(*(one(index) for index in range(calls))))
+
+
+async def run(rounds: int, calls: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="cx-bench-hangup-") as workdir:
+        async with hotline_service(Path(workdir)) as service:
+            runtime = service.runtime
+            await runtime.accounts.create_user(
+                Actor(user_id=None, username="system:bench"),
+                username="bench-operator",
+                display_name="bench",
+                password="Hangup-timing-2026!",
+                roles=["operator"],
+                county_wide=True,
+            )
+            instance = service.instance
+            link = AmiLink(
+                AmiConfig("127.0.0.1", instance.ami_port, "cunxiang", instance.ami_secret), clock=SystemClock()
+            )
+            hangups: dict[str, float] = {}
+
+            def on_event(event: Message) -> None:
+                if event.get("Event") == "Hangup":
+                    hangups.setdefault(event.get("Linkedid", ""), time.perf_counter())
+
+            link.add_listener(on_event)
+            await link.start()
+            await link.wait_connected(30)
+            samples: list[tuple[float, float]] = []
+            others: list[str] = []
+            try:
+                # Cookies from an IP-address host are dropped by default; this one is ours.
+                async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                    async with http.post(
+                        f"{service.url}/api/v1/session",
+                        json={"username": "bench-operator", "password": "Hangup-timing-2026!"},
+                    ) as response:
+                        assert response.status == 200, await response.text()
+                    villager = SimulatedVillager(link)
+                    for number in range(rounds):
+                        for result in await one_round(service, villager, http, hangups, calls):
+                            if isinstance(result, str):
+                                others.append(result)
+                            else:
+                                samples.append(result)
+                        print(f"round {number + 1}: {len(samples)} cases, others {others}", file=sys.stderr)
+            finally:
+                await link.stop()
+    case_ms = [first * 1000 for first, _ in samples]
+    recording_ms = [second * 1000 for _, second in samples]
+    return {
+        "calls": len(samples) + len(others),
+        "not_cases": others,
+        "concurrent": calls,
+        "poll_ms": POLL_S * 1000,
+        "case_visible_ms": {
+            "median": round(statistics.median(case_ms), 1),
+            "p99": round(percentile(case_ms, 0.99), 1),
+            "max": round(max(case_ms), 1),
+        },
+        "case_with_recording_visible_ms": {
+            "median": round(statistics.median(recording_ms), 1),
+            "p99": round(percentile(recording_ms, 0.99), 1),
+            "max": round(max(recording_ms), 1),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=20, help="concurrent calls per round")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.rounds, args.calls)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
