@@ -16,7 +16,7 @@ from tests.hotline.wavs import write_wav
 class CountingRenderer:
     """Stands in for the TTS pipeline: writes a short WAV and remembers what it was asked to say."""
 
-    def __init__(self, engines: list[str], spoken_by: str) -> None:
+    def __init__(self, spoken_by: str) -> None:
         self.said: list[str] = []
         self.rate = "-15%"
         self.spoken_by = spoken_by
@@ -52,7 +52,7 @@ def test_every_case_status_has_a_sentence_and_digits_read_one_as_yao() -> None:
 
 
 async def test_prompts_are_rendered_once_and_again_only_when_their_text_or_voice_changes(tmp_path: Path) -> None:
-    renderer = CountingRenderer(["edge", "espeak"], spoken_by="edge")
+    renderer = CountingRenderer(spoken_by="edge")
     target = tmp_path / "prompts"
     first = await installer(renderer, target).install()
     assert len(first.rendered) == len(PROMPTS) and not first.failed
@@ -71,7 +71,7 @@ async def test_prompts_are_rendered_once_and_again_only_when_their_text_or_voice
 
 
 async def test_prompts_spoken_by_a_fallback_engine_are_redone_once_the_preferred_one_works(tmp_path: Path) -> None:
-    renderer = CountingRenderer(["edge", "espeak"], spoken_by="espeak")
+    renderer = CountingRenderer(spoken_by="espeak")
     renderer.preferred_open = True  # edge unreachable: espeak spoke
     target = tmp_path / "prompts"
     await installer(renderer, target).install()
