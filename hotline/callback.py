@@ -125,6 +125,11 @@ def dial_string(template: str, number: str) -> str:
     return template.replace("{number}", number)
 
 
+def operator_channel(endpoint: str) -> str:
+    """``users.phone_endpoint`` as a dial string: a bare endpoint name (``operator1``) is a PJSIP endpoint."""
+    return endpoint if "/" in endpoint else f"PJSIP/{endpoint}"
+
+
 class CallbackService:
     """Requests (any process) and placing (the elected worker's ``start``)."""
 
@@ -149,6 +154,11 @@ class CallbackService:
         self._wake: asyncio.Event | None = None
         if link is not None:
             link.add_listener(self.watcher.handle)
+
+    @property
+    def available(self) -> bool:
+        """Whether this installation can place calls at all (``asterisk = none`` cannot)."""
+        return self._link is not None
 
     # -- asking for a callback (any process) ------------------------------------------------
 
@@ -301,7 +311,7 @@ class CallbackService:
         watch = self.watcher.watch(attempt.channel_id)
         try:
             originated = await self._link.originate(
-                channel=attempt.operator_endpoint,
+                channel=operator_channel(attempt.operator_endpoint),
                 channel_id=attempt.channel_id,
                 context="cx-callback",
                 exten="s",

@@ -498,7 +498,11 @@ async def case_detail(request: web.Request, case_id: int, *, via: str) -> dict[s
             "callbacks": [callback_json(attempt) for attempt in await cases.callbacks.attempts(case.id)],
             "surveys": [survey_json(attempt) for attempt in await cases.surveys.attempts(case.id)],
             "history": [event_json(event) for event in await cases.workflow.history(case.id)],
-            "actions": cases.workflow.allowed(me, case, ledger),
+            "actions": [
+                action
+                for action in cases.workflow.allowed(me, case, ledger)
+                if action != "callback" or cases.callbacks.available
+            ],
         }
     )
     if ledger is not None and ledger.resolution_due is not None and case.status in ("accepted", "in_progress"):
