@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -119,6 +119,24 @@ class CallWatcher:
         except TimeoutError:
             return False
         return True
+
+
+async def poll_rounds(round_: Callable[[], Awaitable[object]], wake: asyncio.Event, poll_s: float, what: str) -> None:
+    """Run ``round_`` every ``poll_s`` seconds, or at once when ``wake`` is set, until cancelled.
+
+    A round that fails is logged and the next one runs as usual (the database or the link may be back).
+    """
+    while True:
+        try:
+            await round_()
+        except Exception:
+            log.exception("%s: a round failed; trying again", what)
+        try:
+            async with asyncio.timeout(poll_s):
+                await wake.wait()
+        except TimeoutError:
+            pass
+        wake.clear()
 
 
 def dial_string(template: str, number: str) -> str:
@@ -247,17 +265,7 @@ class CallbackService:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("placing callbacks failed; trying again")
-            try:
-                async with asyncio.timeout(self.config.poll_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+        await poll_rounds(self.run_once, self._wake, self.config.poll_s, "placing callbacks")
 
     async def run_once(self) -> int:
         """Expire stale requests and place the fresh ones; returns how many were placed."""

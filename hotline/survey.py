@@ -39,7 +39,7 @@ from common.clock import Clock
 from common.health import ComponentHealth
 from common.tasks import BackgroundTasks
 from hotline.ami import AmiConnectionLost, AmiError, AmiLink, AmiNotConnected, Originated
-from hotline.callback import CallWatch, CallWatcher, dial_string
+from hotline.callback import CallWatch, CallWatcher, dial_string, poll_rounds
 from hotline.workflow import FOLLOWUP_RUNNER, Workflow
 from storage.models import SATISFACTION_KEYS, SURVEY_OPEN, SURVEY_STATES, Case, CaseLedger, SurveyAttempt
 
@@ -132,17 +132,7 @@ class SurveyRunner:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("follow-up calls: a round failed; trying again")
-            try:
-                async with asyncio.timeout(self.config.poll_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+        await poll_rounds(self.run_once, self._wake, self.config.poll_s, "follow-up calls")
 
     # -- one round --------------------------------------------------------------------------
 

@@ -272,7 +272,6 @@ class Workflow:
                 raise InvalidInput("电话号码不正确", fields={"caller_number": "格式不正确"})
         if not principal.sees_township(township_id):
             raise InvalidInput("所属乡镇不存在", fields={"township_id": "没有这个乡镇"})
-        now = self._clock.now()
         async with self._sessions() as session:
             if await session.get(Township, township_id) is None:
                 raise InvalidInput("所属乡镇不存在", fields={"township_id": "没有这个乡镇"})
@@ -280,55 +279,19 @@ class Workflow:
                 village = await session.get(Village, village_id)
                 if village is None or village.township_id != township_id:
                     raise InvalidInput("村不在所选乡镇", fields={"village_id": "不属于这个乡镇"})
-            for _ in range(50):
-                case = Case(
-                    number=casenumbers.new_case_number(self._case_number_length),
-                    linkedid=None,
-                    channel=channel,
-                    status="new",
-                    category=category,
-                    sealed=category in SEALED_CATEGORIES,
-                    caller_number=number,
-                    caller_withheld=False,
-                    caller_name=name,
-                    village_id=village_id,
-                    township_id=township_id,
-                    ivr_choice=None,
-                    pin=casenumbers.new_pin(self._pin_length),
-                    summary=summary_text,
-                    test_call=False,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(case)
-                try:
-                    await session.flush()
-                except IntegrityError:
-                    await session.rollback()  # the random number was taken: draw again
-                    continue
-                session.add(
-                    CaseEvent(
-                        case_id=case.id,
-                        at=now,
-                        user_id=principal.user_id,
-                        username=principal.username,
-                        display_name=principal.display_name,
-                        kind="created",
-                        from_status=None,
-                        to_status="new",
-                        before={},
-                        after={
-                            "channel": channel,
-                            "category": category,
-                            "township_id": township_id,
-                            "village_id": village_id,
-                            "sealed": case.sealed,
-                        },
-                    )
-                )
-                await session.commit()
-                return case
-        raise RuntimeError("could not draw a free case number")
+            fields = {
+                "channel": channel,
+                "category": category,
+                "sealed": category in SEALED_CATEGORIES,
+                "caller_number": number,
+                "caller_name": name,
+                "village_id": village_id,
+                "township_id": township_id,
+                "summary": summary_text,
+                "test_call": False,
+            }
+            after = {key: fields[key] for key in ("channel", "category", "township_id", "village_id", "sealed")}
+            return await self._open_new_case(session, principal, fields, after)
 
     async def case_from_missed_call(self, principal: Principal, missed_id: int) -> Case:
         """A missed call being called back becomes a case (once): the conversation needs a case to belong to."""
@@ -347,55 +310,74 @@ class Workflow:
             if missed.caller_number is None:
                 raise Conflict("这通未接来电没有号码，无法回拨", code="missed_call.no_number")
             self.access.require(principal, "callback", sealed=missed.sealed)
-            now = self._clock.now()
-            category = "discipline" if missed.sealed else "petition"
-            for _ in range(50):
-                case = Case(
-                    number=casenumbers.new_case_number(self._case_number_length),
-                    linkedid=None,
-                    channel="hotline",
-                    status="new",
-                    category=category,
-                    sealed=missed.sealed,
-                    caller_number=missed.caller_number,
-                    caller_withheld=False,
-                    caller_name=missed.caller_name,
-                    village_id=missed.village_id,
-                    township_id=missed.township_id,
-                    ivr_choice=missed.ivr_choice,
-                    pin=casenumbers.new_pin(self._pin_length),
-                    summary=None,
-                    test_call=missed.test_call,
-                    created_at=now,
-                    updated_at=now,
+            fields = {
+                "channel": "hotline",
+                "category": "discipline" if missed.sealed else "petition",
+                "sealed": missed.sealed,
+                "caller_number": missed.caller_number,
+                "caller_name": missed.caller_name,
+                "village_id": missed.village_id,
+                "township_id": missed.township_id,
+                "ivr_choice": missed.ivr_choice,
+                "summary": None,
+                "test_call": missed.test_call,
+            }
+            after = {"channel": "hotline", "missed_call_id": missed.id, "missed_at": missed.at.isoformat()}
+
+            async def link(case: Case) -> None:
+                returned = await session.get(MissedCall, missed_id)
+                assert returned is not None
+                returned.case_id = case.id
+
+            return await self._open_new_case(session, principal, fields, after, "回拨未接来电，转为案件", link)
+
+    async def _open_new_case(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        fields: dict[str, Any],
+        after: dict[str, Any],
+        note: str | None = None,
+        also: Callable[[Case], Awaitable[None]] | None = None,
+    ) -> Case:
+        """A new case under a freshly drawn number (drawn again if taken), with its 登记 event; committed."""
+        now = self._clock.now()
+        for _ in range(50):
+            case = Case(
+                number=casenumbers.new_case_number(self._case_number_length),
+                pin=casenumbers.new_pin(self._pin_length),
+                linkedid=None,
+                status="new",
+                caller_withheld=False,
+                created_at=now,
+                updated_at=now,
+                **fields,
+            )
+            session.add(case)
+            try:
+                await session.flush()
+            except IntegrityError:
+                await session.rollback()  # the random number was taken: draw again
+                continue
+            if also is not None:
+                await also(case)
+            session.add(
+                CaseEvent(
+                    case_id=case.id,
+                    at=now,
+                    user_id=principal.user_id,
+                    username=principal.username,
+                    display_name=principal.display_name,
+                    kind="created",
+                    from_status=None,
+                    to_status="new",
+                    before={},
+                    after=after,
+                    note=note,
                 )
-                session.add(case)
-                try:
-                    await session.flush()
-                except IntegrityError:
-                    await session.rollback()
-                    missed_again = await session.get(MissedCall, missed_id)
-                    assert missed_again is not None
-                    missed = missed_again
-                    continue
-                missed.case_id = case.id
-                session.add(
-                    CaseEvent(
-                        case_id=case.id,
-                        at=now,
-                        user_id=principal.user_id,
-                        username=principal.username,
-                        display_name=principal.display_name,
-                        kind="created",
-                        from_status=None,
-                        to_status="new",
-                        before={},
-                        after={"channel": "hotline", "missed_call_id": missed.id, "missed_at": missed.at.isoformat()},
-                        note="回拨未接来电，转为案件",
-                    )
-                )
-                await session.commit()
-                return case
+            )
+            await session.commit()
+            return case
         raise RuntimeError("could not draw a free case number")
 
     # -- triage (分拣) ------------------------------------------------------------------------
