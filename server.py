@@ -537,13 +537,13 @@ async def ensure_ready(runtime: Runtime) -> None:
 
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
-    if settings.asterisk == "sandbox":
-        await _sandbox_for_serve(settings)
     runtime = build_runtime(settings)
     try:
         await ensure_ready(runtime)
     finally:
         await runtime.engine.dispose()
+    if settings.asterisk == "sandbox":
+        await _sandbox_for_serve(settings)
     runtime = build_runtime(settings)
     app = create_app(settings, runtime=runtime)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)

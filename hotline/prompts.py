@@ -225,7 +225,7 @@ class PromptInstaller:
         self._parallel = parallel
         self._tasks: BackgroundTasks | None = None
         self._lock = asyncio.Lock()
-        self.health = ComponentHealth("prompts", status="down", detail="not installed yet")
+        self.health = ComponentHealth("prompts", status="standby", detail="the active worker installs them")
 
     def _padding(self, prompt_id: str) -> tuple[int, int]:
         if prompt_id.startswith("digit_"):
