@@ -95,10 +95,8 @@ run_service() {
   "$cunxiang" init
   say "demo county"
   "$cunxiang" demo
-  if "$cunxiang" --help | grep -q "prompts"; then
-    say "hotline prompts"
-    "$cunxiang" prompts install
-  fi
+  say "hotline prompts"
+  "$cunxiang" prompts install
   say "starting 村响"
   exec "$cunxiang" serve
 }
