@@ -96,22 +96,64 @@ async def test_a_call_outcome_follows_the_township_and_sealed_rules(
     intake = runtime.hotline.intake
     await intake.open_case(CallFacts("api-open", caller_raw="13800001111"), via="test")
     await intake.open_case(CallFacts("api-sealed", caller_raw="13800001111", choice="3"), via="test")
+    # A report hung up during its recording: a sealed missed call.
+    await intake.settle(
+        CallFacts("api-sealed-missed", caller_raw="13800003333", stage="recording", choice="3"), via="test"
+    )
     operator_name, operator_password = await make_user("operator", county_wide=True)
     operator = await (await new_client()).login(operator_name, operator_password)
     inspector_name, inspector_password = await make_user("inspector", county_wide=True)
     inspector = await (await new_client()).login(inspector_name, inspector_password)
     township_name, township_password = await make_user("operator", township_ids=[1])
     township_operator = await (await new_client()).login(township_name, township_password)
+    leader_name, leader_password = await make_user("leader", county_wide=True)
+    leader = await (await new_client()).login(leader_name, leader_password)
+    admin_name, admin_password = await make_user("admin", county_wide=True)
+    admin = await (await new_client()).login(admin_name, admin_password)
     assert (await operator.get_json("/api/v1/hotline/calls/api-open"))["case"]["status"] == "new"
-    # Not yet placed in a township: for county-wide users only.
-    assert (await township_operator.get("/api/v1/hotline/calls/api-open")).status == 404
-    assert (await operator.get("/api/v1/hotline/calls/api-sealed")).status == 404
+    # Not yet placed in a township: for county-wide users only, and it looks like no call at all.
+    unplaced = await township_operator.get("/api/v1/hotline/calls/api-open")
+    missing = await operator.get("/api/v1/hotline/calls/no-such-call")
+    assert unplaced.status == missing.status == 404
+    assert (await unplaced.json()) == (await missing.json())
+    for reader in (operator, leader, admin, township_operator):
+        for linkedid in ("api-sealed", "api-sealed-missed"):
+            refused = await reader.get(f"/api/v1/hotline/calls/{linkedid}")
+            assert refused.status == 404 and (await refused.json()) == (await missing.json())
     sealed = await inspector.get_json("/api/v1/hotline/calls/api-sealed")
-    assert sealed["case"]["sealed"] is True
-    assert (await operator.get("/api/v1/hotline/calls/no-such-call")).status == 404
+    assert sealed["case"]["sealed"] is True and sealed["case"]["caller_number"] == "13800001111"
+    sealed_missed = await inspector.get_json("/api/v1/hotline/calls/api-sealed-missed")
+    assert sealed_missed["missed_call"]["sealed"] is True
+    assert sealed_missed["missed_call"]["caller_number"] == "13800003333"
     from storage import audit
 
     async with runtime.sessions() as session:
-        (entry,) = (await session.scalars(audit.query(action="case.view_sealed"))).all()
-    assert entry.username == inspector_name
-    assert SystemClock().now() >= entry.at
+        views = (await session.scalars(audit.query(action="case.view_sealed"))).all()
+        denied = (await session.scalars(audit.query(action="case.sealed_denied"))).all()
+    assert sorted(entry.username for entry in views) == [inspector_name, inspector_name]
+    assert {entry.object_type for entry in views} == {"case", "missed_call"}
+    assert SystemClock().now() >= views[0].at
+    assert sorted(entry.username for entry in denied) == sorted(
+        [name for name in (operator_name, leader_name, admin_name, township_name) for _ in range(2)]
+    )
+
+
+async def test_a_call_outcome_shows_the_callers_full_number_as_the_case_pages_do(
+    runtime: Runtime, make_user: UserFactory, new_client: ClientFactory
+) -> None:
+    await seed_tree(runtime)
+    intake = runtime.hotline.intake
+    await intake.open_case(CallFacts("num-case", caller_raw="13800001111"), via="test")
+    await intake.settle(CallFacts("num-missed", caller_raw="13800002222", stage="welcome"), via="test")
+    await intake.open_case(CallFacts("num-withheld", caller_raw="anonymous"), via="test")
+    seen: dict[str, tuple[str | None, str | None, str | None]] = {}
+    for role in ("operator", "inspector", "leader", "admin"):
+        name, password = await make_user(role, county_wide=True)
+        client = await (await new_client()).login(name, password)
+        case = (await client.get_json("/api/v1/hotline/calls/num-case"))["case"]
+        missed = (await client.get_json("/api/v1/hotline/calls/num-missed"))["missed_call"]
+        withheld = (await client.get_json("/api/v1/hotline/calls/num-withheld"))["case"]
+        seen[role] = (case["caller_number"], missed["caller_number"], withheld["caller_number"])
+    # In full for inspectors and for the operators who call villagers back; masked for everyone else.
+    assert seen["operator"] == seen["inspector"] == ("13800001111", "13800002222", None)
+    assert seen["leader"] == seen["admin"] == ("138****1111", "138****2222", None)

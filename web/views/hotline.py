@@ -4,7 +4,8 @@ The registry is kept by township staff and operators for their own townships
 (404 outside them). ``GET /api/v1/hotline/calls/{linkedid}`` answers the dial
 test's question over HTTP — a case (number, status, recordings) or a missed
 call — with the case rules: not-yet-placed calls are for county-wide users,
-sealed ones for discipline inspectors only, and every such view is audited.
+sealed ones for discipline inspectors only (every look and every refused try
+audited), the caller's number masked as on the case pages.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import Field
 from common.errors import NotFound, UserError
 from hotline.intake import IntakeService
 from hotline.phones import PhoneEntry, PhoneRegistry
+from hotline.sealed import CaseAccess, mask_number
 from storage import audit
 from web import keys
 from web.api import Routes, json_response
@@ -31,6 +33,7 @@ CALL_READERS = ("operator", "admin", "inspector", "leader")
 NAV = (keys.NavItem("村民电话", "/hotline/phones", EDITORS),)
 
 LINKEDID = r"{linkedid:[A-Za-z0-9._-]+}"
+CALL_NOT_FOUND = "没有这通电话的记录"
 
 
 class PhoneIn(ApiModel):
@@ -122,28 +125,39 @@ async def delete_phone(request: web.Request) -> web.Response:
 
 
 async def call_outcome(request: web.Request) -> web.Response:
-    """What became of one call (by Linkedid): its case with recordings, or its missed-call record."""
+    """What became of one call (by Linkedid): its case with recordings, or its missed-call record.
+
+    The case pages' rules (``hotline/sealed.py``): outside the user's townships, or sealed for a
+    non-inspector, the call does not exist — the same 404 as an unknown Linkedid, and a try at a
+    sealed one is audit-logged, as is every inspector's look. The caller's number is shown in full
+    only to inspectors and, on unsealed calls, to operators; everyone else sees ``138****1111``.
+    """
     me = keys.principal(request)
     linkedid = request.match_info["linkedid"]
     outcome = await request.app[INTAKE].outcome(linkedid) if len(linkedid) <= 150 else None
     if outcome is None:
-        raise NotFound("没有这通电话的记录", code="call.not_found")
-    record = outcome.get("case") or outcome.get("missed_call") or {}
-    me.require_township(record.get("township_id"), "电话记录")
-    if record.get("sealed"):
-        if not me.has_role("inspector"):
-            raise NotFound("没有这通电话的记录", code="call.not_found")
+        raise NotFound(CALL_NOT_FOUND, code="call.not_found")
+    records = [outcome[part] for part in ("case", "missed_call") if part in outcome]
+    sealed = any(record.get("sealed") for record in records)
+    township_id = records[0].get("township_id") if records else None
+    visible = CaseAccess.may_see(me, sealed=sealed, township_id=township_id)
+    if sealed:
         async with request.app[keys.SESSIONS]() as session:
             audit.record(
                 session,
                 me.actor,
                 at=request.app[keys.CLOCK].now(),
-                action="case.view_sealed",
+                action="case.view_sealed" if visible else "case.sealed_denied",
                 object_type="case" if "case" in outcome else "missed_call",
-                object_id=record.get("id"),
-                detail={"via": "api/hotline/calls"},
+                object_id=records[0].get("id"),
+                detail={"via": "api/hotline/calls", "linkedid": linkedid},
             )
             await session.commit()
+    if not visible:
+        raise NotFound(CALL_NOT_FOUND, code="call.not_found")
+    if not CaseAccess.shows_full_number(me, sealed=sealed):
+        for record in records:
+            record["caller_number"] = mask_number(record.get("caller_number"))
     return json_response(outcome)
 
 
@@ -207,7 +221,8 @@ def add_routes(routes: Routes) -> None:
         "GET", f"/api/v1/hotline/calls/{LINKEDID}", call_outcome, summary="一通热线电话的结果（案件或未接来电）",
         tag=tag, roles=CALL_READERS,
         description="按 Asterisk 的 Linkedid 查：生成的案件（编号、状态、录音）或未接来电记录。"
-        "尚未归属乡镇的只对全县范围的用户可见；违纪举报只对纪检监察可见，每次查看都记审计日志。",
+        "尚未归属乡镇的只对全县范围的用户可见；违纪举报只对纪检监察可见，每次查看和每次被拒都记审计日志。"
+        "来电号码只对纪检监察（以及非违纪举报的接线员）显示完整，其他角色看到的是 138****1111 这样的号码。",
     )  # fmt: skip
     routes.page("GET", "/hotline/phones", phones_page, roles=EDITORS)
     routes.page("POST", "/hotline/phones", phones_form_create, roles=EDITORS)
