@@ -178,6 +178,54 @@ class Deadlines:
         return now + timedelta(days=self.policy.due_soon_days)
 
 
+# Days off for everybody under the 全国年节及纪念日放假办法 (as revised in 2024, from 2025 on): 元旦 1,
+# 春节 4, 清明 1, 劳动节 2, 端午 1, 中秋 1, 国庆 3.
+STATUTORY_DAYS_OFF = 13
+
+
+@dataclass(frozen=True)
+class YearCheck:
+    """What a year of the table adds up to, so an admin can see at a glance whether it is complete.
+
+    Every statutory day off that falls on a weekday is a weekday off; one that falls on a weekend is made
+    up by a weekday off (补休); every other weekday off in a holiday period is paid back by a make-up
+    working day (调休上班). So a complete national year has ``weekdays_off - make_up_days`` equal to
+    :data:`STATUTORY_DAYS_OFF`; a local holiday makes it more, a missing day less.
+    """
+
+    year: int
+    days_off: int
+    weekdays_off: int
+    make_up_days: int
+    problems: tuple[str, ...]
+
+    @property
+    def net_days_off(self) -> int:
+        return self.weekdays_off - self.make_up_days
+
+
+def check_year(year: int, rows: Sequence[tuple[date, str]]) -> YearCheck:
+    """Count a year's (day, kind) rows and say in Chinese what does not add up (empty: nothing found)."""
+    days_off = [day for day, kind in rows if kind == "holiday"]
+    make_up = [day for day, kind in rows if kind == "workday"]
+    weekdays_off = sum(1 for day in days_off if day.weekday() < 5)
+    problems: list[str] = []
+    for day in make_up:
+        if day.weekday() < 5:
+            problems.append(f"{day.isoformat()} 是工作日，不应登记为调休上班")
+    for day in days_off:
+        if day.weekday() >= 5 and not any(abs((day - other).days) == 1 for other in days_off):
+            problems.append(f"{day.isoformat()} 是周末，单独登记为放假没有作用，请核对")
+    net = weekdays_off - len(make_up)
+    if rows and net != STATUTORY_DAYS_OFF:
+        problems.append(
+            f"工作日放假 {weekdays_off} 天减去调休上班 {len(make_up)} 天为 {net} 天，"
+            f"全国法定节假日是 {STATUTORY_DAYS_OFF} 天：请对照国务院办公厅的通知核对"
+            f"（有地方性假日的会多于 {STATUTORY_DAYS_OFF} 天）"
+        )
+    return YearCheck(year, len(days_off), weekdays_off, len(make_up), tuple(problems))
+
+
 class HolidayTable:
     """The holiday and make-up working day table: read by every clock, edited by admins."""
 
@@ -206,6 +254,9 @@ class HolidayTable:
                 .order_by(CaseHoliday.day)
             )
             return (await session.scalars(statement)).all()
+
+    async def check(self, year: int) -> YearCheck:
+        return check_year(year, [(row.day, row.kind) for row in await self.list_year(year)])
 
     async def years(self) -> list[int]:
         async with self._sessions() as session:

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from common.clock import ManualClock
-from hotline.clocks import ClockPolicy, Deadlines, WorkCalendar
+from hotline.clocks import STATUTORY_DAYS_OFF, ClockPolicy, Deadlines, WorkCalendar, check_year
 from server import Runtime
 from tests.cases.conftest import SHANGHAI, People
 
@@ -118,3 +118,60 @@ async def test_only_admins_edit_the_holiday_table_and_a_weekday_cannot_be_a_make
     page = await people.admin.client.get("/admin/holidays?year=2026")
     html = await page.text()
     assert page.status == 200 and "春节调休" in html and "2026-10-10" in html
+
+
+# The festivals' own dates, from the lunar calendar and 清明's solar term (not from the table under test):
+# each holiday period must contain its festival.
+FESTIVALS = {
+    2025: {"元旦": "2025-01-01", "春节": "2025-01-29", "清明节": "2025-04-04", "劳动节": "2025-05-01",
+           "端午节": "2025-05-31", "中秋节": "2025-10-06", "国庆节": "2025-10-01"},
+    2026: {"元旦": "2026-01-01", "春节": "2026-02-17", "清明节": "2026-04-05", "劳动节": "2026-05-01",
+           "端午节": "2026-06-19", "中秋节": "2026-09-25", "国庆节": "2026-10-01"},
+}  # fmt: skip
+# Days off in each year's published arrangement (国办发明电〔2024〕12号 and 〔2025〕7号): 2025 has 1 + 8 + 3
+# + 5 + 3 + 8, 2026 has 3 + 9 + 3 + 5 + 3 + 3 + 7.
+DAYS_OFF = {2025: 28, 2026: 33}
+
+
+@pytest.mark.parametrize("year", [2025, 2026])
+async def test_the_seeded_holiday_table_is_consistent_for_each_year(runtime: Runtime, year: int) -> None:
+    rows = await runtime.cases.holidays.list_year(year)
+    days_off = {row.day: row.name for row in rows if row.kind == "holiday"}
+    make_up = {row.day: row.name for row in rows if row.kind == "workday"}
+    assert len(days_off) == DAYS_OFF[year]
+    # 调休上班 days are Saturdays or Sundays, each near a period of the festival it pays for.
+    for day, name in make_up.items():
+        assert day.weekday() >= 5, (day, name)
+        festival = name.removesuffix("调休")
+        near = [other for other, period in days_off.items() if festival in period and abs((other - day).days) <= 14]
+        assert near, (day, name)
+    for festival, day_text in FESTIVALS[year].items():
+        day = date.fromisoformat(day_text)
+        assert day in days_off and festival in days_off[day], (festival, day)
+    # Each period is one unbroken run of days.
+    for name in set(days_off.values()):
+        period = sorted(day for day, other in days_off.items() if other == name)
+        assert (period[-1] - period[0]).days == len(period) - 1, name
+    check = check_year(year, [(row.day, row.kind) for row in rows])
+    assert check.problems == () and check.net_days_off == STATUTORY_DAYS_OFF
+
+
+def test_a_year_that_does_not_add_up_is_pointed_out() -> None:
+    complete = [(date(2026, 10, 1) + timedelta(days=n), "holiday") for n in range(7)]
+    # 国庆 alone: 5 weekdays off, 2 make-up Saturdays/Sundays → 3 days, not 13: the year is incomplete.
+    rows = [*complete, (date(2026, 9, 20), "workday"), (date(2026, 10, 10), "workday")]
+    check = check_year(2026, rows)
+    assert check.net_days_off == 3 and any("13" in problem for problem in check.problems)
+    wrong = check_year(2026, [*rows, (date(2026, 10, 12), "workday"), (date(2026, 11, 7), "holiday")])
+    assert any("2026-10-12 是工作日" in problem for problem in wrong.problems)
+    assert any("2026-11-07 是周末" in problem for problem in wrong.problems)
+    assert check_year(2030, []).problems == ()
+
+
+async def test_the_holiday_page_says_to_verify_the_seeded_years_and_shows_a_missing_day(people: People) -> None:
+    admin = people.admin.client
+    page = await (await admin.get("/admin/holidays?year=2026")).text()
+    assert "对照通知原文" in page and "实际少上班 13 天" in page and "请对照国务院办公厅的通知核对" not in page
+    assert (await admin.delete("/api/v1/holidays/2026-10-07")).status == 204
+    page = await (await admin.get("/admin/holidays?year=2026")).text()
+    assert "实际少上班 12 天" in page and "请对照国务院办公厅的通知核对" in page

@@ -1170,7 +1170,7 @@ async def holidays_page(request: web.Request) -> web.Response:
     years = sorted({*await holidays.years(), today.year, today.year + 1})
     return await render(
         request, "cases/holidays.html", {"rows": rows, "year": year, "years": years, "policy": holidays.policy,
-                                         **_labels()}
+                                         "check": await holidays.check(year), **_labels()}
     )  # fmt: skip
 
 
