@@ -348,14 +348,37 @@ def _unit_symbol(match: re.Match[str]) -> str:
     return _UNIT_SYMBOLS[match[0]]
 
 
-@_rule("masked numbers", r"(?<![0-9])(\d*)([*＊]{2,})(\d*)([Xx]?)(?![0-9])")
+# A number with its middle hidden (150125********1235, 138****1111, 6222 **** **** 1234):
+# stars (or a run of x, as some clerks type it) between or beside digits. Read aloud, the
+# digits left visible are no use to a listener in a yard (nobody writes down a region code
+# and four digits from a loudspeaker) and sound like a whole number being read out; so the
+# listener hears that the number was hidden on purpose, and none of its digits.
+_MASK_RUN: Final = r"(?:[*＊●]{2,}|[xX×]{4,})"
+_MASKED_BEFORE_NAMED: Final = re.compile(r"(?:号码|号|方式)[ :：]*$")
+_MASKED_BEFORE_NOUN: Final = re.compile(r"(?:身份证|手机|电话|座机|银行卡|社保卡|卡|账户|帐户|证件)[ :：]*$")
+_MASKED_MIN_POSITIONS: Final = 6  # 5**2 is arithmetic; a hidden number has at least 138****…
+
+
+@_rule(
+    "masked numbers",
+    r"(?<![0-9A-Za-z])(\d+[ \-]?)?(" + _MASK_RUN + r"(?:[ \-]?" + _MASK_RUN + r")*)([ \-]?\d+[Xx]?)?(?![0-9A-Za-z])",
+)
 def _masked_number(match: re.Match[str]) -> str:
-    head, _, tail, check = match.groups()
-    if not head and not tail:
-        return match[0]  # **bold** markup, not a number; removed with other symbols
-    spoken = [read_digits(part, one_as_yao=True) for part in (head, tail) if part]
-    # The hidden middle is a pause: 幺三八，幺幺幺幺.
-    return "，".join(spoken) + check
+    head, hidden, tail = match[1] or "", match[2], match[3] or ""
+    digits = sum(char.isdigit() for char in head + tail)
+    positions = digits + sum(char not in " -" for char in hidden)
+    if not digits or positions < _MASKED_MIN_POSITIONS:
+        return match[0]  # **bold** markup or 5**2, not a hidden number
+    before = match.string[: match.start()]
+    if _MASKED_BEFORE_NAMED.search(before):
+        return "已隐去"  # 身份证号：已隐去
+    if _MASKED_BEFORE_NOUN.search(before) or not before.rstrip(" ") or not _is_han(before.rstrip(" ")[-1]):
+        return "号码已隐去"  # 手机号码已隐去; at the start of a line or after punctuation
+    return "，号码已隐去"  # 李某某，号码已隐去
+
+
+def _is_han(char: str) -> bool:
+    return re.match(f"[{_HAN}]", char) is not None
 
 
 @_rule(

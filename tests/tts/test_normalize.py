@@ -181,8 +181,17 @@ NORMALIZE_CASES = [
     case("拨付资金500", "拨付资金五百", "phone-bofu-is-not-dialling"),
     case("拨款100万元", "拨款一百万元", "phone-bokuan-is-not-dialling"),
     case("G110国道", "G幺幺零国道", "code-road"),
-    case("150125********1234", "幺五零幺二五，幺二三四", "masked-id"),
-    case("138****1111", "幺三八，幺幺幺幺", "masked-mobile"),
+    # masked numbers: the listener hears that the number was hidden, none of its digits
+    case("150125********1234", "号码已隐去", "masked-id"),
+    case("身份证号150125********1235；", "身份证号已隐去；", "masked-id-after-haoma-word"),
+    case("身份证号：1501251958****123X", "身份证号：已隐去", "masked-id-check-x-after-colon"),
+    case("身份证150125 ******** 1235", "身份证号码已隐去", "masked-id-grouped-after-noun"),
+    case("138****1111", "号码已隐去", "masked-mobile"),
+    case("手机138****1111", "手机号码已隐去", "masked-mobile-after-noun"),
+    case("联系电话：138xxxx1111。", "联系电话：号码已隐去。", "masked-mobile-with-x"),
+    case("卡号6222 **** **** 1234", "卡号已隐去", "masked-card-grouped"),
+    case("李某某150125********1235", "李某某，号码已隐去", "masked-after-a-name-is-a-pause"),
+    case("5**2", "五二", "masked-too-short-is-not-a-number"),
     # temperatures
     case("-5℃", "零下五摄氏度", "temperature-negative"),
     case("25°C", "二十五摄氏度", "temperature-degree-c"),
@@ -358,6 +367,20 @@ def test_the_finance_notice_is_read_in_full() -> None:
         "截至十月三十一日，村集体账面余额为三十五点六八万元。如有疑问，请于十一月三十日前"
         "到村委会财务室咨询，或拨打监督电话零四七幺，幺二三四五六七。"
     )
+
+
+def test_the_masked_dibao_notice_says_the_id_was_hidden_and_none_of_its_digits() -> None:
+    from tts.privacy import mask
+
+    (notice,) = [notice for notice in load_notices() if notice["kind"] == "disclosure_village"]
+    masked = mask(notice["body"])
+    assert "150125********1235" in masked
+    spoken = normalize(masked)
+    assert "身份证号已隐去；王某某" in spoken
+    # Neither the region code nor the last four reach the loudspeaker, in either reading of 1.
+    for digits in ("150125", "1235"):
+        for reading in (read_digits(digits), read_digits(digits, one_as_yao=True)):
+            assert reading not in spoken
 
 
 # -- errors -------------------------------------------------------------------
