@@ -58,6 +58,8 @@ class VillagerCall:
 
     linkedid: str
     stages: list[str] = field(default_factory=list)
+    # When each stage was announced (event-loop clock, seconds), beside ``stages``.
+    stage_times: list[float] = field(default_factory=list)
     pressed: list[str] = field(default_factory=list)
     read_back: str | None = None
     read_back_playback: str | None = None
@@ -171,6 +173,7 @@ class SimulatedVillager:
                 elif user_event == "CxStage" and event.get("Kind") == "hotline":
                     stage = event.get("Stage", "")
                     result.stages.append(stage)
+                    result.stage_times.append(asyncio.get_running_loop().time())
                     if villager is None:
                         waiting_stage = stage
                     else:

@@ -18,6 +18,13 @@ async def test_a_silent_caller_at_production_timings_is_waited_for_recorded_and_
     assert 15 <= settings.menu_timeout_s <= 20
     call = await hotline.call(keys=(), timeout_s=240)
     assert call.stages[:3] == ["welcome", "menu", "recording"]
+    # She was really given the whole production wait (after the menu prompt itself) before being asked to speak.
+    waited = call.stage_times[2] - call.stage_times[1]
+    assert settings.menu_timeout_s <= waited <= settings.menu_timeout_s + 40, waited
+    # The message ended on the production silence, not sooner: her sentence, then record_silence_s of quiet.
+    assert call.stages[3] == "recorded"
+    recorded = call.stage_times[3] - call.stage_times[2]
+    assert recorded >= hotline.media.villager_duration_s + settings.record_silence_s - 1.0, recorded
     outcome = await hotline.settled(call.linkedid)
     case = outcome["case"]
     assert call.read_back == case["number"] and case["ivr_choice"] == ""
