@@ -206,3 +206,25 @@ async def test_retention_deletes_old_files_but_keeps_their_records(runtime: Runt
     async with runtime.sessions() as session:
         purged = await session.get(Recording, recording_id)
     assert purged is not None and purged.purged_at is not None and not (intake.store.root / purged.path).exists()
+
+
+@pytest.mark.parametrize("size", [0, 44])
+async def test_a_recording_of_zero_length_is_kept_as_empty_and_the_call_is_a_missed_call(
+    runtime: Runtime, intake: IntakeService, size: int
+) -> None:
+    # She hung up at the beep: Asterisk created the file and wrote nothing (0 bytes) or only a header (44).
+    path = intake.store.spool / f"cx_petition_message_zero-{size}.wav"
+    write_wav(path, 0)
+    path.write_bytes(path.read_bytes()[:size])
+    settled = await intake.settle(
+        CallFacts(f"zero-{size}", caller_raw="13800007777", stage="recording", choice="1"), via="tracker"
+    )
+    assert settled.outcome == "missed"
+    (recording_id,) = await intake.attach(f"zero-{size}")
+    async with runtime.sessions() as session:
+        recording = await session.get(Recording, recording_id)
+        missed = await session.scalar(select(MissedCall))
+    assert recording is not None and missed is not None
+    assert recording.empty and recording.bytes == size and recording.duration_s == 0
+    assert recording.missed_call_id == missed.id and missed.reason == "nothing_said"
+    assert missed.callback_state == "pending" and not path.exists()

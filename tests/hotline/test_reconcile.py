@@ -16,7 +16,7 @@ from hotline.phones import PhoneRegistry
 from hotline.reconcile import CdrCall, Reconciler, read_cdr
 from hotline.recordings import RecordingStore
 from server import Runtime
-from storage.models import Call, Case, MissedCall
+from storage.models import Call, Case, MissedCall, Recording
 from tests.hotline.wavs import write_wav
 
 
@@ -107,3 +107,40 @@ async def test_calls_that_ended_unseen_are_settled_from_the_cdr_once_and_live_on
     assert case is not None and case.linkedid == "spoke" and case.sealed
     assert missed == {"welcome": "hung_up_at_welcome", "live": "hung_up_at_menu"}
     assert store.spool_files() == []
+
+
+async def test_recordings_are_deleted_only_under_an_explicit_retention_setting(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    store = RecordingStore(tmp_path / "recordings", tmp_path / "spool")
+    store.prepare()
+    intake = IntakeService(runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()))
+    link = QuietLink()
+
+    async def finished(facts: CallFacts) -> None:
+        await intake.settle(facts, via="tracker")
+
+    tracker = CallTracker(finished, clock=SystemClock())
+    write_wav(store.spool / "cx_petition_message_ancient.wav", 1.0)
+    await intake.open_case(CallFacts("ancient", stage="recorded"), via="t")
+    (recording_id,) = await intake.attach("ancient")
+    async with runtime.sessions() as session:
+        recording = await session.get(Recording, recording_id)
+        assert recording is not None
+        recording.recorded_at = recording.recorded_at.replace(year=recording.recorded_at.year - 10)
+        await session.commit()
+        stored = store.root / recording.path
+
+    def reconciler(**retention: int) -> Reconciler:
+        return Reconciler(
+            cast(AmiLink, link), tracker, intake, runtime.sessions, clock=SystemClock(), cdr_csv=None, **retention
+        )
+
+    # The default (0) keeps a ten-year-old recording for ever.
+    assert (await reconciler().run()).purged == 0
+    assert stored.exists()
+    # A retention of a year, set on purpose: the file goes, the row stays and says so.
+    assert (await reconciler(retention_days=365).run()).purged == 1
+    async with runtime.sessions() as session:
+        purged = await session.get(Recording, recording_id)
+    assert not stored.exists() and purged is not None and purged.purged_at is not None
