@@ -19,6 +19,7 @@ TEXT_EMPTY: Final = "text.empty"
 TEXT_TOO_LONG: Final = "text.too_long"
 TEXT_NO_SPEAKABLE: Final = "text.no_speakable"
 TEXT_CONTROL_CHARS: Final = "text.control_chars"
+TEXT_UNSUPPORTED_SCRIPT: Final = "text.unsupported_script"
 
 _FIELD: Final = "text"
 
@@ -68,3 +69,20 @@ class TextError(InvalidInput):
             message = "播报内容只有标点或符号，没有可以读出来的文字。"
             detail = "text contains only punctuation and symbols"
         return cls(message, code=TEXT_NO_SPEAKABLE, detail=detail, fields={_FIELD: message})
+
+    @classmethod
+    def unsupported_script(cls, offset: int, char: str, script: str, count: int) -> TextError:
+        """Letters the Mandarin voices cannot read (Mongolian, Cyrillic, …); ``script`` is its Chinese name."""
+        message = (
+            f"第{offset + 1}个字符“{char}”是{script}，普通话语音读不出来（会念成乱码或字母名称）。"
+            "请删去或改写成汉字；要播少数民族语言或外语，请上传录音。"
+        )
+        return cls(
+            message,
+            code=TEXT_UNSUPPORTED_SCRIPT,
+            detail=(
+                f"U+{ord(char):04X} at offset {offset} is not Han or Latin "
+                f"({count} such character(s) in total); the Mandarin voices cannot read it"
+            ),
+            fields={_FIELD: message},
+        )

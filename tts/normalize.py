@@ -876,6 +876,41 @@ def _find_control_chars(text: str) -> list[int]:
     return [offset for offset, char in enumerate(text) if unicodedata.category(char) == "Cc" and char not in "\n\t"]
 
 
+# Letters and digits the Mandarin voices can read: Han characters and Latin letters (spelt out,
+# as in CT, App); digits become Chinese numbers. Anything else is read as garbage: espeak-ng's
+# cmn-latn-pinyin voice says Mongolian script as strings of code-point digits (11 s of noise for
+# two words) and Cyrillic letter by letter in English; Microsoft's zh-CN voices skip or mangle it.
+_SPEAKABLE_SCRIPTS: Final = ("CJK ", "IDEOGRAPHIC ", "LATIN ", "FULLWIDTH LATIN ", "DIGIT ", "FULLWIDTH DIGIT ")
+_SCRIPT_NAMES: Final = {
+    "MONGOLIAN": "蒙古文",
+    "CYRILLIC": "西里尔字母（俄文等）",
+    "ARABIC": "阿拉伯字母（维吾尔文、哈萨克文等）",
+    "TIBETAN": "藏文",
+    "HANGUL": "朝鲜文（韩文）",
+    "HIRAGANA": "日文假名",
+    "KATAKANA": "日文假名",
+    "HALFWIDTH KATAKANA": "日文假名",
+    "GREEK": "希腊字母",
+    "THAI": "泰文",
+    "BOPOMOFO": "注音符号",
+    "YI": "彝文",
+}
+
+
+def _unsupported_script(char: str) -> str | None:
+    """The Chinese name of ``char``'s script if it is a letter or digit no engine can read, else None."""
+    category = unicodedata.category(char)
+    if not (category[0] == "L" or category == "Nd"):
+        return None
+    name = unicodedata.name(char, "")
+    if name.startswith(_SPEAKABLE_SCRIPTS) or name.startswith("MODIFIER LETTER"):
+        return None
+    for script, spoken in _SCRIPT_NAMES.items():
+        if name.startswith(script + " "):
+            return spoken
+    return "其他文字"
+
+
 def _validate(text: str, max_chars: int) -> str:
     """Reject what cannot be spoken; return the text with line ends unified."""
     if not text or not text.strip():
@@ -888,6 +923,10 @@ def _validate(text: str, max_chars: int) -> str:
     if control_offsets:
         first = control_offsets[0]
         raise TextError.control_char(first, text[first], len(control_offsets))
+    foreign = [(offset, script) for offset, char in enumerate(text) if (script := _unsupported_script(char))]
+    if foreign:
+        first, script = foreign[0]
+        raise TextError.unsupported_script(first, text[first], script, len(foreign))
     return text
 
 
@@ -916,8 +955,9 @@ def normalize(text: str, *, max_chars: int = 5000) -> str:
 
     Raises :class:`tts.errors.TextError` for empty text, text longer than
     ``max_chars`` characters, control characters other than newline and tab,
-    and text with nothing speakable in it (punctuation, symbols or emoji only).
-    Latin letters and Mongolian script pass through unchanged.
+    text with nothing speakable in it (punctuation, symbols or emoji only), and
+    letters of a script the Mandarin voices cannot read (Mongolian, Cyrillic,
+    Tibetan, …). Latin letters pass through unchanged; engines spell them out.
     """
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")

@@ -13,7 +13,14 @@ from tests.support.speech import SpeechKit, entries, espeak_engine, leftovers, m
 from tts.audio import AudioTools, Profile
 from tts.engine_errors import BadParameter, BadVoice, NoEngineAvailable, ProgramMissing
 from tts.engines import VoiceRequest
-from tts.errors import TEXT_CONTROL_CHARS, TEXT_EMPTY, TEXT_NO_SPEAKABLE, TEXT_TOO_LONG, TextError
+from tts.errors import (
+    TEXT_CONTROL_CHARS,
+    TEXT_EMPTY,
+    TEXT_NO_SPEAKABLE,
+    TEXT_TOO_LONG,
+    TEXT_UNSUPPORTED_SCRIPT,
+    TextError,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,8 +32,10 @@ from tts.errors import TEXT_CONTROL_CHARS, TEXT_EMPTY, TEXT_NO_SPEAKABLE, TEXT_T
         ("！！！。。。……", TEXT_NO_SPEAKABLE),
         ("🎉🎉👍", TEXT_NO_SPEAKABLE),
         ("明天\x07开会", TEXT_CONTROL_CHARS),
+        ("明天开会ᠮᠣᠩᠭᠣᠯ", TEXT_UNSUPPORTED_SCRIPT),
+        ("通知Привет", TEXT_UNSUPPORTED_SCRIPT),
     ],
-    ids=["empty", "whitespace", "over-5000", "punctuation", "emoji", "control-char"],
+    ids=["empty", "whitespace", "over-5000", "punctuation", "emoji", "control-char", "mongolian", "cyrillic"],
 )
 async def test_unspeakable_text_is_refused_before_any_engine_runs(kit: SpeechKit, text: str, code: str) -> None:
     with pytest.raises(TextError) as raised:
@@ -99,7 +108,10 @@ async def test_every_error_here_is_one_of_ours(kit: SpeechKit) -> None:
             await call
 
 
-async def test_mixed_scripts_are_spoken_not_refused(kit: SpeechKit) -> None:
-    """Latin letters (a brand, an abbreviation) pass the normaliser; espeak-ng reads them as pinyin."""
+async def test_latin_letters_among_chinese_are_spoken_not_refused(kit: SpeechKit) -> None:
+    """Latin letters (a brand, an abbreviation) pass the normaliser; espeak-ng spells them out.
+
+    Other scripts (Mongolian, Cyrillic, …) are refused above: the Mandarin voices read them as noise.
+    """
     result = await kit.producer.render_text("请到村委会领取WiFi密码和CCTV节目单。", repeats=1, profiles=[Profile.MP3])
     assert result.duration_s > 3

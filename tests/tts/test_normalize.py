@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tts.errors import TEXT_CONTROL_CHARS, TEXT_EMPTY, TEXT_NO_SPEAKABLE, TEXT_TOO_LONG, TextError
+from tts.errors import (
+    TEXT_CONTROL_CHARS,
+    TEXT_EMPTY,
+    TEXT_NO_SPEAKABLE,
+    TEXT_TOO_LONG,
+    TEXT_UNSUPPORTED_SCRIPT,
+    TextError,
+)
 from tts.normalize import normalize, read_decimal, read_digits, read_integer, split_sentences
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -263,8 +270,8 @@ NORMALIZE_CASES = [
     case("CT检查", "CT检查", "latin-abbreviation"),
     case("下载App", "下载App", "latin-word"),
     case("App2.0版本", "App二点零版本", "latin-version"),
-    case("ᠮᠣᠩᠭᠣᠯ ᠪᠢᠴᠢᠭ", "ᠮᠣᠩᠭᠣᠯ ᠪᠢᠴᠢᠭ", "mongolian-unchanged"),
-    case("ᠮᠣᠩᠭᠣᠯ 2026年", "ᠮᠣᠩᠭᠣᠯ 二零二六年", "mongolian-with-year"),
+    case("ａｂｃ１２３", "abc幺二三", "fullwidth-latin-and-digits"),
+    case("Lǜ色通道", "Lǜ色通道", "latin-with-pinyin-tone-marks"),
     case("明天停电😀", "明天停电", "emoji-removed"),
     case("👍🏽好", "好", "emoji-skin-tone-removed"),
     case("👨‍👩‍👧家庭", "家庭", "emoji-zwj-sequence-removed"),
@@ -458,6 +465,32 @@ def test_emoji_only_text_is_refused_as_unspeakable(text: str) -> None:
     assert "表情" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "offset", "script"),
+    [
+        ("ᠮᠣᠩᠭᠣᠯ ᠪᠢᠴᠢᠭ", 0, "蒙古文"),
+        ("明天开会 ᠮᠣᠩᠭᠣᠯ 2026年", 5, "蒙古文"),
+        ("通知Привет", 2, "西里尔字母"),
+        ("请注意ئۇيغۇرچە", 3, "阿拉伯字母"),
+        ("扎西德勒བཀྲ་ཤིས", 4, "藏文"),
+        ("안녕하세요", 0, "朝鲜文"),
+        ("こんにちは", 0, "日文假名"),
+        ("村᠑号", 1, "蒙古文"),  # a Mongolian digit is not one of ours either
+    ],
+    ids=["mongolian", "mongolian-after-chinese", "cyrillic", "uyghur-arabic", "tibetan", "hangul", "kana", "digit"],
+)
+def test_letters_the_mandarin_voices_cannot_read_are_refused_naming_the_script_and_place(
+    text: str, offset: int, script: str
+) -> None:
+    with pytest.raises(TextError) as caught:
+        normalize(text)
+    error = caught.value
+    assert error.code == TEXT_UNSUPPORTED_SCRIPT
+    assert f"第{offset + 1}个字符“{text[offset]}”是{script}" in error.message
+    assert "上传录音" in error.message
+    assert error.detail is not None and f"U+{ord(text[offset]):04X} at offset {offset}" in error.detail
+
+
 def test_a_limit_below_one_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         normalize("村", max_chars=0)
@@ -627,7 +660,6 @@ WORDS = [
     "（",
     "）",
     "App",
-    "ᠮᠣᠩᠭᠣᠯ",
     "",
 ]
 UNITS = [
