@@ -614,6 +614,16 @@ def export_values(row: LedgerRow, deadlines: Deadlines) -> list[str]:
     ]
 
 
+# A cell starting with one of these is taken for a formula by Excel and WPS (CSV injection): a summary
+# typed as "=HYPERLINK(…)" must reach the county office as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: str) -> str:
+    """A CSV cell Excel shows as the text it is: one that would start a formula gets a leading apostrophe."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 async def csv_chunks(rows: AsyncIterator[LedgerRow], deadlines: Deadlines) -> AsyncIterator[bytes]:
     """The export as UTF-8 CSV with a byte-order mark (Excel on a county office PC opens it as Chinese)."""
     buffer = io.StringIO()
@@ -624,7 +634,7 @@ async def csv_chunks(rows: AsyncIterator[LedgerRow], deadlines: Deadlines) -> As
     buffer.truncate()
     count = 0
     async for row in rows:
-        writer.writerow(export_values(row, deadlines))
+        writer.writerow([csv_safe(value) for value in export_values(row, deadlines)])
         count += 1
         if count % 500 == 0:
             yield buffer.getvalue().encode("utf-8")
@@ -649,8 +659,16 @@ class XlsxExport:
         self._sheet.append(list(EXPORT_COLUMNS))
 
     def append(self, rows: Sequence[Sequence[str]]) -> None:
+        from openpyxl.cell import WriteOnlyCell
+
         for values in rows:
-            self._sheet.append(list(values))
+            cells = []
+            for value in values:
+                cell = WriteOnlyCell(self._sheet, value=value)
+                # Text stays text: openpyxl would store "=…" as a formula that Excel runs on opening.
+                cell.data_type = "s"
+                cells.append(cell)
+            self._sheet.append(cells)
 
     def save(self) -> None:
         self._book.save(self.path)

