@@ -32,6 +32,7 @@ import edge_tts
 import edge_tts.exceptions
 
 from tts.engine_errors import BadParameter, BadVoice, EngineUnavailable, NoAudio, ProgramMissing
+from tts.normalize import split_sentences
 from tts.process import run_program
 
 AudioFormat = Literal["wav", "mp3"]
@@ -172,6 +173,20 @@ EDGE_VOICES: Final = (
 )
 
 
+# edge-tts sends a long text in pieces of at most 4,096 bytes (about 1,300 Chinese characters),
+# each cut at the last newline or space. Chinese has neither, and then edge-tts 7.3.1 does not
+# cut at all (its fallback looks for a UTF-8 boundary in the whole remaining text, not in the
+# first 4,096 bytes): a 2,000-character notice goes out as one 6,000-byte message. We hand it
+# the text one sentence per line, in lines of at most this many characters (4 bytes each at
+# worst once XML-escaped), so every piece fits and every cut falls between sentences.
+EDGE_LINE_CHARS: Final = 400
+
+
+def edge_text(text: str) -> str:
+    """``text`` one sentence (or comma clause, for a very long sentence) per line, for edge-tts."""
+    return "\n".join(split_sentences(text, max_len=EDGE_LINE_CHARS))
+
+
 class EdgeEngine:
     """Microsoft's online voices through edge-tts (a websocket per call, MP3 back).
 
@@ -234,7 +249,7 @@ class EdgeEngine:
 
     async def _stream(self, text: str, voice: Voice) -> bytes:
         communicate = edge_tts.Communicate(
-            text,
+            edge_text(text),
             voice.name,
             rate=voice.rate,
             volume=voice.volume,

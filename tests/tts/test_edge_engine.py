@@ -32,6 +32,23 @@ async def test_edge_returns_exactly_the_audio_the_server_streamed(edge_server: E
     assert request.query["TrustedClientToken"] == "local"
 
 
+async def test_a_long_text_reaches_the_service_in_pieces_cut_between_sentences(edge_server: EdgeServer) -> None:
+    # 60 sentences, 6,120 bytes: more than edge-tts should send in one piece (4,096 bytes), and no
+    # spaces or newlines, so left to itself edge-tts 7.3.1 sends the whole text as one message.
+    sentence = "各位村民请注意，十一月二十六日至二十八日我县将出现六到八级大风天气。"
+    text = sentence * 60
+    engine = edge_engine()
+
+    speech = await engine.synthesize(text, engine.resolve(VoiceRequest()))
+
+    pieces = [request.text.strip() for request in edge_server.requests]
+    assert len(pieces) >= 2
+    assert all(piece.endswith("。") and len(piece.encode()) <= 4096 for piece in pieces)
+    assert "".join(piece.replace("\n", "") for piece in pieces) == text
+    # One answer per piece, joined in order.
+    assert speech.audio == edge_server.audio * len(pieces)
+
+
 async def test_edge_sends_the_requested_regional_voice_and_prosody(edge_server: EdgeServer) -> None:
     engine = edge_engine()
     voice = engine.resolve(VoiceRequest(voice="zh-CN-liaoning-XiaobeiNeural", rate="+10%", volume="-20%", pitch="-5Hz"))
