@@ -230,7 +230,7 @@ def build_broadcasting(
         speech.producer,
         speech.cache,
         settings.data_dir / "recordings",
-        default_repeats=config.default_repeats,
+        default_repeats=settings.audio.default_repeats,
         emergency_engine=config.emergency_engine,
         max_chars=settings.tts.max_chars,
         recording_max_bytes=config.recording_max_bytes,

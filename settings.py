@@ -188,8 +188,7 @@ class AudioSettings(_Section):
 
 
 class BroadcastSettings(_Section):
-    # Times a notice is read within one item when the notice does not say.
-    default_repeats: int = Field(2, ge=1, le=10)
+    # (How often a notice is read within one item when it does not say: audio.default_repeats.)
     # A lower-priority item waits this long for a busy zone, then is recorded as skipped.
     lower_priority_wait_s: float = Field(600.0, ge=0)
     # An item cut off by a higher-priority one is played again once the zone is free.

@@ -177,7 +177,7 @@ async def bench_jitter(runs: int) -> dict[str, Any]:
     from broadcast.notices import NoticeInput
     from schedules.service import ScheduleInput
     from server import build_runtime
-    from settings import BroadcastSettings, DatabaseSettings, SchedulerSettings, SecuritySettings, Settings, TtsSettings
+    from settings import AudioSettings, DatabaseSettings, SchedulerSettings, SecuritySettings, Settings, TtsSettings
     from storage.audit import Actor
     from storage.migrate import upgrade
     from storage.models import User
@@ -191,7 +191,7 @@ async def bench_jitter(runs: int) -> dict[str, Any]:
         database=DatabaseSettings(url=url),
         security=SecuritySettings(password_time_cost=1, password_memory_kib=1024, password_parallelism=1),
         tts=TtsSettings(engines=("espeak",)),
-        broadcast=BroadcastSettings(default_repeats=1),
+        audio=AudioSettings(default_repeats=1),
         scheduler=SchedulerSettings(resync_s=3600),
     )
     runtime = build_runtime(settings)

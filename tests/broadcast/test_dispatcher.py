@@ -35,7 +35,7 @@ async def live(tmp_path: Path, database_url: str, wait_limit: float) -> AsyncIte
     settings = broadcasting_settings(
         tmp_path / "data",
         database_url,
-        broadcast=BroadcastSettings(default_repeats=1, lower_priority_wait_s=wait_limit, pending_poll_s=0.2),
+        broadcast=BroadcastSettings(lower_priority_wait_s=wait_limit, pending_poll_s=0.2),
     )
     runtime = build_runtime(settings)
     await runtime.broadcasting.dispatcher.start()

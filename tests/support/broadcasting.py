@@ -20,7 +20,7 @@ from accounts.principal import Principal
 from accounts.service import principal_of
 from broadcast.notices import NoticeInput
 from server import Runtime
-from settings import BroadcastSettings, SchedulerSettings, Settings, TtsSettings
+from settings import AudioSettings, BroadcastSettings, SchedulerSettings, Settings, TtsSettings
 from storage.models import BroadcastSpeaker, BroadcastZone, Notice, User
 from tests.conftest import SYSTEM, make_settings
 
@@ -30,8 +30,8 @@ SHORT_TEXT = "各位村民请注意。"
 def broadcasting_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "tts": TtsSettings(engines=("espeak",)),
+        "audio": AudioSettings(default_repeats=1),
         "broadcast": BroadcastSettings(
-            default_repeats=1,
             lower_priority_wait_s=60,
             pending_poll_s=0.2,
             http_poll_interval_s=0.5,
