@@ -105,6 +105,7 @@ class TerminalService:
         *,
         poll_interval_s: float = 5.0,
         heartbeat_timeout_s: float = 60.0,
+        seen_write_interval_s: float | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -112,6 +113,11 @@ class TerminalService:
         self._events = events
         self.poll_interval_s = poll_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
+        # Every poll is a heartbeat, but writing last_seen_at on each one would be a database
+        # write per terminal every few seconds. It is written when it is this much out of date
+        # (a quarter of the offline timeout), which is all the 在线/离线 display needs.
+        interval = heartbeat_timeout_s / 4 if seen_write_interval_s is None else seen_write_interval_s
+        self._seen_write_interval = timedelta(seconds=interval)
 
     async def authenticate(self, session: AsyncSession, authorization: str | None) -> Speaker:
         scheme, _, token = (authorization or "").partition(" ")
@@ -124,7 +130,10 @@ class TerminalService:
             raise Unauthenticated("终端令牌不正确", code="terminal.bad_token")
         if not speaker.enabled:
             raise Unauthenticated("终端已停用", code="terminal.disabled")
-        speaker.last_seen_at = self._clock.now()
+        now = self._clock.now()
+        last = speaker.last_seen_at
+        if last is None or not timedelta(0) <= now - last < self._seen_write_interval:
+            speaker.last_seen_at = now
         return speaker
 
     async def _current(self, session: AsyncSession, speaker: Speaker) -> tuple[BroadcastSpeaker, BroadcastZone] | None:
