@@ -8,6 +8,7 @@ sandbox there); what is checked is the contract the dispatcher relies on.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,3 +95,77 @@ async def test_a_file_sink_writes_the_item_and_holds_the_zone_until_stopped(tmp_
     stop.set()
     results = await asyncio.wait_for(playing, 5)
     assert results[0].state == RUN_INTERRUPTED
+
+
+# -- the sound card sink ------------------------------------------------------------------------
+# No sound card here (and no aplay): a stand-in player records the command line it was given and
+# plays for as long as it is told, exiting 143 on SIGTERM like aplay does. What is checked is what
+# the sink gives the real player and how it treats the player's end.
+
+PLAYER = """#!{python}
+import pathlib, signal, sys, time
+def stopped(*_):
+    pathlib.Path({stop!r}).write_text("TERM")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stopped)
+pathlib.Path({args!r}).write_text("\\n".join(sys.argv[1:]))
+time.sleep({seconds})
+sys.stderr.write({stderr!r})
+sys.exit({code})
+"""
+
+
+def player(tmp_path: Path, *, seconds: float = 0.0, code: int = 0, stderr: str = "") -> Path:
+    path = tmp_path / "fake-aplay"
+    path.write_text(
+        PLAYER.format(
+            python=sys.executable,
+            stop=str(tmp_path / "player.stopped"),
+            args=str(tmp_path / "player.args"),
+            seconds=seconds,
+            stderr=stderr,
+            code=code,
+        )
+    )
+    path.chmod(0o755)
+    return path
+
+
+async def test_a_sound_card_speaker_plays_the_16k_item_with_the_player_on_its_alsa_device(tmp_path: Path) -> None:
+    sink = SinkTransport(tmp_path / "sink", clock(), player=str(player(tmp_path)))
+    played = item(tmp_path)
+    results = await sink.play(played, [SpeakerTarget("sink", "alsa:plughw:1,0")], asyncio.Event())
+    assert results[0].state == RUN_SUCCESS, results[0].error
+    arguments = (tmp_path / "player.args").read_text().splitlines()
+    assert arguments == ["-q", "-D", "plughw:1,0", str(played.files[Profile.WAV16K])]
+
+
+async def test_a_stop_terminates_the_sound_card_player_and_the_speaker_is_interrupted(tmp_path: Path) -> None:
+    sink = SinkTransport(tmp_path / "sink", clock(), player=str(player(tmp_path, seconds=30)))
+    stop = asyncio.Event()
+    playing = asyncio.ensure_future(sink.play(item(tmp_path, 30), [SpeakerTarget("sink", "alsa:default")], stop))
+    async with asyncio.timeout(10):
+        while not (tmp_path / "player.args").exists():  # the player is running (its handler is installed)
+            await asyncio.sleep(0.02)
+    stop.set()
+    results = await asyncio.wait_for(playing, 5)
+    assert results[0].state == RUN_INTERRUPTED
+    assert (tmp_path / "player.stopped").read_text() == "TERM"
+
+
+async def test_a_sound_card_that_fails_fails_that_speaker_with_the_players_message(tmp_path: Path) -> None:
+    failing = player(tmp_path, code=1, stderr="aplay: main:831: audio open error: No such file or directory\n")
+    sink = SinkTransport(tmp_path / "sink", clock(), player=str(failing))
+    targets = [SpeakerTarget("sink", "alsa:hw:9,0"), SpeakerTarget("sink", "file:room")]
+    results = await sink.play(item(tmp_path), targets, asyncio.Event())
+    assert [result.state for result in results] == [RUN_FAILED, RUN_SUCCESS]  # the file sink is unaffected
+    assert "声卡播放失败" in (results[0].error or "") and "audio open error" in (results[0].error or "")
+
+
+async def test_without_the_player_or_with_a_bad_address_a_sink_speaker_fails_with_a_reason(tmp_path: Path) -> None:
+    sink = SinkTransport(tmp_path / "sink", clock(), player=str(tmp_path / "no-such-aplay"))
+    targets = [SpeakerTarget("sink", "alsa:default"), SpeakerTarget("sink", "speaker:1")]
+    results = await sink.play(item(tmp_path), targets, asyncio.Event())
+    assert [result.state for result in results] == [RUN_FAILED, RUN_FAILED]
+    assert "找不到播放程序" in (results[0].error or "")
+    assert results[1].error == "本地输出地址不对"
