@@ -109,6 +109,26 @@ async def test_an_unreachable_endpoint_is_engine_unavailable(
         await engine.synthesize("各位村民", engine.resolve(VoiceRequest()))
 
 
+async def test_the_proxy_setting_carries_the_connection(
+    edge_server: EdgeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge_tts.communicate
+
+    # The service's name does not resolve here: only a proxy can reach it. The local server
+    # plays the proxy too (a plain HTTP proxy gets the absolute URL and forwards the upgrade).
+    port = int(edge_tts.communicate.WSS_URL.split(":")[2].split("/")[0])
+    monkeypatch.setattr(edge_tts.communicate, "WSS_URL", "ws://speech.invalid/edge/v1?TrustedClientToken=local")
+    direct = edge_engine()
+    with pytest.raises(EngineUnavailable):
+        await direct.synthesize("各位村民", direct.resolve(VoiceRequest()))
+
+    proxied = edge_engine(proxy=f"http://127.0.0.1:{port}")
+    speech = await proxied.synthesize("各位村民", proxied.resolve(VoiceRequest()))
+
+    assert speech.audio == edge_server.audio
+    assert [request.text for request in edge_server.requests] == ["各位村民"]
+
+
 async def test_no_more_than_the_configured_connections_are_open_at_once(edge_server: EdgeServer) -> None:
     edge_server.mode = "hold"
     engine = edge_engine(max_connections=2)
