@@ -262,8 +262,9 @@ class PromptInstaller:
         if not (self.target / f"{prompt.id}.wav").exists():
             return True
         preferred = self.renderer.chain.engine_names[0]
-        # Spoken by a fallback engine while the preferred one is back: say it again, properly.
-        return entry.get("engine") != preferred and not self.renderer.chain.breaker_open(preferred)
+        # Spoken by a fallback engine while the preferred one is back: say it again, properly. "Back"
+        # means it has answered: on a machine without internet every start would redo them all.
+        return entry.get("engine") != preferred and self.renderer.chain.known_working(preferred)
 
     async def install(self, *, force: bool = False) -> InstallReport:
         async with self._lock:
@@ -316,6 +317,9 @@ class PromptInstaller:
             self._tasks.spawn(self._install_quietly(), "install")
 
     async def _install_quietly(self) -> None:
+        # Knowing first whether the preferred engine answers (a probe is bounded by its timeout)
+        # decides whether prompts a fallback engine spoke are redone now or kept.
+        await self.renderer.chain.startup_probe_finished()
         report = await self.install()
         if report.rendered or report.failed:
             log.info("prompts: %s", report.as_dict())

@@ -72,6 +72,7 @@ class _Slot:
     consecutive_failures: int = 0
     spoken: int = 0
     last_spoke_at: datetime | None = None
+    worked: bool = False  # a probe or a synthesis succeeded since this process started
     probe_lock: asyncio.Lock | None = field(default=None, repr=False)
 
     @property
@@ -105,6 +106,7 @@ class SpeechChain:
             for engine in engines
         ]
         self._tasks: BackgroundTasks | None = None
+        self._startup_probed = asyncio.Event()
 
     @property
     def engine_names(self) -> list[str]:
@@ -126,9 +128,15 @@ class SpeechChain:
 
     async def _probe_loop(self) -> None:
         await asyncio.gather(*(self._probe(slot) for slot in self._slots))
+        self._startup_probed.set()
         while True:
             await asyncio.sleep(self._probe_interval_s)
             await self.probe_due()
+
+    async def startup_probe_finished(self) -> None:
+        """Return once every engine has been probed once after start (at once if the prober is not running)."""
+        if self._tasks is not None:
+            await self._startup_probed.wait()
 
     async def probe_due(self) -> None:
         """Probe every engine whose breaker is open and whose skip period is over."""
@@ -177,6 +185,7 @@ class SpeechChain:
         slot.health.extra["retry_at"] = retry_at.isoformat(timespec="seconds")
 
     def _succeeded(self, slot: _Slot) -> None:
+        slot.worked = True
         slot.consecutive_failures = 0
         slot.open_until = None
         slot.health.set("ok", "speaking", at=self._clock.now())
@@ -185,6 +194,15 @@ class SpeechChain:
     def breaker_open(self, engine: str) -> bool:
         """Whether ``engine`` is currently being skipped."""
         return self._is_skipped(self._slot(engine))
+
+    def known_working(self, engine: str) -> bool:
+        """Whether ``engine`` has answered since start-up and is not being skipped now.
+
+        A closed breaker alone says nothing on a fresh start (no failure seen yet); what was spoken
+        by a fallback engine is only worth redoing once the preferred one has really answered.
+        """
+        slot = self._slot(engine)
+        return slot.worked and not self._is_skipped(slot)
 
     def breaker_state(self, engine: str) -> BreakerState:
         """``closed`` (in use), ``open`` (skipped), ``half-open`` (period over; the next probe or request decides)."""

@@ -20,15 +20,18 @@ class CountingRenderer:
         self.said: list[str] = []
         self.rate = "-15%"
         self.spoken_by = spoken_by
-        self.preferred_open = False
+        self.preferred_works = True
         self.chain = self
 
     @property
     def engine_names(self) -> list[str]:
         return ["edge", "espeak"]
 
-    def breaker_open(self, engine: str) -> bool:
-        return self.preferred_open
+    def known_working(self, engine: str) -> bool:
+        return self.preferred_works
+
+    async def startup_probe_finished(self) -> None:
+        return None
 
     def identity(self) -> dict[str, Any]:
         return {"engines": self.engine_names, "rate": self.rate}
@@ -72,11 +75,11 @@ async def test_prompts_are_rendered_once_and_again_only_when_their_text_or_voice
 
 async def test_prompts_spoken_by_a_fallback_engine_are_redone_once_the_preferred_one_works(tmp_path: Path) -> None:
     renderer = CountingRenderer(spoken_by="espeak")
-    renderer.preferred_open = True  # edge unreachable: espeak spoke
+    renderer.preferred_works = False  # edge unreachable (or not yet heard from since start): espeak spoke
     target = tmp_path / "prompts"
     await installer(renderer, target).install()
     assert (await installer(renderer, target).install()).rendered == []
-    renderer.preferred_open = False
+    renderer.preferred_works = True
     renderer.spoken_by = "edge"
     assert len((await installer(renderer, target).install()).rendered) == len(PROMPTS)
 

@@ -82,6 +82,28 @@ async def test_an_open_breaker_skips_edge_for_the_configured_period(
     assert chain.breaker_state("edge") == "closed"
 
 
+async def test_an_engine_is_known_to_work_only_once_it_has_answered(
+    edge_server: EdgeServer, edge_then_espeak: SpeechKit, clock: ManualClock
+) -> None:
+    chain = edge_then_espeak.chain
+    assert chain.breaker_state("edge") == "closed" and not chain.known_working("edge"), "fresh: nothing heard yet"
+    await chain.startup_probe_finished()  # the prober is not running: returns at once
+
+    edge_server.mode = "forbidden"
+    await chain.speak("第一条通知")
+    assert not chain.known_working("edge") and chain.known_working("espeak")
+
+    edge_server.mode = "ok"
+    await chain.start()
+    try:
+        await chain.startup_probe_finished()
+        clock.advance(OPEN_PERIOD_S)
+        await chain.probe_due()
+        assert chain.known_working("edge")
+    finally:
+        await chain.stop()
+
+
 async def test_the_background_probe_closes_the_breaker_when_edge_recovers(
     edge_server: EdgeServer, edge_then_espeak: SpeechKit, clock: ManualClock
 ) -> None:
