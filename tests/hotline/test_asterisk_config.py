@@ -78,6 +78,18 @@ def test_no_application_is_left_to_a_default_timeout_that_hangs_up_on_a_silent_c
     assert "Set(TIMEOUT(absolute)=3600)" in dialplan
 
 
+def test_the_case_number_is_read_back_twice_and_the_pin_only_to_a_withheld_caller() -> None:
+    dialplan = render()["extensions.conf"]
+    section = dialplan.split("[hotline-readback]")[1].split("\n[")[0]
+    (number,) = [arguments for arguments in applications(section, "Playback") if "case_number_is" in arguments]
+    assert number.split("&").count("${CX_READBACK}") == 2 and "say_again" in number
+    (pin,) = [arguments for arguments in applications(section, "Playback") if "pin_is" in arguments]
+    assert pin.split("&").count("${CX_PIN_READBACK}") == 2
+    assert 'GotoIf($["${CX_PIN_READBACK}" = ""]?done)' in section
+    # Every way to a case ends in the read-back: a message, and a conversation with the operator.
+    assert dialplan.count("Gosub(hotline-readback,s,1)") == 2
+
+
 def test_without_an_operator_key_0_goes_straight_to_leaving_a_message() -> None:
     dialplan = render(ivr=IvrTimings())["extensions.conf"]
     section = dialplan.split("[hotline-operator]")[1].split("\n[")[0]

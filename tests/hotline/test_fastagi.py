@@ -99,6 +99,31 @@ async def test_a_request_missing_its_arguments_gets_an_error_result_and_the_serv
     assert agi.failed == 2 and agi.health.status == "ok"
 
 
+async def test_the_case_number_is_handed_back_as_its_digit_prompts_and_a_withheld_caller_gets_her_pin(
+    agi: FastAgiServer, runtime: Runtime
+) -> None:
+    """What the dialplan reads back (twice: see test_asterisk_config) is exactly the number's digits, in order."""
+
+    async def ask(linkedid: str, caller: str) -> dict[str, str]:
+        asterisk = await Asterisk.connect(agi.port)
+        asterisk.writer.write(request_lines("transfer", linkedid, "0", "1", caller=caller))
+        told = {}
+        for command in await asterisk.commands():
+            name, _, value = command.removeprefix("SET VARIABLE ").partition(" ")
+            told[name] = value.strip('"')
+        return told
+
+    told = await ask("agi-readback-1", "13800001111")
+    number = told["CX_CASENO"]
+    assert told["CX_RESULT"] == "case" and told["CX_READBACK_DIGITS"] == number
+    assert told["CX_READBACK"] == "&".join(f"/prompts/digit_{digit}" for digit in number)
+    assert told["CX_PIN_READBACK"] == ""
+    withheld = await ask("agi-readback-2", "anonymous")
+    found = await runtime.hotline.intake.case_by_number(withheld["CX_CASENO"])
+    assert found is not None and found[0].caller_withheld
+    assert withheld["CX_PIN_READBACK"] == "&".join(f"/prompts/digit_{digit}" for digit in found[0].pin)
+
+
 async def test_an_unknown_script_gets_an_error_result(agi: FastAgiServer) -> None:
     asterisk = await Asterisk.connect(agi.port)
     asterisk.writer.write(request_lines("format-the-disk"))

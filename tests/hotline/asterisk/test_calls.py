@@ -6,6 +6,7 @@ import asyncio
 
 from sqlalchemy import func, select
 
+from hotline.ami import Message
 from storage.models import Call, Case, MissedCall
 from tests.hotline.asterisk.conftest import Hotline
 
@@ -15,10 +16,21 @@ def assert_about(actual: float, expected: float, *, below: float = 0.5, above: f
 
 
 async def test_a_complaint_becomes_a_case_with_its_recording_and_the_number_is_read_back(hotline: Hotline) -> None:
-    call = await hotline.call(keys=("1",))
+    names: set[str] = set()
+
+    def listen(event: Message) -> None:
+        names.add(event.get("CallerIDName", ""))
+
+    hotline.telephony.link.add_listener(listen)
+    try:
+        call = await hotline.call(keys=("1",), caller_name="王大娘")
+    finally:
+        hotline.telephony.link.remove_listener(listen)
     outcome = await hotline.settled(call.linkedid)
     assert outcome["outcome"] == "case"
     case = outcome["case"]
+    # A Chinese caller name crosses AMI (the service's link) and FastAGI intact.
+    assert "王大娘" in names and case["caller_name"] == "王大娘"
     assert call.read_back == case["number"] and call.read_back_playback == "SUCCESS"
     assert not call.pin_read_back
     assert case["status"] == "new" and case["category"] == "petition" and not case["sealed"]
@@ -39,6 +51,19 @@ async def test_a_caller_who_presses_nothing_is_asked_to_speak_and_still_recorded
     assert call.read_back == case["number"]
     (recording,) = case["recordings"]
     assert_about(recording["duration_s"], hotline.media.villager_duration_s)
+
+
+async def test_star_repeats_the_menu_and_after_three_wrong_keys_she_is_simply_asked_to_speak(
+    hotline: Hotline,
+) -> None:
+    attempts = hotline.runtime.settings.ivr.menu_attempts
+    assert attempts == 3
+    call = await hotline.call(keys=("*", "7", "8", "9"))
+    # "*" brings the menu again without counting as a wrong key; the third wrong key ends the menu.
+    assert call.stages[:6] == ["welcome", "menu", "menu", "menu", "menu", "recording"]
+    assert call.pressed == ["*", "7", "8", "9"]
+    case = (await hotline.settled(call.linkedid))["case"]
+    assert case["ivr_choice"] == "" and case["category"] == "petition" and call.read_back == case["number"]
 
 
 async def test_a_caller_who_hangs_up_during_the_recording_keeps_her_message(hotline: Hotline) -> None:
