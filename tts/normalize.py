@@ -348,6 +348,39 @@ def _unit_symbol(match: re.Match[str]) -> str:
     return _UNIT_SYMBOLS[match[0]]
 
 
+# Roman numerals name response and warning levels (启动Ⅲ级应急响应, IV级). espeak-ng reads the
+# Unicode ones as code-point noise and spells the Latin ones out letter by letter.
+_ROMAN_CHARS: Final = {chr(0x2160 + index): index + 1 for index in range(12)} | {
+    chr(0x2170 + index): index + 1 for index in range(12)
+}
+_ROMAN_LATIN: Final = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6, "VII": 7, "VIII": 8, "IX": 9, "X": 10}
+
+
+@_rule(
+    "roman numerals",
+    "(["
+    + "".join(_ROMAN_CHARS)
+    + "])|(?<![A-Za-z])("
+    + "|".join(sorted(_ROMAN_LATIN, key=len, reverse=True))
+    + ")(?= ?[级类])",
+)
+def _roman(match: re.Match[str]) -> str:
+    return read_integer(_ROMAN_CHARS[match[1]] if match[1] else _ROMAN_LATIN[match[2]])
+
+
+# ①-⑳, ⑴-⒇ and ⒈-⒛ number the points of a notice; espeak-ng says nothing at all for them.
+_CIRCLED: Final = (
+    {chr(0x2460 + index): index + 1 for index in range(20)}
+    | {chr(0x2474 + index): index + 1 for index in range(20)}
+    | {chr(0x2488 + index): index + 1 for index in range(20)}
+)
+
+
+@_rule("circled numbers", "[" + "".join(_CIRCLED) + "]")
+def _circled(match: re.Match[str]) -> str:
+    return read_integer(_CIRCLED[match[0]]) + "、"
+
+
 # A number with its middle hidden (150125********1235, 138****1111, 6222 **** **** 1234):
 # stars (or a run of x, as some clerks type it) between or beside digits. Read aloud, the
 # digits left visible are no use to a listener in a yard (nobody writes down a region code
@@ -470,7 +503,9 @@ _CLOCK: Final = r"(\d{1,2})[:：](\d\d)(?:[:：](\d\d))?"
 
 @_rule(
     "clock times",
-    r"(?<![0-9:：.])" + _CLOCK + r"(?: ?(" + _JOIN + r") ?" + _CLOCK + r")?(?![0-9:：])",
+    # Not right after digits and a colon (the middle of 12:30:45:00), but after a label's colon
+    # it is a time: 开会时间：9:30.
+    r"(?<![0-9.])(?<![0-9][:：])" + _CLOCK + r"(?: ?(" + _JOIN + r") ?" + _CLOCK + r")?(?![0-9:：])",
 )
 def _clock(match: re.Match[str]) -> str:
     start = _read_clock(match[1], match[2], match[3])
@@ -561,9 +596,28 @@ def _phone_context_number(match: re.Match[str]) -> str:
         or _PHONE_WORD_BEFORE.search(before)
         or (digits in _EMERGENCY_NUMBERS and _PHONE_WORD_AFTER.match(rest))
         or _follows_listed_service_number(before)
+        or (len(digits) in (7, 8) and _AFTER_A_PHONE_NUMBER.search(_sentence_before(match)) is not None)
+        or _EXTENSION_AFTER_PHONE_NUMBER.search(before) is not None
     ):
         return read_digits(digits, one_as_yao=True)
     return match[0]
+
+
+# 联系电话：6231234、6231235: a local number listed right after another phone number (its
+# digits, or their reading if an earlier rule took it) in a sentence about phoning is one too.
+_AFTER_A_PHONE_NUMBER: Final = re.compile(
+    r"(?:电话|热线|手机|座机|传真|拨打|联系)[^。！？；\n]*"
+    r"(?:[零幺二三四五六七八九]{7,}|(?<![0-9])[0-9]{7,8})(?:转[零幺二三四五六七八九0-9]+)? ?[、，/或和及] ?$"
+)
+
+
+# ……6231235转8001: the extension after a local number.
+_EXTENSION_AFTER_PHONE_NUMBER: Final = re.compile(r"(?:[零幺二三四五六七八九]{7,}|(?<![0-9])[0-9]{7,8}) ?转 ?$")
+
+
+def _sentence_before(match: re.Match[str]) -> str:
+    before = match.string[: match.start()]
+    return before[max(before.rfind(mark) for mark in "。！？；\n") + 1 :]
 
 
 def _is_service_number(digits: str) -> bool:
@@ -768,6 +822,7 @@ def _pause_at_line_end(match: re.Match[str]) -> str:
 # Why this order (each rule sees the output of the ones above it):
 #  1. Unit abbreviations become Chinese first, so every later rule sees 5公里,
 #     never 5km, and the measure-word lookaheads work on one vocabulary.
+#     Roman numerals (Ⅲ级) and circled list numbers (①) become Chinese numbers.
 #  2. Masked, landline, toll-free and mobile numbers: their dashes and digit
 #     runs would otherwise be read as ranges, minus signs and huge quantities.
 #  3. Dates (2026-11-25, 2026/11/25, 2026.11.25) before ranges, fractions and
@@ -790,6 +845,8 @@ def _pause_at_line_end(match: re.Match[str]) -> str:
 _RULES: Final[tuple[_Rule, ...]] = (
     _unit_abbreviation,
     _unit_symbol,
+    _roman,
+    _circled,
     _masked_number,
     _landline,
     _toll_free,

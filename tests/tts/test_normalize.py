@@ -138,6 +138,8 @@ NORMALIZE_CASES = [
     case("上午9:30", "上午九点三十分", "time-shangwu"),
     case("9：30", "九点三十分", "time-fullwidth-colon"),
     case("９：３０", "九点三十分", "time-fullwidth-digits"),
+    case("开会时间：9:30", "开会时间：九点三十分", "time-after-a-label-colon"),
+    case("时间:8:30—17:30", "时间：八点三十分到十七点三十分", "time-range-after-an-ascii-label-colon"),
     case("3:2", "三比二", "ratio"),
     case("1:10000", "一比一万", "ratio-map-scale"),
     case("25:30", "二十五比三十", "ratio-not-a-time"),
@@ -187,6 +189,14 @@ NORMALIZE_CASES = [
     case("报名电话：15847112345", "报名电话：幺五八四七幺幺二三四五", "phone-mobile-after-label"),
     case("拨付资金500", "拨付资金五百", "phone-bofu-is-not-dialling"),
     case("拨款100万元", "拨款一百万元", "phone-bokuan-is-not-dialling"),
+    case("联系电话：6231234、6231235", "联系电话：六二三幺二三四、六二三幺二三五", "phone-second-local-number"),
+    case(
+        "电话：0471-6231234，6231235", "电话：零四七幺，六二三幺二三四，六二三幺二三五", "phone-second-after-landline"
+    ),
+    case("电话6231234、6231235转8001", "电话六二三幺二三四、六二三幺二三五转八零零幺", "phone-second-with-extension"),
+    case(
+        "收入1234567、支出2345678", "收入一百二十三万四千五百六十七、支出二百三十四万五千六百七十八", "listed-amounts"
+    ),
     case("G110国道", "G幺幺零国道", "code-road"),
     # masked numbers: the listener hears that the number was hidden, none of its digits
     case("150125********1234", "号码已隐去", "masked-id"),
@@ -216,6 +226,11 @@ NORMALIZE_CASES = [
     case("第2", "第二", "ordinal-two-is-er"),
     case("第2名", "第二名", "ordinal-two-before-measure-word"),
     case("第3-5条", "第三到五条", "ordinal-range"),
+    case("启动Ⅲ级应急响应", "启动三级应急响应", "roman-numeral-level"),
+    case("IV级预警", "四级预警", "latin-roman-numeral-level"),
+    case("VIP客户", "VIP客户", "latin-letters-are-not-roman-numerals"),
+    case("①请按时参加；②带好证件", "一、请按时参加；二、带好证件", "circled-numbers-are-list-markers"),
+    case("⑴开会", "一、开会", "parenthesised-number"),
     # units
     case("5km", "五公里", "unit-km"),
     case("20kg", "二十公斤", "unit-kg"),
