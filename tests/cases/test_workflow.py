@@ -189,6 +189,8 @@ async def test_a_transfer_needs_a_real_unit_and_a_reason(
     assert missing["fields"] == {"unit_id": "没有这个单位"}
     await refused(operator, f"{base}/transfer", {"unit_id": county.unit_a, "reason": "同一个"}, 400)
     await refused(operator, f"{base}/transfer", {"unit_id": county.department_id, "reason": "  "}, 400)
+    empty = await refused(operator, f"{base}/transfer", {"unit_id": county.department_id, "reason": ""}, 400)
+    assert empty["message"] == "请填写转办理由" and empty["fields"] == {"reason": "必填"}
     assert await snapshot(runtime, case.id) == state
     moved = await operator.post_json(f"{base}/transfer", {"unit_id": county.department_id, "reason": "需县民政局办理"})
     assert moved["unit_name"] == "县民政局"

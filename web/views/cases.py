@@ -87,7 +87,8 @@ ReplyMethod = Literal["phone", "visit", "sms", "letter", "in_person"]
 Satisfaction = Literal["satisfied", "basically_satisfied", "unsatisfied"]
 FollowUpMethod = Literal["phone", "visit"]
 # Text fields accept up to 100,000 characters here; the configured limit (cases.note_max_chars) is checked
-# by the workflow, with a message that says what the limit is.
+# by the workflow, with a message that says what the limit is. Nor is "required" checked here: an empty
+# reason, result or name is refused by the domain in Chinese (请填写不予受理的理由), not as "reason：不能为空".
 
 
 # -- request and response models ------------------------------------------------------------------
@@ -152,7 +153,7 @@ class CaseListOut(ApiModel):
 
 class CaseIn(ApiModel):
     channel: Channel = Field(description="来访 walk_in、网格员 grid、来信 letter、网上 online")
-    summary: str = Field(min_length=1, max_length=100_000)
+    summary: str = Field(max_length=100_000)
     township_id: int
     village_id: int | None = None
     category: str = Field("petition", max_length=32)
@@ -221,23 +222,23 @@ class NoteIn(ApiModel):
 
 
 class ReasonIn(ApiModel):
-    reason: str = Field(min_length=1, max_length=100_000)
+    reason: str = Field(max_length=100_000)
 
 
 class AssignIn(ApiModel):
     unit_id: int
-    leader_name: str = Field(min_length=1, max_length=64, description="包案领导")
+    leader_name: str = Field(max_length=64, description="包案领导")
     note: str | None = Field(None, max_length=100_000)
 
 
 class TransferIn(ApiModel):
     unit_id: int
-    reason: str = Field(min_length=1, max_length=100_000)
+    reason: str = Field(max_length=100_000)
 
 
 class ExtensionIn(ApiModel):
     days: int = Field(description="延期天数（最多 cases.max_extension_days，默认30）")
-    reason: str = Field(min_length=1, max_length=100_000)
+    reason: str = Field(max_length=100_000)
 
 
 class DecisionIn(ApiModel):
@@ -247,7 +248,7 @@ class DecisionIn(ApiModel):
 
 class ResolveIn(ApiModel):
     outcome: Outcome = Field(description="resolved 已化解；partly_resolved 部分化解")
-    result: str = Field(min_length=1, max_length=100_000, description="办理结果（已告知群众的内容）")
+    result: str = Field(max_length=100_000, description="办理结果（已告知群众的内容）")
     told_via: ReplyMethod = Field(description="告知群众的方式")
     note: str | None = Field(None, max_length=100_000)
 
@@ -264,7 +265,7 @@ class CloseIn(ApiModel):
 
 
 class NoteTextIn(ApiModel):
-    text: str = Field(min_length=1, max_length=100_000)
+    text: str = Field(max_length=100_000)
 
 
 class CallbackOut(ApiModel):
@@ -288,7 +289,7 @@ class AudioQuery(ApiModel):
 
 
 class ViewIn(ApiModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(max_length=64)
     shared: bool = False
     filters: CaseQuery
 
@@ -313,7 +314,7 @@ class HolidayQuery(ApiModel):
 
 class HolidayIn(ApiModel):
     kind: Literal["holiday", "workday"] = Field(description="holiday 放假；workday 调休上班")
-    name: str = Field(min_length=1, max_length=32)
+    name: str = Field(max_length=32)
 
 
 class HolidayOut(ApiModel):
@@ -895,7 +896,7 @@ async def cases_page(request: web.Request) -> web.Response:
 
 
 class ViewForm(ApiModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(max_length=64)
     shared: bool = False
     query: str = Field("", max_length=2000)
 
@@ -1016,7 +1017,7 @@ async def case_page(request: web.Request) -> web.Response:
 
 class NewCaseForm(ApiModel):
     channel: Channel
-    summary: str = Field(min_length=1, max_length=100_000)
+    summary: str = Field(max_length=100_000)
     township_id: int
     village_id: int | None = None
     category: str = Field("petition", max_length=32)
@@ -1155,7 +1156,7 @@ def charts(report: Report) -> dict[str, Any]:
 class HolidayForm(ApiModel):
     day: date
     kind: Literal["holiday", "workday"]
-    name: str = Field(min_length=1, max_length=32)
+    name: str = Field(max_length=32)
 
 
 async def holidays_page(request: web.Request) -> web.Response:
