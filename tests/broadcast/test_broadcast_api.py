@@ -312,6 +312,17 @@ async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_i
     }
     csv = await (await staff.get(f"/api/v1/asrun.csv?zone_id={zone}")).text()
     assert "森林草原防火紧急通知" in csv and "被中断" in csv
+    assert csv.startswith("\ufeff记录号,")  # BOM: Excel opens it as UTF-8
+    assert len(csv.strip().splitlines()) == 1 + sum(len(line["speakers"]) for line in asrun)  # a line per speaker
+    # The filters: township, village, kind, date (Beijing dates, inclusive).
+    today = runtime.clock.now().astimezone(runtime.settings.zone).date()
+    village, other_village = tree["villages"]
+    assert {line["kind"] for line in await staff.get_json("/api/v1/asrun?kind=emergency")} == {"emergency"}
+    assert len(await staff.get_json(f"/api/v1/asrun?township_id={tree['townships'][0]}")) == len(asrun)
+    assert len(await staff.get_json(f"/api/v1/asrun?village_id={village}&since={today}&until={today}")) == len(asrun)
+    assert await staff.get_json(f"/api/v1/asrun?village_id={other_village}") == []
+    assert await staff.get_json(f"/api/v1/asrun?since={today + timedelta(days=1)}") == []
+    assert await staff.get_json(f"/api/v1/asrun?until={today - timedelta(days=1)}") == []
 
 
 async def test_a_recorded_voice_replaces_the_synthetic_one_and_is_approved_through_the_same_pipeline(
@@ -364,3 +375,66 @@ async def test_notices_schedules_and_the_as_run_log_are_scoped_by_township_with_
     assert [row["township_id"] for row in (await other.get_json("/api/v1/coverage"))["rows"]] == [
         tree["townships"][1]
     ] * len((await other.get_json("/api/v1/coverage"))["rows"])
+
+
+async def test_a_rejected_notice_needs_a_reason_goes_back_to_draft_when_edited_and_an_archived_one_is_closed(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    tree = await _tree(runtime)
+    township = tree["townships"][0]
+    staff, approver, _both = await _people(runtime, new_client, make_user, township)
+    body = {"kind": "disclosure_village", "title": "村务公开", "body": "修路款收支明细。", "township_id": township}
+    notice = await staff.post_json("/api/v1/notices", body, 201)
+    await staff.post_json(f"/api/v1/notices/{notice['id']}/submit", {})
+    blank = await approver.post_json(f"/api/v1/notices/{notice['id']}/reject", {"reason": "   "}, expect=400)
+    assert "reason" in blank["error"]["fields"]
+    rejected = await approver.post_json(f"/api/v1/notices/{notice['id']}/reject", {"reason": "金额没有写单位"})
+    assert (rejected["state"], rejected["reject_reason"]) == ("rejected", "金额没有写单位")
+    # Only a pending notice can be approved; a rejected one is edited and submitted again.
+    await approver.post_json(f"/api/v1/notices/{notice['id']}/approve", {}, expect=409)
+    corrected = {**body, "body": "修路款收支明细，共3万元。"}
+    edited = await staff.client.put(f"/api/v1/notices/{notice['id']}", json=corrected)
+    assert (await edited.json())["state"] == "draft"
+    resubmitted = await staff.post_json(f"/api/v1/notices/{notice['id']}/submit", {})
+    assert (resubmitted["state"], resubmitted["reject_reason"]) == ("pending", None)
+    assert (await approver.post_json(f"/api/v1/notices/{notice['id']}/approve", {}))["state"] == "approved"
+
+    archived = await staff.post_json(f"/api/v1/notices/{notice['id']}/archive", {})
+    assert archived["state"] == "archived"
+    closed = await staff.client.put(f"/api/v1/notices/{notice['id']}", json=body)
+    assert closed.status == 409 and (await closed.json())["error"]["code"] == "notice.archived"
+    refused = await staff.post(
+        "/api/v1/schedules",
+        json={"notice_id": notice["id"], "kind": "daily", "times": ["07:00"],
+              "targets": [{"level": "zone", "id": tree["zones"][0]}]},
+    )  # fmt: skip
+    assert refused.status == 409 and (await refused.json())["error"]["code"] == "schedule.notice_not_approved"
+
+
+async def test_an_emergency_needs_the_permission_and_a_confirmation_and_belongs_to_the_township_of_its_zones(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    tree = await _tree(runtime)
+    township, zone, other_zone = tree["townships"][0], tree["zones"][0], tree["zones"][1]
+    alert = {"title": "暴雨红色预警", "body": "请立即转移到安全地带。", "zone_ids": [zone], "confirm": True}
+    plain = await (await new_client()).login(*await make_user("staff", township_ids=[township]))
+    forbidden = await plain.post_json("/api/v1/emergency", alert, expect=403)
+    assert forbidden["error"]["code"] == "emergency.forbidden"
+    # A township's own emergency sender: no township_id needed, it is the township of the zones.
+    sender = await (await new_client()).login(*await make_user("staff", township_ids=[township], can_emergency=True))
+    unconfirmed = await sender.post_json("/api/v1/emergency", {**alert, "confirm": False}, expect=400)
+    assert "确认" in unconfirmed["error"]["message"]
+    outside = await sender.post_json("/api/v1/emergency", {**alert, "zone_ids": [other_zone]}, expect=400)
+    assert "不存在" in outside["error"]["message"]
+    assert await sender.get_json("/api/v1/notices?kind=emergency") == []  # nothing written
+
+    sent = await sender.post_json("/api/v1/emergency", alert, expect=202)
+    assert (sent["notice"]["township_id"], sent["notice"]["state"]) == (township, "approved")
+    # A county-wide sender reaching two townships at once sends a county-level alert.
+    county = await (await new_client()).login(*await make_user("leader", county_wide=True, can_emergency=True))
+    both = await county.post_json("/api/v1/emergency", {**alert, "zone_ids": [zone, other_zone]}, expect=202)
+    assert both["notice"]["township_id"] is None
+    wrong = await county.post_json(
+        "/api/v1/emergency", {**alert, "zone_ids": [zone, other_zone], "township_id": township}, expect=400
+    )
+    assert "不都在这个乡镇内" in wrong["error"]["message"]

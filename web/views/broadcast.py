@@ -224,13 +224,31 @@ async def play_notice(request: web.Request, body: PlayIn) -> web.Response:
     return json_response({"broadcast_id": broadcast_id}, status=202)
 
 
-async def _check_zones(request: web.Request, zone_ids: list[int]) -> None:
+async def _check_zones(request: web.Request, zone_ids: list[int]) -> set[int]:
+    """Every zone exists and is in the user's scope; returns the townships they lie in."""
     areas = request.app[keys.AREAS]
+    townships: set[int] = set()
     for zone_id in zone_ids:
         try:
-            await areas.get_zone(keys.principal(request), zone_id)
+            _zone, village = await areas.get_zone(keys.principal(request), zone_id)
         except NotFound:
             raise InvalidInput(f"播出分区 {zone_id} 不存在", fields={"zone_ids": "分区不存在"}) from None
+        townships.add(village.township_id)
+    return townships
+
+
+def _emergency_township(request: web.Request, given: int | None, townships: set[int]) -> int | None:
+    """An emergency belongs to the township of its zones (a county-wide sender may reach several: county level)."""
+    me = keys.principal(request)
+    if given is not None:
+        if townships - {given}:
+            raise InvalidInput("所选分区不都在这个乡镇内", fields={"zone_ids": "不属于所选乡镇"})
+        return given
+    if len(townships) == 1:
+        return next(iter(townships))
+    if me.county_wide:
+        return None
+    raise InvalidInput("一次应急广播只能发往一个乡镇的分区，请分乡镇发送", fields={"zone_ids": "分区属于多个乡镇"})
 
 
 async def send_emergency(request: web.Request, body: EmergencyIn) -> web.Response:
@@ -242,9 +260,9 @@ async def send_emergency(request: web.Request, body: EmergencyIn) -> web.Respons
         raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
     if not body.confirm:
         raise InvalidInput("请确认立即播出（confirm 必须为 true）", fields={"confirm": "请确认"})
-    await _check_zones(request, body.zone_ids)
+    townships = await _check_zones(request, body.zone_ids)
     notice = await request.app[NOTICES].create_emergency(
-        me, title=body.title, body=body.body, township_id=body.township_id
+        me, title=body.title, body=body.body, township_id=_emergency_township(request, body.township_id, townships)
     )
     broadcast_id = await request.app[DISPATCHER].request(
         notice_id=notice.id, zone_ids=body.zone_ids, origin="emergency", requested_by=me.user_id
@@ -526,8 +544,10 @@ async def emergency_form(request: web.Request) -> web.StreamResponse:
             raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
         if not form.confirm:
             raise InvalidInput("请勾选“确认立即播出”", fields={"confirm": "请确认"})
-        await _check_zones(request, form.zone_ids)
-        notice = await request.app[NOTICES].create_emergency(me, title=form.title, body=form.body, township_id=None)
+        townships = await _check_zones(request, form.zone_ids)
+        notice = await request.app[NOTICES].create_emergency(
+            me, title=form.title, body=form.body, township_id=_emergency_township(request, None, townships)
+        )
         await request.app[DISPATCHER].request(
             notice_id=notice.id, zone_ids=form.zone_ids, origin="emergency", requested_by=me.user_id
         )
