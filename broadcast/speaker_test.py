@@ -3,9 +3,9 @@
 Used by ``cunxiang broadcast test`` and by the button on the speaker page. It
 goes straight to the transport, outside the dispatcher and the as-run log (it
 plays to one loudspeaker, not to a zone); its result is the per-speaker result
-the transports give everywhere else. An HTTP-pull terminal cannot be pushed to,
-so its test is a real broadcast of the test item to that one terminal through
-the dispatcher (see :meth:`SpeakerTester.test_speaker`).
+the transports give everywhere else. An HTTP-pull terminal cannot be pushed to
+(it fetches what it is told on its next poll, and reports through the as-run
+log), so it is refused here with a pointer to 立即播出 to its zone.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ class SpeakerTester:
         if transport is None:
             raise ServiceUnavailable(f"传输方式 {target.transport} 未启用", code="speaker_test.transport")
         if target.transport == "http":
-            raise InvalidInput("4G拉取终端不能直接推送，请在终端页面用“播出测试”", code="speaker_test.http")
+            raise InvalidInput(
+                "4G拉取终端不能直接推送：请把一条通知“立即播出”到它所在的分区来测试", code="speaker_test.http"
+            )
         item = await self.render(text)
         try:
             async with asyncio.timeout(self._timeout_s + item.duration_s):
