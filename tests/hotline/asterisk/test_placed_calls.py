@@ -10,6 +10,8 @@ import asyncio
 
 from sqlalchemy import func, select
 
+from hotline.ami import Message
+from hotline.dialtest import SimulatedVillager
 from hotline.intake import CallFacts
 from hotline.recordings import inspect
 from storage.models import Call, Case, MissedCall, Recording
@@ -113,3 +115,45 @@ async def test_a_survey_asks_again_when_no_key_comes_and_reports_the_answer(hotl
         (recording,) = (await session.scalars(select(Recording).where(Recording.case_id == ticket.case_id))).all()
     assert recording.kind == "survey"
     assert await case_count(hotline) == (1, 0)
+
+
+async def test_a_placed_call_that_lands_in_the_hotline_is_refused_and_never_becomes_anything(
+    hotline: Hotline,
+) -> None:
+    link = hotline.telephony.link
+    call_id = f"marked-{SimulatedVillager.new_call_id()}"
+    refused = asyncio.Event()
+
+    def listen(event: Message) -> None:
+        if event.get("Linkedid") == call_id and event.get("UserEvent") == "CxStage":
+            if event.get("Kind") == "refused" and event.get("Marker") == "callback":
+                refused.set()
+
+    link.add_listener(listen)
+    try:
+        await link.originate(
+            channel="Local/s@hotline",
+            channel_id=call_id,
+            other_channel_id=f"{call_id}-ivr",
+            context="villager",
+            exten="s",
+            caller_id="<13800001111>",
+            variables={"__CX_MARKER": "callback"},
+        )
+        async with asyncio.timeout(30):
+            await refused.wait()
+    finally:
+        link.remove_listener(listen)
+    cdr = hotline.instance.sandbox.paths.cdr_csv
+    assert cdr is not None
+    async with asyncio.timeout(30):
+        while any(channel.get("Linkedid") == call_id for channel in await link.live_channels()):
+            await asyncio.sleep(0.1)
+        while "cx:refused:callback" not in (cdr.read_text() if cdr.exists() else ""):
+            await asyncio.sleep(0.1)
+    await hotline.telephony.tracker.wait_idle(30)
+    # Neither the tracker nor reconciliation from the CDR makes anything of it.
+    await hotline.telephony.reconciler.run("test")
+    assert await hotline.runtime.hotline.intake.outcome(call_id) is None
+    assert await case_count(hotline) == (0, 0)
+    assert hotline.spool() == []
