@@ -201,7 +201,7 @@ _SERVICE_NUMBERS: Final = frozenset(
 _EMERGENCY_NUMBERS: Final = frozenset({"110", "119", "120", "122"})
 _CUSTOMER_SERVICE: Final = re.compile(r"95\d{3}", re.ASCII)  # 95598 国家电网, 95588 …
 _PHONE_WORD_BEFORE: Final = re.compile(
-    r"(?:(?:电话|热线|拨打|号码|致电|联系|手机|座机|传真|来电|报警|求助|呼叫|值班室)"
+    r"(?:(?:电话|热线|拨打|号码|致电|联系|手机|座机|传真|来电|报警|求助|呼叫|值班室|尾号|后[四六八0-9]位)"
     r"[^0-9。！？；，,\n]{0,4}|拨[：: ]?)$"
 )
 # 请拨110或119: a number listed right after a service number is one too.
@@ -299,6 +299,7 @@ _UNIT_ABBREVIATIONS: Final = {
     "kw": "千瓦",
     "KW": "千瓦",
     "kV": "千伏",
+    "V": "伏",
     "kv": "千伏",
     "kg": "公斤",
     "KG": "公斤",
@@ -437,6 +438,12 @@ def _mobile(match: re.Match[str]) -> str:
     groups = [read_digits(match[i], one_as_yao=True) for i in (1, 3, 4)]
     # Written grouped (138 0000 1111), it is read with the same pauses.
     return ("，" if match[2] else "").join(groups)
+
+
+@_rule("serial numbers", r"(?<![0-9.,])(\d+)[\-—–](0\d+)(?![0-9]|\.[0-9])")
+def _serial_number(match: re.Match[str]) -> str:
+    # 公告编号：2026-001: a leading zero after the dash makes it a code, not 2026 to 1.
+    return read_digits(match[1], one_as_yao=True) + "，" + read_digits(match[2], one_as_yao=True)
 
 
 def _valid_date(month: int, day: int) -> bool:
@@ -761,7 +768,7 @@ def _slash_between_words(match: re.Match[str]) -> str:
 
 @_rule(
     "range marks between readings",
-    r"(?<=[" + _HAN + r"]) ?(?:~|(?<!—)[\-–—](?!—)) ?(?=[" + _NUMERAL_CHARS + "负])",
+    r"(?<=[" + _HAN + r"]) ?(?:~|(?<!—)[\-–—](?!—)) ?(?=[" + _NUMERAL_CHARS + "负]|次日)",
 )
 def _range_mark(match: re.Match[str]) -> str:
     return "到"  # 一日-十二月, left over after both sides were read
@@ -854,6 +861,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
     _numeric_date,
     _numeric_year_month,
     _year_range,
+    _serial_number,
     _year,
     _document_year,
     _clock,

@@ -135,6 +135,7 @@ NORMALIZE_CASES = [
     case("23:59:30", "二十三点五十九分三十秒", "time-seconds"),
     case("8:30-17:30", "八点三十分到十七点三十分", "time-range"),
     case("9:30至11:00", "九点三十分至十一点", "time-range-zhi"),
+    case("晚上8:00-次日6:00", "晚上八点到次日六点", "time-range-overnight"),
     case("上午9:30", "上午九点三十分", "time-shangwu"),
     case("9：30", "九点三十分", "time-fullwidth-colon"),
     case("９：３０", "九点三十分", "time-fullwidth-digits"),
@@ -197,6 +198,9 @@ NORMALIZE_CASES = [
     case(
         "收入1234567、支出2345678", "收入一百二十三万四千五百六十七、支出二百三十四万五千六百七十八", "listed-amounts"
     ),
+    case("身份证后四位1234", "身份证后四位幺二三四", "digits-after-last-four"),
+    case("手机尾号1111", "手机尾号幺幺幺幺", "digits-after-weihao"),
+    case("公告编号：2026-001", "公告编号：二零二六，零零幺", "serial-number-with-leading-zero"),
     case("G110国道", "G幺幺零国道", "code-road"),
     # masked numbers: the listener hears that the number was hidden, none of its digits
     case("150125********1234", "号码已隐去", "masked-id"),
@@ -245,6 +249,7 @@ NORMALIZE_CASES = [
     case("5-10km", "五到十公里", "unit-range"),
     case("10m³", "十立方米", "unit-cubic-metre"),
     case("100kWh", "一百千瓦时", "unit-kwh"),
+    case("220V", "二百二十伏", "unit-volt"),
     case("2km", "两公里", "unit-km-liang"),
     case("5亩", "五亩", "unit-mu"),
     case("3吨", "三吨", "unit-ton"),
