@@ -185,19 +185,11 @@ class CallbackService:
     ) -> CallbackAttempt:
         case = await self._workflow.visible_case(principal, case_id, via="case.callback")
         self._workflow.access.require(principal, "callback", sealed=case.sealed)
-        if self._link is None:
-            raise Conflict("本系统没有接电话系统（asterisk = none），不能回拨", code="callback.no_telephony")
+        endpoint = await self._operator_phone(principal)
         if case.caller_number is None:
             raise Conflict("这个案件没有来电号码，无法回拨", code="callback.no_number")
         now = self._clock.now()
         async with self._sessions() as session:
-            user = await session.get(User, principal.user_id)
-            endpoint = (user.phone_endpoint or "").strip() if user is not None else ""
-            if not endpoint:
-                raise InvalidInput(
-                    "您还没有登记自己的电话（分机），请管理员在用户设置里填写后再回拨",
-                    code="callback.no_operator_phone",
-                )
             busy = await session.scalar(
                 select(func.count())
                 .select_from(CallbackAttempt)
@@ -220,8 +212,26 @@ class CallbackService:
             self._wake.set()
         return attempt
 
+    async def _operator_phone(self, principal: Principal) -> str:
+        """The operator's own phone to ring first; refused (writing nothing) when no call can be placed."""
+        if self._link is None:
+            raise Conflict("本系统没有接电话系统（asterisk = none），不能回拨", code="callback.no_telephony")
+        async with self._sessions() as session:
+            user = await session.get(User, principal.user_id)
+            endpoint = (user.phone_endpoint or "").strip() if user is not None else ""
+        if not endpoint:
+            raise InvalidInput(
+                "您还没有登记自己的电话（分机），请管理员在用户设置里填写后再回拨",
+                code="callback.no_operator_phone",
+            )
+        return endpoint
+
     async def request_for_missed(self, principal: Principal, missed_call_id: int) -> tuple[Case, CallbackAttempt]:
-        """未接来电回拨: the missed call becomes a case (once), then the same callback."""
+        """未接来电回拨: the missed call becomes a case (once), then the same callback.
+
+        Whether a call can be placed at all is asked first: a refusal must not leave a new case behind.
+        """
+        await self._operator_phone(principal)
         case = await self._workflow.case_from_missed_call(principal, missed_call_id)
         return case, await self.request(principal, case.id, missed_call_id=missed_call_id)
 

@@ -1102,8 +1102,11 @@ async def missed_page(request: web.Request) -> web.Response:
     rows, total = await _cases(request).ledger.missed_calls(me, state=None if state == "all" else state, limit=200)
     townships = {t.id: t.name for t in await request.app[keys.AREAS].list_townships(me)}
     return await render(
-        request, "cases/missed.html", {"rows": rows, "total": total, "state": state, "townships": townships}
-    )
+        request,
+        "cases/missed.html",
+        {"rows": rows, "total": total, "state": state, "townships": townships,
+         "can_call": _cases(request).callbacks.available},
+    )  # fmt: skip
 
 
 async def missed_callback_form(request: web.Request) -> web.StreamResponse:
