@@ -211,3 +211,52 @@ async def test_reconnecting_backs_off_while_asterisk_is_away(fake: FakeAmi) -> N
         assert waits[0] < 0.1 and max(waits) <= 0.4 * 1.2 and waits[-1] > waits[0] * 2
     finally:
         await link.stop()
+
+
+class SlowBootingAmi(FakeAmi):
+    """Accepts the login but says FullyBooted only when the test lets it (an Asterisk still loading modules)."""
+
+    booted = False
+
+    def fully_booted(self) -> bytes:
+        return next(block for block in self._session if block.startswith(b"Event: FullyBooted"))
+
+    def _answer(self, action: str, action_id: bytes) -> bytes:
+        answer = super()._answer(action, action_id)
+        if action == "Login" and not self.booted:
+            answer = answer.replace(self.fully_booted(), b"")
+        return answer
+
+
+async def test_the_link_is_not_ready_until_asterisk_says_it_is_fully_booted() -> None:
+    fake = SlowBootingAmi()
+    await fake.start()
+    link = link_to(fake, boot_timeout_s=5.0)
+    await link.start()
+    try:
+        await until(lambda: fake.logins >= 1)
+        await asyncio.sleep(0.5)
+        assert not link.connected and link.health.status != "ok"
+        with pytest.raises(AmiNotConnected):
+            await link.action("Ping")
+        fake.booted = True
+        await fake.send(fake.fully_booted())
+        await link.wait_connected(5)
+        assert link.health.status == "ok" and fake.logins == 1
+    finally:
+        await link.stop()
+        await fake.stop()
+
+
+async def test_an_asterisk_that_never_finishes_booting_is_reported_and_tried_again() -> None:
+    fake = SlowBootingAmi()
+    await fake.start()
+    link = link_to(fake, boot_timeout_s=0.3)
+    await link.start()
+    try:
+        await until(lambda: fake.logins >= 2)
+        assert not link.connected and link.health.status == "down"
+        assert "FullyBooted" in f"{link.health.detail} {link.health.last_error}"
+    finally:
+        await link.stop()
+        await fake.stop()
