@@ -73,3 +73,50 @@ async def test_an_admin_sets_a_zone_multicast_group_on_its_page_and_a_group_outs
     assert "224.0.0.0/4" in await refused.text()
     saved = await admin.post(action, data={"rtp_group": "239.10.0.1:5004", "rtp_ttl": "4"})
     assert "已保存：组播 239.10.0.1:5004" in await saved.text()
+
+
+async def test_a_schedule_is_edited_on_its_own_page_and_the_running_scheduler_takes_the_change_at_once(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    admin = await make_principal(runtime, "schedule-admin", "admin", county_wide=True)
+    place = await build_place(runtime, admin, "甲乡", [[("sink", "file:a")], [("sink", "file:b")]])
+    staff_login = await make_user("staff", township_ids=[place.township_id])
+    notice = await approved_notice(
+        runtime,
+        await principal(runtime, staff_login[0]),
+        await make_principal(runtime, "schedule-approver", "approver", township_ids=[place.township_id]),
+        township_id=place.township_id,
+    )
+    staff = await (await new_client()).login(*staff_login)
+    first, second = place.zone_ids
+    created = await staff.post_json(
+        "/api/v1/schedules",
+        {"notice_id": notice.id, "kind": "daily", "times": ["07:00"], "targets": [{"level": "zone", "id": first}]},
+        expect=201,
+    )
+    page = f"/broadcast/schedules/{created['id']}"
+    listing = await (await staff.get("/broadcast/schedules")).text()
+    assert f'href="{page}"' in listing
+    shown = await (await staff.get(page)).text()
+    assert "每天 07:00" in shown and 'name="times" placeholder="07:00,12:00,18:30" value="07:00"' in shown
+    assert f'<option value="{first}" selected>' in shown and f'<option value="{second}">' in shown
+
+    form = [("notice_id", str(notice.id)), ("kind", "weekly"), ("times", "08:30，18:00"), ("weekdays", "1"),
+            ("weekdays", "3"), ("zone_ids", str(second))]  # fmt: skip
+    saved = await (await staff.post(page, data=form)).text()
+    assert "播出安排已修改，立即生效" in saved and "每周周一、周三 08:30、18:00" in saved
+    assert f'<option value="{second}" selected>' in saved
+    body = await staff.get_json(f"/api/v1/schedules/{created['id']}")
+    assert (body["kind"], body["times"], body["weekdays"]) == ("weekly", ["08:30", "18:00"], [1, 3])
+    assert body["targets"] == [{"level": "zone", "id": second}]
+    # The active worker's scheduler re-planned it without a restart: its next wake-up is the new rule's.
+    scheduler = runtime.broadcasting.scheduler
+    assert scheduler.running and scheduler.next_fire is not None
+    assert scheduler.next_fire.isoformat() == body["next"][0]
+
+    refused = await (await staff.post(page, data=[*form[:2], ("times", "25:00"), *form[3:]])).text()
+    assert "25:00" in refused and "不存在" in refused
+    unchanged = await staff.get_json(f"/api/v1/schedules/{created['id']}")
+    assert unchanged["times"] == ["08:30", "18:00"]
+    stopped = await (await staff.post(f"{page}/disable?back=page", data={})).text()
+    assert "已停用" in stopped and "每周周一、周三 08:30、18:00" in stopped

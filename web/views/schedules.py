@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import Field
 
 from common.errors import UserError
 from schedules.rules import WEEKDAY_LABELS
-from schedules.service import ScheduleInput, ScheduleService, schedule_json
-from storage.models import KIND_LABELS, PRIORITY_LABELS
+from schedules.service import LEVEL_LABELS, ScheduleInput, ScheduleService, schedule_json
+from storage.models import KIND_LABELS, PRIORITY_LABELS, Schedule
 from web import keys
 from web.api import Routes, json_response
 from web.render import flash, redirect, render
@@ -170,29 +171,94 @@ def _form_input(form: ScheduleForm) -> ScheduleInput:
     )
 
 
-async def schedules_page(request: web.Request) -> web.Response:
-    me = keys.principal(request)
-    service = request.app[SCHEDULES]
-    from broadcast.notices import NoticeService  # noqa: F401  (type only; the service comes from the app)
+async def _editor_context(request: web.Request) -> dict[str, Any]:
+    """What the schedule editor's fields choose from: approved notices and the area tree in scope."""
     from web.views.broadcast import NOTICES
 
-    found = await service.list_schedules(me)
-    approved = await request.app[NOTICES].list_notices(me, state="approved")
+    me = keys.principal(request)
     areas = request.app[keys.AREAS]
-    context = {
-        "schedules": [
-            (schedule, notice, service.describe(schedule), service.next_of(schedule, 3)) for schedule, notice in found
-        ],
-        "notices": approved,
+    return {
+        "notices": await request.app[NOTICES].list_notices(me, state="approved"),
         "townships": await areas.list_townships(me),
         "villages": await areas.list_villages(me),
         "zones": await areas.list_zones(me),
         "WEEKDAY_LABELS": WEEKDAY_LABELS,
         "KIND_LABELS": KIND_LABELS,
         "PRIORITY_LABELS": PRIORITY_LABELS,
-        "selected_notice": int(request.query["notice_id"]) if request.query.get("notice_id", "").isdigit() else None,
+    }
+
+
+def _form_values(schedule: Schedule | None, zone: ZoneInfo, notice_id: int | None = None) -> dict[str, Any]:
+    """The editor's fields filled from a saved schedule (or empty for a new one)."""
+    if schedule is None:
+        return {
+            "notice_id": notice_id, "kind": "daily", "times": "", "weekdays": [], "once_at": "", "start_date": "",
+            "end_date": "", "township_ids": [], "village_ids": [], "zone_ids": [],
+        }  # fmt: skip
+    targets = [(target.level, target.target_id) for target in schedule.targets]
+    return {
+        "notice_id": schedule.notice_id,
+        "kind": schedule.kind,
+        "times": ",".join(schedule.times),
+        "weekdays": list(schedule.weekdays),
+        "once_at": schedule.once_at.astimezone(zone).strftime("%Y-%m-%dT%H:%M") if schedule.once_at else "",
+        "start_date": schedule.start_date.isoformat() if schedule.start_date else "",
+        "end_date": schedule.end_date.isoformat() if schedule.end_date else "",
+        "township_ids": [target_id for level, target_id in targets if level == "township"],
+        "village_ids": [target_id for level, target_id in targets if level == "village"],
+        "zone_ids": [target_id for level, target_id in targets if level == "zone"],
+    }
+
+
+async def schedules_page(request: web.Request) -> web.Response:
+    me = keys.principal(request)
+    service = request.app[SCHEDULES]
+    found = await service.list_schedules(me)
+    selected = int(request.query["notice_id"]) if request.query.get("notice_id", "").isdigit() else None
+    context = {
+        **await _editor_context(request),
+        "schedules": [
+            (schedule, notice, service.describe(schedule), service.next_of(schedule, 3)) for schedule, notice in found
+        ],
+        "blank": _form_values(None, service.zone, selected),
     }
     return await render(request, "schedules/schedules.html", context)
+
+
+async def schedule_page(request: web.Request) -> web.Response:
+    """One schedule: what it is, its next occurrences, and (for writers) the same editor, filled in."""
+    me = keys.principal(request)
+    service = request.app[SCHEDULES]
+    schedule = await service.get(me, _id(request))
+    context = await _editor_context(request)
+    from web.views.broadcast import NOTICES
+
+    notice = await request.app[NOTICES].get(me, schedule.notice_id)
+    if all(candidate.id != notice.id for candidate in context["notices"]):
+        context["notices"] = [notice, *context["notices"]]  # shown even if no longer approved (saving then says so)
+    names = {("township", t.id): t.name for t in context["townships"]}
+    names.update({("village", v.id): v.name for v in context["villages"]})
+    names.update({("zone", z.id): f"{v.name} · {z.name}" for z, v in context["zones"]})
+    labels = [f"{LEVEL_LABELS[t.level]} {names.get((t.level, t.target_id), t.target_id)}" for t in schedule.targets]
+    context.update(
+        schedule=schedule,
+        notice=notice,
+        description=service.describe(schedule),
+        upcoming=service.next_of(schedule, 10) if schedule.enabled else [],
+        target_labels=labels,
+        current=_form_values(schedule, service.zone),
+    )
+    return await render(request, "schedules/schedule.html", context)
+
+
+async def update_schedule_form(request: web.Request) -> web.StreamResponse:
+    try:
+        form = await read_form(request, ScheduleForm)
+        await request.app[SCHEDULES].update(keys.principal(request), _id(request), _form_input(form))
+        await flash(request, "播出安排已修改，立即生效")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect(f"/broadcast/schedules/{_id(request)}")
 
 
 async def create_schedule_form(request: web.Request) -> web.StreamResponse:
@@ -212,7 +278,9 @@ def _enable_form(enabled: bool) -> Any:
             await flash(request, "已恢复" if enabled else "已停用")
         except UserError as exc:
             await flash(request, exc.message, "error")
-        raise redirect("/broadcast/schedules")
+        raise redirect(
+            f"/broadcast/schedules/{_id(request)}" if request.query.get("back") == "page" else "/broadcast/schedules"
+        )
 
     handler.__name__ = "form_enable_schedule" if enabled else "form_disable_schedule"
     return handler
@@ -269,6 +337,8 @@ def add_routes(routes: Routes) -> None:
     )  # fmt: skip
     routes.page("GET", "/broadcast/schedules", schedules_page, roles=READERS)
     routes.page("POST", "/broadcast/schedules", create_schedule_form, roles=WRITERS)
+    routes.page("GET", f"/broadcast/schedules/{item}", schedule_page, roles=READERS)
+    routes.page("POST", f"/broadcast/schedules/{item}", update_schedule_form, roles=WRITERS)
     routes.page("POST", f"/broadcast/schedules/{item}/enable", _enable_form(True), roles=WRITERS)
     routes.page("POST", f"/broadcast/schedules/{item}/disable", _enable_form(False), roles=WRITERS)
     routes.page("GET", f"/broadcast/zones/{item}/week", week_page, roles=READERS)
