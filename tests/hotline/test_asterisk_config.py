@@ -73,6 +73,12 @@ def test_no_application_is_left_to_a_default_timeout_that_hangs_up_on_a_silent_c
     assert "Read(CX_KEY,/srv/cunxiang/main/sounds/cunxiang/menu,1,,1,17.5)" in dialplan
     for arguments in applications(dialplan, "Record"):
         assert arguments.endswith("k") or arguments.endswith("qxk"), arguments  # the audio survives a hang-up
+    # The message: silence detection and a maximum length from the settings, the audio kept on hang-up.
+    assert "Record(${CX_FILE}.wav,8,300,ak)" in dialplan
+    assert (
+        "Record(${CX_FILE}.wav,5,90,ak)"
+        in render(ivr=IvrTimings(record_silence_s=5, record_max_s=90))["extensions.conf"]
+    )
     (operator,) = [arguments for arguments in applications(dialplan, "Dial") if "op1" in arguments]
     assert operator.startswith("PJSIP/op1&PJSIP/op2,30,")
     assert "Set(TIMEOUT(absolute)=3600)" in dialplan
