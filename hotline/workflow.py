@@ -194,6 +194,11 @@ class Workflow:
             found = await session.get(Case, case_id, populate_existing=True)
             if found is None:
                 raise NotFound("案件不存在", code="case.not_found")
+            if principal is not None and not self.access.may_see(
+                principal, sealed=found.sealed, township_id=found.township_id
+            ):
+                # Sealed or moved out of scope by someone else since the check above: as if it never existed.
+                raise NotFound("案件不存在", code="case.not_found")
             case = found
             ledger = await self._ledger(session, case, now)
             deadlines = await self.deadlines(session)

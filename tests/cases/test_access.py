@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
+from common.errors import NotFound
 from server import Runtime
 from storage.models import AuditEntry, Case
 from tests.cases.conftest import CaseMaker, County, People
@@ -142,3 +143,21 @@ async def test_roles_without_the_action_get_a_403_on_cases_they_can_see(
     outside = await people.operator_b.client.post(f"{base}/accept", json={})
     assert outside.status == 404
     assert (await people.operator_a.client.post(f"{base}/accept", json={})).status == 200
+
+
+async def test_a_case_sealed_between_the_check_and_the_change_is_not_changed_by_a_non_inspector(
+    runtime: Runtime, county: County, people: People, hotline_case: CaseMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = await hotline_case(township_id=county.township_a)
+    workflow = runtime.cases.workflow
+    seen_before = await workflow.visible_case(people.operator_a.principal, case.id, via="test")
+    await workflow.triage(people.operator_county.principal, case.id, category="discipline")
+
+    async def stale(*_args: object, **_kwargs: object) -> Case:
+        return seen_before  # what the operator's check saw a moment before the case was sealed
+
+    monkeypatch.setattr(workflow, "visible_case", stale)
+    with pytest.raises(NotFound):
+        await workflow.add_note(people.operator_a.principal, case.id, text="我还在办")
+    history = [event.kind for event in await workflow.history(case.id)]
+    assert history == ["triaged"]
