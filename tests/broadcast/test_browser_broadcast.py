@@ -76,9 +76,17 @@ async def test_write_approve_schedule_see_the_week_and_the_as_run_log_in_a_real_
         await clerk.click(f"{schedule_form} button[type=submit]")
         await clerk.wait_for_selector("text=播出安排已保存")
         assert "每天 07:00、18:30" in await clerk.inner_text("table")
+        # Edited on its own page: the editor comes filled in, previews the change, and saves it.
+        await clerk.click("a:has-text('每天 07:00、18:30')")
+        await expect(clerk.locator(f"{schedule_form} input[name=times]")).to_have_value("07:00,18:30")
+        await clerk.fill(f"{schedule_form} input[name=times]", "07:00,12:00,18:30")
+        await expect(clerk.locator("[data-preview]")).to_contain_text("12:00")  # the new slot, whatever the hour
+        await clerk.click(f"{schedule_form} button[type=submit]")
+        await clerk.wait_for_selector("text=播出安排已修改，立即生效")
+        assert "每天 07:00、12:00、18:30" in await clerk.inner_text("[data-description]")
 
         await clerk.goto(f"{base}/broadcast/zones/{place.zone_ids[0]}/week")
-        assert (await clerk.locator("text=村务公开：道路维修").count()) >= 7
+        assert (await clerk.locator("text=村务公开：道路维修").count()) >= 14  # three a day for a week
 
         await clerk.goto(notice_url)
         await clerk.select_option("form[action$='/play'] select[name=zone_ids]", str(place.zone_ids[0]))
