@@ -24,6 +24,21 @@ async def test_a_transfer_to_the_operator_is_recorded_into_the_same_case(hotline
     assert spoken - 0.5 <= recording["duration_s"] <= spoken + 2.0
 
 
+@pytest.mark.ivr(operator_dial="Local/answer@cx-test-operator")
+async def test_a_caller_who_hangs_up_while_talking_to_the_operator_still_gets_a_case_with_the_recording(
+    hotline: Hotline,
+) -> None:
+    call = await hotline.call(keys=("0",), speak=False, hangup_at="talked")
+    assert call.stages[-1] == "talked" and call.read_back is None
+    outcome = await hotline.settled(call.linkedid)
+    assert outcome["outcome"] == "case"
+    case = outcome["case"]
+    assert case["ivr_choice"] == "0" and case["category"] == "petition"
+    (recording,) = case["recordings"]
+    assert recording["kind"] == "transfer"  # MixMonitor's file, moved once it was closed
+    assert hotline.spool() == []
+
+
 @pytest.mark.ivr(operator_dial="Local/noanswer@cx-test-operator", operator_ring_s=2)
 async def test_an_operator_who_does_not_answer_gets_a_message_instead(hotline: Hotline) -> None:
     call = await hotline.call(keys=("0",))
