@@ -73,7 +73,7 @@ async def test_the_command_tests_a_registered_speaker_by_id_and_a_4g_terminal_is
     assert refused.returncode != 0 and "立即播出" in refused.stderr
 
 
-async def test_the_speaker_api_tests_one_speaker_and_reports_its_result(
+async def test_the_speaker_api_and_the_button_on_the_speaker_page_test_one_speaker(
     runtime: Runtime, server: TestServer, admin: ApiClient
 ) -> None:
     principal = await make_principal(runtime, "api-test-admin", "admin", county_wide=True)
@@ -83,3 +83,8 @@ async def test_the_speaker_api_tests_one_speaker_and_reports_its_result(
     assert (result["speaker_id"], result["state"]) == (sink, RUN_SUCCESS)
     refused = await admin.post_json(f"/api/v1/speakers/{terminal}/test", {"text": "拨测。"}, expect=400)
     assert refused["error"]["code"] == "speaker_test.http"
+    # The 拨测 button on the speaker page: the result comes back as the page's message.
+    page = await (await admin.post(f"/broadcast/speakers/{sink}/test", data={"text": "拨测。"})).text()
+    assert "拨测 喇叭1：成功" in page
+    page = await (await admin.post(f"/broadcast/speakers/{terminal}/test", data={"text": "拨测。"})).text()
+    assert "立即播出" in page
