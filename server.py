@@ -645,6 +645,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                 runtime.sessions, runtime.accounts, runtime.clock, settings.data_dir / "demo-logins.txt"
             )
             broadcasts = await load_demo_broadcasting(runtime)
+            cases = await _load_demo_cases(runtime)
         finally:
             await runtime.engine.dispose()
         print("demo county 示例县 " + ("created" if result.created_places else "already present, kept as it is"))
@@ -652,12 +653,33 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"new demo accounts: {', '.join(result.new_logins)}")
         print(f"demo logins: {result.logins_file.resolve()} (mode 0600)")
         print(broadcasts)
+        print(cases)
 
     asyncio.run(run())
     return 0
 
 
 DEMO_NOTICES = Path(__file__).resolve().parent / "broadcast" / "demo_notices.json"
+
+
+async def _load_demo_cases(runtime: Runtime) -> str:
+    """Invented cases in every state, entered and worked by the demo accounts (see hotline/demo_cases.py)."""
+    from accounts.service import principal_of
+    from hotline.demo_cases import load_demo_cases
+    from storage.models import User
+
+    async with runtime.sessions() as session:
+        users = {user.username: user for user in (await session.scalars(select(User))).all()}
+    if not {"demo.operator", "demo.inspector", "demo.staff", "demo.staff2"} <= users.keys():
+        return "demo cases: no demo accounts, none added"
+    staff = [principal_of(users[name]) for name in ("demo.staff", "demo.staff2")]
+    return await load_demo_cases(
+        runtime.sessions,
+        runtime.cases.workflow,
+        operator=principal_of(users["demo.operator"]),
+        staff_by_township={township: principal for principal in staff for township in principal.township_ids},
+        inspector=principal_of(users["demo.inspector"]),
+    )
 
 
 async def load_demo_broadcasting(runtime: Runtime) -> str:

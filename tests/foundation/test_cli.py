@@ -77,10 +77,19 @@ def test_demo_loads_a_county_once_and_keeps_accounts(tmp_path: Path) -> None:
     townships = database.execute("SELECT count(*) FROM townships").fetchone()[0]
     villages = database.execute("SELECT count(*) FROM villages").fetchone()[0]
     transports = {row[0] for row in database.execute("SELECT DISTINCT transport FROM speakers")}
+    case_states = {row[0] for row in database.execute("SELECT DISTINCT status FROM cases")}
+    sealed = database.execute("SELECT category, channel FROM cases WHERE sealed").fetchall()
+    histories = database.execute("SELECT count(DISTINCT case_id) FROM case_events").fetchone()[0]
+    case_count = database.execute("SELECT count(*) FROM cases").fetchone()[0]
     database.close()
     assert townships == 9
     assert 95 <= villages <= 110
     assert transports == {"sip", "rtp", "http", "sink"}
+    # The ledger is not empty: cases in each state, worked through the workflow (each has its history),
+    # one of them a sealed report, and the second run added none.
+    assert {"new", "rejected", "in_progress", "resolved", "followed_up", "closed"} <= case_states
+    assert sealed == [("discipline", "letter")]
+    assert histories == case_count and "cases already present" in second.stdout
 
 
 def test_serve_without_init_says_what_to_do(tmp_path: Path) -> None:
