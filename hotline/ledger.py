@@ -345,16 +345,17 @@ class Ledger:
                 sealed_hidden = await self._sealed_count(session, principal)
             names = await self.names(session)
         rows = [self._row(principal, case, ledger, names, deadlines) for case, ledger in pairs]
-        if principal.has_role("inspector") and any(row.case.sealed for row in rows):
-            await self.access.log(
-                principal,
-                "case.list_sealed",
-                "case",
-                None,
-                {"case_ids": [row.case.id for row in rows if row.case.sealed]},
-            )
+        await self._log_sealed_rows(principal, rows)
         capped = total > COUNT_LIMIT
         return CasePage(rows, min(total, COUNT_LIMIT), sealed_hidden, limit, offset, capped)
+
+    async def _log_sealed_rows(self, principal: Principal, rows: Sequence[LedgerRow], via: str | None = None) -> None:
+        """An inspector shown sealed cases in a list: which ones, in the audit log (as for opening one)."""
+        sealed = [row.case.id for row in rows if row.case.sealed]
+        if sealed and principal.has_role("inspector"):
+            await self.access.log(
+                principal, "case.list_sealed", "case", None, {"case_ids": sealed, **({"via": via} if via else {})}
+            )
 
     async def _sealed_count(self, session: AsyncSession, principal: Principal) -> int:
         statement = select(func.count()).select_from(Case).where(Case.sealed.is_(True), Case.test_call.is_(False))
@@ -394,6 +395,7 @@ class Ledger:
             groups.setdefault(row.unit or "（未交办）", []).append(row)
         for rows in groups.values():
             rows.sort(key=lambda row: (not row.overdue, row.deadline or now))
+        await self._log_sealed_rows(principal, [row for rows in groups.values() for row in rows], via="reminders")
         return sorted(groups.items(), key=lambda item: (-sum(row.overdue for row in item[1]), item[0]))
 
     # -- exports ----------------------------------------------------------------------------

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
+from common.clock import ManualClock
 from common.errors import NotFound
 from server import Runtime
 from storage.models import AuditEntry, Case
-from tests.cases.conftest import CaseMaker, County, People
+from tests.cases.conftest import CaseMaker, County, People, advance_days
 from tests.conftest import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("db_kind", BOTH_DATABASES)
@@ -119,7 +120,7 @@ async def test_a_non_inspector_asking_for_a_sealed_case_is_logged_and_so_is_ever
 
 
 async def test_inspectors_listing_sealed_cases_is_logged_and_others_get_only_a_count(
-    runtime: Runtime, people: People, cases: Cases
+    runtime: Runtime, people: People, cases: Cases, clock: ManualClock
 ) -> None:
     listed = await people.inspector.client.get_json("/api/v1/cases?sealed_only=true")
     assert [item["id"] for item in listed["items"]] == [cases.sealed.id]
@@ -131,6 +132,18 @@ async def test_inspectors_listing_sealed_cases_is_logged_and_others_get_only_a_c
     # Asking for sealed_only as a leader changes nothing: the filter never lets sealed rows through.
     leader = await people.leader.client.get_json("/api/v1/cases?sealed_only=true")
     assert leader["items"] == [] and leader["sealed_hidden"] == 1
+    # On the 催办 list too: the inspector's look at sealed cases is logged, and nobody else sees them there.
+    advance_days(clock, 13)
+
+    async def reminded(person: str) -> set[int]:
+        body = await people.all()[person].client.get_json("/api/v1/cases/reminders")
+        return {item["id"] for unit in body["units"] for item in unit["items"]}
+
+    assert cases.sealed.id in await reminded("inspector")
+    assert cases.sealed.id not in await reminded("leader") and cases.in_a.id in await reminded("leader")
+    entries = await audit_entries(runtime, "case.list_sealed")
+    assert entries[-1].detail == {"case_ids": [cases.sealed.id], "via": "reminders"}
+    assert entries[-1].username == people.inspector.username
 
 
 async def test_roles_without_the_action_get_a_403_on_cases_they_can_see(
