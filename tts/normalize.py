@@ -962,6 +962,10 @@ _SCRIPT_NAMES: Final = {
 }
 
 
+# Only these need a look in the Unicode database (ASCII and Chinese are the bulk of every notice).
+_NOT_ASCII_OR_CJK: Final = re.compile(f"[^\x00-\x7f{_HAN}\u3000-\u303f\uff00-\uff5f]")
+
+
 def _unsupported_script(char: str) -> str | None:
     """The Chinese name of ``char``'s script if it is a letter or digit no engine can read, else None."""
     category = unicodedata.category(char)
@@ -988,7 +992,11 @@ def _validate(text: str, max_chars: int) -> str:
     if control_offsets:
         first = control_offsets[0]
         raise TextError.control_char(first, text[first], len(control_offsets))
-    foreign = [(offset, script) for offset, char in enumerate(text) if (script := _unsupported_script(char))]
+    foreign = [
+        (match.start(), script)
+        for match in _NOT_ASCII_OR_CJK.finditer(text)
+        if (script := _unsupported_script(match[0])) is not None
+    ]
     if foreign:
         first, script = foreign[0]
         raise TextError.unsupported_script(first, text[first], script, len(foreign))
