@@ -11,7 +11,7 @@ import pytest
 
 from server import Runtime, cmd_broadcast_test
 from settings import Settings
-from storage.models import RUN_SUCCESS, Speaker
+from storage.models import RUN_INTERRUPTED, RUN_PLAYING, RUN_SUCCESS, Speaker
 from tests.hotline.asterisk.conftest import Hotline
 from tests.support.broadcasting import approved_notice, build_place, make_principal, speaker_rows, wait_for_rows
 from tests.support.speech import ffprobe
@@ -77,3 +77,61 @@ async def test_the_speaker_test_command_pages_one_sip_speaker_and_prints_its_res
     printed = json.loads(capsys.readouterr().out)
     assert code == 0, printed
     assert (printed["transport"], printed["state_label"]) == ("sip", "成功")
+
+
+async def test_an_emergency_cuts_into_a_page_on_the_real_asterisk_and_then_pages_the_same_speakers(
+    hotline: Hotline, runtime: Runtime
+) -> None:
+    admin = await make_principal(runtime, "cut-admin", "admin", county_wide=True, can_emergency=True)
+    place = await build_place(runtime, admin, "乙镇", [[]])
+    zone = place.zone_ids[0]
+    async with runtime.sessions.begin() as session:
+        for name in ("spk5", "spk6"):
+            session.add(
+                Speaker(
+                    zone_id=zone,
+                    name=name,
+                    transport="sip",
+                    address=f"Local/{name}@cx-test-speaker",
+                    codec="pcmu",
+                    enabled=True,
+                    created_at=runtime.clock.now(),
+                )
+            )
+    staff = await make_principal(runtime, "cut-staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(runtime, "cut-approver", "approver", township_ids=[place.township_id])
+    disclosure = await approved_notice(
+        runtime,
+        staff,
+        approver,
+        township_id=place.township_id,
+        kind="disclosure_finance",
+        body="各位村民请注意，本月村集体收入和支出明细如下，请大家认真收听。" * 4,
+    )
+    dispatcher = runtime.broadcasting.dispatcher
+    await dispatcher.request(notice_id=disclosure.id, zone_ids=[zone], origin="manual", requested_by=None)
+    rows = await wait_for_rows(runtime, lambda rows: rows and rows[0].state == RUN_PLAYING, timeout=60)
+    await asyncio.sleep(4)  # the speakers have answered and are hearing it
+    alert = await runtime.broadcasting.notices.create_emergency(
+        admin, title="森林草原防火紧急通知", body="严禁一切野外用火。", township_id=place.township_id
+    )
+    await dispatcher.request(notice_id=alert.id, zone_ids=[zone], origin="emergency", requested_by=None)
+    rows = await wait_for_rows(
+        runtime, lambda rows: any(r.kind == "emergency" and r.state not in (1, 2) for r in rows), timeout=120
+    )
+    cut = next(row for row in rows if row.kind == "disclosure_finance" and row.attempt == 0)
+    emergency = next(row for row in rows if row.kind == "emergency")
+    assert cut.state == RUN_INTERRUPTED and cut.interrupted_by == emergency.id
+    # Hung up on every speaker: both had answered, so both are recorded as interrupted, not failed.
+    assert [speaker.state for speaker in await speaker_rows(runtime, cut.id)] == [RUN_INTERRUPTED] * 2
+    assert emergency.state == RUN_SUCCESS, emergency.error
+    assert [speaker.state for speaker in await speaker_rows(runtime, emergency.id)] == [RUN_SUCCESS] * 2
+    assert cut.ended_at is not None and emergency.started_at is not None and cut.ended_at <= emergency.started_at
+    # What the first speaker recorded of the cut page: a few seconds, far from the whole item.
+    spool = hotline.telephony.paths.spool.host
+    recordings = sorted(
+        Path(spool.with_name(spool.name + "-test")).glob("page_spk5_*.wav"), key=lambda path: path.stat().st_mtime
+    )
+    assert len(recordings) >= 2  # the cut page, then the emergency
+    heard = ffprobe(recordings[0]).duration_s
+    assert 1.0 < heard < float(disclosure.audio_duration_s or 0) - 5, (heard, disclosure.audio_duration_s)
