@@ -169,7 +169,7 @@ class SimulatedVillager:
                     result.pin_read_back = event.get("Pin") == "yes"
                 elif user_event == "CxStatus":
                     result.status_results.append(
-                        {key: event.get(key, "") for key in ("Result", "Number", "Status", "Try")}
+                        {key: event.get(key, "") for key in ("Result", "Number", "Status", "Try", "Playback")}
                     )
                 elif user_event == "CxStage" and event.get("Kind") == "hotline":
                     stage = event.get("Stage", "")

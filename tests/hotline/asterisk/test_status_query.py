@@ -15,6 +15,7 @@ async def test_the_filing_phone_hears_the_status_of_its_case(hotline: Hotline) -
     call = await hotline.call(keys=("2", f"{case['number']}#"), speak=False)
     assert call.status_results[-1]["Result"] == "found"
     assert call.status_results[-1]["Status"] == "new"
+    assert call.status_results[-1]["Playback"] == "SUCCESS"  # she heard the status sentence itself
     outcome = await hotline.settled(call.linkedid)
     # A question about a case is neither a new case nor a missed call.
     assert outcome["outcome"] == "status_query" and "case" not in outcome and "missed_call" not in outcome
