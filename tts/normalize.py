@@ -400,9 +400,12 @@ _MASKED_MIN_POSITIONS: Final = 6  # 5**2 is arithmetic; a hidden number has at l
 def _masked_number(match: re.Match[str]) -> str:
     head, hidden, tail = match[1] or "", match[2], match[3] or ""
     digits = sum(char.isdigit() for char in head + tail)
-    positions = digits + sum(char not in " -" for char in hidden)
-    if not digits or positions < _MASKED_MIN_POSITIONS:
-        return match[0]  # **bold** markup or 5**2, not a hidden number
+    stars = sum(char not in " -" for char in hidden)
+    # Markdown bold pasted from a chat (**2026**年, 请拨打**12345**) is not a mask: a mask hides
+    # at least three digits between two visible ends, or four before or after one.
+    enough_stars = stars >= (3 if head and tail else 4)
+    if not digits or not enough_stars or digits + stars < _MASKED_MIN_POSITIONS:
+        return match[0]  # markup or 5**2, not a hidden number
     before = match.string[: match.start()]
     if _MASKED_BEFORE_NAMED.search(before):
         return "已隐去"  # 身份证号：已隐去
@@ -1003,10 +1006,17 @@ def _validate(text: str, max_chars: int) -> str:
     return text
 
 
+# Markdown bold pasted from a chat window (**时间：**2026年, 请拨打**12345**): the stars go before
+# any rule runs, so they neither hide a number from the rules nor look like a masked number.
+# A mask's stars never enclose text that starts with a digit or letter and ends before more stars.
+_MARKDOWN_BOLD: Final = re.compile(r"[*＊]{2}([^*＊\s][^*＊\n]*?)[*＊]{2}(?![*＊])")
+
+
 def _clean(text: str) -> tuple[str, bool]:
-    """Unify digit and space forms and drop pictographs; say whether any were dropped."""
+    """Unify digit and space forms, drop markdown bold and pictographs; say whether pictographs were dropped."""
     text = text.translate(_TO_ASCII)
     text = _KEYCAP.sub(r"\1", text)
+    text = _MARKDOWN_BOLD.sub(r"\1", text)
     without_pictographs = _PICTOGRAPHS.sub("", text)
     return without_pictographs, without_pictographs != text
 

@@ -213,6 +213,9 @@ NORMALIZE_CASES = [
     case("卡号6222 **** **** 1234", "卡号已隐去", "masked-card-grouped"),
     case("李某某150125********1235", "李某某，号码已隐去", "masked-after-a-name-is-a-pause"),
     case("5**2", "五二", "masked-too-short-is-not-a-number"),
+    case("**2026**年", "二零二六年", "markdown-bold-year-is-not-a-mask"),
+    case("请拨打**12345**热线", "请拨打幺二三四五热线", "markdown-bold-service-number-is-not-a-mask"),
+    case("**时间：**9:30", "时间：九点三十分", "markdown-bold-label"),
     # temperatures
     case("-5℃", "零下五摄氏度", "temperature-negative"),
     case("25°C", "二十五摄氏度", "temperature-degree-c"),
