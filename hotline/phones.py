@@ -80,15 +80,6 @@ def _prohibited(presentation: str | None) -> bool:
     return text.startswith("prohib")
 
 
-def mask(number: str | None) -> str:
-    """``13800001111`` → ``138****1111``, for places where the full number must not show."""
-    if not number:
-        return ""
-    if len(number) <= 6:
-        return number[:1] + "*" * (len(number) - 1)
-    return number[:3] + "*" * (len(number) - 7) + number[-4:]
-
-
 @dataclass(frozen=True)
 class PhoneEntry:
     phone: VillagerPhone

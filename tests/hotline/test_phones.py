@@ -6,7 +6,8 @@ import pytest
 
 from common.clock import SystemClock
 from hotline.intake import CallFacts
-from hotline.phones import caller_number, mask, normalise
+from hotline.phones import caller_number, normalise
+from hotline.sealed import mask_number
 from server import Runtime
 from tests.conftest import ClientFactory, UserFactory
 from tests.foundation.seed import Tree, seed_tree
@@ -35,7 +36,10 @@ def test_caller_numbers_are_stored_as_plain_digits(raw: str, expected: str | Non
 def test_a_withheld_presentation_hides_even_a_real_number() -> None:
     assert caller_number("13800001111", "prohib_passed_screen").number is None
     assert caller_number("13800001111", "allowed_not_screened").number == "13800001111"
-    assert mask("13800001111") == "138****1111"
+    # One masking rule for every place a number must not show in full (hotline/sealed.py).
+    assert mask_number("13800001111") == "138****1111"
+    assert mask_number("04711234567") == "047****4567"
+    assert mask_number("12345678") == "******78"  # a short number shows no more than its last two digits
 
 
 async def staff_of(make_user: UserFactory, new_client: ClientFactory, township_id: int) -> ApiClient:
