@@ -483,6 +483,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
             schedules_views.add_routes,
         ),
         nav=(*broadcast_views.NAV, *cases_views.NAV, *hotline_views.NAV),
+        todo=(broadcast_views.todo, cases_views.todo),
         version=version(),
     )
     app[keys.CLOCK] = runtime.clock

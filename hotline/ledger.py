@@ -349,6 +349,14 @@ class Ledger:
         capped = total > COUNT_LIMIT
         return CasePage(rows, min(total, COUNT_LIMIT), sealed_hidden, limit, offset, capped)
 
+    async def count(self, principal: Principal, filters: CaseFilters) -> int:
+        """How many cases ``principal`` would see under ``filters`` (up to COUNT_LIMIT); no case is shown."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            deadlines = await self.holidays.deadlines(session)
+            matching = self._filtered(principal, select(Case.id), filters, deadlines, now).limit(COUNT_LIMIT)
+            return int(await session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
+
     async def _log_sealed_rows(self, principal: Principal, rows: Sequence[LedgerRow], via: str | None = None) -> None:
         """An inspector shown sealed cases in a list: which ones, in the audit log (as for opening one)."""
         sealed = [row.case.id for row in rows if row.case.sealed]

@@ -33,17 +33,20 @@ def build_app(
     *,
     route_adders: Iterable[RouteAdder] = (),
     nav: Iterable[keys.NavItem] = (),
+    todo: Iterable[keys.TodoSource] = (),
     version: str = "0",
 ) -> web.Application:
     """The web application; services are attached by the caller under the keys in ``web.keys``.
 
-    ``route_adders`` lets each domain's web module add its routes (and ``nav``
-    its header links); every route, whatever its module, goes through the same
-    authentication and CSRF checks.
+    ``route_adders`` lets each domain's web module add its routes (``nav`` its
+    header links, ``todo`` what waits for the user on the home page); every
+    route, whatever its module, goes through the same authentication and CSRF
+    checks.
     """
     app = web.Application(client_max_size=config.max_upload_bytes, middlewares=[error_middleware])
     app[keys.CONFIG] = config
     app[keys.NAV] = [*nav, *ADMIN_NAV]
+    app[keys.TODO] = list(todo)
     setup_sessions(
         app,
         EncryptedCookieStorage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -46,9 +47,24 @@ class NavItem:
         return not self.roles or who.has_role(*self.roles)
 
 
+@dataclass(frozen=True)
+class TodoItem:
+    """A line of the home page's 待办 panel: what waits for this user, how many, and where to deal with it."""
+
+    label: str
+    count: int
+    href: str
+    urgent: bool = False  # overdue work: shown first and marked
+
+
+# Each domain's web module offers one: the items that wait for ``principal`` (none when nothing does).
+TodoSource = Callable[[web.Request, Principal], Awaitable[list[TodoItem]]]
+
+
 CONFIG = web.AppKey("config", WebConfig)
 CLOCK = web.AppKey("clock", Clock)
 NAV = web.AppKey("nav", list[NavItem])
+TODO = web.AppKey("todo", list[TodoSource])
 HEALTH = web.AppKey("health", HealthRegistry)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 ACCOUNTS = web.AppKey("accounts", AccountService)

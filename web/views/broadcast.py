@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import Field
 from sqlalchemy import select
 
+from accounts.principal import Principal
 from broadcast.asrun import DISCLOSURE_KINDS, AsRunFilter, AsRunLog
 from broadcast.dispatcher import Dispatcher
 from broadcast.notices import STATE_LABELS, NoticeInput, NoticeService, check_text, notice_json
@@ -733,4 +734,21 @@ def add_routes(routes: Routes) -> None:
     routes.page("POST", f"/broadcast/zones/{item}/settings", zone_settings_form, roles=("admin",))
 
 
-__all__ = ["ASRUN", "DISPATCHER", "NAV", "NOTICES", "SPEAKER_TESTER", "TERMINALS", "add_routes", "select"]
+async def todo(request: web.Request, me: Principal) -> list[keys.TodoItem]:
+    """The home page's 待办 for notices: what waits for this approver's signature, and this author's rejections."""
+    notices = request.app[NOTICES]
+    items = []
+    if me.has_role("approver"):
+        # Four eyes: a notice the approver wrote is not theirs to approve, so it does not wait for them.
+        waiting = [
+            notice for notice in await notices.list_notices(me, state="pending") if notice.author_id != me.user_id
+        ]
+        items.append(keys.TodoItem("待我审核的通知", len(waiting), "/broadcast/approvals"))
+    if me.has_role("staff", "admin"):
+        rejected = await notices.list_notices(me, state="rejected")
+        mine = [notice for notice in rejected if notice.author_id == me.user_id]
+        items.append(keys.TodoItem("被驳回、待修改的通知", len(mine), "/broadcast/notices?state=rejected"))
+    return items
+
+
+__all__ = ["ASRUN", "DISPATCHER", "NAV", "NOTICES", "SPEAKER_TESTER", "TERMINALS", "add_routes", "select", "todo"]

@@ -1280,4 +1280,34 @@ def add_routes(routes: Routes) -> None:
     routes.page("POST", "/admin/holidays/{day}/delete", holiday_delete_form, roles=("admin",))
 
 
-__all__ = ["CASES", "NAV", "add_routes"]
+async def todo(request: web.Request, me: Principal) -> list[keys.TodoItem]:
+    """The home page's 待办 for the case ledger: counts only, so no sealed case is shown (or logged) there."""
+    if not me.has_role(*READ_ROLES):
+        return []
+    ledger = _cases(request).ledger
+    items = [
+        keys.TodoItem(
+            "超期案件", await ledger.count(me, CaseFilters(deadline="overdue")), "/cases?deadline=overdue", True
+        )
+    ]
+    if me.has_role("operator", "inspector"):
+        new = await ledger.count(me, CaseFilters(statuses=("new",)))
+        items.append(keys.TodoItem("待受理的案件", new, "/cases?status=new"))
+    items.append(
+        keys.TodoItem(
+            "即将到期的案件", await ledger.count(me, CaseFilters(deadline="due_soon")), "/cases?deadline=due_soon"
+        )
+    )
+    if me.has_role("operator"):
+        due = await ledger.count(me, CaseFilters(deadline="followup_due"))
+        items.append(keys.TodoItem("待回访的案件", due, "/cases?deadline=followup_due"))
+    if me.has_role(*MISSED_ROLES):
+        _rows, missed = await ledger.missed_calls(me, state="pending", limit=1)
+        items.append(keys.TodoItem("未接来电待回拨", missed, "/missed-calls"))
+    if me.has_role("approver"):
+        asked = await ledger.count(me, CaseFilters(deadline="extension_pending"))
+        items.append(keys.TodoItem("延期申请待审批", asked, "/cases?deadline=extension_pending"))
+    return items
+
+
+__all__ = ["CASES", "NAV", "add_routes", "todo"]

@@ -30,7 +30,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def home(request: web.Request) -> web.Response:
-    return await render(request, "home.html", {"counts": await request.app[keys.AREAS].tree_counts()})
+    me = keys.principal(request)
+    todo = [item for source in request.app[keys.TODO] for item in await source(request, me) if item.count]
+    todo.sort(key=lambda item: not item.urgent)  # overdue work first, otherwise in the domains' order
+    return await render(request, "home.html", {"counts": await request.app[keys.AREAS].tree_counts(), "todo": todo})
 
 
 def add_routes(routes: Routes) -> None:
