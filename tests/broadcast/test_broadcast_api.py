@@ -14,10 +14,17 @@ from sqlalchemy import func, select
 
 from server import Runtime
 from settings import Settings
-from storage.models import RUN_INTERRUPTED, RUN_SUCCESS, Schedule
+from storage.models import RUN_FAILED, RUN_INTERRUPTED, RUN_SUCCESS, Schedule
 from tests.broadcast.test_rtp import Listener
 from tests.conftest import BOTH_DATABASES, ClientFactory, UserFactory
-from tests.support.broadcasting import broadcasting_settings, make_principal, wait_for_rows
+from tests.support.broadcasting import (
+    approved_notice,
+    broadcasting_settings,
+    build_place,
+    make_principal,
+    speaker_rows,
+    wait_for_rows,
+)
 from tests.support.http import ApiClient
 from tests.support.speech import espeak_wav
 
@@ -438,3 +445,36 @@ async def test_an_emergency_needs_the_permission_and_a_confirmation_and_belongs_
         "/api/v1/emergency", {**alert, "zone_ids": [zone, other_zone], "township_id": township}, expect=400
     )
     assert "不都在这个乡镇内" in wrong["error"]["message"]
+
+
+async def test_a_4g_terminal_that_never_polls_fails_alone_and_the_other_speakers_of_the_zone_still_play(
+    runtime: Runtime, server: TestServer
+) -> None:
+    admin = await make_principal(runtime, "silent-admin", "admin", county_wide=True)
+    listener = Listener()
+    listener.attach()
+    place = await build_place(
+        runtime,
+        admin,
+        "丙乡",
+        [[("http", "t00077"), ("sink", "file:hall"), ("rtp", f"127.0.0.1:{listener.port}")]],
+    )
+    staff = await make_principal(runtime, "silent-staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(runtime, "silent-approver", "approver", township_ids=[place.township_id])
+    notice = await approved_notice(runtime, staff, approver, township_id=place.township_id)
+    zone = place.zone_ids[0]
+    await runtime.broadcasting.dispatcher.request(
+        notice_id=notice.id, zone_ids=[zone], origin="manual", requested_by=None
+    )
+    rows = await wait_for_rows(runtime, lambda rows: rows and rows[0].state not in (1, 2), timeout=60, zone_id=zone)
+    listener.close()
+    speakers = await speaker_rows(runtime, rows[0].id)
+    assert [(speaker.transport, speaker.state) for speaker in speakers] == [
+        ("http", RUN_FAILED),
+        ("sink", RUN_SUCCESS),
+        ("rtp", RUN_SUCCESS),
+    ]
+    assert "终端未在规定时间内" in (speakers[0].error or "")
+    # The zone played; its line names the speaker that failed.
+    assert rows[0].state == RUN_SUCCESS and (rows[0].error or "").startswith("喇叭1：")
+    assert len(listener.packets) > 50
