@@ -418,6 +418,11 @@ def _is_han(char: str) -> bool:
     return re.match(f"[{_HAN}]", char) is not None
 
 
+@_rule("multiplication signs between numbers", r"(?<=[0-9]) ?[*xX×] ?(?=[0-9])")
+def _times(match: re.Match[str]) -> str:
+    return "乘"  # 3*4米, 5x6米: dimensions (a run of stars or x was a mask, taken above)
+
+
 @_rule(
     "landline numbers",
     r"(?<![0-9])(?:[(（](0\d{2,3})[)）] ?|(0\d{2,3}) ?[\-—–] ?|(0\d{2,3}) |(0(?:10|2\d)|0[3-9]\d\d))"
@@ -858,6 +863,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
     _roman,
     _circled,
     _masked_number,
+    _times,
     _landline,
     _toll_free,
     _mobile,

@@ -282,6 +282,8 @@ NORMALIZE_CASES = [
     case("1.村民大会", "一、村民大会", "list-marker"),
     case("互联网+政务服务", "互联网加政务服务", "plus-between-words"),
     case("5×5米", "五乘五米", "times-sign"),
+    case("3*4米", "三乘四米", "times-star"),
+    case("5x6米", "五乘六米", "times-letter-x"),
     case("**重要**通知", "重要通知", "markup-asterisks"),
     case("党员/群众", "党员、群众", "slash-between-words"),
     case("移风易俗 红白喜事", "移风易俗，红白喜事", "space-between-words-is-pause"),
