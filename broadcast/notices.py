@@ -33,7 +33,7 @@ from broadcast.production import BroadcastProducer, ProductionResult, notice_tex
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from storage import audit
-from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, Notice
+from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, Notice, Schedule
 from tts import privacy
 from tts.audio import PROFILES, Profile, atomic_write
 from tts.cache import AudioCache
@@ -222,6 +222,13 @@ class NoticeService:
         data = self._validate(principal, data)
         async with self._sessions.begin() as session:
             notice = await self._load(session, principal, notice_id)
+            if data.township_id != notice.township_id and await session.scalar(
+                select(Schedule.id).where(Schedule.notice_id == notice.id).limit(1)
+            ):
+                # Its schedules' targets were checked against the old township: they would play it elsewhere.
+                raise Conflict(
+                    "这条通知已有播出安排，不能改到别的乡镇；请另写一条通知", code="notice.scheduled_elsewhere"
+                )
             before = notice.state
             self._after_edit(notice)
             notice.kind = data.kind

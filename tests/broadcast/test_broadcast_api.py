@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from server import Runtime
 from settings import Settings
-from storage.models import RUN_FAILED, RUN_INTERRUPTED, RUN_SUCCESS, Schedule
+from storage.models import RUN_FAILED, RUN_INTERRUPTED, RUN_SUCCESS, Broadcast, Schedule
 from tests.broadcast.test_rtp import Listener
 from tests.conftest import BOTH_DATABASES, ClientFactory, UserFactory
 from tests.support.broadcasting import (
@@ -180,8 +180,12 @@ async def test_bad_schedules_each_get_a_clear_chinese_error_and_nothing_is_writt
     )  # fmt: skip
     body = await response.json()
     assert response.status == 400 and "不属于这条通知所在的乡镇" in body["error"]["message"]
+    # Nor may it be played there by hand (立即播出 follows the same rule as a schedule).
+    played = await county.post(f"/api/v1/notices/{notice['id']}/play", json={"zone_ids": [tree["zones"][1]]})
+    assert played.status == 400 and "不属于这条通知所在的乡镇" in (await played.json())["error"]["message"]
     async with runtime.sessions() as session:
         assert await session.scalar(select(func.count(Schedule.id))) == 0
+        assert await session.scalar(select(func.count(Broadcast.id))) == 0
 
 
 async def test_bad_rtp_addresses_and_multicast_groups_are_refused_in_chinese(
@@ -405,6 +409,19 @@ async def test_a_rejected_notice_needs_a_reason_goes_back_to_draft_when_edited_a
     resubmitted = await staff.post_json(f"/api/v1/notices/{notice['id']}/submit", {})
     assert (resubmitted["state"], resubmitted["reject_reason"]) == ("pending", None)
     assert (await approver.post_json(f"/api/v1/notices/{notice['id']}/approve", {}))["state"] == "approved"
+    # Once scheduled, it cannot move to another township (its schedules' targets are this township's).
+    await staff.post_json(
+        "/api/v1/schedules",
+        {"notice_id": notice["id"], "kind": "daily", "times": ["07:00"],
+         "targets": [{"level": "zone", "id": tree["zones"][0]}]},
+        expect=201,
+    )  # fmt: skip
+    county = await (await new_client()).login(*await make_user("staff", county_wide=True))
+    moved = await county.client.put(
+        f"/api/v1/notices/{notice['id']}", json={**corrected, "township_id": tree["townships"][1]}
+    )
+    assert moved.status == 409 and (await moved.json())["error"]["code"] == "notice.scheduled_elsewhere"
+    assert (await staff.get_json(f"/api/v1/notices/{notice['id']}"))["state"] == "approved"  # untouched
 
     archived = await staff.post_json(f"/api/v1/notices/{notice['id']}/archive", {})
     assert archived["state"] == "archived"

@@ -218,7 +218,7 @@ async def notice_audio(request: web.Request) -> web.StreamResponse:
 async def play_notice(request: web.Request, body: PlayIn) -> web.Response:
     me = keys.principal(request)
     notice = await request.app[NOTICES].get(me, _id(request))
-    await _check_zones(request, body.zone_ids)
+    _check_notice_township(notice.township_id, await _check_zones(request, body.zone_ids))
     broadcast_id = await request.app[DISPATCHER].request(
         notice_id=notice.id, zone_ids=body.zone_ids, origin="manual", requested_by=me.user_id
     )
@@ -236,6 +236,12 @@ async def _check_zones(request: web.Request, zone_ids: list[int]) -> set[int]:
             raise InvalidInput(f"播出分区 {zone_id} 不存在", fields={"zone_ids": "分区不存在"}) from None
         townships.add(village.township_id)
     return townships
+
+
+def _check_notice_township(township_id: int | None, townships: set[int]) -> None:
+    """A township's notice plays in that township's zones only (as its schedules do); a county notice anywhere."""
+    if township_id is not None and townships - {township_id}:
+        raise InvalidInput("所选分区不属于这条通知所在的乡镇", fields={"zone_ids": "不属于本乡镇"})
 
 
 def _emergency_township(request: web.Request, given: int | None, townships: set[int]) -> int | None:
@@ -508,7 +514,7 @@ async def play_notice_form(request: web.Request) -> web.StreamResponse:
         form = await read_form(request, PlayForm)
         me = keys.principal(request)
         notice = await request.app[NOTICES].get(me, _id(request))
-        await _check_zones(request, form.zone_ids)
+        _check_notice_township(notice.township_id, await _check_zones(request, form.zone_ids))
         await request.app[DISPATCHER].request(
             notice_id=notice.id, zone_ids=form.zone_ids, origin="manual", requested_by=me.user_id
         )
