@@ -481,6 +481,31 @@ def _numeric_year_month(match: re.Match[str]) -> str:
     return f"{_read_year(match[1])}{read_integer(month)}月"
 
 
+@_rule(
+    "dotted month-day ranges",
+    r"(?<![0-9.])(1[0-2]|[1-9])\.(\d{1,2}) ?([\-~—–至到]) ?(1[0-2]|[1-9])\.(\d{1,2})(?![0-9]|\.[0-9])",
+)
+def _dotted_day_range(match: re.Match[str]) -> str:
+    # 报名时间11.25-11.30, 12.1-12.31, 10.1-10.7: written that way these are days, not decimals.
+    # A unit or a percent sign after them (1.5-2.5米, 11.25-11.30元) makes them numbers again;
+    # so does a range that is neither written with a two-digit day nor within one month
+    # (6.5-8.5 is more likely a measurement).
+    month1, day1, joiner, month2, day2 = match.groups()
+    rest = _rest(match)
+    looks_like_days = max(len(day1), len(day2)) == 2 or (month1 == month2 and int(day1) < int(day2))
+    if (
+        _QUANTITY_AHEAD.match(rest)
+        or rest.lstrip(" ")[:1] in ("%", "‰", "℃", "°")
+        or not looks_like_days
+        or not (_valid_date(int(month1), int(day1)) and _valid_date(int(month2), int(day2)))
+    ):
+        return match[0]
+    return (
+        f"{read_integer(int(month1))}月{read_integer(int(day1))}日"
+        f"{_join_word(joiner)}{read_integer(int(month2))}月{read_integer(int(day2))}日"
+    )
+
+
 @_rule("year ranges", r"(?<![0-9.,])(\d{4}) ?(" + _JOIN + r") ?(\d{4})(?![0-9])")
 def _year_range(match: re.Match[str]) -> str:
     rest = _rest(match)
@@ -869,6 +894,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
     _mobile,
     _numeric_date,
     _numeric_year_month,
+    _dotted_day_range,
     _year_range,
     _serial_number,
     _year,
