@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hotline.wavs import write_wav
 from tests.support.asterisk import REPOSITORY, SandboxInstance
 from tests.support.cli import environment
 
@@ -69,6 +70,37 @@ def test_the_dial_test_prints_the_case_its_call_made_and_cases_show_prints_it_wi
     assert Path(recording["file"]).is_file() and recording["kind"] == "message"
     missing = cunxiang(["cases", "show", "12345678"], env)
     assert missing.returncode == 1 and "no case numbered" in missing.stderr
+
+
+def test_the_dial_test_plays_a_given_recording_presses_the_given_keys_and_hangs_up_where_told(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    audio = tmp_path / "complaint.wav"
+    write_wav(audio, 3.0)
+    done = cunxiang(
+        [
+            "hotline",
+            "dial-test",
+            "--audio",
+            str(audio),
+            "--keys",
+            "3",
+            "--hangup-at",
+            "recording",
+            "--caller",
+            "13600002222",
+        ],
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    villager = result["villager"]
+    assert villager["pressed"] == ["3"] and villager["spoke"] and villager["read_back"] is None
+    assert result["outcome"] == "case"
+    case = result["case"]
+    assert case["sealed"] and case["category"] == "discipline" and case["caller_number"] == "13600002222"
+    (recording,) = case["recordings"]
+    assert not recording["empty"] and 2.5 <= recording["duration_s"] <= 5.0, recording
 
 
 def test_a_caller_who_hangs_up_at_the_welcome_is_reported_as_a_missed_call(env: dict[str, str]) -> None:
