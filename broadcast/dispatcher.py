@@ -544,11 +544,29 @@ class Dispatcher:
             targets.append(SpeakerTarget(speaker.transport, speaker.address, speaker.id, speaker.name, run.id))
         return targets, settings
 
+    async def _quiet_now(self, session: AsyncSession, play: Play) -> str | None:
+        """Why ``play`` may not start now (its zone's township is in quiet hours), or None.
+
+        Checked again when a play gets its zone: one that waited (behind another, or
+        requeued after an emergency) may reach it only after quiet hours began.
+        """
+        if play.priority == EMERGENCY_PRIORITY:
+            return None
+        township = await township_of_zone(session, play.zone_id)
+        local = self._clock.now().astimezone(self._zone).time()
+        if township is not None and in_quiet_hours(local, township.quiet_start, township.quiet_end):
+            return f"{local:%H:%M} 在{township.name}的静默时段内，只有应急广播可以播出"
+        return None
+
     async def _run(self, play: Play) -> None:
         try:
             async with self._sessions() as session:
                 notice = await session.get(Notice, play.notice_id)
                 assert notice is not None
+                quiet = await self._quiet_now(session, play)
+            if quiet is not None:
+                await self._close_play(play, RUN_CANCELLED, quiet)
+                return
             files, duration = await self._notices.audio_files(notice)
             now = self._clock.now()
             async with self._sessions.begin() as session:

@@ -120,3 +120,39 @@ async def test_in_quiet_hours_a_manual_play_is_cancelled_and_an_emergency_still_
     await dispatcher.request(notice_id=alert.id, zone_ids=[place.zone_ids[0]], origin="emergency", requested_by=None)
     rows = await wait_for_rows(live, lambda rows: len(rows) == 2 and rows[1].state == RUN_SUCCESS, timeout=60)
     assert rows[1].kind == "emergency"
+
+
+@pytest.mark.parametrize("wait_limit", [300.0])
+async def test_an_item_that_waited_does_not_start_once_quiet_hours_have_begun(live: Runtime) -> None:
+    admin = await make_principal(live, "admin", "admin", county_wide=True)
+    place = await build_place(live, admin, "甲乡", [[("sink", "file:a")]])
+    staff = await make_principal(live, "staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(live, "approver", "approver", township_ids=[place.township_id])
+    civility = await approved_notice(
+        live, staff, approver, township_id=place.township_id, kind="civility", title="文明新风", body=LONG
+    )
+    disclosure = await approved_notice(live, staff, approver, township_id=place.township_id, title="财务公开")
+    dispatcher = live.broadcasting.dispatcher
+    zone = place.zone_ids[0]
+    await dispatcher.request(notice_id=civility.id, zone_ids=[zone], origin="manual", requested_by=None)
+    await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_PLAYING)
+    await dispatcher.request(notice_id=disclosure.id, zone_ids=[zone], origin="manual", requested_by=None)
+    # The disclosure cuts in; the cut item is queued again behind it …
+    await wait_for_rows(live, lambda rows: len(rows) == 3 and rows[1].state == RUN_PLAYING, timeout=60)
+    # … and while it waits, the township's quiet hours begin.
+    local = live.clock.now().astimezone(live.settings.zone)
+    await live.areas.update(
+        admin,
+        "township",
+        place.township_id,
+        {
+            "quiet_start": (local - timedelta(hours=1)).time().replace(second=0, microsecond=0),
+            "quiet_end": (local + timedelta(hours=1)).time().replace(second=0, microsecond=0),
+        },
+    )
+    rows = await wait_for_rows(live, lambda rows: rows[2].state not in (RUN_WAITING, RUN_PLAYING), timeout=60)
+    _cut, cutter, again = rows
+    assert cutter.state == RUN_SUCCESS  # it had started before quiet hours: it plays to its end
+    assert (again.notice_id, again.attempt, again.state) == (civility.id, 1, RUN_CANCELLED)
+    assert "静默时段" in (again.error or "") and again.started_at is None
+    assert await speaker_rows(live, again.id) == []  # no speaker was ever asked to play it
