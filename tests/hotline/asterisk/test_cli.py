@@ -4,14 +4,17 @@ recordings, the sandbox's status, and the configuration for a site's own Asteris
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hotline.asterisk import instance_paths
 from tests.hotline.wavs import write_wav
-from tests.support.asterisk import REPOSITORY, SandboxInstance
+from tests.support.asterisk import REPOSITORY, SandboxInstance, free_port
 from tests.support.cli import environment
 
 pytestmark = pytest.mark.timeout(600)
@@ -135,3 +138,37 @@ def test_the_configuration_for_a_sites_own_asterisk_can_be_rendered(tmp_path: Pa
     assert "secret = site-secret" in (out / "manager.conf").read_text()
     refused = cunxiang(["asterisk", "up"], env)
     assert refused.returncode == 1 and "does not run Asterisk itself" in refused.stderr
+
+
+def test_asterisk_up_down_and_status_start_and_stop_an_instance_and_can_be_repeated(
+    tmp_path: Path, asterisk_instance: SandboxInstance
+) -> None:
+    name = f"{asterisk_instance.name}-cli"
+    env = environment(
+        tmp_path / "data",
+        CUNXIANG_ASTERISK="sandbox",
+        CUNXIANG_SANDBOX_ROOT=str(asterisk_instance.root),
+        CUNXIANG_SANDBOX_INSTANCE=name,
+        CUNXIANG_SANDBOX_SIP_PORT=str(free_port(socket.SOCK_DGRAM)),
+        CUNXIANG_AMI_PORT=str(free_port()),
+        CUNXIANG_FASTAGI_PORT=str(free_port()),
+    )
+    directory = instance_paths(asterisk_instance.root, name)[0]
+    try:
+        for _ in range(2):  # up twice: the second finds it running and changes nothing
+            up = cunxiang(["asterisk", "up"], env)
+            assert up.returncode == 0, up.stderr
+            assert "Asterisk sandbox running" in up.stdout and env["CUNXIANG_AMI_PORT"] in up.stdout
+            status = cunxiang(["asterisk", "status"], env)
+            assert status.returncode == 0 and status.stdout.startswith("running:"), (status.stdout, status.stderr)
+        manager = (directory / "etc" / "manager.conf").read_text()
+        assert f"port = {env['CUNXIANG_AMI_PORT']}" in manager and "bindaddr = 127.0.0.1" in manager
+        for _ in range(2):  # down twice: stopping a stopped instance is not an error
+            down = cunxiang(["asterisk", "down"], env)
+            assert down.returncode == 0, down.stderr
+            status = cunxiang(["asterisk", "status"], env)
+            assert status.returncode == 3 and status.stdout.startswith("stopped"), (status.stdout, status.stderr)
+    finally:
+        cunxiang(["asterisk", "down"], env)
+        if directory.exists() and directory.parent.name == "cunxiang":
+            shutil.rmtree(directory, ignore_errors=True)
