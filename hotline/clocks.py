@@ -179,8 +179,12 @@ class Deadlines:
 
 
 # Days off for everybody under the 全国年节及纪念日放假办法 (as revised in 2024, from 2025 on): 元旦 1,
-# 春节 4, 清明 1, 劳动节 2, 端午 1, 中秋 1, 国庆 3.
+# 春节 4, 清明 1, 劳动节 2, 端午 1, 中秋 1, 国庆 3. From 2008 to 2024 it was 11 (春节 3, 劳动节 1).
 STATUTORY_DAYS_OFF = 13
+
+
+def statutory_days_off(year: int) -> int:
+    return STATUTORY_DAYS_OFF if year >= 2025 else 11
 
 
 @dataclass(frozen=True)
@@ -217,11 +221,12 @@ def check_year(year: int, rows: Sequence[tuple[date, str]]) -> YearCheck:
         if day.weekday() >= 5 and not any(abs((day - other).days) == 1 for other in days_off):
             problems.append(f"{day.isoformat()} 是周末，单独登记为放假没有作用，请核对")
     net = weekdays_off - len(make_up)
-    if rows and net != STATUTORY_DAYS_OFF:
+    statutory = statutory_days_off(year)
+    if rows and net != statutory:
         problems.append(
             f"工作日放假 {weekdays_off} 天减去调休上班 {len(make_up)} 天为 {net} 天，"
-            f"全国法定节假日是 {STATUTORY_DAYS_OFF} 天：请对照国务院办公厅的通知核对"
-            f"（有地方性假日的会多于 {STATUTORY_DAYS_OFF} 天）"
+            f"{year}年全国法定节假日是 {statutory} 天：请对照国务院办公厅的通知核对"
+            f"（有地方性假日的会多于 {statutory} 天）"
         )
     return YearCheck(year, len(days_off), weekdays_off, len(make_up), tuple(problems))
 

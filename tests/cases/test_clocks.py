@@ -166,6 +166,11 @@ def test_a_year_that_does_not_add_up_is_pointed_out() -> None:
     assert any("2026-10-12 是工作日" in problem for problem in wrong.problems)
     assert any("2026-11-07 是周末" in problem for problem in wrong.problems)
     assert check_year(2030, []).problems == ()
+    # 2024 had 11 statutory days (its 元旦 alone, a Monday, is 1 of them).
+    assert any(
+        "2024年全国法定节假日是 11 天" in problem
+        for problem in check_year(2024, [(date(2024, 1, 1), "holiday")]).problems
+    )
 
 
 async def test_the_holiday_page_says_to_verify_the_seeded_years_and_shows_a_missing_day(people: People) -> None:
