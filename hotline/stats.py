@@ -188,9 +188,9 @@ class Statistics:
         default_from, default_to = self.default_period()
         date_from, date_to = date_from or default_from, date_to or default_to
         if date_to < date_from:
-            raise InvalidInput("结束日期不能早于开始日期", fields={"to": "早于开始日期"})
+            raise InvalidInput("结束日期不能早于开始日期", fields={"date_to": "早于开始日期"})
         if (date_to - date_from).days > MAX_PERIOD_DAYS:
-            raise InvalidInput("统计区间最长三年", fields={"to": "区间太长"})
+            raise InvalidInput("统计区间最长三年", fields={"date_to": "区间太长"})
         last_from, last_to = year_before(date_from), year_before(date_to)
         now = self._clock.now()
         inspector = principal.has_role("inspector")

@@ -261,6 +261,10 @@ async def test_the_dashboard_draws_its_charts_without_scripts_and_shows_the_figu
     assert 'data-headline="received"' in html
     bad = await people.leader.client.get("/dashboard?date_from=2026-06-30&date_to=2026-01-01")
     assert bad.status == 200 and "结束日期不能早于开始日期" in await bad.text()
+    api = await people.leader.client.get("/api/v1/statistics/cases?date_from=2026-06-30&date_to=2026-01-01")
+    assert api.status == 400 and (await api.json())["error"]["fields"] == {"date_to": "早于开始日期"}
+    too_long = await people.leader.client.get("/api/v1/statistics/cases?date_from=2020-01-01&date_to=2026-01-01")
+    assert too_long.status == 400 and (await too_long.json())["error"]["fields"] == {"date_to": "区间太长"}
     assert (await people.staff_a.client.get("/dashboard")).status == 403
 
 
