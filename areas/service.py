@@ -303,6 +303,14 @@ class AreaService:
             "speaker": Speaker,
             "unit": Unit,
         }[level]
+        # A field sent as null that the table cannot hold empty: say which, rather than fail in the database.
+        emptied = {
+            field: "不能为空"
+            for field, value in changes.items()
+            if value is None and field in model.__table__.columns and not model.__table__.columns[field].nullable
+        }
+        if emptied:
+            raise InvalidInput("输入有误：" + "、".join(emptied) + " 不能为空", fields=emptied)
         if "name" in changes:
             changes["name"] = clean_name(changes["name"])
         try:

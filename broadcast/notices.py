@@ -169,11 +169,7 @@ class NoticeService:
         data = self._validate(principal, data)
         now = self._clock.now()
         async with self._sessions.begin() as session:
-            if data.township_id is not None:
-                from storage.models import Township
-
-                if await session.get(Township, data.township_id) is None:
-                    raise InvalidInput("乡镇不存在", fields={"township_id": "乡镇不存在"})
+            await self._township_exists(session, data.township_id)
             notice = Notice(
                 township_id=data.township_id,
                 kind=data.kind,
@@ -203,6 +199,13 @@ class NoticeService:
             )
         return notice
 
+    @staticmethod
+    async def _township_exists(session: AsyncSession, township_id: int | None) -> None:
+        from storage.models import Township
+
+        if township_id is not None and await session.get(Township, township_id) is None:
+            raise InvalidInput("乡镇不存在", fields={"township_id": "乡镇不存在"})
+
     def _after_edit(self, notice: Notice) -> None:
         """An edit invalidates any approval: back to 待审核 (or 草稿), new revision, no audio."""
         if notice.state == "archived":
@@ -222,6 +225,7 @@ class NoticeService:
         data = self._validate(principal, data)
         async with self._sessions.begin() as session:
             notice = await self._load(session, principal, notice_id)
+            await self._township_exists(session, data.township_id)
             if data.township_id != notice.township_id and await session.scalar(
                 select(Schedule.id).where(Schedule.notice_id == notice.id).limit(1)
             ):

@@ -18,8 +18,9 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from common.errors import NotFound
 from web import keys
-from web.validation import read_json, read_query
+from web.validation import MAX_INT, read_json, read_query
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 Auth = Literal["session", "public", "self"]
@@ -121,6 +122,9 @@ class Routes:
         max_json = self.max_json_bytes
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
+            if any(value.isdigit() and int(value) > MAX_INT for value in request.match_info.values()):
+                # No row has such an id; the drivers would raise on it instead of finding nothing.
+                raise NotFound("页面或对象不存在", detail="a path id beyond any row's range")
             if operation.roles:
                 keys.principal(request).require_role(*operation.roles)
             kwargs: dict[str, Any] = {}

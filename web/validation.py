@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from multidict import MultiMapping
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from common.errors import InvalidInput, UserError
 
@@ -15,11 +15,23 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 JSON_TYPES = ("application/json",)
 
+# The widest integer any column takes (PostgreSQL's INTEGER, our ids and counts): a larger number in a
+# request can name nothing and count nothing, and the database drivers refuse it with an exception.
+MAX_INT = 2**31 - 1
+
 
 class ApiModel(BaseModel):
     """Base of every request model: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*")
+    @classmethod
+    def _integers_in_range(cls, value: Any) -> Any:
+        numbers = value if isinstance(value, list | tuple | set | frozenset) else (value,)
+        if any(isinstance(number, int) and not -MAX_INT <= number <= MAX_INT for number in numbers):
+            raise ValueError("数值超出范围")
+        return value
 
 
 class UnsupportedMediaType(UserError):

@@ -191,3 +191,68 @@ async def test_an_http_terminal_gets_a_token_once_and_only_its_hash_is_kept(
     async with runtime.sessions() as session:
         stored = await session.get(Speaker, created["id"])
     assert stored is not None and stored.token_hash and token not in stored.token_hash
+
+
+async def test_numbers_beyond_any_column_are_refused_not_crashed_on(runtime: Runtime, admin_client: ApiClient) -> None:
+    """Found by schemathesis: such numbers reached the drivers, which raise instead of finding nothing (500)."""
+    await seed_tree(runtime)
+    huge = 2**64
+    # In a path: no row has such an id (PostgreSQL's INTEGER ends at 2**31 - 1).
+    for path in (f"/api/v1/townships/{huge}", f"/api/v1/villages/{2**31}", f"/api/v1/notices/{huge}"):
+        response = await admin_client.client.get(path)
+        assert response.status == 404, path
+        assert (await response.json())["error"]["code"] == "not_found"
+    # In a query string and in a body: the field is named, nothing is written.
+    response = await admin_client.client.get("/api/v1/audit", params={"user_id": str(-huge)})
+    assert response.status == 400
+    assert (await response.json())["error"]["fields"] == {"user_id": "数值超出范围"}
+    before = await count(runtime, Township)
+    response = await admin_client.client.post("/api/v1/townships", json={"county_id": huge, "name": "甲"})
+    assert response.status == 400
+    assert (await response.json())["error"]["fields"] == {"county_id": "数值超出范围"}
+    response = await admin_client.client.post("/api/v1/emergency", json={"title": "火情", "zone_ids": [1, huge]})
+    assert response.status == 400
+    assert await count(runtime, Township) == before
+
+
+async def test_null_for_a_field_that_cannot_be_empty_is_named_and_nothing_changes(
+    runtime: Runtime, admin_client: ApiClient
+) -> None:
+    tree = await seed_tree(runtime)
+    for path, field in (
+        (f"/api/v1/townships/{tree.township_ids[0]}", "name"),
+        (f"/api/v1/speakers/{tree.speaker_ids[0]}", "enabled"),
+        (f"/api/v1/units/{tree.unit_ids[0]}", "active"),
+        (f"/api/v1/zones/{tree.zone_ids[0]}", "name"),
+    ):
+        response = await admin_client.client.patch(path, json={field: None})
+        assert response.status == 400, (path, await response.text())
+        assert (await response.json())["error"]["fields"] == {field: "不能为空"}
+    async with runtime.sessions() as session:
+        township = await session.get(Township, tree.township_ids[0])
+        assert township is not None and township.name
+
+
+async def test_a_notice_for_a_township_that_does_not_exist_and_an_upload_without_its_boundary(
+    runtime: Runtime, admin_client: ApiClient
+) -> None:
+    tree = await seed_tree(runtime)
+    created = await admin_client.client.post(
+        "/api/v1/notices",
+        json={"kind": "service", "title": "停水通知", "body": "明天上午停水。", "township_id": tree.township_ids[0]},
+    )
+    assert created.status in (200, 201), await created.text()
+    notice_id = (await created.json())["id"]
+    moved = await admin_client.client.put(
+        f"/api/v1/notices/{notice_id}",
+        json={"kind": "service", "title": "停水通知", "body": "明天上午停水。", "township_id": 25079},
+    )
+    assert moved.status == 400
+    assert (await moved.json())["error"]["fields"] == {"township_id": "乡镇不存在"}
+    upload = await admin_client.client.post(
+        f"/api/v1/notices/{notice_id}/recording",
+        data=b"",
+        headers={"Content-Type": "multipart/form-data", "X-CSRF-Token": admin_client.csrf},
+    )
+    assert upload.status == 400
+    assert (await upload.json())["error"]["fields"] == {"recording": "格式不正确"}

@@ -192,7 +192,10 @@ async def upload_recording(request: web.Request) -> web.Response:
     service = request.app[NOTICES]
     if not request.content_type.startswith("multipart/"):
         raise InvalidInput("请用 multipart/form-data 上传录音（字段名 recording）", fields={"recording": "缺少文件"})
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError:  # multipart/form-data without its boundary
+        raise InvalidInput("上传的内容格式不正确，请重新选择录音文件", fields={"recording": "格式不正确"}) from None
     data = b""
     filename = ""
     async for part in reader:
