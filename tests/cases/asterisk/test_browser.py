@@ -66,7 +66,12 @@ async def test_an_operator_plays_seeks_assigns_and_resolves_a_hotline_call_and_t
             "() => { const a = document.querySelector('.player audio'); return a.currentTime >= 3 && !a.seeking; }"
         )
         await player.locator("button.back").click()
-        assert await page.eval_on_selector(".player audio", "audio => audio.currentTime") < 3
+        back = await page.eval_on_selector(".player audio", "audio => audio.currentTime")
+        assert back < 3
+        await player.locator("button.forward").click()
+        assert await page.eval_on_selector(".player audio", "audio => audio.currentTime") > back + 1
+        await player.locator("select.rate").select_option("0.75")
+        assert await page.eval_on_selector(".player audio", "audio => audio.playbackRate") == 0.75
         await page.screenshot(path=str(tmp_path / "case.png"), full_page=True)
 
         await page.select_option("#triage-form select[name=township_id]", str(county.township_a))
