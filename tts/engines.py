@@ -226,6 +226,10 @@ class EdgeEngine:
     def default_voice(self) -> Voice:
         return self._defaults
 
+    @property
+    def _first_answer_s(self) -> float:
+        return min(self._timeout_s, 2.0 * self._connect_timeout_s)
+
     def knows_voice(self, voice: str) -> bool:
         return voice in EDGE_VOICES
 
@@ -259,11 +263,19 @@ class EdgeEngine:
             receive_timeout=self._receive_timeout_s,
         )
         chunks: list[bytes] = []
+        answered = False
         try:
             async with asyncio.timeout(self._timeout_s):
-                async for message in communicate.stream():
-                    if message["type"] == "audio":
-                        chunks.append(message["data"])
+                # aiohttp's connect timeout covers the TCP connect, not the name lookup; an offline
+                # router can keep that hanging for tens of seconds. So the service must answer (name,
+                # connection, handshake, first audio) within twice the connect timeout.
+                async with asyncio.timeout(self._first_answer_s) as waiting:
+                    async for message in communicate.stream():
+                        if not answered:
+                            answered = True
+                            waiting.reschedule(None)
+                        if message["type"] == "audio":
+                            chunks.append(message["data"])
         except edge_tts.exceptions.NoAudioReceived as exc:
             raise NoAudio("在线语音服务没有返回声音。", engine=self.name, detail=f"NoAudioReceived: {exc}") from exc
         except aiohttp.WSServerHandshakeError as exc:
@@ -273,9 +285,12 @@ class EdgeEngine:
                 detail=f"websocket handshake refused with HTTP {exc.status}: {exc.message}",
             ) from exc
         except TimeoutError as exc:
-            raise EngineUnavailable(
-                "在线语音服务超时。", engine=self.name, detail=f"no complete answer within {self._timeout_s:g} s"
-            ) from exc
+            detail = (
+                f"no complete answer within {self._timeout_s:g} s"
+                if answered
+                else f"no answer within {self._first_answer_s:g} s (name lookup, connection or first audio)"
+            )
+            raise EngineUnavailable("在线语音服务超时。", engine=self.name, detail=detail) from exc
         except (aiohttp.ClientError, OSError, edge_tts.exceptions.EdgeTTSException, ValueError) as exc:
             # ClientError covers DNS failures, refused and dropped connections; EdgeTTSException
             # covers the protocol surprises (UnexpectedResponse, WebSocketError, clock skew).

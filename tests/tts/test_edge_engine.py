@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -127,6 +128,22 @@ async def test_the_proxy_setting_carries_the_connection(
 
     assert speech.audio == edge_server.audio
     assert [request.text for request in edge_server.requests] == ["各位村民"]
+
+
+async def test_a_service_that_does_not_answer_fails_within_twice_the_connect_timeout(
+    edge_server: EdgeServer,
+) -> None:
+    # The connection is made, then nothing comes (as when a name lookup or a proxy hangs):
+    # give up after 2 × connect timeout, not after the 20 s receive timeout.
+    edge_server.mode = "hold"
+    engine = edge_engine(connect_timeout_s=1, receive_timeout_s=20, timeout_s=60.0)
+    started = time.monotonic()
+
+    with pytest.raises(EngineUnavailable) as raised:
+        await engine.synthesize("各位村民", engine.resolve(VoiceRequest()))
+
+    assert time.monotonic() - started < 5
+    assert raised.value.detail is not None and "no answer within 2 s" in raised.value.detail
 
 
 async def test_no_more_than_the_configured_connections_are_open_at_once(edge_server: EdgeServer) -> None:
