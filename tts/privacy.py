@@ -165,7 +165,10 @@ def _plausible_card(digits: str) -> bool:
 _ALONE_BEFORE: Final = r"(?<![0-9])"
 _ALONE_AFTER: Final = r"(?![0-9])"
 
-_ID18: Final = re.compile(_ALONE_BEFORE + r"(\d{6})([ -]?)(\d{8})\2(\d{3}[0-9Xx])" + _ALONE_AFTER, re.ASCII)
+# Written whole, grouped 6-8-4 (region, birth date, sequence) or 6-4-4-4 (as ID readers print it).
+_ID18: Final = re.compile(
+    _ALONE_BEFORE + r"(?:\d{6}([ -]?)\d{8}\1|\d{6}([ -])\d{4}\2\d{4}\2)\d{3}[0-9Xx]" + _ALONE_AFTER, re.ASCII
+)
 _ID15: Final = re.compile(_ALONE_BEFORE + r"\d{15}" + _ALONE_AFTER, re.ASCII)
 _CARD: Final = re.compile(
     _ALONE_BEFORE + r"(?:\d{16,19}|\d{4}([ -])\d{4}(?:\1\d{4}){2}(?:\1\d{1,3})?(?!\1[0-9]))" + _ALONE_AFTER,

@@ -109,7 +109,11 @@ def test_a_15_digit_old_style_id_is_found_without_a_checksum_verdict() -> None:
     assert "15位" in finding.message
 
 
-@pytest.mark.parametrize("grouped", ["150125 19580312 1235", "150125-19580312-1235"], ids=["spaces", "dashes"])
+@pytest.mark.parametrize(
+    "grouped",
+    ["150125 19580312 1235", "150125-19580312-1235", "150125 1958 0312 1235", "150125-1958-0312-1235"],
+    ids=["spaces", "dashes", "groups-of-four-spaces", "groups-of-four-dashes"],
+)
 def test_an_id_written_in_groups_is_found(grouped: str) -> None:
     (finding,) = find(f"身份证号{grouped}")
     assert finding.kind is FindingKind.RESIDENT_ID
