@@ -1041,7 +1041,7 @@ def _validate(text: str, max_chars: int) -> str:
 # Markdown bold pasted from a chat window (**时间：**2026年, 请拨打**12345**): the stars go before
 # any rule runs, so they neither hide a number from the rules nor look like a masked number.
 # A mask's stars never enclose text that starts with a digit or letter and ends before more stars.
-_MARKDOWN_BOLD: Final = re.compile(r"[*＊]{2}([^*＊\s][^*＊\n]*?)[*＊]{2}(?![*＊])")
+_MARKDOWN_BOLD: Final = re.compile(r"(?<![*＊0-9])[*＊]{2}([^*＊\s][^*＊\n]*?)[*＊]{2}(?![*＊])")
 
 
 def _clean(text: str) -> tuple[str, bool]:

@@ -220,6 +220,7 @@ NORMALIZE_CASES = [
     case("**2026**年", "二零二六年", "markdown-bold-year-is-not-a-mask"),
     case("请拨打**12345**热线", "请拨打幺二三四五热线", "markdown-bold-service-number-is-not-a-mask"),
     case("**时间：**9:30", "时间：九点三十分", "markdown-bold-label"),
+    case("卡号6222****5678**注意**", "卡号已隐去注意", "markdown-bold-right-after-a-mask"),
     # temperatures
     case("-5℃", "零下五摄氏度", "temperature-negative"),
     case("25°C", "二十五摄氏度", "temperature-degree-c"),
