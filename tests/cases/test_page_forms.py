@@ -94,3 +94,24 @@ async def test_a_form_posted_on_a_sealed_case_by_anyone_but_an_inspector_is_turn
     ]
     html = await post_form(people.inspector.client, f"/cases/{sealed.id}/notes", text="已核实")
     assert "已添加备注" in html and await events(runtime, sealed.id) == 1
+
+
+async def test_a_view_saved_from_the_list_page_filters_the_list_and_its_owner_deletes_it(
+    runtime: Runtime, county: County, people: People, hotline_case: CaseMaker
+) -> None:
+    in_a = await hotline_case(township_id=county.township_a)
+    in_b = await hotline_case(township_id=county.township_b)
+    operator = people.operator_county.client
+    query = f"township_id={county.township_a}&status=new&offset=50"
+    html = await post_form(operator, "/cases/views", name="甲乡新来电", shared="on", query=query)
+    assert "已保存视图“甲乡新来电”" in html and in_a.number in html and in_b.number not in html
+    views = await operator.get_json("/api/v1/case-views")
+    assert [(v["name"], v["shared"], v["filters"]) for v in views] == [
+        ("甲乡新来电", True, {"township_id": county.township_a, "status": ["new"]})
+    ]
+    html = await post_form(operator, "/cases/views", name="  ", query="")
+    assert "视图名称" in html
+    html = await post_form(people.leader.client, f"/cases/views/{views[0]['id']}/delete")
+    assert "视图不存在" in html  # shared with everyone, deleted only by its owner
+    html = await post_form(operator, f"/cases/views/{views[0]['id']}/delete")
+    assert "已删除视图" in html and await operator.get_json("/api/v1/case-views") == []
