@@ -391,7 +391,9 @@ class ScheduleService:
         return zone, village, township, items
 
 
-def schedule_json(schedule: Schedule, service: ScheduleService, notice: Notice | None = None) -> dict[str, Any]:
+def schedule_json(
+    schedule: Schedule, service: ScheduleService, notice: Notice | None = None, *, upcoming: int = 5
+) -> dict[str, Any]:
     result: dict[str, Any] = {
         "id": schedule.id,
         "notice_id": schedule.notice_id,
@@ -406,7 +408,7 @@ def schedule_json(schedule: Schedule, service: ScheduleService, notice: Notice |
         "enabled": schedule.enabled,
         "targets": [{"level": t.level, "id": t.target_id} for t in schedule.targets],
         "description": service.describe(schedule),
-        "next": service.next_of(schedule, 5) if schedule.enabled else [],
+        "next": service.next_of(schedule, upcoming) if schedule.enabled else [],
     }
     if notice is not None:
         result["notice_title"] = notice.title

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,12 @@ async def test_a_schedule_is_edited_on_its_own_page_and_the_running_scheduler_ta
     body = await staff.get_json(f"/api/v1/schedules/{created['id']}")
     assert (body["kind"], body["times"], body["weekdays"]) == ("weekly", ["08:30", "18:00"], [1, 3])
     assert body["targets"] == [{"level": "zone", "id": second}]
+    # The next N occurrences, in Beijing time: Mondays and Wednesdays at 08:30 and 18:00.
+    upcoming = (await staff.get_json(f"/api/v1/schedules/{created['id']}?count=12"))["next"]
+    local = [datetime.fromisoformat(at).astimezone(runtime.settings.zone) for at in upcoming]
+    assert len(local) == 12 and local == sorted(local)
+    assert {(at.isoweekday(), at.strftime("%H:%M")) for at in local} == {(1, "08:30"), (1, "18:00"), (3, "08:30"),
+                                                                       (3, "18:00")}  # fmt: skip
     # The active worker's scheduler re-planned it without a restart: its next wake-up is the new rule's.
     scheduler = runtime.broadcasting.scheduler
     assert scheduler.running and scheduler.next_fire is not None

@@ -44,6 +44,10 @@ class PreviewIn(ScheduleIn):
     count: int = Field(10, ge=1, le=100)
 
 
+class ScheduleQuery(ApiModel):
+    count: int = Field(5, ge=1, le=100, description="列出接下来几次播出（next）")
+
+
 class WeekQuery(ApiModel):
     start: date | None = None
 
@@ -77,9 +81,10 @@ async def create_schedule(request: web.Request, body: ScheduleIn) -> web.Respons
     return json_response(schedule_json(schedule, service), status=201)
 
 
-async def get_schedule(request: web.Request) -> web.Response:
+async def get_schedule(request: web.Request, query: ScheduleQuery) -> web.Response:
     service = request.app[SCHEDULES]
-    return json_response(schedule_json(await service.get(keys.principal(request), _id(request)), service))
+    schedule = await service.get(keys.principal(request), _id(request))
+    return json_response(schedule_json(schedule, service, upcoming=query.count))
 
 
 async def update_schedule(request: web.Request, body: ScheduleIn) -> web.Response:
@@ -320,7 +325,10 @@ def add_routes(routes: Routes) -> None:
         "POST", "/api/v1/schedules", create_schedule, summary="新建播出安排（立即生效）", tag=tag, body=ScheduleIn,
         roles=WRITERS, status=201,
     )  # fmt: skip
-    routes.api("GET", f"/api/v1/schedules/{item}", get_schedule, summary="播出安排详情", tag=tag, roles=READERS)
+    routes.api(
+        "GET", f"/api/v1/schedules/{item}", get_schedule, summary="播出安排详情（含接下来的 count 次播出）", tag=tag,
+        query=ScheduleQuery, roles=READERS,
+    )  # fmt: skip
     routes.api(
         "PUT", f"/api/v1/schedules/{item}", update_schedule, summary="修改播出安排", tag=tag, body=ScheduleIn,
         roles=WRITERS,
