@@ -631,10 +631,12 @@ class Workflow:
         ) -> list[Change]:
             if case.status not in OPEN_STATUSES:
                 raise _status_conflict(case, "办结")
-            if ledger.extension_state == "requested":
-                # The approver's question would be moot; say so rather than leave it dangling.
+            before: dict[str, Any] = {"status": case.status}
+            dropped = ledger.extension_state == "requested"
+            if dropped:
+                # The approver's question would be moot; say so (in the history too) rather than leave it dangling.
                 ledger.extension_state = "none"
-            before = {"status": case.status}
+                before["extension_state"] = "requested"
             case.status = "resolved"
             ledger.resolved_at = now
             ledger.outcome = outcome
@@ -645,6 +647,8 @@ class Workflow:
             if ledger.resolution_due is not None and now >= ledger.resolution_due:
                 ledger.late = True
             after = {"status": "resolved", "outcome": outcome, "told_via": told_via, "result": result_text}
+            if dropped:
+                after["extension_state"] = "none"
             return [Change("resolved", before, after, note_text)]
 
         return await self._change(principal, case_id, "resolve", apply)

@@ -175,6 +175,11 @@ async def test_an_approver_cannot_approve_their_own_request(
     # Refused once, the unit may ask again (only an approved extension uses up the one allowed).
     again = await both.post_json(f"{base}/extension", {"days": 5, "reason": "补充材料"})
     assert again["extension"]["state"] == "requested"
+    # Resolved while the request waits: the request lapses, and the history says so.
+    resolved = await both.post_json(f"{base}/resolve", {"outcome": "resolved", "result": "已办", "told_via": "phone"})
+    assert resolved["extension"]["state"] == "none"
+    last = resolved["history"][-1]
+    assert (last["before"]["extension_state"], last["after"]["extension_state"]) == ("requested", "none")
 
 
 async def test_a_transfer_needs_a_real_unit_and_a_reason(
