@@ -452,8 +452,22 @@ async def test_an_emergency_needs_the_permission_and_a_confirmation_and_belongs_
     assert "不存在" in outside["error"]["message"]
     assert await sender.get_json("/api/v1/notices?kind=emergency") == []  # nothing written
 
+    asked = runtime.clock.now()
     sent = await sender.post_json("/api/v1/emergency", alert, expect=202)
     assert (sent["notice"]["township_id"], sent["notice"]["state"]) == (township, "approved")
+    # Rendered and on air within seconds of the request.
+    rows = await wait_for_rows(
+        runtime, lambda rows: rows and rows[0].started_at is not None, timeout=10, broadcast_id=sent["broadcast_id"]
+    )
+    assert rows[0].started_at is not None and rows[0].started_at - asked < timedelta(seconds=10)
+    # The page's form: nothing happens without the confirmation box ticked.
+    form = {"title": "暴雨红色预警", "body": "请立即转移。", "zone_ids": str(zone)}
+    unticked = await (await sender.post("/broadcast/emergency", data=form)).text()
+    assert "请勾选“确认立即播出”" in unticked
+    ticked = await (await sender.post("/broadcast/emergency", data={**form, "confirm": "on"})).text()
+    assert "应急广播已发出" in ticked
+    emergencies = await sender.get_json("/api/v1/notices?kind=emergency")
+    assert [(notice["township_id"], notice["state"]) for notice in emergencies] == [(township, "approved")] * 2
     # A county-wide sender reaching two townships at once sends a county-level alert.
     county = await (await new_client()).login(*await make_user("leader", county_wide=True, can_emergency=True))
     both = await county.post_json("/api/v1/emergency", {**alert, "zone_ids": [zone, other_zone]}, expect=202)
