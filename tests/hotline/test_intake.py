@@ -228,3 +228,21 @@ async def test_a_recording_of_zero_length_is_kept_as_empty_and_the_call_is_a_mis
     assert recording.empty and recording.bytes == size and recording.duration_s == 0
     assert recording.missed_call_id == missed.id and missed.reason == "nothing_said"
     assert missed.callback_state == "pending" and not path.exists()
+
+
+async def test_whether_the_operator_answered_decides_between_a_case_and_a_missed_call(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    rang = await intake.settle(
+        CallFacts("op-rang", caller_raw="13800008888", stage="transfer", choice="0", dial_status="NOANSWER"),
+        via="fastagi",
+    )
+    answered = await intake.settle(
+        CallFacts("op-answered", caller_raw="13800008888", stage="transfer", choice="0", dial_status="ANSWER"),
+        via="fastagi",
+    )
+    talked = await intake.settle(CallFacts("op-talked", stage="talked", choice="0"), via="tracker")
+    assert (rang.outcome, answered.outcome, talked.outcome) == ("missed", "case", "case")
+    async with runtime.sessions() as session:
+        missed = await session.scalar(select(MissedCall))
+    assert missed is not None and missed.reason == "operator_not_reached" and missed.linkedid == "op-rang"

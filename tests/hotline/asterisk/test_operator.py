@@ -54,3 +54,14 @@ async def test_with_no_operator_configured_key_0_takes_a_message(hotline: Hotlin
     call = await hotline.call(keys=("0",))
     assert call.stages[:4] == ["welcome", "menu", "transfer", "recording"]
     assert (await hotline.settled(call.linkedid))["outcome"] == "case"
+
+
+@pytest.mark.ivr(operator_dial="Local/noanswer@cx-test-operator", operator_ring_s=60)
+async def test_a_caller_who_hangs_up_while_the_operator_rings_is_a_missed_call_to_return(hotline: Hotline) -> None:
+    call = await hotline.call(keys=("0",), speak=False, hangup_at="transfer")
+    assert call.stages[-1] == "transfer"
+    outcome = await hotline.settled(call.linkedid)
+    assert outcome["outcome"] == "missed" and "case" not in outcome
+    missed = outcome["missed_call"]
+    assert missed["reason"] == "operator_not_reached" and missed["ivr_choice"] == "0"
+    assert missed["callback_state"] == "pending" and missed["caller_number"] == "13800001111"
