@@ -85,6 +85,27 @@ async def test_a_caller_who_hangs_up_at_the_welcome_becomes_a_missed_call_to_ret
     assert missed["callback_state"] == "pending"
 
 
+async def test_a_caller_who_hangs_up_at_the_menu_becomes_a_missed_call_too(hotline: Hotline) -> None:
+    call = await hotline.call(hangup_at="menu", speak=False)
+    missed = (await hotline.settled(call.linkedid))["missed_call"]
+    assert missed["reason"] == "hung_up_at_menu" and missed["callback_state"] == "pending"
+
+
+async def test_a_caller_who_never_speaks_is_asked_again_then_kept_as_a_missed_call_with_the_silence(
+    hotline: Hotline,
+) -> None:
+    attempts = hotline.runtime.settings.ivr.record_attempts
+    call = await hotline.call(keys=("1",), speak=False)
+    assert call.stages.count("recording") == attempts and call.read_back is None
+    outcome = await hotline.settled(call.linkedid)
+    assert outcome["outcome"] == "missed" and "case" not in outcome
+    missed = outcome["missed_call"]
+    assert missed["reason"] == "nothing_said" and missed["ivr_choice"] == "1"
+    (recording,) = missed["recordings"]  # both tries appended to one file, kept for the operator
+    assert recording["kind"] == "message" and recording["duration_s"] > 0
+    assert hotline.spool() == []
+
+
 async def test_a_discipline_report_is_sealed_from_the_first_moment(hotline: Hotline) -> None:
     call = await hotline.call(keys=("3",))
     outcome = await hotline.settled(call.linkedid)
