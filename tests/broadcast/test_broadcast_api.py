@@ -14,7 +14,15 @@ from sqlalchemy import func, select
 
 from server import Runtime
 from settings import Settings
-from storage.models import RUN_FAILED, RUN_INTERRUPTED, RUN_SUCCESS, Broadcast, Schedule
+from storage.models import (
+    RUN_FAILED,
+    RUN_INTERRUPTED,
+    RUN_SUCCESS,
+    Broadcast,
+    Schedule,
+    Speaker,
+    ZoneBroadcastSettings,
+)
 from tests.broadcast.test_rtp import Listener
 from tests.conftest import BOTH_DATABASES, ClientFactory, UserFactory
 from tests.support.broadcasting import (
@@ -198,11 +206,15 @@ async def test_bad_rtp_addresses_and_multicast_groups_are_refused_in_chinese(
         expect=400,
     )
     assert "不是有效的IPv4地址" in not_an_address["error"]["message"]
+    async with runtime.sessions() as session:  # nothing written
+        assert await session.scalar(select(func.count(Speaker.id)).where(Speaker.transport == "rtp")) == 0
     outside = await admin.client.put(
         f"/api/v1/zones/{tree['zones'][0]}/broadcast", json={"rtp_group": "192.168.1.20:5004", "rtp_ttl": 4}
     )
     body = await outside.json()
     assert outside.status == 400 and "224.0.0.0/4" in body["error"]["message"]
+    async with runtime.sessions() as session:
+        assert await session.get(ZoneBroadcastSettings, tree["zones"][0]) is None
     inside = await admin.client.put(
         f"/api/v1/zones/{tree['zones'][0]}/broadcast", json={"rtp_group": "239.1.2.3:5004", "rtp_ttl": 4}
     )
