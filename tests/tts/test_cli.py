@@ -45,9 +45,20 @@ def test_tts_normalize_prints_the_spoken_form(tmp_path: Path) -> None:
     assert "幺二三四五六七" in result.stdout
 
 
-def test_tts_normalize_refuses_unspeakable_text_in_chinese(tmp_path: Path) -> None:
-    line = one_line_error(cunxiang(tmp_path, "tts", "normalize", "！！！"))
-    assert "没有可以读出来的文字" in line
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("！！！", "没有可以读出来的文字"), ("明天开会ᠮᠣᠩᠭᠣᠯ", "第5个字符“ᠮ”是蒙古文")],
+    ids=["punctuation-only", "mongolian"],
+)
+def test_tts_normalize_refuses_unspeakable_text_in_chinese(tmp_path: Path, text: str, named: str) -> None:
+    line = one_line_error(cunxiang(tmp_path, "tts", "normalize", text))
+    assert named in line
+
+
+def test_tts_normalize_says_a_masked_id_was_hidden(tmp_path: Path) -> None:
+    result = cunxiang(tmp_path, "tts", "normalize", "李某某，身份证号150125********1235。")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "李某某，身份证号已隐去。"
 
 
 def test_tts_check_fails_on_an_id_number_and_shows_only_the_masked_form(tmp_path: Path) -> None:
