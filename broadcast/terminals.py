@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +48,8 @@ from storage.models import (
 )
 from tts.audio import Profile
 from tts.cache import AudioCache
+
+log = logging.getLogger(__name__)
 
 REPORT_EVENTS = ("started", "finished", "failed")
 
@@ -217,6 +220,8 @@ class TerminalService:
     async def heartbeat(self, authorization: str | None, status: dict[str, Any]) -> dict[str, Any]:
         async with self._sessions.begin() as session:
             speaker = await self.authenticate(session, authorization)
+        if status:  # not stored (no column for it): kept in the log for whoever debugs a terminal
+            log.debug("terminal %s reports %s", speaker.address, status)
         return {"ok": True, "poll_interval_s": self.poll_interval_s, "terminal": speaker.address}
 
     def online(self, speaker: Speaker) -> bool:

@@ -123,7 +123,9 @@ class ReportIn(ApiModel):
 
 
 class HeartbeatIn(ApiModel):
-    status: dict[str, Any] = Field(default_factory=dict, description="终端自报状态（音量、信号等），仅记录")
+    status: dict[str, Any] = Field(
+        default_factory=dict, description="终端自报状态（音量、信号等），只写入调试日志，不保存"
+    )
 
 
 def _id(request: web.Request) -> int:
