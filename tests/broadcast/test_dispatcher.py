@@ -31,11 +31,16 @@ def wait_limit() -> float:
 
 
 @pytest.fixture
-async def live(tmp_path: Path, database_url: str, wait_limit: float) -> AsyncIterator[Runtime]:
+def requeue() -> bool:
+    return True
+
+
+@pytest.fixture
+async def live(tmp_path: Path, database_url: str, wait_limit: float, requeue: bool) -> AsyncIterator[Runtime]:
     settings = broadcasting_settings(
         tmp_path / "data",
         database_url,
-        broadcast=BroadcastSettings(lower_priority_wait_s=wait_limit, pending_poll_s=0.2),
+        broadcast=BroadcastSettings(lower_priority_wait_s=wait_limit, pending_poll_s=0.2, requeue_interrupted=requeue),
     )
     runtime = build_runtime(settings)
     await runtime.broadcasting.dispatcher.start()
@@ -92,6 +97,30 @@ async def test_a_higher_priority_item_cuts_in_and_the_cut_item_is_played_again_a
     assert (again.notice_id, again.attempt) == (civility.id, 1)
     assert cutter.started_at is not None and cut.ended_at is not None and cut.ended_at <= cutter.started_at
     rows = await wait_for_rows(live, lambda rows: rows[2].state == RUN_SUCCESS, timeout=60)
+
+
+@pytest.mark.parametrize(("wait_limit", "requeue"), [(300.0, False)])
+async def test_without_requeueing_a_cut_item_is_only_recorded_as_interrupted(live: Runtime) -> None:
+    admin = await make_principal(live, "admin", "admin", county_wide=True)
+    place = await build_place(live, admin, "甲乡", [[("sink", "file:a")]])
+    staff = await make_principal(live, "staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(live, "approver", "approver", township_ids=[place.township_id])
+    civility = await approved_notice(
+        live, staff, approver, township_id=place.township_id, kind="civility", title="文明新风", body=LONG
+    )
+    disclosure = await approved_notice(live, staff, approver, township_id=place.township_id, title="财务公开")
+    dispatcher = live.broadcasting.dispatcher
+    zone = place.zone_ids[0]
+    await dispatcher.request(notice_id=civility.id, zone_ids=[zone], origin="manual", requested_by=None)
+    await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_PLAYING)
+    await dispatcher.request(notice_id=disclosure.id, zone_ids=[zone], origin="manual", requested_by=None)
+    rows = await wait_for_rows(live, lambda rows: len(rows) >= 2 and rows[1].state == RUN_SUCCESS, timeout=60)
+    # The cut item would have been queued again before the cutter started: there is no such row.
+    assert [(row.notice_id, row.attempt, row.state) for row in rows] == [
+        (civility.id, 0, RUN_INTERRUPTED),
+        (disclosure.id, 0, RUN_SUCCESS),
+    ]
+    await dispatcher.wait_until(dispatcher.idle, timeout=10)  # and nothing is left waiting for the zone
 
 
 async def test_in_quiet_hours_a_manual_play_is_cancelled_and_an_emergency_still_plays(live: Runtime) -> None:
