@@ -96,8 +96,8 @@ async def test_a_schedule_is_edited_on_its_own_page_and_the_running_scheduler_ta
         expect=201,
     )
     page = f"/broadcast/schedules/{created['id']}"
-    listing = await (await staff.get("/broadcast/schedules")).text()
-    assert f'href="{page}"' in listing
+    for listing in ("/broadcast/schedules", f"/broadcast/notices/{notice.id}"):  # linked from the list and notice
+        assert f'href="{page}"' in await (await staff.get(listing)).text(), listing
     shown = await (await staff.get(page)).text()
     assert "每天 07:00" in shown and 'name="times" placeholder="07:00,12:00,18:30" value="07:00"' in shown
     assert f'<option value="{first}" selected>' in shown and f'<option value="{second}">' in shown

@@ -29,6 +29,7 @@ from web import keys
 from web.api import Routes, json_response
 from web.render import flash, redirect, render
 from web.validation import ApiModel, read_form, read_query
+from web.views.schedules import SCHEDULES
 
 NOTICES = web.AppKey("notices", NoticeService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
@@ -464,10 +465,22 @@ async def notice_page(request: web.Request) -> web.Response:
     townships = await request.app[keys.AREAS].list_townships(me)
     zones = await request.app[keys.AREAS].list_zones(me)
     checked = check_text(notice.title, notice.body, max_chars=request.app[NOTICES].max_chars)
+    planner = request.app[SCHEDULES]
+    schedules = [
+        (schedule, planner.describe(schedule))
+        for schedule, _notice in await planner.list_schedules(me, notice_id=notice.id)
+    ]
     return await render(
         request,
         "broadcast/notice.html",
-        {"notice": notice, "townships": townships, "zones": zones, "checked": checked, **_labels()},
+        {
+            "notice": notice,
+            "townships": townships,
+            "zones": zones,
+            "checked": checked,
+            "schedules": schedules,
+            **_labels(),
+        },
     )
 
 
