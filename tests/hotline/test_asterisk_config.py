@@ -96,6 +96,15 @@ def test_the_case_number_is_read_back_twice_and_the_pin_only_to_a_withheld_calle
     assert dialplan.count("Gosub(hotline-readback,s,1)") == 2
 
 
+def test_the_call_limit_says_goodbye_in_every_context_a_caller_can_be_in() -> None:
+    dialplan = render()["extensions.conf"]
+    # TIMEOUT(absolute) jumps to T in the *current* context, or hangs up without a word if there is none.
+    for context in ("hotline", "hotline-message", "hotline-readback", "hotline-status", "hotline-operator"):
+        section = dialplan.split(f"[{context}]\n")[1].split("\n[")[0]
+        assert "exten => T,1," in section, context
+    assert "exten => T,1,Playback(/srv/cunxiang/main/sounds/cunxiang/goodbye)" in dialplan
+
+
 def test_without_an_operator_key_0_goes_straight_to_leaving_a_message() -> None:
     dialplan = render(ivr=IvrTimings())["extensions.conf"]
     section = dialplan.split("[hotline-operator]")[1].split("\n[")[0]
