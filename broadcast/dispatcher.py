@@ -287,7 +287,9 @@ class Dispatcher:
                 notice = await session.get(Notice, notice_id)
                 if notice is None:
                     return []
-                if state == RUN_WAITING and notice.state != "approved":
+                if state == RUN_WAITING and notice.state == "archived":
+                    state, error = RUN_CANCELLED, "通知已归档，未播出"
+                elif state == RUN_WAITING and notice.state != "approved":
                     state, error = RUN_CANCELLED, "通知未通过审核（可能在审核后被修改），未播出"
                 broadcast = Broadcast(
                     notice_id=notice_id,

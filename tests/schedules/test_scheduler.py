@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from broadcast.notices import NoticeInput
 from common.clock import ManualClock
 from schedules.service import ScheduleInput
 from server import Runtime, build_runtime
-from storage.models import RUN_MISSED, RUN_SUCCESS
+from storage.models import RUN_CANCELLED, RUN_MISSED, RUN_SUCCESS
 from tests.support.broadcasting import (
     Place,
     approved_notice,
@@ -190,3 +191,33 @@ async def test_after_a_restart_a_slot_missed_within_grace_plays_once_and_an_olde
         assert by_time["07:20"].state == RUN_SUCCESS
         # The second start finds both rows and adds none: nothing plays twice.
         assert await count_zone_rows(live) == 2
+
+
+async def test_a_slot_of_a_notice_edited_or_archived_since_its_approval_is_recorded_cancelled_not_played(
+    live: Runtime, clock: ManualClock, tmp_path: Path
+) -> None:
+    place, staff, approver = await _place(live, tmp_path)
+    edited = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    archived = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    await live.broadcasting.dispatcher.start()
+    await live.broadcasting.scheduler.start()
+    schedules = live.broadcasting.schedules
+    for notice in (edited, archived):
+        await schedules.create(
+            staff,  # type: ignore[arg-type]
+            ScheduleInput(notice_id=notice.id, kind="daily", times=("07:00",), targets=(("zone", place.zone_ids[0]),)),
+        )
+    notices = live.broadcasting.notices
+    await notices.update(
+        staff,  # type: ignore[arg-type]
+        edited.id,
+        NoticeInput(kind=edited.kind, title=edited.title, body="改过的内容。", township_id=place.township_id),
+    )
+    await notices.archive(staff, archived.id)  # type: ignore[arg-type]
+    clock.advance(timedelta(minutes=2, seconds=1))
+    await live.broadcasting.scheduler.poke()
+    rows = await wait_for_rows(live, lambda rows: len(rows) == 2)
+    by_notice = {row.notice_id: row for row in rows}
+    assert by_notice[edited.id].state == RUN_CANCELLED and "未通过审核" in (by_notice[edited.id].error or "")
+    assert (by_notice[archived.id].state, by_notice[archived.id].error) == (RUN_CANCELLED, "通知已归档，未播出")
+    assert not (tmp_path / "data" / "sink" / "square.wav").exists()  # nothing reached the speaker
