@@ -24,6 +24,7 @@ from storage.audit import Actor
 from storage.migrate import upgrade
 from tests.support.http import ApiClient
 from tests.support.postgres import PostgresCluster, PostgresUnavailable
+from tests.support.required import missing
 
 BOTH_DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -35,7 +36,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     try:
         cluster = PostgresCluster.start()
     except PostgresUnavailable as exc:
-        pytest.skip(f"PostgreSQL not available: {exc}")
+        missing(f"PostgreSQL not available: {exc}")
     try:
         cluster.psql("CREATE DATABASE cx_template")
         asyncio.run(upgrade(cluster.url("cx_template")))

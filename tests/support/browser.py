@@ -6,8 +6,9 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 from playwright.async_api import Browser, async_playwright
+
+from tests.support.required import missing
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps trying to reach Google on a closed network.
@@ -25,7 +26,7 @@ CHROMIUM_ARGS = [
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
     if not shutil.which(CHROMIUM):
-        pytest.skip("Chromium is not installed (the README's test command installs it)")
+        missing("Chromium is not installed")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

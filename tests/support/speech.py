@@ -25,6 +25,7 @@ from edge_tts.drm import DRM
 
 from broadcast.production import BroadcastProducer, ProductionSettings
 from common.clock import ManualClock
+from tests.support import required
 from tests.support.edge_server import EdgeServer, start_edge_server
 from tts.audio import AudioTools
 from tts.cache import AudioCache
@@ -38,7 +39,7 @@ REQUIRED_PROGRAMS = ("espeak-ng", "ffmpeg", "ffprobe")
 def require_programs() -> None:
     missing = [program for program in REQUIRED_PROGRAMS if shutil.which(program) is None]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (apt-get install espeak-ng ffmpeg)")
+        required.missing(f"not installed: {', '.join(missing)} (apt-get install espeak-ng ffmpeg)")
 
 
 # -- independent measurements ---------------------------------------------------------------------

@@ -11,7 +11,6 @@ elected worker runs the AMI link, FastAGI, the tracker and reconciliation.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -27,6 +26,7 @@ from server import Runtime, build_runtime, sandbox_up
 from settings import Settings
 from tests.conftest import make_settings
 from tests.support.asterisk import SandboxInstance, SandboxUnavailable, provision
+from tests.support.required import missing
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
@@ -46,12 +46,8 @@ class Media:
 def asterisk_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInstance]:
     try:
         root = provision()
-    except SandboxUnavailable as exc:
-        if os.geteuid() == 0:
-            # As root (the README's test command) the sandbox can be provisioned: not having it is a failure,
-            # never a quiet skip of every real-Asterisk test.
-            pytest.fail(f"the Asterisk sandbox could not be provisioned: {exc}")
-        pytest.skip(f"no Asterisk sandbox on this machine: {exc}")
+    except SandboxUnavailable as exc:  # as root a failure, see tests.support.required
+        missing(f"the Asterisk sandbox could not be provisioned: {exc}")
     instance = SandboxInstance.new(root)
     data = tmp_path_factory.mktemp("asterisk-session")
     settings = make_settings(data, f"sqlite+aiosqlite:///{data / 'unused.db'}", **instance.settings_values())
