@@ -281,6 +281,7 @@ def build_broadcasting(
     )
     # A schedule saved in this process takes effect at once (other processes: the scheduler's resync).
     schedules.on_change(scheduler.schedule_changed)
+    notices.on_schedule_change(scheduler.schedule_changed)
     terminals = TerminalService(
         sessions,
         clock,

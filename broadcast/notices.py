@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -121,6 +121,11 @@ class NoticeService:
         self._emergency_engine = emergency_engine
         self.max_chars = max_chars
         self.recording_max_bytes = recording_max_bytes
+        self._schedule_listeners: list[Callable[[int], Awaitable[None]]] = []
+
+    def on_schedule_change(self, listener: Callable[[int], Awaitable[None]]) -> None:
+        """Call ``listener(schedule_id)`` for every schedule this service stops (the scheduler re-plans it)."""
+        self._schedule_listeners.append(listener)
 
     # -- validation -------------------------------------------------------------------------
 
@@ -396,6 +401,13 @@ class NoticeService:
                 return notice
             notice.state = "archived"
             notice.updated_at = self._clock.now()
+            # Its schedules stop with it: left running, each slot would add a 已取消 line every day.
+            stopped = (
+                await session.scalars(select(Schedule).where(Schedule.notice_id == notice.id, Schedule.enabled))
+            ).all()
+            for schedule in stopped:
+                schedule.enabled = False
+                schedule.updated_at = notice.updated_at
             audit.record(
                 session,
                 principal.actor,
@@ -403,7 +415,14 @@ class NoticeService:
                 action="notice.archive",
                 object_type="notice",
                 object_id=notice.id,
+                detail={"schedules_stopped": [schedule.id for schedule in stopped]},
             )
+        for schedule in stopped:
+            for listener in self._schedule_listeners:
+                try:
+                    await listener(schedule.id)
+                except Exception:  # the archive is committed; the scheduler's resync catches up
+                    log.exception("schedule listener failed for schedule %s", schedule.id)
         return notice
 
     async def create_emergency(self, principal: Principal, *, title: str, body: str, township_id: int | None) -> Notice:
