@@ -17,6 +17,7 @@ SYSTEM_PACKAGES=(
   postgresql                                        # the tests start a throwaway cluster of their own
   chromium fonts-wqy-microhei                       # browser tests; Chinese renders as boxes without the font
   debootstrap                                       # provisions the Asterisk 22 sandbox (Debian sid root)
+  alsa-utils                                        # aplay: the sound-card sink (tests play to ALSA's null device)
   sqlite3 ca-certificates procps util-linux         # sqlite3 CLI for inspection; runuser, mountpoint, pkill
 )
 

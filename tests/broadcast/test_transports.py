@@ -8,7 +8,9 @@ sandbox there); what is checked is the contract the dispatcher relies on.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
+import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from typing import Any
 from broadcast.transports import PageResult, PlayItem, SinkTransport, SipPagingTransport, SpeakerTarget
 from common.clock import ManualClock
 from storage.models import RUN_FAILED, RUN_INTERRUPTED, RUN_SUCCESS
+from tests.support.required import missing
 from tts.audio import Profile
 
 
@@ -98,9 +101,30 @@ async def test_a_file_sink_writes_the_item_and_holds_the_zone_until_stopped(tmp_
 
 
 # -- the sound card sink ------------------------------------------------------------------------
-# No sound card here (and no aplay): a stand-in player records the command line it was given and
-# plays for as long as it is told, exiting 143 on SIGTERM like aplay does. What is checked is what
-# the sink gives the real player and how it treats the player's end.
+# No sound card here. The real aplay plays to ALSA's null device (it does not pace, so it cannot be
+# stopped mid-item); for the rest a stand-in player records the command line it was given and plays
+# for as long as it is told, exiting 143 on SIGTERM like aplay does.
+
+
+async def test_the_real_aplay_plays_to_alsas_null_device_and_a_missing_card_fails_that_speaker(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("aplay") is None:
+        missing("aplay is not installed (Debian package alsa-utils)")
+    wav = tmp_path / "item.wav"
+    with wave.open(str(wav), "wb") as writer:  # a real 16 kHz item: aplay reads its header
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        writer.writeframes(b"\x00\x10" * 16000)
+    played = PlayItem(title="测试", files={Profile.WAV16K: wav}, duration_s=1.0, priority=2, zone_run_id=7)
+    sink = SinkTransport(tmp_path / "sink", clock())  # the default player: aplay
+    targets = [SpeakerTarget("sink", "alsa:null"), SpeakerTarget("sink", "alsa:hw:9,0")]
+    results = await sink.play(played, targets, asyncio.Event())
+    assert results[0].state == RUN_SUCCESS, results[0].error
+    assert results[1].state == RUN_FAILED
+    assert (results[1].error or "").startswith("声卡播放失败：") and "aplay" in (results[1].error or "")
+
 
 PLAYER = """#!{python}
 import pathlib, signal, sys, time
