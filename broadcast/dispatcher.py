@@ -280,6 +280,12 @@ class Dispatcher:
     ) -> list[Play] | None:
         """Insert the occurrence's as-run rows (the claim); None if they exist already."""
         if not zone_ids:
+            # The as-run log is per zone, so there is no row to write: say it where an operator looks.
+            log.warning(
+                "schedule %s at %s: its targets have no broadcast zone (deleted villages or zones?); nothing played",
+                schedule_id,
+                occurrence_at.isoformat(),
+            )
             return []
         now = self._clock.now()
         try:
