@@ -505,15 +505,16 @@ class IntakeService:
             case = await session.scalar(select(Case).where(Case.number == number))
         if case is None:
             return StatusAnswer("not_found")
+        caller = caller_number(caller_raw, presentation)
+        typed_pin = casenumbers.clean_typed(pin)
+        filed_it = caller.number is not None and case.caller_number is not None and caller.number == case.caller_number
+        if not filed_it and not (typed_pin and hmac.compare_digest(typed_pin, case.pin)):
+            # The same answer for every case, sealed or not: another phone must not learn that a
+            # number belongs to a report (检举控告工作规则 art. 47: even its existence is confidential).
+            return StatusAnswer("need_pin", case_id=case.id)
         if case.sealed:
             return StatusAnswer("confidential", case_id=case.id)
-        caller = caller_number(caller_raw, presentation)
-        if caller.number is not None and case.caller_number is not None and caller.number == case.caller_number:
-            return StatusAnswer("found", case.status, case.id)
-        typed_pin = casenumbers.clean_typed(pin)
-        if typed_pin and hmac.compare_digest(typed_pin, case.pin):
-            return StatusAnswer("found", case.status, case.id)
-        return StatusAnswer("need_pin", case_id=case.id)
+        return StatusAnswer("found", case.status, case.id)
 
     # -- reading back -------------------------------------------------------------------------------
 

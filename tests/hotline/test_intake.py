@@ -153,6 +153,10 @@ async def test_the_status_query_answers_only_the_filing_phone_or_the_pin_and_nev
     wrong = "0000" if open_case.pin != "0000" else "1111"
     assert (await intake.status(number, "13999999999", "0", pin=wrong)).result == "need_pin"
     assert (await intake.status(sealed.number, "13800006666", "0")).result == "confidential"
+    # Another phone hears what it hears for any case, never that the number is a sealed report; with the PIN
+    # (read back to a withheld caller) the reporter is told it is confidential, still without its status.
+    assert (await intake.status(sealed.number, "13999999999", "0")).result == "need_pin"
+    assert (await intake.status(sealed.number, "13999999999", "0", pin=sealed.pin)).result == "confidential"
     typo = number[:-1] + str((int(number[-1]) + 1) % 10)
     assert not casenumbers.is_valid(typo) and (await intake.status(typo, "13800006666", "0")).result == "not_found"
 
