@@ -150,7 +150,8 @@ async def test_a_backup_taken_while_writing_restores_into_a_fresh_install_with_p
         assert (fresh_settings.data_dir / "audio" / "ab" / "abcdef.mp3").read_bytes() == busy_county[
             "audio"
         ].read_bytes()
-        shown = run(["cases", "show", busy_county["cases"][4].number, "--json"], fresh_env)
+        number = busy_county["cases"][4].number
+        shown = run(["cases", "show", f"{number[:4]} {number[4:]}", "--json"], fresh_env)  # as written down
         data = json.loads(shown.stdout)
         assert data["status"] == "resolved" and data["workflow"]["outcome"] == "resolved"
         assert [event["kind"] for event in data["workflow"]["history"]] == ["accepted", "assigned", "resolved"]
