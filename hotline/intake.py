@@ -539,7 +539,7 @@ class IntakeService:
         return result
 
     async def case_by_number(self, number: str) -> tuple[Case, list[Recording]] | None:
-        """A case by its number as a person writes it down (\"2925 7328\", \"2925-7328\"): only the digits count."""
+        """A case by its number as a person writes it down ("2925 7328", "2925-7328"): only the digits count."""
         async with self._sessions() as session:
             case = await session.scalar(select(Case).where(Case.number == casenumbers.clean_typed(number)))
             if case is None:
