@@ -309,8 +309,11 @@ class IntakeService:
     async def _known(self, facts: CallFacts, via: str) -> Settlement | None:
         """The call's settlement if one path already made it (bringing its end time up to date)."""
         async with self._sessions() as session:
-            case = await session.scalar(select(Case).where(Case.linkedid == facts.linkedid))
+            # The call row first: a case and its call row are committed together, and each SELECT may see
+            # a newer snapshot than the one before (SQLite outside a write, PostgreSQL's READ COMMITTED).
+            # Read the other way round, a case committed in between looked like a call without its case.
             call = await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
+            case = await session.scalar(select(Case).where(Case.linkedid == facts.linkedid))
             if case is None and call is None:
                 return None
             caller = caller_number(facts.caller_raw, facts.presentation)
