@@ -122,7 +122,8 @@ class Routes:
         max_json = self.max_json_bytes
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            if any(value.isdigit() and int(value) > MAX_INT for value in request.match_info.values()):
+            # isascii: "²" is a digit to str.isdigit() but not to int(), and free path parts may carry it.
+            if any(v.isascii() and v.isdigit() and int(v) > MAX_INT for v in request.match_info.values()):
                 # No row has such an id; the drivers would raise on it instead of finding nothing.
                 raise NotFound("页面或对象不存在", detail="a path id beyond any row's range")
             if operation.roles:

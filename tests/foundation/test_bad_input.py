@@ -202,6 +202,9 @@ async def test_numbers_beyond_any_column_are_refused_not_crashed_on(runtime: Run
         response = await admin_client.client.get(path)
         assert response.status == 404, path
         assert (await response.json())["error"]["code"] == "not_found"
+    # A free path part holding a digit int() cannot read ("²") is not taken for an id.
+    superscript = await admin_client.client.delete("/api/v1/holidays/²", headers={"X-CSRF-Token": admin_client.csrf})
+    assert superscript.status == 404 and (await superscript.json())["error"]["code"] == "holiday.bad_date"
     # In a query string and in a body: the field is named, nothing is written.
     response = await admin_client.client.get("/api/v1/audit", params={"user_id": str(-huge)})
     assert response.status == 400
