@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -32,6 +32,7 @@ from accounts.principal import Principal
 from broadcast.production import BroadcastProducer, ProductionResult, notice_text
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from common.listeners import ChangeListener, ChangeListeners
 from storage import audit
 from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, Notice, Schedule
 from tts import privacy
@@ -121,11 +122,11 @@ class NoticeService:
         self._emergency_engine = emergency_engine
         self.max_chars = max_chars
         self.recording_max_bytes = recording_max_bytes
-        self._schedule_listeners: list[Callable[[int], Awaitable[None]]] = []
+        self._schedule_listeners = ChangeListeners("schedule")
 
-    def on_schedule_change(self, listener: Callable[[int], Awaitable[None]]) -> None:
+    def on_schedule_change(self, listener: ChangeListener) -> None:
         """Call ``listener(schedule_id)`` for every schedule this service stops (the scheduler re-plans it)."""
-        self._schedule_listeners.append(listener)
+        self._schedule_listeners.add(listener)
 
     # -- validation -------------------------------------------------------------------------
 
@@ -418,11 +419,7 @@ class NoticeService:
                 detail={"schedules_stopped": [schedule.id for schedule in stopped]},
             )
         for schedule in stopped:
-            for listener in self._schedule_listeners:
-                try:
-                    await listener(schedule.id)
-                except Exception:  # the archive is committed; the scheduler's resync catches up
-                    log.exception("schedule listener failed for schedule %s", schedule.id)
+            await self._schedule_listeners.notify(schedule.id)
         return notice
 
     async def create_emergency(self, principal: Principal, *, title: str, body: str, township_id: int | None) -> Notice:

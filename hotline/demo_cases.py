@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
@@ -108,12 +108,8 @@ async def load_demo_cases(
             unit.township_id: unit.id
             for unit in (await session.scalars(select(Unit).where(Unit.kind == "township"))).all()
         }
-        first_villages = {
-            township_id: village_id
-            for township_id, village_id in (
-                await session.execute(select(Village.township_id, Village.id).order_by(Village.id.desc()))
-            ).all()
-        }
+        lowest = select(Village.township_id, func.min(Village.id)).group_by(Village.township_id)
+        first_villages: dict[int, int] = dict((await session.execute(lowest)).all())
     if len(townships) < 4:
         return "demo cases: no demo county, none added"
 

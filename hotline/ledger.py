@@ -349,13 +349,16 @@ class Ledger:
         capped = total > COUNT_LIMIT
         return CasePage(rows, min(total, COUNT_LIMIT), sealed_hidden, limit, offset, capped)
 
-    async def count(self, principal: Principal, filters: CaseFilters) -> int:
-        """How many cases ``principal`` would see under ``filters`` (up to COUNT_LIMIT); no case is shown."""
+    async def counts(self, principal: Principal, filters: Sequence[CaseFilters]) -> list[int]:
+        """How many cases ``principal`` would see under each of ``filters`` (up to COUNT_LIMIT); none is shown."""
         now = self._clock.now()
+        found = []
         async with self._sessions() as session:
             deadlines = await self.holidays.deadlines(session)
-            matching = self._filtered(principal, select(Case.id), filters, deadlines, now).limit(COUNT_LIMIT)
-            return int(await session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
+            for one in filters:
+                matching = self._filtered(principal, select(Case.id), one, deadlines, now).limit(COUNT_LIMIT)
+                found.append(int(await session.scalar(select(func.count()).select_from(matching.subquery())) or 0))
+        return found
 
     async def _log_sealed_rows(self, principal: Principal, rows: Sequence[LedgerRow], via: str | None = None) -> None:
         """An inspector shown sealed cases in a list: which ones, in the audit log (as for opening one)."""

@@ -9,8 +9,7 @@ so a new schedule takes effect without a restart.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from accounts.principal import Principal
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound
+from common.listeners import ChangeListener, ChangeListeners
 from schedules.rules import (
     Rule,
     describe,
@@ -45,12 +45,8 @@ from storage.models import (
     Zone,
 )
 
-log = logging.getLogger(__name__)
-
 WRITER_ROLES = ("staff", "admin")
 LEVEL_LABELS = {"township": "乡镇", "village": "村", "zone": "播出分区"}
-
-ChangeListener = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -106,18 +102,11 @@ class ScheduleService:
         self.zone = zone
         self._plan_days = plan_days
         self._preview_limit = preview_limit
-        self._listeners: list[ChangeListener] = []
+        self._listeners = ChangeListeners("schedule")
 
     def on_change(self, listener: ChangeListener) -> None:
         """Call ``listener(schedule_id)`` after every committed change (the scheduler re-plans)."""
-        self._listeners.append(listener)
-
-    async def _changed(self, schedule_id: int) -> None:
-        for listener in self._listeners:
-            try:
-                await listener(schedule_id)
-            except Exception:  # a listener's failure must not undo a committed change
-                log.exception("schedule change listener failed for schedule %s", schedule_id)
+        self._listeners.add(listener)
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -223,7 +212,7 @@ class ScheduleService:
                 detail={"notice_id": notice.id, "rule": describe(rule, self.zone), "targets": list(data.targets)},
             )
             schedule_id = schedule.id
-        await self._changed(schedule_id)
+        await self._listeners.notify(schedule_id)
         return await self.get(principal, schedule_id)
 
     async def update(self, principal: Principal, schedule_id: int, data: ScheduleInput) -> Schedule:
@@ -250,7 +239,7 @@ class ScheduleService:
                 object_id=schedule.id,
                 detail={"rule": describe(rule, self.zone), "targets": list(data.targets)},
             )
-        await self._changed(schedule_id)
+        await self._listeners.notify(schedule_id)
         return await self.get(principal, schedule_id)
 
     async def set_enabled(self, principal: Principal, schedule_id: int, enabled: bool) -> Schedule:
@@ -269,7 +258,7 @@ class ScheduleService:
                     object_type="schedule",
                     object_id=schedule.id,
                 )
-        await self._changed(schedule_id)
+        await self._listeners.notify(schedule_id)
         return await self.get(principal, schedule_id)
 
     @staticmethod

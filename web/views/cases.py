@@ -1285,28 +1285,23 @@ async def todo(request: web.Request, me: Principal) -> list[keys.TodoItem]:
     if not me.has_role(*READ_ROLES):
         return []
     ledger = _cases(request).ledger
-    items = [
-        keys.TodoItem(
-            "超期案件", await ledger.count(me, CaseFilters(deadline="overdue")), "/cases?deadline=overdue", True
-        )
-    ]
+    wanted = [("超期案件", CaseFilters(deadline="overdue"), "/cases?deadline=overdue", True)]
     if me.has_role("operator", "inspector"):
-        new = await ledger.count(me, CaseFilters(statuses=("new",)))
-        items.append(keys.TodoItem("待受理的案件", new, "/cases?status=new"))
-    items.append(
-        keys.TodoItem(
-            "即将到期的案件", await ledger.count(me, CaseFilters(deadline="due_soon")), "/cases?deadline=due_soon"
-        )
-    )
+        wanted.append(("待受理的案件", CaseFilters(statuses=("new",)), "/cases?status=new", False))
+    wanted.append(("即将到期的案件", CaseFilters(deadline="due_soon"), "/cases?deadline=due_soon", False))
     if me.has_role("operator"):
-        due = await ledger.count(me, CaseFilters(deadline="followup_due"))
-        items.append(keys.TodoItem("待回访的案件", due, "/cases?deadline=followup_due"))
+        wanted.append(("待回访的案件", CaseFilters(deadline="followup_due"), "/cases?deadline=followup_due", False))
+    if me.has_role("approver"):
+        asked = CaseFilters(deadline="extension_pending")
+        wanted.append(("延期申请待审批", asked, "/cases?deadline=extension_pending", False))
+    counted = await ledger.counts(me, [filters for _label, filters, _href, _urgent in wanted])
+    items = [
+        keys.TodoItem(label, count, href, urgent)
+        for (label, _filters, href, urgent), count in zip(wanted, counted, strict=True)
+    ]
     if me.has_role(*MISSED_ROLES):
         _rows, missed = await ledger.missed_calls(me, state="pending", limit=1)
         items.append(keys.TodoItem("未接来电待回拨", missed, "/missed-calls"))
-    if me.has_role("approver"):
-        asked = await ledger.count(me, CaseFilters(deadline="extension_pending"))
-        items.append(keys.TodoItem("延期申请待审批", asked, "/cases?deadline=extension_pending"))
     return items
 
 
