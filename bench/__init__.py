@@ -1,1 +1,1 @@
-"""Benchmarks; see the README for how to run them."""
+"""Benchmarks; how to run them and the figures: bench/README.md."""

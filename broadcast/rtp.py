@@ -13,7 +13,7 @@ is due then (at most one packet period's worth per stream), so there are no
 bursts. Streams are spread over ``slots`` phases of the packet period (a
 stream in slot 3 of 20 sends at 3 ms, 23 ms, 43 ms…), so 2,000 streams mean
 100 ``sendto`` calls per millisecond rather than 2,000 at once every 20 ms —
-that is what keeps the p99 lateness low at high fan-out (README benchmark).
+that is what keeps the p99 lateness low at high fan-out (bench/README.md, Broadcasting).
 
 There is one task (the loop), whatever the number of streams: a task per
 stream would cost a wake-up per packet per stream.

@@ -5,7 +5,7 @@ only its SHA-256). Every ``poll_interval_s`` it asks what to play now; the
 answer names one item (or none) by ``play_id``. The terminal fetches the MP3,
 reports ``started`` and ``finished`` (or ``failed``), and stops whatever it
 plays when the answer's ``play_id`` changes — so an emergency that preempts a
-disclosure reaches it on its next poll. Details for vendors: README.
+disclosure reaches it on its next poll. Details for vendors: docs/terminal-protocol.md.
 
 The state lives in the database (``broadcast_speakers``), because a terminal's
 request may reach any web process while the dispatcher runs in the active

@@ -6,7 +6,7 @@ Design, for a province as well as a county:
   each one's *next* occurrence goes into an in-memory heap. APScheduler holds
   exactly **one** job, a date trigger at the earliest fire time in the heap.
   50,000 schedules with three slots a day are 50,000 heap entries and one
-  APScheduler job, not 150,000 jobs (see the README's benchmark).
+  APScheduler job, not 150,000 jobs (docs/decisions/0002-the-scheduler-keeps-a-heap-and-one-job.md).
 * When the job fires, every heap entry that is due is handed to the
   :class:`OccurrenceHandler` (the dispatcher, passed in by ``server.py``), the
   entry's following occurrence is pushed, and the job is re-armed.

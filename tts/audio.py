@@ -8,7 +8,7 @@ files. Resampling is always ffmpeg's (``aresample``); pydub is used only to
 stitch pieces together, never to resample or normalise.
 
 Loudness (EBU R128 / ITU-R BS.1770 integrated loudness, true peak) — the
-method, chosen by measurement (see the README's benchmark):
+method, chosen by measurement (docs/decisions/0003-loudness-by-measurement-and-limiter.md):
 
 1. one ffmpeg pass decodes the source and measures it (``ebur128`` filter,
    integrated loudness and true peak) at the same time;

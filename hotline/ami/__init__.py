@@ -2,8 +2,8 @@
 
 ``protocol`` is the wire format (no I/O), ``connection`` one TCP connection
 (transport), ``link`` the logged-in session kept up with its typed commands.
-Why our own client and not the ``asterisk-ami`` library: see the README's
-hotline section and ``tests/hotline/test_asterisk_ami_library.py``.
+Why our own client and not the ``asterisk-ami`` or ``panoramisk`` library:
+docs/decisions/0001-our-own-ami-client.md.
 """
 
 from hotline.ami.errors import (
