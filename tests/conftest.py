@@ -19,14 +19,49 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server import Runtime, build_runtime, create_app
-from settings import DatabaseSettings, SecuritySettings, Settings, WorkerSettings
+from settings import Settings
 from storage.audit import Actor
 from storage.migrate import upgrade
 from tests.support.http import ApiClient
 from tests.support.postgres import PostgresCluster, PostgresUnavailable
 from tests.support.required import missing
+from tests.support.settings import make_settings
+
+__all__ = ["BOTH_DATABASES", "make_settings"]
+
+# The Asterisk sandbox and the speech fixtures are plugins, registered here once: a session fixture
+# defined (or re-exported) in two conftests would be two instances.
+pytest_plugins = ["tests.support.asterisk", "tests.support.speech"]
 
 BOTH_DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+# Tests under a directory of this name talk to the real Asterisk sandbox.
+ASTERISK_DIRECTORY = "asterisk"
+# A marker whose tests run only when asked for by name (``-m evidence``): they prove a past decision.
+OPT_IN_MARKERS = ("evidence",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark by path, in one place (``pytestmark`` in a conftest.py has no effect), and leave out opt-in tests.
+
+    Every test under ``tests/<part>/asterisk/`` is ``asterisk`` and ``slow``. Tests marked with an opt-in
+    marker are deselected unless the ``-m`` expression names that marker.
+    """
+    tests_root = Path(__file__).parent
+    expression = config.getoption("markexpr", "") or ""
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
+    for item in items:
+        relative = item.path.relative_to(tests_root).parts if item.path.is_relative_to(tests_root) else ()
+        if ASTERISK_DIRECTORY in relative[:-1]:
+            item.add_marker(pytest.mark.asterisk)
+            item.add_marker(pytest.mark.slow)
+        opted_out = any(item.get_closest_marker(name) and name not in expression for name in OPT_IN_MARKERS)
+        (left_out if opted_out else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
 
 _database_numbers = itertools.count(1)
 
@@ -69,21 +104,6 @@ def database_url(db_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -
     name = f"cx_test_{next(_database_numbers)}"
     cluster.psql(f"CREATE DATABASE {name} TEMPLATE cx_template")
     return cluster.url(name)
-
-
-def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
-    """Settings for tests: cheap password hashing, no Asterisk unless a test asks for it."""
-    values: dict[str, Any] = {
-        "data_dir": data_dir,
-        "asterisk": "none",
-        "database": DatabaseSettings(url=database_url),
-        "security": SecuritySettings(
-            password_time_cost=1, password_memory_kib=1024, password_parallelism=1, login_base_delay_s=1.0
-        ),
-        "worker": WorkerSettings(election_interval_s=0.2),
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture

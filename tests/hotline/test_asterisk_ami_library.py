@@ -16,13 +16,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asterisk.ami as ami
 import pytest
 
 from tests.support.fake_ami import FakeAmi
 
-ami = pytest.importorskip("asterisk.ami", reason="asterisk-ami is a test dependency, kept only for this evidence")
-
-pytestmark = pytest.mark.timeout(90)
+# Evidence for a decision taken, not a check of our code: run it with ``-m evidence``.
+pytestmark = [pytest.mark.evidence, pytest.mark.timeout(90)]
 
 
 @pytest.fixture

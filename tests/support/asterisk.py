@@ -1,4 +1,10 @@
-"""The real Asterisk for tests: one throwaway sandbox instance per test session, on free ports.
+"""The real Asterisk for tests: a pytest plugin with one throwaway sandbox instance per test process.
+
+Registered once, in ``tests/conftest.py`` (``pytest_plugins``), so every
+directory that talks to Asterisk (``tests/*/asterisk/``) shares the same
+session fixtures: one instance per test process, that is one per pytest-xdist
+worker, never one per directory. A fixture re-exported from another conftest
+would be a second definition, hence a second instance.
 
 The session fixture provisions the cached root if needed (``sandbox.sh
 provision``; the README's test command has done it already), renders our
@@ -7,23 +13,38 @@ FastAGI ports, starts it, renders the prompts once, and stops and removes the
 instance at the end. Each test then gets its own service (its own database,
 data directory and worker) talking to that instance; between tests the spool
 and the CDR file are emptied and every channel is hung up, so no test sees
-another's calls.
+another's calls. A directory's conftest asks for ``clean_asterisk_instance``
+(autouse there) and gives ``settings = asterisk_settings``; the collection hook
+in ``tests/conftest.py`` marks every test under an ``asterisk/`` directory
+``asterisk`` and ``slow``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestServer
+
 from hotline.asterisk import Sandbox, instance_paths
+from hotline.dialtest import HangupAt, VillagerCall, VillagerScript
+from hotline.recordings import inspect
+from hotline.runtime import Telephony
+from server import Runtime, build_runtime, sandbox_up
+from settings import Settings
+from tests.support.required import missing
+from tests.support.settings import make_settings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPT = REPOSITORY / "deploy" / "asterisk" / "sandbox.sh"
@@ -150,3 +171,193 @@ class SandboxInstance:
         directory = self.directory
         if directory.exists() and directory.parent.name == "cunxiang":
             shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- the plugin's fixtures ------------------------------------------------------------------
+
+# What the simulated villager says (rendered by our TTS once per test process).
+VILLAGER_SENTENCE = "我是东村的王大娘。村口那座桥裂了一道大口子，娃娃们上学天天走，太危险了，请你们快来看看。"
+OPERATOR_SENTENCE = "您好，我是热线接线员。您说的事情我记下了，我们马上安排人去看。"
+CALLBACK_SENTENCE = "喂，你好，我是王大娘，你们打来的电话我接到了。"
+
+
+@dataclass(frozen=True)
+class Media:
+    villager: PurePosixPath
+    villager_duration_s: float
+
+
+@pytest.fixture(scope="session")
+def asterisk_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInstance]:
+    """This test process's own Asterisk (one per xdist worker), started on first use, removed at the end."""
+    try:
+        root = provision()
+    except SandboxUnavailable as exc:  # as root a failure, see tests.support.required
+        missing(f"the Asterisk sandbox could not be provisioned: {exc}")
+    instance = SandboxInstance.new(root)
+    data = tmp_path_factory.mktemp("asterisk-session")
+    settings = make_settings(data, f"sqlite+aiosqlite:///{data / 'unused.db'}", **instance.settings_values())
+    asyncio.run(sandbox_up(settings, provision=False))
+    try:
+        yield instance
+    finally:
+        instance.stop_and_remove()
+
+
+@pytest.fixture(scope="session")
+def media(asterisk_instance: SandboxInstance, tmp_path_factory: pytest.TempPathFactory) -> Media:
+    """Prompts and test audio, rendered once per test run into the instance (espeak-ng; edge is unreachable here).
+
+    Under pytest-xdist the first worker renders them and the others copy its files (rendering the 47 prompts
+    is CPU work that four workers starting together would otherwise do four times over, on two cores).
+    """
+    data = tmp_path_factory.mktemp("asterisk-media")
+    settings = make_settings(data, f"sqlite+aiosqlite:///{data / 'unused.db'}", **asterisk_instance.settings_values())
+    shared = _shared_render_dir(tmp_path_factory)
+
+    async def render() -> Media:
+        runtime = build_runtime(settings)
+        try:
+            telephony = runtime.hotline.telephony
+            assert telephony is not None and telephony.prompts is not None and telephony.media is not None
+            telephony.paths.prepare()
+            if shared is not None and (shared / "complete").exists():
+                for source, target in (
+                    (shared / "prompts", telephony.prompts.target),
+                    (shared / "media", telephony.paths.media.host),
+                ):
+                    for copied in _copy_files(source, target):
+                        telephony.paths.give_to_asterisk(copied)
+            report = await telephony.prompts.install()
+            assert not report.failed, report.failed
+            villager = await telephony.media.sentence(VILLAGER_SENTENCE, "test-villager-says")
+            await telephony.media.sentence(OPERATOR_SENTENCE, "test-operator")
+            await telephony.media.sentence(CALLBACK_SENTENCE, "test-villager")
+            duration = inspect(telephony.paths.media.to_host(f"{villager}.wav")).duration_s
+            if shared is not None and not (shared / "complete").exists():
+                _copy_files(telephony.prompts.target, shared / "prompts")
+                _copy_files(telephony.paths.media.host, shared / "media")
+                (shared / "complete").touch()
+        finally:
+            await runtime.engine.dispose()
+        return Media(villager, duration)
+
+    if shared is None:
+        return asyncio.run(render())
+    shared.mkdir(parents=True, exist_ok=True)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here while the first renders
+        return asyncio.run(render())
+
+
+def _shared_render_dir(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A folder all pytest-xdist workers of this run share (None when not under xdist)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    # Each worker's base is <run>/popen-gwN; <run> is this run's alone.
+    return tmp_path_factory.getbasetemp().parent / "asterisk-media"
+
+
+def _copy_files(source: Path, target: Path) -> list[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in source.iterdir():
+        if path.is_file():
+            copied.append(Path(shutil.copy2(path, target / path.name)))
+    return copied
+
+
+def ivr_marker(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """IVR timings a test or module asks for with ``pytest.mark.ivr(...)``."""
+    marker = request.node.get_closest_marker("ivr")
+    return dict(marker.kwargs) if marker else {}
+
+
+@pytest.fixture
+def asterisk_settings(
+    tmp_path: Path, database_url: str, asterisk_instance: SandboxInstance, media: Media, request: pytest.FixtureRequest
+) -> Settings:
+    """Settings for a service whose elected worker talks to this process's instance (a conftest's ``settings``)."""
+    return make_settings(tmp_path / "data", database_url, **asterisk_instance.settings_values(**ivr_marker(request)))
+
+
+@pytest.fixture
+async def clean_asterisk_instance(
+    asterisk_instance: SandboxInstance, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[None]:
+    """Before a test: an empty spool and CDR file, and the dialplan rendered with this test's IVR settings."""
+    asterisk_instance.reset()
+    values = asterisk_instance.settings_values(**ivr_marker(request))
+    render = make_settings(tmp_path / "render", f"sqlite+aiosqlite:///{tmp_path / 'render.db'}", **values)
+    await sandbox_up(render, provision=False)
+    yield
+
+
+@dataclass
+class Hotline:
+    runtime: Runtime
+    telephony: Telephony
+    instance: SandboxInstance
+    media: Media
+
+    async def call(
+        self,
+        *,
+        keys: tuple[str, ...] = (),
+        speak: bool = True,
+        hangup_at: HangupAt = "end",
+        caller: str = "13800001111",
+        caller_name: str = "",
+        timeout_s: float = 120.0,
+    ) -> VillagerCall:
+        script = VillagerScript(
+            caller=caller,
+            caller_name=caller_name,
+            keys=keys,
+            audio=self.media.villager if speak else None,
+            hangup_at=hangup_at,
+        )
+        call = await self.telephony.villager.call(script, timeout_s=timeout_s)
+        assert call.ended
+        return call
+
+    async def settled(self, linkedid: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """What became of a call once the tracker has handed it over (settled and recordings attached)."""
+        await self.telephony.tracker.wait_idle(timeout_s)
+        outcome = await self.runtime.hotline.intake.outcome(linkedid)
+        assert outcome is not None, f"nothing recorded for call {linkedid}"
+        return outcome
+
+    def spool(self) -> list[str]:
+        return [path.name for path, _name in self.runtime.hotline.store.spool_files()]
+
+    async def live_channels(self) -> list[dict[str, str]]:
+        return await self.telephony.link.live_channels()
+
+    async def hang_up_everything(self) -> None:
+        link = self.telephony.link
+        if not link.connected:
+            return
+        for _ in range(50):
+            channels = await link.live_channels()
+            if not channels:
+                return
+            for channel in channels:
+                await link.hangup(channel["Channel"])
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def hotline(
+    server: TestServer, runtime: Runtime, settings: Settings, asterisk_instance: SandboxInstance, media: Media
+) -> AsyncIterator[Hotline]:
+    """The running service's telephony, once its worker's AMI link is up; every channel hung up afterwards."""
+    telephony = runtime.hotline.telephony
+    assert telephony is not None
+    await telephony.link.wait_connected(30)
+    harness = Hotline(runtime, telephony, asterisk_instance, media)
+    try:
+        yield harness
+    finally:
+        await harness.hang_up_everything()
+        await telephony.tracker.wait_idle(30)

@@ -12,7 +12,7 @@ import pytest
 from server import Runtime, cmd_broadcast_test
 from settings import Settings
 from storage.models import RUN_INTERRUPTED, RUN_PLAYING, RUN_SUCCESS, Speaker
-from tests.hotline.asterisk.conftest import Hotline
+from tests.support.asterisk import Hotline
 from tests.support.broadcasting import approved_notice, build_place, make_principal, speaker_rows, wait_for_rows
 from tests.support.speech import ffprobe
 

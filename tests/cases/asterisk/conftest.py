@@ -1,10 +1,9 @@
 """Callbacks and follow-up calls against the real Asterisk sandbox, with the hotline's fixtures.
 
-The hotline's fixtures (``tests/hotline/asterisk/conftest.py``: prompts and
-test audio rendered once, the harness that waits for the worker's AMI link,
-a clean spool before each test) are used as they are; this directory runs its
-own sandbox instance (``c<pid>``, beside the hotline tests' ``t<pid>``), so a
-whole-suite run never shares one instance between two session fixtures.
+The Asterisk plugin's fixtures (``tests/support/asterisk.py``: this test
+process's sandbox instance, prompts and test audio rendered once, the harness
+that waits for the worker's AMI link, a clean spool before each test) are used
+as they are, on the same instance as the hotline's tests.
 
 The service here runs on the system clock (the hotline's parts time
 MixMonitor and reconnects with it); the case-workflow rules that need a
@@ -22,29 +21,16 @@ never after a fixed wait.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hotline.ami import AmiError, AmiLink, Message
-from server import Runtime, build_runtime, sandbox_up
+from server import Runtime, build_runtime
 from settings import CasesSettings, Settings
-from tests.conftest import make_settings
-from tests.hotline.asterisk import conftest as hotline_fixtures
-from tests.hotline.asterisk.conftest import Hotline, Media
-from tests.support.asterisk import SandboxInstance, SandboxUnavailable, provision
-
-pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
-
-# The hotline's own fixtures, used by name in this directory (against this directory's instance).
-media = hotline_fixtures.media
-hotline = hotline_fixtures.hotline
-_clean_instance = hotline_fixtures._clean_instance
+from tests.support.asterisk import Hotline
 
 OPERATOR_ANSWERS = "Local/answer@cx-test-operator"
 NOBODY_ANSWERS = "Local/noanswer@cx-test-operator"
@@ -70,30 +56,14 @@ def cases_settings(**overrides: Any) -> CasesSettings:
     return CasesSettings(**values)
 
 
-@pytest.fixture(scope="session")
-def asterisk_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInstance]:
-    try:
-        root = provision()
-    except SandboxUnavailable as exc:
-        pytest.skip(f"no Asterisk sandbox on this machine: {exc}")
-    instance = dataclasses.replace(SandboxInstance.new(root), name=f"c{os.getpid()}")
-    data = tmp_path_factory.mktemp("cases-asterisk-session")
-    settings = make_settings(data, f"sqlite+aiosqlite:///{data / 'unused.db'}", **instance.settings_values())
-    asyncio.run(sandbox_up(settings, provision=False))
-    try:
-        yield instance
-    finally:
-        instance.stop_and_remove()
-
-
 @pytest.fixture
-def settings(
-    tmp_path: Path, database_url: str, asterisk_instance: SandboxInstance, media: Media, request: pytest.FixtureRequest
-) -> Settings:
-    marker = request.node.get_closest_marker("ivr")
-    ivr: dict[str, Any] = dict(marker.kwargs) if marker else {}
-    values = asterisk_instance.settings_values(**ivr)
-    return make_settings(tmp_path / "data", database_url, **values, cases=cases_settings())
+def settings(asterisk_settings: Settings) -> Settings:
+    return asterisk_settings.model_copy(update={"cases": cases_settings()})
+
+
+@pytest.fixture(autouse=True)
+def _clean_instance(clean_asterisk_instance: None) -> None:
+    """Each test starts on an empty spool and CDR file, with its own IVR settings rendered."""
 
 
 @pytest.fixture

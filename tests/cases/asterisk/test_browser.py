@@ -10,9 +10,9 @@ from playwright.async_api import Page
 
 from hotline.dialtest import VillagerScript
 from server import Runtime
-from tests.cases.asterisk.conftest import Hotline
 from tests.cases.conftest import County
 from tests.conftest import UserFactory
+from tests.support.asterisk import Hotline
 from tests.support.browser import chromium
 
 pytestmark = pytest.mark.browser

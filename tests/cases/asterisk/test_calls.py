@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 
 from server import Runtime
 from storage.models import Call, Case, CaseLedger, MissedCall, Recording, SurveyAttempt, User
-from tests.cases.asterisk.conftest import NOBODY_ANSWERS, VILLAGER_PRESSES, Hotline, KeyPresser
+from tests.cases.asterisk.conftest import NOBODY_ANSWERS, VILLAGER_PRESSES, KeyPresser
 from tests.cases.conftest import CaseMaker, County, People
+from tests.support.asterisk import Hotline
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from hotline.ami import Message
 from storage.models import Call, Case, MissedCall
-from tests.hotline.asterisk.conftest import Hotline
+from tests.support.asterisk import Hotline
 
 
 def assert_about(actual: float, expected: float, *, below: float = 0.5, above: float = 3.0) -> None:

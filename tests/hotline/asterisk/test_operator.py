@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hotline.asterisk.conftest import OPERATOR_SENTENCE, Hotline
+from tests.support.asterisk import OPERATOR_SENTENCE, Hotline
 
 
 @pytest.mark.ivr(operator_dial="Local/answer@cx-test-operator")

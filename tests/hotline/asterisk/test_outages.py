@@ -22,8 +22,7 @@ from server import Runtime
 from settings import Settings
 from storage.models import Call, Case, MissedCall
 from tests.conftest import make_settings
-from tests.hotline.asterisk.conftest import Media, ivr_marker
-from tests.support.asterisk import SandboxInstance
+from tests.support.asterisk import Media, SandboxInstance, ivr_marker
 from tests.support.tcp_proxy import CuttableProxy
 
 

@@ -15,7 +15,7 @@ from hotline.dialtest import SimulatedVillager
 from hotline.intake import CallFacts
 from hotline.recordings import inspect
 from storage.models import Call, Case, MissedCall, Recording
-from tests.hotline.asterisk.conftest import Hotline
+from tests.support.asterisk import Hotline
 
 
 async def case_count(hotline: Hotline) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from settings import IvrSettings
-from tests.hotline.asterisk.conftest import Hotline
+from tests.support.asterisk import Hotline
 
 
 @pytest.mark.ivr(production=True)

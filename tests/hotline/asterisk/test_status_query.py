@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.hotline.asterisk.conftest import Hotline
+from tests.support.asterisk import Hotline
 
 
 async def filed_case(hotline: Hotline, *, keys: tuple[str, ...] = ("1",), caller: str = "13800001111") -> dict:
