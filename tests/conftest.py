@@ -44,8 +44,10 @@ OPT_IN_MARKERS = ("evidence",)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark by path, in one place (``pytestmark`` in a conftest.py has no effect), and leave out opt-in tests.
 
-    Every test under ``tests/<part>/asterisk/`` is ``asterisk`` and ``slow``. Tests marked with an opt-in
-    marker are deselected unless the ``-m`` expression names that marker.
+    Every test under ``tests/<part>/asterisk/`` is ``asterisk`` and ``slow``; every ``browser`` test is
+    ``slow`` (a Chromium starts for it). Tests marked with an opt-in marker are deselected unless the ``-m``
+    expression names that marker. The long tests go first, so that pytest-xdist's workers start them
+    early and the run does not end waiting on one of them.
     """
     tests_root = Path(__file__).parent
     expression = config.getoption("markexpr", "") or ""
@@ -56,11 +58,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if ASTERISK_DIRECTORY in relative[:-1]:
             item.add_marker(pytest.mark.asterisk)
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
         opted_out = any(item.get_closest_marker(name) and name not in expression for name in OPT_IN_MARKERS)
         (left_out if opted_out else kept).append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
-        items[:] = kept
+    # A stable sort: within each group the collection order (hence module and fixture locality) stays.
+    items[:] = sorted(kept, key=lambda item: 0 if item.get_closest_marker("slow") else 1)
 
 
 _database_numbers = itertools.count(1)

@@ -30,6 +30,9 @@ from tests.support.cli import CUNXIANG, environment, run
 from tests.support.http import ApiClient
 from tests.support.postgres import PostgresCluster
 
+# Backups and restores of whole installations, through the command line.
+pytestmark = pytest.mark.slow
+
 
 async def cunxiang(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
     """The real command in another process, without blocking this test's event loop (the service keeps running)."""

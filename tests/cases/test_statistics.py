@@ -268,6 +268,7 @@ async def test_the_dashboard_draws_its_charts_without_scripts_and_shows_the_figu
     assert (await people.staff_a.client.get("/dashboard")).status == 403
 
 
+@pytest.mark.slow
 async def test_the_county_reports_192_found_and_169_resolved_read_as_88_percent_and_96_percent_satisfied(
     runtime: Runtime, county: County, people: People, clock: ManualClock
 ) -> None:

@@ -9,6 +9,9 @@ import pytest
 
 from tests.support.cli import environment, free_port, run, serving
 
+# Each test runs `cunxiang` as a process (a second or two of start-up each).
+pytestmark = pytest.mark.slow
+
 
 def test_help_explains_each_command(tmp_path: Path) -> None:
     result = run(["--help"], environment(tmp_path / "data"))

@@ -11,6 +11,9 @@ import pytest
 from tests.conftest import BOTH_DATABASES
 from tests.support.cli import environment, run, serving
 
+# Real `cunxiang serve` processes electing a worker, one killed.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("db_kind", BOTH_DATABASES)
 def test_a_second_serve_stands_by_and_takes_over_when_the_first_dies(tmp_path: Path, database_url: str) -> None:

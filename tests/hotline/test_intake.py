@@ -32,7 +32,10 @@ pytestmark = pytest.mark.parametrize("db_kind", BOTH_DATABASES)
 def intake(runtime: Runtime, tmp_path: Path) -> IntakeService:
     store = RecordingStore(tmp_path / "recordings", tmp_path / "spool")
     store.prepare()
-    return IntakeService(runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()))
+    # A recording without its MixMonitor marker is taken after a short wait here (10 s in production).
+    return IntakeService(
+        runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()), mixmonitor_wait_s=0.5
+    )
 
 
 async def counts(runtime: Runtime) -> tuple[int, int, int, int]:

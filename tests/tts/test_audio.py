@@ -112,6 +112,7 @@ async def test_quiet_speech_with_headroom_gets_a_plain_gain_without_a_limiter_pa
     assert abs(ebur128(out).integrated_lufs - -20.0) <= 0.3
 
 
+@pytest.mark.slow
 async def test_every_profile_has_its_format_rate_and_channels(speech: Path, tmp_path: Path) -> None:
     tools = AudioTools()
     measured = await tools.decode(speech)

@@ -116,6 +116,7 @@ def test_anything_that_changes_the_sound_changes_the_key() -> None:
     )
 
 
+@pytest.mark.slow
 async def test_production_parameters_and_profiles_change_the_item_key(
     tmp_path: Path, clock: ManualClock, speech_programs: None
 ) -> None:
@@ -179,6 +180,7 @@ async def test_eviction_never_removes_what_is_referenced_or_its_parents(tmp_path
     assert report.total_bytes > cache.max_bytes  # over the limit, but everything left is in use
 
 
+@pytest.mark.slow
 async def test_producing_keeps_the_cache_under_its_limit(
     tmp_path: Path, clock: ManualClock, speech_programs: None
 ) -> None:

@@ -14,6 +14,9 @@ import pytest
 from tests.support.speech import ebur128, ffprobe
 from tts.normalize import normalize
 
+# Each test runs `cunxiang` as a process (a second or two of start-up each).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 NOTICES = REPO / "tests" / "fixtures" / "notices.json"
 ID_TEXT = "李某某，身份证号150125195803121235，家庭人口1人。"
@@ -168,7 +171,6 @@ def test_a_bad_setting_is_named(tmp_path: Path) -> None:
     assert "CUNXIANG_TTS_EDGE_RATE" in line
 
 
-@pytest.mark.slow
 def test_batch_renders_the_sample_notices_and_reports_the_one_it_refused(tmp_path: Path, speech_programs: None) -> None:
     out_dir = tmp_path / "samples"
     result = cunxiang(
