@@ -1,0 +1,138 @@
+"""A person's way through the pages, in Debian's Chromium: a screenshot per step, and checks on what they see.
+
+A journey test opens one :class:`Journey` per person (each its own browser context, so its own cookies),
+walks the task as that person would — clicking and typing, never calling the API behind the page — and
+after each step calls :meth:`Journey.step`, which
+
+* keeps a screenshot, numbered, under the test's temporary folder (a failed journey shows where it broke);
+* fails if the page shows English: any ASCII word but the few a Chinese user reads as words of their own
+  (:data:`ALLOWED_WORDS`) and the values somebody typed (user names, addresses, endpoint names), which
+  the journey is told with :meth:`Journey.typed` (signing in registers the user name itself).
+
+:meth:`Journey.check_accessible` runs axe-core (the copy the axe-playwright-python wheel ships) on the page
+for WCAG 2.0/2.1 A and AA; a rule may be switched off only by naming it with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from axe_playwright_python.base import AXE_FILE_PATH
+from playwright.async_api import Browser, Page
+
+from tests.support.browser import chromium
+
+# ASCII words a Chinese interface may show (names of standards and file types people know by these names).
+ALLOWED_WORDS = frozenset({"SIP", "RTP", "IP", "4G", "PIN", "CSV", "Excel"})
+# A word: letters and digits with at least one letter ("4G" is one word, "2026" none).
+_WORD = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*")
+# What a user sees besides the text of elements: placeholders, tooltips, button values.
+_SHOWN_ATTRIBUTES_SCRIPT = """
+() => Array.from(document.querySelectorAll(
+    '[placeholder], [title], input[type=submit][value], input[type=button][value]'))
+  .filter(element => element.offsetParent !== null)
+  .map(element => [element.getAttribute('placeholder'), element.getAttribute('title'),
+                   element.matches('input[type=submit], input[type=button]') ? element.value : null])
+  .flat().filter(Boolean)
+"""
+WCAG_TAGS = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa")
+
+
+def english_words(text: str, typed: Iterable[str] = ()) -> list[str]:
+    """The ASCII words in ``text`` that a Chinese user should not see (after removing what was typed)."""
+    for value in sorted(typed, key=len, reverse=True):  # longest first: "demo.staff" before "demo"
+        if value:
+            text = text.replace(value, " ")
+    return [word for word in _WORD.findall(text) if word not in ALLOWED_WORDS]
+
+
+@dataclass
+class Journey:
+    """One person in one browser context."""
+
+    page: Page
+    base: str
+    shots: Path
+    who: str
+    typed_values: set[str] = field(default_factory=set)
+    steps: int = 0
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def typed(self, *values: str) -> None:
+        """Values this person (or the test, for them) typed or chose: shown back to them, not English text."""
+        self.typed_values.update(value for value in values if value)
+
+    async def goto(self, path: str) -> None:
+        await self.page.goto(self.url(path))
+
+    async def sign_in(self, username: str, password: str) -> None:
+        self.typed(username)
+        await self.goto("/login")
+        await self.page.fill("input[name=username]", username)
+        await self.page.fill("input[name=password]", password)
+        await self.page.click("button[type=submit]")
+        await self.page.wait_for_url(self.url("/"))
+        await self.step("signed-in")
+
+    async def step(self, name: str, *, chinese: bool = True) -> Path:
+        """Keep a screenshot of this step and check that nothing shown is English."""
+        self.steps += 1
+        shot = self.shots / f"{self.who}-{self.steps:02d}-{name}.png"
+        await self.page.screenshot(path=str(shot), full_page=True)
+        if chinese:
+            await self.check_chinese(name)
+        return shot
+
+    async def shown_text(self) -> str:
+        body = await self.page.inner_text("body")
+        attributes: list[str] = await self.page.evaluate(_SHOWN_ATTRIBUTES_SCRIPT)
+        return "\n".join([await self.page.title(), body, *attributes])
+
+    async def check_chinese(self, where: str = "") -> None:
+        words = english_words(await self.shown_text(), self.typed_values)
+        assert not words, f"English shown to {self.who} at {where or self.page.url}: {sorted(set(words))}"
+
+    async def check_accessible(self, switched_off: Mapping[str, str] | None = None) -> None:
+        """No WCAG 2 A/AA violation on the current page; ``switched_off`` maps a rule id to why it is off."""
+        await self.page.evaluate(AXE_FILE_PATH.read_text(encoding="utf-8"))
+        options = {
+            "runOnly": {"type": "tag", "values": list(WCAG_TAGS)},
+            "rules": {rule: {"enabled": False} for rule in switched_off or {}},
+            "resultTypes": ["violations"],
+        }
+        results = await self.page.evaluate(f"axe.run(document, {json.dumps(options)})")
+        violations = [
+            f"{violation['id']} ({violation['impact']}): {violation['help']} — "
+            + "; ".join(" ".join(node["target"]) for node in violation["nodes"][:5])
+            for violation in results["violations"]
+        ]
+        assert not violations, f"accessibility on {self.page.url}:\n" + "\n".join(violations)
+
+
+OpenJourney = Callable[[str], Awaitable[Journey]]
+
+
+@asynccontextmanager
+async def journeys(base: str, shots: Path, *, viewport: tuple[int, int] = (1366, 900)) -> AsyncIterator[OpenJourney]:
+    """Opens journeys, one browser context each, in one Chromium (zh-CN, so native controls speak Chinese)."""
+    shots.mkdir(parents=True, exist_ok=True)
+    async with chromium() as browser:
+
+        async def open_journey(who: str) -> Journey:
+            return await _new_journey(browser, base, shots, who, viewport)
+
+        yield open_journey
+
+
+async def _new_journey(browser: Browser, base: str, shots: Path, who: str, viewport: tuple[int, int]) -> Journey:
+    context = await browser.new_context(
+        locale="zh-CN", timezone_id="Asia/Shanghai", viewport={"width": viewport[0], "height": viewport[1]}
+    )
+    return Journey(await context.new_page(), base.rstrip("/"), shots, who)
