@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from alembic.script import ScriptDirectory
@@ -57,6 +57,8 @@ from broadcast.transports import (
 from common.clock import Clock, SystemClock
 from common.errors import CunxiangError, ServiceUnavailable
 from common.health import HealthRegistry
+from common.keyfiles import generated_once
+from common.lifecycle import ServiceGroup, WorkerService
 from hotline.ami import AmiConfig
 from hotline.asterisk import AsteriskPaths, IvrTimings, RenderConfig, Sandbox, SharedDir, Trunk, render_configuration
 from hotline.callback import CallbackConfig
@@ -117,16 +119,6 @@ def version() -> str:
 
 
 # -- the runtime: everything built from the settings, nothing started yet ------------------
-
-
-class WorkerService(Protocol):
-    """Something only the one active worker runs (scheduler, Asterisk link, FastAGI)."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -382,13 +374,9 @@ def session_key(settings: Settings) -> bytes:
     if settings.security.session_key:
         text = settings.security.session_key
     else:
-        path = settings.data_dir / "session.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
-        text = path.read_text().strip()
+        text = generated_once(
+            settings.data_dir / "session.key", lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+        )
     try:
         key = base64.urlsafe_b64decode(text)
     except ValueError:
@@ -431,21 +419,13 @@ def _worker_context(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Elect the one active worker; only it starts the worker services, in order, and stops them in reverse."""
 
-    async def start_services() -> None:
-        for service in runtime.worker_services:
-            log.info("starting %s", service.name)
-            await service.start()
-
-    async def stop_services() -> None:
-        for service in reversed(runtime.worker_services):
-            with contextlib.suppress(Exception):
-                await service.stop()
+    services = ServiceGroup(runtime.worker_services)
 
     async def context(_app: web.Application) -> AsyncIterator[None]:
         election = WorkerElection(
             worker_lock(runtime.settings),
-            on_elected=start_services,
-            on_demoted=stop_services,
+            on_elected=services.start,
+            on_demoted=services.stop,
             interval_s=runtime.settings.worker.election_interval_s,
         )
         election_holder.append(election)
@@ -973,13 +953,7 @@ def _generated_secret(settings: Settings, value: str, filename: str) -> str:
     """A secret from the settings, else generated once into the data directory (mode 0600)."""
     if value:
         return value
-    path = settings.data_dir / filename
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(24))
-    return path.read_text().strip()
+    return generated_once(settings.data_dir / filename, lambda: secrets.token_urlsafe(24))
 
 
 def sandbox_root(settings: Settings) -> Path | None:

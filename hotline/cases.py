@@ -11,12 +11,12 @@ are refused with a clear message, and no follow-up call is ever placed
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
 from common.health import HealthRegistry
+from common.lifecycle import WorkerService
 from hotline.ami import AmiLink
 from hotline.callback import CallbackConfig, CallbackService
 from hotline.clocks import ClockPolicy, HolidayTable
@@ -27,14 +27,6 @@ from hotline.sealed import CaseAccess
 from hotline.stats import Statistics
 from hotline.survey import SentenceRenderer, SurveyConfig, SurveyRunner
 from hotline.workflow import Workflow
-
-
-class WorkerPart(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,7 @@ class Cases:
     replay: Replay
     callbacks: CallbackService
     surveys: SurveyRunner
-    worker_services: list[WorkerPart] = field(default_factory=list)
+    worker_services: list[WorkerService] = field(default_factory=list)
 
 
 def build_cases(

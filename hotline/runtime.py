@@ -20,12 +20,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
 from common.health import ComponentHealth, HealthRegistry
+from common.lifecycle import WorkerService
 from hotline.ami import AmiConfig, AmiLink
 from hotline.asterisk import AsteriskPaths, RenderConfig, Sandbox
 from hotline.calls import CallTracker
@@ -41,14 +42,6 @@ from hotline.recordings import RecordingStore
 from tts.audio import AudioTools, Profile
 
 log = logging.getLogger(__name__)
-
-
-class WorkerPart(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -107,7 +100,7 @@ class Hotline:
     store: RecordingStore
     intake: IntakeService
     telephony: Telephony | None
-    worker_services: list[WorkerPart] = field(default_factory=list)
+    worker_services: list[WorkerService] = field(default_factory=list)
 
     @property
     def pager(self) -> Pager | None:

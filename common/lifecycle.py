@@ -1,0 +1,53 @@
+"""The one start/stop protocol of the long-lived parts, and a group that starts them in order.
+
+Every part that runs something in the background on the elected worker (the
+AMI link, FastAGI, the call tracker, the dispatcher, the scheduler, the
+callback and follow-up runners…) offers the same three things: a ``name`` for
+the log, ``start()`` and ``stop()``. Each domain's ``part.py`` lists its
+services in the order they must start; :class:`ServiceGroup` starts a list in
+that order and stops it in reverse — the worker election does it for the whole
+runtime, the dial test for the hotline alone — so the order is written down
+once, by the part that knows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class WorkerService(Protocol):
+    """Something only the one active worker runs (scheduler, Asterisk link, FastAGI…)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ServiceGroup:
+    """Services started in the order given and stopped in reverse.
+
+    ``stop()`` stops every service of the group, started or not (a service's
+    ``stop`` is a no-op when it is not running), and never raises: one that
+    fails to stop must not keep the others running.
+    """
+
+    def __init__(self, services: Sequence[WorkerService]) -> None:
+        self.services = tuple(services)
+
+    async def start(self) -> None:
+        """Start each service in turn (a failure is raised as it is; ``stop()`` cleans up what started)."""
+        for service in self.services:
+            log.info("starting %s", service.name)
+            await service.start()
+
+    async def stop(self) -> None:
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                await service.stop()
