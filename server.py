@@ -54,6 +54,10 @@ from broadcast.transports import (
     SipPagingTransport,
     Transport,
 )
+from cases.callback import CallbackConfig
+from cases.clocks import ClockPolicy
+from cases.part import Cases, CasesConfig, build_cases
+from cases.survey import SurveyConfig
 from common.clock import Clock, SystemClock
 from common.errors import CunxiangError, ServiceUnavailable
 from common.health import HealthRegistry
@@ -61,18 +65,14 @@ from common.keyfiles import generated_once
 from common.lifecycle import ServiceGroup, WorkerService
 from hotline.ami import AmiConfig
 from hotline.asterisk import AsteriskPaths, IvrTimings, RenderConfig, Sandbox, SharedDir, Trunk, render_configuration
-from hotline.callback import CallbackConfig
-from hotline.cases import Cases, CasesConfig, build_cases
-from hotline.clocks import ClockPolicy
 from hotline.dialtest import VillagerScript
 from hotline.intake import case_json
 from hotline.prompts import DIAL_TEST_SENTENCE, SpeechRenderer
 from hotline.runtime import Hotline, HotlineConfig, TelephonyConfig, build_hotline
-from hotline.survey import SurveyConfig
 from schedules.scheduler import Scheduler
 from schedules.service import ScheduleService
 from settings import Settings, SettingsError, load_settings, unknown_environment_names
-from storage import audit, backup, migrate
+from storage import backup, migrate
 from storage.audit import Actor
 from storage.db import check_connection, create_engine, database_health, make_session_factory
 from storage.models import Case, CaseLedger, County
@@ -645,9 +645,9 @@ DEMO_NOTICES = Path(__file__).resolve().parent / "broadcast" / "demo_notices.jso
 
 
 async def _load_demo_cases(runtime: Runtime) -> str:
-    """Invented cases in every state, entered and worked by the demo accounts (see hotline/demo_cases.py)."""
+    """Invented cases in every state, entered and worked by the demo accounts (see cases/demo.py)."""
     from accounts.service import principal_of
-    from hotline.demo_cases import load_demo_cases
+    from cases.demo import load_demo_cases
     from storage.models import User
 
     async with runtime.sessions() as session:
@@ -1091,8 +1091,6 @@ def hotline_config(settings: Settings, telephony: TelephonyConfig | None) -> Hot
     config = settings.hotline
     return HotlineConfig(
         recordings_dir=Path(config.recordings_dir) if config.recordings_dir else settings.data_dir / "recordings",
-        case_number_length=config.case_number_length,
-        pin_length=config.pin_length,
         min_speech_s=config.min_speech_s,
         mixmonitor_wait_s=config.mixmonitor_wait_s,
         retention_days=config.retention_days,
@@ -1172,18 +1170,20 @@ def build_cases_part(
     health: HealthRegistry,
     hotline: Hotline,
 ) -> Cases:
-    """The case ledger on top of the hotline: its recordings, and its AMI link for callbacks and follow-ups."""
-    telephony = hotline.telephony
-    media = telephony.media if telephony is not None else None
-    return build_cases(
+    """The case ledger on top of the hotline: its recordings, and its line for callbacks and follow-ups."""
+    media = hotline.media
+    cases = build_cases(
         cases_config(settings),
         sessions=sessions,
         clock=clock,
         health=health,
-        store=hotline.store,
-        link=telephony.link if telephony is not None else None,
+        recordings=hotline.store,
+        line=hotline.outbound,
         sentences=media.sentence if media is not None else None,
     )
+    # A hotline call becomes a case through the workflow (the intake's CaseDesk protocol).
+    hotline.intake.use_case_desk(cases.workflow)
+    return cases
 
 
 async def sandbox_up(settings: Settings, *, provision: bool) -> tuple[Sandbox, TelephonyConfig]:
@@ -1379,27 +1379,15 @@ def cmd_cases_show(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any] | None:
         runtime = build_runtime(settings)
         try:
-            found = await runtime.hotline.intake.case_by_number(args.number)
-            if found is None:
+            # A look at a sealed case is on record, from the command line too (the ledger logs it).
+            viewer = Actor(user_id=None, username=f"cli:{os.environ.get('USER', 'unknown')}")
+            case = await runtime.cases.ledger.by_number(args.number, viewer=viewer, via="cunxiang cases show")
+            if case is None:
                 return None
-            case, recordings = found
-            data = case_json(case, recordings)
+            data = case_json(case, await runtime.cases.replay.recordings(case.id))
             for recording in data["recordings"]:
-                recording["file"] = str(runtime.hotline.store.root / recording["path"])
+                recording["file"] = str(runtime.cases.replay.files.path_of(recording["path"]))
             data["workflow"] = await _workflow_json(runtime, case.id)
-            if case.sealed:
-                # Sealed cases: every look is on record, from the command line too.
-                async with runtime.sessions() as session:
-                    audit.record(
-                        session,
-                        Actor(user_id=None, username=f"cli:{os.environ.get('USER', 'unknown')}"),
-                        at=runtime.clock.now(),
-                        action="case.view_sealed",
-                        object_type="case",
-                        object_id=case.id,
-                        detail={"via": "cunxiang cases show"},
-                    )
-                    await session.commit()
             return data
         finally:
             await runtime.engine.dispose()

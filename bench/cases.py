@@ -70,7 +70,7 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 
 def _damm(digits: str) -> str:
-    from hotline.casenumbers import damm_check_digit
+    from cases.numbers import damm_check_digit
 
     return digits + damm_check_digit(digits)
 
@@ -348,11 +348,11 @@ class RawDriver:
 
 async def measure_queries(url: str, runs: int) -> list[dict[str, Any]]:
     from accounts.principal import Principal
+    from cases.clocks import ClockPolicy, HolidayTable
+    from cases.ledger import CaseFilters, Ledger
+    from cases.sealed import CaseAccess
+    from cases.statistics import Statistics
     from common.clock import ManualClock
-    from hotline.clocks import ClockPolicy, HolidayTable
-    from hotline.ledger import CaseFilters, Ledger
-    from hotline.sealed import CaseAccess
-    from hotline.stats import Statistics
     from storage.db import create_engine, make_session_factory
 
     engine = create_engine(url)

@@ -1,1 +1,1 @@
-"""The petition hotline: Asterisk link (AMI, FastAGI), call intake, cases and their workflow."""
+"""The petition hotline on Asterisk: the AMI link, FastAGI and the IVR, call intake, prompts, paging, the dial test."""

@@ -17,6 +17,13 @@ UNIQUE, so a second writer's insert fails, it rolls back and reads what the
 first one wrote. The decision itself depends only on where the caller got to
 and on the recording's content, so every path reaches the same one.
 
+Intake decides *that* a call becomes a case and what is known of its caller;
+the case itself — its number and PIN, whether it is sealed, its ``created``
+event in the history — is the case workflow's, reached through the small
+:class:`CaseDesk` protocol (``cases.workflow.Workflow`` implements it;
+``server.py`` hands it in). So a case is created in one place, whichever door
+it came in by, and this package imports nothing from ``cases/``.
+
 Recordings are attached by :meth:`attach`, which the tracker and
 reconciliation call only once no channel of the call is left (a file still
 being written is never moved). Calls the service placed itself (callbacks,
@@ -28,30 +35,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
-from hotline import casenumbers
 from hotline.phones import CallerNumber, PhoneRegistry, caller_number
 from hotline.recordings import AudioFacts, RecordingStore, SpoolName, done_marker, file_time, inspect, sha256_file
-from storage import audit
-from storage.audit import Actor
-from storage.models import SEALED_CATEGORIES, Call, Case, MissedCall, Recording
+from storage.models import Call, Case, MissedCall, Recording
 
 log = logging.getLogger(__name__)
 
-SYSTEM = Actor(user_id=None, username="system:hotline")
 # Where in the IVR a caller has left a message (or was about to).
 MESSAGE_STAGES = frozenset({"recording", "recorded", "readback"})
 STATUS_STAGES = frozenset({"number", "status", "pin"})
@@ -109,11 +111,52 @@ class Settlement:
     number: str | None = None
 
 
-@dataclass(frozen=True)
-class StatusAnswer:
-    result: Literal["found", "not_found", "need_pin", "confidential"]
-    status: str | None = None
-    case_id: int | None = None
+class CaseStatus(Protocol):
+    """The answer to a status query typed on the phone."""
+
+    @property
+    def result(self) -> Literal["found", "not_found", "need_pin", "confidential"]: ...
+
+    @property
+    def status(self) -> str | None: ...
+
+    @property
+    def case_id(self) -> int | None: ...
+
+
+class CaseDesk(Protocol):
+    """What intake needs of the case workflow (implemented by ``cases.workflow.Workflow``)."""
+
+    def seals(self, category: str) -> bool:
+        """Whether a case, call or missed call of this category is sealed (for inspectors only)."""
+        ...
+
+    async def open_call_case(
+        self,
+        session: AsyncSession,
+        *,
+        linkedid: str,
+        category: str,
+        caller_number: str | None,
+        caller_withheld: bool,
+        caller_name: str | None,
+        village_id: int | None,
+        township_id: int | None,
+        ivr_choice: str,
+        test_call: bool,
+        via: str,
+    ) -> Case:
+        """A new case for a call, with its ``created`` event, added and flushed in ``session`` (not committed).
+
+        A UNIQUE violation (this call already has a case, or the drawn number was taken)
+        surfaces as :class:`~sqlalchemy.exc.IntegrityError` at the flush; the caller rolls
+        back and looks again.
+        """
+        ...
+
+    async def status_query(self, typed_number: str, caller_number: str | None, typed_pin: str) -> CaseStatus:
+        """What a caller may learn on the phone about the case whose number she typed."""
+        ...
 
 
 @dataclass
@@ -151,7 +194,7 @@ def category_of(facts: CallFacts, message: SpoolName | None = None) -> str:
     """Key 3 (or a discipline-tagged file) is a report: sealed from the first moment, whatever else is known."""
     if facts.choice == "3" or facts.category == "discipline" or (message is not None and message.tag == "discipline"):
         return "discipline"
-    return facts.category if facts.category in ("petition",) else "petition"
+    return "petition"
 
 
 class IntakeService:
@@ -161,9 +204,8 @@ class IntakeService:
         clock: Clock,
         store: RecordingStore,
         phones: PhoneRegistry,
+        cases: CaseDesk | None = None,
         *,
-        case_number_length: int = 8,
-        pin_length: int = 4,
         min_speech_s: float = 0.4,
         mixmonitor_wait_s: float = 10.0,
     ) -> None:
@@ -171,11 +213,20 @@ class IntakeService:
         self._clock = clock
         self.store = store
         self._phones = phones
-        self.case_number_length = case_number_length
-        self._pin_length = pin_length
+        self._desk = cases
         self._min_speech_s = min_speech_s
         self._mixmonitor_wait_s = mixmonitor_wait_s
         self._locks = _KeyLocks()
+
+    def use_case_desk(self, cases: CaseDesk) -> None:
+        """Open cases through ``cases`` (the composition root connects the workflow once both parts exist)."""
+        self._desk = cases
+
+    @property
+    def _cases(self) -> CaseDesk:
+        if self._desk is None:
+            raise RuntimeError("call intake has no case desk: server.py connects the case workflow")
+        return self._desk
 
     # -- cases ----------------------------------------------------------------------------------
 
@@ -188,24 +239,14 @@ class IntakeService:
                 existing = await session.scalar(select(Case).where(Case.linkedid == facts.linkedid))
                 if existing is not None:
                     return _ticket(existing, created=False)
-                case = await self._new_case(session, facts, category, caller)
                 try:
-                    await session.flush()
+                    case = await self._new_case(session, facts, category, caller, via)
                     await self._upsert_call(session, facts, "case", via, caller, case_id=case.id)
                     await session.flush()
                 except IntegrityError:
                     # Another path created this call's case first, or the random number was taken: look again.
                     await session.rollback()
                     continue
-                audit.record(
-                    session,
-                    SYSTEM,
-                    at=case.created_at,
-                    action="case.create",
-                    object_type="case",
-                    object_id=case.id,
-                    detail={"channel": "hotline", "via": via, "sealed": case.sealed, "test": case.test_call},
-                )
                 await session.commit()
                 log.info(
                     "case %s opened for call %s (via %s%s)", case.id, facts.linkedid, via, ", sealed" * case.sealed
@@ -213,16 +254,14 @@ class IntakeService:
                 return _ticket(case, created=True)
         raise RuntimeError(f"could not open a case for call {facts.linkedid}")
 
-    async def _new_case(self, session: AsyncSession, facts: CallFacts, category: str, caller: CallerNumber) -> Case:
-        now = self._clock.now()
+    async def _new_case(
+        self, session: AsyncSession, facts: CallFacts, category: str, caller: CallerNumber, via: str
+    ) -> Case:
         placement = await self._phones.place(session, caller.number)
-        case = Case(
-            number=casenumbers.new_case_number(self.case_number_length),
+        return await self._cases.open_call_case(
+            session,
             linkedid=facts.linkedid,
-            channel="hotline",
-            status="new",
             category=category,
-            sealed=category in SEALED_CATEGORIES,
             caller_number=caller.number,
             caller_withheld=caller.withheld,
             caller_name=(placement.name if placement and placement.name else None)
@@ -230,13 +269,9 @@ class IntakeService:
             village_id=placement.village_id if placement else None,
             township_id=placement.township_id if placement else None,
             ivr_choice=facts.choice or "",
-            pin=casenumbers.new_pin(self._pin_length),
             test_call=facts.test_call,
-            created_at=now,
-            updated_at=now,
+            via=via,
         )
-        session.add(case)
-        return case
 
     async def _upsert_call(
         self,
@@ -263,7 +298,7 @@ class IntakeService:
                 stage=facts.stage,
                 ivr_choice=facts.choice,
                 outcome=outcome,
-                sealed=category_of(facts) in SEALED_CATEGORIES if facts.kind == "hotline" else False,
+                sealed=self._cases.seals(category_of(facts)) if facts.kind == "hotline" else False,
                 case_id=case_id,
                 missed_call_id=missed_call_id,
                 settled_by=via,
@@ -347,7 +382,7 @@ class IntakeService:
 
     async def _record_missed(self, facts: CallFacts, via: str, reason: str, message: SpoolName | None) -> Settlement:
         caller = caller_number(facts.caller_raw, facts.presentation)
-        sealed = category_of(facts, message) in SEALED_CATEGORIES
+        sealed = self._cases.seals(category_of(facts, message))
         async with self._sessions() as session:
             placement = await self._phones.place(session, caller.number)
             missed = MissedCall(
@@ -499,25 +534,10 @@ class IntakeService:
     def has_speech(self, audio: AudioFacts) -> bool:
         return audio.has_speech(self._min_speech_s)
 
-    async def status(self, typed: str, caller_raw: str | None, presentation: str | None, pin: str = "") -> StatusAnswer:
-        """A status query: only to the number that filed the case, or with its PIN; never for a sealed case."""
-        number = casenumbers.clean_typed(typed)
-        if not casenumbers.is_valid(number, length=self.case_number_length):
-            return StatusAnswer("not_found")
-        async with self._sessions() as session:
-            case = await session.scalar(select(Case).where(Case.number == number))
-        if case is None:
-            return StatusAnswer("not_found")
+    async def status(self, typed: str, caller_raw: str | None, presentation: str | None, pin: str = "") -> CaseStatus:
+        """A status query: the case workflow decides what this caller may hear (see ``CaseDesk``)."""
         caller = caller_number(caller_raw, presentation)
-        typed_pin = casenumbers.clean_typed(pin)
-        filed_it = caller.number is not None and case.caller_number is not None and caller.number == case.caller_number
-        if not filed_it and not (typed_pin and hmac.compare_digest(typed_pin, case.pin)):
-            # The same answer for every case, sealed or not: another phone must not learn that a
-            # number belongs to a report (检举控告工作规则 art. 47: even its existence is confidential).
-            return StatusAnswer("need_pin", case_id=case.id)
-        if case.sealed:
-            return StatusAnswer("confidential", case_id=case.id)
-        return StatusAnswer("found", case.status, case.id)
+        return await self._cases.status_query(typed, caller.number, pin)
 
     # -- reading back -------------------------------------------------------------------------------
 
@@ -540,14 +560,6 @@ class IntakeService:
                 if missed is not None:
                     result["missed_call"] = missed_json(missed, await self._recordings(session, missed_id=missed.id))
         return result
-
-    async def case_by_number(self, number: str) -> tuple[Case, list[Recording]] | None:
-        """A case by its number as a person writes it down ("2925 7328", "2925-7328"): only the digits count."""
-        async with self._sessions() as session:
-            case = await session.scalar(select(Case).where(Case.number == casenumbers.clean_typed(number)))
-            if case is None:
-                return None
-            return case, await self._recordings(session, case_id=case.id)
 
     @staticmethod
     async def _recordings(

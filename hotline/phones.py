@@ -2,10 +2,10 @@
 
 A caller id arrives as whatever the carrier sends: ``+86 138-0000-1111``,
 ``008613800001111``, ``04711234567``, ``anonymous``, or nothing. It is stored as
-digits only, with China's country code dropped from mobile numbers, so the same
-phone always gives the same string; a withheld number (presentation
-``prohib*``, or a placeholder such as ``anonymous``) is stored as *no* number,
-flagged withheld, and never matched to anybody.
+digits only (:func:`common.phone_numbers.normalise`, the one owner of that
+rule), so the same phone always gives the same string; a withheld number
+(presentation ``prohib*``, or a placeholder such as ``anonymous``) is stored as
+*no* number, flagged withheld, and never matched to anybody.
 
 Staff keep the registry (number → village, name) for the villagers of their
 own townships; a number found there places a new case in its village and
@@ -15,7 +15,6 @@ township by itself, otherwise the operator places it. The registry follows the
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,14 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from accounts.principal import Principal
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound
+from common.phone_numbers import WITHHELD_PLACEHOLDERS, normalise
 from storage import audit
 from storage.models import Village, VillagerPhone
-
-# What carriers and Asterisk put in the caller id when there is no number to show.
-WITHHELD_PLACEHOLDERS = frozenset({"", "anonymous", "unknown", "<unknown>", "restricted", "private", "unavailable"})
-_NON_DIGITS = re.compile(r"\D")
-MIN_DIGITS = 3
-MAX_DIGITS = 20
 
 
 @dataclass(frozen=True)
@@ -43,23 +37,6 @@ class CallerNumber:
 
     number: str | None
     withheld: bool
-
-
-def normalise(raw: str | None) -> str | None:
-    """Digits only, without +86/0086/86 before a mobile number; None if nothing usable is left."""
-    if raw is None:
-        return None
-    text = unicodedata.normalize("NFKC", raw).strip()
-    if text.lower() in WITHHELD_PLACEHOLDERS:
-        return None
-    digits = _NON_DIGITS.sub("", text)
-    if digits.startswith("0086"):
-        digits = digits[4:]
-    elif digits.startswith("86") and len(digits) == 13 and digits[2] == "1":
-        digits = digits[2:]
-    if not MIN_DIGITS <= len(digits) <= MAX_DIGITS:
-        return None
-    return digits
 
 
 def caller_number(raw: str | None, presentation: str | None = None) -> CallerNumber:

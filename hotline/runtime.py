@@ -36,6 +36,7 @@ from hotline.intake import CallFacts, IntakeService
 from hotline.ivr import HotlineAgi
 from hotline.paging import Pager
 from hotline.phones import PhoneRegistry
+from hotline.placing import OutboundCalls
 from hotline.prompts import PromptInstaller, SpeechRenderer
 from hotline.reconcile import Reconciler
 from hotline.recordings import RecordingStore
@@ -63,8 +64,6 @@ class TelephonyConfig:
 @dataclass(frozen=True)
 class HotlineConfig:
     recordings_dir: Path
-    case_number_length: int = 8
-    pin_length: int = 4
     min_speech_s: float = 0.4
     mixmonitor_wait_s: float = 10.0
     retention_days: int = 0
@@ -87,6 +86,8 @@ class Telephony:
     media: MediaLibrary | None
     # SIP paging for broadcasting (its SipPagingTransport takes this as its PageOriginator).
     pager: Pager
+    # Calls the case workflow places (its CallLine: callbacks, follow-ups).
+    outbound: OutboundCalls
 
     @property
     def paths(self) -> AsteriskPaths:
@@ -105,6 +106,14 @@ class Hotline:
     @property
     def pager(self) -> Pager | None:
         return self.telephony.pager if self.telephony is not None else None
+
+    @property
+    def outbound(self) -> OutboundCalls | None:
+        return self.telephony.outbound if self.telephony is not None else None
+
+    @property
+    def media(self) -> MediaLibrary | None:
+        return self.telephony.media if self.telephony is not None else None
 
 
 class MediaLibrary:
@@ -159,8 +168,6 @@ def build_hotline(
         clock,
         store,
         phones,
-        case_number_length=config.case_number_length,
-        pin_length=config.pin_length,
         min_speech_s=config.min_speech_s,
         mixmonitor_wait_s=config.mixmonitor_wait_s,
     )
@@ -211,7 +218,17 @@ def build_hotline(
         media = MediaLibrary(renderer, tools, telephony_config.paths)
     pager = Pager(link, telephony_config.paths, headers=page_headers)
     telephony = Telephony(
-        telephony_config, link, tracker, fastagi, reconciler, SimulatedVillager(link), agi, prompts, media, pager
+        telephony_config,
+        link,
+        tracker,
+        fastagi,
+        reconciler,
+        SimulatedVillager(link),
+        agi,
+        prompts,
+        media,
+        pager,
+        OutboundCalls(link),
     )
     hotline.telephony = telephony
     for component in (link.health, fastagi.health, reconciler.health):

@@ -40,8 +40,6 @@ CASE_CHANNELS = ("hotline", "walk_in", "grid", "letter", "online")
 CASE_CHANNEL_LABELS = {"hotline": "热线", "walk_in": "来访", "grid": "网格员", "letter": "来信", "online": "网上"}
 # The hotline knows two categories (menu keys 1 and 3); operators refine them later.
 CASE_CATEGORY_LABELS = {"petition": "反映问题/求助", "discipline": "举报违纪违法"}
-# Categories whose cases and recordings only discipline inspectors may see, from the first moment.
-SEALED_CATEGORIES = frozenset({"discipline"})
 RECORDING_KINDS = ("message", "transfer", "callback", "survey")
 CALL_KINDS = ("hotline", "callback", "survey", "page")
 CALL_OUTCOMES = ("case", "missed", "status_query", "refused", "placed")
@@ -62,14 +60,14 @@ class Case(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Digits only, Damm check digit last (hotline.casenumbers); what villagers type and hear.
+    # Digits only, Damm check digit last (cases.numbers); what villagers type and hear.
     number: Mapped[str] = mapped_column(String(8), unique=True)
     # The hotline call's Linkedid; NULL for walk-ins and other channels.
     linkedid: Mapped[str | None] = mapped_column(String(150), unique=True)
     channel: Mapped[str] = mapped_column(String(16), default="hotline")
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)
     category: Mapped[str] = mapped_column(String(32), default="petition", index=True)
-    # Set at creation for SEALED_CATEGORIES and never cleared: only inspectors see a sealed case.
+    # Set at creation for a sealed category (cases.sealed.seals) and never cleared: only inspectors see it.
     sealed: Mapped[bool] = mapped_column(Boolean, default=False)
     # Normalised digits; NULL when the number was withheld or unknown.
     caller_number: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -222,7 +220,6 @@ __all__ = [
     "CASE_STATUSES",
     "CASE_STATUS_LABELS",
     "RECORDING_KINDS",
-    "SEALED_CATEGORIES",
     "Call",
     "Case",
     "HotlineState",

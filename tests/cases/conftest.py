@@ -28,8 +28,8 @@ from sqlalchemy import select
 
 from accounts.principal import Principal
 from accounts.service import principal_of
+from cases import numbers as casenumbers
 from common.clock import ManualClock
-from hotline import casenumbers
 from server import Runtime, build_runtime
 from settings import Settings
 from storage.models import Case, Recording, Unit, User

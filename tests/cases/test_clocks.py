@@ -6,8 +6,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
+from cases.clocks import STATUTORY_DAYS_OFF, ClockPolicy, Deadlines, WorkCalendar, check_year
 from common.clock import ManualClock
-from hotline.clocks import STATUTORY_DAYS_OFF, ClockPolicy, Deadlines, WorkCalendar, check_year
 from server import Runtime
 from tests.cases.conftest import SHANGHAI, People
 

@@ -10,8 +10,8 @@ import dataclasses
 import secrets
 from datetime import UTC, datetime, time, timedelta
 
+from cases.survey import SurveyRunner
 from common.clock import ManualClock
-from hotline.survey import SurveyRunner
 from server import Runtime
 from storage.models import Case, SurveyAttempt
 from tests.cases.conftest import SHANGHAI, CaseMaker, County, People

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cases.callback import CallbackService
 from common.clock import ManualClock
 from common.errors import Conflict, InvalidInput
-from hotline.callback import CallbackService
 from server import Runtime
 from storage.models import AuditEntry, Case, MissedCall
 from tests.cases.conftest import County, People

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from cases import numbers as casenumbers
 from common.clock import SystemClock
-from hotline import casenumbers
 from hotline.intake import CallFacts, IntakeService
 from hotline.phones import PhoneRegistry
 from hotline.recordings import RecordingStore, sha256_file
 from server import Runtime
-from storage.models import Call, Case, MissedCall, Recording
+from storage.models import AuditEntry, Call, Case, MissedCall, Recording
 from tests.conftest import BOTH_DATABASES
 from tests.foundation.seed import seed_tree
 from tests.hotline.wavs import write_wav
@@ -34,7 +34,12 @@ def intake(runtime: Runtime, tmp_path: Path) -> IntakeService:
     store.prepare()
     # A recording without its MixMonitor marker is taken after a short wait here (10 s in production).
     return IntakeService(
-        runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()), mixmonitor_wait_s=0.5
+        runtime.sessions,
+        SystemClock(),
+        store,
+        PhoneRegistry(runtime.sessions, SystemClock()),
+        runtime.cases.workflow,
+        mixmonitor_wait_s=0.5,
     )
 
 
@@ -65,6 +70,22 @@ async def test_every_path_reporting_one_call_at_once_makes_exactly_one_case(
     assert await counts(runtime) == (1, 0, 1, 0)
     await asyncio.gather(intake.attach("race-1"), intake.attach("race-1"))
     assert await counts(runtime) == (1, 0, 1, 1)
+
+
+async def test_a_case_a_call_opens_starts_its_history_with_the_same_created_event_as_a_case_entered_by_hand(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    ticket = await intake.open_case(CallFacts("history-1", caller_raw="13800007777", choice="3"), via="fastagi")
+    again = await intake.open_case(CallFacts("history-1", caller_raw="13800007777", choice="3"), via="tracker")
+    assert ticket.created and not again.created and again.case_id == ticket.case_id
+    events = await runtime.cases.workflow.history(ticket.case_id)
+    assert [(event.kind, event.username, event.display_name, event.to_status) for event in events] == [
+        ("created", "system:hotline", "热线系统", "new")
+    ]
+    assert events[0].after["channel"] == "hotline" and events[0].after["sealed"] is True
+    async with runtime.sessions() as session:
+        audited = await session.scalars(select(AuditEntry.action).where(AuditEntry.object_id == str(ticket.case_id)))
+        assert list(audited) == ["case.create"]
 
 
 async def test_a_hang_up_at_the_menu_is_a_missed_call_and_reporting_it_again_changes_nothing(

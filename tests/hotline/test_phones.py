@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from cases.sealed import mask_number
 from common.clock import SystemClock
+from common.phone_numbers import normalise
 from hotline.intake import CallFacts
-from hotline.phones import caller_number, normalise
-from hotline.sealed import mask_number
+from hotline.phones import caller_number
 from server import Runtime
 from tests.conftest import ClientFactory, UserFactory
 from tests.foundation.seed import Tree, seed_tree

@@ -72,7 +72,9 @@ async def test_calls_that_ended_unseen_are_settled_from_the_cdr_once_and_live_on
 ) -> None:
     store = RecordingStore(tmp_path / "recordings", tmp_path / "spool")
     store.prepare()
-    intake = IntakeService(runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()))
+    intake = IntakeService(
+        runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()), runtime.cases.workflow
+    )
     cdr = tmp_path / "Master.csv"
     link = QuietLink()
 
@@ -114,7 +116,9 @@ async def test_recordings_are_deleted_only_under_an_explicit_retention_setting(
 ) -> None:
     store = RecordingStore(tmp_path / "recordings", tmp_path / "spool")
     store.prepare()
-    intake = IntakeService(runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()))
+    intake = IntakeService(
+        runtime.sessions, SystemClock(), store, PhoneRegistry(runtime.sessions, SystemClock()), runtime.cases.workflow
+    )
     link = QuietLink()
 
     async def finished(facts: CallFacts) -> None:

@@ -1,6 +1,6 @@
 """The case ledger on the web: the JSON API and the pages (台账, 案件, 未接来电, 催办, 统计, 节假日).
 
-Handlers translate requests into calls on ``hotline.cases.Cases`` and its
+Handlers translate requests into calls on ``cases.part.Cases`` and its
 errors into responses (the middleware maps the error tree to statuses). Scope,
 sealing and the audit trail are decided in the domain, never here; this
 module only decides what goes on the page.
@@ -21,12 +21,12 @@ from aiohttp import web
 from pydantic import Field, ValidationError
 
 from accounts.principal import Principal
+from cases.ledger import CaseFilters, LedgerRow, XlsxExport, csv_chunks, export_values
+from cases.part import Cases
+from cases.replay import RECORDING_KIND_LABELS
+from cases.sealed import CREATE_ROLES, READ_ROLES
+from cases.statistics import DIMENSIONS, Report
 from common.errors import InvalidInput, NotFound, UserError
-from hotline.cases import Cases
-from hotline.ledger import CaseFilters, LedgerRow, XlsxExport, csv_chunks, export_values
-from hotline.replay import RECORDING_KIND_LABELS
-from hotline.sealed import CREATE_ROLES, READ_ROLES
-from hotline.stats import DIMENSIONS, Report
 from storage.models import (
     CALLBACK_ATTEMPT_STATES,
     CASE_CATEGORIES,

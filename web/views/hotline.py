@@ -15,10 +15,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
+from cases.sealed import CaseAccess, mask_number
 from common.errors import NotFound, UserError
 from hotline.intake import IntakeService
 from hotline.phones import PhoneEntry, PhoneRegistry
-from hotline.sealed import CaseAccess, mask_number
 from storage import audit
 from web import keys
 from web.api import Routes, json_response

@@ -19,6 +19,11 @@ exhaustively over a sample of numbers.
 
 Digits are read as Mandarin speakers read codes: 1 is 幺 (yāo), never 一,
 which sounds too much like 七 on a bad line.
+
+This module is the one owner of case numbers and PINs: the workflow draws
+them for every case (however it is opened), the status query and the
+command line read typed numbers with :func:`clean_typed` and :func:`is_valid`.
+The hotline never handles a case number itself; it asks the workflow.
 """
 
 from __future__ import annotations

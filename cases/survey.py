@@ -20,11 +20,13 @@ operator records by hand). Every attempt is kept, with why it failed; one
 placed and then lost to an AMI outage is ``unknown`` and counts as an attempt
 (it is never re-sent blindly). After the last attempt the case waits on the
 人工回访 list.
+
+Calls go out through the hotline's :class:`cases.placing.CallLine`; the
+lifecycle is :class:`cases.placing.CallRunner`'s, the same as the callbacks'.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -32,15 +34,13 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import PurePosixPath
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cases.placing import CallLine, CallRunner, PlacedCall, dial_string
+from cases.workflow import FOLLOWUP_RUNNER, Workflow
 from common.clock import Clock
 from common.health import ComponentHealth
-from common.tasks import BackgroundTasks
-from hotline.ami import AmiConnectionLost, AmiError, AmiLink, AmiNotConnected, Originated
-from hotline.callback import CallWatch, CallWatcher, dial_string, poll_rounds
-from hotline.workflow import FOLLOWUP_RUNNER, Workflow
 from storage.models import SATISFACTION_KEYS, SURVEY_OPEN, SURVEY_STATES, Case, CaseLedger, SurveyAttempt
 
 log = logging.getLogger(__name__)
@@ -66,73 +66,43 @@ def survey_sentence(created_local: datetime) -> str:
     return f"您在{created_local.month}月{created_local.day}日反映的问题，已经办理完毕。"
 
 
-class SurveyRunner:
+class SurveyRunner(CallRunner[SurveyConfig]):
     name = "follow-up-calls"
+    attempts_model = SurveyAttempt
+    open_states = SURVEY_OPEN
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         clock: Clock,
         workflow: Workflow,
-        link: AmiLink | None,
+        line: CallLine | None,
         config: SurveyConfig,
         *,
         sentences: SentenceRenderer | None = None,
     ) -> None:
-        self._sessions = sessions
-        self._clock = clock
+        super().__init__(
+            sessions,
+            clock,
+            line,
+            config,
+            health=ComponentHealth("follow_up_calls", status="standby", detail="only the active worker calls"),
+            working="calling",
+        )
         self._workflow = workflow
-        self._link = link
-        self.config = config
         self._sentences = sentences
-        self.watcher = CallWatcher()
-        self.health = ComponentHealth("follow_up_calls", status="standby", detail="only the active worker calls")
-        self._tasks: BackgroundTasks | None = None
-        self._wake: asyncio.Event | None = None
         self._in_flight: set[int] = set()
-        if link is not None:
-            link.add_listener(self.watcher.handle)
         workflow.on_change(self._changed)
 
     async def _changed(self, _case_id: int, kind: str) -> None:
-        if kind == "resolved" and self._wake is not None:
-            self._wake.set()
+        if kind == "resolved":
+            self.wake()
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def disabled_because(self) -> str | None:
+        return None if self.config.enabled else "automated follow-up calls are switched off"
 
-    async def start(self) -> None:
-        if self._tasks is not None or self._link is None:
-            return
-        if not self.config.enabled:
-            self.health.set("disabled", "automated follow-up calls are switched off", at=self._clock.now())
-            return
-        await self._orphans()
-        self._wake = asyncio.Event()
-        self._tasks = BackgroundTasks("follow-up-calls")
-        self._tasks.spawn(self._run(), "poll")
-        self.health.set("ok", "calling", at=self._clock.now())
-
-    async def stop(self) -> None:
-        if self._tasks is None:
-            return
-        tasks, self._tasks = self._tasks, None
-        await tasks.close()
-        self._wake = None
+    def stopped(self) -> None:
         self._in_flight.clear()
-        self.health.set("standby", "stopped", at=self._clock.now())
-
-    async def _orphans(self) -> None:
-        async with self._sessions() as session:
-            await session.execute(
-                update(SurveyAttempt)
-                .where(SurveyAttempt.state.in_(SURVEY_OPEN))
-                .values(state="unknown", ended_at=self._clock.now(), detail="the worker stopped during the call")
-            )
-            await session.commit()
-
-    async def _run(self) -> None:
-        assert self._wake is not None
-        await poll_rounds(self.run_once, self._wake, self.config.poll_s, "follow-up calls")
 
     # -- one round --------------------------------------------------------------------------
 
@@ -179,7 +149,7 @@ class SurveyRunner:
 
     async def run_once(self) -> int:
         """Place the calls that are due now (within the limits); returns how many were placed."""
-        if self._link is None or not self._link.connected or self._tasks is None:
+        if self._line is None or not self._line.connected or self._tasks is None:
             return 0
         now = self._clock.now()
         if not self.calling_hours(now):
@@ -198,7 +168,7 @@ class SurveyRunner:
         return placed
 
     async def _place(self, case_id: int, round_: int) -> bool:
-        assert self._link is not None and self._tasks is not None
+        assert self._line is not None
         now = self._clock.now()
         async with self._sessions() as session:
             case = await session.get(Case, case_id)
@@ -226,63 +196,50 @@ class SurveyRunner:
                 prompt = str(await self._sentences(survey_sentence(local)))
             except Exception as exc:  # the greeting and the question still work without this sentence
                 log.warning("follow-up for case %s: no case sentence (%s); calling without it", case_id, exc)
-        watch = self.watcher.watch(attempt.channel_id)
-        try:
-            originated = await self._link.originate(
-                channel=dial_string(self.config.dial_template, number),
-                channel_id=attempt.channel_id,
-                context="cx-survey",
-                exten="s",
-                ring_timeout_s=self.config.ring_s,
-                variables={
-                    "__CX_MARKER": "survey",
-                    "__CX_CASE_ID": str(case_id),
-                    "CX_SURVEY_ID": str(attempt.id),
-                    "CX_SURVEY_PROMPT": prompt,
-                },
-            )
-        except AmiNotConnected as exc:
-            self.watcher.forget(attempt.channel_id)
+        call = await self._line.place(
+            dial=dial_string(self.config.dial_template, number),
+            call_id=attempt.channel_id,
+            context="cx-survey",
+            ring_s=self.config.ring_s,
+            variables={
+                "__CX_MARKER": "survey",
+                "__CX_CASE_ID": str(case_id),
+                "CX_SURVEY_ID": str(attempt.id),
+                "CX_SURVEY_PROMPT": prompt,
+            },
+        )
+        if call.placement != "sent":
+            call.close()
             self._in_flight.discard(case_id)
-            await self._finish(attempt.id, "failed", detail=f"not sent: {exc.detail}")
+            if call.placement == "not_sent":
+                await self._finish(attempt.id, "failed", detail=f"not sent: {call.detail}")
+            else:
+                await self._finish(attempt.id, "unknown", detail=call.detail)
             return False
-        except AmiError as exc:
-            self.watcher.forget(attempt.channel_id)
-            self._in_flight.discard(case_id)
-            await self._finish(attempt.id, "unknown", detail=exc.detail or exc.message)
-            return False
-        self._tasks.spawn(self._follow(attempt.id, case_id, round_, originated, watch), f"survey-{attempt.id}")
+        self.spawn(self._follow(attempt.id, case_id, round_, call), f"survey-{attempt.id}")
         return True
 
-    async def _follow(
-        self, attempt_id: int, case_id: int, round_: int, originated: Originated, watch: CallWatch
-    ) -> None:
+    async def _follow(self, attempt_id: int, case_id: int, round_: int, call: PlacedCall) -> None:
         try:
-            try:
-                async with asyncio.timeout(self.config.ring_s + 30):
-                    response = await originated.result
-            except AmiConnectionLost as exc:
-                await self._finish(attempt_id, "unknown", detail=exc.detail)
+            answered = await call.first_answer(self.config.ring_s + 30)
+            if answered == "unknown":
+                await self._finish(attempt_id, "unknown", detail=call.detail)
                 return
-            except TimeoutError:
-                await self._finish(attempt_id, "unknown", detail="no OriginateResponse")
-                return
-            if response.get("Response", "").lower() != "success":
-                reason = response.get("Reason", "")
-                await self.watcher.wait_end(watch, 10.0)
-                state = "busy" if reason == "5" else "no_answer" if reason in ("3", "") else "failed"
-                await self._finish(attempt_id, state, detail=f"reason {reason}")
+            if answered != "answered":
+                await call.wait_end(10.0)
+                state = answered if answered in ("busy", "no_answer") else "failed"
+                await self._finish(attempt_id, state, detail=call.detail)
                 return
             await self._set(attempt_id, state="answered")
-            ended = await self.watcher.wait_end(watch, self.config.result_timeout_s)
+            ended = await call.wait_end(self.config.result_timeout_s)
             answer = None
-            for event in watch.user_events:
-                if event.get("UserEvent") == "CxSurvey" and event.get("Attempt") == str(attempt_id):
+            for event in call.dialplan_events("CxSurvey"):
+                if event.get("Attempt") == str(attempt_id):
                     answer = event.get("Answer")
             satisfaction = SATISFACTION_KEYS.get(answer or "")
             if satisfaction is None:
-                state = "no_key" if ended else "unknown"
-                await self._finish(attempt_id, state, detail=None if ended else "the call did not end in time")
+                outcome = "no_key" if ended else "unknown"
+                await self._finish(attempt_id, outcome, detail=None if ended else "the call did not end in time")
                 return
             applied = await self._workflow.record_survey_answer(
                 case_id, round=round_, satisfaction=satisfaction, attempt_id=attempt_id
@@ -291,13 +248,8 @@ class SurveyRunner:
                 attempt_id, "completed", answer=answer, detail=None if applied else "answer came after a change"
             )
         finally:
-            self.watcher.forget(watch.linkedid)
+            call.close()
             self._in_flight.discard(case_id)
-
-    async def _set(self, attempt_id: int, **values: object) -> None:
-        async with self._sessions() as session:
-            await session.execute(update(SurveyAttempt).where(SurveyAttempt.id == attempt_id).values(**values))
-            await session.commit()
 
     async def _finish(
         self, attempt_id: int, state: str, *, detail: str | None = None, answer: str | None = None

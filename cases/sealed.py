@@ -15,6 +15,11 @@ The rules, in one place:
   on the (unsealed) cases they call back; everyone else sees ``138****1111``.
 * Which role may take which action is :data:`ACTION_ROLES`; on a sealed case
   inspectors take every action and nobody else any.
+
+This module is the one owner of sealing: :func:`seals` says which categories
+are sealed, for cases however they are opened and for the hotline's call and
+missed-call records (which ask through the workflow: the hotline imports
+nothing from ``cases/``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from common.errors import NotFound, PermissionDenied
 from storage import audit
 from storage.models import Case
 
+# Categories whose cases and recordings only discipline inspectors may see, from the first moment.
+SEALED_CATEGORIES = frozenset({"discipline"})
 READ_ROLES = ("admin", "staff", "approver", "operator", "inspector", "leader")
 ACTION_ROLES: Mapping[str, frozenset[str]] = {
     "triage": frozenset({"operator"}),
@@ -52,6 +59,11 @@ ACTION_ROLES: Mapping[str, frozenset[str]] = {
 CREATE_ROLES = ("operator", "staff", "inspector")
 
 NOT_FOUND_MESSAGE = "案件不存在"
+
+
+def seals(category: str) -> bool:
+    """Whether a case (or call, or missed call) of this category is sealed: for inspectors only, for ever."""
+    return category in SEALED_CATEGORIES
 
 
 def mask_number(number: str | None) -> str | None:
@@ -131,10 +143,16 @@ class CaseAccess:
     async def log(
         self, principal: Principal, action: str, object_type: str, object_id: int | str | None, detail: dict[str, Any]
     ) -> None:
+        await self.record(principal.actor, action, object_type, object_id, detail)
+
+    async def record(
+        self, actor: audit.Actor, action: str, object_type: str, object_id: int | str | None, detail: dict[str, Any]
+    ) -> None:
+        """One audit entry, committed on its own (also for a look from the command line, where no one signed in)."""
         async with self._sessions() as session:
             audit.record(
                 session,
-                principal.actor,
+                actor,
                 at=self._clock.now(),
                 action=action,
                 object_type=object_type,

@@ -1,11 +1,16 @@
-"""The case ledger's parts, built and wired together (``server.py`` hands in the configuration and the hotline).
+"""The case workflow's parts, built and wired together (``server.py`` hands in the configuration).
 
 Every process gets the workflow, the ledger queries, the statistics, replay
 and callback *requests*; only the elected worker runs ``worker_services``
-(placing callbacks, the automated follow-up calls), which need the hotline's
-AMI link. With ``asterisk = none`` there is no link: requests for a callback
-are refused with a clear message, and no follow-up call is ever placed
-(operators record follow-ups by hand).
+(placing callbacks, the automated follow-up calls), which need a
+:class:`cases.placing.CallLine`. What the cases need from the telephony
+arrives through protocols defined here — the line (``cases.placing``), the
+recording files (``cases.replay.RecordingFiles``), a sentence spoken for a
+follow-up call (``cases.survey.SentenceRenderer``) — and ``server.py`` hands
+in the hotline's implementations: this package imports nothing from
+``hotline/``. With ``asterisk = none`` there is no line: requests for a
+callback are refused with a clear message, and no follow-up call is ever
+placed (operators record follow-ups by hand).
 """
 
 from __future__ import annotations
@@ -14,19 +19,18 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cases.callback import CallbackConfig, CallbackService
+from cases.clocks import ClockPolicy, HolidayTable
+from cases.ledger import Ledger
+from cases.placing import CallLine
+from cases.replay import RecordingFiles, Replay
+from cases.sealed import CaseAccess
+from cases.statistics import Statistics
+from cases.survey import SentenceRenderer, SurveyConfig, SurveyRunner
+from cases.workflow import Workflow
 from common.clock import Clock
 from common.health import HealthRegistry
 from common.lifecycle import WorkerService
-from hotline.ami import AmiLink
-from hotline.callback import CallbackConfig, CallbackService
-from hotline.clocks import ClockPolicy, HolidayTable
-from hotline.ledger import Ledger
-from hotline.recordings import RecordingStore
-from hotline.replay import Replay
-from hotline.sealed import CaseAccess
-from hotline.stats import Statistics
-from hotline.survey import SentenceRenderer, SurveyConfig, SurveyRunner
-from hotline.workflow import Workflow
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,8 @@ def build_cases(
     sessions: async_sessionmaker[AsyncSession],
     clock: Clock,
     health: HealthRegistry,
-    store: RecordingStore,
-    link: AmiLink | None,
+    recordings: RecordingFiles,
+    line: CallLine | None,
     sentences: SentenceRenderer | None,
 ) -> Cases:
     access = CaseAccess(sessions, clock)
@@ -79,8 +83,8 @@ def build_cases(
     ledger = Ledger(
         sessions, clock, holidays, access, page_size=config.page_size, export_max_rows=config.export_max_rows
     )
-    callbacks = CallbackService(sessions, clock, workflow, link, config.callbacks)
-    surveys = SurveyRunner(sessions, clock, workflow, link, config.surveys, sentences=sentences)
+    callbacks = CallbackService(sessions, clock, workflow, line, config.callbacks)
+    surveys = SurveyRunner(sessions, clock, workflow, line, config.surveys, sentences=sentences)
     cases = Cases(
         config=config,
         access=access,
@@ -88,11 +92,11 @@ def build_cases(
         workflow=workflow,
         ledger=ledger,
         stats=Statistics(sessions, clock, holidays),
-        replay=Replay(sessions, store, access),
+        replay=Replay(sessions, recordings, access),
         callbacks=callbacks,
         surveys=surveys,
     )
-    if link is not None:
+    if line is not None:
         health.register_component(callbacks.health)
         health.register_component(surveys.health)
         cases.worker_services = [callbacks, surveys]

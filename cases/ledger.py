@@ -6,7 +6,7 @@ for discipline inspectors — everyone else gets a count of them and nothing
 more. Test calls (拨测) are left out unless asked for.
 
 The export columns are the ones a county office keeps in its 台账, and they
-are enough to recompute every figure of the statistics page: ``hotline.stats``
+are enough to recompute every figure of the statistics page: ``cases.statistics``
 and the export read the same columns with the same definitions (the tests
 recompute the figures from an exported CSV independently).
 """
@@ -27,10 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from accounts.principal import Principal
+from cases import numbers
+from cases.clocks import Deadlines, HolidayTable
+from cases.sealed import READ_ROLES, CaseAccess, mask_number
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound
-from hotline.clocks import Deadlines, HolidayTable
-from hotline.sealed import READ_ROLES, CaseAccess, mask_number
 from storage import audit
 from storage.models import (
     CASE_CATEGORIES,
@@ -145,7 +146,7 @@ def _id_in(parts: list[Select[int]]) -> ColumnElement[bool]:
 def _deadline_ids(kind: DeadlineFilter, deadlines: Deadlines, now: datetime) -> list[Select[int]]:
     """The ids of the cases on one deadline list, each part from the index that makes it small.
 
-    New cases through ``(status, created_at)`` (one cutoff: see hotline.clocks); open cases through their
+    New cases through ``(status, created_at)`` (one cutoff: see cases.clocks); open cases through their
     state (a few per cent of all cases) checked against their own ledger row — every deadline that ever
     passed is most of the ledger — or, for a narrow window, through the ledger's deadline index. Put as an
     OR across the list's outer join instead, SQLite reads the whole table.
@@ -378,6 +379,18 @@ class Ledger:
     async def sealed_count(self, principal: Principal) -> int:
         async with self._sessions() as session:
             return await self._sealed_count(session, principal)
+
+    async def by_number(self, typed: str, *, viewer: audit.Actor, via: str) -> Case | None:
+        """A case by its number as a person writes it down ("2925 7328", "2925-7328"): only the digits count.
+
+        For the command line, where nobody signs in (whoever runs it holds the data
+        directory): every case is found, and a look at a sealed one is on record.
+        """
+        async with self._sessions() as session:
+            case = await session.scalar(select(Case).where(Case.number == numbers.clean_typed(typed)))
+        if case is not None and case.sealed:
+            await self.access.record(viewer, "case.view_sealed", "case", case.id, {"via": via})
+        return case
 
     async def row(self, principal: Principal, case: Case) -> LedgerRow:
         """One case (already checked visible) as a list row: names, deadline, overdue."""

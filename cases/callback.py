@@ -18,37 +18,36 @@ attempt; the elected worker, which holds the AMI link, places it:
    recording is moved onto the case by the hotline's call tracker, like any
    other (the file is named ``cx_case<ID>_callback_<linkedid>.wav``).
 
+The call goes out through the :class:`cases.placing.CallLine` the hotline
+provides; the lifecycle (started on the elected worker, orphans closed as
+``unknown``, a poll every ``poll_s``) is the one :class:`cases.placing.CallRunner`
+gives both placed-call runners.
+
 A request nobody could place within ``callback_request_ttl_s`` expires
 instead of ringing somebody's phone long after the operator gave up.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
+from cases.placing import CallLine, CallRunner, PlacedCall, dial_string
+from cases.workflow import CALLBACK_RUNNER, Workflow
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput
 from common.health import ComponentHealth
-from common.tasks import BackgroundTasks
-from hotline.ami import AmiConnectionLost, AmiError, AmiLink, AmiNotConnected, Message, Originated
-from hotline.workflow import CALLBACK_RUNNER, Workflow
 from storage.models import CALLBACK_ATTEMPT_STATES, CallbackAttempt, Case, MissedCall, User
 
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = ("requested", "placing", "ringing", "answered")
-# OriginateResponse Reason codes (Asterisk's AST_CONTROL_*): 3 no answer, 5 busy, 8 congestion.
-ORIGINATE_BUSY = {"5"}
 
 
 @dataclass(frozen=True)
@@ -60,123 +59,40 @@ class CallbackConfig:
     result_timeout_s: float = 4 * 3600.0
 
 
-@dataclass
-class CallWatch:
-    """What the AMI stream says about one call we placed (filled by a synchronous listener)."""
-
-    linkedid: str
-    channels: set[str] = field(default_factory=set)
-    seen: bool = False
-    dial_status: str | None = None
-    answered: bool = False
-    user_events: list[Message] = field(default_factory=list)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def handle(self, event: Mapping[str, str]) -> None:
-        name = event.get("Event")
-        if name == "Newchannel":
-            self.channels.add(event.get("Uniqueid", ""))
-            self.seen = True
-        elif name == "Hangup":
-            self.channels.discard(event.get("Uniqueid", ""))
-            if self.seen and not self.channels:
-                self.ended.set()
-        elif name == "DialEnd":
-            self.dial_status = event.get("DialStatus") or self.dial_status
-            if self.dial_status == "ANSWER":
-                self.answered = True
-        elif name == "UserEvent":
-            self.user_events.append(dict(event))
-
-
-class CallWatcher:
-    """One AMI listener for all the calls a runner placed, keyed by Linkedid."""
-
-    def __init__(self) -> None:
-        self.watches: dict[str, CallWatch] = {}
-
-    def watch(self, linkedid: str) -> CallWatch:
-        watch = CallWatch(linkedid)
-        self.watches[linkedid] = watch
-        return watch
-
-    def forget(self, linkedid: str) -> None:
-        self.watches.pop(linkedid, None)
-
-    def handle(self, event: Message) -> None:
-        linkedid = event.get("Linkedid")
-        if linkedid is None:
-            return
-        watch = self.watches.get(linkedid)
-        if watch is not None:
-            watch.handle(event)
-
-    async def wait_end(self, watch: CallWatch, timeout_s: float) -> bool:
-        """True when every channel of the call has hung up within the time."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await watch.ended.wait()
-        except TimeoutError:
-            return False
-        return True
-
-
-async def poll_rounds(round_: Callable[[], Awaitable[object]], wake: asyncio.Event, poll_s: float, what: str) -> None:
-    """Run ``round_`` every ``poll_s`` seconds, or at once when ``wake`` is set, until cancelled.
-
-    A round that fails is logged and the next one runs as usual (the database or the link may be back).
-    """
-    while True:
-        try:
-            await round_()
-        except Exception:
-            log.exception("%s: a round failed; trying again", what)
-        try:
-            async with asyncio.timeout(poll_s):
-                await wake.wait()
-        except TimeoutError:
-            pass
-        wake.clear()
-
-
-def dial_string(template: str, number: str) -> str:
-    return template.replace("{number}", number)
-
-
 def operator_channel(endpoint: str) -> str:
     """``users.phone_endpoint`` as a dial string: a bare endpoint name (``operator1``) is a PJSIP endpoint."""
     return endpoint if "/" in endpoint else f"PJSIP/{endpoint}"
 
 
-class CallbackService:
+class CallbackService(CallRunner[CallbackConfig]):
     """Requests (any process) and placing (the elected worker's ``start``)."""
 
     name = "callbacks"
+    attempts_model = CallbackAttempt
+    open_states = ("placing", "ringing", "answered")
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         clock: Clock,
         workflow: Workflow,
-        link: AmiLink | None,
+        line: CallLine | None,
         config: CallbackConfig,
     ) -> None:
-        self._sessions = sessions
-        self._clock = clock
+        super().__init__(
+            sessions,
+            clock,
+            line,
+            config,
+            health=ComponentHealth("callbacks", status="standby", detail="only the active worker places calls"),
+            working="placing callbacks",
+        )
         self._workflow = workflow
-        self._link = link
-        self.config = config
-        self.watcher = CallWatcher()
-        self.health = ComponentHealth("callbacks", status="standby", detail="only the active worker places calls")
-        self._tasks: BackgroundTasks | None = None
-        self._wake: asyncio.Event | None = None
-        if link is not None:
-            link.add_listener(self.watcher.handle)
 
     @property
     def available(self) -> bool:
         """Whether this installation can place calls at all (``asterisk = none`` cannot)."""
-        return self._link is not None
+        return self._line is not None
 
     # -- asking for a callback (any process) ------------------------------------------------
 
@@ -208,13 +124,12 @@ class CallbackService:
             )
             session.add(attempt)
             await session.commit()
-        if self._wake is not None:
-            self._wake.set()
+        self.wake()
         return attempt
 
     async def _operator_phone(self, principal: Principal) -> str:
         """The operator's own phone to ring first; refused (writing nothing) when no call can be placed."""
-        if self._link is None:
+        if self._line is None:
             raise Conflict("本系统没有接电话系统（asterisk = none），不能回拨", code="callback.no_telephony")
         async with self._sessions() as session:
             user = await session.get(User, principal.user_id)
@@ -245,37 +160,6 @@ class CallbackService:
             return await session.get(CallbackAttempt, attempt_id)
 
     # -- placing them (the elected worker) --------------------------------------------------
-
-    async def start(self) -> None:
-        if self._tasks is not None or self._link is None:
-            return
-        await self._orphans()
-        self._wake = asyncio.Event()
-        self._tasks = BackgroundTasks("callbacks")
-        self._tasks.spawn(self._run(), "poll")
-        self.health.set("ok", "placing callbacks", at=self._clock.now())
-
-    async def stop(self) -> None:
-        if self._tasks is None:
-            return
-        tasks, self._tasks = self._tasks, None
-        await tasks.close()
-        self._wake = None
-        self.health.set("standby", "stopped", at=self._clock.now())
-
-    async def _orphans(self) -> None:
-        """Attempts a previous worker left mid-call: their outcome is unknown, and they are never re-sent."""
-        async with self._sessions() as session:
-            await session.execute(
-                update(CallbackAttempt)
-                .where(CallbackAttempt.state.in_(("placing", "ringing", "answered")))
-                .values(state="unknown", ended_at=self._clock.now(), detail="the worker stopped during the call")
-            )
-            await session.commit()
-
-    async def _run(self) -> None:
-        assert self._wake is not None
-        await poll_rounds(self.run_once, self._wake, self.config.poll_s, "placing callbacks")
 
     async def run_once(self) -> int:
         """Expire stale requests and place the fresh ones; returns how many were placed."""
@@ -316,8 +200,8 @@ class CallbackService:
             return attempt, case
 
     async def _place(self, attempt_id: int) -> bool:
-        assert self._link is not None and self._tasks is not None
-        if not self._link.connected:
+        assert self._line is not None
+        if not self._line.connected:
             return False  # stays requested until the link is up, or expires
         claimed = await self._claim(attempt_id)
         if claimed is None:
@@ -326,77 +210,62 @@ class CallbackService:
         if case.caller_number is None:
             await self._finish(attempt.id, "failed", detail="the case has no caller number")
             return False
-        watch = self.watcher.watch(attempt.channel_id)
-        try:
-            originated = await self._link.originate(
-                channel=operator_channel(attempt.operator_endpoint),
-                channel_id=attempt.channel_id,
-                context="cx-callback",
-                exten="s",
-                ring_timeout_s=self.config.operator_ring_s,
-                variables={
-                    "__CX_MARKER": "callback",
-                    "__CX_CASE_ID": str(case.id),
-                    "CX_CALLBACK_ID": str(attempt.id),
-                    "CX_DIAL": dial_string(self.config.dial_template, case.caller_number),
-                },
-            )
-        except AmiNotConnected as exc:
-            self.watcher.forget(attempt.channel_id)
-            await self._finish(attempt.id, "failed", detail=f"not sent: {exc.detail}")
+        call = await self._line.place(
+            dial=operator_channel(attempt.operator_endpoint),
+            call_id=attempt.channel_id,
+            context="cx-callback",
+            ring_s=self.config.operator_ring_s,
+            variables={
+                "__CX_MARKER": "callback",
+                "__CX_CASE_ID": str(case.id),
+                "CX_CALLBACK_ID": str(attempt.id),
+                "CX_DIAL": dial_string(self.config.dial_template, case.caller_number),
+            },
+        )
+        if call.placement != "sent":
+            call.close()
+            if call.placement == "not_sent":
+                await self._finish(attempt.id, "failed", detail=f"not sent: {call.detail}")
+            else:
+                # Sent, but we cannot tell what became of it: never send it again.
+                await self._finish(attempt.id, "unknown", detail=call.detail)
             return False
-        except AmiError as exc:
-            # Sent, but we cannot tell what became of it: never send it again.
-            self.watcher.forget(attempt.channel_id)
-            await self._finish(attempt.id, "unknown", detail=exc.detail or exc.message)
-            return False
-        self._tasks.spawn(self._follow(attempt.id, originated, watch), f"callback-{attempt.id}")
+        self.spawn(self._follow(attempt.id, call), f"callback-{attempt.id}")
         return True
 
-    async def _follow(self, attempt_id: int, originated: Originated, watch: CallWatch) -> None:
+    async def _follow(self, attempt_id: int, call: PlacedCall) -> None:
         try:
-            try:
-                async with asyncio.timeout(self.config.operator_ring_s + 30):
-                    response = await originated.result
-            except AmiConnectionLost as exc:
-                await self._finish(attempt_id, "unknown", detail=exc.detail)
+            answer = await call.first_answer(self.config.operator_ring_s + 30)
+            if answer == "unknown":
+                await self._finish(attempt_id, "unknown", detail=call.detail)
                 return
-            except TimeoutError:
-                await self._finish(attempt_id, "unknown", detail="no OriginateResponse")
-                return
-            if response.get("Response", "").lower() != "success":
-                reason = response.get("Reason", "")
-                await self.watcher.wait_end(watch, 10.0)
-                state = "busy" if reason in ORIGINATE_BUSY else "operator_unanswered" if reason == "3" else "failed"
-                await self._finish(attempt_id, state, detail=f"operator's phone: reason {reason}")
+            if answer != "answered":
+                await call.wait_end(10.0)
+                state = {"busy": "busy", "no_answer": "operator_unanswered"}.get(answer, "failed")
+                await self._finish(attempt_id, state, detail=f"operator's phone: {call.detail}")
                 return
             await self._set(attempt_id, state="ringing")
-            ended = await self.watcher.wait_end(watch, self.config.result_timeout_s)
-            for event in watch.user_events:
-                if event.get("UserEvent") == "CxCallback" and event.get("DialStatus"):
-                    watch.dial_status = event["DialStatus"]
-                    watch.answered = watch.answered or watch.dial_status == "ANSWER"
+            ended = await call.wait_end(self.config.result_timeout_s)
+            dial_status, answered = call.dial_status, call.reached
+            # The dialplan reports the villager's leg itself (the operator's phone bridges it).
+            for event in call.dialplan_events("CxCallback"):
+                if event.get("DialStatus"):
+                    dial_status = event["DialStatus"]
+                    answered = answered or dial_status == "ANSWER"
             if not ended:
-                await self._finish(
-                    attempt_id, "unknown", detail="the call did not end in time", status=watch.dial_status
-                )
-            elif watch.answered:
+                await self._finish(attempt_id, "unknown", detail="the call did not end in time", status=dial_status)
+            elif answered:
                 await self._finish(attempt_id, "answered", status="ANSWER", answered=True)
-            elif watch.dial_status in ("BUSY",):
-                await self._finish(attempt_id, "busy", status=watch.dial_status)
-            elif watch.dial_status in ("NOANSWER",):
-                await self._finish(attempt_id, "villager_unanswered", status=watch.dial_status)
-            elif watch.dial_status in (None, "CANCEL"):
-                await self._finish(attempt_id, "not_connected", status=watch.dial_status)
+            elif dial_status in ("BUSY",):
+                await self._finish(attempt_id, "busy", status=dial_status)
+            elif dial_status in ("NOANSWER",):
+                await self._finish(attempt_id, "villager_unanswered", status=dial_status)
+            elif dial_status in (None, "CANCEL"):
+                await self._finish(attempt_id, "not_connected", status=dial_status)
             else:
-                await self._finish(attempt_id, "failed", status=watch.dial_status)
+                await self._finish(attempt_id, "failed", status=dial_status)
         finally:
-            self.watcher.forget(watch.linkedid)
-
-    async def _set(self, attempt_id: int, **values: Any) -> None:
-        async with self._sessions() as session:
-            await session.execute(update(CallbackAttempt).where(CallbackAttempt.id == attempt_id).values(**values))
-            await session.commit()
+            call.close()
 
     async def _finish(
         self,

@@ -2,8 +2,8 @@
 
 A client never names a file. It names a case and one of that case's
 recordings by their numeric ids; the path comes from the database row and is
-resolved inside the recordings directory (:meth:`RecordingStore.path_of`
-refuses anything that leaves it). The case's scope and sealing are checked
+resolved inside the recordings directory (the hotline's recording store,
+through :class:`RecordingFiles`, refuses anything that leaves it). The case's scope and sealing are checked
 first (404 for anything the user may not see, a try at a sealed case logged).
 
 Every play is logged: a request for the start of the file (no Range, or a
@@ -15,17 +15,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
+from cases.sealed import CaseAccess
 from common.errors import NotFound, PermissionDenied
-from hotline.recordings import RecordingStore
-from hotline.sealed import CaseAccess
 from storage.models import Case, Recording
 
 RECORDING_KIND_LABELS = {"message": "来电留言", "transfer": "转人工通话", "callback": "回拨通话", "survey": "回访通话"}
+
+
+class RecordingFiles(Protocol):
+    """Where recordings are kept (the hotline's ``RecordingStore``; ``server.py`` hands it in)."""
+
+    def path_of(self, relative: str) -> Path:
+        """The file of a recording row's ``path``; ValueError if it would leave the recordings directory."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,9 @@ class PlayableRecording:
 
 
 class Replay:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], store: RecordingStore, access: CaseAccess) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], files: RecordingFiles, access: CaseAccess) -> None:
         self._sessions = sessions
-        self.store = store
+        self.files = files
         self.access = access
 
     async def open(
@@ -64,7 +72,7 @@ class Replay:
         if recording.purged_at is not None:
             raise NotFound("这段录音已按保存期限删除", code="recording.purged")
         try:
-            path = self.store.path_of(recording.path)
+            path = self.files.path_of(recording.path)
         except ValueError:
             raise NotFound("录音不存在", code="recording.not_found") from None
         if not path.is_file():

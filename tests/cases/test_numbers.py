@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from hotline import casenumbers
+from cases import numbers as casenumbers
 
 
 def sample_numbers(count: int, length: int = 8) -> list[str]:

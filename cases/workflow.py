@@ -15,29 +15,39 @@ then is anything written — the change and its ``case_events`` row together.
 A refused transition (:class:`common.errors.Conflict`, HTTP 409) or bad input
 (:class:`common.errors.InvalidInput`) writes nothing.
 
-Scope and sealing are checked before that, by :class:`hotline.sealed.CaseAccess`
+Scope and sealing are checked before that, by :class:`cases.sealed.CaseAccess`
 (which logs a try at a sealed case even when it is refused).
+
+Every case is created here, whichever door it came in by: entered by staff
+(:meth:`Workflow.create`), a missed call being called back
+(:meth:`Workflow.case_from_missed_call`), or a hotline call — the hotline's
+intake reaches :meth:`Workflow.open_call_case` through its ``CaseDesk``
+protocol, which this class implements (with :meth:`Workflow.seals` and
+:meth:`Workflow.status_query`). Each gets its number and PIN
+(:mod:`cases.numbers`) and its ``created`` event here.
 """
 
 from __future__ import annotations
 
+import hmac
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
+from cases import numbers
+from cases.clocks import ClockPolicy, Deadlines, HolidayTable
+from cases.sealed import CREATE_ROLES, CaseAccess, seals
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from hotline import casenumbers
-from hotline.clocks import ClockPolicy, Deadlines, HolidayTable
-from hotline.phones import normalise
-from hotline.sealed import CREATE_ROLES, CaseAccess
+from common.phone_numbers import normalise
+from storage import audit
 from storage.models import (
     CASE_CATEGORIES,
     CASE_CHANNELS,
@@ -46,7 +56,6 @@ from storage.models import (
     FOLLOWUP_METHODS,
     REPLY_METHODS,
     SATISFACTION_LEVELS,
-    SEALED_CATEGORIES,
     Case,
     CaseEvent,
     CaseLedger,
@@ -79,6 +88,16 @@ class Actor:
 
 FOLLOWUP_RUNNER = Actor(None, "system:followup", "自动回访")
 CALLBACK_RUNNER = Actor(None, "system:callback", "回拨")
+HOTLINE_INTAKE = Actor(None, "system:hotline", "热线系统")
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """What a caller may learn about a case on the phone (the hotline's ``CaseStatus``)."""
+
+    result: Literal["found", "not_found", "need_pin", "confidential"]
+    status: str | None = None
+    case_id: int | None = None
 
 
 @dataclass
@@ -287,7 +306,7 @@ class Workflow:
             fields = {
                 "channel": channel,
                 "category": category,
-                "sealed": category in SEALED_CATEGORIES,
+                "sealed": seals(category),
                 "caller_number": number,
                 "caller_name": name,
                 "village_id": village_id,
@@ -346,44 +365,130 @@ class Workflow:
         also: Callable[[Case], Awaitable[None]] | None = None,
     ) -> Case:
         """A new case under a freshly drawn number (drawn again if taken), with its 登记 event; committed."""
-        now = self._clock.now()
+        fields = {"linkedid": None, "caller_withheld": False, **fields}
         for _ in range(50):
-            case = Case(
-                number=casenumbers.new_case_number(self._case_number_length),
-                pin=casenumbers.new_pin(self._pin_length),
-                linkedid=None,
-                status="new",
-                caller_withheld=False,
-                created_at=now,
-                updated_at=now,
-                **fields,
-            )
-            session.add(case)
             try:
-                await session.flush()
+                case = await self._add_case(session, fields, Actor.of(principal), after, note)
             except IntegrityError:
                 await session.rollback()  # the random number was taken: draw again
                 continue
             if also is not None:
                 await also(case)
-            session.add(
-                CaseEvent(
-                    case_id=case.id,
-                    at=now,
-                    user_id=principal.user_id,
-                    username=principal.username,
-                    display_name=principal.display_name,
-                    kind="created",
-                    from_status=None,
-                    to_status="new",
-                    before={},
-                    after=after,
-                    note=note,
-                )
-            )
             await session.commit()
             return case
         raise RuntimeError("could not draw a free case number")
+
+    async def _add_case(
+        self, session: AsyncSession, fields: dict[str, Any], actor: Actor, after: dict[str, Any], note: str | None
+    ) -> Case:
+        """The one place a case row is made: a drawn number and PIN, flushed, and its ``created`` event."""
+        now = self._clock.now()
+        case = Case(
+            number=numbers.new_case_number(self._case_number_length),
+            pin=numbers.new_pin(self._pin_length),
+            status="new",
+            created_at=now,
+            updated_at=now,
+            **fields,
+        )
+        session.add(case)
+        await session.flush()
+        session.add(
+            CaseEvent(
+                case_id=case.id,
+                at=now,
+                user_id=actor.user_id,
+                username=actor.username,
+                display_name=actor.display_name,
+                kind="created",
+                from_status=None,
+                to_status="new",
+                before={},
+                after=after,
+                note=note,
+            )
+        )
+        return case
+
+    # -- the hotline's door (its intake's CaseDesk protocol) --------------------------------
+
+    @staticmethod
+    def seals(category: str) -> bool:
+        return seals(category)
+
+    async def open_call_case(
+        self,
+        session: AsyncSession,
+        *,
+        linkedid: str,
+        category: str,
+        caller_number: str | None,
+        caller_withheld: bool,
+        caller_name: str | None,
+        village_id: int | None,
+        township_id: int | None,
+        ivr_choice: str,
+        test_call: bool,
+        via: str,
+    ) -> Case:
+        """A hotline call's case, added and flushed in the intake's transaction (which writes the call row too).
+
+        Not committed: the intake commits the case and its call row together, and on a
+        UNIQUE violation (another path was first, or the number was taken) rolls back
+        and looks again.
+        """
+        sealed = seals(category)
+        fields = {
+            "linkedid": linkedid,
+            "channel": "hotline",
+            "category": category,
+            "sealed": sealed,
+            "caller_number": caller_number,
+            "caller_withheld": caller_withheld,
+            "caller_name": caller_name,
+            "village_id": village_id,
+            "township_id": township_id,
+            "ivr_choice": ivr_choice,
+            "test_call": test_call,
+        }
+        after = {
+            "channel": "hotline",
+            "category": category,
+            "township_id": township_id,
+            "village_id": village_id,
+            "sealed": sealed,
+            "via": via,
+        }
+        case = await self._add_case(session, fields, HOTLINE_INTAKE, after, None)
+        audit.record(
+            session,
+            audit.Actor(user_id=None, username=HOTLINE_INTAKE.username),
+            at=case.created_at,
+            action="case.create",
+            object_type="case",
+            object_id=case.id,
+            detail={"channel": "hotline", "via": via, "sealed": sealed, "test": test_call},
+        )
+        return case
+
+    async def status_query(self, typed_number: str, caller_number: str | None, typed_pin: str) -> StatusAnswer:
+        """Only to the number that filed the case, or with its PIN; never for a sealed case."""
+        number = numbers.clean_typed(typed_number)
+        if not numbers.is_valid(number, length=self._case_number_length):
+            return StatusAnswer("not_found")
+        async with self._sessions() as session:
+            case = await session.scalar(select(Case).where(Case.number == number))
+        if case is None:
+            return StatusAnswer("not_found")
+        pin = numbers.clean_typed(typed_pin or "")
+        filed_it = caller_number is not None and case.caller_number is not None and caller_number == case.caller_number
+        if not filed_it and not (pin and hmac.compare_digest(pin, case.pin)):
+            # The same answer for every case, sealed or not: another phone must not learn that a
+            # number belongs to a report (检举控告工作规则 art. 47: even its existence is confidential).
+            return StatusAnswer("need_pin", case_id=case.id)
+        if case.sealed:
+            return StatusAnswer("confidential", case_id=case.id)
+        return StatusAnswer("found", case.status, case.id)
 
     # -- triage (分拣) ------------------------------------------------------------------------
 
@@ -415,7 +520,7 @@ class Workflow:
         ) -> list[Change]:
             if case.status in ("rejected", "closed"):
                 raise _status_conflict(case, "修改分拣信息")
-            if case.sealed and category is not None and category not in SEALED_CATEGORIES:
+            if case.sealed and category is not None and not seals(category):
                 raise Conflict("违纪举报案件一经密封不能解除", code="case.sealed_forever")
             change = Change("triaged", note=note_text)
             new_township = township_id if township_id is not None else case.township_id
@@ -437,7 +542,7 @@ class Workflow:
             if category is not None and category != case.category:
                 change.before["category"], change.after["category"] = case.category, category
                 case.category = category
-                if category in SEALED_CATEGORIES and not case.sealed:
+                if seals(category) and not case.sealed:
                     change.before["sealed"], change.after["sealed"] = False, True
                     case.sealed = True
             if unit_id is not None and unit_id != case.unit_id:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
-from hotline.workflow import Workflow
+from cases.workflow import Workflow
 from storage.models import Case, Township, Unit, Village
 
 

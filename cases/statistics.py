@@ -50,11 +50,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
+from cases.clocks import Deadlines, HolidayTable
+from cases.ledger import overdue_clause
+from cases.sealed import READ_ROLES
 from common.clock import Clock
 from common.errors import InvalidInput
-from hotline.clocks import Deadlines, HolidayTable
-from hotline.ledger import overdue_clause
-from hotline.sealed import READ_ROLES
 from storage.models import CASE_CATEGORIES, CASE_CHANNEL_LABELS, Case, CaseLedger, Township, Village
 
 DIMENSIONS = {"township": "乡镇", "village": "村（社区）", "category": "类别", "channel": "来源渠道", "month": "月份"}
