@@ -6,7 +6,7 @@ prefix ``CUNXIANG_``. A section's field is ``CUNXIANG_<SECTION>_<FIELD>`` in
 the environment (``CUNXIANG_DATABASE_URL``, ``CUNXIANG_SERVER_PORT``) and
 ``[section] field = …`` in TOML.
 
-Only ``server.py`` calls :func:`load_settings`; everything below it is handed
+Only ``cli.main`` calls :func:`load_settings`; everything below it is handed
 the values it needs. A bad value raises :class:`SettingsError` whose message
 is one line naming the setting and what is wrong.
 """

@@ -17,6 +17,7 @@ from accounts.passwords import Passwords, generate_password
 from accounts.principal import Principal
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
+from settings import SecuritySettings
 from storage import audit
 from storage.audit import Actor
 from storage.models import ROLES, Township, User, UserRole, UserTownship
@@ -94,6 +95,20 @@ class AccountService:
         self._clock = clock
         self._throttle = throttle
         self._address_throttle = _AddressThrottle(throttle)
+
+    @classmethod
+    def from_settings(
+        cls, security: SecuritySettings, sessions: async_sessionmaker[AsyncSession], clock: Clock
+    ) -> AccountService:
+        """The accounts part: password hashing cost and policy, and the login throttle, from ``[security]``."""
+        passwords = Passwords(
+            time_cost=security.password_time_cost,
+            memory_kib=security.password_memory_kib,
+            parallelism=security.password_parallelism,
+            min_length=security.password_min_length,
+        )
+        throttle = ThrottlePolicy(security.login_free_attempts, security.login_base_delay_s, security.login_max_delay_s)
+        return cls(sessions, passwords, clock, throttle)
 
     # -- signing in ---------------------------------------------------------------
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+from hotline.part import Telephony, sandbox_up
 from hotline.recordings import inspect
-from hotline.runtime import Telephony
-from server import Runtime, build_runtime, create_app, sandbox_up
+from server import Runtime, build_runtime, create_app
 from settings import DatabaseSettings, SecuritySettings, Settings, WorkerSettings
 from storage.migrate import upgrade
 from tests.support.asterisk import SandboxInstance, free_port, provision

@@ -250,13 +250,13 @@ async def bench_jitter(runs: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     loop.add_reader(receiver.fileno(), read)
     await runtime.broadcasting.dispatcher.start()
-    await runtime.broadcasting.scheduler.start()
+    await runtime.schedules.scheduler.start()
     base = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
     fire_times = []
     for index, zone_id in enumerate(zones):
         at = base + timedelta(milliseconds=700 * index)
         fire_times.append(at.timestamp())
-        await runtime.broadcasting.schedules.create(
+        await runtime.schedules.service.create(
             admin, ScheduleInput(notice_id=notice.id, kind="once", once_at=at, targets=(("zone", zone_id),))
         )
     deadline = time.monotonic() + 10 + runs
@@ -264,7 +264,7 @@ async def bench_jitter(runs: int) -> dict[str, Any]:
         await asyncio.sleep(0.1)
     loop.remove_reader(receiver.fileno())
     receiver.close()
-    await runtime.broadcasting.scheduler.stop()
+    await runtime.schedules.scheduler.stop()
     await runtime.broadcasting.dispatcher.stop()
     await runtime.engine.dispose()
     arrivals = sorted(first_packet.values())

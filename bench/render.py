@@ -39,15 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broadcast.part import BroadcastConfig, build_producer
 from broadcast.production import notice_text
 from common.clock import SystemClock
-from server import build_speech
 from settings import AudioSettings, Settings, TtsSettings
 from tts import privacy
 from tts.audio import WORKING_RATE, Profile, parse_ebur128_summary
 from tts.chime import chime
 from tts.engines import EspeakEngine, VoiceRequest
 from tts.normalize import normalize
+from tts.part import SpeechConfig, build_speech
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "fixtures" / "notices.json"
@@ -316,7 +317,8 @@ async def benchmark(
     results["ceiling_dbtp"] = audio.true_peak_ceiling_dbtp
 
     # (a) speech alone, one at a time: our normaliser + engine call vs the raw espeak-ng command.
-    speech = build_speech(settings, SystemClock())
+    speech = build_speech(SpeechConfig.from_settings(settings), clock=SystemClock())
+    producer = build_producer(BroadcastConfig.from_settings(settings), speech)
     # The bare engine, as build_speech configures it, without the chain's cache in front.
     engine = EspeakEngine(
         binary=tts.espeak_binary, voice=tts.espeak_voice, speed_wpm=tts.espeak_speed_wpm, timeout_s=tts.espeak_timeout_s
@@ -374,7 +376,7 @@ async def benchmark(
 
     def ours_call(text: str) -> Callable[[], Awaitable[float]]:
         async def call() -> float:
-            result = await speech.producer.render_text(text, repeats=REPEATS, profiles=[Profile.MP3])
+            result = await producer.render_text(text, repeats=REPEATS, profiles=[Profile.MP3])
             ours_files[text] = result.files[Profile.MP3]
             return result.duration_s
 
@@ -434,7 +436,7 @@ async def benchmark(
     latencies = []
     for text in texts:
         started = time.perf_counter()
-        result = await speech.producer.render_text(text, repeats=REPEATS, profiles=[Profile.MP3])
+        result = await producer.render_text(text, repeats=REPEATS, profiles=[Profile.MP3])
         latencies.append((time.perf_counter() - started) * 1000)
         assert result.cached
     results["d_cache_hit_ms"] = {

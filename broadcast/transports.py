@@ -201,17 +201,6 @@ class PageOriginator(Protocol):
     async def hangup(self, channel_id: str) -> None: ...
 
 
-# Headers that make SIP speakers answer a page by themselves, by vendor convention.
-AUTO_ANSWER_HEADERS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    # Yealink, Fanvil, Grandstream, Snom, Algo, Axis and most IP speakers.
-    "generic": (("Call-Info", "<sip:127.0.0.1>;answer-after=0"),),
-    "polycom": (("Alert-Info", "<http://127.0.0.1>;info=alert-autoanswer;delay=0"),),
-    "cisco": (("Call-Info", "<sip:127.0.0.1>;answer-after=0"), ("Alert-Info", "ring-answer")),
-    # RFC 5373.
-    "rfc5373": (("Answer-Mode", "Auto"),),
-    "none": (),
-}
-
 _CHANNEL_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 

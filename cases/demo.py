@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
+from accounts.service import principal_of
 from cases.workflow import Workflow
-from storage.models import Case, Township, Unit, Village
+from storage.models import Case, Township, Unit, User, Village
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,22 @@ DEMO_SEALED = DemoCase("letter", "discipline", "反映某村干部在发放补�
                        "匿名", "13800000109", 0, "new")  # fmt: skip
 
 
+async def load_demo(sessions: async_sessionmaker[AsyncSession], workflow: Workflow) -> str:
+    """The demo cases, entered and worked by the demo accounts (``cunxiang demo``); returns one line for the CLI."""
+    async with sessions() as session:
+        users = {user.username: user for user in (await session.scalars(select(User))).all()}
+    if not {"demo.operator", "demo.inspector", "demo.staff", "demo.staff2"} <= users.keys():
+        return "demo cases: no demo accounts, none added"
+    staff = [principal_of(users[name]) for name in ("demo.staff", "demo.staff2")]
+    return await load_demo_cases(
+        sessions,
+        workflow,
+        operator=principal_of(users["demo.operator"]),
+        staff_by_township={township: principal for principal in staff for township in principal.township_ids},
+        inspector=principal_of(users["demo.inspector"]),
+    )
+
+
 async def load_demo_cases(
     sessions: async_sessionmaker[AsyncSession],
     workflow: Workflow,
@@ -155,4 +172,4 @@ async def load_demo_cases(
     return f"demo cases: {len(DEMO_CASES) + 1} entered (one sealed report for the inspectors)"
 
 
-__all__ = ["DEMO_CASES", "DemoCase", "load_demo_cases"]
+__all__ = ["DEMO_CASES", "DemoCase", "load_demo", "load_demo_cases"]

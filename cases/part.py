@@ -1,4 +1,4 @@
-"""The case workflow's parts, built and wired together (``server.py`` hands in the configuration).
+"""The case workflow as a part of the service: its configuration from the settings, its pieces built and wired.
 
 Every process gets the workflow, the ledger queries, the statistics, replay
 and callback *requests*; only the elected worker runs ``worker_services``
@@ -30,7 +30,8 @@ from cases.survey import SentenceRenderer, SurveyConfig, SurveyRunner
 from cases.workflow import Workflow
 from common.clock import Clock
 from common.health import HealthRegistry
-from common.lifecycle import WorkerService
+from common.lifecycle import Service
+from settings import Settings
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,48 @@ class CasesConfig:
     case_number_length: int = 8
     pin_length: int = 4
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CasesConfig:
+        config = settings.cases
+        return cls(
+            clocks=ClockPolicy(
+                zone=settings.zone,
+                acceptance_days=config.acceptance_days,
+                resolution_days=config.resolution_days,
+                max_extension_days=config.max_extension_days,
+                followup_after_days=config.followup_after_days,
+                reopen_min_days=config.reopen_min_days,
+                counting=config.day_counting,
+                shift_off_rest_days=config.shift_off_rest_days,
+                due_soon_days=config.due_soon_days,
+            ),
+            callbacks=CallbackConfig(
+                dial_template=config.dial_template,
+                operator_ring_s=config.callback_operator_ring_s,
+                request_ttl_s=config.callback_request_ttl_s,
+                poll_s=config.callback_poll_s,
+                result_timeout_s=config.callback_result_timeout_s,
+            ),
+            surveys=SurveyConfig(
+                enabled=config.followup_calls,
+                call_start=config.followup_call_start,
+                call_end=config.followup_call_end,
+                attempts=config.followup_attempts,
+                retry_interval_s=config.followup_retry_interval_s,
+                ring_s=config.followup_ring_s,
+                poll_s=config.followup_poll_s,
+                concurrent_calls=config.followup_concurrent_calls,
+                result_timeout_s=config.followup_result_timeout_s,
+                dial_template=config.dial_template,
+            ),
+            note_max_chars=config.note_max_chars,
+            page_size=config.page_size,
+            export_max_rows=config.export_max_rows,
+            # The hotline's section: the IVR reads and says these numbers too.
+            case_number_length=settings.hotline.case_number_length,
+            pin_length=settings.hotline.pin_length,
+        )
+
 
 @dataclass
 class Cases:
@@ -56,7 +99,7 @@ class Cases:
     replay: Replay
     callbacks: CallbackService
     surveys: SurveyRunner
-    worker_services: list[WorkerService] = field(default_factory=list)
+    worker_services: list[Service] = field(default_factory=list)
 
 
 def build_cases(

@@ -1,6 +1,6 @@
 """回访: the automated satisfaction follow-up call after a case is resolved.
 
-The elected worker (this is one of its ``WorkerService`` parts) looks every
+The elected worker (this is one of its ``worker_services``) looks every
 ``followup_poll_s`` for cases that are 已办结, whose follow-up day has come,
 and which may be called now:
 

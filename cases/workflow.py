@@ -919,6 +919,11 @@ class Workflow:
 
     # -- history ----------------------------------------------------------------------------
 
+    async def ledger_of(self, case_id: int) -> CaseLedger | None:
+        """The case's workflow state (deadlines, extension, outcome…); call only after access was checked."""
+        async with self._sessions() as session:
+            return await session.get(CaseLedger, case_id)
+
     async def history(self, case_id: int) -> Sequence[CaseEvent]:
         """The case's events, oldest first (call only after the caller's access was checked)."""
         async with self._sessions() as session:

@@ -1,13 +1,14 @@
 """The one start/stop protocol of the long-lived parts, and a group that starts them in order.
 
-Every part that runs something in the background on the elected worker (the
-AMI link, FastAGI, the call tracker, the dispatcher, the scheduler, the
-callback and follow-up runners…) offers the same three things: a ``name`` for
-the log, ``start()`` and ``stop()``. Each domain's ``part.py`` lists its
-services in the order they must start; :class:`ServiceGroup` starts a list in
-that order and stops it in reverse — the worker election does it for the whole
-runtime, the dial test for the hotline alone — so the order is written down
-once, by the part that knows it.
+Everything that runs in the background (the speech engines' prober in every
+process; on the elected worker the AMI link, FastAGI, the call tracker, the
+dispatcher, the scheduler, the callback and follow-up runners…) offers the
+same three things: a ``name`` for the log, ``start()`` and ``stop()``. Each
+part lists its ``services`` (every process) and ``worker_services`` (the
+elected worker only) in the order they must start; :class:`ServiceGroup`
+starts a list in that order and stops it in reverse — the web app and the
+worker election do it for the whole runtime, the dial test for the hotline
+alone — so the order is written down once, by the part that knows it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 
-class WorkerService(Protocol):
-    """Something only the one active worker runs (scheduler, Asterisk link, FastAGI…)."""
+class Service(Protocol):
+    """Something that runs in the background between ``start()`` and ``stop()``; ``stop()`` is safe to repeat."""
 
     name: str
 
@@ -38,7 +39,7 @@ class ServiceGroup:
     fails to stop must not keep the others running.
     """
 
-    def __init__(self, services: Sequence[WorkerService]) -> None:
+    def __init__(self, services: Sequence[Service]) -> None:
         self.services = tuple(services)
 
     async def start(self) -> None:

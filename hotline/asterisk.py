@@ -167,7 +167,7 @@ class Trunk:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """Everything the templates need, from the settings (server.py builds it)."""
+    """Everything the templates need, from the settings (``hotline.part.telephony_config`` builds it)."""
 
     instance_dir: str  # as Asterisk sees it
     system_name: str

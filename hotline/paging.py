@@ -21,7 +21,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 
 # Time allowed beyond the ring time and the item's length before a page is given up as stuck.
 MARGIN_S = 30.0
+
+# Headers that make SIP speakers answer a page by themselves, by vendor convention.
+AUTO_ANSWER_HEADERS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    # Yealink, Fanvil, Grandstream, Snom, Algo, Axis and most IP speakers.
+    "generic": (("Call-Info", "<sip:127.0.0.1>;answer-after=0"),),
+    "polycom": (("Alert-Info", "<http://127.0.0.1>;info=alert-autoanswer;delay=0"),),
+    "cisco": (("Call-Info", "<sip:127.0.0.1>;answer-after=0"), ("Alert-Info", "ring-answer")),
+    # RFC 5373.
+    "rfc5373": (("Answer-Mode", "Auto"),),
+    "none": (),
+}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ Design, for a province as well as a county:
   played (missed by less than the grace) or recorded as missed. The handler
   claims an occurrence by inserting its as-run rows under a UNIQUE key, so a
   slot can never play twice, whatever fires it and however often.
-* Only the one active worker runs this (it is a ``WorkerService``); changes
+* Only the one active worker runs this (one of the ``worker_services``); changes
   made in this process re-plan at once, changes made by other processes are
   picked up by a periodic comparison (``resync_s``).
 """

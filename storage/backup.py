@@ -27,7 +27,7 @@ present with its size and checksum, and no file may be there that is not
 listed. Directories being replaced are kept beside the new ones
 (``<dir>.before-restore-<time>``), never deleted.
 
-This module knows nothing of the domains: ``server.py`` says which
+This module knows nothing of the domains: the ``backup``/``restore`` commands (``cli/backup.py``) say which
 directories to copy and which database to use.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from common.errors import ServiceUnavailable
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,34 @@ def create_engine(
         pool_pre_ping=True,
         connect_args={"timeout": connect_timeout_s, "server_settings": {"timezone": "UTC"}},
     )
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Which database, and how to talk to it (the ``[database]`` settings)."""
+
+    url: str
+    # Where the worker lock lives beside an SQLite database (PostgreSQL holds an advisory lock instead).
+    lock_file: Path
+    busy_timeout_ms: int = 5000
+    connect_timeout_s: float = 10.0
+    echo: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DatabaseConfig:
+        database = settings.database
+        return cls(
+            url=settings.database_url,
+            busy_timeout_ms=database.busy_timeout_ms,
+            connect_timeout_s=database.connect_timeout_s,
+            echo=database.echo,
+            lock_file=settings.data_dir / "worker.lock",
+        )
+
+    def create_engine(self) -> AsyncEngine:
+        return create_engine(
+            self.url, busy_timeout_ms=self.busy_timeout_ms, connect_timeout_s=self.connect_timeout_s, echo=self.echo
+        )
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -22,6 +22,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from common.tasks import BackgroundTasks
+from storage.db import DatabaseConfig, is_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,13 @@ class PostgresWorkerLock:
             with contextlib.suppress(Exception):
                 await self._connection.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
         await self._close()
+
+
+def worker_lock(config: DatabaseConfig) -> WorkerLock:
+    """The lock of this installation's database: a file beside SQLite, an advisory lock on PostgreSQL."""
+    if is_sqlite(config.url):
+        return FileWorkerLock(config.lock_file)
+    return PostgresWorkerLock(config.url, connect_timeout_s=config.connect_timeout_s)
 
 
 Role = Literal["active", "standby"]

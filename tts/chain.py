@@ -81,6 +81,8 @@ class _Slot:
 
 
 class SpeechChain:
+    name = "speech"
+
     def __init__(
         self,
         engines: Sequence[SpeechEngine],

@@ -1,7 +1,9 @@
-"""Typed keys for what the composition root hands to the web layer."""
+"""Typed keys for what the composition root hands to the web layer, and the web layer's own configuration."""
 
 from __future__ import annotations
 
+import base64
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -14,6 +16,8 @@ from accounts.service import AccountService
 from areas.service import AreaService
 from common.clock import Clock
 from common.health import HealthRegistry
+from common.keyfiles import generated_once
+from settings import Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,34 @@ class WebConfig:
     max_upload_bytes: int
     # Demo deployments say so on every page: their places and people are invented.
     demo_banner: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebConfig:
+        server = settings.server
+        return cls(
+            county_name=settings.county_name,
+            public_url=settings.public_url,
+            zone=settings.zone,
+            session_key=session_key(settings),
+            cookie_secure=server.cookie_secure,
+            session_max_age_s=server.session_max_age_s,
+            max_json_bytes=server.max_json_bytes,
+            max_upload_bytes=server.max_upload_bytes,
+        )
+
+
+def session_key(settings: Settings) -> bytes:
+    """The cookie encryption key: from settings, else generated once into the data directory (0600)."""
+    text = settings.security.session_key or generated_once(
+        settings.data_dir / "session.key", lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    )
+    try:
+        key = base64.urlsafe_b64decode(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SettingsError("bad setting CUNXIANG_SECURITY_SESSION_KEY: must be 32 bytes, URL-safe base64")
+    return key
 
 
 @dataclass(frozen=True)

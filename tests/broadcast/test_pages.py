@@ -117,7 +117,7 @@ async def test_a_schedule_is_edited_on_its_own_page_and_the_running_scheduler_ta
     assert {(at.isoweekday(), at.strftime("%H:%M")) for at in local} == {(1, "08:30"), (1, "18:00"), (3, "08:30"),
                                                                        (3, "18:00")}  # fmt: skip
     # The active worker's scheduler re-planned it without a restart: its next wake-up is the new rule's.
-    scheduler = runtime.broadcasting.scheduler
+    scheduler = runtime.schedules.scheduler
     assert scheduler.running and scheduler.next_fire is not None
     assert scheduler.next_fire.isoformat() == body["next"][0]
 

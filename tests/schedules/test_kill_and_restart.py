@@ -74,7 +74,7 @@ def test_a_worker_killed_mid_broadcast_plays_the_missed_slot_once_after_restart_
                 runtime, staff, approver, township_id=township.id, body="各位村民请注意，今天下午村委会开会。" * 4
             )
             for slot in (first_slot, second_slot):
-                await runtime.broadcasting.schedules.create(
+                await runtime.schedules.service.create(
                     staff, ScheduleInput(notice_id=notice.id, kind="once", once_at=slot, targets=(("zone", zone.id),))
                 )
         finally:

@@ -55,7 +55,7 @@ async def live(tmp_path: Path, database_url: str, clock: ManualClock) -> AsyncIt
     try:
         yield runtime
     finally:
-        await runtime.broadcasting.scheduler.stop()
+        await runtime.schedules.scheduler.stop()
         await runtime.broadcasting.dispatcher.stop()
         await runtime.engine.dispose()
 
@@ -74,18 +74,18 @@ async def test_a_daily_slot_fires_at_seven_shanghai_time_while_the_process_runs_
     place, staff, approver = await _place(live, tmp_path)
     notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
     await live.broadcasting.dispatcher.start()
-    await live.broadcasting.scheduler.start()
-    schedule = await live.broadcasting.schedules.create(
+    await live.schedules.scheduler.start()
+    schedule = await live.schedules.service.create(
         staff,  # type: ignore[arg-type]
         ScheduleInput(notice_id=notice.id, kind="daily", times=("07:00",), targets=(("zone", place.zone_ids[0]),)),
     )
-    health = await live.broadcasting.scheduler.health()
+    health = await live.schedules.scheduler.health()
     assert health["jobs"] == 1
     assert health["next_fire"].startswith("2026-11-25T07:00:00+08:00")
     assert await count_zone_rows(live) == 0
 
     clock.advance(timedelta(minutes=2, seconds=1))
-    await live.broadcasting.scheduler.poke()
+    await live.schedules.scheduler.poke()
     rows = await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_SUCCESS, schedule_id=schedule.id)
 
     assert len(rows) == 1
@@ -93,7 +93,7 @@ async def test_a_daily_slot_fires_at_seven_shanghai_time_while_the_process_runs_
     assert rows[0].occurrence_at.astimezone(live.settings.zone).strftime("%H:%M") == "07:00"
     assert rows[0].occurrence_at.strftime("%H:%M") == "23:00"  # UTC, the day before
     assert (tmp_path / "data" / "sink" / "square.wav").exists()
-    after = await live.broadcasting.scheduler.health()
+    after = await live.schedules.scheduler.health()
     assert after["next_fire"].startswith("2026-11-26T07:00:00+08:00")
     # What the county reports upward: this village played one 村务公开 notice in November.
     coverage = await live.broadcasting.asrun.coverage(
@@ -124,11 +124,11 @@ async def test_the_week_ahead_of_a_zone_marks_two_items_at_the_same_time_as_conf
         title="移风易俗",  # type: ignore[arg-type]
     )
     for notice, times in ((first, ("07:00",)), (second, ("07:00", "12:00"))):
-        await live.broadcasting.schedules.create(
+        await live.schedules.service.create(
             staff,  # type: ignore[arg-type]
             ScheduleInput(notice_id=notice.id, kind="daily", times=times, targets=(("zone", place.zone_ids[0]),)),
         )
-    _zone, _village, _township, items = await live.broadcasting.schedules.week_ahead(
+    _zone, _village, _township, items = await live.schedules.service.week_ahead(
         staff,  # type: ignore[arg-type]
         place.zone_ids[0],
     )
@@ -147,10 +147,10 @@ async def test_a_schedule_added_while_running_fires_without_a_restart(
     place, staff, approver = await _place(live, tmp_path)
     notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
     await live.broadcasting.dispatcher.start()
-    await live.broadcasting.scheduler.start()
-    assert (await live.broadcasting.scheduler.health())["next_fire"] is None
+    await live.schedules.scheduler.start()
+    assert (await live.schedules.scheduler.health())["next_fire"] is None
 
-    schedule = await live.broadcasting.schedules.create(
+    schedule = await live.schedules.service.create(
         staff,  # type: ignore[arg-type]
         ScheduleInput(
             notice_id=notice.id,
@@ -160,7 +160,7 @@ async def test_a_schedule_added_while_running_fires_without_a_restart(
         ),
     )
     clock.set(shanghai("2026-11-25T07:30:05"))
-    await live.broadcasting.scheduler.poke()
+    await live.schedules.scheduler.poke()
     rows = await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_SUCCESS, schedule_id=schedule.id)
     assert [row.zone_id for row in rows] == list(place.zone_ids)
 
@@ -170,7 +170,7 @@ async def test_after_a_restart_a_slot_missed_within_grace_plays_once_and_an_olde
 ) -> None:
     place, staff, approver = await _place(live, tmp_path)
     notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
-    await live.broadcasting.schedules.create(
+    await live.schedules.service.create(
         staff,  # type: ignore[arg-type]
         ScheduleInput(
             notice_id=notice.id, kind="daily", times=("07:00", "07:20"), targets=(("zone", place.zone_ids[0]),)
@@ -181,11 +181,11 @@ async def test_after_a_restart_a_slot_missed_within_grace_plays_once_and_an_olde
     zone = live.settings.zone
     for _start in range(2):
         await live.broadcasting.dispatcher.start()
-        await live.broadcasting.scheduler.start()
+        await live.schedules.scheduler.start()
         rows = await wait_for_rows(
             live, lambda rows: len(rows) == 2 and all(row.state in (RUN_SUCCESS, RUN_MISSED) for row in rows)
         )
-        await live.broadcasting.scheduler.stop()
+        await live.schedules.scheduler.stop()
         await live.broadcasting.dispatcher.stop()
         by_time = {row.occurrence_at.astimezone(zone).strftime("%H:%M"): row for row in rows if row.occurrence_at}
         assert by_time["07:00"].state == RUN_MISSED
@@ -201,8 +201,8 @@ async def test_a_slot_of_an_edited_notice_is_recorded_cancelled_and_an_archived_
     edited = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
     archived = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
     await live.broadcasting.dispatcher.start()
-    await live.broadcasting.scheduler.start()
-    schedules = live.broadcasting.schedules
+    await live.schedules.scheduler.start()
+    schedules = live.schedules.service
     made = {}
     for notice in (edited, archived):
         made[notice.id] = await schedules.create(
@@ -219,7 +219,7 @@ async def test_a_slot_of_an_edited_notice_is_recorded_cancelled_and_an_archived_
     stopped = await schedules.get(staff, made[archived.id].id)  # type: ignore[arg-type]
     assert not stopped.enabled, "archiving a notice stops its schedules"
     clock.advance(timedelta(minutes=2, seconds=1))
-    await live.broadcasting.scheduler.poke()
+    await live.schedules.scheduler.poke()
     rows = await wait_for_rows(live, lambda rows: len(rows) >= 1)
     await asyncio.sleep(0.3)  # time for a wrongly planned slot of the archived notice to be recorded too
     rows = await wait_for_rows(live, lambda rows: len(rows) >= 1)

@@ -39,9 +39,9 @@ from aiohttp.test_utils import TestServer
 
 from hotline.asterisk import Sandbox, instance_paths
 from hotline.dialtest import HangupAt, VillagerCall, VillagerScript
+from hotline.part import Telephony, sandbox_up
 from hotline.recordings import inspect
-from hotline.runtime import Telephony
-from server import Runtime, build_runtime, sandbox_up
+from server import Runtime, build_runtime
 from settings import Settings
 from tests.support.required import missing
 from tests.support.settings import make_settings

@@ -1,4 +1,4 @@
-"""The speech commands, run as a user runs them: `python -m server …` in a fresh process with a temp data dir."""
+"""The speech commands, run as a user runs them: `python -m cli.main …` in a fresh process with a temp data dir."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def cunxiang(tmp_path: Path, *args: str, **settings: str) -> subprocess.Complete
     env.update({"CUNXIANG_DATA_DIR": str(tmp_path / "data"), "CUNXIANG_TTS_ENGINES": "espeak"})
     env.update(settings)
     return subprocess.run(
-        [sys.executable, "-m", "server", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
 
 

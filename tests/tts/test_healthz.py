@@ -63,7 +63,7 @@ async def test_healthz_shows_edge_skipped_while_espeak_speaks_and_edge_back_once
 
     # While edge is down a notice renders on espeak, and the engine that spoke is counted.
     # (That a skipped edge is not even asked is tested on the chain with a manual clock.)
-    item = await runtime.speech.producer.render_text("各位村民请注意。", repeats=1, profiles=[Profile.ASTERISK])
+    item = await runtime.broadcasting.producer.render_text("各位村民请注意。", repeats=1, profiles=[Profile.ASTERISK])
     assert item.engine == "espeak"
     assert (await tts_health(new_client))["engines"]["espeak"]["spoken"] == 1
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server import Runtime, cmd_broadcast_test
+from cli.broadcast import cmd_broadcast_test
+from server import Runtime
 from settings import Settings
 from storage.models import RUN_INTERRUPTED, RUN_PLAYING, RUN_SUCCESS, Speaker
 from tests.support.asterisk import Hotline

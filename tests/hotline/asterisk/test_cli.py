@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(600)
 def cunxiang(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     # The code of this tree (not whatever the installed entry point points at).
     return subprocess.run(
-        [sys.executable, "-c", "import server; server.main()", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", *args],
         cwd=REPOSITORY,
         env=env,
         capture_output=True,

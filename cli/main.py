@@ -1,0 +1,72 @@
+"""The ``cunxiang`` command: the parser (each command group adds its own commands) and ``main()``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cli import backup, broadcast, cases, hotline, service, tts
+from cli.base import Command, CommandError
+from common.errors import CunxiangError
+from server import StartupError
+from settings import SettingsError, load_settings, unknown_environment_names
+
+log = logging.getLogger("cunxiang")
+
+# Environment variables read by our scripts rather than by the settings object.
+SCRIPT_VARIABLES = (
+    "CUNXIANG_ASTERISK_CACHE",
+    "CUNXIANG_ASTERISK_BOOT_TIMEOUT",
+    "CUNXIANG_ASTERISK_STOP_TIMEOUT",
+    "CUNXIANG_TEST_",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cunxiang",
+        description="村响: village loudspeakers and a petition hotline. "
+        "Settings come from CUNXIANG_* environment variables and an optional TOML file.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML settings file (also CUNXIANG_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In this order in --help: serve, init, demo; broadcast; tts, render; asterisk, prompts, hotline; cases;
+    # backup, restore.
+    for group in (service, broadcast, tts, hotline, cases, backup):
+        group.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"cunxiang: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    # Nothing we write (database, recordings, keys) is for other local users to read.
+    os.umask(0o077)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    for name in unknown_environment_names(os.environ, SCRIPT_VARIABLES):
+        log.warning("ignoring %s: no such setting", name)
+    command: Command = args.func
+    try:
+        code = command(settings, args)
+    except (StartupError, CommandError, SettingsError) as exc:
+        print(f"cunxiang: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except CunxiangError as exc:
+        print(f"cunxiang: {exc.detail or exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
