@@ -50,7 +50,7 @@ from storage.db import DatabaseConfig, check_connection, database_health, make_s
 from storage.models import County
 from storage.worker_lock import WorkerElection, worker_lock
 from tts.part import Speech, SpeechConfig, build_speech
-from web import keys
+from web import domains, keys
 from web.app import build_app
 from web.keys import WebConfig
 from web.views import broadcast as broadcast_views
@@ -268,16 +268,16 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app[keys.SESSIONS] = runtime.sessions
     app[keys.ACCOUNTS] = runtime.accounts
     app[keys.AREAS] = runtime.areas
-    app[hotline_views.PHONES] = runtime.hotline.phones
-    app[hotline_views.INTAKE] = runtime.hotline.intake
-    app[cases_views.CASES] = runtime.cases
+    app[domains.PHONES] = runtime.hotline.phones
+    app[domains.INTAKE] = runtime.hotline.intake
+    app[domains.CASES] = runtime.cases
     broadcasting = runtime.broadcasting
-    app[broadcast_views.NOTICES] = broadcasting.notices
-    app[broadcast_views.DISPATCHER] = broadcasting.dispatcher
-    app[broadcast_views.ASRUN] = broadcasting.asrun
-    app[broadcast_views.TERMINALS] = broadcasting.terminals
-    app[broadcast_views.SPEAKER_TESTER] = broadcasting.speaker_tester
-    app[schedules_views.SCHEDULES] = runtime.schedules.service
+    app[domains.NOTICES] = broadcasting.notices
+    app[domains.DISPATCHER] = broadcasting.dispatcher
+    app[domains.ASRUN] = broadcasting.asrun
+    app[domains.TERMINALS] = broadcasting.terminals
+    app[domains.SPEAKER_TESTER] = broadcasting.speaker_tester
+    app[domains.SCHEDULES] = runtime.schedules.service
     app[RUNTIME] = runtime
     elections: list[WorkerElection] = []
     app[ELECTION] = elections

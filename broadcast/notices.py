@@ -17,6 +17,7 @@ Rules, each enforced here (the web layer only translates):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from common.listeners import ChangeListener, ChangeListeners
 from storage import audit
-from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, Notice, Schedule
+from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, Notice, Schedule, Township
 from tts import privacy
 from tts.audio import PROFILES, Profile, atomic_write
 from tts.cache import AudioCache
@@ -207,8 +208,6 @@ class NoticeService:
 
     @staticmethod
     async def _township_exists(session: AsyncSession, township_id: int | None) -> None:
-        from storage.models import Township
-
         if township_id is not None and await session.get(Township, township_id) is None:
             raise InvalidInput("乡镇不存在", fields={"township_id": "乡镇不存在"})
 
@@ -293,8 +292,6 @@ class NoticeService:
         return notice
 
     async def _store_recording(self, name: str, data: bytes) -> None:
-        import asyncio
-
         await asyncio.to_thread(atomic_write, self.recordings_dir / name, data)
 
     async def use_tts(self, principal: Principal, notice_id: int) -> Notice:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from broadcast.rtp import RtpSender, StreamResult, is_multicast, parse_destination
 from common.clock import Clock
 from common.errors import CunxiangError
-from storage.models import RUN_FAILED, RUN_INTERRUPTED, RUN_SUCCESS
+from storage.models import RUN_FAILED, RUN_INTERRUPTED, RUN_STATE_LABELS, RUN_SUCCESS
 from tts.audio import Profile, atomic_copy
 from tts.process import run_program
 
@@ -73,8 +73,6 @@ class SpeakerResult:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        from storage.models import RUN_STATE_LABELS
-
         return {
             "speaker_id": self.target.speaker_id,
             "name": self.target.name,

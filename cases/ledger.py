@@ -21,6 +21,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -677,16 +679,12 @@ class XlsxExport:
     """
 
     def __init__(self, path: Path) -> None:
-        from openpyxl import Workbook
-
         self.path = path
         self._book = Workbook(write_only=True)
         self._sheet = self._book.create_sheet("台账")
         self._sheet.append(list(EXPORT_COLUMNS))
 
     def append(self, rows: Sequence[Sequence[str]]) -> None:
-        from openpyxl.cell import WriteOnlyCell
-
         for values in rows:
             cells = []
             for value in values:

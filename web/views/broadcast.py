@@ -1,7 +1,7 @@
 """Notices, approval, emergency, the as-run log, coverage, speakers and the 4G terminal protocol.
 
 Handlers translate HTTP to calls on the broadcasting services (handed over by
-``server.py`` under the keys below) and nothing more: the rules live in
+``server.py`` under the keys of :mod:`web.domains`) and nothing more: the rules live in
 ``broadcast/``.
 """
 
@@ -15,27 +15,19 @@ from pydantic import Field
 from sqlalchemy import select
 
 from accounts.principal import Principal
-from broadcast.asrun import DISCLOSURE_KINDS, AsRunFilter, AsRunLog
-from broadcast.dispatcher import Dispatcher
-from broadcast.notices import STATE_LABELS, NoticeInput, NoticeService, check_text, notice_json
+from broadcast.asrun import DISCLOSURE_KINDS, AsRunFilter
+from broadcast.notices import STATE_LABELS, NoticeInput, check_text, notice_json
 from broadcast.rtp import parse_multicast_group
-from broadcast.speaker_test import DEFAULT_TEST_TEXT, SpeakerTester
-from broadcast.terminals import TerminalService
+from broadcast.speaker_test import DEFAULT_TEST_TEXT
 from broadcast.transports import SpeakerTarget
-from common.errors import InvalidInput, NotFound, UserError
+from common.errors import InvalidInput, NotFound, PermissionDenied, UserError
 from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, RUN_STATE_LABELS, ZoneBroadcastSettings
 from tts.audio import Profile
 from web import keys
 from web.api import Routes, json_response
+from web.domains import ASRUN, DISPATCHER, NOTICES, SCHEDULES, SPEAKER_TESTER, TERMINALS
 from web.render import flash, redirect, render
 from web.validation import ApiModel, read_form, read_query
-from web.views.schedules import SCHEDULES
-
-NOTICES = web.AppKey("notices", NoticeService)
-DISPATCHER = web.AppKey("dispatcher", Dispatcher)
-ASRUN = web.AppKey("asrun", AsRunLog)
-TERMINALS = web.AppKey("terminals", TerminalService)
-SPEAKER_TESTER = web.AppKey("speaker_tester", SpeakerTester)
 
 NAV = (
     keys.NavItem("通知", "/broadcast/notices", ("staff", "approver", "admin")),
@@ -268,8 +260,6 @@ async def send_emergency(request: web.Request, body: EmergencyIn) -> web.Respons
     """Written, approved, rendered (fastest engine first) and queued at once; preempts everything."""
     me = keys.principal(request)
     if not me.can_emergency:
-        from common.errors import PermissionDenied
-
         raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
     if not body.confirm:
         raise InvalidInput("请确认立即播出（confirm 必须为 true）", fields={"confirm": "请确认"})
@@ -552,8 +542,6 @@ class EmergencyForm(ApiModel):
 async def emergency_page(request: web.Request) -> web.Response:
     me = keys.principal(request)
     if not me.can_emergency:
-        from common.errors import PermissionDenied
-
         raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
     zones = await request.app[keys.AREAS].list_zones(me)
     return await render(request, "broadcast/emergency.html", {"zones": zones})
@@ -564,8 +552,6 @@ async def emergency_form(request: web.Request) -> web.StreamResponse:
     try:
         form = await read_form(request, EmergencyForm, checkboxes=("confirm",))
         if not me.can_emergency:
-            from common.errors import PermissionDenied
-
             raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
         if not form.confirm:
             raise InvalidInput("请勾选“确认立即播出”", fields={"confirm": "请确认"})
@@ -775,4 +761,4 @@ async def todo(request: web.Request, me: Principal) -> list[keys.TodoItem]:
     return items
 
 
-__all__ = ["ASRUN", "DISPATCHER", "NAV", "NOTICES", "SPEAKER_TESTER", "TERMINALS", "add_routes", "select", "todo"]
+__all__ = ["NAV", "add_routes", "select", "todo"]

@@ -50,10 +50,9 @@ from storage.models import (
 )
 from web import keys
 from web.api import Routes, json_response
+from web.domains import CASES
 from web.render import flash, redirect, render
 from web.validation import ApiModel, read_form, read_query
-
-CASES = web.AppKey("cases", Cases)
 
 OPERATORS = ("operator",)
 DASHBOARD_ROLES = ("leader", "operator", "inspector", "admin")

@@ -17,16 +17,13 @@ from pydantic import Field
 
 from cases.sealed import CaseAccess, mask_number
 from common.errors import NotFound, UserError
-from hotline.intake import IntakeService
-from hotline.phones import PhoneEntry, PhoneRegistry
+from hotline.phones import PhoneEntry
 from storage import audit
 from web import keys
 from web.api import Routes, json_response
+from web.domains import INTAKE, PHONES
 from web.render import flash, redirect, render
 from web.validation import ApiModel, read_form
-
-PHONES = web.AppKey("villager_phones", PhoneRegistry)
-INTAKE = web.AppKey("hotline_intake", IntakeService)
 
 EDITORS = ("staff", "operator", "admin")
 CALL_READERS = ("operator", "admin", "inspector", "leader")

@@ -11,14 +11,13 @@ from pydantic import Field
 
 from common.errors import UserError
 from schedules.rules import WEEKDAY_LABELS
-from schedules.service import LEVEL_LABELS, ScheduleInput, ScheduleService, schedule_json
-from storage.models import KIND_LABELS, PRIORITY_LABELS, Schedule
+from schedules.service import LEVEL_LABELS, ScheduleInput, schedule_json
+from storage.models import KIND_LABELS, PRIORITY_LABELS, Schedule, ZoneBroadcastSettings
 from web import keys
 from web.api import Routes, json_response
+from web.domains import NOTICES, SCHEDULES
 from web.render import flash, redirect, render
 from web.validation import ApiModel, read_form
-
-SCHEDULES = web.AppKey("schedules", ScheduleService)
 
 WRITERS = ("staff", "admin")
 READERS = ("staff", "approver", "admin", "leader")
@@ -178,8 +177,6 @@ def _form_input(form: ScheduleForm) -> ScheduleInput:
 
 async def _editor_context(request: web.Request) -> dict[str, Any]:
     """What the schedule editor's fields choose from: approved notices and the area tree in scope."""
-    from web.views.broadcast import NOTICES
-
     me = keys.principal(request)
     areas = request.app[keys.AREAS]
     return {
@@ -236,8 +233,6 @@ async def schedule_page(request: web.Request) -> web.Response:
     service = request.app[SCHEDULES]
     schedule = await service.get(me, _id(request))
     context = await _editor_context(request)
-    from web.views.broadcast import NOTICES
-
     notice = await request.app[NOTICES].get(me, schedule.notice_id)
     if all(candidate.id != notice.id for candidate in context["notices"]):
         context["notices"] = [notice, *context["notices"]]  # shown even if no longer approved (saving then says so)
@@ -294,8 +289,6 @@ def _enable_form(enabled: bool) -> Any:
 async def week_page(request: web.Request) -> web.Response:
     service = request.app[SCHEDULES]
     zone, village, township, items = await service.week_ahead(keys.principal(request), _id(request))
-    from storage.models import ZoneBroadcastSettings
-
     async with request.app[keys.SESSIONS]() as session:
         zone_settings = await session.get(ZoneBroadcastSettings, zone.id)
     days: dict[str, list[Any]] = {}
