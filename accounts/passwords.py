@@ -44,9 +44,6 @@ class Passwords:
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
 
-    def hash_sync(self, password: str) -> str:
-        return self._hasher.hash(password)
-
     async def verify(self, password_hash: str | None, password: str) -> bool:
         def check() -> bool:
             try:

@@ -57,18 +57,6 @@ class Principal:
         """None for county-wide users (no filter), else the townships they may see."""
         return None if self.county_wide else self.township_ids
 
-    def with_ip(self, ip: str | None) -> Principal:
-        return Principal(
-            user_id=self.user_id,
-            username=self.username,
-            display_name=self.display_name,
-            roles=self.roles,
-            county_wide=self.county_wide,
-            township_ids=self.township_ids,
-            can_emergency=self.can_emergency,
-            ip=ip,
-        )
-
 
 def role_labels(roles: Iterable[str]) -> str:
     return "、".join(ROLE_LABELS.get(role, role) for role in sorted(roles))

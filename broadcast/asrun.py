@@ -249,14 +249,6 @@ class AsRunLog:
                 report.append(row)
         return report
 
-    async def counts_by_state(self, principal: Principal) -> dict[int, int]:
-        statement = select(BroadcastZone.state, func.count()).group_by(BroadcastZone.state)
-        scope = principal.township_filter()
-        if scope is not None:
-            statement = statement.where(BroadcastZone.township_id.in_(scope))
-        async with self._sessions() as session:
-            return {state: count for state, count in (await session.execute(statement)).all()}
-
     async def last_results(self, speaker_ids: Sequence[int]) -> dict[int, BroadcastSpeaker]:
         """Each speaker's most recent as-run result (for the speaker list)."""
         if not speaker_ids:

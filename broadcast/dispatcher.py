@@ -224,10 +224,6 @@ class Dispatcher:
             async with self._changed:
                 await self._changed.wait_for(predicate)
 
-    def playing_in(self, zone_id: int) -> int | None:
-        slot = self._slots.get(zone_id)
-        return slot.playing.zone_run_id if slot and slot.playing else None
-
     def idle(self) -> bool:
         return all(slot.playing is None and not slot.waiting for slot in self._slots.values())
 

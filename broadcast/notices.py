@@ -173,7 +173,16 @@ class NoticeService:
 
     async def create(self, principal: Principal, data: NoticeInput) -> Notice:
         principal.require_role(*WRITER_ROLES)
-        data = self._validate(principal, data)
+        return await self._insert(principal, self._validate(principal, data))
+
+    async def _insert(
+        self, principal: Principal, data: NoticeInput, *, approved_with: ProductionResult | None = None
+    ) -> Notice:
+        """The one place a notice row is made (validated input, its township checked) with its audit entry.
+
+        ``approved_with`` is an emergency's audio: such a notice is approved by its author the
+        moment it is written, its audio ready (no four eyes: minutes matter).
+        """
         now = self._clock.now()
         async with self._sessions.begin() as session:
             await self._township_exists(session, data.township_id)
@@ -193,16 +202,25 @@ class NoticeService:
                 created_at=now,
                 updated_at=now,
             )
+            if approved_with is None:
+                action, detail = "notice.create", {"kind": data.kind, "title": data.title}
+            else:
+                notice.state = "approved"
+                notice.voice_engine = approved_with.engine
+                notice.approver_id = principal.user_id
+                notice.submitted_at = notice.decided_at = now
+                self._set_audio(notice, approved_with)
+                action, detail = "notice.emergency", {"title": data.title, "engine": approved_with.engine}
             session.add(notice)
             await session.flush()
             audit.record(
                 session,
                 principal.actor,
                 at=now,
-                action="notice.create",
+                action=action,
                 object_type="notice",
                 object_id=notice.id,
-                detail={"kind": data.kind, "title": data.title},
+                detail=detail,
             )
         return notice
 
@@ -293,16 +311,6 @@ class NoticeService:
 
     async def _store_recording(self, name: str, data: bytes) -> None:
         await asyncio.to_thread(atomic_write, self.recordings_dir / name, data)
-
-    async def use_tts(self, principal: Principal, notice_id: int) -> Notice:
-        """Back from a recording to the synthetic voice."""
-        principal.require_role(*WRITER_ROLES)
-        async with self._sessions.begin() as session:
-            notice = await self._load(session, principal, notice_id)
-            self._after_edit(notice)
-            notice.source = "tts"
-            notice.recording_file = None
-        return notice
 
     async def submit(self, principal: Principal, notice_id: int) -> Notice:
         principal.require_role(*WRITER_ROLES)
@@ -430,40 +438,8 @@ class NoticeService:
         found = privacy.check(notice_text({"title": data.title, "body": data.body}))
         if found.blocking:
             raise Conflict("应急通知中含有身份证号或银行卡号，不能播出", code="notice.personal_numbers")
-        draft = Notice(kind="emergency", title=data.title, body=data.body, source="tts", repeats=data.repeats or 3)
-        result = await self.render(draft, emergency=True)
-        now = self._clock.now()
-        async with self._sessions.begin() as session:
-            notice = Notice(
-                township_id=data.township_id,
-                kind="emergency",
-                title=data.title,
-                body=data.body,
-                source="tts",
-                voice_engine=result.engine,
-                repeats=data.repeats or 3,
-                state="approved",
-                author_id=principal.user_id,
-                approver_id=principal.user_id,
-                revision=1,
-                created_at=now,
-                updated_at=now,
-                submitted_at=now,
-                decided_at=now,
-            )
-            self._set_audio(notice, result)
-            session.add(notice)
-            await session.flush()
-            audit.record(
-                session,
-                principal.actor,
-                at=now,
-                action="notice.emergency",
-                object_type="notice",
-                object_id=notice.id,
-                detail={"title": data.title, "engine": result.engine},
-            )
-        return notice
+        draft = Notice(kind="emergency", title=data.title, body=data.body, source="tts", repeats=data.repeats)
+        return await self._insert(principal, data, approved_with=await self.render(draft, emergency=True))
 
     # -- audio ------------------------------------------------------------------------------
 

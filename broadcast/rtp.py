@@ -47,17 +47,6 @@ MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
 _HEADER: Final = struct.Struct("!BBHII")
 
 
-def rtp_header(sequence: int, timestamp: int, ssrc: int, *, marker: bool, payload_type: int = PAYLOAD_PCMU) -> bytes:
-    return struct.pack(
-        "!BBHII",
-        RTP_VERSION << 6,
-        (0x80 if marker else 0) | payload_type,
-        sequence & 0xFFFF,
-        timestamp & 0xFFFFFFFF,
-        ssrc & 0xFFFFFFFF,
-    )
-
-
 def parse_destination(text: str, *, default_port: int | None = None, field: str = "address") -> tuple[str, int]:
     """'HOST:PORT' with an IPv4 literal (unicast or multicast); a clear Chinese error otherwise."""
     host, sep, port_text = text.strip().rpartition(":")

@@ -378,10 +378,6 @@ class Ledger:
             statement = statement.where(Case.township_id.in_(scope))
         return int(await session.scalar(statement) or 0)
 
-    async def sealed_count(self, principal: Principal) -> int:
-        async with self._sessions() as session:
-            return await self._sealed_count(session, principal)
-
     async def by_number(self, typed: str, *, viewer: audit.Actor, via: str) -> Case | None:
         """A case by its number as a person writes it down ("2925 7328", "2925-7328"): only the digits count.
 

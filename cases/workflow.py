@@ -62,7 +62,6 @@ from storage.models import (
     MissedCall,
     Township,
     Unit,
-    User,
     Village,
 )
 
@@ -929,8 +928,3 @@ class Workflow:
         async with self._sessions() as session:
             statement = select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)
             return (await session.scalars(statement)).all()
-
-    async def user_phone(self, user_id: int) -> str | None:
-        async with self._sessions() as session:
-            user = await session.get(User, user_id)
-            return user.phone_endpoint if user is not None else None

@@ -171,13 +171,6 @@ PROFILES: Final[Mapping[Profile, ProfileSpec]] = {
 }
 
 
-def parse_profile(value: str) -> Profile:
-    try:
-        return Profile(value)
-    except ValueError:
-        raise ValueError(f"unknown profile {value!r}; known: {', '.join(p.value for p in Profile)}") from None
-
-
 # -- parsing ffmpeg's ebur128 summary -------------------------------------------------------
 
 _SUMMARY_I: Final = re.compile(r"^\s*I:\s+(-?[\d.]+|-?inf|nan)\s+LUFS", re.MULTILINE)

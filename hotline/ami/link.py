@@ -173,11 +173,6 @@ class AmiLink:
                 f"({self.health.last_error or self.health.detail})"
             ) from None
 
-    def drop_connection(self) -> None:
-        """Abort the current connection (the link re-connects by itself); for operators and tests."""
-        if self._connection is not None:
-            self._connection.abort()
-
     async def _maintain(self) -> None:
         delay = self.config.reconnect_min_s
         while True:
