@@ -17,7 +17,7 @@
     against a minimal aiohttp static handler serving the same file, in the
     same run: MB/s and requests/s.
 
-Nothing here reads ../shared. PostgreSQL is a throwaway cluster (as in the
+Nothing here reads outside the repository. PostgreSQL is a throwaway cluster (as in the
 tests) unless ``--pg-url`` names one.
 """
 

@@ -16,8 +16,8 @@ same texts, one after the other:
 (d) cache-hit latency (a warm render of a notice) and peak memory.
 
 Both sides of (b) and (c) run ``--jobs`` renders at a time (default 2: the
-target machine has two cores). Nothing here reads ../shared: the sample
-notices come from the repository's own test fixtures.
+target machine has two cores). Nothing here reads outside the repository:
+the sample notices come from its own test fixtures.
 """
 
 from __future__ import annotations

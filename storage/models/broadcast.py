@@ -33,7 +33,7 @@ NOTICE_KINDS = (
     "policy",
     "civility",
 )
-# The one table of kinds and priority classes (design.md): a lower number preempts a higher one.
+# The one table of kinds and priority classes (docs/broadcasting.md): a lower number preempts a higher one.
 PRIORITY_OF_KIND = {
     "emergency": 1,
     "disclosure_party": 2,

@@ -1,9 +1,9 @@
 """Why the hotline does not use the ``asterisk-ami`` library: its failures, reproduced.
 
-design.md chose asterisk-ami, to be wrapped into asyncio, unless a test proves it cannot be made
-reliable. These tests are that proof (the README's hotline section has the decision and the throughput
-figures). Each one drives asterisk-ami 0.1.7 exactly as design.md prescribes — AutoReconnect wrapping
-the client *before* login — against the replaying fake, and shows a failure our own client
+The plan was to use asterisk-ami, wrapped into asyncio, unless a test proved it could not be made
+reliable. These tests are that proof (docs/decisions/0001-our-own-ami-client.md has the decision and
+the figures). Each one drives asterisk-ami 0.1.7 the way its own documentation asks — AutoReconnect
+wrapping the client *before* login — against the replaying fake, and shows a failure our own client
 (``hotline.ami``) does not have; test_ami_link.py shows ours surviving the same conditions.
 
 If a new asterisk-ami release fixes these, the tests fail: time to look again.
@@ -37,7 +37,7 @@ def logged_in_client(port: int, listener: Any = None) -> Any:
     client = ami.AMIClient(address="127.0.0.1", port=port)
     if listener is not None:
         client.add_event_listener(listener)
-    # As design.md says: AutoReconnect must wrap the client before login() (it replaces login).
+    # AutoReconnect must wrap the client before login() (it replaces login).
     ami.AutoReconnect(client)
     response = client.login(username="cunxiang", secret="secret").response
     assert response is not None and response.status == "Success"
