@@ -313,9 +313,11 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     if settings.asterisk == "sandbox":
         await _sandbox_for_serve(settings, root)
     app = create_app(settings, runtime=runtime)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=settings.server.shutdown_timeout_s
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=settings.server.shutdown_timeout_s)
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except OSError as exc:
