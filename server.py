@@ -1,15 +1,21 @@
 """村响's composition root: every part built from the settings, in dependency order, and handed down explicitly.
 
 settings → database → accounts and areas → speech → hotline → cases →
-broadcasting → schedules → web app. Each part reads its own section of the
-settings (``XConfig.from_settings``, next to the part's code) and is built by
-its own ``build_x(config, deps)``, which returns the part with its
-``services`` (run in every process) and ``worker_services`` (run only by the
-elected worker, in the order the part gives). What one domain needs of another
-crosses here, as an object typed by a small Protocol the receiving domain
-defines (the hotline's pager for broadcasting's SIP paging, the hotline's
-outbound calls for the case workflow's callbacks, the workflow for the
-hotline's intake, the dispatcher for the scheduler).
+broadcasting → schedules → web app. One pattern for every part: it reads its
+own section of the settings once (``XConfig.from_settings``, next to the
+part's code; a config keeps a settings section whole where the part uses it as
+it is, and adds what is derived, such as paths), and its ``build_x(config,
+*, deps)`` returns the part with its ``services`` (run in every process) and
+``worker_services`` (run only by the elected worker, in the order the part
+gives). Nothing here copies settings field by field.
+
+What one domain needs of another crosses here, as an object typed by a small
+Protocol the receiving domain defines: the hotline's pager for broadcasting's
+SIP paging, the hotline's outbound calls, recording store and sentence maker
+for the case workflow, the dispatcher for the scheduler, the workflow for the
+hotline's intake. The hotline is built before the cases (they need its
+telephony), so the intake gets its case desk once both exist — the one
+connection made after building.
 
 Long-lived parts are aiohttp cleanup contexts, started in order and stopped in
 reverse. Nothing below this module reads the environment or a global; the

@@ -191,7 +191,7 @@ class VillagerPhone(Base):
     __tablename__ = "villager_phones"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Normalised digits (no +86, no spaces): what a caller id becomes after hotline.phones.normalise.
+    # Normalised digits (no +86, no spaces): what a caller id becomes after common.phone_numbers.normalise.
     number: Mapped[str] = mapped_column(String(32), unique=True)
     village_id: Mapped[int] = mapped_column(ForeignKey("villages.id", ondelete="RESTRICT"), index=True)
     name: Mapped[str | None] = mapped_column(String(64))
