@@ -13,6 +13,7 @@ is one line naming the setting and what is wrong.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -45,11 +46,36 @@ class ServerSettings(_Section):
     public_url: str = ""
     # Set when the service is behind HTTPS, so session cookies carry the Secure flag.
     cookie_secure: bool = False
+    # A session ends this long after sign-in, or after this long unused, whichever comes first.
     session_max_age_s: int = Field(12 * 3600, ge=60)
-    # Largest JSON body accepted by the API; uploads have their own limit.
+    session_idle_s: int = Field(4 * 3600, ge=60)
+    # Reverse proxies (addresses or networks, e.g. 127.0.0.1 or 10.0.0.0/24) whose X-Forwarded-For is
+    # believed: behind them the login limiter and the audit log see the real client. Empty: nobody's.
+    # In the environment: CUNXIANG_SERVER_TRUSTED_PROXIES=127.0.0.1,::1
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # Largest JSON body accepted by the API, and largest form post; only upload routes take more
+    # (max_upload_bytes, and their own limit such as broadcast.recording_max_bytes).
     max_json_bytes: int = Field(256 * 1024, ge=1024)
+    max_form_bytes: int = Field(256 * 1024, ge=1024)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     shutdown_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
 
 
 class DatabaseSettings(_Section):
@@ -76,9 +102,14 @@ class SecuritySettings(_Section):
     password_parallelism: int = Field(2, ge=1)
     password_min_length: int = Field(10, ge=8)
     # Failed logins before each further attempt must wait; the wait doubles up to the cap.
+    # Counted per (client address, name); per name across addresses (holding back only addresses that
+    # failed themselves); and per address across names. Failures older than login_window_s are forgotten.
     login_free_attempts: int = Field(3, ge=1)
+    login_name_free_attempts: int = Field(10, ge=1)
+    login_address_free_attempts: int = Field(10, ge=1)
     login_base_delay_s: float = Field(1.0, ge=0)
     login_max_delay_s: float = Field(300.0, ge=0)
+    login_window_s: float = Field(900.0, gt=0)
 
 
 class WorkerSettings(_Section):

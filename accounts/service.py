@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from accounts.limiter import LimiterPolicy, LoginLimiter, throttled
 from accounts.passwords import Passwords, generate_password
 from accounts.principal import Principal
+from accounts.sessions import SessionInfo, SessionPolicy, SessionTable
+from accounts.sessions import info as session_info
 from common.clock import Clock
-from common.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
-from settings import SecuritySettings
+from common.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from settings import SecuritySettings, ServerSettings
 from storage import audit
 from storage.audit import Actor
 from storage.models import ROLES, Township, User, UserRole, UserTownship
@@ -27,46 +28,28 @@ log = logging.getLogger(__name__)
 # Roles whose work is bound to townships: they need a scope (or county-wide) to see anything.
 TOWNSHIP_SCOPED_ROLES = frozenset({"staff", "operator", "approver"})
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
+# The operator's own phone as Asterisk dials it: a PJSIP endpoint name or a dial string (PJSIP/op1, Local/100@ctx).
+# Nothing else reaches the Originate action: no spaces, no line breaks, no "," or "|" that would add options.
+PHONE_ENDPOINT_PATTERN = re.compile(r"^[A-Za-z0-9_./@&:+#*-]{1,128}$")
+
+
+def _phone_endpoint(value: str | None) -> str | None:
+    text = (value or "").strip()
+    if not text:
+        return None
+    if not PHONE_ENDPOINT_PATTERN.match(text):
+        message = "话机只能写终端名或拨号串（字母、数字和 _ . / @ & : + # * -），不能有空格或换行"
+        raise InvalidInput(message, fields={"phone_endpoint": message})
+    return text
 
 
 @dataclass(frozen=True)
-class ThrottlePolicy:
-    free_attempts: int
-    base_delay_s: float
-    max_delay_s: float
+class SignIn:
+    """A successful sign-in: who, and the new session (its token goes into the cookie, nowhere else)."""
 
-    def delay_after(self, failures: int) -> float:
-        """Seconds the next attempt must wait after ``failures`` consecutive failures."""
-        if failures < self.free_attempts:
-            return 0.0
-        return float(min(self.base_delay_s * 2.0 ** (failures - self.free_attempts), self.max_delay_s))
-
-
-class _AddressThrottle:
-    """Failures per client address for names that match no account (nothing to store them on)."""
-
-    def __init__(self, policy: ThrottlePolicy) -> None:
-        self._policy = policy
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    def wait_s(self, ip: str, now: float) -> float:
-        _failures, until = self._failures.get(ip, (0, 0.0))
-        return max(0.0, until - now)
-
-    def failed(self, ip: str, now: float) -> None:
-        failures, _until = self._failures.get(ip, (0, 0.0))
-        failures += 1
-        self._failures[ip] = (failures, now + self._policy.delay_after(failures))
-        if len(self._failures) > 10_000:  # bound memory under a spray of addresses
-            self._failures.pop(next(iter(self._failures)))
-
-    def succeeded(self, ip: str) -> None:
-        self._failures.pop(ip, None)
-
-
-def _throttled(seconds: float) -> TooManyAttempts:
-    wait = max(1, math.ceil(seconds))
-    return TooManyAttempts(f"登录失败次数过多，请{wait}秒后再试", retry_after_s=wait, code="login.throttled")
+    principal: Principal
+    token: str
+    session_id: int
 
 
 def principal_of(user: User, ip: str | None = None) -> Principal:
@@ -88,85 +71,142 @@ class AccountService:
         sessions: async_sessionmaker[AsyncSession],
         passwords: Passwords,
         clock: Clock,
-        throttle: ThrottlePolicy,
+        limiter: LimiterPolicy,
+        session_policy: SessionPolicy,
     ) -> None:
         self._sessions = sessions
         self._passwords = passwords
         self._clock = clock
-        self._throttle = throttle
-        self._address_throttle = _AddressThrottle(throttle)
+        self._limiter = LoginLimiter(limiter)
+        self._table = SessionTable(session_policy)
 
     @classmethod
     def from_settings(
-        cls, security: SecuritySettings, sessions: async_sessionmaker[AsyncSession], clock: Clock
+        cls,
+        security: SecuritySettings,
+        server: ServerSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
     ) -> AccountService:
-        """The accounts part: password hashing cost and policy, and the login throttle, from ``[security]``."""
+        """The accounts part: password hashing cost and policy, the login limiter (``[security]``), and how
+        long a session lives (``[server]``)."""
         passwords = Passwords(
             time_cost=security.password_time_cost,
             memory_kib=security.password_memory_kib,
             parallelism=security.password_parallelism,
             min_length=security.password_min_length,
         )
-        throttle = ThrottlePolicy(security.login_free_attempts, security.login_base_delay_s, security.login_max_delay_s)
-        return cls(sessions, passwords, clock, throttle)
+        limiter = LimiterPolicy(
+            pair_free_attempts=security.login_free_attempts,
+            name_free_attempts=security.login_name_free_attempts,
+            address_free_attempts=security.login_address_free_attempts,
+            base_delay_s=security.login_base_delay_s,
+            max_delay_s=security.login_max_delay_s,
+            window_s=security.login_window_s,
+        )
+        policy = SessionPolicy(max_age_s=server.session_max_age_s, idle_s=server.session_idle_s)
+        return cls(sessions, passwords, clock, limiter, policy)
 
-    # -- signing in ---------------------------------------------------------------
+    # -- signing in and sessions ------------------------------------------------------------
 
-    async def authenticate(self, username: str, password: str, ip: str | None) -> tuple[Principal, int]:
-        """The principal and its session epoch, or Unauthenticated / TooManyAttempts."""
+    async def sign_in(self, username: str, password: str, ip: str | None, user_agent: str | None = None) -> SignIn:
+        """A new session, or Unauthenticated / TooManyAttempts: the same answers whether the name exists or not."""
         address = ip or "unknown"
+        name = username.strip()[:64]
         now = self._clock.now()
-        wait = self._address_throttle.wait_s(address, self._clock.monotonic())
-        if wait > 0:
-            raise _throttled(wait)
         async with self._sessions.begin() as session:
-            user = await session.scalar(select(User).where(User.username == username.strip()))
-            if user is not None and user.locked_until is not None and user.locked_until > now:
-                raise _throttled((user.locked_until - now).total_seconds())
+            wait = await self._limiter.wait_s(session, address, name, now)
+        if wait > 0:
+            raise throttled(wait)
+        async with self._sessions.begin() as session:
+            user = await session.scalar(select(User).where(User.username == name))
             valid = await self._passwords.verify(user.password_hash if user else None, password)
             if user is None or not valid or not user.active:
                 # Recorded and committed with this transaction: raising here would roll it back.
-                self._record_failure(session, user, username, address, now)
-                principal = None
+                await self._limiter.failed(session, address, name, now)
+                actor = Actor(user.id if user else None, name, ip)
+                object_id = user.id if user else None
+                audit.record(session, actor, at=now, action="login.failed", object_type="user", object_id=object_id)
+                result = None
             else:
-                user.failed_logins = 0
-                user.locked_until = None
+                await self._limiter.succeeded(session, address, name)
                 user.last_login_at = now
                 if self._passwords.needs_rehash(user.password_hash):
                     user.password_hash = await self._passwords.hash(password)
+                token, session_id = await self._table.start(session, user, now, ip, user_agent)
                 actor = Actor(user.id, user.username, ip)
-                audit.record(session, actor, at=now, action="login", object_type="user", object_id=user.id)
-                self._address_throttle.succeeded(address)
-                principal, epoch = principal_of(user, ip), user.session_epoch
-        if principal is None:
+                audit.record(
+                    session,
+                    actor,
+                    at=now,
+                    action="login",
+                    object_type="user",
+                    object_id=user.id,
+                    detail={"session_id": session_id},
+                )
+                result = SignIn(principal_of(user, ip), token, session_id)
+        if result is None:
             raise Unauthenticated("用户名或密码不正确", code="login.failed")
-        return principal, epoch
+        return result
 
-    def _record_failure(self, session: AsyncSession, user: User | None, username: str, ip: str, now: datetime) -> None:
-        if user is None:
-            self._address_throttle.failed(ip, self._clock.monotonic())
-        else:
-            user.failed_logins += 1
-            delay = self._throttle.delay_after(user.failed_logins)
-            if delay > 0:
-                user.locked_until = now + timedelta(seconds=delay)
-        actor = Actor(user.id if user else None, username[:64], ip)
-        audit.record(
-            session,
-            actor,
-            at=now,
-            action="login.failed",
-            object_type="user",
-            object_id=user.id if user else None,
-        )
-
-    async def load_principal(self, user_id: int, epoch: int, ip: str | None) -> Principal | None:
-        """The principal for a session cookie, or None when the user was disabled or reset since."""
-        async with self._sessions() as session:
-            user = await session.get(User, user_id)
-            if user is None or not user.active or user.session_epoch != epoch:
+    async def session_principal(self, token: str, ip: str | None) -> tuple[Principal, int] | None:
+        """The principal and session id a cookie's token stands for; None once the session has ended."""
+        async with self._sessions.begin() as session:
+            found = await self._table.find(session, token, self._clock.now())
+            if found is None:
                 return None
-            return principal_of(user, ip)
+            row, user = found
+            return principal_of(user, ip), row.id
+
+    async def sign_out(self, token: str, ip: str | None) -> None:
+        """Ends the session on the server: the cookie (or any copy of it) is worth nothing from now on."""
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await self._table.end_token(session, token)
+            if row is not None:
+                user = await session.get(User, row.user_id)
+                actor = Actor(row.user_id, user.username if user else "", ip)
+                audit.record(session, actor, at=now, action="logout", object_type="session", object_id=row.id)
+
+    async def list_sessions(self, user_id: int, current_id: int | None = None) -> list[SessionInfo]:
+        async with self._sessions.begin() as session:
+            if await session.get(User, user_id) is None:
+                raise NotFound("用户不存在")
+            now = self._clock.now()
+            await self._table.sweep(session, now)
+            return [session_info(row, current_id) for row in await self._table.list_for(session, user_id, now)]
+
+    async def end_session(self, actor: Actor, user_id: int, session_id: int) -> None:
+        """One session of ``user_id`` ends (its owner from another device, or an admin)."""
+        async with self._sessions.begin() as session:
+            if not await self._table.end(session, user_id, session_id):
+                raise NotFound("这个登录已经结束或不存在", code="session.not_found")
+            audit.record(
+                session,
+                actor,
+                at=self._clock.now(),
+                action="session.end",
+                object_type="session",
+                object_id=session_id,
+                detail={"user_id": user_id},
+            )
+
+    async def end_sessions(self, actor: Actor, user_id: int, *, keep: int | None = None) -> int:
+        """Every session of ``user_id`` ends but ``keep`` (the caller's own); returns how many ended."""
+        async with self._sessions.begin() as session:
+            if await session.get(User, user_id) is None:
+                raise NotFound("用户不存在")
+            ended = await self._table.end_all(session, user_id, keep=keep)
+            audit.record(
+                session,
+                actor,
+                at=self._clock.now(),
+                action="session.end_all" if keep is None else "session.end_others",
+                object_type="user",
+                object_id=user_id,
+                detail={"ended": ended},
+            )
+            return ended
 
     # -- administration -------------------------------------------------------------
 
@@ -230,6 +270,7 @@ class AccountService:
                 fields={"username": "只能用字母、数字、下划线、点或减号，3到64个"},
             )
         checked_roles = self._check_roles(roles)
+        phone_endpoint = _phone_endpoint(phone_endpoint)
         generated = None
         if password is None:
             password = generated = generate_password()
@@ -256,9 +297,7 @@ class AccountService:
                     active=True,
                     county_wide=county_wide,
                     can_emergency=can_emergency,
-                    phone_endpoint=phone_endpoint or None,
-                    failed_logins=0,
-                    session_epoch=0,
+                    phone_endpoint=phone_endpoint,
                     created_at=now,
                     roles=[UserRole(role=role) for role in checked_roles],
                     townships=[UserTownship(township_id=tid) for tid in scope],
@@ -315,11 +354,11 @@ class AccountService:
             if can_emergency is not None:
                 user.can_emergency = can_emergency
             if phone_endpoint is not None:
-                user.phone_endpoint = phone_endpoint.strip() or None
+                user.phone_endpoint = _phone_endpoint(phone_endpoint)
             if active is not None and active != user.active:
                 user.active = active
                 if not active:
-                    user.session_epoch += 1  # signs the user out everywhere
+                    await self._table.end_all(session, user.id)  # signs the user out everywhere
             await session.flush()
             if await self._active_admins(session) == 0:
                 raise Conflict("至少要保留一个可用的系统管理员", code="user.last_admin")
@@ -348,9 +387,8 @@ class AccountService:
                 new_password = generated = generate_password()
             self._passwords.check_policy(new_password, username=user.username)
             user.password_hash = await self._passwords.hash(new_password)
-            user.session_epoch += 1
-            user.failed_logins = 0
-            user.locked_until = None
+            await self._table.end_all(session, user.id)
+            await self._limiter.forget_name(session, user.username)
             audit.record(
                 session,
                 actor,
@@ -361,8 +399,10 @@ class AccountService:
             )
         return generated
 
-    async def change_own_password(self, principal: Principal, old_password: str, new_password: str) -> int:
-        """Returns the new session epoch, so the caller can keep its own session signed in."""
+    async def change_own_password(
+        self, principal: Principal, old_password: str, new_password: str, *, keep_session: int | None
+    ) -> None:
+        """A new password; every session of the user ends except ``keep_session`` (the one asking)."""
         async with self._sessions.begin() as session:
             user = await session.get(User, principal.user_id)
             if user is None:
@@ -371,7 +411,7 @@ class AccountService:
                 raise InvalidInput("原密码不正确", fields={"old_password": "原密码不正确"})
             self._passwords.check_policy(new_password, username=user.username)
             user.password_hash = await self._passwords.hash(new_password)
-            user.session_epoch += 1
+            await self._table.end_all(session, user.id, keep=keep_session)
             audit.record(
                 session,
                 principal.actor,
@@ -380,7 +420,6 @@ class AccountService:
                 object_type="user",
                 object_id=user.id,
             )
-            return user.session_epoch
 
 
 def _describe(user: User) -> dict[str, object]:

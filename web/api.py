@@ -26,6 +26,18 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 Auth = Literal["session", "public", "self"]
 
 AUTH_ATTRIBUTE = "__cunxiang_auth__"
+# The largest body a route takes, read by the middleware before any of it is (uploads take more than forms).
+BODY_LIMIT_ATTRIBUTE = "__cunxiang_body_limit__"
+
+
+def ascii_digits(path: str) -> str:
+    r"""A route pattern whose ``\d`` means 0-9 only.
+
+    Python's ``\d`` also matches Arabic-Indic, fullwidth and mathematical digits,
+    and ``int()`` reads them: ``/notices/١١`` would be notice 11 under another
+    name, and a long run of them overflows the drivers.
+    """
+    return path.replace(r"\d", "[0-9]")
 
 
 def _default(value: Any) -> Any:
@@ -66,6 +78,8 @@ class Operation:
     status: int
     content_type: str
     description: str = ""
+    # Routes that take a file (multipart) may receive up to this many bytes; None: the small form/JSON limit.
+    upload_bytes: int | None = None
 
 
 @dataclass
@@ -73,6 +87,7 @@ class Routes:
     """Collects API operations and pages, and wraps handlers with parsing and role checks."""
 
     max_json_bytes: int
+    max_upload_bytes: int = 50 * 1024 * 1024
     operations: list[Operation] = field(default_factory=list)
     _routes: list[web.RouteDef] = field(default_factory=list)
 
@@ -92,8 +107,9 @@ class Routes:
         status: int = 200,
         content_type: str = "application/json",
         description: str = "",
+        upload: bool = False,
     ) -> None:
-        """An API operation under /api/: documented, parsed, role-checked."""
+        """An API operation under /api/: documented, parsed, role-checked (``upload``: takes a file)."""
         operation = Operation(
             method=method.upper(),
             path=path,
@@ -107,16 +123,17 @@ class Routes:
             status=status,
             content_type=content_type,
             description=description,
+            upload_bytes=self.max_upload_bytes if upload else None,
         )
         self.operations.append(operation)
-        self._routes.append(web.route(operation.method, path, self._wrap(handler, operation)))
+        self._routes.append(web.route(operation.method, ascii_digits(path), self._wrap(handler, operation)))
 
     def page(
         self, method: str, path: str, handler: Handler, *, roles: Iterable[str] = (), auth: Auth = "session"
     ) -> None:
         """A server-rendered page or form post: authenticated like the API, not in the OpenAPI document."""
         operation = Operation(method.upper(), path, "", "", auth, tuple(roles), None, None, None, 200, "text/html")
-        self._routes.append(web.route(operation.method, path, self._wrap(handler, operation)))
+        self._routes.append(web.route(operation.method, ascii_digits(path), self._wrap(handler, operation)))
 
     def _wrap(self, handler: Handler, operation: Operation) -> Handler:
         max_json = self.max_json_bytes
@@ -128,6 +145,9 @@ class Routes:
                 raise NotFound("页面或对象不存在", detail="a path id beyond any row's range")
             if operation.roles:
                 keys.principal(request).require_role(*operation.roles)
+            if operation.upload_bytes is not None:
+                # Only here may a body be large; everywhere else the application's small limit holds.
+                request = request.clone(client_max_size=operation.upload_bytes)
             kwargs: dict[str, Any] = {}
             if operation.body is not None:
                 kwargs["body"] = await read_json(request, operation.body, max_json)
@@ -136,6 +156,7 @@ class Routes:
             return await handler(request, **kwargs)
 
         setattr(wrapped, AUTH_ATTRIBUTE, operation.auth)
+        setattr(wrapped, BODY_LIMIT_ATTRIBUTE, operation.upload_bytes or None)
         wrapped.__name__ = handler.__name__
         wrapped.__doc__ = handler.__doc__
         return wrapped

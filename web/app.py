@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable
 
 from aiohttp import web
@@ -10,7 +11,13 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from web import keys
 from web.api import Routes
-from web.middleware import auth_middleware, error_middleware, security_headers
+from web.middleware import (
+    TRUSTED_PROXIES,
+    auth_middleware,
+    client_address_middleware,
+    error_middleware,
+    security_headers,
+)
 from web.render import STATIC, setup_templates
 from web.views import areas, auth, system, users
 
@@ -43,7 +50,11 @@ def build_app(
     route, whatever its module, goes through the same authentication and CSRF
     checks.
     """
-    app = web.Application(client_max_size=config.max_upload_bytes, middlewares=[error_middleware])
+    # Small bodies everywhere (forms, JSON); the few upload routes raise the limit for themselves.
+    app = web.Application(
+        client_max_size=config.max_form_bytes, middlewares=[client_address_middleware, error_middleware]
+    )
+    app[TRUSTED_PROXIES] = [ipaddress.ip_network(entry, strict=False) for entry in config.trusted_proxies]
     app[keys.CONFIG] = config
     app[keys.NAV] = [*nav, *ADMIN_NAV]
     app[keys.TODO] = list(todo)
@@ -61,7 +72,7 @@ def build_app(
     # After the session middleware, so authentication can read the session.
     app.middlewares.append(auth_middleware)
     setup_templates(app, config.zone)
-    routes = Routes(max_json_bytes=config.max_json_bytes)
+    routes = Routes(max_json_bytes=config.max_json_bytes, max_upload_bytes=config.max_upload_bytes)
     for add in (*FOUNDATION_ROUTES, *route_adders):
         add(routes)
     routes.install(app)

@@ -30,6 +30,9 @@ class WebConfig:
     session_max_age_s: int
     max_json_bytes: int
     max_upload_bytes: int
+    max_form_bytes: int = 256 * 1024
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or networks).
+    trusted_proxies: tuple[str, ...] = ()
     # Demo deployments say so on every page: their places and people are invented.
     demo_banner: bool = False
 
@@ -45,6 +48,8 @@ class WebConfig:
             session_max_age_s=server.session_max_age_s,
             max_json_bytes=server.max_json_bytes,
             max_upload_bytes=server.max_upload_bytes,
+            max_form_bytes=server.max_form_bytes,
+            trusted_proxies=server.trusted_proxies,
         )
 
 
@@ -103,6 +108,8 @@ ACCOUNTS = web.AppKey("accounts", AccountService)
 AREAS = web.AppKey("areas", AreaService)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+# The id of the signed-in session (a row of user_sessions), beside the principal.
+SESSION_ID = web.RequestKey("session_id", int)
 
 
 def principal(request: web.Request) -> Principal:

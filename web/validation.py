@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import unicodedata
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
-from multidict import MultiMapping
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from multidict import MultiDictProxy, MultiMapping
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from common.errors import InvalidInput, UserError
 
@@ -18,19 +20,57 @@ JSON_TYPES = ("application/json",)
 # The widest integer any column takes (PostgreSQL's INTEGER, our ids and counts): a larger number in a
 # request can name nothing and count nothing, and the database drivers refuse it with an exception.
 MAX_INT = 2**31 - 1
+# Every date a request may carry. Nothing this service keeps lies outside it, and arithmetic on a day
+# near year 1 or 9999 (a day later, a time zone away) overflows instead of finding nothing.
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2099, 12, 31)
+# Marks a text field that may hold line breaks (a notice's body, a note); every other text is one line.
+MULTILINE = "multiline"
+
+
+def multiline() -> dict[str, Any]:
+    """``Field(json_schema_extra=multiline())``: this text may hold line breaks (and tabs)."""
+    return {MULTILINE: True}
+
+
+def _control_character(text: str, *, lines: bool) -> str | None:
+    """The first character no person types into this field: NUL, escapes, and line breaks in one-line text."""
+    allowed = "\n\r\t" if lines else ""
+    for char in text:
+        if char in allowed:
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs") or char in "\u2028\u2029":
+            return char
+    return None
 
 
 class ApiModel(BaseModel):
-    """Base of every request model: unknown fields are an error, not silently dropped."""
+    """Base of every request model: unknown fields are an error, not silently dropped.
+
+    Every field is also held to what no one could mean: integers beyond any
+    column, dates outside 2000–2099, control characters (NUL, escape, and line
+    breaks outside the few multi-line fields) — refused when written, never
+    stored to surprise a page, a file name or an Asterisk command later.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @field_validator("*")
     @classmethod
-    def _integers_in_range(cls, value: Any) -> Any:
-        numbers = value if isinstance(value, list | tuple | set | frozenset) else (value,)
-        if any(isinstance(number, int) and not -MAX_INT <= number <= MAX_INT for number in numbers):
+    def _integers_in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        values = value if isinstance(value, list | tuple | set | frozenset) else (value,)
+        if any(isinstance(number, int) and not -MAX_INT <= number <= MAX_INT for number in values):
             raise ValueError("数值超出范围")
+        for item in values:
+            day = item.date() if isinstance(item, datetime) else item
+            if isinstance(day, date) and not EARLIEST_DATE <= day <= LATEST_DATE:
+                raise ValueError(f"日期应在{EARLIEST_DATE.year}年到{LATEST_DATE.year}年之间")
+        field = cls.model_fields.get(info.field_name or "")
+        extra = field.json_schema_extra if field is not None else None
+        lines = isinstance(extra, dict) and bool(extra.get(MULTILINE))
+        for item in values:
+            if isinstance(item, str) and _control_character(item, lines=lines) is not None:
+                raise ValueError("不能含有换行或控制字符" if not lines else "不能含有控制字符")
         return value
 
 
@@ -88,23 +128,49 @@ def translate(exc: ValidationError) -> InvalidInput:
     return InvalidInput(f"输入有误：{summary}", code="invalid", fields=fields)
 
 
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The whole body, however it arrives (in pieces, slowly, chunked), up to ``max_bytes``; 413 beyond."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"请求体太大，最多{max_bytes // 1024} KB")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(max_bytes + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"请求体太大，最多{max_bytes // 1024} KB")
+    return b"".join(chunks)
+
+
 async def read_json(request: web.Request, model: type[ModelT], max_bytes: int) -> ModelT:
     if request.content_type not in JSON_TYPES:
         raise UnsupportedMediaType("请求体必须是JSON（Content-Type: application/json）")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise PayloadTooLarge(f"请求体太大，最多{max_bytes // 1024} KB")
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise PayloadTooLarge(f"请求体太大，最多{max_bytes // 1024} KB")
+    raw = await read_body(request, max_bytes)
     try:
         json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput("请求体不是有效的JSON", code="invalid_json", detail=str(exc)) from None
+    except RecursionError:
+        raise InvalidInput("请求体不是有效的JSON", code="invalid_json", detail="nested too deeply") from None
     try:
         # Strict: "5" is not an integer and "yes" is not a boolean in a JSON API.
         return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise translate(exc) from None
+    except RecursionError:
+        raise InvalidInput("请求体不是有效的JSON", code="invalid_json", detail="nested too deeply") from None
+
+
+async def read_post(request: web.Request) -> MultiDictProxy[Any]:
+    """A form post, bounded by the request's size limit; bytes that are not UTF-8 are a 400, not a crash."""
+    try:
+        return await request.post()
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "表单内容不是有效的UTF-8文字", code="invalid_form", detail="form body is not UTF-8"
+        ) from None
+    except ValueError as exc:  # a multipart body without its boundary, a broken part
+        raise InvalidInput("表单格式不正确", code="invalid_form", detail=str(exc)) from None
 
 
 def _multidict_to_plain(data: MultiMapping[Any], model: type[BaseModel]) -> dict[str, Any]:
@@ -132,7 +198,7 @@ def read_query(request: web.Request, model: type[ModelT]) -> ModelT:
 
 async def read_form(request: web.Request, model: type[ModelT], *, checkboxes: tuple[str, ...] = ()) -> ModelT:
     """A form post as a model; unchecked checkboxes (absent from the post) become False."""
-    form = await request.post()
+    form = await read_post(request)
     data = _multidict_to_plain(form, model)
     data.pop("csrf_token", None)
     for name in checkboxes:

@@ -1,6 +1,6 @@
 """Every ORM model, imported here so Alembic and the app see one metadata."""
 
-from storage.models.accounts import ROLES, AuditEntry, User, UserRole, UserTownship
+from storage.models.accounts import ROLES, AuditEntry, LoginThrottle, User, UserRole, UserSession, UserTownship
 from storage.models.areas import (
     CODECS,
     TRANSPORT_KINDS,
@@ -143,6 +143,7 @@ __all__ = [
     "CaseView",
     "County",
     "HotlineState",
+    "LoginThrottle",
     "MissedCall",
     "Notice",
     "Recording",
@@ -154,6 +155,7 @@ __all__ = [
     "Unit",
     "User",
     "UserRole",
+    "UserSession",
     "UserTownship",
     "Village",
     "VillagerPhone",

@@ -28,10 +28,6 @@ class User(Base):
     can_emergency: Mapped[bool] = mapped_column(Boolean, default=False)
     # The operator's own phone (a PJSIP endpoint or dial string) for callbacks.
     phone_endpoint: Mapped[str | None] = mapped_column(String(128))
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
-    # Bumped on password reset or disable: every older session cookie stops working.
-    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
@@ -51,6 +47,44 @@ class UserTownship(Base):
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     township_id: Mapped[int] = mapped_column(ForeignKey("townships.id", ondelete="CASCADE"), primary_key=True)
+
+
+class UserSession(Base):
+    """One signed-in browser or client. The cookie carries a random token; only its hash is kept here.
+
+    A session ends when its row goes: sign-out, the user ending it from another
+    device, an admin, a password change or reset, disabling the account, or expiry.
+    A copied cookie is then worth nothing, whatever it still says.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Refreshed at most once a minute: a write per request would cost more than it tells.
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+
+
+class LoginThrottle(Base):
+    """Recent failed sign-ins under one key, shared by every process of the service.
+
+    ``scope`` is ``pair`` (client address and name), ``name`` (across addresses)
+    or ``address`` (across names). Names are counted as typed, whether or not an
+    account has that name, so the answers never tell which names exist.
+    """
+
+    __tablename__ = "login_throttle"
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class AuditEntry(Base):

@@ -91,9 +91,10 @@ async def test_wrong_passwords_are_refused_then_slowed_down_and_audited(
 
 
 async def test_unknown_usernames_are_slowed_down_per_address(runtime: Runtime, new_client: ClientFactory) -> None:
+    """Many names from one address (password spraying): the address's own allowance runs out."""
     client = await new_client()
     statuses = []
-    for attempt in range(runtime.settings.security.login_free_attempts + 1):
+    for attempt in range(runtime.settings.security.login_address_free_attempts + 1):
         response = await client.post(
             "/api/v1/session", json={"username": f"nobody{attempt}", "password": "whatever-it-is"}
         )

@@ -47,3 +47,38 @@ async def test_an_admin_signs_in_and_adds_a_village_through_the_pages(
         await page.wait_for_url(f"{base}/login")
     villages = await runtime.areas.list_villages(COUNTY_READER)
     assert "新建示例村" in {village.name for village in villages}
+
+
+async def test_a_clerk_signs_out_a_forgotten_browser_from_another_one(
+    server: TestServer, make_user: UserFactory
+) -> None:
+    """Signed in at the office and at home; from home, 退出其他所有设备; the office browser is signed out."""
+    username, password = await make_user("staff", county_wide=True)
+    base = str(server.make_url("/")).rstrip("/")
+
+    async with chromium() as browser:
+        office = await (await browser.new_context()).new_page()
+        home = await (await browser.new_context()).new_page()
+        for page in (office, home):
+            await page.goto(f"{base}/login")
+            await page.fill("input[name=username]", username)
+            await page.fill("input[name=password]", password)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{base}/")
+
+        await home.click("text=登录设备")
+        await home.wait_for_url(f"{base}/account/sessions")
+        rows = home.locator("table.sessions tbody tr")
+        assert await rows.count() == 2
+        assert "（当前）" in await home.inner_text("table.sessions tr.current")
+        home.on("dialog", lambda dialog: dialog.accept())
+        await home.click("button:has-text('退出其他所有设备')")
+        await home.wait_for_selector("text=已退出其他 1 处登录")
+        assert await rows.count() == 1
+
+        await office.goto(f"{base}/admin/areas")
+        assert office.url.startswith(f"{base}/login")
+        assert "登录" in await office.inner_text("main")
+        # The one left signed in still works.
+        await home.goto(f"{base}/")
+        assert username in await home.inner_text("header")

@@ -674,7 +674,7 @@ def add_routes(routes: Routes) -> None:
     )  # fmt: skip
     routes.api(
         "POST", f"/api/v1/notices/{item}/recording", upload_recording,
-        summary="上传或录制人声（multipart，字段 recording）", tag=tag, roles=WRITERS,
+        summary="上传或录制人声（multipart，字段 recording）", tag=tag, roles=WRITERS, upload=True,
     )  # fmt: skip
     routes.api(
         "GET", f"/api/v1/notices/{item}/audio.mp3", notice_audio, summary="试听（审核通过后生成的MP3）", tag=tag,

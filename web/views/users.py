@@ -16,6 +16,7 @@ from web import keys
 from web.api import Routes, json_response
 from web.render import flash, redirect, render
 from web.validation import ApiModel, read_form, read_query
+from web.views.auth import SessionList, session_json
 
 Role = Literal["admin", "staff", "approver", "operator", "inspector", "leader"]
 
@@ -161,11 +162,50 @@ async def users_page(request: web.Request) -> web.Response:
 
 
 async def user_page(request: web.Request) -> web.Response:
+    accounts = request.app[keys.ACCOUNTS]
     context = {
-        "user": await request.app[keys.ACCOUNTS].get_user(_id(request)),
+        "user": await accounts.get_user(_id(request)),
         "townships": await request.app[keys.AREAS].list_townships(keys.principal(request)),
+        "sessions": [
+            session_json(info) for info in await accounts.list_sessions(_id(request), request[keys.SESSION_ID])
+        ],
     }
     return await render(request, "admin/user.html", context)
+
+
+# -- a user's sessions (admins see them and end them) ------------------------------------------
+
+
+async def list_user_sessions(request: web.Request) -> web.Response:
+    sessions = await request.app[keys.ACCOUNTS].list_sessions(_id(request), request[keys.SESSION_ID])
+    return json_response([session_json(info) for info in sessions])
+
+
+async def end_user_session(request: web.Request) -> web.Response:
+    me = keys.principal(request)
+    await request.app[keys.ACCOUNTS].end_session(me.actor, _id(request), int(request.match_info["session_id"]))
+    return json_response({"ok": True})
+
+
+async def end_user_sessions(request: web.Request) -> web.Response:
+    ended = await request.app[keys.ACCOUNTS].end_sessions(keys.principal(request).actor, _id(request))
+    return json_response({"ended": ended})
+
+
+async def end_user_session_form(request: web.Request) -> web.StreamResponse:
+    me = keys.principal(request)
+    try:
+        await request.app[keys.ACCOUNTS].end_session(me.actor, _id(request), int(request.match_info["session_id"]))
+        await flash(request, "已结束这个登录")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect(f"/admin/users/{_id(request)}")
+
+
+async def end_user_sessions_form(request: web.Request) -> web.StreamResponse:
+    ended = await request.app[keys.ACCOUNTS].end_sessions(keys.principal(request).actor, _id(request))
+    await flash(request, f"已结束 {ended} 处登录")
+    raise redirect(f"/admin/users/{_id(request)}")
 
 
 CHECKBOXES = ("county_wide", "can_emergency")
@@ -248,10 +288,25 @@ def add_routes(routes: Routes) -> None:
         body=PasswordResetIn,
         roles=admin,
     )
+    sessions = rf"/api/v1/users/{item}/sessions"
+    routes.api(
+        "GET", sessions, list_user_sessions, summary="用户的登录设备", tag=tag, roles=admin, response=SessionList
+    )
+    routes.api("DELETE", sessions, end_user_sessions, summary="让用户在所有设备上退出登录", tag=tag, roles=admin)
+    routes.api(
+        "DELETE",
+        sessions + r"/{session_id:\d+}",
+        end_user_session,
+        summary="结束用户的一处登录",
+        tag=tag,
+        roles=admin,
+    )
     routes.api("GET", "/api/v1/audit", list_audit, summary="审计日志", tag=tag, query=AuditQuery, roles=admin)
     routes.page("GET", "/admin/users", users_page, roles=admin)
     routes.page("POST", "/admin/users", create_user_form, roles=admin)
     routes.page("GET", f"/admin/users/{item}", user_page, roles=admin)
     routes.page("POST", f"/admin/users/{item}", update_user_form, roles=admin)
     routes.page("POST", f"/admin/users/{item}/password", reset_password_form, roles=admin)
+    routes.page("POST", rf"/admin/users/{item}/sessions/{{session_id:\d+}}/end", end_user_session_form, roles=admin)
+    routes.page("POST", f"/admin/users/{item}/sessions/end-all", end_user_sessions_form, roles=admin)
     routes.page("GET", "/admin/audit", audit_page, roles=admin)
