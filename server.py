@@ -40,6 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from accounts.service import AccountService
+from areas.addresses import AddressPolicy
 from areas.demo import DEMO_COUNTY_CODE
 from areas.service import AreaService
 from broadcast.part import BroadcastConfig, Broadcasting, build_broadcasting
@@ -172,7 +173,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         engine=engine,
         sessions=sessions,
         accounts=AccountService.from_settings(settings.security, settings.server, sessions, clock),
-        areas=AreaService(sessions, clock),
+        areas=AreaService(sessions, clock, AddressPolicy.from_settings(settings.broadcast)),
         health=health,
         speech=speech,
         hotline=hotline,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -239,6 +239,11 @@ class BroadcastSettings(_Section):
     # RTP defaults for zones that do not set their own.
     rtp_port: int = Field(5004, ge=1024, le=65535)
     rtp_ttl: int = Field(8, ge=0, le=255)
+    # Where RTP may go (speakers, zone groups, the speaker test): multicast only within 239.0.0.0/8, always.
+    # Highest TTL a zone may set; unicast to public addresses; ports below 1024.
+    rtp_max_ttl: int = Field(8, ge=0, le=255)
+    rtp_allow_public_unicast: bool = False
+    rtp_allow_low_ports: bool = False
     rtp_packet_ms: Literal[10, 20, 30, 40] = 20
     # Local address multicast leaves from (IP_MULTICAST_IF); empty: the system's choice.
     rtp_multicast_interface: str = ""
@@ -252,6 +257,23 @@ class BroadcastSettings(_Section):
     alsa_player: str = "aplay"
     # Longest a speaker test may take end to end.
     speaker_test_timeout_s: float = Field(60.0, gt=0)
+    # Which transports may send anything (rtp, sip, http, sink); a speaker of another kind fails with
+    # 传输方式未启用. Empty: none — a test or demo installation whose speakers must stay silent.
+    # In the environment: CUNXIANG_BROADCAST_TRANSPORTS=rtp,sip or =none.
+    transports: Annotated[tuple[Literal["rtp", "sip", "http", "sink"], ...], NoDecode] = ("rtp", "sip", "http", "sink")
+
+    @field_validator("transports", mode="before")
+    @classmethod
+    def _transport_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip() and part.strip() != "none")
+        return value
+
+    @model_validator(mode="after")
+    def _ttl_within_cap(self) -> BroadcastSettings:
+        if self.rtp_ttl > self.rtp_max_ttl:
+            raise ValueError(f"rtp_ttl {self.rtp_ttl} is above rtp_max_ttl {self.rtp_max_ttl}")
+        return self
 
 
 class SchedulerSettings(_Section):

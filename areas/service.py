@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
-from areas.addresses import new_terminal_token, normalise_speaker
+from areas.addresses import AddressPolicy, new_terminal_token, normalise_speaker
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound
 from storage import audit
@@ -59,9 +59,13 @@ def _in_use(level: str) -> Conflict:
 
 
 class AreaService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, address_policy: AddressPolicy | None = None
+    ) -> None:
         self._sessions = sessions
         self._clock = clock
+        # Where RTP speakers and zone groups may point (the county's network unless the site allows more).
+        self.address_policy = address_policy or AddressPolicy()
 
     # -- scoped reads ---------------------------------------------------------------------
 
@@ -255,7 +259,7 @@ class AreaService:
         """Returns the speaker and, for an HTTP-pull terminal, its token (shown once, kept only hashed)."""
         principal.require_role("admin")
         name = clean_name(name)
-        address, codec = normalise_speaker(transport, address, codec)
+        address, codec = normalise_speaker(transport, address, codec, self.address_policy)
         async with self._sessions() as session:
             if await session.get(Zone, zone_id) is None:
                 raise InvalidInput("播出分区不存在", fields={"zone_id": "播出分区不存在"})
@@ -320,7 +324,10 @@ class AreaService:
                     raise NotFound(f"{LEVEL_LABELS[level]}不存在")
                 if level == "speaker" and {"address", "codec"} & changes.keys():
                     changes["address"], changes["codec"] = normalise_speaker(
-                        obj.transport, changes.get("address", obj.address), changes.get("codec", obj.codec)
+                        obj.transport,
+                        changes.get("address", obj.address),
+                        changes.get("codec", obj.codec),
+                        self.address_policy,
                     )
                 diff = {}
                 for field, value in changes.items():

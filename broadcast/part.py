@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from areas.addresses import AddressPolicy
 from broadcast.asrun import AsRunLog
 from broadcast.dispatcher import Dispatcher
 from broadcast.notices import NoticeService
@@ -123,6 +124,8 @@ def build_broadcasting(
         ),
         "sink": SinkTransport(config.sink_dir, clock, player=settings.alsa_player),
     }
+    # Transports switched off send nothing: their speakers fail with 未启用传输方式.
+    transports = {name: transport for name, transport in transports.items() if name in settings.transports}
     dispatcher = Dispatcher(
         sessions,
         clock,
@@ -146,7 +149,12 @@ def build_broadcasting(
         heartbeat_timeout_s=settings.terminal_heartbeat_timeout_s,
     )
     tester = SpeakerTester(
-        producer, transports, engine=settings.emergency_engine, timeout_s=settings.speaker_test_timeout_s
+        producer,
+        transports,
+        engine=settings.emergency_engine,
+        timeout_s=settings.speaker_test_timeout_s,
+        # The same rules as a speaker saved in the area tree (areas.addresses).
+        address_policy=AddressPolicy.from_settings(settings),
     )
     return Broadcasting(
         producer=producer,

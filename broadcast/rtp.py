@@ -66,17 +66,6 @@ def parse_destination(text: str, *, default_port: int | None = None, field: str 
     return str(address), port
 
 
-def parse_multicast_group(text: str, *, default_port: int, field: str = "rtp_group") -> tuple[str, int]:
-    host, port = parse_destination(text, default_port=default_port, field=field)
-    if ipaddress.IPv4Address(host) not in MULTICAST:
-        raise InvalidInput(
-            f"“{host}”不是组播地址：组播组应在 224.0.0.0 到 239.255.255.255 之间（224.0.0.0/4）",
-            code="rtp.not_multicast",
-            fields={field: "不在224.0.0.0/4内"},
-        )
-    return host, port
-
-
 def is_multicast(host: str) -> bool:
     return ipaddress.IPv4Address(host) in MULTICAST
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+from areas.addresses import AddressPolicy, check_rtp_destination
 from broadcast.production import BroadcastProducer
-from broadcast.rtp import parse_destination
 from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, Transport
 from common.errors import InvalidInput, ServiceUnavailable
 from storage.models import RUN_FAILED
@@ -33,11 +33,14 @@ class SpeakerTester:
         *,
         engine: str | None = None,
         timeout_s: float = 60.0,
+        address_policy: AddressPolicy | None = None,
     ) -> None:
         self._producer = producer
         self._transports = dict(transports)
         self._engine = engine
         self._timeout_s = timeout_s
+        # The same rules as a speaker saved in the area tree: a test may not reach where a speaker could not.
+        self._address_policy = address_policy or AddressPolicy()
 
     async def render(self, text: str) -> PlayItem:
         result = await self._producer.render_text(
@@ -46,8 +49,8 @@ class SpeakerTester:
         return PlayItem(title="拨测", files=result.files, duration_s=result.duration_s, priority=4)
 
     async def test(self, text: str, target: SpeakerTarget) -> SpeakerResult:
-        if target.transport == "rtp":
-            parse_destination(target.address)  # a clear error before anything is rendered
+        if target.transport == "rtp":  # a clear error before anything is rendered
+            check_rtp_destination(target.address, self._address_policy, field="rtp")
         transport = self._transports.get(target.transport)
         if transport is None:
             raise ServiceUnavailable(f"传输方式 {target.transport} 未启用", code="speaker_test.transport")

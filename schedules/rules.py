@@ -22,7 +22,11 @@ MAX_TIMES_PER_DAY = 24
 # A weekly rule repeats within 7 days; 8 covers a start in the middle of a day.
 _SCAN_DAYS = 8
 
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+# ASCII digits only (\d also takes fullwidth and Arabic-Indic ones); fullmatch, so no trailing newline slips by.
+_CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+# How far back and ahead a schedule's dates may lie: wider is a typo, and year 9999 overflows the calendar.
+PAST_WINDOW_DAYS = 365
+FUTURE_WINDOW_DAYS = 5 * 365 + 1
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Rule:
 
 def parse_clock(text: str, field: str = "times") -> time:
     """'07:00' → time(7, 0); '25:00', '7点', '07:60' are each a clear Chinese error."""
-    match = _CLOCK.match(text.strip())
+    match = _CLOCK.fullmatch(text.strip())
     if match is None:
         raise InvalidInput(f"时间“{text}”格式不对，应写成 时:分，例如 07:00", fields={field: "应写成 时:分"})
     hour, minute = int(match[1]), int(match[2])
@@ -73,9 +77,11 @@ def make_rule(
     """Validate what a person entered and build the rule; raises InvalidInput, in Chinese, naming the field."""
     if kind not in KIND_LABELS:
         raise InvalidInput("播出方式只能是单次、每天或每周", fields={"kind": "只能是 once、daily 或 weekly"})
+    today = now.astimezone(zone).date()
     if kind == "once":
         if once_at is None:
             raise InvalidInput("单次播出需要填写播出时间", fields={"once_at": "必填"})
+        _check_window(once_at.date(), today, "once_at", "播出时间")
         instant = once_at if once_at.tzinfo is not None else once_at.replace(tzinfo=zone)
         instant = instant.astimezone(UTC)
         if instant <= now:
@@ -93,9 +99,12 @@ def make_rule(
             raise InvalidInput("每周播出需要选择星期几", fields={"weekdays": "至少选一天"})
         if not days <= set(WEEKDAY_LABELS):
             raise InvalidInput("星期只能是1（周一）到7（周日）", fields={"weekdays": "只能是1到7"})
+    if start_date is not None:
+        _check_window(start_date, today, "start_date", "开始日期")
+    if end_date is not None:
+        _check_window(end_date, today, "end_date", "结束日期")
     if start_date is not None and end_date is not None and end_date < start_date:
         raise InvalidInput(f"结束日期 {end_date} 早于开始日期 {start_date}", fields={"end_date": "不能早于开始日期"})
-    today = now.astimezone(zone).date()
     if end_date is not None and end_date < today:
         raise InvalidInput(f"结束日期 {end_date} 已经过去，这个安排不会再播出", fields={"end_date": "已经过去"})
     rule = Rule(
@@ -110,12 +119,30 @@ def make_rule(
     return rule
 
 
+def _check_window(day: date, today: date, field: str, label: str) -> None:
+    """A schedule's dates lie within a year back and five years ahead: anything else is a typo (9999 for 2025)."""
+    earliest = today - timedelta(days=PAST_WINDOW_DAYS)
+    latest = today + timedelta(days=FUTURE_WINDOW_DAYS)
+    if not earliest <= day <= latest:
+        message = f"{label} {day} 不在允许的范围内（{earliest} 至 {latest}）"
+        raise InvalidInput(message, fields={field: f"应在 {earliest} 至 {latest} 之间"})
+
+
 def _at(day: date, clock: time, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, clock, tzinfo=zone).astimezone(UTC)
 
 
 def occurrences_between(rule: Rule, start: datetime, end: datetime, zone: ZoneInfo) -> Iterator[datetime]:
     """Every occurrence in [start, end), ascending, as aware UTC instants."""
+    try:
+        yield from _occurrences_between(rule, start, end, zone)
+    except OverflowError:
+        # A row saved before dates were checked (start_date 9999-12-30) ends at the calendar's end, quietly:
+        # one clerk's typo must never take the schedule pages away from everyone.
+        return
+
+
+def _occurrences_between(rule: Rule, start: datetime, end: datetime, zone: ZoneInfo) -> Iterator[datetime]:
     if rule.kind == "once":
         if rule.once_at is not None and start <= rule.once_at < end:
             yield rule.once_at
@@ -137,6 +164,13 @@ def occurrences_between(rule: Rule, start: datetime, end: datetime, zone: ZoneIn
 
 def next_occurrence(rule: Rule, after: datetime, zone: ZoneInfo) -> datetime | None:
     """The first occurrence strictly after ``after``, or None when the rule has ended."""
+    try:
+        return _next_occurrence(rule, after, zone)
+    except OverflowError:  # see occurrences_between: the calendar ends before such a rule does
+        return None
+
+
+def _next_occurrence(rule: Rule, after: datetime, zone: ZoneInfo) -> datetime | None:
     if rule.kind == "once":
         return rule.once_at if rule.once_at is not None and rule.once_at > after else None
     day = after.astimezone(zone).date()

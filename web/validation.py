@@ -110,6 +110,12 @@ def _field_message(error: Any) -> str:
     if kind in ("less_than_equal", "less_than"):
         return f"不能大于{ctx.get('le', ctx.get('lt'))}"
     if kind.startswith(("time", "date", "datetime")):
+        # 31 February is a well-written date that does not exist: say so, not that it is badly written.
+        reason = str(ctx.get("error", ""))
+        if "day value is outside expected range" in reason:
+            return "没有这一天"
+        if "month value is outside expected range" in reason:
+            return "没有这个月份"
         return "时间格式不正确"
     if kind == "string_pattern_mismatch":
         return "格式不正确"

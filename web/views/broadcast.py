@@ -15,9 +15,9 @@ from pydantic import Field
 from sqlalchemy import select
 
 from accounts.principal import Principal
+from areas.addresses import check_rtp_destination, check_ttl
 from broadcast.asrun import DISCLOSURE_KINDS, AsRunFilter
 from broadcast.notices import STATE_LABELS, NoticeInput, check_text, notice_json
-from broadcast.rtp import parse_multicast_group
 from broadcast.speaker_test import DEFAULT_TEST_TEXT
 from broadcast.transports import SpeakerTarget
 from common.errors import InvalidInput, NotFound, PermissionDenied, UserError
@@ -27,7 +27,7 @@ from web import keys
 from web.api import Routes, json_response
 from web.domains import ASRUN, DISPATCHER, NOTICES, SCHEDULES, SPEAKER_TESTER, TERMINALS
 from web.render import flash, redirect, render
-from web.validation import ApiModel, read_form, read_query
+from web.validation import ApiModel, multiline, read_form, read_query
 
 NAV = (
     keys.NavItem("通知", "/broadcast/notices", ("staff", "approver", "admin")),
@@ -48,7 +48,7 @@ Kind = Literal[
 class NoticeIn(ApiModel):
     kind: Kind
     title: str = Field(min_length=1, max_length=200)
-    body: str = Field("", max_length=20000)
+    body: str = Field("", max_length=20000, json_schema_extra=multiline())
     township_id: int | None = None
     voice_engine: Literal["edge", "espeak"] | None = None
     voice_name: str | None = Field(None, max_length=96)
@@ -63,11 +63,11 @@ class NoticeQuery(ApiModel):
 
 class TextIn(ApiModel):
     title: str = Field("", max_length=200)
-    body: str = Field("", max_length=20000)
+    body: str = Field("", max_length=20000, json_schema_extra=multiline())
 
 
 class RejectIn(ApiModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, json_schema_extra=multiline())
 
 
 class PlayIn(ApiModel):
@@ -76,7 +76,7 @@ class PlayIn(ApiModel):
 
 class EmergencyIn(ApiModel):
     title: str = Field(min_length=1, max_length=200)
-    body: str = Field("", max_length=5000)
+    body: str = Field("", max_length=5000, json_schema_extra=multiline())
     zone_ids: list[int] = Field(min_length=1, description="播出分区")
     township_id: int | None = None
     confirm: bool = Field(description="必须为 true：确认立即向所选分区播出")
@@ -105,8 +105,8 @@ class SpeakerTestIn(ApiModel):
 
 
 class ZoneBroadcastIn(ApiModel):
-    rtp_group: str | None = Field(None, max_length=64, description="组播组 IP:端口（224.0.0.0/4），空为单播")
-    rtp_ttl: int | None = Field(None, ge=0, le=255)
+    rtp_group: str | None = Field(None, max_length=64, description="组播组 IP:端口（只能在 239.0.0.0/8 内），空为单播")
+    rtp_ttl: int | None = Field(None, ge=0, le=255, description="组播TTL，不能超过设置 broadcast.rtp_max_ttl（默认8）")
 
 
 class ReportIn(ApiModel):
@@ -385,9 +385,13 @@ async def _save_zone_settings(request: web.Request, body: ZoneBroadcastIn) -> di
     me.require_role("admin")
     zone, _village = await request.app[keys.AREAS].get_zone(me, _id(request))
     group = None
+    policy = request.app[keys.AREAS].address_policy
     if body.rtp_group:
-        host, port = parse_multicast_group(body.rtp_group, default_port=5004)
+        host, port = check_rtp_destination(
+            body.rtp_group, policy, field="rtp_group", multicast_only=True, default_port=5004
+        )
         group = f"{host}:{port}"
+    check_ttl(body.rtp_ttl, policy)
     async with request.app[keys.SESSIONS].begin() as session:
         row = await session.get(ZoneBroadcastSettings, zone.id)
         if row is None:
@@ -534,7 +538,7 @@ async def play_notice_form(request: web.Request) -> web.StreamResponse:
 
 class EmergencyForm(ApiModel):
     title: str = Field(min_length=1, max_length=200)
-    body: str = Field("", max_length=5000)
+    body: str = Field("", max_length=5000, json_schema_extra=multiline())
     zone_ids: list[int] = Field(min_length=1)
     confirm: bool = False
 

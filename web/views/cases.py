@@ -52,7 +52,7 @@ from web import keys
 from web.api import Routes, json_response
 from web.domains import CASES
 from web.render import flash, redirect, render
-from web.validation import ApiModel, read_form, read_query
+from web.validation import EARLIEST_DATE, LATEST_DATE, ApiModel, multiline, read_form, read_query
 
 OPERATORS = ("operator",)
 DASHBOARD_ROLES = ("leader", "operator", "inspector", "admin")
@@ -152,7 +152,7 @@ class CaseListOut(ApiModel):
 
 class CaseIn(ApiModel):
     channel: Channel = Field(description="来访 walk_in、网格员 grid、来信 letter、网上 online")
-    summary: str = Field(max_length=100_000)
+    summary: str = Field(max_length=100_000, json_schema_extra=multiline())
     township_id: int
     village_id: int | None = None
     category: str = Field("petition", max_length=32)
@@ -211,60 +211,60 @@ class TriageIn(ApiModel):
     village_id: int | None = None
     category: str | None = Field(None, max_length=32)
     unit_id: int | None = None
-    summary: str | None = Field(None, max_length=100_000)
+    summary: str | None = Field(None, max_length=100_000, json_schema_extra=multiline())
     caller_name: str | None = Field(None, max_length=64)
-    note: str | None = Field(None, max_length=100_000)
+    note: str | None = Field(None, max_length=100_000, json_schema_extra=multiline())
 
 
 class NoteIn(ApiModel):
-    note: str | None = Field(None, max_length=100_000)
+    note: str | None = Field(None, max_length=100_000, json_schema_extra=multiline())
 
 
 class ReasonIn(ApiModel):
-    reason: str = Field(max_length=100_000)
+    reason: str = Field(max_length=100_000, json_schema_extra=multiline())
 
 
 class AssignIn(ApiModel):
     unit_id: int
     leader_name: str = Field(max_length=64, description="包案领导")
-    note: str | None = Field(None, max_length=100_000)
+    note: str | None = Field(None, max_length=100_000, json_schema_extra=multiline())
 
 
 class TransferIn(ApiModel):
     unit_id: int
-    reason: str = Field(max_length=100_000)
+    reason: str = Field(max_length=100_000, json_schema_extra=multiline())
 
 
 class ExtensionIn(ApiModel):
     days: int = Field(description="延期天数（最多 cases.max_extension_days，默认30）")
-    reason: str = Field(max_length=100_000)
+    reason: str = Field(max_length=100_000, json_schema_extra=multiline())
 
 
 class DecisionIn(ApiModel):
     approve: bool
-    note: str | None = Field(None, max_length=100_000)
+    note: str | None = Field(None, max_length=100_000, json_schema_extra=multiline())
 
 
 class ResolveIn(ApiModel):
     outcome: Outcome = Field(description="resolved 已化解；partly_resolved 部分化解")
-    result: str = Field(max_length=100_000, description="办理结果（已告知群众的内容）")
+    result: str = Field(max_length=100_000, description="办理结果（已告知群众的内容）", json_schema_extra=multiline())
     told_via: ReplyMethod = Field(description="告知群众的方式")
-    note: str | None = Field(None, max_length=100_000)
+    note: str | None = Field(None, max_length=100_000, json_schema_extra=multiline())
 
 
 class FollowUpIn(ApiModel):
     satisfaction: Satisfaction
     method: FollowUpMethod = "phone"
-    note: str | None = Field(None, max_length=100_000)
+    note: str | None = Field(None, max_length=100_000, json_schema_extra=multiline())
 
 
 class CloseIn(ApiModel):
-    note: str | None = Field(None, max_length=100_000)
+    note: str | None = Field(None, max_length=100_000, json_schema_extra=multiline())
     unreachable: bool = Field(False, description="多次联系不上群众，无法回访")
 
 
 class NoteTextIn(ApiModel):
-    text: str = Field(max_length=100_000)
+    text: str = Field(max_length=100_000, json_schema_extra=multiline())
 
 
 class CallbackOut(ApiModel):
@@ -801,10 +801,17 @@ def holiday_json(row: CaseHoliday) -> dict[str, Any]:
 
 
 def _day(request: web.Request) -> date:
+    text = request.match_info["day"]
     try:
-        return date.fromisoformat(request.match_info["day"])
+        if not (text.isascii() and len(text) == 10):
+            raise ValueError(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise NotFound("日期格式应为 YYYY-MM-DD", code="holiday.bad_date") from None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        message = f"日期应在{EARLIEST_DATE.year}年到{LATEST_DATE.year}年之间"
+        raise InvalidInput(message, code="holiday.bad_date", fields={"day": message})
+    return day
 
 
 async def list_holidays(request: web.Request, query: HolidayQuery) -> web.Response:
@@ -1016,7 +1023,7 @@ async def case_page(request: web.Request) -> web.Response:
 
 class NewCaseForm(ApiModel):
     channel: Channel
-    summary: str = Field(max_length=100_000)
+    summary: str = Field(max_length=100_000, json_schema_extra=multiline())
     township_id: int
     village_id: int | None = None
     category: str = Field("petition", max_length=32)
@@ -1164,11 +1171,10 @@ class HolidayForm(ApiModel):
 async def holidays_page(request: web.Request) -> web.Response:
     holidays = _cases(request).holidays
     today = request.app[keys.CLOCK].now().astimezone(request.app[keys.CONFIG].zone).date()
-    try:
-        year = int(request.query.get("year", today.year))
-    except ValueError:
-        year = today.year
-    year = min(max(year, 2000), 2100)
+    text = request.query.get("year", "")
+    # ASCII digits only: int() also reads "２０２６" and "٢٠٢٦", and a long run of them is no year at all.
+    year = int(text) if text.isascii() and text.isdigit() and len(text) == 4 else today.year
+    year = min(max(year, 2000), 2099)
     rows = await holidays.list_year(year)
     years = sorted({*await holidays.years(), today.year, today.year + 1})
     return await render(

@@ -23,7 +23,7 @@ from web import keys
 from web.api import Routes, json_response
 from web.domains import INTAKE, PHONES
 from web.render import flash, redirect, render
-from web.validation import ApiModel, read_form
+from web.validation import ApiModel, multiline, read_form
 
 EDITORS = ("staff", "operator", "admin")
 CALL_READERS = ("operator", "admin", "inspector", "leader")
@@ -37,14 +37,14 @@ class PhoneIn(ApiModel):
     number: str = Field(min_length=3, max_length=32, description="电话号码（会去掉空格、横线和+86）")
     village_id: int
     name: str | None = Field(None, max_length=64, description="机主称呼")
-    note: str | None = Field(None, max_length=255)
+    note: str | None = Field(None, max_length=255, json_schema_extra=multiline())
 
 
 class PhonePatch(ApiModel):
     number: str | None = Field(None, min_length=3, max_length=32)
     village_id: int | None = None
     name: str | None = Field(None, max_length=64)
-    note: str | None = Field(None, max_length=255)
+    note: str | None = Field(None, max_length=255, json_schema_extra=multiline())
 
 
 class PhoneQuery(ApiModel):

@@ -216,7 +216,8 @@ async def schedules_page(request: web.Request) -> web.Response:
     me = keys.principal(request)
     service = request.app[SCHEDULES]
     found = await service.list_schedules(me)
-    selected = int(request.query["notice_id"]) if request.query.get("notice_id", "").isdigit() else None
+    wanted = request.query.get("notice_id", "")
+    selected = int(wanted) if wanted.isascii() and wanted.isdigit() and len(wanted) < 10 else None
     context = {
         **await _editor_context(request),
         "schedules": [
