@@ -202,11 +202,17 @@ def read_query(request: web.Request, model: type[ModelT]) -> ModelT:
         raise translate(exc) from None
 
 
-async def read_form(request: web.Request, model: type[ModelT], *, checkboxes: tuple[str, ...] = ()) -> ModelT:
-    """A form post as a model; unchecked checkboxes (absent from the post) become False."""
+async def read_form(
+    request: web.Request, model: type[ModelT], *, checkboxes: tuple[str, ...] = (), ignore: tuple[str, ...] = ()
+) -> ModelT:
+    """A form post as a model; unchecked checkboxes (absent from the post) become False.
+
+    ``ignore`` names fields the handler reads itself (raw), never failing the form.
+    """
     form = await read_post(request)
     data = _multidict_to_plain(form, model)
-    data.pop("csrf_token", None)
+    for name in ("csrf_token", *ignore):
+        data.pop(name, None)
     for name in checkboxes:
         data[name] = name in form
     for key, value in list(data.items()):

@@ -30,10 +30,6 @@ class LoginIn(ApiModel):
     password: str = Field(min_length=1, max_length=256)
 
 
-class LoginForm(LoginIn):
-    next: str = "/"
-
-
 class PasswordChangeIn(ApiModel):
     old_password: str = Field(min_length=1, max_length=256)
     new_password: str = Field(min_length=1, max_length=256)
@@ -108,15 +104,15 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 async def login_form(request: web.Request) -> web.StreamResponse:
+    # Where to go next is read raw and only ever checked: a hostile value must not fail the sign-in itself.
+    target = await _safe_next(request, (await read_post(request)).get("next", "/"))
     try:
-        form = await read_form(request, LoginForm)
+        form = await read_form(request, LoginIn, ignore=("next",))
         await _start_session(request, form.username, form.password)
     except UserError as exc:
-        raw = await read_post(request)
-        context = {"next": await _safe_next(request, raw.get("next")), "error": exc.message}
         status = {"login.failed": 401, "login.throttled": 429}.get(exc.code, 400)
-        return await render(request, "login.html", context, status=status)
-    raise web.HTTPSeeOther(await _safe_next(request, form.next))
+        return await render(request, "login.html", {"next": target, "error": exc.message}, status=status)
+    raise web.HTTPSeeOther(target)
 
 
 async def _sign_out(request: web.Request) -> None:

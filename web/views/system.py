@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp_session import get_session
 
 from web import keys
 from web.api import Routes, build_openapi, json_response
@@ -11,8 +12,18 @@ from web.render import render
 OPENAPI = web.AppKey("openapi", dict)
 
 
+async def _signed_in_admin(request: web.Request) -> bool:
+    """Whether the caller holds a live admin session (this route is public, so the middleware did not look)."""
+    token = (await get_session(request)).get("sid")
+    if not isinstance(token, str):
+        return False
+    found = await request.app[keys.ACCOUNTS].session_principal(token, request.remote)
+    return found is not None and found[0].has_role("admin")
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """Public: load balancers and the operator's monitoring ask it; it names no user data."""
+    """Public: load balancers and monitoring ask it. Anonymous callers get statuses only; signed-in admins
+    also get each component's detail (paths, error text, host names are for them, not for anyone asking)."""
     report = await request.app[keys.HEALTH].report()
     worst = "ok"
     for component in report.values():
@@ -22,7 +33,18 @@ async def healthz(request: web.Request) -> web.Response:
         elif status == "degraded" and worst == "ok":
             worst = "degraded"
     status = 503 if report.get("database", {}).get("status") == "down" else 200
+    if not await _signed_in_admin(request):
+        report = {name: _public(component) for name, component in report.items()}
     return json_response({"status": worst, "components": report}, status=status)
+
+
+# What anyone may read of a component: its state, and which process is the active worker (a load balancer's
+# question). Details, last errors, lock files and host names are for signed-in admins.
+PUBLIC_FIELDS = ("status", "role")
+
+
+def _public(component: dict[str, object]) -> dict[str, object]:
+    return {key: component[key] for key in PUBLIC_FIELDS if key in component} or {"status": "down"}
 
 
 async def openapi(request: web.Request) -> web.Response:
