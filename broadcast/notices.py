@@ -20,6 +20,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -50,6 +53,11 @@ STATE_LABELS = {"draft": "草稿", "pending": "待审核", "approved": "已通�
 # Every profile a transport may need, rendered once at approval.
 ALL_PROFILES = (Profile.MP3, Profile.ASTERISK, Profile.RTP, Profile.WAV16K)
 RECORDING_SUFFIXES = {".wav", ".mp3", ".ogg", ".oga", ".webm", ".m4a", ".aac", ".opus"}
+# A kept recording is named by its content; an upload being checked has a name of its own until it passes.
+RECORDING_NAME = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{2,5}")
+UPLOAD_PREFIX = ".upload-"
+# An unused recording (or a half-done upload) younger than this is left alone by the sweep.
+ORPHAN_GRACE_S = 3600.0
 MAX_TITLE = 200
 
 
@@ -293,6 +301,14 @@ class NoticeService:
         async with self._sessions() as session:
             await self._load(session, principal, notice_id)
         await self._store_recording(name, data)
+        try:
+            await self._keep_recording(principal, notice_id, name, digest, len(data))
+        finally:
+            await self.sweep_recordings()
+        async with self._sessions() as session:
+            return await self._load(session, principal, notice_id)
+
+    async def _keep_recording(self, principal: Principal, notice_id: int, name: str, digest: str, size: int) -> None:
         async with self._sessions.begin() as session:
             notice = await self._load(session, principal, notice_id)
             self._after_edit(notice)
@@ -305,12 +321,49 @@ class NoticeService:
                 action="notice.recording",
                 object_type="notice",
                 object_id=notice.id,
-                detail={"sha256": digest, "bytes": len(data)},
+                detail={"sha256": digest, "bytes": size},
             )
-        return notice
 
     async def _store_recording(self, name: str, data: bytes) -> None:
-        await asyncio.to_thread(atomic_write, self.recordings_dir / name, data)
+        """Checked before it is kept: written aside, probed (is it audio, how long), then put in place or deleted."""
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        upload = self.recordings_dir / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}{Path(name).suffix}"
+        await asyncio.to_thread(atomic_write, upload, data)
+        try:
+            await self._producer.check_recording(upload)
+            await asyncio.to_thread(os.replace, upload, self.recordings_dir / name)
+        finally:
+            upload.unlink(missing_ok=True)
+
+    async def sweep_recordings(self, *, grace_s: float = ORPHAN_GRACE_S) -> list[str]:
+        """Delete uploaded recordings no notice uses any more (replaced, back to TTS) and uploads left half-done.
+
+        Only this service's own files are touched (``<sha256>.<suffix>`` and unfinished uploads, at the top of
+        the directory); the hotline's call recordings live in dated folders below it and are never looked at.
+        A file younger than ``grace_s`` stays: its notice may be committing right now.
+        """
+        async with self._sessions() as session:
+            used = set(
+                (await session.scalars(select(Notice.recording_file).where(Notice.recording_file.is_not(None)))).all()
+            )
+        cutoff = self._clock.now().timestamp() - grace_s
+
+        def sweep() -> list[str]:
+            removed: list[str] = []
+            if not self.recordings_dir.is_dir():
+                return removed
+            for path in self.recordings_dir.iterdir():
+                ours = RECORDING_NAME.fullmatch(path.name) or path.name.startswith(UPLOAD_PREFIX)
+                if not ours or path.name in used or not path.is_file() or path.stat().st_mtime > cutoff:
+                    continue
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+            return removed
+
+        removed = await asyncio.to_thread(sweep)
+        if removed:
+            log.info("swept %d recordings no notice uses", len(removed))
+        return removed
 
     async def submit(self, principal: Principal, notice_id: int) -> Notice:
         principal.require_role(*WRITER_ROLES)

@@ -157,6 +157,24 @@ class BroadcastProducer:
         except BadSource as exc:
             raise _recording_error(exc, self._settings.max_recording_s) from exc
 
+    async def check_recording(self, path: Path) -> float:
+        """Refuse, before it is kept, a file that is not audio or runs past ``max_recording_s``; its seconds."""
+        limit = self._settings.max_recording_s
+        seconds = await self._renderer.tools.audio_seconds(path, limit_s=limit)
+        if seconds is None:
+            raise BadRecording(
+                "这个文件里没有可以播放的声音，请上传 WAV、MP3、OGG、WebM 或 M4A 格式的录音。",
+                detail=f"no readable audio stream in {path.name}",
+                fields={"recording": "不是录音文件"},
+            )
+        if seconds > limit:
+            raise BadRecording(
+                f"录音太长了（{seconds / 60:.0f} 分钟），最长 {limit / 60:g} 分钟。",
+                detail=f"{seconds:.1f} s",
+                fields={"recording": "太长"},
+            )
+        return seconds
+
     # -- the pipeline ----------------------------------------------------------------------------
 
     def _repeats(self, repeats: int | None) -> int:

@@ -99,12 +99,12 @@ def make_rule(
             raise InvalidInput("每周播出需要选择星期几", fields={"weekdays": "至少选一天"})
         if not days <= set(WEEKDAY_LABELS):
             raise InvalidInput("星期只能是1（周一）到7（周日）", fields={"weekdays": "只能是1到7"})
+    if start_date is not None and end_date is not None and end_date < start_date:
+        raise InvalidInput(f"结束日期 {end_date} 早于开始日期 {start_date}", fields={"end_date": "不能早于开始日期"})
     if start_date is not None:
         _check_window(start_date, today, "start_date", "开始日期")
     if end_date is not None:
         _check_window(end_date, today, "end_date", "结束日期")
-    if start_date is not None and end_date is not None and end_date < start_date:
-        raise InvalidInput(f"结束日期 {end_date} 早于开始日期 {start_date}", fields={"end_date": "不能早于开始日期"})
     if end_date is not None and end_date < today:
         raise InvalidInput(f"结束日期 {end_date} 已经过去，这个安排不会再播出", fields={"end_date": "已经过去"})
     rule = Rule(

@@ -205,6 +205,11 @@ def db_to_gain(db: float) -> float:
 # -- the ffmpeg blocks -----------------------------------------------------------------------
 
 
+# ffprobe's confidence in the format it found (0-100). Real files score 50 and up; below 25 (libavformat's own
+# "retry" threshold) it is guessing from the file name, as it does for a PDF or a program renamed .mp3.
+MIN_PROBE_SCORE = 25
+
+
 class AudioTools:
     """ffmpeg and ffprobe, as the settings name them, with one time limit per job."""
 
@@ -353,6 +358,52 @@ class AudioTools:
             codec=str(stream["codec_name"]),
             format=str(report["format"]["format_name"]),
         )
+
+    async def audio_seconds(self, path: Path, *, limit_s: float) -> float | None:
+        """Seconds of audio in the file's first audio stream; None when there is none ffmpeg can read.
+
+        ffprobe first (is there an audio stream, does the container say how long); a
+        file that does not say (a browser's WebM) is decoded to nowhere, stopping a
+        second past ``limit_s``, so a three-hour file costs no more than a long one.
+        """
+        argv = [
+            self.ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+            "stream=codec_type:format=duration,probe_score", "-of", "json", str(path),
+        ]  # fmt: skip
+        try:
+            completed = await run_program(argv, program="ffprobe", timeout_s=self.timeout_s)
+        except TimeoutError as exc:
+            raise AudioToolFailed("音频检查超时。", detail=f"ffprobe {path} timed out") from exc
+        if completed.returncode != 0:
+            return None
+        try:
+            report = json.loads(completed.stdout)
+        except ValueError:
+            return None
+        if not report.get("streams") or report.get("format", {}).get("probe_score", 0) < MIN_PROBE_SCORE:
+            # No audio, or "audio" only because nothing else fits: a program renamed .mp3 scores 1.
+            return None
+        try:
+            declared = float(report.get("format", {}).get("duration", "nan"))
+        except (TypeError, ValueError):
+            declared = math.nan
+        if math.isfinite(declared) and declared > 0:
+            return declared
+        try:
+            counted = await run_program(
+                [self.ffmpeg, "-hide_banner", "-nostats", "-nostdin", "-i", str(path), "-t", f"{limit_s + 1:.3f}",
+                 "-map", "0:a:0", "-f", "null", "-", "-progress", "pipe:1"],
+                program="ffmpeg", timeout_s=self.timeout_s,
+            )  # fmt: skip
+        except TimeoutError as exc:
+            raise AudioToolFailed("音频检查超时。", detail=f"ffmpeg counting {path} timed out") from exc
+        if counted.returncode != 0:
+            return None
+        times = [
+            line.partition("=")[2] for line in counted.stdout.decode().splitlines() if line.startswith("out_time_us=")
+        ]
+        microseconds = [int(value) for value in times if value.isascii() and value.isdigit()]
+        return microseconds[-1] / 1e6 if microseconds and microseconds[-1] > 0 else None
 
     @staticmethod
     def _loudness(completed: Completed, job: str) -> Loudness:

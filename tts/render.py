@@ -120,6 +120,10 @@ class AudioRenderer:
     def loudness(self) -> LoudnessPolicy:
         return self._loudness
 
+    @property
+    def tools(self) -> AudioTools:
+        return self._tools
+
     async def normalized(self, source: Source) -> Normalized:
         """``source`` decoded, measured and brought to the loudness target (plus its ``relative_lu``)."""
         limit = source.max_duration_s + 1 if source.max_duration_s is not None else None
