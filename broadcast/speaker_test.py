@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from areas.addresses import AddressPolicy, check_rtp_destination
 from broadcast.production import BroadcastProducer
 from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, Transport
-from common.errors import InvalidInput, ServiceUnavailable
+from common.errors import Conflict, InvalidInput
 from storage.models import RUN_FAILED
 from tts.audio import Profile
 from tts.engines import VoiceRequest
@@ -53,7 +53,8 @@ class SpeakerTester:
             check_rtp_destination(target.address, self._address_policy, field="rtp")
         transport = self._transports.get(target.transport)
         if transport is None:
-            raise ServiceUnavailable(f"传输方式 {target.transport} 未启用", code="speaker_test.transport")
+            # Switched off in this installation's settings (broadcast.transports): a fact, not an outage.
+            raise Conflict(f"传输方式 {target.transport} 未启用", code="speaker_test.transport")
         if target.transport == "http":
             raise InvalidInput(
                 "4G拉取终端不能直接推送：请把一条通知“立即播出”到它所在的分区来测试", code="speaker_test.http"

@@ -165,6 +165,20 @@ class Routes:
         app.router.add_routes(self._routes)
 
 
+# Every answer an operation may give besides its success, all with the Error body. (401 for the public ones too:
+# a wrong password at sign-in, a terminal's token.)
+ERROR_RESPONSES = (
+    ("400", "输入有误"),
+    ("401", "未登录或登录已结束"),
+    ("403", "无权限，或请求来源、CSRF令牌不对"),
+    ("404", "不存在或不在权限范围内"),
+    ("409", "对象当前的状态不允许这样做"),
+    ("413", "请求体太大"),
+    ("415", "请求体类型不对（应为JSON，或上传用 multipart）"),
+    ("429", "尝试太频繁，Retry-After 秒后再试"),
+    ("503", "依赖的部件（数据库、电话系统、语音合成）暂时不可用"),
+)
+
 PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]+)?\}")
 
 
@@ -237,14 +251,7 @@ def build_openapi(operations: list[Operation], *, title: str, version: str) -> d
         elif op.content_type != "application/json":
             success["content"] = {op.content_type: {}}
         responses: dict[str, Any] = {str(op.status): success}
-        for status, text in (
-            ("400", "输入有误"),
-            ("401", "未登录"),
-            ("403", "无权限"),
-            ("404", "不存在或不在权限范围内"),
-        ):
-            if status == "401" and op.auth == "public":
-                continue
+        for status, text in ERROR_RESPONSES:
             responses[status] = {
                 "description": text,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
@@ -333,3 +334,54 @@ async def test_health_tells_anonymous_callers_statuses_only(new_client: ClientFa
     detailed = await admin.get_json("/healthz")
     assert "lock" in detailed["components"]["worker"]
     assert anonymous["status"] == detailed["status"]
+
+
+# -- 10: every route, every hostile input above ----------------------------------------------------------
+
+SESSION_ENDING = {"/logout", "/api/v1/session", "/api/v1/session/devices/end-others", "/account/sessions/end-others"}
+PATH_PART = re.compile(r"\{(\w+)(?::[^}]+)?\}")
+HOSTILE_BODIES = [
+    ("application/json", b"[" * 100_000),
+    ("application/json", b'{"name": "\xff\xfe"}'),
+    ("application/x-www-form-urlencoded", b"name=\xff\xfe&csrf_token=%FF"),
+    ("application/json", b'{"name": "a\\u0000b", "title": "x\\r\\ny"}'),
+]
+
+
+async def test_every_route_refuses_the_hostile_inputs_with_a_4xx(
+    runtime: Runtime, app: web.Application, admin: ApiClient, new_client: ClientFactory
+) -> None:
+    await seed_tree(runtime)
+    anonymous = await new_client()
+    seen = 0
+    for resource in app.router.resources():
+        info = resource.get_info()
+        template = info.get("formatter") or info.get("path")
+        if not template or template.startswith("/static"):
+            continue
+        # Every id in Arabic-Indic digits: never an alias of a real id, never a crash.
+        path = PATH_PART.sub("١١", template)
+        for route in resource:
+            method = route.method
+            if method == "HEAD":
+                continue
+            for client in (admin, anonymous):
+                response = await client.client.request(method, path, allow_redirects=False)
+                assert response.status < 500, (method, path, response.status)
+                assert response.status != 200 or "{" not in template, (method, path)
+                seen += 1
+                if method in ("GET", "HEAD", "OPTIONS"):
+                    continue
+                if template in SESSION_ENDING:
+                    continue
+                for content_type, body in HOSTILE_BODIES:
+                    # Plain ids of nothing (so nothing changes): the body is what is hostile. A route that reads
+                    # no body may answer 2xx or 3xx.
+                    real = PATH_PART.sub("999999", template)
+                    headers = {"Content-Type": content_type, "X-CSRF-Token": client.csrf}
+                    hostile = await client.client.request(
+                        method, real, data=body, headers=headers, allow_redirects=False
+                    )
+                    assert hostile.status < 500, (method, real, content_type, hostile.status)
+    assert seen > 200
+    assert (await admin.get("/api/v1/session")).status == 200

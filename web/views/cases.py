@@ -200,6 +200,7 @@ class CaseDetailOut(CaseSummaryOut):
     surveys: list[dict[str, Any]]
     history: list[EventOut]
     actions: list[str]
+    days_left: int | None = Field(None, description="办理期限还剩几天（受理后、办结前才有）")
 
 
 class EventListOut(ApiModel):
