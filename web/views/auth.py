@@ -199,30 +199,31 @@ def session_json(info: SessionInfo) -> dict[str, Any]:
 
 
 def describe_device(user_agent: str | None) -> str:
-    """A browser and system a person recognises ("Chrome · Windows"), from the User-Agent."""
+    """What a person recognises their device by ("谷歌浏览器 · 电脑"), from the User-Agent, in Chinese."""
     text = user_agent or ""
-    browser = next((name for marker, name in BROWSERS if marker in text), "")
-    system = next((name for marker, name in SYSTEMS if marker in text), "")
-    return " · ".join(part for part in (browser, system) if part) or "未知设备"
+    browser = next((name for marker, name in BROWSERS if marker in text), "浏览器")
+    kind = next((name for marker, name in DEVICE_KINDS if marker in text), "")
+    return f"{browser} · {kind}" if kind else browser
 
 
+# First match wins: Edge and QQ's browser also say "Chrome/", Chrome also says "Safari/".
 BROWSERS = (
     ("MicroMessenger", "微信"),
-    ("Edg/", "Edge"),
-    ("QQBrowser", "QQ浏览器"),
-    ("Firefox/", "Firefox"),
-    ("Chrome/", "Chrome"),
-    ("Safari/", "Safari"),
+    ("Edg/", "微软浏览器"),
+    ("QQBrowser", "腾讯浏览器"),
+    ("Firefox/", "火狐浏览器"),
+    ("Chrome/", "谷歌浏览器"),
+    ("Safari/", "苹果浏览器"),
     ("python", "程序"),
     ("curl", "程序"),
 )
-SYSTEMS = (
-    ("Android", "安卓"),
-    ("iPhone", "iPhone"),
-    ("iPad", "iPad"),
-    ("Windows", "Windows"),
-    ("Mac OS X", "Mac"),
-    ("Linux", "Linux"),
+DEVICE_KINDS = (
+    ("iPad", "平板"),
+    ("Android", "手机"),
+    ("iPhone", "手机"),
+    ("Windows", "电脑"),
+    ("Mac OS X", "电脑"),
+    ("Linux", "电脑"),
 )
 
 
