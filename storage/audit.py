@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.models import AuditEntry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,105 @@ def query(
     if until:
         statement = statement.where(AuditEntry.at < until)
     return statement.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    actor: Actor
+    at: datetime
+    action: str
+    object_type: str
+    object_id: str | int | None
+    detail: dict[str, Any]
+
+
+class AuditQueue:
+    """Audit entries written by one owned background task, so the caller never waits for the write.
+
+    For the few places where how long an answer takes must not depend on
+    whether something was logged: a refused look at a sealed case answers as
+    fast as a look at a case that does not exist, while the refusal is still
+    recorded. Nothing is dropped: a failed write is retried (the database may
+    be busy or restarting), :meth:`flush` waits until everything queued is
+    written, and :meth:`stop` flushes before it returns — an entry that still
+    cannot be written then is logged in full at ERROR, so it is never lost
+    silently. The writer starts on the first entry and is the owner's to stop.
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, retry_s: float = 0.5, name: str = "audit"
+    ) -> None:
+        self._sessions = sessions
+        self._retry_s = retry_s
+        self._name = name
+        self._pending: asyncio.Queue[PendingEntry] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def put(
+        self,
+        actor: Actor,
+        *,
+        at: datetime,
+        action: str,
+        object_type: str,
+        object_id: str | int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue an entry; returns at once (the writer task starts with the first one)."""
+        self._pending.put_nowait(PendingEntry(actor, at, action, object_type, object_id, dict(detail or {})))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_all(), name=f"{self._name}-queue")
+
+    @property
+    def waiting(self) -> int:
+        return self._pending.qsize()
+
+    async def flush(self) -> None:
+        """Returns once every entry queued so far is in the database."""
+        await self._pending.join()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued (for at most ``timeout_s``), then end the writer."""
+        self._stopping = True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+        except TimeoutError:
+            pass
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        while not self._pending.empty():
+            entry = self._pending.get_nowait()
+            log.error("audit entry not written before shutdown: %r", entry)
+            self._pending.task_done()
+        self._stopping = False
+
+    async def _write_all(self) -> None:
+        while True:
+            entry = await self._pending.get()
+            try:
+                while True:
+                    try:
+                        await self._write(entry)
+                        break
+                    except Exception as exc:
+                        log.warning("audit entry %s not written yet, retrying: %s", entry.action, exc)
+                        await asyncio.sleep(self._retry_s)
+            finally:
+                self._pending.task_done()
+
+    async def _write(self, entry: PendingEntry) -> None:
+        async with self._sessions.begin() as session:
+            record(
+                session,
+                entry.actor,
+                at=entry.at,
+                action=entry.action,
+                object_type=entry.object_type,
+                object_id=entry.object_id,
+                detail=entry.detail,
+            )

@@ -72,3 +72,27 @@ async def test_concurrent_writers_all_succeed(runtime: Runtime) -> None:
         async with runtime.engine.connect() as connection:
             assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+
+
+async def test_the_audit_queue_answers_at_once_and_writes_every_entry_once_the_database_lets_it(
+    runtime: Runtime,
+) -> None:
+    queue = audit.AuditQueue(runtime.sessions, retry_s=0.05)
+    # Another writer holds the database: no insert can go through while it does.
+    holder = await runtime.engine.connect()
+    try:
+        if runtime.settings.is_sqlite:
+            await holder.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            await holder.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
+        for index in range(3):
+            queue.put(Actor(None, "system:test"), at=datetime.now(UTC), action=f"held.{index}", object_type="case")
+        await asyncio.sleep(0.3)
+        assert queue.waiting >= 2  # still queued, and put() never waited
+    finally:
+        await holder.rollback()
+        await holder.close()
+    await queue.stop()
+    async with runtime.sessions() as session:
+        actions = sorted((await session.scalars(select(AuditEntry.action))).all())
+    assert actions == ["held.0", "held.1", "held.2"]
