@@ -17,7 +17,8 @@ import unicodedata
 
 # What carriers and Asterisk put in the caller id when there is no number to show.
 WITHHELD_PLACEHOLDERS = frozenset({"", "anonymous", "unknown", "<unknown>", "restricted", "private", "unavailable"})
-_NON_DIGITS = re.compile(r"\D")
+# ASCII digits only survive: \D would keep Arabic-Indic and other digits, and the number is dialled by Asterisk.
+_NON_DIGITS = re.compile(r"[^0-9]")
 MIN_DIGITS = 3
 MAX_DIGITS = 20
 

@@ -24,6 +24,7 @@ from tests.support.http import ApiClient
         ("8613800001111", "13800001111"),
         ("0471-1234567", "04711234567"),
         ("１３８００００１１１１", "13800001111"),
+        ("١٣٨٠٠٠٠١١١١", None),  # digits that are no phone's: nothing Asterisk could dial
         ("anonymous", None),
         ("<unknown>", None),
         ("", None),
