@@ -16,7 +16,7 @@ from accounts.passwords import Passwords, generate_password
 from accounts.principal import Principal
 from accounts.sessions import SessionInfo, SessionPolicy, SessionTable
 from accounts.sessions import info as session_info
-from common.clock import Clock
+from common.clock import Clock, SystemClock
 from common.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from settings import SecuritySettings, ServerSettings
 from storage import audit
@@ -73,10 +73,16 @@ class AccountService:
         clock: Clock,
         limiter: LimiterPolicy,
         session_policy: SessionPolicy,
+        *,
+        wall_clock: Clock | None = None,
     ) -> None:
         self._sessions = sessions
         self._passwords = passwords
+        # The service's clock dates what happens (audit entries); how long a session lives and how long a
+        # failed sign-in counts are measured on the wall clock, like the cookie's own lifetime, even when
+        # the service's clock is a simulated one (the case tests move theirs by days).
         self._clock = clock
+        self._wall = wall_clock or SystemClock()
         self._limiter = LoginLimiter(limiter)
         self._table = SessionTable(session_policy)
 
@@ -113,7 +119,7 @@ class AccountService:
         """A new session, or Unauthenticated / TooManyAttempts: the same answers whether the name exists or not."""
         address = ip or "unknown"
         name = username.strip()[:64]
-        now = self._clock.now()
+        now, at = self._wall.now(), self._clock.now()
         async with self._sessions.begin() as session:
             wait = await self._limiter.wait_s(session, address, name, now)
         if wait > 0:
@@ -126,11 +132,11 @@ class AccountService:
                 await self._limiter.failed(session, address, name, now)
                 actor = Actor(user.id if user else None, name, ip)
                 object_id = user.id if user else None
-                audit.record(session, actor, at=now, action="login.failed", object_type="user", object_id=object_id)
+                audit.record(session, actor, at=at, action="login.failed", object_type="user", object_id=object_id)
                 result = None
             else:
                 await self._limiter.succeeded(session, address, name)
-                user.last_login_at = now
+                user.last_login_at = at
                 if self._passwords.needs_rehash(user.password_hash):
                     user.password_hash = await self._passwords.hash(password)
                 token, session_id = await self._table.start(session, user, now, ip, user_agent)
@@ -138,7 +144,7 @@ class AccountService:
                 audit.record(
                     session,
                     actor,
-                    at=now,
+                    at=at,
                     action="login",
                     object_type="user",
                     object_id=user.id,
@@ -152,7 +158,7 @@ class AccountService:
     async def session_principal(self, token: str, ip: str | None) -> tuple[Principal, int] | None:
         """The principal and session id a cookie's token stands for; None once the session has ended."""
         async with self._sessions.begin() as session:
-            found = await self._table.find(session, token, self._clock.now())
+            found = await self._table.find(session, token, self._wall.now())
             if found is None:
                 return None
             row, user = found
@@ -172,7 +178,7 @@ class AccountService:
         async with self._sessions.begin() as session:
             if await session.get(User, user_id) is None:
                 raise NotFound("用户不存在")
-            now = self._clock.now()
+            now = self._wall.now()
             await self._table.sweep(session, now)
             return [session_info(row, current_id) for row in await self._table.list_for(session, user_id, now)]
 
