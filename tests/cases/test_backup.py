@@ -23,6 +23,7 @@ from common.clock import ManualClock
 from hotline.recordings import inspect
 from server import Runtime, build_runtime, create_app
 from settings import Settings
+from storage import migrate
 from storage.audit import Actor
 from tests.cases.conftest import START, CaseMaker, County, People
 from tests.conftest import BOTH_DATABASES, make_settings
@@ -130,7 +131,7 @@ async def test_a_backup_taken_while_writing_restores_into_a_fresh_install_with_p
     assert code == 0, err
     assert "backup complete" in out
     manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["database"]["kind"] == db_kind and manifest["database"]["revision"] == "0004"
+    assert manifest["database"]["kind"] == db_kind and manifest["database"]["revision"] == migrate.head_revision()
     listed = {entry["path"]: entry["sha256"] for entry in manifest["files"]}
     assert "files/audio/ab/abcdef.mp3" in listed
     assert sum(path.startswith("files/recordings/") for path in listed) == 7
