@@ -156,7 +156,9 @@ class Routes:
             return await handler(request, **kwargs)
 
         setattr(wrapped, AUTH_ATTRIBUTE, operation.auth)
-        setattr(wrapped, BODY_LIMIT_ATTRIBUTE, operation.upload_bytes or None)
+        # What the middleware lets in before reading: an upload's limit, a JSON body's, else the app's (forms).
+        body_limit = operation.upload_bytes or (max_json if operation.body is not None else None)
+        setattr(wrapped, BODY_LIMIT_ATTRIBUTE, body_limit)
         wrapped.__name__ = handler.__name__
         wrapped.__doc__ = handler.__doc__
         return wrapped
