@@ -20,6 +20,13 @@ class CommandError(Exception):
     """A command was used wrongly or could not do its job; the message is one line."""
 
 
+def reason(exc: BaseException) -> str:
+    """The first line of what went wrong (a driver's own error, without SQLAlchemy's statement and link)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(getattr(cause, "strerror", None) or cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
 def safe_url(settings: Settings) -> str:
     """The database URL without its password, for printing."""
     return make_url(settings.database_url).render_as_string(hide_password=True)

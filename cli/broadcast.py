@@ -9,7 +9,7 @@ import json
 from broadcast.transports import SpeakerTarget
 from cli.base import CommandError, Commands
 from common.errors import CunxiangError
-from server import opened_runtime
+from server import ensure_ready, opened_runtime
 from settings import Settings
 from storage.models import RUN_SUCCESS, Speaker
 
@@ -25,6 +25,7 @@ def cmd_broadcast_test(settings: Settings, args: argparse.Namespace) -> int:
                 elif args.page:
                     target = SpeakerTarget("sip", args.page, name=args.page)
                 else:
+                    await ensure_ready(runtime)
                     async with runtime.sessions() as session:
                         speaker = await session.get(Speaker, args.speaker)
                     if speaker is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from cli.base import CommandError, Commands, json_default
 from hotline.intake import case_json
-from server import Runtime, opened_runtime
+from server import Runtime, ensure_ready, opened_runtime
 from settings import Settings
 from storage.audit import Actor
 from storage.models import CaseLedger
@@ -19,6 +19,7 @@ from storage.models import CaseLedger
 def cmd_cases_show(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any] | None:
         async with opened_runtime(settings) as runtime:
+            await ensure_ready(runtime)
             # Whoever runs this holds the data directory; a look at a sealed case is on record (the ledger logs it).
             viewer = Actor(user_id=None, username=f"cli:{os.environ.get('USER', 'unknown')}")
             case = await runtime.cases.ledger.by_number(args.number, viewer=viewer, via="cunxiang cases show")

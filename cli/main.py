@@ -8,9 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from cli import backup, broadcast, cases, hotline, service, tts
-from cli.base import Command, CommandError
+from cli.base import Command, CommandError, reason, safe_url
 from common.errors import CunxiangError
 from server import StartupError
 from settings import SettingsError, load_settings, unknown_environment_names
@@ -60,12 +63,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = command(settings, args)
     except (StartupError, CommandError, SettingsError) as exc:
-        print(f"cunxiang: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(str(exc))
     except CunxiangError as exc:
-        print(f"cunxiang: {exc.detail or exc.message}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(exc.detail or exc.message)
+    except SQLAlchemyError as exc:
+        # A database that is not ours, not set up, or not reachable: what the driver says, in one line.
+        log.debug("database error", exc_info=True)
+        fail(f"the database at {safe_url(settings)} cannot be used: {reason(exc)} (is it set up? `cunxiang init`)")
+    except OSError as exc:
+        log.debug("system error", exc_info=True)
+        fail(f"{str(exc.filename) + ': ' if exc.filename else ''}{reason(exc)}")
+    except KeyboardInterrupt:
+        fail("interrupted")
+    except Exception as exc:
+        # A bug: one line for the console, the whole story in the log for whoever debugs it.
+        log.debug("unexpected error", exc_info=True)
+        fail(f"{args.command} failed: {type(exc).__name__}: {reason(exc)} (CUNXIANG_LOG_LEVEL=DEBUG shows where)")
     raise SystemExit(code)
+
+
+def fail(line: str) -> NoReturn:
+    """Every command's failure: one line on stderr, exit status 1."""
+    print(f"cunxiang: {line}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 if __name__ == "__main__":

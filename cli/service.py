@@ -10,10 +10,10 @@ from accounts.service import AccountService
 from areas.demo import load_demo
 from broadcast.demo import load_demo_notices
 from cases.demo import load_demo as load_demo_cases
-from cli.base import Commands, safe_url
+from cli.base import CommandError, Commands, reason, safe_url
 from common.errors import ServiceUnavailable
 from schedules.demo import load_demo_schedules
-from server import Runtime, StartupError, opened_runtime, serve
+from server import Runtime, StartupError, ensure_ready, opened_runtime, serve
 from settings import Settings
 from storage import migrate
 from storage.audit import Actor
@@ -48,7 +48,11 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     password = None
     if args.admin_password_file:
-        password = Path(args.admin_password_file).read_text(encoding="utf-8").strip()
+        try:
+            password = Path(args.admin_password_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            source = args.admin_password_file
+            raise CommandError(f"cannot read the admin password from {source}: {reason(exc)}") from None
 
     async def run() -> str | None:
         async with opened_runtime(settings) as runtime:
@@ -90,10 +94,9 @@ async def load_demo_broadcasting(runtime: Runtime) -> str:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    migrate.upgrade_sync(settings.database_url)
-
     async def run() -> None:
         async with opened_runtime(settings) as runtime:
+            await ensure_ready(runtime)  # before init: one line saying so, not the driver's traceback
             result = await load_demo(
                 runtime.sessions, runtime.accounts, runtime.clock, settings.data_dir / "demo-logins.txt"
             )
