@@ -100,8 +100,8 @@ class Runtime:
 
     @property
     def services(self) -> list[Service]:
-        """Run in every process while the app runs (the speech engines' prober)."""
-        return [*self.speech.services]
+        """Run in every process while the app runs (the speech engines' prober, the sealed-denials queue)."""
+        return [*self.speech.services, *self.cases.services]
 
     @property
     def worker_services(self) -> list[Service]:
@@ -190,6 +190,8 @@ async def opened_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         yield runtime
     finally:
+        # What a command queued (an audit entry) is written before the database goes.
+        await ServiceGroup(runtime.services).stop()
         await runtime.engine.dispose()
 
 

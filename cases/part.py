@@ -101,6 +101,11 @@ class Cases:
     surveys: SurveyRunner
     worker_services: list[Service] = field(default_factory=list)
 
+    @property
+    def services(self) -> list[Service]:
+        """Run in every process: the queue that writes refused looks at sealed cases (flushed when it stops)."""
+        return [self.access.denials]
+
 
 def build_cases(
     config: CasesConfig,

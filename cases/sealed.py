@@ -79,6 +79,8 @@ class CaseAccess:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
         self._sessions = sessions
         self._clock = clock
+        # Refusals are written by this queue's own task: the 404 must not wait for (and so betray) the write.
+        self.denials = audit.AuditQueue(sessions, name="sealed-denials")
 
     # -- questions without side effects -----------------------------------------------------
 
@@ -120,7 +122,7 @@ class CaseAccess:
     async def require_visible(
         self, principal: Principal, case: Case | None, *, via: str, extra: Mapping[str, Any] | None = None
     ) -> Case:
-        """The case if ``principal`` may see it; else 404 (a try at a sealed case is audit-logged first).
+        """The case if ``principal`` may see it; else 404 (a try at a sealed case is audit-logged, queued).
 
         An inspector's look at a sealed case is logged here too. Call it before
         opening a writing transaction: it commits its own audit entry.
@@ -128,17 +130,26 @@ class CaseAccess:
         if case is None:
             raise NotFound(NOT_FOUND_MESSAGE, code="case.not_found")
         visible = self.may_see(principal, sealed=case.sealed, township_id=case.township_id)
-        if case.sealed:
-            await self.log(
-                principal,
-                "case.view_sealed" if visible else "case.sealed_denied",
-                "case",
-                case.id,
-                {"via": via, **(extra or {})},
-            )
+        if case.sealed and not visible:
+            # Answered exactly as a case that does not exist, as fast: the record is queued, not awaited.
+            self.deny(principal, "case.sealed_denied", "case", case.id, {"via": via, **(extra or {})})
         if not visible:
             raise NotFound(NOT_FOUND_MESSAGE, code="case.not_found")
+        if case.sealed:
+            await self.log(principal, "case.view_sealed", "case", case.id, {"via": via, **(extra or {})})
         return case
+
+    def deny(
+        self, principal: Principal, action: str, object_type: str, object_id: int | str | None, detail: dict[str, Any]
+    ) -> None:
+        """Record a refused try at something sealed without making the refusal wait for the write.
+
+        The entry goes through :attr:`denials` (an owned queue, flushed when the service stops and
+        never dropped): a refusal that took a database write longer than "not found" would tell
+        which ids are sealed cases.
+        """
+        self.denials.put(principal.actor, at=self._clock.now(), action=action, object_type=object_type,
+                         object_id=object_id, detail=detail)  # fmt: skip
 
     async def log(
         self, principal: Principal, action: str, object_type: str, object_id: int | str | None, detail: dict[str, Any]

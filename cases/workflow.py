@@ -324,7 +324,7 @@ class Workflow:
                 principal, sealed=missed.sealed, township_id=missed.township_id
             ):
                 if missed is not None and missed.sealed:
-                    await self.access.log(principal, "missed_call.sealed_denied", "missed_call", missed_id, {})
+                    self.access.deny(principal, "missed_call.sealed_denied", "missed_call", missed_id, {})
                 raise NotFound("未接来电不存在", code="missed_call.not_found")
             if missed.case_id is not None:
                 case = await session.get(Case, missed.case_id)

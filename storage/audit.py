@@ -100,11 +100,11 @@ class AuditQueue:
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, retry_s: float = 0.5, name: str = "audit"
+        self, sessions: async_sessionmaker[AsyncSession], *, retry_s: float = 0.5, name: str = "audit-queue"
     ) -> None:
         self._sessions = sessions
         self._retry_s = retry_s
-        self._name = name
+        self.name = name
         self._pending: asyncio.Queue[PendingEntry] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
@@ -122,7 +122,10 @@ class AuditQueue:
         """Queue an entry; returns at once (the writer task starts with the first one)."""
         self._pending.put_nowait(PendingEntry(actor, at, action, object_type, object_id, dict(detail or {})))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_all(), name=f"{self._name}-queue")
+            self._writer = asyncio.get_running_loop().create_task(self._write_all(), name=self.name)
+
+    async def start(self) -> None:
+        """Nothing to do: the writer starts with the first entry (so a command's runtime needs no start)."""
 
     @property
     def waiting(self) -> int:

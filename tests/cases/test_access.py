@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from common.clock import ManualClock
 from common.errors import NotFound
@@ -49,6 +50,7 @@ RULES = {
 
 
 async def audit_entries(runtime: Runtime, action: str) -> list[AuditEntry]:
+    await runtime.cases.access.denials.flush()  # refusals are written by their own queue
     async with runtime.sessions() as session:
         return list((await session.scalars(select(AuditEntry).where(AuditEntry.action == action))).all())
 
@@ -174,3 +176,30 @@ async def test_a_case_sealed_between_the_check_and_the_change_is_not_changed_by_
         await workflow.add_note(people.operator_a.principal, case.id, text="我还在办")
     history = [event.kind for event in await workflow.history(case.id)]
     assert history == ["triaged"]
+
+
+async def test_a_refused_look_at_a_sealed_case_is_answered_before_its_record_is_written(
+    runtime: Runtime, people: People, cases: Cases
+) -> None:
+    """Timing must not tell which ids are sealed: the refusal answers without waiting for its audit entry."""
+    sealed, missing = cases.sealed.id, 999_999
+    leader = people.leader.client
+    # Another writer holds the database: no audit entry can be written while it does.
+    holder = await runtime.engine.connect()
+    try:
+        if runtime.settings.is_sqlite:
+            await holder.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            await holder.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
+        async with asyncio.timeout(60):  # far beyond the database's own lock wait: the answer must not wait at all
+            refused = await leader.get(f"/api/v1/cases/{sealed}")
+            unknown = await leader.get(f"/api/v1/cases/{missing}")
+            page = await leader.get(f"/cases/{sealed}")
+        assert refused.status == unknown.status == page.status == 404
+        assert await refused.json() == await unknown.json()  # the same answer as a case that does not exist
+        assert runtime.cases.access.denials.waiting >= 1  # the record waits, the villager's secret does not
+    finally:
+        await holder.rollback()
+        await holder.close()
+    denied = await audit_entries(runtime, "case.sealed_denied")
+    assert [(entry.username, entry.object_id) for entry in denied] == [(people.leader.username, str(sealed))] * 2

@@ -128,6 +128,7 @@ async def test_no_callback_needed_takes_a_reason_once_and_a_sealed_missed_call_i
     assert (await operator.post(base, json={"reason": "再来一次"})).status == 409
     sealed = await operator.post(f"/api/v1/missed-calls/{missed.sealed.id}/dismiss", json={"reason": "x"})
     assert sealed.status == 404
+    await runtime.cases.access.denials.flush()  # refusals are written by their own queue
     async with runtime.sessions() as session:
         statement = select(AuditEntry.action).where(AuditEntry.action.like("missed_call.%")).order_by(AuditEntry.id)
         actions = (await session.scalars(statement)).all()

@@ -87,6 +87,7 @@ async def test_a_form_posted_on_a_sealed_case_by_anyone_but_an_inspector_is_turn
     html = await post_form(people.operator_county.client, f"/cases/{sealed.id}/notes", text="看看")
     assert "案件已不在您的权限范围内" in html and sealed.number not in html
     assert await events(runtime, sealed.id) == 0
+    await runtime.cases.access.denials.flush()  # refusals are written by their own queue
     async with runtime.sessions() as session:
         denied = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "case.sealed_denied"))).all()
     assert [(entry.username, entry.object_id) for entry in denied] == [

@@ -133,6 +133,7 @@ async def test_a_sealed_recording_plays_only_for_inspectors_and_every_request_is
     await inspector.get(url, headers={"Range": "bytes=1000-1999"})
     logged = [(entry.username, entry.action) for entry in await plays(runtime)]
     assert logged == [(people.inspector.username, "recording.play_sealed")] * 2
+    await runtime.cases.access.denials.flush()  # refusals are written by their own queue
     async with runtime.sessions() as session:
         denied = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "case.sealed_denied"))).all()
     assert [(entry.username, entry.detail["recording_id"]) for entry in denied] == [

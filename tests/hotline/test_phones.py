@@ -133,6 +133,7 @@ async def test_a_call_outcome_follows_the_township_and_sealed_rules(
     assert sealed_missed["missed_call"]["caller_number"] == "13800003333"
     from storage import audit
 
+    await runtime.cases.access.denials.flush()  # refusals are written by their own queue
     async with runtime.sessions() as session:
         views = (await session.scalars(audit.query(action="case.view_sealed"))).all()
         denied = (await session.scalars(audit.query(action="case.sealed_denied"))).all()

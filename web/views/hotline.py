@@ -18,10 +18,9 @@ from pydantic import Field
 from cases.sealed import CaseAccess, mask_number
 from common.errors import NotFound, UserError
 from hotline.phones import PhoneEntry
-from storage import audit
 from web import keys
 from web.api import Routes, json_response
-from web.domains import INTAKE, PHONES
+from web.domains import CASES, INTAKE, PHONES
 from web.render import flash, redirect, render
 from web.validation import ApiModel, multiline, read_form
 
@@ -139,17 +138,13 @@ async def call_outcome(request: web.Request) -> web.Response:
     township_id = records[0].get("township_id") if records else None
     visible = CaseAccess.may_see(me, sealed=sealed, township_id=township_id)
     if sealed:
-        async with request.app[keys.SESSIONS]() as session:
-            audit.record(
-                session,
-                me.actor,
-                at=request.app[keys.CLOCK].now(),
-                action="case.view_sealed" if visible else "case.sealed_denied",
-                object_type="case" if "case" in outcome else "missed_call",
-                object_id=records[0].get("id"),
-                detail={"via": "api/hotline/calls", "linkedid": linkedid},
-            )
-            await session.commit()
+        access = request.app[CASES].access
+        what = ("case" if "case" in outcome else "missed_call", records[0].get("id"))
+        detail = {"via": "api/hotline/calls", "linkedid": linkedid}
+        if visible:
+            await access.log(me, "case.view_sealed", *what, detail)
+        else:  # queued: the refusal answers as fast as an unknown call
+            access.deny(me, "case.sealed_denied", *what, detail)
     if not visible:
         raise NotFound(CALL_NOT_FOUND, code="call.not_found")
     if not CaseAccess.shows_full_number(me, sealed=sealed):
