@@ -89,7 +89,7 @@ async def test_a_bad_date_already_stored_breaks_no_list_for_anyone(
 ) -> None:
     notice_id, zone_id, township_id = await setup(runtime)
     staff = await make_principal(runtime, "writer", "staff", township_ids=[township_id])
-    schedule = await runtime.broadcasting.schedules.create(
+    schedule = await runtime.schedules.service.create(
         staff, ScheduleInput(notice_id=notice_id, kind="daily", times=("07:00",), targets=(("zone", zone_id),))
     )
     # As an older version let it be saved: one clerk's typo.
