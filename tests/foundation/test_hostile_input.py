@@ -348,6 +348,7 @@ HOSTILE_BODIES = [
 ]
 
 
+@pytest.mark.slow
 async def test_every_route_refuses_the_hostile_inputs_with_a_4xx(
     runtime: Runtime, app: web.Application, admin: ApiClient, new_client: ClientFactory
 ) -> None:
