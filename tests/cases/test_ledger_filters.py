@@ -46,7 +46,7 @@ async def test_every_filter_and_sort_of_the_case_list_selects_exactly_the_cases_
     assert await ids(sort="oldest") == everything[::-1]
     # By resolution deadline (the same day for both: accepted together; then the older first), none last.
     assert await ids(sort="due") == [land.id, wages.id, fresh.id]
-    for query, expected in [
+    queries: list[tuple[dict[str, object], list[int]]] = [
         ({"q": "13800001111"}, [land.id]),  # a caller's number, whole
         ({"q": wages.number}, [wages.id]),  # a case number, whole
         ({"q": "1380000"}, []),  # digits are a number or nothing: never a LIKE over a million rows
@@ -70,7 +70,8 @@ async def test_every_filter_and_sort_of_the_case_list_selects_exactly_the_cases_
         ({"deadline": "extension_pending"}, [wages.id]),
         ({"deadline": "followup_due"}, []),  # resolved today: the follow-up is due from tomorrow
         ({"township_id": county.township_a, "status": "new"}, [fresh.id]),
-    ]:
+    ]
+    for query, expected in queries:
         assert await ids(**query) == expected, query
     bad = await client.get("/api/v1/cases?status=done")
     assert bad.status == 400

@@ -20,7 +20,8 @@ async def post_form(client: ApiClient, path: str, **fields: str) -> str:
 
 
 async def state(client: ApiClient, case_id: int) -> dict[str, Any]:
-    return await client.get_json(f"/api/v1/cases/{case_id}")
+    case: dict[str, Any] = await client.get_json(f"/api/v1/cases/{case_id}")
+    return case
 
 
 async def events(runtime: Runtime, case_id: int) -> int:

@@ -6,8 +6,8 @@ import csv
 import io
 import random
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from accounts.principal import Principal
 from common.clock import ManualClock
+from hotline.workflow import Workflow
 from server import Runtime
 from tests.cases.conftest import SHANGHAI, CaseMaker, County, People
 from tests.conftest import BOTH_DATABASES
@@ -36,7 +37,62 @@ def clock() -> ManualClock:
 class Step:
     at: datetime
     order: int
-    run: Callable[[], Any]
+    run: Callable[[], Awaitable[object]]
+
+
+@dataclass
+class Plan:
+    """Workflow steps of many generated cases, to run later in time order."""
+
+    rng: random.Random
+    steps: list[Step] = field(default_factory=list)
+
+    def later(self, base: datetime, low: float, high: float) -> datetime:
+        return base + timedelta(days=self.rng.uniform(low, high))
+
+    def schedule(self, at: datetime, run: Callable[[], Awaitable[object]]) -> None:
+        self.steps.append(Step(at, len(self.steps) + 1, run))
+
+
+def on_case(
+    holder: dict[str, int], action: Callable[..., Awaitable[object]], actor: Principal, **fields: object
+) -> Callable[[], Awaitable[object]]:
+    """The action on a generated case, whose id is known only once its creating step has run."""
+    return lambda: action(actor, holder["id"], **fields)
+
+
+def plan_path(
+    plan: Plan, workflow: Workflow, holder: dict[str, int], actor: Principal, created: datetime, unit: int
+) -> None:
+    """A random way through the workflow after creation: left waiting, rejected, or on to resolution and beyond."""
+    rng = plan.rng
+    fate = rng.random()
+    if fate < 0.1:
+        return  # still waiting (may go overdue)
+    decided = plan.later(created, 0.2, 20)  # sometimes after the 15-day deadline
+    if fate < 0.18:
+        plan.schedule(decided, on_case(holder, workflow.reject, actor, reason="不属实"))
+        return
+    plan.schedule(decided, on_case(holder, workflow.assign, actor, leader_name="包案", unit_id=unit))
+    if fate < 0.3:
+        return  # in progress
+    resolved = plan.later(decided, 1, 75)  # sometimes late
+    outcome = "partly_resolved" if rng.random() < 0.15 else "resolved"
+    plan.schedule(resolved, on_case(holder, workflow.resolve, actor, outcome=outcome, result="已办", told_via="phone"))
+    if fate < 0.45:
+        return
+    answer = rng.choices(["satisfied", "basically_satisfied", "unsatisfied"], [0.8, 0.12, 0.08])[0]
+    followed = plan.later(resolved, 1, 3)
+    plan.schedule(
+        followed, on_case(holder, workflow.follow_up, actor, satisfaction=answer, method="phone", note="回访")
+    )
+    if answer == "unsatisfied":
+        again = plan.later(followed, 2, 20)
+        plan.schedule(
+            again, on_case(holder, workflow.resolve, actor, outcome="resolved", result="重办", told_via="visit")
+        )
+    elif fate < 0.8:
+        plan.schedule(plan.later(followed, 0.1, 2), on_case(holder, workflow.close, actor, note="销号"))
 
 
 async def generate_ledger(
@@ -44,21 +100,12 @@ async def generate_ledger(
 ) -> int:
     """Cases from January 2025 to June 2026, each taken a random way through the workflow, in time order."""
     rng = random.Random(20260302)
+    plan = Plan(rng)
     workflow = runtime.cases.workflow
     operator: Principal = people.operator_county.principal
     walk_in: Principal = people.staff_a.principal
     start = datetime(2025, 1, 1, 8, tzinfo=SHANGHAI)
     clock.set(start)
-    steps: list[Step] = []
-    counter = 0
-
-    def later(base: datetime, low: float, high: float) -> datetime:
-        return base + timedelta(days=rng.uniform(low, high))
-
-    def schedule(at: datetime, run: Callable[[], Any]) -> None:
-        nonlocal counter
-        counter += 1
-        steps.append(Step(at, counter, run))
 
     for _ in range(cases):
         created = start + timedelta(days=rng.uniform(0, 540))
@@ -92,48 +139,19 @@ async def generate_ledger(
                     await workflow.triage(operator, case.id, category=category)
             holder["id"] = case.id
 
-        schedule(created, create)
+        plan.schedule(created, create)
         if township is None and not walk:
             continue  # stays unplaced: received, never accepted
-        actor = people.inspector.principal if sealed else operator
-        fate = rng.random()
-        if fate < 0.1:
-            continue  # still waiting (may go overdue)
-        decided = later(created, 0.2, 20)  # sometimes after the 15-day deadline
-        if fate < 0.18:
-            schedule(decided, lambda holder=holder, actor=actor: workflow.reject(actor, holder["id"], reason="不属实"))
-            continue
         unit = county.unit_a if township == county.township_a or walk else county.unit_b
-        schedule(decided, lambda h=holder, a=actor, u=unit: workflow.assign(a, h["id"], unit_id=u, leader_name="包案"))
-        if fate < 0.3:
-            continue  # in progress
-        resolved = later(decided, 1, 75)  # sometimes late
-        outcome = "partly_resolved" if rng.random() < 0.15 else "resolved"
-        schedule(resolved, lambda h=holder, a=actor, o=outcome: workflow.resolve(a, h["id"], outcome=o, result="已办",
-                                                                                 told_via="phone"))  # fmt: skip
-        if fate < 0.45:
-            continue
-        answer = rng.choices(["satisfied", "basically_satisfied", "unsatisfied"], [0.8, 0.12, 0.08])[0]
-        followed = later(resolved, 1, 3)
-
-        def follow(h: dict[str, int] = holder, a: Principal = actor, s: str = answer) -> Any:
-            return workflow.follow_up(a, h["id"], satisfaction=s, method="phone", note="回访")
-
-        schedule(followed, follow)
-        if answer == "unsatisfied":
-            again = later(followed, 2, 20)
-            schedule(again, lambda h=holder, a=actor: workflow.resolve(a, h["id"], outcome="resolved", result="重办",
-                                                                       told_via="visit"))  # fmt: skip
-        elif fate < 0.8:
-            schedule(later(followed, 0.1, 2), lambda h=holder, a=actor: workflow.close(a, h["id"], note="销号"))
+        plan_path(plan, workflow, holder, people.inspector.principal if sealed else operator, created, unit)
     end = datetime(2026, 7, 10, 10, tzinfo=SHANGHAI)
-    for step in sorted(steps):
+    for step in sorted(plan.steps):
         if step.at > end:
             continue
         clock.set(max(step.at, clock.now()))
         await step.run()
     clock.set(end)
-    return len(steps)
+    return len(plan.steps)
 
 
 def figures_from(rows: list[dict[str, str]]) -> dict[str, Any]:

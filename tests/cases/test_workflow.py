@@ -36,7 +36,8 @@ async def refused(client: ApiClient, path: str, body: dict[str, Any], status: in
     assert response.status == status, (response.status, data)
     assert set(data["error"]) == {"code", "message", "fields"}
     assert any("\u4e00" <= ch <= "\u9fff" for ch in data["error"]["message"]), data
-    return data["error"]
+    error: dict[str, Any] = data["error"]
+    return error
 
 
 @pytest.mark.parametrize("db_kind", BOTH)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from accounts.principal import Principal
 from broadcast.notices import NoticeInput
 from common.clock import ManualClock
 from schedules.service import ScheduleInput
@@ -60,7 +61,7 @@ async def live(tmp_path: Path, database_url: str, clock: ManualClock) -> AsyncIt
         await runtime.engine.dispose()
 
 
-async def _place(runtime: Runtime, tmp_path: Path) -> tuple[Place, object, object]:
+async def _place(runtime: Runtime, tmp_path: Path) -> tuple[Place, Principal, Principal]:
     admin = await make_principal(runtime, "admin", "admin", county_wide=True)
     place = await build_place(runtime, admin, "甲乡", [[("sink", "file:square")]])
     staff = await make_principal(runtime, "staff", "staff", township_ids=[place.township_id])
@@ -72,11 +73,11 @@ async def test_a_daily_slot_fires_at_seven_shanghai_time_while_the_process_runs_
     live: Runtime, clock: ManualClock, tmp_path: Path
 ) -> None:
     place, staff, approver = await _place(live, tmp_path)
-    notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    notice = await approved_notice(live, staff, approver, township_id=place.township_id)
     await live.broadcasting.dispatcher.start()
     await live.schedules.scheduler.start()
     schedule = await live.schedules.service.create(
-        staff,  # type: ignore[arg-type]
+        staff,
         ScheduleInput(notice_id=notice.id, kind="daily", times=("07:00",), targets=(("zone", place.zone_ids[0]),)),
     )
     health = await live.schedules.scheduler.health()
@@ -97,7 +98,7 @@ async def test_a_daily_slot_fires_at_seven_shanghai_time_while_the_process_runs_
     assert after["next_fire"].startswith("2026-11-26T07:00:00+08:00")
     # What the county reports upward: this village played one 村务公开 notice in November.
     coverage = await live.broadcasting.asrun.coverage(
-        staff,  # type: ignore[arg-type]
+        staff,
         since=date(2026, 11, 1),
         until=date(2026, 11, 30),
     )
@@ -114,22 +115,22 @@ async def test_the_week_ahead_of_a_zone_marks_two_items_at_the_same_time_as_conf
     live: Runtime, tmp_path: Path
 ) -> None:
     place, staff, approver = await _place(live, tmp_path)
-    first = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    first = await approved_notice(live, staff, approver, township_id=place.township_id)
     second = await approved_notice(
         live,
         staff,
         approver,
         township_id=place.township_id,
         kind="civility",
-        title="移风易俗",  # type: ignore[arg-type]
+        title="移风易俗",
     )
     for notice, times in ((first, ("07:00",)), (second, ("07:00", "12:00"))):
         await live.schedules.service.create(
-            staff,  # type: ignore[arg-type]
+            staff,
             ScheduleInput(notice_id=notice.id, kind="daily", times=times, targets=(("zone", place.zone_ids[0]),)),
         )
     _zone, _village, _township, items = await live.schedules.service.week_ahead(
-        staff,  # type: ignore[arg-type]
+        staff,
         place.zone_ids[0],
     )
     assert len(items) == 7 * 3
@@ -145,13 +146,13 @@ async def test_a_schedule_added_while_running_fires_without_a_restart(
     live: Runtime, clock: ManualClock, tmp_path: Path
 ) -> None:
     place, staff, approver = await _place(live, tmp_path)
-    notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    notice = await approved_notice(live, staff, approver, township_id=place.township_id)
     await live.broadcasting.dispatcher.start()
     await live.schedules.scheduler.start()
     assert (await live.schedules.scheduler.health())["next_fire"] is None
 
     schedule = await live.schedules.service.create(
-        staff,  # type: ignore[arg-type]
+        staff,
         ScheduleInput(
             notice_id=notice.id,
             kind="once",
@@ -169,9 +170,9 @@ async def test_after_a_restart_a_slot_missed_within_grace_plays_once_and_an_olde
     live: Runtime, clock: ManualClock, tmp_path: Path
 ) -> None:
     place, staff, approver = await _place(live, tmp_path)
-    notice = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    notice = await approved_notice(live, staff, approver, township_id=place.township_id)
     await live.schedules.service.create(
-        staff,  # type: ignore[arg-type]
+        staff,
         ScheduleInput(
             notice_id=notice.id, kind="daily", times=("07:00", "07:20"), targets=(("zone", place.zone_ids[0]),)
         ),
@@ -198,25 +199,25 @@ async def test_a_slot_of_an_edited_notice_is_recorded_cancelled_and_an_archived_
     live: Runtime, clock: ManualClock, tmp_path: Path
 ) -> None:
     place, staff, approver = await _place(live, tmp_path)
-    edited = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
-    archived = await approved_notice(live, staff, approver, township_id=place.township_id)  # type: ignore[arg-type]
+    edited = await approved_notice(live, staff, approver, township_id=place.township_id)
+    archived = await approved_notice(live, staff, approver, township_id=place.township_id)
     await live.broadcasting.dispatcher.start()
     await live.schedules.scheduler.start()
     schedules = live.schedules.service
     made = {}
     for notice in (edited, archived):
         made[notice.id] = await schedules.create(
-            staff,  # type: ignore[arg-type]
+            staff,
             ScheduleInput(notice_id=notice.id, kind="daily", times=("07:00",), targets=(("zone", place.zone_ids[0]),)),
         )
     notices = live.broadcasting.notices
     await notices.update(
-        staff,  # type: ignore[arg-type]
+        staff,
         edited.id,
         NoticeInput(kind=edited.kind, title=edited.title, body="改过的内容。", township_id=place.township_id),
     )
-    await notices.archive(staff, archived.id)  # type: ignore[arg-type]
-    stopped = await schedules.get(staff, made[archived.id].id)  # type: ignore[arg-type]
+    await notices.archive(staff, archived.id)
+    stopped = await schedules.get(staff, made[archived.id].id)
     assert not stopped.enabled, "archiving a notice stops its schedules"
     clock.advance(timedelta(minutes=2, seconds=1))
     await live.schedules.scheduler.poke()

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +64,12 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def health(self) -> dict[str, Any]:
-        return get_json(self.url + "/healthz")[1]
+        health: dict[str, Any] = get_json(self.url + "/healthz")[1]
+        return health
 
-    def wait_until(self, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        last: Any = None
+        last: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 output = self.process.stdout.read() if self.process.stdout else ""

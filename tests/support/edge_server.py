@@ -54,6 +54,7 @@ class EdgeServer:
     open_connections: int = 0
     most_open_connections: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0  # where start_edge_server listens
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -151,4 +152,6 @@ async def start_edge_server(audio: bytes) -> tuple[EdgeServer, TestServer]:
     edge = EdgeServer(audio=audio)
     server = TestServer(edge.app(), host="127.0.0.1")
     await server.start_server()
+    assert server.port is not None
+    edge.port = server.port
     return edge, server

@@ -198,9 +198,7 @@ def edge_like_mp3(tmp_path_factory: pytest.TempPathFactory, speech_programs: Non
 async def edge_server(edge_like_mp3: bytes, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EdgeServer]:
     """The local protocol server, with edge-tts pointed at it instead of Microsoft."""
     edge, server = await start_edge_server(edge_like_mp3)
-    monkeypatch.setattr(
-        edge_tts.communicate, "WSS_URL", f"ws://127.0.0.1:{server.port}/edge/v1?TrustedClientToken=local"
-    )
+    monkeypatch.setattr(edge_tts.communicate, "WSS_URL", f"ws://127.0.0.1:{edge.port}/edge/v1?TrustedClientToken=local")
     # edge-tts honours *_PROXY variables (trust_env); a CI proxy must not intercept loopback.
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")

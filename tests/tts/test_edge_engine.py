@@ -117,13 +117,12 @@ async def test_the_proxy_setting_carries_the_connection(
 
     # The service's name does not resolve here: only a proxy can reach it. The local server
     # plays the proxy too (a plain HTTP proxy gets the absolute URL and forwards the upgrade).
-    port = int(edge_tts.communicate.WSS_URL.split(":")[2].split("/")[0])
     monkeypatch.setattr(edge_tts.communicate, "WSS_URL", "ws://speech.invalid/edge/v1?TrustedClientToken=local")
     direct = edge_engine()
     with pytest.raises(EngineUnavailable):
         await direct.synthesize("各位村民", direct.resolve(VoiceRequest()))
 
-    proxied = edge_engine(proxy=f"http://127.0.0.1:{port}")
+    proxied = edge_engine(proxy=f"http://127.0.0.1:{edge_server.port}")
     speech = await proxied.synthesize("各位村民", proxied.resolve(VoiceRequest()))
 
     assert speech.audio == edge_server.audio

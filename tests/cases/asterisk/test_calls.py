@@ -40,7 +40,7 @@ async def finished_callback(client: Any, case_id: int) -> dict[str, Any]:
 
     async def check() -> dict[str, Any] | None:
         items = (await client.get_json(f"/api/v1/cases/{case_id}/callbacks"))["items"]
-        latest = items[-1] if items else None
+        latest: dict[str, Any] | None = items[-1] if items else None
         if latest is None or latest["state"] in ("requested", "placing", "ringing") or not latest["ended_at"]:
             return None
         return latest

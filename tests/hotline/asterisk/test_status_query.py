@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.support.asterisk import Hotline
 
 
-async def filed_case(hotline: Hotline, *, keys: tuple[str, ...] = ("1",), caller: str = "13800001111") -> dict:
+async def filed_case(
+    hotline: Hotline, *, keys: tuple[str, ...] = ("1",), caller: str = "13800001111"
+) -> dict[str, Any]:
     call = await hotline.call(keys=keys, caller=caller)
-    return (await hotline.settled(call.linkedid))["case"]
+    case: dict[str, Any] = (await hotline.settled(call.linkedid))["case"]
+    return case
 
 
 async def test_the_filing_phone_hears_the_status_of_its_case(hotline: Hotline) -> None:
