@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001, RUF100 - Chinese messages use full-width punctuation on purpose (RUF100: pyproject may already ignore it).
 """Errors raised by the ``tts`` package.
 
     InvalidInput (common.errors)

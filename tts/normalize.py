@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001, RUF002, RUF003, RUF100 - Chinese text uses full-width punctuation on purpose (RUF100: pyproject may already ignore them).
 """Plain notice text in, speakable Mandarin out.
 
 Our engines take no SSML (edge-tts only takes rate/volume/pitch; espeak-ng's

@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001, RUF003, RUF100 - Chinese messages use full-width punctuation on purpose (RUF100: pyproject may already ignore them).
 """Find the personal numbers a notice must never read out or publish.
 
 Disclosure notices (低保 recipients, subsidy lists) name people. Their resident

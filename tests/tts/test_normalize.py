@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001, RUF100 - expected readings are Chinese, full-width punctuation included (RUF100: pyproject may already ignore it).
 """The speech-text normaliser: what a loudspeaker says for what a clerk typed."""
 
 from __future__ import annotations

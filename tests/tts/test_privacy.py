@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001, RUF100 - notice text is Chinese, full-width punctuation included (RUF100: pyproject may already ignore it).
 """The privacy guard: ID and card numbers never go on air, mobiles get a warning."""
 
 from __future__ import annotations
