@@ -566,9 +566,13 @@ async def record(out: Path, rounds: int) -> dict[str, Any]:
             task.cancel()
     text = bytes(captured)
     events = [block for block in text.split(TERMINATOR) if block.startswith(b"Event: ")]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(gzip.compress(TERMINATOR.join(events) + TERMINATOR, 9))
+    await asyncio.to_thread(_save_fixture, out, TERMINATOR.join(events) + TERMINATOR)
     return {"calls": calls, "events": len(events), "bytes": len(text), "fixture": str(out)}
+
+
+def _save_fixture(out: Path, stream: bytes) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(gzip.compress(stream, 9))
 
 
 def main() -> None:

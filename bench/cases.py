@@ -29,6 +29,7 @@ import math
 import os
 import random
 import secrets
+import shutil
 import sqlite3
 import statistics
 import struct
@@ -580,10 +581,8 @@ async def bench_database(kind: str, count: int, runs: int, pg_url: str | None) -
         await measure_queries(url, runs)
     finally:
         if cluster is not None:
-            cluster.stop()
-        if kind == "sqlite":
-            for path in directory.glob("cunxiang.db*"):
-                path.unlink()
+            await asyncio.to_thread(cluster.stop)
+        await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
 
 
 async def main() -> None:

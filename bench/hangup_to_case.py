@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,24 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[index]
 
 
+class Hangups:
+    """When each call first lost a channel (perf_counter), and a wait for it."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+        self._seen: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def saw(self, linkedid: str) -> None:
+        self._at.setdefault(linkedid, time.perf_counter())
+        self._seen[linkedid].set()
+
+    async def of(self, linkedid: str) -> float:
+        await self._seen[linkedid].wait()
+        return self._at[linkedid]
+
+
 async def one_round(
-    service: Service, villager: SimulatedVillager, http: aiohttp.ClientSession, hangups: dict[str, float], calls: int
+    service: Service, villager: SimulatedVillager, http: aiohttp.ClientSession, hangups: Hangups, calls: int
 ) -> list[tuple[float, float] | str]:
     async def one(index: int) -> tuple[float, float] | str:
         call_id = f"bench-{index}-{SimulatedVillager.new_call_id()}"
@@ -49,9 +66,7 @@ async def one_round(
             caller=f"1370000{index:04d}", keys=("1",), audio=service.villager_audio, hangup_at="recording"
         )
         call_task = asyncio.ensure_future(villager.call(script, call_id=call_id, timeout_s=180))
-        while call_id not in hangups:
-            await asyncio.sleep(0.005)
-        hung_up = hangups[call_id]
+        hung_up = await hangups.of(call_id)
         case_seen = recording_seen = None
         deadline = hung_up + 60
         while recording_seen is None:
@@ -94,11 +109,11 @@ async def run(rounds: int, calls: int) -> dict[str, Any]:
             link = AmiLink(
                 AmiConfig("127.0.0.1", instance.ami_port, "cunxiang", instance.ami_secret), clock=SystemClock()
             )
-            hangups: dict[str, float] = {}
+            hangups = Hangups()
 
             def on_event(event: Message) -> None:
                 if event.get("Event") == "Hangup":
-                    hangups.setdefault(event.get("Linkedid", ""), time.perf_counter())
+                    hangups.saw(event.get("Linkedid", ""))
 
             link.add_listener(on_event)
             await link.start()

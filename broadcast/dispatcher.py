@@ -218,11 +218,16 @@ class Dispatcher:
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
-        """Wait until ``predicate()`` holds, re-checked at every state change (for tests and tools)."""
-        async with asyncio.timeout(timeout):
-            async with self._changed:
-                await self._changed.wait_for(predicate)
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds, re-checked at every state change (for tests and tools, which bound
+        the wait with asyncio.timeout)."""
+        async with self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def changed(self) -> None:
+        """Return at the next state change (for tests and tools)."""
+        async with self._changed:
+            await self._changed.wait()
 
     def idle(self) -> bool:
         return all(slot.playing is None and not slot.waiting for slot in self._slots.values())

@@ -15,6 +15,7 @@ costs one lookup.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -140,7 +141,7 @@ class BroadcastProducer:
     ) -> ProductionResult:
         """A person's recording (WAV, MP3, OGG, WebM…) through the same chime/repeat/loudness pipeline."""
         repeats = self._repeats(repeats)
-        data = recording.read_bytes() if isinstance(recording, Path) else recording
+        data = await asyncio.to_thread(recording.read_bytes) if isinstance(recording, Path) else recording
         if not data:
             raise BadRecording("录音文件是空的。", detail="empty recording")
         source = Source(data, "recording", max_duration_s=self._settings.max_recording_s)

@@ -259,7 +259,14 @@ class HttpPullTransport:
         async with self._sessions() as session:
             return await session.get(BroadcastSpeaker, run_id)
 
-    async def _wait(self, run_id: int, stop: asyncio.Event, timeout: float, done: tuple[int, ...]) -> bool:
+    async def _wait(
+        self,
+        run_id: int,
+        stop: asyncio.Event,
+        # A deadline, not a cancel scope: running out is an answer (False), and never cancels a database read.
+        timeout: float,  # noqa: ASYNC109
+        done: tuple[int, ...],
+    ) -> bool:
         """Wait until the row reaches one of ``done`` or ``stop`` is set; False on timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cases.placing import CallLine, CallRunner, PlacedCall, dial_string
 from cases.workflow import FOLLOWUP_RUNNER, Workflow
 from common.clock import Clock
+from common.errors import CunxiangError
 from common.health import ComponentHealth
 from storage.models import SATISFACTION_KEYS, SURVEY_OPEN, SURVEY_STATES, Case, CaseLedger, SurveyAttempt
 
@@ -194,7 +195,7 @@ class SurveyRunner(CallRunner[SurveyConfig]):
             try:
                 local = created.astimezone(self._workflow.policy.zone)
                 prompt = str(await self._sentences(survey_sentence(local)))
-            except Exception as exc:  # the greeting and the question still work without this sentence
+            except (CunxiangError, OSError) as exc:  # the greeting and the question still work without this sentence
                 log.warning("follow-up for case %s: no case sentence (%s); calling without it", case_id, exc)
         call = await self._line.place(
             dial=dial_string(self.config.dial_template, number),

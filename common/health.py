@@ -70,6 +70,7 @@ class HealthRegistry:
         for name, probe in self._probes.items():
             try:
                 report[name] = await probe()
-            except Exception as exc:  # a broken probe must not break /healthz
+            except Exception as exc:  # a broken probe must not break /healthz; it is a bug, so its traceback is logged
+                log.exception("health probe %s failed", name)
                 report[name] = {"status": "down", "detail": f"probe failed: {exc!r}"}
         return report

@@ -9,6 +9,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# How long close() waits for cancelled tasks to finish their cleanup.
+STOP_GRACE_S = 10.0
+
 
 class TaskGroupClosed(RuntimeError):
     pass
@@ -48,12 +51,13 @@ class BackgroundTasks:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def close(self, timeout: float = 10.0) -> None:
+    async def close(self) -> None:
+        """Cancel everything and wait for it, at most STOP_GRACE_S; log (and leave) what outlives that."""
         self._closed = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            _done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
             for task in pending:
-                log.error("background task %s did not stop within %.1f s", task.get_name(), timeout)
+                log.error("background task %s did not stop within %.1f s", task.get_name(), STOP_GRACE_S)

@@ -197,7 +197,8 @@ class FastAgiServer:
         return True
 
     async def _keep_binding(self) -> None:
-        while not await self._bind():
+        # Retrying is the design: nothing signals when the port becomes free.
+        while not await self._bind():  # noqa: ASYNC110
             await asyncio.sleep(self._retry_bind_s)
 
     async def stop(self) -> None:

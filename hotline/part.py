@@ -31,6 +31,7 @@ the workflow (``IntakeService.use_case_desk``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -371,23 +372,28 @@ class MediaLibrary:
         stem = name or f"speech-{key}"
         dest = self._paths.media.host / f"{stem}.wav"
         marker = dest.with_suffix(".txt")
-        if not dest.exists() or not marker.exists() or marker.read_text(encoding="utf-8") != text:
-            self._paths.prepare()
+        if not await asyncio.to_thread(_spoken_from, dest, marker, text):
+            await asyncio.to_thread(self._paths.prepare)
             await self._renderer.render(text, dest, lead_in_ms=200, tail_ms=200)
-            marker.write_text(text, encoding="utf-8")
-            self._paths.give_to_asterisk(dest)
+            await asyncio.to_thread(marker.write_text, text, encoding="utf-8")
+            await asyncio.to_thread(self._paths.give_to_asterisk, dest)
         return self._paths.media.to_asterisk(dest.with_suffix(""))
 
     async def upload(self, source: Path) -> PurePosixPath:
         """Any audio file ffmpeg reads, converted to 8 kHz WAV in the media directory."""
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        digest = hashlib.sha256(await asyncio.to_thread(source.read_bytes)).hexdigest()[:16]
         dest = self._paths.media.host / f"upload-{digest}.wav"
-        if not dest.exists():
-            self._paths.prepare()
+        if not await asyncio.to_thread(dest.exists):
+            await asyncio.to_thread(self._paths.prepare)
             measured = await self._tools.decode(source)
             await self._tools.encode(measured.pcm, {Profile.ASTERISK: dest})
-            self._paths.give_to_asterisk(dest)
+            await asyncio.to_thread(self._paths.give_to_asterisk, dest)
         return self._paths.media.to_asterisk(dest.with_suffix(""))
+
+
+def _spoken_from(dest: Path, marker: Path, text: str) -> bool:
+    """Whether ``dest`` holds ``text`` spoken: the marker beside it says which text it was made from."""
+    return dest.exists() and marker.exists() and marker.read_text(encoding="utf-8") == text
 
 
 def build_hotline(

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from common.clock import Clock
+from common.errors import CunxiangError
 from common.health import ComponentHealth
 from common.tasks import BackgroundTasks
 from tts.audio import AudioTools, Pcm, Profile
@@ -172,16 +173,22 @@ class SpeechRenderer:
         padded = Pcm(
             _silence(pcm.sample_rate, lead_in_ms) + pcm.data + _silence(pcm.sample_rate, tail_ms), pcm.sample_rate
         )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".wav", dir=dest.parent)
-        os.close(fd)
+        temporary = await asyncio.to_thread(_temporary_beside, dest)
         try:
-            await self.tools.encode(padded, {Profile.ASTERISK: Path(temporary)})
-            os.replace(temporary, dest)
+            await self.tools.encode(padded, {Profile.ASTERISK: temporary})
+            await asyncio.to_thread(temporary.replace, dest)
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
         return Rendered(round(padded.duration_s, 3), spoken.engine, spoken.voice.as_dict())
+
+
+def _temporary_beside(dest: Path) -> Path:
+    """An empty file in dest's directory (made if missing), to write and then rename over dest."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".wav", dir=dest.parent)
+    os.close(fd)
+    return Path(temporary)
 
 
 def _silence(rate: int, milliseconds: int) -> bytes:
@@ -282,7 +289,7 @@ class PromptInstaller:
                     dest = self.target / f"{prompt.id}.wav"
                     try:
                         rendered = await self.renderer.render(prompt.text, dest, lead_in_ms=lead, tail_ms=tail)
-                    except Exception as exc:
+                    except (CunxiangError, OSError) as exc:
                         log.error("prompt %s not rendered: %s", prompt.id, exc)
                         report.failed[prompt.id] = str(exc)
                         return

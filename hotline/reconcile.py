@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -323,7 +322,7 @@ class Reconciler:
 
     async def _sweep_spool(self, busy: set[str]) -> int:
         attached = 0
-        waiting = self._intake.store.spool_files()
+        waiting = await asyncio.to_thread(self._intake.store.spool_files)
         for linkedid in _unique(name.linkedid for _path, name in waiting):
             if linkedid in busy:
                 continue
@@ -336,7 +335,7 @@ class Reconciler:
                     linkedid=linkedid,
                     stage="talked" if transfer is not None and message is None else "recorded",
                     category=(message or name).category,
-                    started_at=datetime.fromtimestamp(os.path.getmtime(path), UTC) if path.exists() else None,
+                    started_at=await asyncio.to_thread(_written_at, path),
                 )
                 await self._intake.settle(facts, via="reconcile")
             attached += len(await self._intake.attach(linkedid))
@@ -345,3 +344,11 @@ class Reconciler:
 
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
+
+
+def _written_at(path: Path) -> datetime | None:
+    """When a recording was last written (its call's time, near enough), if it is still there."""
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except FileNotFoundError:
+        return None

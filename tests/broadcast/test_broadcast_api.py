@@ -250,7 +250,11 @@ class Terminal:
             body: dict[str, Any] = await response.json()
             return body
 
-    async def wait_for_play(self, different_from: int | None = None, timeout: float = 30) -> dict[str, Any]:
+    async def wait_for_play(
+        self,
+        different_from: int | None = None,
+        timeout: float = 30,  # noqa: ASYNC109 - a budget every test shares, applied with asyncio.timeout inside
+    ) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while True:
                 answer = await self.now()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -120,7 +121,8 @@ async def test_without_requeueing_a_cut_item_is_only_recorded_as_interrupted(liv
         (civility.id, 0, RUN_INTERRUPTED),
         (disclosure.id, 0, RUN_SUCCESS),
     ]
-    await dispatcher.wait_until(dispatcher.idle, timeout=10)  # and nothing is left waiting for the zone
+    async with asyncio.timeout(10):
+        await dispatcher.wait_until(dispatcher.idle)  # and nothing is left waiting for the zone
 
 
 async def test_in_quiet_hours_a_manual_play_is_cancelled_and_an_emergency_still_plays(live: Runtime) -> None:

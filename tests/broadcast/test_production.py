@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -160,8 +161,10 @@ async def test_the_same_recording_uploaded_twice_is_produced_once(kit: SpeechKit
 
 async def test_a_silent_recording_is_refused(kit: SpeechKit, tmp_path: Path) -> None:
     silent = tmp_path / "silent.wav"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "3", str(silent)], check=True
+    await asyncio.to_thread(
+        subprocess.run,
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "3", str(silent)],
+        check=True,
     )
     with pytest.raises(BadRecording) as raised:
         await kit.producer.render_recording(silent)

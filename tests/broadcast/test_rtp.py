@@ -7,7 +7,6 @@ import itertools
 import socket
 import statistics
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,27 +140,27 @@ async def test_an_independent_ffmpeg_receiver_decodes_the_whole_item_within_two_
         f"m=audio {port} RTP/AVP 0\na=rtpmap:0 PCMU/8000\n"
     )
     out = tmp_path / "received.wav"
-    receiver = subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-protocol_whitelist", "file,udp,rtp", "-listen_timeout", "3",
-         "-i", str(sdp), "-f", "wav", "-y", str(out)],
-        stdin=subprocess.DEVNULL,
+    receiver = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-v", "error", "-protocol_whitelist", "file,udp,rtp", "-listen_timeout", "3",
+        "-i", str(sdp), "-f", "wav", "-y", str(out),
+        stdin=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     listener = Listener()
     listener.attach()
     try:
         async with asyncio.timeout(10):
-            while not udp_port_bound(port):
+            # ffmpeg tells no one when it listens: the kernel's socket table shows it.
+            while not udp_port_bound(port):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         streams = sender.play(payload, [("127.0.0.1", port), ("127.0.0.1", listener.port)], ttl=0)
         results = await asyncio.gather(*(stream.done for stream in streams))
         async with asyncio.timeout(30):
-            while receiver.poll() is None:
-                await asyncio.sleep(0.1)
+            await receiver.wait()
     finally:
         listener.close()
-        if receiver.poll() is None:
+        if receiver.returncode is None:
             receiver.kill()
-            receiver.wait()
+            await receiver.wait()
     assert all(result.completed and result.sent == result.packets for result in results)
     decoded = ffprobe(out).duration_s
     assert abs(decoded - expected_s) / expected_s < 0.02, (decoded, expected_s)
@@ -233,7 +232,7 @@ async def test_after_the_sender_stalls_its_streams_catch_up_instead_of_staying_l
     try:
         streams = rtp.play(b"\xff" * 160 * 150, [("127.0.0.1", listener.port)])  # three seconds
         await asyncio.sleep(0.5)
-        time.sleep(0.07)  # the whole event loop is blocked for three and a half packet periods
+        time.sleep(0.07)  # noqa: ASYNC251 - the whole event loop is blocked for three and a half packet periods
         result = await asyncio.wait_for(streams[0].done, 15)
     finally:
         listener.close()

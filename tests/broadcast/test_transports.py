@@ -169,7 +169,8 @@ async def test_a_stop_terminates_the_sound_card_player_and_the_speaker_is_interr
     stop = asyncio.Event()
     playing = asyncio.ensure_future(sink.play(item(tmp_path, 30), [SpeakerTarget("sink", "alsa:default")], stop))
     async with asyncio.timeout(10):
-        while not (tmp_path / "player.args").exists():  # the player is running (its handler is installed)
+        # The player is running (its handler is installed) once its file appears; it tells no one else.
+        while not (tmp_path / "player.args").exists():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     stop.set()
     results = await asyncio.wait_for(playing, 5)

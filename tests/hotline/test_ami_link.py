@@ -52,7 +52,8 @@ def status(link: AmiLink) -> Status:
 async def until(condition: object, timeout_s: float = 10.0) -> None:
     assert callable(condition)
     async with asyncio.timeout(timeout_s):
-        while not condition():
+        # Any condition on the link or the fake server, most of which nothing signals: polled.
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 

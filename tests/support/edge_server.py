@@ -55,6 +55,11 @@ class EdgeServer:
     most_open_connections: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0  # where start_edge_server listens
+    requested: asyncio.Condition = field(default_factory=asyncio.Condition)  # notified at every request
+
+    async def wait_for_requests(self, count: int) -> None:
+        async with self.requested:
+            await self.requested.wait_for(lambda: len(self.requests) >= count)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -83,6 +88,8 @@ class EdgeServer:
             await socket.close()
             return
         self.requests.append(_parse(dict(request.query), config.data, ssml.data))
+        async with self.requested:
+            self.requested.notify_all()
         request_id = uuid.uuid4().hex
         if self.mode == "hold":
             await self.release.wait()

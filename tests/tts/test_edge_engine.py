@@ -151,8 +151,8 @@ async def test_no_more_than_the_configured_connections_are_open_at_once(edge_ser
     voice = engine.resolve(VoiceRequest())
 
     calls = [asyncio.create_task(engine.synthesize(f"第{index}条", voice)) for index in range(6)]
-    while len(edge_server.requests) < 2:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        await edge_server.wait_for_requests(2)
     await asyncio.sleep(0.05)  # room for a third connection to open, if the limit were broken
     assert edge_server.open_connections == 2
     edge_server.release.set()

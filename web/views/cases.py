@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
@@ -703,7 +704,7 @@ async def export_xlsx(request: web.Request, query: ExportQuery) -> web.StreamRes
     me = keys.principal(request)
     filters = await _resolved_filters(request, query)
     deadlines = await cases.holidays.deadlines()
-    directory = Path(tempfile.mkdtemp(prefix="cunxiang-export-"))
+    directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="cunxiang-export-"))
     path = directory / "cases.xlsx"
     try:
         book = await asyncio.to_thread(XlsxExport, path)
@@ -717,10 +718,7 @@ async def export_xlsx(request: web.Request, query: ExportQuery) -> web.StreamRes
         await asyncio.to_thread(book.save)
         data = await asyncio.to_thread(path.read_bytes)
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+        await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
     return web.Response(
         body=data,
         headers={

@@ -20,6 +20,10 @@ from tests.support.speech import ffprobe
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
 
+def oldest_first(directory: Path, pattern: str) -> list[Path]:
+    return sorted(directory.glob(pattern), key=lambda path: path.stat().st_mtime)
+
+
 async def test_a_zone_of_two_sip_speakers_is_paged_and_each_records_the_whole_item(
     hotline: Hotline, runtime: Runtime
 ) -> None:
@@ -58,12 +62,18 @@ async def test_a_zone_of_two_sip_speakers_is_paged_and_each_records_the_whole_it
     test_spool = spool.with_name(spool.name + "-test")
     expected = float(notice.audio_duration_s or 0)
     durations: dict[str, float] = {}
+
+    def heard(name: str) -> float | None:
+        """How long the speaker's latest recording of a page is, once it holds more than a WAV header."""
+        found = sorted(Path(test_spool).glob(f"page_{name}_*.wav"))
+        return ffprobe(found[-1]).duration_s if found and found[-1].stat().st_size > 44 else None
+
     async with asyncio.timeout(30):
+        # Files Asterisk writes, in the event loop that runs the service: read in a thread, polled.
         while len(durations) < 2:
             for name in ("spk1", "spk2"):
-                found = sorted(Path(test_spool).glob(f"page_{name}_*.wav"))
-                if found and found[-1].stat().st_size > 44:
-                    durations[name] = ffprobe(found[-1]).duration_s
+                if (duration := await asyncio.to_thread(heard, name)) is not None:
+                    durations[name] = duration
             await asyncio.sleep(0.5)
     for name, duration in durations.items():
         # Each speaker heard the whole item (give or take the moment it took to answer).
@@ -130,9 +140,7 @@ async def test_an_emergency_cuts_into_a_page_on_the_real_asterisk_and_then_pages
     assert cut.ended_at is not None and emergency.started_at is not None and cut.ended_at <= emergency.started_at
     # What the first speaker recorded of the cut page: a few seconds, far from the whole item.
     spool = hotline.telephony.paths.spool.host
-    recordings = sorted(
-        Path(spool.with_name(spool.name + "-test")).glob("page_spk5_*.wav"), key=lambda path: path.stat().st_mtime
-    )
+    recordings = await asyncio.to_thread(oldest_first, Path(spool.with_name(spool.name + "-test")), "page_spk5_*.wav")
     assert len(recordings) >= 2  # the cut page, then the emergency
-    heard = ffprobe(recordings[0]).duration_s
+    heard = (await asyncio.to_thread(ffprobe, recordings[0])).duration_s
     assert 1.0 < heard < float(disclosure.audio_duration_s or 0) - 5, (heard, disclosure.audio_duration_s)

@@ -48,9 +48,14 @@ async def test_a_callback_rings_the_operator_then_the_villager_and_is_recorded_o
 ) -> None:
     ticket = await hotline.runtime.hotline.intake.open_case(CallFacts(linkedid="seed-callback"), via="test")
     results: list[dict[str, str]] = []
-    hotline.telephony.link.add_listener(
-        lambda event: results.append(dict(event)) if event.get("UserEvent") == "CxCallback" else None
-    )
+    reported = asyncio.Event()
+
+    def listen(event: Message) -> None:
+        if event.get("UserEvent") == "CxCallback":
+            results.append(dict(event))
+            reported.set()
+
+    hotline.telephony.link.add_listener(listen)
     originated = await hotline.telephony.link.originate(
         channel="Local/s@villager",  # the operator's phone: answers and stays on the line
         channel_id="callback-test-1",
@@ -65,8 +70,7 @@ async def test_a_callback_rings_the_operator_then_the_villager_and_is_recorded_o
     )
     assert (await asyncio.wait_for(originated.result, 30))["Response"] == "Success"
     async with asyncio.timeout(60):
-        while not results:
-            await asyncio.sleep(0.05)
+        await reported.wait()
     assert results[0]["DialStatus"] == "ANSWER" and results[0]["Case"] == str(ticket.case_id)
     await hotline.hang_up_everything()
     await hotline.telephony.tracker.wait_idle(30)
@@ -147,9 +151,10 @@ async def test_a_placed_call_that_lands_in_the_hotline_is_refused_and_never_beco
     cdr = hotline.instance.sandbox.paths.cdr_csv
     assert cdr is not None
     async with asyncio.timeout(30):
-        while any(channel.get("Linkedid") == call_id for channel in await link.live_channels()):
+        # Asterisk's channel list and its CDR file: state in another process, polled.
+        while any(channel.get("Linkedid") == call_id for channel in await link.live_channels()):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        while "cx:refused:callback" not in (cdr.read_text() if cdr.exists() else ""):
+        while "cx:refused:callback" not in (cdr.read_text() if cdr.exists() else ""):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     await hotline.telephony.tracker.wait_idle(30)
     # Neither the tracker nor reconciliation from the CDR makes anything of it.
