@@ -522,22 +522,7 @@ class Workflow:
             if case.sealed and category is not None and not seals(category):
                 raise Conflict("违纪举报案件一经密封不能解除", code="case.sealed_forever")
             change = Change("triaged", note=note_text)
-            new_township = township_id if township_id is not None else case.township_id
-            if township_id is not None and township_id != case.township_id:
-                if await session.get(Township, township_id) is None:
-                    raise InvalidInput("所属乡镇不存在", fields={"township_id": "没有这个乡镇"})
-                change.before["township_id"], change.after["township_id"] = case.township_id, township_id
-                case.township_id = township_id
-                if village_id is None and case.village_id is not None:
-                    # A village of the old township cannot stay.
-                    change.before["village_id"], change.after["village_id"] = case.village_id, None
-                    case.village_id = None
-            if village_id is not None and village_id != case.village_id:
-                village = await session.get(Village, village_id)
-                if village is None or village.township_id != new_township:
-                    raise InvalidInput("村不在所选乡镇", fields={"village_id": "不属于这个乡镇"})
-                change.before["village_id"], change.after["village_id"] = case.village_id, village_id
-                case.village_id = village_id
+            await self._move(session, case, change, township_id, village_id)
             if category is not None and category != case.category:
                 change.before["category"], change.after["category"] = case.category, category
                 case.category = category
@@ -545,11 +530,7 @@ class Workflow:
                     change.before["sealed"], change.after["sealed"] = False, True
                     case.sealed = True
             if unit_id is not None and unit_id != case.unit_id:
-                if case.status != "new":
-                    raise Conflict("已受理的案件请用“交办”或“转办”更换承办单位", code="case.use_transfer")
-                await self._unit(session, unit_id)
-                change.before["unit_id"], change.after["unit_id"] = case.unit_id, unit_id
-                case.unit_id = unit_id
+                await self._triage_unit(session, case, change, unit_id)
             if summary_text is not None and summary_text != case.summary:
                 change.before["summary"], change.after["summary"] = case.summary, summary_text
                 case.summary = summary_text
@@ -561,6 +542,36 @@ class Workflow:
             return [change]
 
         return await self._change(principal, case_id, "triage", apply)
+
+    @staticmethod
+    async def _move(
+        session: AsyncSession, case: Case, change: Change, township_id: int | None, village_id: int | None
+    ) -> None:
+        """Triage's new township and village (either may stay): checked, set and noted in ``change``."""
+        new_township = township_id if township_id is not None else case.township_id
+        if township_id is not None and township_id != case.township_id:
+            if await session.get(Township, township_id) is None:
+                raise InvalidInput("所属乡镇不存在", fields={"township_id": "没有这个乡镇"})
+            change.before["township_id"], change.after["township_id"] = case.township_id, township_id
+            case.township_id = township_id
+            if village_id is None and case.village_id is not None:
+                # A village of the old township cannot stay.
+                change.before["village_id"], change.after["village_id"] = case.village_id, None
+                case.village_id = None
+        if village_id is not None and village_id != case.village_id:
+            village = await session.get(Village, village_id)
+            if village is None or village.township_id != new_township:
+                raise InvalidInput("村不在所选乡镇", fields={"village_id": "不属于这个乡镇"})
+            change.before["village_id"], change.after["village_id"] = case.village_id, village_id
+            case.village_id = village_id
+
+    async def _triage_unit(self, session: AsyncSession, case: Case, change: Change, unit_id: int) -> None:
+        """Triage names the unit of a new case only; once accepted, assignment and transfer change it."""
+        if case.status != "new":
+            raise Conflict("已受理的案件请用“交办”或“转办”更换承办单位", code="case.use_transfer")
+        await self._unit(session, unit_id)
+        change.before["unit_id"], change.after["unit_id"] = case.unit_id, unit_id
+        case.unit_id = unit_id
 
     # -- acceptance -------------------------------------------------------------------------
 

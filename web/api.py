@@ -220,52 +220,7 @@ def build_openapi(operations: list[Operation], *, title: str, version: str) -> d
 
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        spec: dict[str, Any] = {
-            "summary": op.summary,
-            "tags": [op.tag],
-            "operationId": f"{op.method.lower()}_{openapi_path(op.path).strip('/').replace('/', '_')}",
-        }
-        if op.description:
-            spec["description"] = op.description
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
-            for name in PATH_PARAM.findall(op.path)
-            if f"{{{name}:\\d+}}" in op.path
-        ] + [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in PATH_PARAM.findall(op.path)
-            if f"{{{name}:\\d+}}" not in op.path
-        ]
-        if op.query is not None:
-            for name, info in op.query.model_fields.items():
-                field_schema = op.query.model_json_schema()["properties"][name]
-                parameters.append(
-                    {"name": name, "in": "query", "required": info.is_required(), "schema": field_schema}
-                    | ({"description": info.description} if info.description else {})
-                )
-        if parameters:
-            spec["parameters"] = parameters
-        if op.body is not None:
-            spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(op.body)}}}
-        success: dict[str, Any] = {"description": "成功"}
-        if op.response is not None:
-            success["content"] = {op.content_type: {"schema": ref(op.response)}}
-        elif op.content_type != "application/json":
-            success["content"] = {op.content_type: {}}
-        responses: dict[str, Any] = {str(op.status): success}
-        for status, text in ERROR_RESPONSES:
-            responses[status] = {
-                "description": text,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            }
-        spec["responses"] = responses
-        if op.auth == "public":
-            spec["security"] = []
-        elif op.auth == "self":
-            spec["security"] = [{"terminalToken": []}]
-        if op.roles:
-            spec["x-roles"] = list(op.roles)
-        paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = spec
+        paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op, ref)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
@@ -279,3 +234,58 @@ def build_openapi(operations: list[Operation], *, title: str, version: str) -> d
         },
         "security": [{"session": []}],
     }
+
+
+def _operation(op: Operation, ref: Callable[[type[BaseModel]], dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": f"{op.method.lower()}_{openapi_path(op.path).strip('/').replace('/', '_')}",
+    }
+    if op.description:
+        spec["description"] = op.description
+    parameters = _parameters(op)
+    if parameters:
+        spec["parameters"] = parameters
+    if op.body is not None:
+        spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(op.body)}}}
+    success: dict[str, Any] = {"description": "成功"}
+    if op.response is not None:
+        success["content"] = {op.content_type: {"schema": ref(op.response)}}
+    elif op.content_type != "application/json":
+        success["content"] = {op.content_type: {}}
+    responses: dict[str, Any] = {str(op.status): success}
+    for status, text in ERROR_RESPONSES:
+        responses[status] = {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    spec["responses"] = responses
+    if op.auth == "public":
+        spec["security"] = []
+    elif op.auth == "self":
+        spec["security"] = [{"terminalToken": []}]
+    if op.roles:
+        spec["x-roles"] = list(op.roles)
+    return spec
+
+
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    """The path's parameters (integers where the route says \\d+), then the query model's fields."""
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+        for name in PATH_PARAM.findall(op.path)
+        if f"{{{name}:\\d+}}" in op.path
+    ] + [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in PATH_PARAM.findall(op.path)
+        if f"{{{name}:\\d+}}" not in op.path
+    ]
+    if op.query is not None:
+        for name, info in op.query.model_fields.items():
+            field_schema = op.query.model_json_schema()["properties"][name]
+            parameters.append(
+                {"name": name, "in": "query", "required": info.is_required(), "schema": field_schema}
+                | ({"description": info.description} if info.description else {})
+            )
+    return parameters

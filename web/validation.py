@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -82,46 +83,71 @@ class PayloadTooLarge(UserError):
     default_code = "payload_too_large"
 
 
+# Pydantic's error types, in Chinese.
+_MESSAGES: dict[str, str] = {
+    "missing": "必填",
+    "extra_forbidden": "不认识的字段",
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"), "应为整数"),
+    **dict.fromkeys(("float_type", "float_parsing"), "应为数字"),
+    **dict.fromkeys(("bool_type", "bool_parsing"), "应为是或否"),
+    "string_type": "应为文字",
+    **dict.fromkeys(("list_type", "set_type"), "应为列表"),
+    "string_pattern_mismatch": "格式不正确",
+}
+
+
+def _too_short(ctx: dict[str, Any]) -> str:
+    return "不能为空" if ctx.get("min_length") in (1, None) else f"至少{ctx.get('min_length')}个字"
+
+
+def _too_long(ctx: dict[str, Any]) -> str:
+    return f"最多{ctx.get('max_length')}个字"
+
+
+def _not_listed(ctx: dict[str, Any]) -> str:
+    return f"取值只能是：{ctx.get('expected', '')}"
+
+
+def _too_small(ctx: dict[str, Any]) -> str:
+    return f"不能小于{ctx.get('ge', ctx.get('gt'))}"
+
+
+def _too_large(ctx: dict[str, Any]) -> str:
+    return f"不能大于{ctx.get('le', ctx.get('lt'))}"
+
+
+# Those whose message quotes a limit from the error's context.
+_MESSAGES_WITH_LIMITS: dict[str, Callable[[dict[str, Any]], str]] = {
+    **dict.fromkeys(("string_too_short", "too_short"), _too_short),
+    **dict.fromkeys(("string_too_long", "too_long"), _too_long),
+    "literal_error": _not_listed,
+    **dict.fromkeys(("greater_than_equal", "greater_than"), _too_small),
+    **dict.fromkeys(("less_than_equal", "less_than"), _too_large),
+}
+
+
+def _time_message(ctx: dict[str, Any]) -> str:
+    # 31 February is a well-written date that does not exist: say so, not that it is badly written.
+    reason = str(ctx.get("error", ""))
+    if "day value is outside expected range" in reason:
+        return "没有这一天"
+    if "month value is outside expected range" in reason:
+        return "没有这个月份"
+    return "时间格式不正确"
+
+
 def _field_message(error: Any) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
-    if kind == "missing":
-        return "必填"
-    if kind == "extra_forbidden":
-        return "不认识的字段"
-    if kind in ("string_too_short", "too_short"):
-        return "不能为空" if ctx.get("min_length") in (1, None) else f"至少{ctx.get('min_length')}个字"
-    if kind in ("string_too_long", "too_long"):
-        return f"最多{ctx.get('max_length')}个字"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return "应为整数"
-    if kind in ("float_type", "float_parsing"):
-        return "应为数字"
-    if kind in ("bool_type", "bool_parsing"):
-        return "应为是或否"
-    if kind in ("string_type",):
-        return "应为文字"
-    if kind in ("list_type", "set_type"):
-        return "应为列表"
-    if kind == "literal_error":
-        return f"取值只能是：{ctx.get('expected', '')}"
-    if kind in ("greater_than_equal", "greater_than"):
-        return f"不能小于{ctx.get('ge', ctx.get('gt'))}"
-    if kind in ("less_than_equal", "less_than"):
-        return f"不能大于{ctx.get('le', ctx.get('lt'))}"
-    if kind.startswith(("time", "date", "datetime")):
-        # 31 February is a well-written date that does not exist: say so, not that it is badly written.
-        reason = str(ctx.get("error", ""))
-        if "day value is outside expected range" in reason:
-            return "没有这一天"
-        if "month value is outside expected range" in reason:
-            return "没有这个月份"
-        return "时间格式不正确"
-    if kind == "string_pattern_mismatch":
-        return "格式不正确"
     if kind == "value_error":
         # Our validators raise ValueError with a Chinese sentence.
         return str(error["msg"]).removeprefix("Value error, ")
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind in _MESSAGES_WITH_LIMITS:
+        return _MESSAGES_WITH_LIMITS[kind](ctx)
+    if kind.startswith(("time", "date", "datetime")):
+        return _time_message(ctx)
     return "格式不正确"
 
 

@@ -272,36 +272,45 @@ class AmiLink:
 
     def _dispatch(self, messages: list[Message]) -> None:
         """Every message of one read, in order: responses to their callers, events to listeners."""
-        listeners = self._listeners
         for message in messages:
-            action_id = message.get("ActionID")
             if "Response" in message and "Event" not in message:
-                if action_id is not None:
-                    future = self._pending.get(action_id)
-                    if future is not None and not future.done():
-                        future.set_result(message)
+                self._answer(message)
                 continue
             self.events_seen += 1
-            if action_id is not None:
-                collector = self._collectors.get(action_id)
-                if collector is not None:
-                    if message.get("EventList") == "Complete":
-                        if collector.complete is not None and not collector.complete.done():
-                            collector.complete.set_result(None)
-                    else:
-                        collector.events.append(message)
-                    continue
-                if message.get("Event") == "OriginateResponse":
-                    originate = self._originates.pop(action_id, None)
-                    if originate is not None and not originate.done():
-                        originate.set_result(message)
-            elif message.get("Event") == "FullyBooted" and self._booted is not None:
-                self._booted.set()
-            for listener in listeners:
+            if self._collected(message):
+                continue
+            for listener in self._listeners:
                 try:
                     listener(message)
                 except Exception:
                     log.exception("AMI event listener %r failed on %s", listener, message.get("Event"))
+
+    def _answer(self, response: Message) -> None:
+        """A response, to the caller of its action if that still waits."""
+        action_id = response.get("ActionID")
+        future = self._pending.get(action_id) if action_id is not None else None
+        if future is not None and not future.done():
+            future.set_result(response)
+
+    def _collected(self, event: Message) -> bool:
+        """Resolve what of ours waits for this event; True if it is an event list's, which only its collector sees."""
+        action_id = event.get("ActionID")
+        if action_id is None:
+            if event.get("Event") == "FullyBooted" and self._booted is not None:
+                self._booted.set()
+            return False
+        collector = self._collectors.get(action_id)
+        if collector is not None:
+            if event.get("EventList") != "Complete":
+                collector.events.append(event)
+            elif collector.complete is not None and not collector.complete.done():
+                collector.complete.set_result(None)
+            return True
+        if event.get("Event") == "OriginateResponse":
+            originate = self._originates.pop(action_id, None)
+            if originate is not None and not originate.done():
+                originate.set_result(event)
+        return False
 
     # -- commands -------------------------------------------------------------------------------
 
