@@ -8,7 +8,7 @@ import socket
 import statistics
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +94,7 @@ class Listener:
 
 
 @pytest.fixture
-async def sender() -> Iterator[RtpSender]:  # type: ignore[misc]
+async def sender() -> AsyncIterator[RtpSender]:
     rtp = RtpSender(multicast_interface="127.0.0.1")
     await rtp.start()
     yield rtp

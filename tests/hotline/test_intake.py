@@ -45,12 +45,11 @@ def intake(runtime: Runtime, tmp_path: Path) -> IntakeService:
 
 async def counts(runtime: Runtime) -> tuple[int, int, int, int]:
     async with runtime.sessions() as session:
-        return tuple(  # type: ignore[return-value]
-            [
-                await session.scalar(select(func.count()).select_from(model)) or 0
-                for model in (Case, MissedCall, Call, Recording)
-            ]
-        )
+        cases, missed, calls, recordings = [
+            await session.scalar(select(func.count()).select_from(model)) or 0
+            for model in (Case, MissedCall, Call, Recording)
+        ]
+        return cases, missed, calls, recordings
 
 
 async def test_every_path_reporting_one_call_at_once_makes_exactly_one_case(

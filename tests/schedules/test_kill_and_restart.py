@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
@@ -33,10 +34,10 @@ async def _rows(settings_dir: Path, url: str) -> list[BroadcastZone]:
         await runtime.engine.dispose()
 
 
-def _wait(predicate: object, seconds: float) -> None:
+def _wait(predicate: Callable[[], bool], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.2)
     raise AssertionError(f"not reached within {seconds} s")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.clock import ManualClock
-from tests.support.edge_server import EdgeServer
+from tests.support.edge_server import EdgeServer, Mode
 from tests.support.speech import SpeechKit, edge_engine, espeak_engine, make_kit
 from tts.engine_errors import EngineUnavailable, NoEngineAvailable
 from tts.engines import Speech, Voice, VoiceRequest
@@ -41,9 +41,9 @@ async def test_edge_speaks_when_it_works(edge_server: EdgeServer, edge_then_espe
 
 @pytest.mark.parametrize("mode", ["forbidden", "close_mid_stream", "abort_mid_stream", "no_audio"])
 async def test_a_failing_edge_falls_back_to_espeak_and_opens_its_breaker(
-    edge_server: EdgeServer, edge_then_espeak: SpeechKit, mode: str
+    edge_server: EdgeServer, edge_then_espeak: SpeechKit, mode: Mode
 ) -> None:
-    edge_server.mode = mode  # type: ignore[assignment]
+    edge_server.mode = mode
     edge_server.chunk_size = 512
     chain = edge_then_espeak.chain
 

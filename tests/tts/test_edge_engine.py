@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support.edge_server import EdgeServer
+from tests.support.edge_server import EdgeServer, Mode
 from tests.support.speech import edge_engine
 from tts.engine_errors import BadParameter, BadVoice, EngineUnavailable, NoAudio
 from tts.engines import VoiceRequest
@@ -76,9 +76,9 @@ async def test_a_403_on_the_handshake_is_engine_unavailable(edge_server: EdgeSer
 
 @pytest.mark.parametrize("mode", ["close_mid_stream", "abort_mid_stream"])
 async def test_a_connection_dropped_mid_stream_is_engine_unavailable_not_short_audio(
-    edge_server: EdgeServer, mode: str
+    edge_server: EdgeServer, mode: Mode
 ) -> None:
-    edge_server.mode = mode  # type: ignore[assignment]
+    edge_server.mode = mode
     edge_server.chunk_size = 512  # several frames, so the drop lands after some audio
     engine = edge_engine()
 

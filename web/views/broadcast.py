@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import Field
 from sqlalchemy import select
 
@@ -194,11 +194,11 @@ async def upload_recording(request: web.Request) -> web.Response:
     data = b""
     filename = ""
     async for part in reader:
-        if getattr(part, "name", None) == "recording":
-            filename = getattr(part, "filename", None) or "recording.webm"
+        if isinstance(part, BodyPartReader) and part.name == "recording":
+            filename = part.filename or "recording.webm"
             chunks = []
             size = 0
-            while chunk := await part.read_chunk():  # type: ignore[union-attr]
+            while chunk := await part.read_chunk():
                 size += len(chunk)
                 if size > service.recording_max_bytes:
                     raise InvalidInput("录音文件太大", fields={"recording": "太大"})

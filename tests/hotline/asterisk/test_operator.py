@@ -17,7 +17,8 @@ async def test_a_transfer_to_the_operator_is_recorded_into_the_same_case(hotline
     (recording,) = case["recordings"]
     assert recording["kind"] == "transfer" and not recording["empty"]
     # The operator stand-in says one sentence and hangs up: the recording is about that long.
-    operator = await hotline.telephony.media.sentence(OPERATOR_SENTENCE, "test-operator")  # type: ignore[union-attr]
+    assert hotline.telephony.media is not None
+    operator = await hotline.telephony.media.sentence(OPERATOR_SENTENCE, "test-operator")
     from hotline.recordings import inspect
 
     spoken = inspect(hotline.telephony.paths.media.to_host(f"{operator}.wav")).duration_s

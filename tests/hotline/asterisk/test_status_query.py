@@ -39,7 +39,9 @@ async def test_another_phone_needs_the_pin(hotline: Hotline) -> None:
     async with hotline.runtime.sessions() as session:
         from storage.models import Case
 
-        pin = (await session.get(Case, case["id"])).pin  # type: ignore[union-attr]
+        filed = await session.get(Case, case["id"])
+        assert filed is not None
+        pin = filed.pin
     wrong_pin = "0000" if pin != "0000" else "1111"
     call = await hotline.call(
         keys=("2", f"{case['number']}#", f"{wrong_pin}#", f"{pin}#"), speak=False, caller="13911112222"
