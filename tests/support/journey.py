@@ -15,6 +15,7 @@ for WCAG 2.0/2.1 A and AA; a rule may be switched off only by naming it with the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -101,7 +102,7 @@ class Journey:
 
     async def check_accessible(self, switched_off: Mapping[str, str] | None = None) -> None:
         """No WCAG 2 A/AA violation on the current page; ``switched_off`` maps a rule id to why it is off."""
-        await self.page.evaluate(AXE_FILE_PATH.read_text(encoding="utf-8"))
+        await self.page.evaluate(await asyncio.to_thread(Path(AXE_FILE_PATH).read_text, encoding="utf-8"))
         options = {
             "runOnly": {"type": "tag", "values": list(WCAG_TAGS)},
             "rules": {rule: {"enabled": False} for rule in switched_off or {}},
@@ -122,7 +123,7 @@ OpenJourney = Callable[[str], Awaitable[Journey]]
 @asynccontextmanager
 async def journeys(base: str, shots: Path, *, viewport: tuple[int, int] = (1366, 900)) -> AsyncIterator[OpenJourney]:
     """Opens journeys, one browser context each, in one Chromium (zh-CN, so native controls speak Chinese)."""
-    shots.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     async with chromium() as browser:
 
         async def open_journey(who: str) -> Journey:
