@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from server import Runtime
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.parametrize("db_kind", BOTH_DATABASES)
 async def test_the_database_is_migrated_to_head_and_matches_the_models(runtime: Runtime) -> None:
     assert await current_revision(runtime.engine) == head_revision()
 
-    def differences(connection: object) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})  # type: ignore[arg-type]
+    def differences(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
         return list(compare_metadata(context, Base.metadata))
 
     async with runtime.engine.connect() as connection:

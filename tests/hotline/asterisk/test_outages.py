@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from common.clock import SystemClock
 from hotline.ami import AmiConfig, AmiLink, Message
-from hotline.dialtest import SimulatedVillager, VillagerCall, VillagerScript
+from hotline.dialtest import HangupAt, SimulatedVillager, VillagerCall, VillagerScript
 from server import Runtime
 from settings import Settings
 from storage.models import Call, Case, MissedCall
@@ -73,9 +73,9 @@ class Villagers:
             await self.reached.setdefault((linkedid, stage), asyncio.Event()).wait()
 
     def start(
-        self, call_id: str, *, hangup_at: str = "end", keys: tuple[str, ...] = ("1",)
+        self, call_id: str, *, hangup_at: HangupAt = "end", keys: tuple[str, ...] = ("1",)
     ) -> asyncio.Task[VillagerCall]:
-        script = VillagerScript(caller="13700000000", keys=keys, audio=self.media.villager, hangup_at=hangup_at)  # type: ignore[arg-type]
+        script = VillagerScript(caller="13700000000", keys=keys, audio=self.media.villager, hangup_at=hangup_at)
         return asyncio.ensure_future(self.villager.call(script, call_id=call_id, timeout_s=120))
 
 
