@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ class _Progress:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
+def _check_render_arguments(args: argparse.Namespace) -> None:
     if args.batch is not None:
         if args.out_dir is None:
             raise CommandError("render --batch needs --out-dir")
@@ -122,6 +123,12 @@ def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError("render needs --out PATH")
     if args.repeat is not None and args.repeat < 1:
         raise CommandError("--repeat must be at least 1")
+    if args.recording is not None and not args.recording.exists():
+        raise CommandError(f"no such recording: {args.recording}")
+
+
+def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
+    _check_render_arguments(args)
     profile = Profile(args.profile) if args.profile else _profile_for(args.out)
     if settings.log_level != "DEBUG":
         # A fallback shows in the report ("engine espeak"); the chain's warnings would only add noise here.
@@ -141,39 +148,48 @@ def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         if args.recording is not None:
-            if not args.recording.exists():
-                raise CommandError(f"no such recording: {args.recording}")
             result = await producer.render_recording(args.recording, **options)
             return _deliver(result, profile, args.out)
         if args.batch is None:
             text = args.text if args.text is not None else notice_text(_load_notices(args.notice, many=False)[0])
             return _deliver(await one(_speakable(text, mask=args.mask, label="文字")), profile, args.out)
-        notices = _load_notices(args.batch, many=True)
-        progress = _Progress(len(notices))
-        failed = 0
-        for index, notice in enumerate(notices, start=1):
-            label = str(notice.get("title") or f"notice {index}")
-            progress.step(index - 1, label)
-            out = args.out_dir / f"{index:03d}-{notice.get('kind') or 'notice'}.{PROFILES[profile].suffix}"
-            try:
-                text = _speakable(notice_text(notice), mask=args.mask, label=f"第{index}条通知", progress=progress)
-                line = _deliver_line(await one(text), profile, out)
-            except (CunxiangError, CommandError) as exc:
-                failed += 1
-                message = exc.message if isinstance(exc, CunxiangError) else str(exc)
-                progress.clear()
-                print(f"cunxiang: notice {index} ({label}): {message}", file=sys.stderr)
-                continue
-            progress.clear()
-            print(line, flush=True)
-        progress.clear()
-        print(f"{len(notices) - failed} of {len(notices)} notices rendered into {args.out_dir}", file=sys.stderr)
-        return 1 if failed else 0
+        return await _render_batch(_load_notices(args.batch, many=True), one, profile, args.out_dir, mask=args.mask)
 
     try:
         return asyncio.run(run())
     except CunxiangError as exc:
         raise CommandError(str(exc)) from None
+
+
+async def _render_batch(
+    notices: list[dict[str, Any]],
+    render: Callable[[str], Awaitable[ProductionResult]],
+    profile: Profile,
+    out_dir: Path,
+    *,
+    mask: bool,
+) -> int:
+    """Every notice into its own numbered file; one that fails is reported and the rest go on (exit 1 then)."""
+    progress = _Progress(len(notices))
+    failed = 0
+    for index, notice in enumerate(notices, start=1):
+        label = str(notice.get("title") or f"notice {index}")
+        progress.step(index - 1, label)
+        out = out_dir / f"{index:03d}-{notice.get('kind') or 'notice'}.{PROFILES[profile].suffix}"
+        try:
+            text = _speakable(notice_text(notice), mask=mask, label=f"第{index}条通知", progress=progress)
+            line = _deliver_line(await render(text), profile, out)
+        except (CunxiangError, CommandError) as exc:
+            failed += 1
+            message = exc.message if isinstance(exc, CunxiangError) else str(exc)
+            progress.clear()
+            print(f"cunxiang: notice {index} ({label}): {message}", file=sys.stderr)
+            continue
+        progress.clear()
+        print(line, flush=True)
+    progress.clear()
+    print(f"{len(notices) - failed} of {len(notices)} notices rendered into {out_dir}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _profile_for(out: Path | None) -> Profile:
