@@ -15,8 +15,8 @@ import openpyxl
 import pytest
 
 from accounts.principal import Principal
+from cases.workflow import Workflow
 from common.clock import ManualClock
-from hotline.workflow import Workflow
 from server import Runtime
 from tests.cases.conftest import SHANGHAI, CaseMaker, County, People
 from tests.conftest import BOTH_DATABASES
