@@ -55,6 +55,7 @@ class HealthRegistry:
 
     def __init__(self) -> None:
         self._probes: dict[str, Probe] = {}
+        self._broken: set[str] = set()  # probes that raised at their last call
 
     def register(self, name: str, probe: Probe) -> None:
         self._probes[name] = probe
@@ -70,7 +71,12 @@ class HealthRegistry:
         for name, probe in self._probes.items():
             try:
                 report[name] = await probe()
-            except Exception as exc:  # a broken probe must not break /healthz; it is a bug, so its traceback is logged
-                log.exception("health probe %s failed", name)
+            except Exception as exc:  # a broken probe must not break /healthz
+                if name not in self._broken:
+                    # A bug: its traceback, once, when the probe starts failing (not at every poll).
+                    log.exception("health probe %s failed", name)
+                    self._broken.add(name)
                 report[name] = {"status": "down", "detail": f"probe failed: {exc!r}"}
+            else:
+                self._broken.discard(name)
         return report
