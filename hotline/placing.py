@@ -25,11 +25,11 @@ from typing import Literal
 
 from hotline.ami import AmiConnectionLost, AmiError, AmiLink, AmiNotConnected, Message, Originated
 
-# OriginateResponse Reason codes (Asterisk's AST_CONTROL_*): 3 rang without an answer, 5 busy.
-_FIRST_ANSWER = {"3": "no_answer", "5": "busy"}
-
 Placement = Literal["sent", "not_sent", "unknown"]
 FirstAnswer = Literal["answered", "busy", "no_answer", "failed", "unknown"]
+
+# OriginateResponse Reason codes (Asterisk's AST_CONTROL_*): 3 rang without an answer, 5 busy.
+_FIRST_ANSWER: dict[str, FirstAnswer] = {"3": "no_answer", "5": "busy"}
 
 
 @dataclass
@@ -80,7 +80,7 @@ class PlacedCall:
             return "answered"
         reason = response.get("Reason", "")
         self.detail = f"reason {reason}"
-        answer: FirstAnswer = _FIRST_ANSWER.get(reason, "failed")  # type: ignore[assignment]
+        answer = _FIRST_ANSWER.get(reason, "failed")
         return answer
 
     async def wait_end(self, timeout_s: float) -> bool:
