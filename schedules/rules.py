@@ -99,14 +99,7 @@ def make_rule(
             raise InvalidInput("每周播出需要选择星期几", fields={"weekdays": "至少选一天"})
         if not days <= set(WEEKDAY_LABELS):
             raise InvalidInput("星期只能是1（周一）到7（周日）", fields={"weekdays": "只能是1到7"})
-    if start_date is not None and end_date is not None and end_date < start_date:
-        raise InvalidInput(f"结束日期 {end_date} 早于开始日期 {start_date}", fields={"end_date": "不能早于开始日期"})
-    if start_date is not None:
-        _check_window(start_date, today, "start_date", "开始日期")
-    if end_date is not None:
-        _check_window(end_date, today, "end_date", "结束日期")
-    if end_date is not None and end_date < today:
-        raise InvalidInput(f"结束日期 {end_date} 已经过去，这个安排不会再播出", fields={"end_date": "已经过去"})
+    _check_dates(start_date, end_date, today)
     rule = Rule(
         kind=kind,
         times=clocks,
@@ -117,6 +110,18 @@ def make_rule(
     if next_occurrence(rule, now, zone) is None:
         raise InvalidInput("按这个安排，以后没有任何一次播出（请检查日期和星期）", fields={"weekdays": "没有播出日"})
     return rule
+
+
+def _check_dates(start_date: date | None, end_date: date | None, today: date) -> None:
+    """A repeating rule's optional first and last days: in order, each within the window, the last not past."""
+    if start_date is not None and end_date is not None and end_date < start_date:
+        raise InvalidInput(f"结束日期 {end_date} 早于开始日期 {start_date}", fields={"end_date": "不能早于开始日期"})
+    if start_date is not None:
+        _check_window(start_date, today, "start_date", "开始日期")
+    if end_date is not None:
+        _check_window(end_date, today, "end_date", "结束日期")
+    if end_date is not None and end_date < today:
+        raise InvalidInput(f"结束日期 {end_date} 已经过去，这个安排不会再播出", fields={"end_date": "已经过去"})
 
 
 def _check_window(day: date, today: date, field: str, label: str) -> None:
