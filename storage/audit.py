@@ -162,7 +162,7 @@ class AuditQueue:
                     try:
                         await self._write(entry)
                         break
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - never dropped: whatever failed, logged and retried
                         log.warning("audit entry %s not written yet, retrying: %s", entry.action, exc)
                         await asyncio.sleep(self._retry_s)
             finally:

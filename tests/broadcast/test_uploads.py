@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
@@ -80,7 +81,7 @@ async def test_a_pdf_or_a_program_renamed_wav_is_refused_and_nothing_is_kept(
 ) -> None:
     notice_id = await new_notice(runtime, admin)
     pdf = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n" * 50
-    elf = Path("/bin/true").read_bytes()
+    elf = await asyncio.to_thread(Path("/bin/true").read_bytes)
     for data, name in ((pdf, "notice.wav"), (elf, "speech.mp3")):
         status, body = await upload(admin, notice_id, data, name)
         assert status == 400, body
