@@ -6,11 +6,18 @@ Rules, each enforced here (the web layer only translates):
   also write county-level notices (no township);
 * an edit of an approved or pending notice sends it (back) to 待审核, with a new
   revision; its old audio is dropped, so nothing unapproved can play;
-* **four eyes**: an approver (审核人) who did not write the notice approves it;
-* the privacy guard (:func:`tts.privacy.check`) blocks approval while a resident
-  ID or bank card number remains in the title or body;
-* approval renders the audio in every output profile before the notice counts
-  as approved, so air time never waits on a TTS cloud;
+* **four eyes**: an approver (审核人) who neither wrote the notice nor edited it
+  since (text, recording, a number masked or kept) approves or rejects it, and
+  approves the revision they read (a newer one is not theirs to approve unseen);
+* the privacy guard (:mod:`broadcast.review`) refuses to *submit* while a
+  resident ID or bank card number remains, or while a full mobile number waits
+  for its author's decision (keep it — a public contact phone, read digit by
+  digit — or mask it); a notice that still reaches approval with one (written
+  before the guard) goes back to its author with the reason;
+* the preview (试听) is rendered on demand in every output profile and kept with
+  the revision; approval keeps those very files (nothing is rendered twice, and
+  what the approver heard is what airs) or renders them if nobody listened, so
+  air time never waits on a TTS cloud;
 * an emergency (应急) notice is written, approved and rendered in one step by a
   user with the emergency permission, with the fastest engine first.
 """
@@ -25,7 +32,6 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +40,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
 from broadcast.production import BroadcastProducer, ProductionResult, notice_text
+from broadcast.review import TextReview, mask_numbers, number_key, review_text
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from common.listeners import ChangeListener, ChangeListeners
 from storage import audit
 from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, Notice, Schedule, Township
-from tts import privacy
 from tts.audio import PROFILES, Profile, atomic_write
 from tts.cache import AudioCache
 from tts.engines import VoiceRequest
-from tts.normalize import normalize
 
 log = logging.getLogger(__name__)
 
@@ -71,41 +76,6 @@ class NoticeInput:
     voice_name: str | None = None
     voice_rate: str | None = None
     repeats: int | None = None
-
-
-@dataclass(frozen=True)
-class TextCheck:
-    """What the editor shows while a clerk types: the spoken form and the privacy findings."""
-
-    spoken: str | None
-    spoken_error: str | None
-    findings: list[dict[str, Any]]
-    blocking: bool
-    masked_text: str
-
-
-def check_text(title: str, body: str, *, max_chars: int, today: date | None = None) -> TextCheck:
-    text = notice_text({"title": title, "body": body})
-    result = privacy.check(text, today=today)
-    findings = [
-        {
-            "kind": finding.kind.value,
-            "blocking": finding.blocking,
-            "start": finding.start,
-            "end": finding.end,
-            "message": finding.message,
-            "masked": result.masked_text[finding.start : finding.end],
-        }
-        for finding in result.findings
-    ]
-    spoken: str | None = None
-    error: str | None = None
-    if text:
-        try:
-            spoken = normalize(result.masked_text, max_chars=max_chars)
-        except InvalidInput as exc:
-            error = exc.message
-    return TextCheck(spoken, error, findings, result.blocking, result.masked_text)
 
 
 class NoticeService:
@@ -237,8 +207,12 @@ class NoticeService:
         if township_id is not None and await session.get(Township, township_id) is None:
             raise InvalidInput("乡镇不存在", fields={"township_id": "乡镇不存在"})
 
-    def _after_edit(self, notice: Notice) -> None:
-        """An edit invalidates any approval: back to 待审核 (or 草稿), new revision, no audio."""
+    def _after_edit(self, principal: Principal, notice: Notice) -> None:
+        """An edit invalidates any approval: back to 待审核 (or 草稿), new revision, no audio; the editor is noted.
+
+        A pending or approved notice whose new text may not be submitted (an ID number typed in, a phone
+        number nobody has decided on) goes back to 草稿 instead: only what passes the check waits for approval.
+        """
         if notice.state == "archived":
             raise Conflict("已归档的通知不能修改", code="notice.archived")
         notice.revision += 1
@@ -250,6 +224,30 @@ class NoticeService:
         notice.approver_id = None
         notice.decided_at = None
         notice.updated_at = self._clock.now()
+        if principal.user_id != notice.author_id and principal.user_id not in (notice.editor_ids or []):
+            notice.editor_ids = [*(notice.editor_ids or []), principal.user_id]
+
+    def _settle_state(self, notice: Notice) -> None:
+        """After an edit: a pending notice that no longer passes the submit check waits as a draft."""
+        if notice.state == "pending" and not self.review(notice).ready:
+            notice.state = "draft"
+
+    def review(self, notice: Notice) -> TextReview:
+        """The notice's text as it will be read, its personal numbers and its author's decisions on them."""
+        return review_text(notice.title, notice.body, decisions=notice.number_decisions, max_chars=self.max_chars)
+
+    def _check_submittable(self, notice: Notice) -> None:
+        review = self.review(notice)
+        if notice.source == "recording" and review.spoken_error is not None and not review.blocking:
+            return  # a recording is what plays: the text need not be speakable, only free of personal numbers
+        refusal = review.refusal()
+        if refusal is None:
+            return
+        if review.blocking:
+            raise Conflict(refusal, code="notice.personal_numbers", fields={"body": "含有身份证号或银行卡号"})
+        if review.undecided:
+            raise Conflict(refusal, code="notice.phone_undecided", fields={"body": "手机号码待决定"})
+        raise InvalidInput(refusal, code="notice.unspeakable", fields={"body": "不能播报"})
 
     async def update(self, principal: Principal, notice_id: int, data: NoticeInput) -> Notice:
         principal.require_role(*WRITER_ROLES)
@@ -265,7 +263,7 @@ class NoticeService:
                     "这条通知已有播出安排，不能改到别的乡镇；请另写一条通知", code="notice.scheduled_elsewhere"
                 )
             before = notice.state
-            self._after_edit(notice)
+            self._after_edit(principal, notice)
             notice.kind = data.kind
             notice.title = data.title
             notice.body = data.body
@@ -274,6 +272,7 @@ class NoticeService:
             notice.voice_name = data.voice_name
             notice.voice_rate = data.voice_rate
             notice.repeats = data.repeats or self._default_repeats
+            self._settle_state(notice)
             audit.record(
                 session,
                 principal.actor,
@@ -284,6 +283,69 @@ class NoticeService:
                 detail={"state": {"before": before, "after": notice.state}, "revision": notice.revision},
             )
         return notice
+
+    async def mask_numbers(self, principal: Principal, notice_id: int, number: str | None = None) -> Notice:
+        """The one-click fix: every ID and card number masked in place — or, given ``number``, that mobile number.
+
+        Masking a mobile number is its author's decision too: recorded, so the approver sees it was hidden.
+        """
+        principal.require_role(*WRITER_ROLES)
+        key = number_key(number) if number else None
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            keys = [key] if key else []
+            title = mask_numbers(notice.title, blocking=key is None, keys=keys)
+            body = mask_numbers(notice.body, blocking=key is None, keys=keys)
+            if (title, body) == (notice.title, notice.body):
+                raise Conflict("没有需要隐去的号码（可能已经隐去了）", code="notice.nothing_to_mask")
+            before = self.review(notice)
+            masked = [f.masked for f in before.findings if (f.blocking if key is None else f.key == key)]
+            self._after_edit(principal, notice)
+            notice.title, notice.body = title, body
+            if key:
+                notice.number_decisions = {**(notice.number_decisions or {}), key: self._decision("mask", principal)}
+            self._settle_state(notice)
+            audit.record(
+                session,
+                principal.actor,
+                at=notice.updated_at,
+                action="notice.mask",
+                object_type="notice",
+                object_id=notice.id,
+                detail={"masked": masked, "revision": notice.revision},
+            )
+        return notice
+
+    async def keep_number(self, principal: Principal, notice_id: int, number: str) -> Notice:
+        """Its author decides a full mobile number is a public contact phone: it stays, read digit by digit."""
+        principal.require_role(*WRITER_ROLES)
+        key = number_key(number)
+        async with self._sessions.begin() as session:
+            notice = await self._load(session, principal, notice_id)
+            phones = {f.key for f in self.review(notice).findings if f.kind == "mobile_phone"}
+            if key not in phones:
+                raise InvalidInput("通知中没有这个手机号码", fields={"number": "没有这个号码"})
+            self._after_edit(principal, notice)
+            notice.number_decisions = {**(notice.number_decisions or {}), key: self._decision("keep", principal)}
+            self._settle_state(notice)
+            audit.record(
+                session,
+                principal.actor,
+                at=notice.updated_at,
+                action="notice.keep_number",
+                object_type="notice",
+                object_id=notice.id,
+                detail={"number": key, "revision": notice.revision},
+            )
+        return notice
+
+    def _decision(self, decision: str, principal: Principal) -> dict[str, Any]:
+        return {
+            "decision": decision,
+            "by": principal.user_id,
+            "by_name": principal.display_name,
+            "at": self._clock.now().isoformat(timespec="seconds"),
+        }
 
     async def set_recording(self, principal: Principal, notice_id: int, data: bytes, filename: str) -> Notice:
         """A person's recording replaces the TTS voice (uploaded, or recorded in the browser)."""
@@ -311,9 +373,10 @@ class NoticeService:
     async def _keep_recording(self, principal: Principal, notice_id: int, name: str, digest: str, size: int) -> None:
         async with self._sessions.begin() as session:
             notice = await self._load(session, principal, notice_id)
-            self._after_edit(notice)
+            self._after_edit(principal, notice)
             notice.source = "recording"
             notice.recording_file = name
+            self._settle_state(notice)
             audit.record(
                 session,
                 principal.actor,
@@ -366,11 +429,13 @@ class NoticeService:
         return removed
 
     async def submit(self, principal: Principal, notice_id: int) -> Notice:
+        """Sent for approval, once its text passes the check (no ID or card number, every phone decided)."""
         principal.require_role(*WRITER_ROLES)
         async with self._sessions.begin() as session:
             notice = await self._load(session, principal, notice_id)
             if notice.state not in ("draft", "rejected"):
                 raise Conflict(f"{STATE_LABELS[notice.state]}的通知不能再提交审核", code="notice.state")
+            self._check_submittable(notice)
             notice.state = "pending"
             notice.reject_reason = None
             notice.submitted_at = notice.updated_at = self._clock.now()
@@ -381,37 +446,58 @@ class NoticeService:
                 action="notice.submit",
                 object_type="notice",
                 object_id=notice.id,
+                detail={"revision": notice.revision},
             )
         return notice
 
-    def _check_approvable(self, principal: Principal, notice: Notice) -> None:
+    @staticmethod
+    def why_not_decider(principal: Principal, notice: Notice) -> str | None:
+        """Why ``principal`` may not approve or reject ``notice`` (four eyes), or None."""
+        if not principal.has_role(*APPROVER_ROLES):
+            return "只有审核人才能审核通知"
+        if notice.author_id == principal.user_id:
+            return "不能审核自己写的通知，请由另一位审核人审核"
+        if principal.user_id in (notice.editor_ids or []):
+            return "您修改过这条通知，不能再审核它，请由另一位审核人审核"
+        return None
+
+    def _check_decider(self, principal: Principal, notice: Notice, revision: int | None) -> None:
         if notice.state != "pending":
             raise Conflict(f"只有待审核的通知才能审核，这条是“{STATE_LABELS[notice.state]}”", code="notice.state")
-        if notice.author_id == principal.user_id:
-            raise PermissionDenied("不能审核自己写的通知，请由另一位审核人审核", code="notice.own_approval")
-        found = privacy.check(notice_text({"title": notice.title, "body": notice.body}))
-        if found.blocking:
-            reasons = "；".join(finding.message for finding in found.findings if finding.blocking)
+        reason = self.why_not_decider(principal, notice)
+        if reason is not None:
+            code = "notice.own_approval" if notice.author_id == principal.user_id else "notice.edited_by_approver"
+            raise PermissionDenied(reason, code=code)
+        if revision is not None and revision != notice.revision:
             raise Conflict(
-                f"通知中含有不能播报或公开的个人号码，不能通过：{reasons}",
-                code="notice.personal_numbers",
-                fields={"body": "含有身份证号或银行卡号"},
+                f"您看的是第 {revision} 版，通知已改为第 {notice.revision} 版：请重新阅读、试听后再审核",
+                code="notice.changed",
             )
 
-    async def approve(self, principal: Principal, notice_id: int) -> Notice:
+    async def approve(self, principal: Principal, notice_id: int, revision: int | None = None) -> Notice:
+        """Approve the revision the approver read (``revision``), keeping the audio they heard (rendered if none).
+
+        A notice that still carries an ID or card number, or an undecided phone number (it reached approval
+        before the submit check existed), goes back to its author with the reason instead.
+        """
         principal.require_role(*APPROVER_ROLES)
         async with self._sessions() as session:
             notice = await self._load(session, principal, notice_id)
-            self._check_approvable(principal, notice)
-            revision = notice.revision
-        # Render before the state changes: an approved notice always has its audio.
-        result = await self.render(notice)
+            self._check_decider(principal, notice, revision)
+            seen = notice.revision
+            refusal = self.review(notice).refusal() if notice.source == "tts" else None
+        if refusal is not None:
+            await self.reject(principal, notice_id, f"系统审核未通过：{refusal}", revision=seen)
+            raise Conflict(f"{refusal}。已退回给作者修改", code="notice.personal_numbers")
+        # Render before the state changes (an approved notice always has its audio) — unless the preview is there.
+        result = None if self._preview_complete(notice) else await self.render(notice)
         async with self._sessions.begin() as session:
             notice = await self._load(session, principal, notice_id)
-            if notice.revision != revision:
-                raise Conflict("审核期间通知被修改了，请重新审核", code="notice.changed")
-            self._check_approvable(principal, notice)
-            self._set_audio(notice, result)
+            self._check_decider(principal, notice, seen)
+            if result is not None:
+                self._set_audio(notice, result)
+            elif not self._preview_complete(notice):
+                raise Conflict("审核期间试听音频被修改了，请重新审核", code="notice.changed")
             notice.state = "approved"
             notice.approver_id = principal.user_id
             notice.decided_at = notice.updated_at = self._clock.now()
@@ -422,21 +508,24 @@ class NoticeService:
                 action="notice.approve",
                 object_type="notice",
                 object_id=notice.id,
-                detail={"revision": revision, "duration_s": result.duration_s, "engine": result.engine},
+                detail={
+                    "revision": notice.revision,
+                    "duration_s": notice.audio_duration_s,
+                    "engine": notice.audio_engine,
+                    "audio": notice.audio_keys.get(Profile.MP3.value) if notice.audio_keys else None,
+                    "kept_numbers": sorted(f.key for f in self.review(notice).kept),
+                },
             )
         return notice
 
-    async def reject(self, principal: Principal, notice_id: int, reason: str) -> Notice:
+    async def reject(self, principal: Principal, notice_id: int, reason: str, *, revision: int | None = None) -> Notice:
         principal.require_role(*APPROVER_ROLES)
         reason = reason.strip()
         if not reason:
             raise InvalidInput("驳回时请写明理由", fields={"reason": "不能为空"})
         async with self._sessions.begin() as session:
             notice = await self._load(session, principal, notice_id)
-            if notice.state != "pending":
-                raise Conflict("只有待审核的通知才能驳回", code="notice.state")
-            if notice.author_id == principal.user_id:
-                raise PermissionDenied("不能审核自己写的通知", code="notice.own_approval")
+            self._check_decider(principal, notice, revision)
             notice.state = "rejected"
             notice.reject_reason = reason
             notice.approver_id = principal.user_id
@@ -448,7 +537,7 @@ class NoticeService:
                 action="notice.reject",
                 object_type="notice",
                 object_id=notice.id,
-                detail={"reason": reason},
+                detail={"reason": reason, "revision": notice.revision},
             )
         return notice
 
@@ -488,8 +577,8 @@ class NoticeService:
             principal,
             NoticeInput(kind="emergency", title=title, body=body, township_id=township_id, repeats=3),
         )
-        found = privacy.check(notice_text({"title": data.title, "body": data.body}))
-        if found.blocking:
+        # No waiting for a decision on a phone number (minutes matter), but never an ID or card on air.
+        if review_text(data.title, data.body, max_chars=self.max_chars).blocking:
             raise Conflict("应急通知中含有身份证号或银行卡号，不能播出", code="notice.personal_numbers")
         draft = Notice(kind="emergency", title=data.title, body=data.body, source="tts", repeats=data.repeats)
         return await self._insert(principal, data, approved_with=await self.render(draft, emergency=True))
@@ -509,6 +598,41 @@ class NoticeService:
             repeats=notice.repeats,
             profiles=ALL_PROFILES,
         )
+
+    async def preview(self, principal: Principal, notice_id: int) -> Notice:
+        """Render this revision's audio for listening (试听), unless it is there; the same files approval keeps.
+
+        Writers listen before submitting, approvers before deciding. The files stay with the revision (an
+        edit drops them); a pending notice's are kept from eviction until the decision (:meth:`referenced_keys`).
+        """
+        principal.require_role(*WRITER_ROLES, *APPROVER_ROLES)
+        async with self._sessions() as session:
+            notice = await self._load(session, principal, notice_id)
+        if notice.state == "archived":
+            raise Conflict("已归档的通知不能试听", code="notice.archived")
+        if self._preview_complete(notice):
+            return notice
+        result = await self.render(notice, emergency=notice.kind == "emergency" and notice.state == "approved")
+        async with self._sessions.begin() as session:
+            current = await self._load(session, principal, notice_id)
+            if current.revision != notice.revision:
+                raise Conflict("生成试听期间通知被修改了，请刷新页面后再试听", code="notice.changed")
+            if not self._preview_complete(current):
+                self._set_audio(current, result)
+        return current
+
+    def _preview_complete(self, notice: Notice) -> bool:
+        """Whether every profile of this revision's audio is in the cache (so listening and airing need no render)."""
+        keys = notice.audio_keys or {}
+        return all(
+            profile.value in keys and self._cache.get(keys[profile.value], touch=False) is not None
+            for profile in ALL_PROFILES
+        )
+
+    def has_preview(self, notice: Notice) -> bool:
+        """Whether the page can offer this revision's audio to listen to now."""
+        key = (notice.audio_keys or {}).get(Profile.MP3.value)
+        return key is not None and self._cache.get(key, touch=False) is not None
 
     @staticmethod
     def _set_audio(notice: Notice, result: ProductionResult) -> None:
@@ -531,21 +655,29 @@ class NoticeService:
             files[profile] = entry.path
         return files, float(notice.audio_duration_s or 0.0)
 
-    async def audio_path(self, principal: Principal, notice_id: int, profile: Profile = Profile.MP3) -> Path:
+    async def audio_path(
+        self, principal: Principal, notice_id: int, profile: Profile = Profile.MP3, *, revision: int | None = None
+    ) -> Path:
+        """This revision's audio (``revision``, when given, must still be the current one: no stale preview)."""
         async with self._sessions() as session:
             notice = await self._load(session, principal, notice_id)
+        if revision is not None and revision != notice.revision:
+            raise NotFound("通知已经修改，这段试听已作废：请刷新页面后重新试听", code="notice.changed")
         if not notice.audio_keys:
-            raise NotFound("这条通知还没有生成音频（审核通过时生成）")
+            raise NotFound("这条通知还没有生成试听音频", code="notice.no_audio")
         entry = self._cache.get(notice.audio_keys.get(profile.value, ""))
         if entry is None:
+            if notice.state != "approved":
+                raise NotFound("试听音频已过期，请重新生成试听", code="notice.no_audio")
             files, _ = await self.audio_files(notice)
             return files[profile]
         return entry.path
 
     async def referenced_keys(self) -> set[str]:
-        """Audio keys still needed (approved notices): the cache never evicts these."""
+        """Audio the cache must keep: approved notices' (until archived) and pending notices' previews (until
+        the decision: the approver hears, and approval keeps, exactly these files)."""
         async with self._sessions() as session:
-            rows = await session.scalars(select(Notice.audio_keys).where(Notice.state == "approved"))
+            rows = await session.scalars(select(Notice.audio_keys).where(Notice.state.in_(("approved", "pending"))))
             return {key for keys in rows.all() if keys for key in keys.values()}
 
     # -- reading ----------------------------------------------------------------------------
@@ -593,6 +725,8 @@ def notice_json(notice: Notice) -> dict[str, Any]:
         "audio_engine": notice.audio_engine,
         "spoken_text": notice.spoken_text,
         "has_audio": bool(notice.audio_keys),
+        "editor_ids": list(notice.editor_ids or []),
+        "number_decisions": dict(notice.number_decisions or {}),
         "created_at": notice.created_at,
         "updated_at": notice.updated_at,
         "decided_at": notice.decided_at,
@@ -604,7 +738,5 @@ __all__ = [
     "PROFILES",
     "NoticeInput",
     "NoticeService",
-    "TextCheck",
-    "check_text",
     "notice_json",
 ]

@@ -88,9 +88,8 @@ async def load_demo_broadcasting(runtime: Runtime) -> str:
         notices=notices.approved,
         today=runtime.clock.now().astimezone(runtime.settings.zone).date(),
     )
-    return (
-        f"demo notices: {len(notices.approved)} approved, {notices.pending} waiting for review, {scheduled} schedules"
-    )
+    held = f"{notices.held} held back as drafts by the privacy guard"
+    return f"demo notices: {len(notices.approved)} approved, {held}, {scheduled} schedules"
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:

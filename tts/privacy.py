@@ -9,6 +9,7 @@ and hotline numbers (12345, 12119, 0471-…) are never findings.
 
 * :func:`find_sensitive` lists what was found, with character offsets;
 * :func:`mask` hides all of it (150125********1235, 6222********1234, 138****1111);
+  :func:`mask_findings` hides the chosen ones (a clerk keeps a public contact phone);
 * :func:`check` does both at once for the approval flow.
 
 Masking keeps the text's length and separators, so offsets stay valid.
@@ -31,6 +32,7 @@ __all__ = [
     "find_sensitive",
     "luhn_valid",
     "mask",
+    "mask_findings",
     "resident_id_check_character",
 ]
 
@@ -314,6 +316,11 @@ def _apply_masks(text: str, findings: Iterable[Finding]) -> str:
         position = finding.end
     pieces.append(text[position:])
     return "".join(pieces)
+
+
+def mask_findings(text: str, findings: Iterable[Finding]) -> str:
+    """``text`` with only the given findings (found in this same text) masked: a one-click fix of some of them."""
+    return _apply_masks(text, findings)
 
 
 def mask(text: str, *, today: date | None = None) -> str:

@@ -114,9 +114,18 @@ class Notice(Base):
     reject_reason: Mapped[str | None] = mapped_column(Text)
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
     approver_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    # Everyone but the author who changed its content (text, recording, a number masked or kept): four eyes
+    # means none of them, nor the author, may decide on it.
+    editor_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # The author's decision on each full mobile number in the text, by its digits:
+    # {"13912345678": {"decision": "keep", "by": user id, "by_name": …, "at": ISO time}} (kept numbers are
+    # read out digit by digit; a masked one is no longer in the text, its record stays for the approver).
+    number_decisions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Bumped on every edit of the content; approval is of one revision.
     revision: Mapped[int] = mapped_column(Integer, default=1)
-    # Produced on approval: {profile: audio cache key}, and what it measured.
+    # The audio of this revision: {profile: audio cache key}, and what it measured. Rendered for the
+    # preview (试听) or at approval, whichever comes first; an edit drops it. The approver hears these
+    # very files, and approval keeps them: what was heard is what airs.
     audio_keys: Mapped[dict[str, str] | None] = mapped_column(JSON)
     audio_duration_s: Mapped[float | None] = mapped_column(Float)
     audio_engine: Mapped[str | None] = mapped_column(String(16))

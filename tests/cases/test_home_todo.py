@@ -78,4 +78,6 @@ async def test_notices_wait_for_another_approver_and_come_back_to_their_author(
 
     await notices.reject(people.approver_a.principal, notice.id, "时间写清楚是哪一天")
     assert "待我审核的通知" not in await home(people, "approver_a")
-    assert (await home(people, "staff_a"))["被驳回、待修改的通知"] == (1, "/broadcast/notices?state=rejected", False)
+    # Back to its author, with the reason, first in her 待办.
+    rejected = "被驳回，待修改：村民代表大会通知（理由：时间写清楚是哪一天）"
+    assert (await home(people, "staff_a"))[rejected] == (1, f"/broadcast/notices/{notice.id}", True)
