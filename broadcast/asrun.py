@@ -1,11 +1,14 @@
-"""Reading the as-run log (播出记录): filters, CSV export, and the disclosure coverage report."""
+"""Reading the as-run log (播出记录): filters, one broadcast's result, CSV export, the disclosure coverage report.
+
+Every status shown is derived from the speakers' own rows (:mod:`broadcast.outcome`).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -15,6 +18,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
+from broadcast.outcome import Outcome, SpeakerOutcome, item_speakers, summarize, zone_outcome
+from common.errors import NotFound
 from storage.models import (
     KIND_LABELS,
     RUN_STATE_LABELS,
@@ -24,12 +29,15 @@ from storage.models import (
     BroadcastZone,
     Speaker,
     Township,
+    User,
     Village,
     Zone,
+    transport_label,
 )
 
 DISCLOSURE_KINDS = ("disclosure_party", "disclosure_village", "disclosure_finance")
 MAX_ROWS = 5000
+ORIGIN_LABELS = {"schedule": "按安排播出", "emergency": "应急广播", "manual": "立即播出", "test": "拨测"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,11 @@ class AsRunLine:
     village_name: str
     township_name: str
     speakers: tuple[BroadcastSpeaker, ...]
+    speaker_names: Mapping[int, str]
+
+    @property
+    def outcome(self) -> Outcome:
+        return zone_outcome(self.zone_run, self.speakers, self.speaker_names)
 
     def as_json(self, zone: ZoneInfo) -> dict[str, Any]:
         run = self.zone_run
@@ -74,6 +87,7 @@ class AsRunLine:
             "attempt": run.attempt,
             "state": run.state,
             "state_label": RUN_STATE_LABELS[run.state],
+            "outcome": outcome_json(self.outcome),
             "scheduled_at": _local(run.scheduled_at, zone),
             "started_at": _local(run.started_at, zone),
             "ended_at": _local(run.ended_at, zone),
@@ -82,13 +96,81 @@ class AsRunLine:
                 {
                     "id": speaker.id,
                     "speaker_id": speaker.speaker_id,
+                    "name": self.speaker_names.get(speaker.speaker_id, speaker.address),
                     "transport": speaker.transport,
+                    "transport_label": transport_label(speaker.transport, speaker.address),
                     "address": speaker.address,
                     "state": speaker.state,
                     "state_label": RUN_STATE_LABELS[speaker.state],
                     "started_at": _local(speaker.started_at, zone),
                     "ended_at": _local(speaker.ended_at, zone),
                     "error": speaker.error,
+                }
+                for speaker in self.speakers
+            ],
+        }
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "label": outcome.label,
+        "tone": outcome.tone,
+        "finished": outcome.finished,
+        "played": outcome.played,
+        "total": outcome.total,
+        "reason": outcome.reason,
+        "not_played": [
+            {"name": speaker.name, "transport_label": speaker.transport_label, "place": speaker.place,
+             "state_label": speaker.state_label, "reason": speaker.reason}
+            for speaker in outcome.failed
+        ],
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    """One broadcast (an emergency, a manual play, a scheduled slot) and what became of it on every speaker."""
+
+    broadcast: Broadcast
+    requested_by: str | None
+    speakers: tuple[SpeakerOutcome, ...]
+    zone_count: int
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.broadcast.state == 0 and not self.speakers:
+            return Outcome("等待播出", "running", 0, 0)
+        return summarize(self.speakers)
+
+    @property
+    def origin_label(self) -> str:
+        return ORIGIN_LABELS.get(self.broadcast.origin, "")
+
+    def as_json(self, zone: ZoneInfo) -> dict[str, Any]:
+        broadcast = self.broadcast
+        return {
+            "id": broadcast.id,
+            "title": broadcast.title,
+            "kind": broadcast.kind,
+            "kind_label": KIND_LABELS.get(broadcast.kind, broadcast.kind),
+            "origin": broadcast.origin,
+            "origin_label": self.origin_label,
+            "requested_by": self.requested_by,
+            "created_at": _local(broadcast.created_at, zone),
+            "outcome": outcome_json(self.outcome),
+            "speakers": [
+                {
+                    "name": speaker.name,
+                    "place": speaker.place,
+                    "transport": speaker.transport,
+                    "transport_label": speaker.transport_label,
+                    "address": speaker.address,
+                    "state": speaker.state,
+                    "state_label": speaker.state_label,
+                    "played": speaker.played,
+                    "reason": speaker.reason or None,
+                    "started_at": _local(speaker.started_at, zone),
+                    "ended_at": _local(speaker.ended_at, zone),
                 }
                 for speaker in self.speakers
             ],
@@ -136,21 +218,81 @@ class AsRunLog:
         statement = self._statement(principal, query).limit(min(query.limit, MAX_ROWS)).offset(query.offset)
         async with self._sessions() as session:
             rows = (await session.execute(statement)).all()
-            ids = [row[0].id for row in rows]
-            speakers: dict[int, list[BroadcastSpeaker]] = defaultdict(list)
-            if ids:
-                for speaker in (
-                    await session.scalars(
-                        select(BroadcastSpeaker)
-                        .where(BroadcastSpeaker.zone_run_id.in_(ids))
-                        .order_by(BroadcastSpeaker.id)
-                    )
-                ).all():
-                    speakers[speaker.zone_run_id].append(speaker)
+            speakers, names = await self._speakers(session, [row[0].id for row in rows])
         return [
-            AsRunLine(run, broadcast, zone_name, village_name, township_name, tuple(speakers[run.id]))
+            AsRunLine(run, broadcast, zone_name, village_name, township_name, tuple(speakers[run.id]), names)
             for run, broadcast, zone_name, village_name, township_name in rows
         ]
+
+    @staticmethod
+    async def _speakers(
+        session: AsyncSession, zone_run_ids: Sequence[int]
+    ) -> tuple[dict[int, list[BroadcastSpeaker]], dict[int, str]]:
+        """The speaker rows of these zone runs, and each speaker's name."""
+        speakers: dict[int, list[BroadcastSpeaker]] = defaultdict(list)
+        names: dict[int, str] = {}
+        if zone_run_ids:
+            found = await session.execute(
+                select(BroadcastSpeaker, Speaker.name)
+                .join(Speaker, BroadcastSpeaker.speaker_id == Speaker.id)
+                .where(BroadcastSpeaker.zone_run_id.in_(zone_run_ids))
+                .order_by(BroadcastSpeaker.id)
+            )
+            for row, name in found.all():
+                speakers[row.zone_run_id].append(row)
+                names[row.speaker_id] = name
+        return speakers, names
+
+    async def result(self, principal: Principal, broadcast_id: int) -> BroadcastResult:
+        """One broadcast's result on every speaker in the caller's scope (404 when none of it is theirs)."""
+        scope = principal.township_filter()
+        async with self._sessions() as session:
+            broadcast = await session.get(Broadcast, broadcast_id)
+            if broadcast is None:
+                raise NotFound("播出记录不存在")
+            places_statement = (
+                select(Zone.id, Zone.name, Village.name, Township.name, Township.id)
+                .join(Village, Zone.village_id == Village.id)
+                .join(Township, Village.township_id == Township.id)
+                .where(Zone.id.in_(broadcast.zone_ids or []))
+            )
+            places = {
+                zone_id: (f"{township} {village} · {zone}", township_id)
+                for zone_id, zone, village, township, township_id in (await session.execute(places_statement)).all()
+            }
+            visible = {zone_id for zone_id, (_name, township) in places.items() if scope is None or township in scope}
+            runs = [
+                run
+                for run in (
+                    await session.scalars(
+                        select(BroadcastZone)
+                        .where(BroadcastZone.broadcast_id == broadcast.id)
+                        .order_by(BroadcastZone.zone_id, BroadcastZone.attempt)
+                    )
+                ).all()
+                if scope is None or run.township_id in scope
+            ]
+            if not runs and not visible:
+                raise NotFound("播出记录不存在")
+            speakers, names = await self._speakers(session, [run.id for run in runs])
+            listed = (
+                await session.execute(
+                    select(Speaker.zone_id, Speaker.id, Speaker.name, Speaker.transport, Speaker.address)
+                    .where(Speaker.zone_id.in_([run.zone_id for run in runs]), Speaker.enabled.is_(True))
+                    .order_by(Speaker.id)
+                )
+            ).all()
+            requested_by = await session.scalar(select(User.display_name).where(User.id == broadcast.requested_by))
+        zone_speakers: dict[int, list[tuple[int, str, str, str]]] = defaultdict(list)
+        for zone_id, speaker_id, name, transport, address in listed:
+            zone_speakers[zone_id].append((speaker_id, name, transport, address))
+        outcomes = item_speakers(
+            [(run, speakers[run.id]) for run in runs],
+            names=names,
+            places={zone_id: name for zone_id, (name, _t) in places.items()},
+            zone_speakers=zone_speakers,
+        )
+        return BroadcastResult(broadcast, requested_by, tuple(outcomes), len({run.zone_id for run in runs} or visible))
 
     async def csv(self, principal: Principal, query: AsRunFilter) -> str:
         """One CSV line per speaker (a zone without speakers still gets its line); UTF-8 with BOM for Excel."""
@@ -161,15 +303,16 @@ class AsRunLog:
         writer.writerow(
             [
                 "记录号", "标题", "类别", "来源", "乡镇", "村", "播出分区", "计划时间", "开始", "结束",
-                "分区状态", "终端", "传输方式", "终端状态", "终端开始", "终端结束", "错误",
+                "分区结果", "终端", "传输方式", "终端状态", "终端开始", "终端结束", "原因",
             ]
         )  # fmt: skip
         for line in lines:
             data = line.as_json(self.zone)
             base = [
-                data["id"], data["title"], data["kind_label"], data["origin"], data["township"], data["village"],
+                data["id"], data["title"], data["kind_label"], ORIGIN_LABELS.get(data["origin"], ""), data["township"],
+                data["village"],
                 data["zone"], data["scheduled_at"], data["started_at"] or "", data["ended_at"] or "",
-                data["state_label"],
+                data["outcome"]["label"],
             ]  # fmt: skip
             if not data["speakers"]:
                 writer.writerow([*base, "", "", "", "", "", data["error"] or ""])
@@ -178,7 +321,7 @@ class AsRunLog:
                     [
                         *base,
                         speaker["address"],
-                        speaker["transport"],
+                        speaker["transport_label"],
                         speaker["state_label"],
                         speaker["started_at"] or "",
                         speaker["ended_at"] or "",
@@ -272,4 +415,4 @@ def _months(since: date, until: date) -> list[str]:
     return months
 
 
-__all__ = ["DISCLOSURE_KINDS", "AsRunFilter", "AsRunLine", "AsRunLog", "Speaker"]
+__all__ = ["DISCLOSURE_KINDS", "ORIGIN_LABELS", "AsRunFilter", "AsRunLine", "AsRunLog", "BroadcastResult", "Speaker"]

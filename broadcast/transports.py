@@ -213,7 +213,12 @@ class SipPagingTransport:
     async def play(self, item: PlayItem, targets: Sequence[SpeakerTarget], stop: asyncio.Event) -> list[SpeakerResult]:
         if self._originator is None:
             return [
-                SpeakerResult(target, RUN_FAILED, error="未连接Asterisk，不能SIP寻呼（asterisk = none）")
+                SpeakerResult(
+                    target,
+                    RUN_FAILED,
+                    error="没有连接电话交换机，不能SIP寻呼",
+                    detail={"why": "no page originator: the service runs with asterisk = none"},
+                )
                 for target in targets
             ]
         originator = self._originator
@@ -234,7 +239,7 @@ class SipPagingTransport:
             outcome = PageResult({}, error=exc.message)
         except Exception as exc:  # the link's own failure is this page's failure, not the dispatcher's
             log.exception("SIP page %s failed", channel_id)
-            outcome = PageResult({}, error=f"SIP寻呼失败：{exc}")
+            outcome = PageResult({}, error="SIP寻呼失败（内部错误，详见服务日志）", detail={"error": repr(exc)})
         ended = self._clock.now()
         results = []
         for target in targets:

@@ -4,6 +4,7 @@ from storage.models.accounts import ROLES, AuditEntry, LoginThrottle, User, User
 from storage.models.areas import (
     CODECS,
     TRANSPORT_KINDS,
+    TRANSPORT_LABELS,
     UNIT_KINDS,
     VILLAGE_KINDS,
     County,
@@ -12,6 +13,7 @@ from storage.models.areas import (
     Unit,
     Village,
     Zone,
+    transport_label,
 )
 from storage.models.base import Base
 from storage.models.broadcast import (
@@ -127,6 +129,7 @@ __all__ = [
     "SURVEY_STATES",
     "TARGET_LEVELS",
     "TRANSPORT_KINDS",
+    "TRANSPORT_LABELS",
     "UNIT_KINDS",
     "VILLAGE_KINDS",
     "AuditEntry",
@@ -161,4 +164,5 @@ __all__ = [
     "VillagerPhone",
     "Zone",
     "ZoneBroadcastSettings",
+    "transport_label",
 ]

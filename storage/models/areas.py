@@ -12,6 +12,8 @@ from storage.types import UtcDateTime
 
 VILLAGE_KINDS = ("village", "community")  # 行政村, 社区
 TRANSPORT_KINDS = ("sip", "rtp", "http", "sink")
+# How a speaker is reached, as its users call it (never the code: sip, rtp, http, sink).
+TRANSPORT_LABELS = {"sip": "SIP 寻呼", "rtp": "RTP", "http": "4G 终端", "sink": "声卡/文件"}
 CODECS = ("pcmu", "pcma", "g722", "mp3", "wav")
 UNIT_KINDS = ("township", "department")
 
@@ -120,9 +122,17 @@ class Unit(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+def transport_label(transport: str, address: str = "") -> str:
+    """A speaker's transport in Chinese; a sink is a sound card (``alsa:``) or a file (``file:``)."""
+    if transport == "sink" and address:
+        return "声卡" if address.startswith("alsa:") else "文件"
+    return TRANSPORT_LABELS.get(transport, "其他方式")
+
+
 __all__ = [
     "CODECS",
     "TRANSPORT_KINDS",
+    "TRANSPORT_LABELS",
     "UNIT_KINDS",
     "VILLAGE_KINDS",
     "County",
@@ -131,4 +141,5 @@ __all__ = [
     "Unit",
     "Village",
     "Zone",
+    "transport_label",
 ]
