@@ -160,6 +160,20 @@ class AreaService:
         async with self._sessions() as session:
             return (await session.scalars(select(Unit).order_by(Unit.kind.desc(), Unit.id))).all()
 
+    async def speaker_counts(self, principal: Principal) -> dict[int, int]:
+        """Enabled speakers per zone in the caller's scope: what a zone picker counts as it is ticked."""
+        statement = self._scoped(
+            select(Speaker.zone_id, func.count(Speaker.id))
+            .join(Zone, Speaker.zone_id == Zone.id)
+            .join(Village)
+            .where(Speaker.enabled.is_(True))
+            .group_by(Speaker.zone_id),
+            principal,
+            Village.township_id,
+        )
+        async with self._sessions() as session:
+            return {zone_id: int(count) for zone_id, count in (await session.execute(statement)).all()}
+
     async def tree_counts(self) -> dict[str, int]:
         async with self._sessions() as session:
             counts = {}
