@@ -224,6 +224,23 @@ def quiet_clocks(rule: Rule, zone: ZoneInfo, quiet_start: time, quiet_end: time)
     return [clock for clock in clocks if in_quiet_hours(clock, quiet_start, quiet_end)]
 
 
+def day_label(day: date) -> str:
+    """A day as people write it: 12月6日 周六."""
+    return f"{day.month}月{day.day}日 {WEEKDAY_LABELS[day.isoweekday()]}"
+
+
+def moment_label(instant: datetime, zone: ZoneInfo) -> str:
+    """An instant as people say it: 12月6日 周六 07:00."""
+    local = instant.astimezone(zone)
+    return f"{day_label(local.date())} {local:%H:%M}"
+
+
+def end_label(instant: datetime, zone: ZoneInfo) -> str:
+    """When an item ends, to the second when it does not end on the minute (12:01:54, not 12:01)."""
+    local = instant.astimezone(zone)
+    return f"{local:%H:%M}" if local.second == 0 and local.microsecond == 0 else f"{local:%H:%M:%S}"
+
+
 def describe(rule: Rule, zone: ZoneInfo) -> str:
     """One line a clerk reads: 每天 07:00、12:00、18:30（2026-11-01 至 2026-11-30）."""
     if rule.kind == "once":

@@ -2,9 +2,13 @@
 
 A schedule plays one approved notice. Its targets are townships, villages or
 zones; they all lie in the notice's township (a county-level notice may reach
-any). Nothing but 应急 may start in a township's quiet hours. Every change is
-audited and announced to the listeners (the scheduler rebuilds its wake-ups),
-so a new schedule takes effect without a restart.
+any). Nothing but 应急 may start in a township's quiet hours (refused, with the
+times and the window named). A schedule that overlaps others in the same zones
+is allowed, with a warning naming them (:meth:`ScheduleService.check`, in the
+editor's preview and again on save): the dispatcher plays the higher priority
+first and the other waits. Every change is audited and announced to the
+listeners (the scheduler rebuilds its wake-ups), so a new schedule takes effect
+without a restart.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from common.listeners import ChangeListener, ChangeListeners
 from schedules.rules import (
     Rule,
     describe,
+    end_label,
     format_clock,
     in_quiet_hours,
     make_rule,
+    moment_label,
     next_occurrences,
     occurrences_between,
     parse_clock,
@@ -74,6 +80,40 @@ class PlannedItem:
     priority: int
     quiet: bool
     conflicts_with: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Another schedule that would be playing in some of the same zones at the same time."""
+
+    schedule_id: int
+    title: str
+    description: str
+    first_at: datetime  # the first of this schedule's occurrences that collides
+    other_at: datetime  # when the other one starts then
+    other_ends_at: datetime
+    count: int  # collisions in the planning window
+    zone_names: tuple[str, ...]
+
+    def message(self, zone: ZoneInfo) -> str:
+        where = "、".join(self.zone_names[:3]) + (
+            f" 等 {len(self.zone_names)} 个分区" if len(self.zone_names) > 3 else ""
+        )
+        span = f"{self.other_at.astimezone(zone):%H:%M}–{end_label(self.other_ends_at, zone)}"
+        times = f"共 {self.count} 次" if self.count > 1 else "1 次"
+        return (
+            f"与《{self.title}》（{self.description}）时间重叠：{moment_label(self.first_at, zone)} 起{times}，"
+            f"它在 {span} 播出，地点 {where}"
+        )
+
+
+@dataclass(frozen=True)
+class ScheduleCheck:
+    """What the editor shows before saving: the next times, the refusal saving would meet, the overlaps."""
+
+    occurrences: list[datetime]
+    quiet: str | None
+    overlaps: list[Overlap]
 
 
 def rule_of(schedule: Schedule) -> Rule:
@@ -153,19 +193,26 @@ class ScheduleService:
                 townships[township_id] = found
         return townships
 
-    def _check_quiet(self, rule: Rule, priority: int, townships: Iterable[Township]) -> None:
+    def _quiet_message(self, rule: Rule, priority: int, townships: Iterable[Township]) -> str | None:
+        """Why saving this rule will be refused (a start in a township's quiet hours), or None."""
         if priority == EMERGENCY_PRIORITY:
-            return  # 应急 may start at any hour
+            return None  # 应急 may start at any hour
         for township in townships:
             clashes = quiet_clocks(rule, self.zone, township.quiet_start, township.quiet_end)
             if clashes:
                 window = f"{format_clock(township.quiet_start)}–{format_clock(township.quiet_end)}"
                 shown = "、".join(format_clock(clock) for clock in clashes)
-                raise InvalidInput(
-                    f"{shown} 在{township.name}的静默时段（{window}）内，只有应急广播可以在这时播出",
-                    code="schedule.quiet_hours",
-                    fields={"times" if rule.kind != "once" else "once_at": "在静默时段内"},
-                )
+                return f"{shown} 在{township.name}的静默时段（{window}）内，只有应急广播可以在这时播出"
+        return None
+
+    def _check_quiet(self, rule: Rule, priority: int, townships: Iterable[Township]) -> None:
+        message = self._quiet_message(rule, priority, townships)
+        if message is not None:
+            raise InvalidInput(
+                message,
+                code="schedule.quiet_hours",
+                fields={"times" if rule.kind != "once" else "once_at": "在静默时段内"},
+            )
 
     def _rule(self, data: ScheduleInput) -> Rule:
         return make_rule(
@@ -299,6 +346,88 @@ class ScheduleService:
 
     def describe(self, schedule: Schedule) -> str:
         return describe(rule_of(schedule), self.zone)
+
+    async def check(
+        self, principal: Principal, data: ScheduleInput, *, schedule_id: int | None = None, count: int = 10
+    ) -> ScheduleCheck:
+        """The editor's preview: next times (InvalidInput when the rule itself is wrong, as on save) and, once
+        a notice and targets are chosen, the quiet-hour refusal saving would meet and the overlaps it would make."""
+        rule = self._rule(data)
+        occurrences = next_occurrences(rule, self._clock.now(), self.zone, min(count, self._preview_limit))
+        if not data.targets:
+            return ScheduleCheck(occurrences, None, [])
+        async with self._sessions() as session:
+            notice = await self._notice(session, principal, data.notice_id)
+            townships = await self._target_townships(session, principal, notice, data.targets)
+            quiet = self._quiet_message(rule, PRIORITY_OF_KIND[notice.kind], townships.values())
+            overlaps = await self._overlaps(session, rule, notice, data.targets, exclude=schedule_id)
+        return ScheduleCheck(occurrences, quiet, overlaps)
+
+    async def overlaps_of(self, principal: Principal, schedule_id: int) -> list[Overlap]:
+        """The overlaps a saved schedule makes (the warning shown after saving it)."""
+        async with self._sessions() as session:
+            schedule = await self._load(session, principal, schedule_id)
+            notice = await session.get(Notice, schedule.notice_id)
+            assert notice is not None
+            targets = [(target.level, target.target_id) for target in schedule.targets]
+            return await self._overlaps(session, rule_of(schedule), notice, targets, exclude=schedule.id)
+
+    async def _overlaps(
+        self,
+        session: AsyncSession,
+        rule: Rule,
+        notice: Notice,
+        targets: Sequence[tuple[str, int]],
+        *,
+        exclude: int | None,
+    ) -> list[Overlap]:
+        """Other enabled schedules that would be playing in the same zones at the same time, in the plan window.
+
+        Lengths come from the rendered audio (an approved notice always has it; a minute if not).
+        """
+        zones = set(await self.zones_of(session, targets))
+        begin = self._clock.now()
+        end = begin + timedelta(days=self._plan_days)
+        length = timedelta(seconds=notice.audio_duration_s or 60.0)
+        mine = list(occurrences_between(rule, begin, end, self.zone))
+        if not zones or not mine:
+            return []
+        statement = (
+            select(Schedule, Notice)
+            .join(Notice, Schedule.notice_id == Notice.id)
+            .where(Schedule.enabled.is_(True))
+            .order_by(Schedule.id)
+        )
+        if exclude is not None:
+            statement = statement.where(Schedule.id != exclude)
+        found: list[Overlap] = []
+        for other, other_notice in (await session.execute(statement)).all():
+            shared = zones & set(await self.zones_of(session, [(t.level, t.target_id) for t in other.targets]))
+            if not shared:
+                continue
+            other_length = timedelta(seconds=other_notice.audio_duration_s or 60.0)
+            theirs = list(occurrences_between(rule_of(other), begin - other_length, end, self.zone))
+            hits = [(at, their) for at in mine for their in theirs if at < their + other_length and their < at + length]
+            if not hits:
+                continue
+            names = (
+                await session.execute(
+                    select(Village.name, Zone.name).join(Village).where(Zone.id.in_(shared)).order_by(Zone.id)
+                )
+            ).all()
+            found.append(
+                Overlap(
+                    schedule_id=other.id,
+                    title=other_notice.title,
+                    description=describe(rule_of(other), self.zone),
+                    first_at=hits[0][0],
+                    other_at=hits[0][1],
+                    other_ends_at=hits[0][1] + other_length,
+                    count=len(hits),
+                    zone_names=tuple(f"{village}·{zone}" for village, zone in names),
+                )
+            )
+        return found
 
     def preview(self, data: ScheduleInput, count: int | None = None) -> list[datetime]:
         """The next occurrences of an unsaved schedule (for the editor); raises InvalidInput like create."""

@@ -91,3 +91,14 @@ def test_bad_rules_are_refused_with_a_chinese_reason(fields: dict[str, object], 
 def test_a_once_time_without_a_zone_is_read_as_shanghai_time() -> None:
     once = rule(kind="once", once_at=datetime(2026, 11, 25, 9, 30))
     assert once.once_at == datetime(2026, 11, 25, 1, 30, tzinfo=UTC)
+
+
+def test_days_and_end_times_read_as_people_write_them() -> None:
+    from schedules.rules import day_label, end_label, moment_label
+
+    assert day_label(date(2026, 12, 6)) == "12月6日 周日"
+    noon = datetime(2026, 12, 5, 12, 0, tzinfo=SHANGHAI)
+    assert moment_label(noon, SHANGHAI) == "12月5日 周六 12:00"
+    # A 114 s item that starts at noon ends at 12:01:54, not 12:01.
+    assert end_label(noon + timedelta(seconds=114.4), SHANGHAI) == "12:01:54"
+    assert end_label(noon + timedelta(minutes=2), SHANGHAI) == "12:02"

@@ -1,4 +1,7 @@
-"""Schedules: the API, the editor with its occurrence preview, the zone's week with conflicts."""
+"""Schedules: the API, the editor with its preview (next times, quiet-hour refusal, overlaps), the zone's week.
+
+A refused save shows the editor again with what was chosen (notice, mode, times, days, targets) and why.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,17 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import Field
 
-from common.errors import UserError
-from schedules.rules import WEEKDAY_LABELS
+from common.errors import InvalidInput, UserError
+from schedules.rules import WEEKDAY_LABELS, day_label, end_label, moment_label
 from schedules.service import LEVEL_LABELS, ScheduleInput, schedule_json
 from storage.models import KIND_LABELS, PRIORITY_LABELS, Schedule, ZoneBroadcastSettings
 from web import keys
 from web.api import Routes, json_response
 from web.domains import NOTICES, SCHEDULES
+from web.middleware import status_for
 from web.render import flash, redirect, render
 from web.validation import ApiModel, read_form
+from web.zone_picker import Selection, zone_tree
 
 WRITERS = ("staff", "admin")
 READERS = ("staff", "approver", "admin", "leader")
@@ -41,6 +46,7 @@ class ScheduleIn(ApiModel):
 
 class PreviewIn(ScheduleIn):
     count: int = Field(10, ge=1, le=100)
+    schedule_id: int | None = Field(None, description="修改已有的安排时：它自己不算重叠")
 
 
 class ScheduleQuery(ApiModel):
@@ -75,9 +81,13 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 
 async def create_schedule(request: web.Request, body: ScheduleIn) -> web.Response:
+    """Saved (an overlap with other schedules is allowed: ``warnings`` names each one)."""
     service = request.app[SCHEDULES]
-    schedule = await service.create(keys.principal(request), _input(body))
-    return json_response(schedule_json(schedule, service), status=201)
+    me = keys.principal(request)
+    schedule = await service.create(me, _input(body))
+    overlaps = await service.overlaps_of(me, schedule.id)
+    warnings = [overlap.message(service.zone) for overlap in overlaps]
+    return json_response({**schedule_json(schedule, service), "warnings": warnings}, status=201)
 
 
 async def get_schedule(request: web.Request, query: ScheduleQuery) -> web.Response:
@@ -88,8 +98,10 @@ async def get_schedule(request: web.Request, query: ScheduleQuery) -> web.Respon
 
 async def update_schedule(request: web.Request, body: ScheduleIn) -> web.Response:
     service = request.app[SCHEDULES]
-    schedule = await service.update(keys.principal(request), _id(request), _input(body))
-    return json_response(schedule_json(schedule, service))
+    me = keys.principal(request)
+    schedule = await service.update(me, _id(request), _input(body))
+    warnings = [overlap.message(service.zone) for overlap in await service.overlaps_of(me, schedule.id)]
+    return json_response({**schedule_json(schedule, service), "warnings": warnings})
 
 
 def _enabler(enabled: bool) -> Any:
@@ -103,12 +115,21 @@ def _enabler(enabled: bool) -> Any:
 
 
 async def preview_schedule(request: web.Request, body: PreviewIn) -> web.Response:
-    """The next occurrences of a schedule being written (nothing is saved); bad input gets its Chinese error."""
+    """A schedule being written (nothing is saved): its next times, and — with a notice and targets — the
+    quiet-hour refusal saving would meet and the schedules it would overlap. Bad input gets its Chinese error."""
     service = request.app[SCHEDULES]
-    keys.principal(request).require_role(*WRITERS)
-    found = service.preview(_input(body), body.count)
+    me = keys.principal(request)
+    me.require_role(*WRITERS)
+    check = await service.check(me, _input(body), schedule_id=body.schedule_id, count=body.count)
     zone = request.app[keys.CONFIG].zone
-    return json_response({"occurrences": [instant.astimezone(zone).strftime("%Y-%m-%d %H:%M") for instant in found]})
+    return json_response(
+        {
+            "occurrences": [instant.astimezone(zone).strftime("%Y-%m-%d %H:%M") for instant in check.occurrences],
+            "labels": [moment_label(instant, zone) for instant in check.occurrences],
+            "quiet": check.quiet,
+            "warnings": [overlap.message(zone) for overlap in check.overlaps],
+        }
+    )
 
 
 async def zone_week(request: web.Request, query: WeekQuery) -> web.Response:
@@ -156,34 +177,34 @@ class ScheduleForm(ApiModel):
     zone_ids: list[int] = Field(default_factory=list)
 
 
-def _form_input(form: ScheduleForm) -> ScheduleInput:
-    times = tuple(part.strip() for part in form.times.replace("，", ",").replace("、", ",").split(",") if part.strip())
-    targets = tuple(
-        [("township", value) for value in form.township_ids]
-        + [("village", value) for value in form.village_ids]
-        + [("zone", value) for value in form.zone_ids]
-    )
+def _split_times(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.replace("，", ",").replace("、", ",").split(",") if part.strip())
+
+
+async def _form_input(request: web.Request, form: ScheduleForm) -> ScheduleInput:
+    """The form as a schedule; the picker's ticks become targets at the highest level ticked."""
+    selection = Selection(frozenset(form.township_ids), frozenset(form.village_ids), frozenset(form.zone_ids))
+    targets = (await zone_tree(request, keys.principal(request))).targets_of(selection)
+    once = form.kind == "once"
     return ScheduleInput(
         notice_id=form.notice_id,
         kind=form.kind,
-        once_at=form.once_at,
-        times=times,
-        weekdays=tuple(form.weekdays),
-        start_date=form.start_date,
-        end_date=form.end_date,
-        targets=targets,
+        # Fields of another mode may still hold what was typed before the mode changed: they do not count.
+        once_at=form.once_at if once else None,
+        times=() if once else _split_times(form.times),
+        weekdays=tuple(form.weekdays) if form.kind == "weekly" else (),
+        start_date=None if once else form.start_date,
+        end_date=None if once else form.end_date,
+        targets=tuple(targets),
     )
 
 
 async def _editor_context(request: web.Request) -> dict[str, Any]:
-    """What the schedule editor's fields choose from: approved notices and the area tree in scope."""
+    """What the schedule editor's fields choose from: approved notices and the zones in scope, grouped."""
     me = keys.principal(request)
-    areas = request.app[keys.AREAS]
     return {
         "notices": await request.app[NOTICES].list_notices(me, state="approved"),
-        "townships": await areas.list_townships(me),
-        "villages": await areas.list_villages(me),
-        "zones": await areas.list_zones(me),
+        "tree": await zone_tree(request, me),
         "WEEKDAY_LABELS": WEEKDAY_LABELS,
         "KIND_LABELS": KIND_LABELS,
         "PRIORITY_LABELS": PRIORITY_LABELS,
@@ -195,9 +216,8 @@ def _form_values(schedule: Schedule | None, zone: ZoneInfo, notice_id: int | Non
     if schedule is None:
         return {
             "notice_id": notice_id, "kind": "daily", "times": "", "weekdays": [], "once_at": "", "start_date": "",
-            "end_date": "", "township_ids": [], "village_ids": [], "zone_ids": [],
+            "end_date": "", "selection": Selection(),
         }  # fmt: skip
-    targets = [(target.level, target.target_id) for target in schedule.targets]
     return {
         "notice_id": schedule.notice_id,
         "kind": schedule.kind,
@@ -206,13 +226,32 @@ def _form_values(schedule: Schedule | None, zone: ZoneInfo, notice_id: int | Non
         "once_at": schedule.once_at.astimezone(zone).strftime("%Y-%m-%dT%H:%M") if schedule.once_at else "",
         "start_date": schedule.start_date.isoformat() if schedule.start_date else "",
         "end_date": schedule.end_date.isoformat() if schedule.end_date else "",
-        "township_ids": [target_id for level, target_id in targets if level == "township"],
-        "village_ids": [target_id for level, target_id in targets if level == "village"],
-        "zone_ids": [target_id for level, target_id in targets if level == "zone"],
+        "selection": Selection.of_targets((target.level, target.target_id) for target in schedule.targets),
     }
 
 
-async def schedules_page(request: web.Request) -> web.Response:
+def _posted_values(posted: Any) -> dict[str, Any]:
+    """What was chosen in a refused form, read leniently (whatever made it wrong), to show it again."""
+
+    def text(name: str) -> str:
+        return str(posted.get(name, "")).strip()
+
+    notice = text("notice_id")
+    return {
+        "notice_id": int(notice) if notice.isdigit() else None,
+        "kind": text("kind") if text("kind") in ("once", "daily", "weekly") else "daily",
+        "times": text("times"),
+        "weekdays": [int(day) for day in posted.getall("weekdays", []) if str(day).isdigit()],
+        "once_at": text("once_at"),
+        "start_date": text("start_date"),
+        "end_date": text("end_date"),
+        "selection": Selection.from_form(posted),
+    }
+
+
+async def _schedules_page(
+    request: web.Request, *, status: int = 200, current: dict[str, Any] | None = None, error: str | None = None
+) -> web.Response:
     me = keys.principal(request)
     service = request.app[SCHEDULES]
     found = await service.list_schedules(me)
@@ -223,12 +262,19 @@ async def schedules_page(request: web.Request) -> web.Response:
         "schedules": [
             (schedule, notice, service.describe(schedule), service.next_of(schedule, 3)) for schedule, notice in found
         ],
-        "blank": _form_values(None, service.zone, selected),
+        "blank": current or _form_values(None, service.zone, selected),
+        "error": error,
     }
-    return await render(request, "schedules/schedules.html", context)
+    return await render(request, "schedules/schedules.html", context, status=status)
 
 
-async def schedule_page(request: web.Request) -> web.Response:
+async def schedules_page(request: web.Request) -> web.Response:
+    return await _schedules_page(request)
+
+
+async def _schedule_page(
+    request: web.Request, *, status: int = 200, current: dict[str, Any] | None = None, error: str | None = None
+) -> web.Response:
     """One schedule: what it is, its next occurrences, and (for writers) the same editor, filled in."""
     me = keys.principal(request)
     service = request.app[SCHEDULES]
@@ -237,9 +283,10 @@ async def schedule_page(request: web.Request) -> web.Response:
     notice = await request.app[NOTICES].get(me, schedule.notice_id)
     if all(candidate.id != notice.id for candidate in context["notices"]):
         context["notices"] = [notice, *context["notices"]]  # shown even if no longer approved (saving then says so)
-    names = {("township", t.id): t.name for t in context["townships"]}
-    names.update({("village", v.id): v.name for v in context["villages"]})
-    names.update({("zone", z.id): f"{v.name} · {z.name}" for z, v in context["zones"]})
+    areas = request.app[keys.AREAS]
+    names = {("township", t.id): t.name for t in await areas.list_townships(me)}
+    names.update({("village", v.id): v.name for v in await areas.list_villages(me)})
+    names.update({("zone", z.id): f"{v.name} · {z.name}" for z, v in await areas.list_zones(me)})
     labels = [f"{LEVEL_LABELS[t.level]} {names.get((t.level, t.target_id), t.target_id)}" for t in schedule.targets]
     context.update(
         schedule=schedule,
@@ -247,29 +294,48 @@ async def schedule_page(request: web.Request) -> web.Response:
         description=service.describe(schedule),
         upcoming=service.next_of(schedule, 10) if schedule.enabled else [],
         target_labels=labels,
-        current=_form_values(schedule, service.zone),
+        current=current or _form_values(schedule, service.zone),
+        error=error,
     )
-    return await render(request, "schedules/schedule.html", context)
+    return await render(request, "schedules/schedule.html", context, status=status)
+
+
+async def schedule_page(request: web.Request) -> web.Response:
+    return await _schedule_page(request)
+
+
+async def _saved(request: web.Request, schedule_id: int, done: str) -> None:
+    """The flash after a save: done, and each overlap it makes (allowed, but the clerk should know)."""
+    service = request.app[SCHEDULES]
+    await flash(request, done)
+    for overlap in await service.overlaps_of(keys.principal(request), schedule_id):
+        await flash(request, f"注意：{overlap.message(service.zone)}。同时到点时优先级高的先播，另一条等待。", "warn")
 
 
 async def update_schedule_form(request: web.Request) -> web.StreamResponse:
+    posted = await request.post()
     try:
         form = await read_form(request, ScheduleForm)
-        await request.app[SCHEDULES].update(keys.principal(request), _id(request), _form_input(form))
-        await flash(request, "播出安排已修改，立即生效")
+        await request.app[SCHEDULES].update(keys.principal(request), _id(request), await _form_input(request, form))
     except UserError as exc:
-        await flash(request, exc.message, "error")
+        current = _posted_values(posted)
+        return await _schedule_page(request, status=status_for(exc), current=current, error=exc.message)
+    await _saved(request, _id(request), "播出安排已修改，立即生效")
     raise redirect(f"/broadcast/schedules/{_id(request)}")
 
 
 async def create_schedule_form(request: web.Request) -> web.StreamResponse:
+    posted = await request.post()
     try:
+        if not str(posted.get("notice_id", "")).strip():
+            raise InvalidInput("请选择要播出的通知（只有审核通过的通知才能安排）", fields={"notice_id": "必填"})
         form = await read_form(request, ScheduleForm)
-        await request.app[SCHEDULES].create(keys.principal(request), _form_input(form))
-        await flash(request, "播出安排已保存，立即生效")
+        schedule = await request.app[SCHEDULES].create(keys.principal(request), await _form_input(request, form))
     except UserError as exc:
-        await flash(request, exc.message, "error")
-    raise redirect("/broadcast/schedules")
+        current = _posted_values(posted)
+        return await _schedules_page(request, status=status_for(exc), current=current, error=exc.message)
+    await _saved(request, schedule.id, "播出安排已保存，立即生效")
+    raise redirect(f"/broadcast/schedules/{schedule.id}")
 
 
 def _enable_form(enabled: bool) -> Any:
@@ -295,7 +361,7 @@ async def week_page(request: web.Request) -> web.Response:
     days: dict[str, list[Any]] = {}
     zone_config = request.app[keys.CONFIG].zone
     for item in items:
-        days.setdefault(item.at.astimezone(zone_config).strftime("%m-%d %a"), []).append(item)
+        days.setdefault(day_label(item.at.astimezone(zone_config).date()), []).append(item)
     return await render(
         request,
         "schedules/week.html",
@@ -304,6 +370,7 @@ async def week_page(request: web.Request) -> web.Response:
             "village": village,
             "township": township,
             "days": days,
+            "end_label": lambda instant: end_label(instant, zone_config),
             "KIND_LABELS": KIND_LABELS,
             "PRIORITY_LABELS": PRIORITY_LABELS,
             "zone_settings": zone_settings,
