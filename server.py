@@ -63,6 +63,7 @@ from web.keys import WebConfig
 from web.views import broadcast as broadcast_views
 from web.views import cases as cases_views
 from web.views import hotline as hotline_views
+from web.views import notice_pages
 from web.views import schedules as schedules_views
 
 log = logging.getLogger("cunxiang")
@@ -266,6 +267,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
             hotline_views.add_routes,
             cases_views.add_routes,
             broadcast_views.add_routes,
+            notice_pages.add_routes,
             schedules_views.add_routes,
         ),
         nav=(*broadcast_views.NAV, *cases_views.NAV, *hotline_views.NAV),

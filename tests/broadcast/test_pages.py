@@ -99,14 +99,15 @@ async def test_a_schedule_is_edited_on_its_own_page_and_the_running_scheduler_ta
     for listing in ("/broadcast/schedules", f"/broadcast/notices/{notice.id}"):  # linked from the list and notice
         assert f'href="{page}"' in await (await staff.get(listing)).text(), listing
     shown = await (await staff.get(page)).text()
-    assert "每天 07:00" in shown and 'name="times" placeholder="07:00,12:00,18:30" value="07:00"' in shown
-    assert f'<option value="{first}" selected>' in shown and f'<option value="{second}">' in shown
+    assert "每天 07:00" in shown and 'name="times" value="07:00"' in shown
+    assert f'name="zone_ids" value="{first}" data-zp-level="zone" data-speakers="1" checked>' in shown
+    assert f'name="zone_ids" value="{second}" data-zp-level="zone" data-speakers="1">' in shown
 
     form = [("notice_id", str(notice.id)), ("kind", "weekly"), ("times", "08:30，18:00"), ("weekdays", "1"),
             ("weekdays", "3"), ("zone_ids", str(second))]  # fmt: skip
     saved = await (await staff.post(page, data=form)).text()
     assert "播出安排已修改，立即生效" in saved and "每周周一、周三 08:30、18:00" in saved
-    assert f'<option value="{second}" selected>' in saved
+    assert f'name="zone_ids" value="{second}" data-zp-level="zone" data-speakers="1" checked>' in saved
     body = await staff.get_json(f"/api/v1/schedules/{created['id']}")
     assert (body["kind"], body["times"], body["weekdays"]) == ("weekly", ["08:30", "18:00"], [1, 3])
     assert body["targets"] == [{"level": "zone", "id": second}]
@@ -121,8 +122,11 @@ async def test_a_schedule_is_edited_on_its_own_page_and_the_running_scheduler_ta
     assert scheduler.running and scheduler.next_fire is not None
     assert scheduler.next_fire.isoformat() == body["next"][0]
 
-    refused = await (await staff.post(page, data=[*form[:2], ("times", "25:00"), *form[3:]])).text()
-    assert "25:00" in refused and "不存在" in refused
+    refused_response = await staff.post(page, data=[*form[:2], ("times", "25:00"), *form[3:]])
+    refused = await refused_response.text()
+    assert refused_response.status == 400 and "25:00" in refused and "不存在" in refused
+    # The refused form is shown again as it was filled in.
+    assert 'name="times" value="25:00"' in refused and 'value="3" checked' in refused
     unchanged = await staff.get_json(f"/api/v1/schedules/{created['id']}")
     assert unchanged["times"] == ["08:30", "18:00"]
     stopped = await (await staff.post(f"{page}/disable?back=page", data={})).text()

@@ -177,3 +177,36 @@ def shanghai(text: str) -> datetime:
     from zoneinfo import ZoneInfo
 
     return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+
+
+def journey_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    """Broadcasting settings for a journey on the demo county: short items, quick verdicts, loopback only.
+
+    The demo's RTP speakers are multicast groups: sent on loopback (``IP_MULTICAST_IF`` 127.0.0.1, TTL 0),
+    nothing leaves the machine. A 4G terminal that never asks fails within a second and a half; items have
+    no chime and short pauses, read fast, so a zone plays for a few seconds, not a minute.
+    """
+    values: dict[str, Any] = {
+        "tts": TtsSettings(engines=("espeak",), espeak_speed_wpm=400),
+        "audio": AudioSettings(default_repeats=1, chime=False, lead_in_ms=0, gap_ms=300, tail_ms=0),
+        "broadcast": BroadcastSettings(
+            lower_priority_wait_s=60,
+            pending_poll_s=0.2,
+            http_poll_interval_s=0.5,
+            terminal_start_timeout_s=1,
+            terminal_finish_grace_s=1,
+            rtp_multicast_interface="127.0.0.1",
+            rtp_ttl=0,
+        ),
+        "scheduler": SchedulerSettings(resync_s=3600),
+    }
+    values.update(overrides)
+    return make_settings(data_dir, database_url, **values)
+
+
+async def demo_county(runtime: Runtime, logins_file: Path) -> dict[str, str]:
+    """The demo county (places, speakers, accounts) as ``cunxiang demo`` loads it; returns user name → password."""
+    from areas.demo import load_demo
+
+    result = await load_demo(runtime.sessions, runtime.accounts, runtime.clock, logins_file)
+    return result.new_logins

@@ -1,4 +1,5 @@
-// Broadcasting pages: the notice editor's live check, recording in the browser, the schedule preview.
+// Broadcasting pages: the notice editor's live check, recording in the browser, the schedule preview,
+// and the zone picker (tick a whole township or village, filter by name, count the speakers chosen).
 // Every page works without this file; it only adds feedback while typing and the recorder.
 "use strict";
 
@@ -23,21 +24,50 @@
     return { ok: response.ok, body: await response.json() };
   }
 
-  // -- notice editor: spoken text and privacy findings as you type --------------------------
+  // -- notice editor: the spoken text, with personal numbers marked in place, as you type --------
+  const KIND_LABELS = { resident_id: "身份证号", bank_card: "银行卡号", mobile_phone: "手机号码", masked: "已隐去的号码" };
+  function markedText(target, text, marks) {
+    target.textContent = "";
+    let position = 0;
+    marks
+      .filter((mark) => mark.start !== null && mark.end !== null)
+      .sort((a, b) => a.start - b.start)
+      .forEach((mark) => {
+        if (mark.start < position) return;
+        target.appendChild(document.createTextNode(text.slice(position, mark.start)));
+        const element = document.createElement("mark");
+        element.className = "finding " + mark.tone;
+        element.textContent = text.slice(mark.start, mark.end);
+        target.appendChild(element);
+        position = mark.end;
+      });
+    target.appendChild(document.createTextNode(text.slice(position)));
+  }
   document.querySelectorAll("form[data-notice-editor]").forEach((form) => {
     const title = form.querySelector("[name=title]");
     const body = form.querySelector("[name=body]");
     const spoken = form.querySelector("[data-spoken]");
     const findings = form.querySelector("[data-findings]");
+    const noticeId = Number(form.getAttribute("data-notice") || 0) || null;
     const check = debounce(async () => {
-      const result = await postJson("/api/v1/notices/check", { title: title.value, body: body.value });
+      const result = await postJson("/api/v1/notices/check", { title: title.value, body: body.value, notice_id: noticeId });
       if (!result.ok) return;
-      spoken.textContent = result.body.spoken || result.body.spoken_error || "";
+      const marks = result.body.findings.map((finding) => ({
+        start: finding.spoken_start, end: finding.spoken_end, tone: finding.tone,
+      }));
+      if (result.body.spoken) markedText(spoken, result.body.spoken, marks);
+      else spoken.textContent = result.body.spoken_error || "";
       findings.textContent = "";
       result.body.findings.forEach((finding) => {
         const item = document.createElement("li");
-        item.className = finding.blocking ? "error" : "warn";
-        item.textContent = (finding.blocking ? "不能通过审核：" : "提醒：") + finding.message + "（" + finding.masked + "）";
+        item.className = { blocking: "error", undecided: "warn" }[finding.tone] || finding.tone;
+        const label = KIND_LABELS[finding.kind] || "号码";
+        item.textContent = {
+          blocking: `不能提交：${label} ${finding.text} 必须隐去（${finding.masked}）`,
+          kept: `${label} ${finding.text}：已决定保留，逐位读出`,
+          masked: `${label} ${finding.text}：已隐去，念作“已隐去”`,
+          undecided: `${label} ${finding.text}：保存后请决定保留（公开电话）还是隐去`,
+        }[finding.tone];
         findings.appendChild(item);
       });
     }, 400);
@@ -108,44 +138,165 @@
     });
   });
 
-  // -- schedule editor: the next occurrences as you fill it in -------------------------------
+  // -- zone picker: township → village → zone ---------------------------------------------------
+  document.querySelectorAll("[data-zone-picker]").forEach((picker) => {
+    const count = picker.querySelector("[data-zp-count]");
+    const boxes = (scope, level) => Array.from(scope.querySelectorAll(`input[data-zp-level=${level}]`));
+    const townships = Array.from(picker.querySelectorAll("[data-zp-township]"));
+    const villageOf = (box) => box.closest("[data-zp-village]");
+    const townshipOf = (box) => box.closest("[data-zp-township]");
+    const sync = (box, children) => {
+      const ticked = children.filter((child) => child.checked).length;
+      box.checked = children.length > 0 && ticked === children.length;
+      box.indeterminate = ticked > 0 && ticked < children.length;
+    };
+    const refresh = () => {
+      townships.forEach((township) => {
+        Array.from(township.querySelectorAll("[data-zp-village]")).forEach((village) => {
+          sync(boxes(village, "village")[0], boxes(village, "zone"));
+        });
+        sync(boxes(township, "township")[0], boxes(township, "zone"));
+      });
+      const zones = boxes(picker, "zone").filter((box) => box.checked);
+      const villages = new Set(zones.map((box) => villageOf(box)));
+      const speakers = zones.reduce((sum, box) => sum + Number(box.getAttribute("data-speakers") || 0), 0);
+      count.textContent = zones.length
+        ? `已选 ${villages.size} 个村、${zones.length} 个分区，共 ${speakers} 个喇叭`
+        : "尚未选择播出分区";
+    };
+    picker.addEventListener("change", (event) => {
+      const box = event.target;
+      const level = box.getAttribute && box.getAttribute("data-zp-level");
+      if (level === "township") {
+        boxes(townshipOf(box), "zone").concat(boxes(townshipOf(box), "village")).forEach((child) => {
+          child.checked = box.checked;
+        });
+      } else if (level === "village") {
+        boxes(villageOf(box), "zone").forEach((child) => {
+          child.checked = box.checked;
+        });
+      }
+      if (level) refresh();
+    });
+    picker.addEventListener("zp-refresh", refresh);
+    const search = picker.querySelector("[data-zp-search]");
+    search.addEventListener("input", () => {
+      const wanted = search.value.trim();
+      townships.forEach((township) => {
+        const whole = wanted && township.getAttribute("data-name").includes(wanted);
+        let shown = 0;
+        township.querySelectorAll("[data-zp-village]").forEach((village) => {
+          const hit = !wanted || whole || village.getAttribute("data-name").includes(wanted);
+          village.hidden = !hit;
+          shown += hit ? 1 : 0;
+        });
+        township.hidden = shown === 0;
+        if (wanted && shown) township.open = true;
+      });
+    });
+    // A search is not a submit: Enter in the search box filters, it does not send the form.
+    search.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") event.preventDefault();
+    });
+    refresh();
+  });
+
+  // -- a broadcast's result: follows it until every speaker has finished ------------------------
+  document.querySelectorAll("[data-live-result]").forEach(() => {
+    const parts = ["#result", "[data-speakers]"];
+    const follow = async () => {
+      let next = 2000;
+      try {
+        const response = await fetch(window.location.pathname, { credentials: "same-origin" });
+        if (response.ok) {
+          const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+          parts.forEach((selector) => {
+            const old = document.querySelector(selector);
+            const found = fresh.querySelector(selector);
+            if (old && found) old.replaceWith(document.importNode(found, true));
+          });
+          if (!fresh.querySelector("[data-live-result]")) return;
+        } else {
+          next = 5000;
+        }
+      } catch (error) {
+        next = 5000;
+      }
+      setTimeout(follow, next);
+    };
+    setTimeout(follow, 2000);
+  });
+
+  // -- schedule editor: fields for the chosen mode; next times, refusal and overlaps as you fill it in --
   document.querySelectorAll("form[data-schedule-editor]").forEach((form) => {
     const list = form.querySelector("[data-preview]");
     const error = form.querySelector("[data-preview-error]");
-    const values = (name) => Array.from(form.querySelectorAll(`[name=${name}]`)).flatMap((field) =>
-      field.tagName === "SELECT" ? Array.from(field.selectedOptions).map((o) => o.value)
-        : field.type === "checkbox" ? (field.checked ? [field.value] : []) : [field.value]).filter((v) => v !== "");
+    const warnings = form.querySelector("[data-preview-warnings]");
+    const kindField = form.querySelector("[name=kind]");
+    const noticeField = form.querySelector("[name=notice_id]");
+    const scheduleId = Number(form.getAttribute("data-schedule") || 0) || null;
+    const checked = (name) => Array.from(form.querySelectorAll(`input[name=${name}]:checked`)).map((box) => Number(box.value));
+    const showMode = () => {
+      form.querySelectorAll("[data-for-kinds]").forEach((group) => {
+        group.hidden = !group.getAttribute("data-for-kinds").split(" ").includes(kindField.value);
+      });
+    };
+    // A township's notice plays in that township only: the picker shows just it (a county notice, all of them).
+    const showTownships = () => {
+      const option = noticeField.selectedOptions[0];
+      const township = option ? option.getAttribute("data-township") : "";
+      form.querySelectorAll("[data-zp-township]").forEach((group) => {
+        const other = township && group.getAttribute("data-zp-township") !== township;
+        group.hidden = Boolean(other);
+        if (other) group.querySelectorAll("input[type=checkbox]").forEach((box) => { box.checked = false; });
+      });
+      form.querySelectorAll("[data-zone-picker]").forEach((picker) => picker.dispatchEvent(new Event("zp-refresh")));
+    };
     const preview = debounce(async () => {
-      const kind = form.querySelector("[name=kind]").value;
-      const body = {
-        notice_id: Number(form.querySelector("[name=notice_id]").value || 0),
-        kind,
-        times: (form.querySelector("[name=times]").value || "").split(/[,，、\s]+/).filter(Boolean),
-        weekdays: values("weekdays").map(Number),
-        targets: [],
-        count: 8,
-      };
-      const once = form.querySelector("[name=once_at]").value;
-      if (kind === "once" && once) body.once_at = once;
-      const start = form.querySelector("[name=start_date]").value;
-      const end = form.querySelector("[name=end_date]").value;
-      if (start) body.start_date = start;
-      if (end) body.end_date = end;
+      const kind = kindField.value;
+      const targets = [
+        ...checked("township_ids").map((id) => ({ level: "township", id })),
+        ...checked("village_ids").map((id) => ({ level: "village", id })),
+        ...checked("zone_ids").map((id) => ({ level: "zone", id })),
+      ];
+      const body = { notice_id: Number(noticeField.value || 0), kind, targets, count: 8, schedule_id: scheduleId };
+      if (kind === "once") {
+        const once = form.querySelector("[name=once_at]").value;
+        if (once) body.once_at = once;
+      } else {
+        body.times = (form.querySelector("[name=times]").value || "").split(/[,，、\s]+/).filter(Boolean);
+        if (kind === "weekly") body.weekdays = checked("weekdays");
+        const start = form.querySelector("[name=start_date]").value;
+        const end = form.querySelector("[name=end_date]").value;
+        if (start) body.start_date = start;
+        if (end) body.end_date = end;
+      }
       const result = await postJson("/api/v1/schedules/preview", body);
       list.textContent = "";
       error.textContent = "";
+      warnings.textContent = "";
       if (!result.ok) {
         error.textContent = result.body.error ? result.body.error.message : "";
         return;
       }
-      result.body.occurrences.forEach((text) => {
+      result.body.labels.forEach((text) => {
         const item = document.createElement("li");
         item.textContent = text;
         list.appendChild(item);
       });
+      if (result.body.quiet) error.textContent = "保存时会被拒绝：" + result.body.quiet;
+      result.body.warnings.forEach((text) => {
+        const item = document.createElement("li");
+        item.textContent = text + "（可以保存；同时到点时优先级高的先播，另一条等待）";
+        warnings.appendChild(item);
+      });
     }, 400);
+    kindField.addEventListener("change", showMode);
+    noticeField.addEventListener("change", showTownships);
     form.addEventListener("input", preview);
     form.addEventListener("change", preview);
+    showMode();
+    showTownships();
     preview();
   });
 })();

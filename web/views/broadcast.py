@@ -1,4 +1,5 @@
-"""Notices, approval, emergency, the as-run log, coverage, speakers and the 4G terminal protocol.
+"""The broadcasting API (notices, approval, emergency, the as-run log, coverage, speakers, the 4G terminal
+protocol) and the as-run, coverage and speaker pages; the notice pages are :mod:`web.views.notice_pages`.
 
 Handlers translate HTTP to calls on the broadcasting services (handed over by
 ``server.py`` under the keys of :mod:`web.domains`) and nothing more: the rules live in
@@ -17,15 +18,25 @@ from sqlalchemy import select
 from accounts.principal import Principal
 from areas.addresses import check_rtp_destination, check_ttl
 from broadcast.asrun import DISCLOSURE_KINDS, AsRunFilter
-from broadcast.notices import STATE_LABELS, NoticeInput, check_text, notice_json
+from broadcast.notices import STATE_LABELS, NoticeInput, notice_json
+from broadcast.production import notice_text
+from broadcast.review import review_text
 from broadcast.speaker_test import DEFAULT_TEST_TEXT
 from broadcast.transports import SpeakerTarget
 from common.errors import InvalidInput, NotFound, PermissionDenied, UserError
-from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, RUN_STATE_LABELS, ZoneBroadcastSettings
+from storage.models import (
+    KIND_LABELS,
+    NOTICE_KINDS,
+    PRIORITY_OF_KIND,
+    RUN_STATE_LABELS,
+    ZoneBroadcastSettings,
+    transport_label,
+)
+from tts import privacy
 from tts.audio import Profile
 from web import keys
 from web.api import Routes, json_response
-from web.domains import ASRUN, DISPATCHER, NOTICES, SCHEDULES, SPEAKER_TESTER, TERMINALS
+from web.domains import ASRUN, DISPATCHER, NOTICES, SPEAKER_TESTER, TERMINALS
 from web.render import flash, redirect, render
 from web.validation import ApiModel, multiline, read_form, read_query
 
@@ -64,10 +75,24 @@ class NoticeQuery(ApiModel):
 class TextIn(ApiModel):
     title: str = Field("", max_length=200)
     body: str = Field("", max_length=20000, json_schema_extra=multiline())
+    notice_id: int | None = Field(None, description="这条通知（作者对手机号码的决定随之生效）")
+
+
+class ApproveIn(ApiModel):
+    revision: int | None = Field(None, description="审核人看过的版本号；通知已改成新版本时拒绝（409）")
 
 
 class RejectIn(ApiModel):
     reason: str = Field(min_length=1, max_length=500, json_schema_extra=multiline())
+    revision: int | None = None
+
+
+class NumberIn(ApiModel):
+    number: str | None = Field(None, max_length=32, description="手机号码；不填时隐去全部身份证号和银行卡号")
+
+
+class AudioQuery(ApiModel):
+    revision: int | None = Field(None, description="页面上的版本号：通知已修改时返回404，不会播放旧的试听")
 
 
 class PlayIn(ApiModel):
@@ -125,7 +150,7 @@ def _id(request: web.Request) -> int:
     return int(request.match_info["id"])
 
 
-def _input(body: NoticeIn) -> NoticeInput:
+def notice_input(body: NoticeIn) -> NoticeInput:
     return NoticeInput(**body.model_dump())
 
 
@@ -140,7 +165,7 @@ async def list_notices(request: web.Request, query: NoticeQuery) -> web.Response
 
 
 async def create_notice(request: web.Request, body: NoticeIn) -> web.Response:
-    notice = await request.app[NOTICES].create(keys.principal(request), _input(body))
+    notice = await request.app[NOTICES].create(keys.principal(request), notice_input(body))
     return json_response(notice_json(notice), status=201)
 
 
@@ -149,7 +174,7 @@ async def get_notice(request: web.Request) -> web.Response:
 
 
 async def update_notice(request: web.Request, body: NoticeIn) -> web.Response:
-    notice = await request.app[NOTICES].update(keys.principal(request), _id(request), _input(body))
+    notice = await request.app[NOTICES].update(keys.principal(request), _id(request), notice_input(body))
     return json_response(notice_json(notice))
 
 
@@ -163,21 +188,47 @@ def _transition(name: str) -> Any:
     return handler
 
 
+async def approve_notice(request: web.Request, body: ApproveIn) -> web.Response:
+    notice = await request.app[NOTICES].approve(keys.principal(request), _id(request), body.revision)
+    return json_response(notice_json(notice))
+
+
 async def reject_notice(request: web.Request, body: RejectIn) -> web.Response:
-    notice = await request.app[NOTICES].reject(keys.principal(request), _id(request), body.reason)
+    notice = await request.app[NOTICES].reject(
+        keys.principal(request), _id(request), body.reason, revision=body.revision
+    )
+    return json_response(notice_json(notice))
+
+
+async def mask_notice_numbers(request: web.Request, body: NumberIn) -> web.Response:
+    notice = await request.app[NOTICES].mask_numbers(keys.principal(request), _id(request), body.number)
+    return json_response(notice_json(notice))
+
+
+async def keep_notice_number(request: web.Request, body: NumberIn) -> web.Response:
+    if not body.number:
+        raise InvalidInput("请写明要保留的手机号码", fields={"number": "必填"})
+    notice = await request.app[NOTICES].keep_number(keys.principal(request), _id(request), body.number)
     return json_response(notice_json(notice))
 
 
 async def check_notice_text(request: web.Request, body: TextIn) -> web.Response:
-    """What the editor shows as the clerk types: the spoken form, and ID/card/phone warnings."""
-    result = check_text(body.title, body.body, max_chars=request.app[NOTICES].max_chars)
+    """What the editor shows as the clerk types: the spoken form, and every personal number, in place."""
+    service = request.app[NOTICES]
+    decisions: dict[str, Any] = {}
+    if body.notice_id is not None:
+        decisions = (await service.get(keys.principal(request), body.notice_id)).number_decisions or {}
+    review = review_text(body.title, body.body, decisions=decisions, max_chars=service.max_chars)
     return json_response(
         {
-            "spoken": result.spoken,
-            "spoken_error": result.spoken_error,
-            "findings": result.findings,
-            "blocking": result.blocking,
-            "masked_text": result.masked_text,
+            "spoken": review.spoken,
+            "spoken_error": review.spoken_error,
+            "findings": [finding.as_json() for finding in review.findings],
+            "blocking": bool(review.blocking),
+            "undecided": [finding.key for finding in review.undecided],
+            "ready": review.ready,
+            "refusal": review.refusal(),
+            "masked_text": privacy.mask(notice_text({"title": body.title, "body": body.body})),
         }
     )
 
@@ -208,9 +259,25 @@ async def upload_recording(request: web.Request) -> web.Response:
     return json_response(notice_json(notice))
 
 
-async def notice_audio(request: web.Request) -> web.StreamResponse:
-    path = await request.app[NOTICES].audio_path(keys.principal(request), _id(request), Profile.MP3)
+async def notice_audio(request: web.Request, query: AudioQuery) -> web.StreamResponse:
+    """This revision's audio: the preview a writer or approver listens to is the file that will air."""
+    path = await request.app[NOTICES].audio_path(
+        keys.principal(request), _id(request), Profile.MP3, revision=query.revision
+    )
+    # Content-addressed (its name is its key): a newer revision is another URL, so caching cannot mislead.
     return web.FileResponse(path, headers={"Content-Type": "audio/mpeg", "Cache-Control": "private, max-age=3600"})
+
+
+async def preview_notice(request: web.Request) -> web.Response:
+    notice = await request.app[NOTICES].preview(keys.principal(request), _id(request))
+    return json_response(notice_json(notice))
+
+
+async def broadcast_result(request: web.Request) -> web.Response:
+    """One broadcast's result per speaker, and its status derived from them (全部成功 / 部分成功 / 失败)."""
+    log = request.app[ASRUN]
+    result = await log.result(keys.principal(request), _id(request))
+    return json_response(result.as_json(log.zone))
 
 
 async def play_notice(request: web.Request, body: PlayIn) -> web.Response:
@@ -242,9 +309,8 @@ def _check_notice_township(township_id: int | None, townships: set[int]) -> None
         raise InvalidInput("所选分区不属于这条通知所在的乡镇", fields={"zone_ids": "不属于本乡镇"})
 
 
-def _emergency_township(request: web.Request, given: int | None, townships: set[int]) -> int | None:
+def emergency_township(me: Principal, given: int | None, townships: set[int]) -> int | None:
     """An emergency belongs to the township of its zones (a county-wide sender may reach several: county level)."""
-    me = keys.principal(request)
     if given is not None:
         if townships - {given}:
             raise InvalidInput("所选分区不都在这个乡镇内", fields={"zone_ids": "不属于所选乡镇"})
@@ -265,7 +331,7 @@ async def send_emergency(request: web.Request, body: EmergencyIn) -> web.Respons
         raise InvalidInput("请确认立即播出（confirm 必须为 true）", fields={"confirm": "请确认"})
     townships = await _check_zones(request, body.zone_ids)
     notice = await request.app[NOTICES].create_emergency(
-        me, title=body.title, body=body.body, township_id=_emergency_township(request, body.township_id, townships)
+        me, title=body.title, body=body.body, township_id=emergency_township(me, body.township_id, townships)
     )
     broadcast_id = await request.app[DISPATCHER].request(
         notice_id=notice.id, zone_ids=body.zone_ids, origin="emergency", requested_by=me.user_id
@@ -333,6 +399,7 @@ async def _speaker_rows(request: web.Request) -> list[dict[str, Any]]:
                 "id": speaker.id,
                 "name": speaker.name,
                 "transport": speaker.transport,
+                "transport_label": transport_label(speaker.transport, speaker.address),
                 "address": speaker.address,
                 "enabled": speaker.enabled,
                 "zone_id": zone.id,
@@ -438,141 +505,6 @@ def _labels() -> dict[str, Any]:
     }
 
 
-async def notices_page(request: web.Request) -> web.Response:
-    me = keys.principal(request)
-    state = request.query.get("state") or None
-    found = await request.app[NOTICES].list_notices(me, state=state if state in STATE_LABELS else None)
-    townships = await request.app[keys.AREAS].list_townships(me)
-    return await render(
-        request, "broadcast/notices.html", {"notices": found, "townships": townships, "state": state, **_labels()}
-    )
-
-
-async def approvals_page(request: web.Request) -> web.Response:
-    found = await request.app[NOTICES].list_notices(keys.principal(request), state="pending")
-    return await render(request, "broadcast/approvals.html", {"notices": found, **_labels()})
-
-
-async def notice_page(request: web.Request) -> web.Response:
-    me = keys.principal(request)
-    notice = await request.app[NOTICES].get(me, _id(request))
-    townships = await request.app[keys.AREAS].list_townships(me)
-    zones = await request.app[keys.AREAS].list_zones(me)
-    checked = check_text(notice.title, notice.body, max_chars=request.app[NOTICES].max_chars)
-    planner = request.app[SCHEDULES]
-    schedules = [
-        (schedule, planner.describe(schedule))
-        for schedule, _notice in await planner.list_schedules(me, notice_id=notice.id)
-    ]
-    return await render(
-        request,
-        "broadcast/notice.html",
-        {
-            "notice": notice,
-            "townships": townships,
-            "zones": zones,
-            "checked": checked,
-            "schedules": schedules,
-            **_labels(),
-        },
-    )
-
-
-async def create_notice_form(request: web.Request) -> web.StreamResponse:
-    try:
-        form = await read_form(request, NoticeIn)
-        notice = await request.app[NOTICES].create(keys.principal(request), _input(form))
-    except UserError as exc:
-        await flash(request, exc.message, "error")
-        raise redirect("/broadcast/notices") from None
-    await flash(request, "已保存为草稿")
-    raise redirect(f"/broadcast/notices/{notice.id}")
-
-
-async def update_notice_form(request: web.Request) -> web.StreamResponse:
-    try:
-        form = await read_form(request, NoticeIn)
-        notice = await request.app[NOTICES].update(keys.principal(request), _id(request), _input(form))
-        await flash(request, f"已保存（{STATE_LABELS[notice.state]}）")
-    except UserError as exc:
-        await flash(request, exc.message, "error")
-    raise redirect(f"/broadcast/notices/{_id(request)}")
-
-
-def _transition_form(name: str, done: str) -> Any:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        try:
-            service = request.app[NOTICES]
-            if name == "reject":
-                form = await read_form(request, RejectIn)
-                await service.reject(keys.principal(request), _id(request), form.reason)
-            else:
-                await getattr(service, name)(keys.principal(request), _id(request))
-            await flash(request, done)
-        except UserError as exc:
-            await flash(request, exc.message, "error")
-        raise redirect(f"/broadcast/notices/{_id(request)}")
-
-    handler.__name__ = f"form_{name}_notice"
-    return handler
-
-
-class PlayForm(ApiModel):
-    zone_ids: list[int] = Field(min_length=1)
-
-
-async def play_notice_form(request: web.Request) -> web.StreamResponse:
-    try:
-        form = await read_form(request, PlayForm)
-        me = keys.principal(request)
-        notice = await request.app[NOTICES].get(me, _id(request))
-        _check_notice_township(notice.township_id, await _check_zones(request, form.zone_ids))
-        await request.app[DISPATCHER].request(
-            notice_id=notice.id, zone_ids=form.zone_ids, origin="manual", requested_by=me.user_id
-        )
-        await flash(request, "已安排立即播出，结果见播出记录")
-    except UserError as exc:
-        await flash(request, exc.message, "error")
-    raise redirect(f"/broadcast/notices/{_id(request)}")
-
-
-class EmergencyForm(ApiModel):
-    title: str = Field(min_length=1, max_length=200)
-    body: str = Field("", max_length=5000, json_schema_extra=multiline())
-    zone_ids: list[int] = Field(min_length=1)
-    confirm: bool = False
-
-
-async def emergency_page(request: web.Request) -> web.Response:
-    me = keys.principal(request)
-    if not me.can_emergency:
-        raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
-    zones = await request.app[keys.AREAS].list_zones(me)
-    return await render(request, "broadcast/emergency.html", {"zones": zones})
-
-
-async def emergency_form(request: web.Request) -> web.StreamResponse:
-    me = keys.principal(request)
-    try:
-        form = await read_form(request, EmergencyForm, checkboxes=("confirm",))
-        if not me.can_emergency:
-            raise PermissionDenied("您没有应急广播权限", code="emergency.forbidden")
-        if not form.confirm:
-            raise InvalidInput("请勾选“确认立即播出”", fields={"confirm": "请确认"})
-        townships = await _check_zones(request, form.zone_ids)
-        notice = await request.app[NOTICES].create_emergency(
-            me, title=form.title, body=form.body, township_id=_emergency_township(request, None, townships)
-        )
-        await request.app[DISPATCHER].request(
-            notice_id=notice.id, zone_ids=form.zone_ids, origin="emergency", requested_by=me.user_id
-        )
-        await flash(request, "应急广播已发出，正在播出")
-    except UserError as exc:
-        await flash(request, exc.message, "error")
-        raise redirect("/broadcast/emergency") from None
-    raise redirect("/broadcast/asrun?kind=emergency")
-
-
 async def asrun_page(request: web.Request) -> web.Response:
     me = keys.principal(request)
     error = None
@@ -664,13 +596,26 @@ def add_routes(routes: Routes) -> None:
         "POST", f"/api/v1/notices/{item}/submit", _transition("submit"), summary="提交审核", tag=tag, roles=WRITERS
     )
     routes.api(
-        "POST", f"/api/v1/notices/{item}/approve", _transition("approve"),
-        summary="审核通过（不能审核自己写的；含身份证号/银行卡号不能通过；通过时生成音频）", tag=tag,
-        roles=("approver",),
+        "POST", f"/api/v1/notices/{item}/approve", approve_notice,
+        summary="审核通过（作者和修改过的人不能审核；审核看过的版本；保留试听的音频，没有试听时生成）", tag=tag,
+        body=ApproveIn, roles=("approver",),
     )  # fmt: skip
     routes.api(
         "POST", f"/api/v1/notices/{item}/reject", reject_notice, summary="驳回（写明理由）", tag=tag, body=RejectIn,
         roles=("approver",),
+    )  # fmt: skip
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/preview", preview_notice,
+        summary="生成试听（本版本的音频，就是审核通过后播出的音频）", tag=tag, roles=(*WRITERS, "approver"),
+    )  # fmt: skip
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/mask", mask_notice_numbers,
+        summary="一键隐去身份证号、银行卡号（或给出的手机号码）", tag=tag, body=NumberIn, roles=WRITERS,
+    )  # fmt: skip
+    routes.api(
+        "POST", f"/api/v1/notices/{item}/keep-number", keep_notice_number,
+        summary="保留手机号码（公开的联系电话，逐位读出；记录在案，审核人可见）", tag=tag, body=NumberIn,
+        roles=WRITERS,
     )  # fmt: skip
     routes.api(
         "POST", f"/api/v1/notices/{item}/archive", _transition("archive"), summary="归档", tag=tag,
@@ -681,8 +626,8 @@ def add_routes(routes: Routes) -> None:
         summary="上传或录制人声（multipart，字段 recording）", tag=tag, roles=WRITERS, upload=True,
     )  # fmt: skip
     routes.api(
-        "GET", f"/api/v1/notices/{item}/audio.mp3", notice_audio, summary="试听（审核通过后生成的MP3）", tag=tag,
-        roles=READERS, content_type="audio/mpeg",
+        "GET", f"/api/v1/notices/{item}/audio.mp3", notice_audio, summary="试听（本版本的MP3，播出的就是它）",
+        tag=tag, query=AudioQuery, roles=READERS, content_type="audio/mpeg",
     )  # fmt: skip
     routes.api(
         "POST", f"/api/v1/notices/{item}/play", play_notice, summary="立即播出到所选分区", tag=tag, body=PlayIn,
@@ -695,6 +640,10 @@ def add_routes(routes: Routes) -> None:
     routes.api(
         "POST", "/api/v1/emergency", send_emergency, summary="应急广播：立即合成并插播到所选分区", tag=tag,
         body=EmergencyIn, status=202,
+    )  # fmt: skip
+    routes.api(
+        "GET", f"/api/v1/broadcasts/{item}", broadcast_result,
+        summary="一次播出的结果：每个喇叭的结果，及由此得出的状态（全部成功/部分成功/失败）", tag=tag, roles=READERS,
     )  # fmt: skip
     routes.api("GET", "/api/v1/asrun", list_asrun, summary="播出记录", tag=tag, query=AsRunQuery, roles=READERS)
     routes.api(
@@ -730,17 +679,6 @@ def add_routes(routes: Routes) -> None:
         "POST", "/api/v1/terminal/heartbeat", terminal_heartbeat, summary="心跳", tag=terminal, body=HeartbeatIn,
         auth="self",
     )  # fmt: skip
-    routes.page("GET", "/broadcast/notices", notices_page, roles=READERS)
-    routes.page("POST", "/broadcast/notices", create_notice_form, roles=WRITERS)
-    routes.page("GET", f"/broadcast/notices/{item}", notice_page, roles=READERS)
-    routes.page("POST", f"/broadcast/notices/{item}", update_notice_form, roles=WRITERS)
-    for name, done in (("submit", "已提交审核"), ("approve", "已审核通过，音频已生成"), ("reject", "已驳回"),
-                       ("archive", "已归档")):  # fmt: skip
-        routes.page("POST", f"/broadcast/notices/{item}/{name}", _transition_form(name, done))
-    routes.page("POST", f"/broadcast/notices/{item}/play", play_notice_form, roles=WRITERS)
-    routes.page("GET", "/broadcast/approvals", approvals_page, roles=("approver",))
-    routes.page("GET", "/broadcast/emergency", emergency_page)
-    routes.page("POST", "/broadcast/emergency", emergency_form)
     routes.page("GET", "/broadcast/asrun", asrun_page, roles=READERS)
     routes.page("GET", "/broadcast/coverage", coverage_page, roles=READERS)
     routes.page("GET", "/broadcast/speakers", speakers_page, roles=WRITERS)
@@ -748,20 +686,36 @@ def add_routes(routes: Routes) -> None:
     routes.page("POST", f"/broadcast/zones/{item}/settings", zone_settings_form, roles=("admin",))
 
 
+# Rejections listed one by one (title and reason) on the home page; beyond this many, one line counts the rest.
+TODO_REJECTIONS_LISTED = 5
+
+
 async def todo(request: web.Request, me: Principal) -> list[keys.TodoItem]:
-    """The home page's 待办 for notices: what waits for this approver's signature, and this author's rejections."""
+    """The home page's 待办 for notices: what waits for this approver's decision; this author's rejections
+    (each with its reason) and drafts not yet submitted."""
     notices = request.app[NOTICES]
     items = []
     if me.has_role("approver"):
-        # Four eyes: a notice the approver wrote is not theirs to approve, so it does not wait for them.
+        # Four eyes: a notice the approver wrote or edited is not theirs to decide, so it does not wait for them.
         waiting = [
-            notice for notice in await notices.list_notices(me, state="pending") if notice.author_id != me.user_id
+            notice
+            for notice in await notices.list_notices(me, state="pending")
+            if notices.why_not_decider(me, notice) is None
         ]
         items.append(keys.TodoItem("待我审核的通知", len(waiting), "/broadcast/approvals"))
     if me.has_role("staff", "admin"):
-        rejected = await notices.list_notices(me, state="rejected")
-        mine = [notice for notice in rejected if notice.author_id == me.user_id]
-        items.append(keys.TodoItem("被驳回、待修改的通知", len(mine), "/broadcast/notices?state=rejected"))
+        rejected = [n for n in await notices.list_notices(me, state="rejected") if n.author_id == me.user_id]
+        for notice in rejected[:TODO_REJECTIONS_LISTED]:
+            label = f"被驳回，待修改：{notice.title}（理由：{notice.reject_reason or '未写明'}）"
+            items.append(keys.TodoItem(label, 1, f"/broadcast/notices/{notice.id}", urgent=True))
+        if len(rejected) > TODO_REJECTIONS_LISTED:
+            items.append(
+                keys.TodoItem(
+                    "其他被驳回的通知", len(rejected) - TODO_REJECTIONS_LISTED, "/broadcast/notices?state=rejected"
+                )
+            )
+        drafts = [n for n in await notices.list_notices(me, state="draft") if n.author_id == me.user_id]
+        items.append(keys.TodoItem("我写的、还没提交审核的通知", len(drafts), "/broadcast/notices?state=draft"))
     return items
 
 

@@ -21,7 +21,7 @@ from web.api import Routes, json_response
 from web.domains import NOTICES, SCHEDULES
 from web.middleware import status_for
 from web.render import flash, redirect, render
-from web.validation import ApiModel, read_form
+from web.validation import ApiModel, read_form, read_post
 from web.zone_picker import Selection, zone_tree
 
 WRITERS = ("staff", "admin")
@@ -313,7 +313,7 @@ async def _saved(request: web.Request, schedule_id: int, done: str) -> None:
 
 
 async def update_schedule_form(request: web.Request) -> web.StreamResponse:
-    posted = await request.post()
+    posted = await read_post(request)
     try:
         form = await read_form(request, ScheduleForm)
         await request.app[SCHEDULES].update(keys.principal(request), _id(request), await _form_input(request, form))
@@ -325,7 +325,7 @@ async def update_schedule_form(request: web.Request) -> web.StreamResponse:
 
 
 async def create_schedule_form(request: web.Request) -> web.StreamResponse:
-    posted = await request.post()
+    posted = await read_post(request)
     try:
         if not str(posted.get("notice_id", "")).strip():
             raise InvalidInput("请选择要播出的通知（只有审核通过的通知才能安排）", fields={"notice_id": "必填"})
