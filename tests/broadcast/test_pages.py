@@ -71,7 +71,11 @@ async def test_an_admin_sets_a_zone_multicast_group_on_its_page_and_a_group_outs
     assert "RTP组播" in await (await admin.get(page)).text()
     action = f"/broadcast/zones/{place.zone_ids[0]}/settings"
     refused = await admin.post(action, data={"rtp_group": "10.0.0.1:5004", "rtp_ttl": "4"})
-    assert "224.0.0.0/4" in await refused.text()
+    shown = await refused.text()
+    assert refused.status == 400 and "224.0.0.0/4" in shown
+    # The refused setting is shown again as typed, on the zone's week.
+    assert 'name="rtp_group" maxlength="64" placeholder="239.10.0.1:5004" value="10.0.0.1:5004"' in shown
+    assert 'value="4"' in shown and "未来一周" in shown
     saved = await admin.post(action, data={"rtp_group": "239.10.0.1:5004", "rtp_ttl": "4"})
     assert "已保存：组播 239.10.0.1:5004" in await saved.text()
 

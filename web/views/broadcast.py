@@ -37,8 +37,10 @@ from tts.audio import Profile
 from web import keys
 from web.api import Routes, json_response
 from web.domains import ASRUN, DISPATCHER, NOTICES, SPEAKER_TESTER, TERMINALS
+from web.middleware import status_for
 from web.render import flash, redirect, render
-from web.validation import ApiModel, multiline, read_form, read_query
+from web.validation import ApiModel, multiline, read_form, read_post, read_query
+from web.views.schedules import render_week_page
 
 NAV = (
     keys.NavItem("通知", "/broadcast/notices", ("staff", "approver", "admin")),
@@ -436,14 +438,16 @@ async def zone_broadcast_settings(request: web.Request, body: ZoneBroadcastIn) -
 
 
 async def zone_settings_form(request: web.Request) -> web.StreamResponse:
+    posted = await read_post(request)
     try:
         form = await read_form(request, ZoneBroadcastIn)
         saved = await _save_zone_settings(request, form)
-        await flash(
-            request, f"已保存：{'组播 ' + saved['rtp_group'] if saved['rtp_group'] else '单播（每个终端各自一路）'}"
-        )
     except UserError as exc:
-        await flash(request, exc.message, "error")
+        # Shown again on the zone's week with what was typed (the week page is the schedules views').
+        typed = {"rtp_group": str(posted.get("rtp_group", "")), "rtp_ttl": str(posted.get("rtp_ttl", ""))}
+        return await render_week_page(request, status=status_for(exc), rtp_values=typed, error=exc.message)
+    shown = f"组播 {saved['rtp_group']}" if saved["rtp_group"] else "单播（每个终端各自一路）"
+    await flash(request, f"已保存：{shown}")
     raise redirect(f"/broadcast/zones/{_id(request)}/week")
 
 

@@ -354,6 +354,13 @@ def _enable_form(enabled: bool) -> Any:
 
 
 async def week_page(request: web.Request) -> web.Response:
+    return await render_week_page(request)
+
+
+async def render_week_page(
+    request: web.Request, *, status: int = 200, rtp_values: dict[str, str] | None = None, error: str | None = None
+) -> web.Response:
+    """A zone's week; after a refused RTP setting, with what the admin typed and why (its form posts elsewhere)."""
     service = request.app[SCHEDULES]
     zone, village, township, items = await service.week_ahead(keys.principal(request), _id(request))
     async with request.app[keys.SESSIONS]() as session:
@@ -373,8 +380,14 @@ async def week_page(request: web.Request) -> web.Response:
             "end_label": lambda instant: end_label(instant, zone_config),
             "KIND_LABELS": KIND_LABELS,
             "PRIORITY_LABELS": PRIORITY_LABELS,
-            "zone_settings": zone_settings,
+            "rtp_values": rtp_values
+            or {
+                "rtp_group": zone_settings.rtp_group or "" if zone_settings else "",
+                "rtp_ttl": "" if zone_settings is None or zone_settings.rtp_ttl is None else str(zone_settings.rtp_ttl),
+            },
+            "error": error,
         },
+        status=status,
     )
 
 
