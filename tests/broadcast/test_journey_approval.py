@@ -120,6 +120,7 @@ async def test_staff_write_listen_submit_are_stopped_mask_and_submit_and_the_app
         await expect(staff.page.locator("[data-state]")).to_have_text("草稿")
         await expect(staff.page.locator("#check [data-full-body] mark.blocking")).to_have_text("150125195803121235")
         await staff.step("stopped-by-the-id-number")
+        await staff.check_accessible()
 
         await staff.page.click("[data-mask-all]")
         await expect(staff.page.locator(".flash.ok")).to_contain_text("已隐去身份证号")
@@ -161,6 +162,7 @@ async def test_staff_write_listen_submit_are_stopped_mask_and_submit_and_the_app
         decisions = approver.page.locator("[data-decisions]")
         await expect(decisions).to_contain_text("保留（公开电话，逐位读出） · 乡镇干部·张示例")
         await approver.step("reads-full-text-and-spoken-form")
+        await approver.check_accessible()
 
         # Listens to exactly what the author heard, and approves that revision.
         heard_by_approver = await listen(approver)
@@ -184,6 +186,7 @@ async def test_staff_write_listen_submit_are_stopped_mask_and_submit_and_the_app
         await expect(picker.locator("[data-zp-count]")).to_have_text(summary)
         await expect(village.locator("input[data-zp-level=zone]:checked")).to_have_count(zones)
         await staff.step("play-now-refused-keeps-the-choice")
+        await staff.check_accessible()
         await staff.page.check("#play input[name=confirm]")
         await staff.page.click("#play button:has-text('立即播出')")
         await expect(staff.page.locator("h1")).to_have_text(TITLE)

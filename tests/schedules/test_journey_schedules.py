@@ -104,6 +104,7 @@ async def test_staff_schedule_with_an_overlap_warning_and_a_quiet_hours_refusal_
         village = form.locator("[data-zp-village]", has_text="前进村")
         await expect(village.locator("input[data-zp-level=village]")).to_be_checked()
         await staff.step("quiet-hours-refusal-keeps-the-form")
+        await staff.check_accessible()
         async with runtime.sessions() as session:
             assert len((await session.scalars(select(Schedule.id))).all()) == existing
 
@@ -129,3 +130,4 @@ async def test_staff_schedule_with_an_overlap_warning_and_a_quiet_hours_refusal_
         assert ends != "12:01" or finance.audio_duration_s == 60
         await expect(staff.page.locator("tr.conflict", has_text=CIVILITY).first).to_contain_text("冲突")
         await staff.step("the-zone-s-week")
+        await staff.check_accessible()

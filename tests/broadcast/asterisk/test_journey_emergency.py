@@ -97,6 +97,7 @@ async def test_a_leader_sends_an_emergency_to_villages_of_two_townships_and_sees
         await expect(leader.page.locator("textarea[name=body]")).to_have_value(BODY)
         await expect(picker.locator("[data-zp-count]")).to_have_text(summary)
         await leader.step("refused-without-the-tick-keeps-everything")
+        await leader.check_accessible()
         async with runtime.sessions() as session:
             assert await session.scalar(select(func.count(Broadcast.id))) == 0
 
@@ -106,6 +107,7 @@ async def test_a_leader_sends_an_emergency_to_villages_of_two_townships_and_sees
         await expect(outcome).not_to_have_text("等待播出")
         await expect(outcome).not_to_contain_text("播出中", timeout=60_000)  # the page refreshes itself until done
         await leader.step("the-result")
+        await leader.check_accessible()
 
         # What the page says is what each speaker's own row says.
         broadcast_id = int(leader.page.url.split("/broadcast/runs/")[1].split("#")[0])
@@ -137,3 +139,4 @@ async def test_a_leader_sends_an_emergency_to_villages_of_two_townships_and_sees
         assert shown_lines == sorted(line.outcome.label for line in logged)
         assert all(label.startswith(("部分成功", "失败")) for label in shown_lines), shown_lines
         await leader.step("as-run-log")
+        await leader.check_accessible()
