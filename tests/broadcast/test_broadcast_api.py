@@ -385,16 +385,20 @@ async def test_a_recorded_voice_replaces_the_synthetic_one_and_is_approved_throu
     runtime: Runtime, server: TestServer, new_client: ClientFactory, make_user: UserFactory, tmp_path: Path
 ) -> None:
     tree = await _tree(runtime)
-    staff, approver, _both = await _people(runtime, new_client, make_user, tree["townships"][0])
+    staff, approver, both = await _people(runtime, new_client, make_user, tree["townships"][0])
     approved = await _approved(staff, approver, tree["townships"][0])
     recording = espeak_wav("乡亲们好，我是村支书，明天上午开会。", tmp_path / "secretary.wav")
     form = FormData()
     form.add_field("recording", recording.read_bytes(), filename="secretary.wav", content_type="audio/wav")
-    uploaded = await staff.post(f"/api/v1/notices/{approved['id']}/recording", data=form)
+    # Uploaded by a colleague who is also an approver (the secretary's voice, recorded at the township).
+    uploaded = await both.post(f"/api/v1/notices/{approved['id']}/recording", data=form)
     body = await uploaded.json()
     assert uploaded.status == 200, body
     # A new voice is a new revision: back to review, the old audio gone.
     assert (body["source"], body["state"], body["has_audio"]) == ("recording", "pending", False)
+    # Four eyes across edits: whoever changed the recording may not approve it.
+    own = await both.post_json(f"/api/v1/notices/{approved['id']}/approve", {}, expect=403)
+    assert own["error"]["code"] == "notice.edited_by_approver"
     again = await approver.post_json(f"/api/v1/notices/{approved['id']}/approve", {})
     assert again["has_audio"] and again["audio_engine"] == "recording"
 
