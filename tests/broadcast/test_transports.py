@@ -92,9 +92,11 @@ async def test_a_file_sink_writes_the_item_and_holds_the_zone_until_stopped(tmp_
     sink = SinkTransport(tmp_path / "sink", clock())
     stop = asyncio.Event()
     playing = asyncio.ensure_future(sink.play(item(tmp_path, length_s=30), [SpeakerTarget("sink", "file:room")], stop))
-    await asyncio.sleep(0.1)
-    assert (tmp_path / "sink" / "room.wav").exists()
-    assert not playing.done()
+    written = tmp_path / "sink" / "room.wav"
+    async with asyncio.timeout(10):  # copied in a thread: on a loaded machine that takes a moment
+        while not written.exists():  # noqa: ASYNC110 - a file another thread writes; no event to wait on
+            await asyncio.sleep(0.02)
+    assert not playing.done()  # a 30 s item holds the zone
     stop.set()
     results = await asyncio.wait_for(playing, 5)
     assert results[0].state == RUN_INTERRUPTED
