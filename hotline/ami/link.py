@@ -6,7 +6,8 @@ What it does, and the promises it keeps:
   ``/healthz``; a failure at any step reports ``down`` with the reason and
   retries after a backoff that doubles from ``reconnect_min_s`` up to
   ``reconnect_max_s`` (with jitter, so a fleet of services does not reconnect
-  in lockstep). A refused login is retried too, but more slowly, and said so.
+  in lockstep); a connection that got as far as FullyBooted starts the next
+  outage from ``reconnect_min_s`` again. A refused login is retried too, but more slowly, and said so.
 * **Pings** an idle connection every ``ping_interval_s``; a ping not answered
   within ``ping_timeout_s`` drops the connection, which is then re-made. A
   half-open TCP connection is found within one ping period.
@@ -114,6 +115,8 @@ class AmiLink:
         self._tasks: BackgroundTasks | None = None
         self._session_tasks: BackgroundTasks | None = None
         self._stopping = False
+        # Whether the current (or last) session got as far as FullyBooted: the backoff starts again then.
+        self._reached_ready = False
         self.events_seen = 0
         self.connections = 0
 
@@ -176,9 +179,9 @@ class AmiLink:
     async def _maintain(self) -> None:
         delay = self.config.reconnect_min_s
         while True:
-            was_up = False
+            self._reached_ready = False
             try:
-                was_up = await self._session()
+                await self._session()
             except AmiLoginRefused as exc:
                 self.health.set("down", "login refused", at=self._clock.now(), error=exc.detail)
                 # Retrying a refused login quickly only fills Asterisk's security log.
@@ -186,15 +189,18 @@ class AmiLink:
             except (OSError, TimeoutError, AmiError) as exc:
                 reason = _describe(exc)
                 self.health.set("down", f"reconnecting ({reason})", at=self._clock.now(), error=reason)
-            if was_up:
+            if self._reached_ready:
+                # A session always ends by raising (the connection was lost), so whether it had been
+                # healthy is remembered beside it: a link that got as far as FullyBooted starts again
+                # from the shortest wait, however many drops came before.
                 delay = self.config.reconnect_min_s
             wait = delay * random.uniform(0.8, 1.2)
             self.health.extra["retry_in_s"] = round(wait, 2)
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.config.reconnect_max_s)
 
-    async def _session(self) -> bool:
-        """One connection from connect to loss; True if it got as far as being ready."""
+    async def _session(self) -> None:
+        """One connection from connect to loss (always ends by raising); sets ``_reached_ready`` once ready."""
         assert self._ready is not None and self._booted is not None
         self._booted.clear()
         connection = await AmiConnection.open(
@@ -215,6 +221,7 @@ class AmiLink:
             self.health.extra["asterisk_ami_version"] = connection.version
             self.health.extra.pop("retry_in_s", None)
             self._ready.set()
+            self._reached_ready = True
             self.health.set("ok", "connected", at=self._clock.now())
             for hook in self._connected_hooks:
                 self._session_tasks.spawn(hook(), getattr(hook, "__name__", "on-connected"))
@@ -370,6 +377,11 @@ class AmiLink:
             raise AmiTimeout(f"{action}: the list did not complete within {limit:g} s") from None
         finally:
             self._collectors.pop(action_id, None)
+            complete = collector.complete
+            if complete is not None and complete.done() and not complete.cancelled():
+                # The link dropped while the action itself was being answered: that error is the one
+                # raised; the list's own (the same loss) is taken here, not left to be logged as unread.
+                complete.exception()
         return collector.events
 
     async def originate(
