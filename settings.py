@@ -347,6 +347,9 @@ class IvrSettings(_Section):
     # Longest message, and the seconds of silence that end it.
     record_max_s: int = Field(300, ge=5, le=3600)
     record_silence_s: int = Field(8, ge=1, le=60)
+    # This long before the longest message ends, a caller still speaking hears a short tone and
+    # "请在十秒内说完" (the sentence says this number); at the end she is told the message was cut.
+    record_warning_s: int = Field(10, ge=2, le=60)
     # A message with no speech in it is asked for this many times in all, then kept as a missed call.
     record_attempts: int = Field(2, ge=1, le=5)
     # Who key 0 rings: a dial string (PJSIP/operator, PJSIP/op1&PJSIP/op2, Local/…); empty: take a message.
@@ -354,7 +357,8 @@ class IvrSettings(_Section):
     # Ringing the operator this long unanswered means "please leave a message".
     operator_ring_s: int = Field(30, ge=1, le=300)
     # Any call ends after this long, whatever happens (a line stuck open must not stay up for ever).
-    call_limit_s: int = Field(3600, ge=60, le=24 * 3600)
+    # The floor is for tests that watch the limit end a call; a real hotline wants an hour.
+    call_limit_s: int = Field(3600, ge=10, le=24 * 3600)
     # Follow-up survey (回访): seconds to wait for 1/2/3, and how often the question is asked.
     survey_timeout_s: float = Field(15.0, ge=0.5, le=120)
     survey_attempts: int = Field(3, ge=1, le=10)
@@ -373,6 +377,14 @@ class IvrSettings(_Section):
         if not _SIGNED_PERCENT.fullmatch(value):
             raise ValueError("must be a signed percentage such as -15% or +10%")
         return value
+
+    @model_validator(mode="after")
+    def _warning_before_the_end(self) -> IvrSettings:
+        if self.record_warning_s >= self.record_max_s:
+            raise ValueError(
+                f"record_warning_s ({self.record_warning_s}) must be shorter than record_max_s ({self.record_max_s})"
+            )
+        return self
 
 
 class HotlineSettings(_Section):

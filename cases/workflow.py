@@ -378,15 +378,28 @@ class Workflow:
         raise RuntimeError("could not draw a free case number")
 
     async def _add_case(
-        self, session: AsyncSession, fields: dict[str, Any], actor: Actor, after: dict[str, Any], note: str | None
+        self,
+        session: AsyncSession,
+        fields: dict[str, Any],
+        actor: Actor,
+        after: dict[str, Any],
+        note: str | None,
+        *,
+        came_in_at: datetime | None = None,
     ) -> Case:
-        """The one place a case row is made: a drawn number and PIN, flushed, and its ``created`` event."""
+        """The one place a case row is made: a drawn number and PIN, flushed, and its ``created`` event.
+
+        ``came_in_at``: when the case really came in, if earlier than now (a call the service learnt
+        of late); the case dates from it and its clocks start there. ``learnt_at`` is always now,
+        and so is the ``created`` event (the history says when the service registered it).
+        """
         now = self._clock.now()
         case = Case(
             number=numbers.new_case_number(self._case_number_length),
             pin=numbers.new_pin(self._pin_length),
             status="new",
-            created_at=now,
+            created_at=min(came_in_at, now) if came_in_at is not None else now,
+            learnt_at=now,
             updated_at=now,
             **fields,
         )
@@ -429,12 +442,15 @@ class Workflow:
         ivr_choice: str,
         test_call: bool,
         via: str,
+        called_at: datetime | None,
+        number_told: bool,
     ) -> Case:
         """A hotline call's case, added and flushed in the intake's transaction (which writes the call row too).
 
-        Not committed: the intake commits the case and its call row together, and on a
-        UNIQUE violation (another path was first, or the number was taken) rolls back
-        and looks again.
+        It dates from ``called_at``, when the call began (its acceptance clock starts there,
+        however late the service learnt of the call). Not committed: the intake commits the
+        case and its call row together, and on a UNIQUE violation (another path was first,
+        or the number was taken) rolls back and looks again.
         """
         sealed = seals(category)
         fields = {
@@ -449,6 +465,7 @@ class Workflow:
             "township_id": township_id,
             "ivr_choice": ivr_choice,
             "test_call": test_call,
+            "number_told": number_told,
         }
         after = {
             "channel": "hotline",
@@ -458,17 +475,26 @@ class Workflow:
             "sealed": sealed,
             "via": via,
         }
-        case = await self._add_case(session, fields, HOTLINE_INTAKE, after, None)
+        if called_at is not None:
+            after["called_at"] = called_at.isoformat()
+        case = await self._add_case(session, fields, HOTLINE_INTAKE, after, None, came_in_at=called_at)
         audit.record(
             session,
             audit.Actor(user_id=None, username=HOTLINE_INTAKE.username),
-            at=case.created_at,
+            at=case.learnt_at or case.created_at,
             action="case.create",
             object_type="case",
             object_id=case.id,
             detail={"channel": "hotline", "via": via, "sealed": sealed, "test": test_call},
         )
         return case
+
+    @staticmethod
+    async def mark_number_told(session: AsyncSession, case_id: int) -> None:
+        """The caller heard her number read back in full: nobody needs to call her back to tell it."""
+        await session.execute(
+            update(Case).where(Case.id == case_id, Case.number_told.is_(False)).values(number_told=True)
+        )
 
     async def status_query(self, typed_number: str, caller_number: str | None, typed_pin: str) -> StatusAnswer:
         """Only to the number that filed the case, or with its PIN; never for a sealed case."""

@@ -198,6 +198,6 @@ def add_commands(commands: Commands) -> None:
         help="keys for each prompt that asks, comma-separated: 1, 3, 0, or 2,<case number># (empty: press nothing)",
     )
     dial.add_argument("--audio", type=Path, help="what the villager says (any audio file; default: a TTS sentence)")
-    dial.add_argument("--hangup-at", choices=["welcome", "recording", "end"], default="end")
+    dial.add_argument("--hangup-at", choices=["welcome", "recording", "readback", "end"], default="end")
     dial.add_argument("--timeout", type=float, default=180.0, help="seconds the whole test may take (default: 180)")
     dial.set_defaults(func=cmd_hotline_dial_test)

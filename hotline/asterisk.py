@@ -136,6 +136,7 @@ class IvrTimings:
     number_attempts: int = 3
     record_max_s: int = 300
     record_silence_s: int = 8
+    record_warning_s: int = 10
     record_attempts: int = 2
     operator_dial: str = ""
     operator_ring_s: int = 30

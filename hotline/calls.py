@@ -12,10 +12,24 @@ tasks so the event stream is never held up by the database.
 It handles events synchronously and cheaply: an event it does not care about
 (most of them: Newexten, VarSet…) costs one dict lookup. While the AMI link is
 down it sees nothing; after a reconnect :meth:`resync` takes the list of live
-channels and finishes every call that ended in the meantime.
+channels: calls it still holds that are gone are handed back to reconciliation
+(which settles them with the CDR's times), and calls it had never heard of —
+started while the service was down or restarting — are followed from then on,
+their kind told by the dialplan context their channels are in, so they are
+finished (and their recordings moved) the moment they hang up, announced again
+or not.
 
-Calls our dialplan never announced (no ``CxStage``) are not ours to settle and
-are dropped when they end.
+Times are Asterisk's: a call starts at its first channel's ``Newchannel``
+(every AMI event carries a ``Timestamp``: ``timestampevents = yes``), or at
+the ``Started`` our dialplan puts in every ``CxStage``, or, for a call found in
+the live-channel list, its age; it ends at its last ``Hangup``. Never at the
+moment the service happened to hear of it.
+
+Only a started tracker follows calls: a process that has the link but is not
+the worker (the dial test beside a running service) keeps no calls and logs
+nothing about other people's. Calls our dialplan never announced and whose
+channels are in none of our contexts are not ours to settle and are dropped
+when they end.
 """
 
 from __future__ import annotations
@@ -25,7 +39,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from common.clock import Clock
@@ -40,12 +54,49 @@ Finished = Callable[[CallFacts], Awaitable[None]]
 RECENT_HANGUPS: Final = 4096
 KNOWN_KINDS: Final = frozenset({"hotline", "callback", "survey", "page"})
 _PLACEHOLDERS: Final = frozenset({"", "<unknown>", "unknown"})
+# Which kind of call a channel in one of our dialplan contexts belongs to (a call found in the live list).
+CONTEXT_KINDS: Final = (
+    ("hotline", "hotline"),
+    ("cx-callback", "callback"),
+    ("cx-survey", "survey"),
+    ("cx-page", "page"),
+)
+
+
+def event_time(event: Mapping[str, str]) -> datetime | None:
+    """When Asterisk emitted an event (its ``Timestamp`` header), None without one."""
+    return epoch_time(event.get("Timestamp"))
+
+
+def epoch_time(text: str | None) -> datetime | None:
+    try:
+        value = float(text) if text else 0.0
+    except ValueError:
+        return None
+    return datetime.fromtimestamp(value, UTC) if value > 0 else None
+
+
+def context_kind(context: str) -> str | None:
+    for prefix, kind in CONTEXT_KINDS:
+        if context.startswith(prefix):
+            return kind
+    return None
+
+
+def _age(duration: str) -> timedelta | None:
+    """CoreShowChannel's ``Duration`` (``HH:MM:SS``)."""
+    try:
+        hours, minutes, seconds = (int(part) for part in duration.split(":"))
+    except ValueError:
+        return None
+    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
 
 
 @dataclass
 class TrackedCall:
     linkedid: str
-    started_at: datetime
+    # Asterisk's time of the call's start; None until some event says.
+    started_at: datetime | None
     channels: set[str] = field(default_factory=set)
     kind: str | None = None
     stage: str | None = None
@@ -57,8 +108,10 @@ class TrackedCall:
     caller_name: str | None = None
     test_call: bool = False
     case_id: int | None = None
+    ended_at: datetime | None = None
+    number_told: bool | None = None
 
-    def facts(self, ended_at: datetime) -> CallFacts:
+    def facts(self, ended_at: datetime | None) -> CallFacts:
         return CallFacts(
             linkedid=self.linkedid,
             kind=self.kind or "hotline",
@@ -73,6 +126,7 @@ class TrackedCall:
             dial_status=self.dial_status,
             test_call=self.test_call,
             case_id=self.case_id,
+            number_told=self.number_told,
         )
 
 
@@ -96,6 +150,10 @@ class CallTracker:
             "UserEvent": self._user_event,
             "NewCallerid": self._caller_id,
         }
+        self._user_events: Mapping[str, Callable[[Mapping[str, str]], None]] = {
+            "CxStage": self._stage,
+            "CxReadBack": self._read_back,
+        }
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -114,6 +172,8 @@ class CallTracker:
             await self._tasks.close()
             self._tasks = None
             self._queue = None
+            # What it held is stale by the next start; the live-channel list will say what is still up.
+            self.calls.clear()
 
     async def wait_idle(self, timeout_s: float) -> None:
         """Until every finished call has been handed over (tests and the dial test)."""
@@ -125,9 +185,9 @@ class CallTracker:
     # -- events -----------------------------------------------------------------------------------
 
     def handle(self, event: Mapping[str, str]) -> None:
-        """The AMI listener: every event, in order, from the link."""
+        """The AMI listener: every event, in order, from the link (ignored until the tracker is started)."""
         handler = self._handlers.get(event.get("Event", ""))
-        if handler is not None:
+        if handler is not None and self._queue is not None:
             handler(event)
 
     def _call(self, event: Mapping[str, str]) -> TrackedCall | None:
@@ -136,7 +196,7 @@ class CallTracker:
             return None
         call = self.calls.get(linkedid)
         if call is None:
-            call = TrackedCall(linkedid, self._clock.now())
+            call = TrackedCall(linkedid, event_time(event) if event.get("Event") == "Newchannel" else None)
             self.calls[linkedid] = call
         return call
 
@@ -171,13 +231,22 @@ class CallTracker:
         if call is None:
             return
         call.channels.discard(uniqueid)
+        call.ended_at = event_time(event) or self._clock.now()
         if not call.channels:
             self._finish(call)
 
     def _user_event(self, event: Mapping[str, str]) -> None:
-        name = event.get("UserEvent")
-        if name != "CxStage":
-            return
+        handler = self._user_events.get(event.get("UserEvent", ""))
+        if handler is not None:
+            handler(event)
+
+    def _read_back(self, event: Mapping[str, str]) -> None:
+        """The dialplan read the case number back to the end (raised after the Playback, only if it finished)."""
+        call = self.calls.get(event.get("Linkedid", ""))
+        if call is not None and event.get("Playback") == "SUCCESS":
+            call.number_told = True
+
+    def _stage(self, event: Mapping[str, str]) -> None:
         call = self._call(event)
         if call is None:
             return
@@ -188,6 +257,9 @@ class CallTracker:
         kind = event.get("Kind", "")
         if call.kind is None and kind in KNOWN_KINDS:
             call.kind = kind
+        started = epoch_time(event.get("Started"))
+        if started is not None:
+            call.started_at = started  # the dialplan's own record of when the call began
         stage = event.get("Stage")
         if stage:
             call.stage = stage
@@ -211,12 +283,9 @@ class CallTracker:
 
     def _finish(self, call: TrackedCall) -> None:
         self.calls.pop(call.linkedid, None)
-        if call.kind is None:
-            return  # not a call of ours
-        facts = call.facts(self._clock.now())
-        if self._queue is None:
-            log.warning("call %s ended while the tracker is stopped; reconciliation will settle it", call.linkedid)
-            return
+        if call.kind is None or self._queue is None:
+            return  # not a call of ours (or the tracker is stopping: reconciliation settles it)
+        facts = call.facts(call.ended_at or self._clock.now())
         self._in_flight += 1
         if self._idle is not None:
             self._idle.clear()
@@ -237,26 +306,39 @@ class CallTracker:
                 if not self._in_flight and self._idle is not None:
                     self._idle.set()
 
-    def resync(self, live_channels: Iterable[Mapping[str, str]]) -> list[str]:
-        """After an outage: the live channels Asterisk lists are the truth; finish calls that are gone.
+    def resync(self, live_channels: Iterable[Mapping[str, str]]) -> list[CallFacts]:
+        """After an outage or a restart: the live channels Asterisk lists are the truth.
 
-        Returns the Linkedids finished now.
+        Calls it had never heard of are followed from now on (their kind from the context
+        their channels are in, their start from their age). Calls it held that are gone
+        ended unseen: they are dropped here and returned, with no end time (nobody saw
+        it), for the caller to settle with what the CDR says.
         """
-        live: dict[str, set[str]] = {}
+        now = self._clock.now()
+        live: dict[str, list[Mapping[str, str]]] = {}
         for channel in live_channels:
             linkedid, uniqueid = channel.get("Linkedid"), channel.get("Uniqueid")
             if linkedid and uniqueid and uniqueid not in self._recent_hangups:
-                live.setdefault(linkedid, set()).add(uniqueid)
-        for linkedid, uniqueids in live.items():
+                live.setdefault(linkedid, []).append(channel)
+        for linkedid, channels in live.items():
             call = self.calls.get(linkedid)
             if call is None:
-                call = TrackedCall(linkedid, self._clock.now())
+                call = TrackedCall(linkedid, None)
                 self.calls[linkedid] = call
-            call.channels = uniqueids
+            call.channels = {channel["Uniqueid"] for channel in channels}
+            for channel in channels:
+                age = _age(channel.get("Duration", ""))
+                if age is not None and (call.started_at is None or now - age < call.started_at):
+                    call.started_at = now - age
+                kind = context_kind(channel.get("Context", ""))
+                if kind is not None and call.kind is None:
+                    call.kind = kind
+                if kind is not None:
+                    self._take_caller(call, channel)
         ended = [call for linkedid, call in self.calls.items() if linkedid not in live]
         for call in ended:
-            self._finish(call)
-        return [call.linkedid for call in ended]
+            self.calls.pop(call.linkedid, None)
+        return [call.facts(None) for call in ended if call.kind is not None]
 
     @property
     def live_linkedids(self) -> set[str]:

@@ -28,7 +28,7 @@ from hotline.ami import AmiError, AmiLink, Message
 
 log = logging.getLogger(__name__)
 
-HangupAt = Literal["welcome", "menu", "recording", "transfer", "talked", "end"]
+HangupAt = Literal["welcome", "menu", "recording", "readback", "transfer", "talked", "end"]
 # IVR stages at which the villager presses the next group of keys.
 KEY_STAGES = frozenset({"menu", "number", "pin"})
 
@@ -41,8 +41,8 @@ class VillagerScript:
     presses 2 at the menu, then types a number). ``audio``: what she says when asked
     to speak (a WAV as Asterisk sees it, without ``.wav``); ``None`` says nothing.
     ``hangup_at``: ``welcome`` hangs up as soon as the IVR answers, ``recording``
-    right after speaking, ``transfer`` while the operator's phone (key 0) rings,
-    ``talked`` as soon as the operator answers,
+    right after speaking, ``readback`` as the case number starts being read back,
+    ``transfer`` while the operator's phone (key 0) rings, ``talked`` as soon as the operator answers,
     ``end`` waits for the IVR to finish.
     """
 
@@ -205,7 +205,7 @@ class SimulatedVillager:
                 await self._link.action("Redirect", Channel=villager, Context="villager-act", Exten="speak", Priority=1)
             elif stage == "recording" and script.hangup_at == "recording":
                 await self._link.hangup(villager)
-            elif stage in ("transfer", "talked") and script.hangup_at == stage:
+            elif stage in ("readback", "transfer", "talked") and script.hangup_at == stage:
                 await self._link.hangup(villager)
         except AmiError as exc:
             # The villager may have hung up already (the IVR ended the call): nothing left to do.

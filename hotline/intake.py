@@ -62,6 +62,11 @@ MISSED_REASONS = {
     "menu": "hung_up_at_menu",
     "transfer": "operator_not_reached",
 }
+# Who ended a call (``calls.ended_by``): the caller, our IVR having finished, or the system — Asterisk
+# stopping with the call up, or the call limit. A call the system ended is never "she hung up".
+ENDINGS = frozenset({"caller", "ivr", "call_limit", "system"})
+SYSTEM_ENDINGS = frozenset({"call_limit", "system"})
+ENDED_BY_SYSTEM = "ended_by_system"
 PLACED_KINDS = frozenset({"callback", "survey", "page"})
 MAX_NUMBER_TRIES = 50
 
@@ -86,6 +91,14 @@ class CallFacts:
     test_call: bool = False
     # Callbacks and surveys belong to an existing case.
     case_id: int | None = None
+    # Who ended the call (one of ENDINGS), when the reporting part knows.
+    ended_by: str | None = None
+    # Whether the caller heard her case number read back in full (None: this part does not know).
+    number_told: bool | None = None
+
+    @property
+    def ended_by_system(self) -> bool:
+        return self.ended_by in SYSTEM_ENDINGS
 
     @property
     def operator_answered(self) -> bool:
@@ -145,13 +158,23 @@ class CaseDesk(Protocol):
         ivr_choice: str,
         test_call: bool,
         via: str,
+        called_at: datetime | None,
+        number_told: bool,
     ) -> Case:
         """A new case for a call, with its ``created`` event, added and flushed in ``session`` (not committed).
+
+        ``called_at`` is when the call began (Asterisk's time, not when the service heard of
+        it): the case dates from it and its clocks start there; None when no part knew.
+        ``number_told``: whether the caller has already heard her number in full.
 
         A UNIQUE violation (this call already has a case, or the drawn number was taken)
         surfaces as :class:`~sqlalchemy.exc.IntegrityError` at the flush; the caller rolls
         back and looks again.
         """
+        ...
+
+    async def mark_number_told(self, session: AsyncSession, case_id: int) -> None:
+        """The caller of this hotline case has now heard her number in full (in ``session``, not committed)."""
         ...
 
     async def status_query(self, typed_number: str, caller_number: str | None, typed_pin: str) -> CaseStatus:
@@ -271,6 +294,8 @@ class IntakeService:
             ivr_choice=facts.choice or "",
             test_call=facts.test_call,
             via=via,
+            called_at=facts.started_at,
+            number_told=facts.number_told is True,
         )
 
     async def _upsert_call(
@@ -295,6 +320,7 @@ class IntakeService:
                 caller_withheld=caller.withheld,
                 started_at=facts.started_at,
                 ended_at=facts.ended_at,
+                ended_by=facts.ended_by if facts.ended_by in ENDINGS else None,
                 stage=facts.stage,
                 ivr_choice=facts.choice,
                 outcome=outcome,
@@ -336,10 +362,9 @@ class IntakeService:
                 return Settlement("case", case_id=ticket.case_id, created=ticket.created, number=ticket.number)
             if facts.choice == "2" and (facts.stage in STATUS_STAGES or facts.stage == "done"):
                 return await self._record_outcome(facts, via, "status_query")
-            reason = MISSED_REASONS.get(facts.stage or "", "nothing_said" if message else "unknown")
-            if facts.stage in MESSAGE_STAGES or facts.stage == "done":
-                reason = "nothing_said"
-            return await self._record_missed(facts, via, reason, message[1] if message else None)
+            return await self._record_missed(
+                facts, via, missed_reason(facts, message is not None), message[1] if message else None
+            )
 
     async def _known(self, facts: CallFacts, via: str) -> Settlement | None:
         """The call's settlement if one path already made it (bringing its end time up to date)."""
@@ -354,11 +379,19 @@ class IntakeService:
             caller = caller_number(facts.caller_raw, facts.presentation)
             if case is not None:
                 call = await self._upsert_call(session, facts, "case", via, caller, case_id=case.id)
+                if facts.number_told and case.number_told is False:
+                    await self._cases.mark_number_told(session, case.id)
                 await session.commit()
                 return Settlement("case", case_id=case.id, number=case.number)
             assert call is not None
             _merge_times(call, facts)
             call.updated_at = self._clock.now()
+            if facts.ended_by_system and call.missed_call_id is not None:
+                # The first part to report may not have known that the system, not the caller, ended it.
+                missed = await session.get(MissedCall, call.missed_call_id)
+                if missed is not None and missed.reason != ENDED_BY_SYSTEM:
+                    log.info("missed call %s: ended by the system, not %s", missed.id, missed.reason)
+                    missed.reason = ENDED_BY_SYSTEM
             await session.commit()
             outcome: Outcome = call.outcome if call.outcome in ("missed", "status_query", "placed") else "case"  # type: ignore[assignment]
             return Settlement(outcome, case_id=call.case_id, missed_call_id=call.missed_call_id)
@@ -377,8 +410,9 @@ class IntakeService:
                 await session.commit()
             except IntegrityError:
                 await session.rollback()
-        known = await self._known(facts, via)
-        return known or Settlement(outcome)
+                known = await self._known(facts, via)
+                return known or Settlement(outcome)
+        return Settlement(outcome, created=True)
 
     async def _record_missed(self, facts: CallFacts, via: str, reason: str, message: SpoolName | None) -> Settlement:
         caller = caller_number(facts.caller_raw, facts.presentation)
@@ -421,12 +455,14 @@ class IntakeService:
             case_id = facts.case_id
             if case_id is not None and await session.get(Case, case_id) is None:
                 case_id = None
+            existing = await session.scalar(select(Call.id).where(Call.linkedid == facts.linkedid))
             await self._upsert_call(session, facts, "placed", via, caller, case_id=case_id)
             try:
                 await session.commit()
             except IntegrityError:
                 await session.rollback()
-        return Settlement("placed", case_id=facts.case_id)
+                return Settlement("placed", case_id=facts.case_id)
+        return Settlement("placed", case_id=facts.case_id, created=existing is None)
 
     # -- recordings -------------------------------------------------------------------------------
 
@@ -608,11 +644,23 @@ def _inspect_or_empty(path: Path) -> AudioFacts:
         return AudioFacts(size, 0.0, True, 0.0, 8000)
 
 
+def missed_reason(facts: CallFacts, has_message: bool) -> str:
+    """Why a call left no case: where the caller got to — unless the system, not she, ended it."""
+    if facts.ended_by_system:
+        return ENDED_BY_SYSTEM
+    if facts.stage in MESSAGE_STAGES or facts.stage == "done":
+        return "nothing_said"
+    return MISSED_REASONS.get(facts.stage or "", "nothing_said" if has_message else "unknown")
+
+
 def _merge_times(call: Call, facts: CallFacts) -> None:
+    """What another part reports adds to the call row: the earliest start, the latest end, a known ending."""
     if facts.started_at is not None and (call.started_at is None or facts.started_at < call.started_at):
         call.started_at = facts.started_at
     if facts.ended_at is not None and (call.ended_at is None or facts.ended_at > call.ended_at):
         call.ended_at = facts.ended_at
+    if facts.ended_by in ENDINGS and (call.ended_by is None or facts.ended_by in SYSTEM_ENDINGS):
+        call.ended_by = facts.ended_by
     if facts.stage and facts.stage != "done":
         call.stage = facts.stage
     if facts.choice and not call.ivr_choice:
@@ -654,6 +702,8 @@ def case_json(case: Case, recordings: Sequence[Recording] = ()) -> dict[str, Any
         "ivr_choice": case.ivr_choice,
         "test_call": case.test_call,
         "created_at": case.created_at,
+        "learnt_at": case.learnt_at,
+        "number_told": case.number_told,
         "recordings": [recording_json(recording) for recording in recordings],
     }
 
@@ -667,6 +717,8 @@ def missed_json(missed: MissedCall, recordings: Sequence[Recording] = ()) -> dic
         "village_id": missed.village_id,
         "township_id": missed.township_id,
         "at": missed.at,
+        "learnt_at": missed.created_at,
+        "caller_name": missed.caller_name,
         "stage": missed.stage,
         "reason": missed.reason,
         "ivr_choice": missed.ivr_choice,
@@ -684,6 +736,8 @@ def call_json(call: Call) -> dict[str, Any]:
         "direction": call.direction,
         "started_at": call.started_at,
         "ended_at": call.ended_at,
+        "ended_by": call.ended_by,
+        "learnt_at": call.created_at,
         "stage": call.stage,
         "ivr_choice": call.ivr_choice,
         "outcome": call.outcome,

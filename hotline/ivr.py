@@ -3,18 +3,22 @@
 =============  ===========================================  ===============================================
 script         arguments                                    sets
 =============  ===========================================  ===============================================
-``message``    linkedid, category, key, attempt, dialtest    CX_RESULT case|silent, CX_CASENO, CX_READBACK
-                                                            (digit prompts joined by &), CX_READBACK_DIGITS,
+``message``    linkedid, category, key, attempt, dialtest,  CX_RESULT case|silent, CX_CASENO, CX_READBACK
+               started                                      (digit prompts joined by &), CX_READBACK_DIGITS,
                                                             CX_PIN_READBACK (withheld callers only)
-``transfer``   linkedid, key, dialtest                      as ``message`` (the operator answered)
+``transfer``   linkedid, key, dialtest, started             as ``message`` (the operator answered)
 ``status``     linkedid, typed number, typed PIN            CX_RESULT found|need_pin|confidential|not_found,
                                                             CX_STATUS, CX_STATUS_PROMPT
 ``ended``      linkedid, stage, key, category, DIALSTATUS,  nothing (the channel is gone): the call is
-               dialtest                                     settled — a case, a missed call, a status query
+               dialtest, started, told, ended by            settled — a case, a missed call, a status query
 =============  ===========================================  ===============================================
 
 The caller's number and name come from the request itself (``agi_callerid``,
-``agi_calleridname``, ``agi_callingpres``), never from an argument.
+``agi_calleridname``, ``agi_callingpres``), never from an argument. ``started``
+is when the call began (``CX_STARTED``: the CDR's start, epoch seconds), so a
+case dates from the call, not from the request; ``told`` is 1 once the number
+was read back in full; ``ended by`` is who ended it (caller, ivr, call_limit,
+system: Asterisk stopping with the call up).
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import re
 from pathlib import PurePosixPath
 
 from common.clock import Clock
+from hotline.calls import epoch_time
 from hotline.fastagi import AgiHandler, AgiRequest, AgiSession, BadAgiRequest
-from hotline.intake import CallFacts, CaseTicket, IntakeService
+from hotline.intake import ENDINGS, CallFacts, CaseTicket, IntakeService
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ class HotlineAgi:
     def handlers(self) -> dict[str, AgiHandler]:
         return {"message": self.message, "transfer": self.transfer, "status": self.status, "ended": self.ended}
 
-    def _facts(self, request: AgiRequest, linkedid: str, **fields: str | bool | None) -> CallFacts:
+    def _facts(self, request: AgiRequest, linkedid: str, **fields: object) -> CallFacts:
         facts = CallFacts(
             linkedid=linkedid,
             caller_raw=request.caller_number,
@@ -97,7 +102,8 @@ class HotlineAgi:
             category=category if category in CATEGORIES else None,
             choice=_key(request.arg(3)),
             test_call=request.arg(5) == "1",
-            started_at=None,
+            started_at=epoch_time(request.arg(6)),
+            number_told=False,  # she is about to hear it
         )
         ticket = await self._intake.open_case(facts, via="fastagi", message=found[1])
         await self._tell_case(session, ticket)
@@ -111,6 +117,8 @@ class HotlineAgi:
             category="petition",
             choice=_key(request.arg(2)) or "0",
             test_call=request.arg(3) == "1",
+            started_at=epoch_time(request.arg(4)),
+            number_told=False,
         )
         ticket = await self._intake.open_case(facts, via="fastagi")
         await self._tell_case(session, ticket)
@@ -135,8 +143,10 @@ class HotlineAgi:
             category=request.arg(4) if request.arg(4) in CATEGORIES else None,
             dial_status=request.arg(5) or None,
             test_call=request.arg(6) == "1",
-            ended_at=None,
+            started_at=epoch_time(request.arg(7)),
+            number_told=request.arg(8) == "1",
+            ended_by=request.arg(9) if request.arg(9) in ENDINGS else None,
+            ended_at=self._clock.now(),  # the hang-up handler asks as the channel hangs up
         )
-        facts.ended_at = self._clock.now()
         # Settle only: the call's other channels may still be up, so its recordings stay where they are.
         await self._intake.settle(facts, via="fastagi")

@@ -106,6 +106,7 @@ class HotlineConfig:
     county_name: str = "示例县"
     digit_pause_ms: int = 250
     lead_in_ms: int = 300
+    record_warning_s: int = 10
     prompt_voice: VoiceRequest = field(default_factory=VoiceRequest)
     # SIP headers that make speakers answer a page by themselves (broadcast.sip_auto_answer).
     page_headers: tuple[tuple[str, str], ...] = ()
@@ -123,6 +124,7 @@ class HotlineConfig:
             county_name=settings.county_name,
             digit_pause_ms=settings.ivr.digit_pause_ms,
             lead_in_ms=settings.ivr.lead_in_ms,
+            record_warning_s=settings.ivr.record_warning_s,
             prompt_voice=VoiceRequest(voice=settings.ivr.prompt_voice or None, rate=settings.ivr.prompt_rate),
             page_headers=AUTO_ANSWER_HEADERS[settings.broadcast.sip_auto_answer],
             telephony=telephony_config(settings, sandbox_root=sandbox_root),
@@ -151,6 +153,7 @@ def _ivr_timings(settings: Settings) -> IvrTimings:
         number_attempts=ivr.number_attempts,
         record_max_s=ivr.record_max_s,
         record_silence_s=ivr.record_silence_s,
+        record_warning_s=ivr.record_warning_s,
         record_attempts=ivr.record_attempts,
         operator_dial=ivr.operator_dial,
         operator_ring_s=ivr.operator_ring_s,
@@ -459,6 +462,7 @@ def build_hotline(
             telephony_config.paths.prompts.host,
             county=config.county_name,
             clock=clock,
+            record_warning_s=config.record_warning_s,
             digit_pause_ms=config.digit_pause_ms,
             lead_in_ms=config.lead_in_ms,
             give_to_asterisk=telephony_config.paths.give_to_asterisk,

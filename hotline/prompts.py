@@ -3,7 +3,10 @@
 Written for old villagers on old handsets: short sentences; the most used
 choice first; what to do said *before* the key; that one may simply speak;
 nothing ever ends a call on silence; numbers read digit by digit with 1 as 幺;
-the case number said twice. ``{county}`` is filled from the settings.
+the case number said twice; and nothing promised that will not happen (a
+caller whose number is withheld is never told "we will call you back").
+``{county}`` and ``{record_warning}`` (the seconds left when a long message is
+warned, in Chinese numerals) are filled from the settings.
 
 :class:`PromptInstaller` renders them through our speech pipeline (the TTS
 engine chain, loudness normalisation, the ``asterisk`` profile: 8 kHz mono
@@ -61,12 +64,33 @@ PROMPTS: Final[Mapping[str, tuple[str, str]]] = {
         "key 3 (sealed)",
         "您的举报我们会严格保密。请在听到“嘀”的一声以后，说出您要举报的事情。说完了，直接挂机就可以。",
     ),
+    "record_warning": (
+        "after a short tone, ivr.record_warning_s before the longest message ends",
+        "请在{record_warning}秒内说完。",
+    ),
+    "record_cut": (
+        "the message reached ivr.record_max_s: what came after was not recorded",
+        "留言时间到了，录音到这里为止，后面的话没有录上。还有要说的，请再打一次这个热线。",
+    ),
     "not_heard": ("the message had no speech in it", "没有听到您说话。请在听到“嘀”的一声以后，再说一遍。"),
     "nothing_heard": (
         "still nothing said: kept as a missed call",
         "还是没有听到您说话。我们会给您回电话。谢谢您，再见。",
     ),
+    "nothing_heard_withheld": (
+        "still nothing said, from a withheld number (no callback is possible)",
+        "还是没有听到您说话。有事的话，请您再打这个热线。谢谢您，再见。",
+    ),
     "recorded": ("after the message", "您反映的问题已经记下了。"),
+    "number_by_callback": (
+        "the service could not give a case number: it is flagged, someone calls to tell it",
+        "受理编号现在没法告诉您，我们会打电话告诉您。",
+    ),
+    "no_number_no_callback": (
+        "the service could not give a case number, and the caller's number is withheld",
+        "受理编号现在没法告诉您。您的电话没有显示号码，我们没法给您回电话。"
+        "请您过一会儿再打这个热线，按0请工作人员帮您查。谢谢您，再见。",
+    ),
     "case_number_is": ("before the case number", "您的受理编号是："),
     "say_again": ("between the two readings", "我再说一遍："),
     "keep_number": ("after the case number", "查询进度的时候要用到这个编号，请您记好。"),
@@ -75,6 +99,11 @@ PROMPTS: Final[Mapping[str, tuple[str, str]]] = {
         "您的电话没有显示号码，查询的时候还要用到查询密码。您的查询密码是：",
     ),
     "will_call_back": ("end of a message call", "我们会尽快办理，并给您回电话。谢谢您，再见。"),
+    "will_not_call_back": (
+        "end of a message call from a withheld number (no callback is possible)",
+        "我们会尽快办理。您的电话没有显示号码，我们没法给您回电话，请用受理编号和查询密码打这个热线查询。"
+        "谢谢您，再见。",
+    ),
     "enter_number": ("key 2", "请输入您的受理编号，输完以后按井号键。找工作人员，请按0。"),
     "number_not_found": ("a number that is not a case", "没有找到这个编号。请您再输一遍，输完以后按井号键。"),
     "number_not_found_final": (
@@ -109,6 +138,10 @@ PROMPTS: Final[Mapping[str, tuple[str, str]]] = {
         "nobody answered: leave a message",
         "工作人员正在忙。请在听到“嘀”的一声以后留言，我们会给您回电话。",
     ),
+    "operator_busy_withheld": (
+        "nobody answered a withheld number: leave a message (no callback promised)",
+        "工作人员正在忙。请在听到“嘀”的一声以后留言。",
+    ),
     "goodbye": ("end of a transferred call", "谢谢您的来电，再见。"),
     "survey_hello": ("follow-up call answered", "您好，这里是{county}群众诉求热线，给您做个回访。"),
     "survey_question": ("the survey's question", "满意请按1，基本满意请按2，不满意请按3。"),
@@ -132,9 +165,21 @@ class Prompt:
     text: str
 
 
-def catalog(county: str) -> list[Prompt]:
-    """Every prompt with ``{county}`` filled in."""
-    return [Prompt(prompt_id, when, text.format(county=county)) for prompt_id, (when, text) in PROMPTS.items()]
+def chinese_number(value: int) -> str:
+    """1–99 as spoken: 十, 十五, 三十, 四十五 (the prompts say seconds this way, never as digits)."""
+    if not 0 < value < 100:
+        raise ValueError(f"{value} is not between 1 and 99")
+    digits = "零一二三四五六七八九"
+    tens, ones = divmod(value, 10)
+    if tens == 0:
+        return digits[ones]
+    return ("" if tens == 1 else digits[tens]) + "十" + (digits[ones] if ones else "")
+
+
+def catalog(county: str, *, record_warning_s: int = 10) -> list[Prompt]:
+    """Every prompt with ``{county}`` and ``{record_warning}`` filled in."""
+    values = {"county": county, "record_warning": chinese_number(record_warning_s)}
+    return [Prompt(prompt_id, when, text.format(**values)) for prompt_id, (when, text) in PROMPTS.items()]
 
 
 @dataclass(frozen=True)
@@ -217,6 +262,7 @@ class PromptInstaller:
         *,
         county: str,
         clock: Clock,
+        record_warning_s: int = 10,
         digit_pause_ms: int = 250,
         lead_in_ms: int = 300,
         give_to_asterisk: Callable[[Path], None] | None = None,
@@ -225,6 +271,7 @@ class PromptInstaller:
         self.renderer = renderer
         self.target = target
         self.county = county
+        self.record_warning_s = record_warning_s
         self._clock = clock
         self._digit_pause_ms = digit_pause_ms
         self._lead_in_ms = lead_in_ms
@@ -278,7 +325,7 @@ class PromptInstaller:
             report = InstallReport()
             self.target.mkdir(parents=True, exist_ok=True)
             manifest = self.manifest()
-            prompts = catalog(self.county)
+            prompts = catalog(self.county, record_warning_s=self.record_warning_s)
             todo = [prompt for prompt in prompts if force or self.stale(prompt, manifest.get(prompt.id))]
             report.kept = [prompt.id for prompt in prompts if prompt not in todo]
             gate = asyncio.Semaphore(self._parallel)
@@ -337,4 +384,4 @@ class PromptInstaller:
             self._tasks = None
 
 
-__all__ = ["DIAL_TEST_SENTENCE", "PROMPTS", "Prompt", "PromptInstaller", "SpeechRenderer", "catalog"]
+__all__ = ["DIAL_TEST_SENTENCE", "PROMPTS", "Prompt", "PromptInstaller", "SpeechRenderer", "catalog", "chinese_number"]

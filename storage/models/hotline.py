@@ -85,8 +85,16 @@ class Case(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     # Made by the dial test (拨测): real in every way, but left out of statistics.
     test_call: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the case came in: for a hotline case the moment the call began (from Asterisk's channel or
+    # CDR times), however late the service learnt of it. Every clock and deadline counts from here.
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # When the service registered the case (after an outage: minutes after created_at). NULL before 0006.
+    learnt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Hotline cases: whether the caller heard her case number read back in full. False means someone
+    # must call her back to tell it (she hung up during the read-back, or the service was down).
+    # NULL for cases that did not come by phone.
+    number_told: Mapped[bool | None] = mapped_column(Boolean)
 
     recordings: Mapped[list[Recording]] = relationship(
         back_populates="case", order_by="Recording.id", foreign_keys="Recording.case_id"
@@ -109,7 +117,8 @@ class MissedCall(Base):
     # When the call came in, and where in the IVR the caller was when it ended.
     at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     stage: Mapped[str | None] = mapped_column(String(16))
-    # hung_up_at_welcome, hung_up_at_menu, nothing_said, operator_not_reached, unknown.
+    # hung_up_at_welcome, hung_up_at_menu, nothing_said, operator_not_reached, ended_by_system (Asterisk
+    # stopped, or the call limit ran out, before she could leave a message), unknown.
     reason: Mapped[str] = mapped_column(String(32))
     ivr_choice: Mapped[str | None] = mapped_column(String(4))
     # A caller who chose 举报 (key 3) and then hung up is protected like a sealed case.
@@ -170,8 +179,13 @@ class Call(Base):
     direction: Mapped[str] = mapped_column(String(8), default="in")
     caller_number: Mapped[str | None] = mapped_column(String(32))
     caller_withheld: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the call began and ended, from Asterisk's own times (channel events, the dialplan, the CDR),
+    # never from when the service heard of it (that is created_at). NULL when no source knew.
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Who ended it: caller (hung up), ivr (our dialplan finished and hung up), call_limit
+    # (TIMEOUT(absolute) ran out), system (Asterisk stopped or restarted with the call up). NULL: unknown.
+    ended_by: Mapped[str | None] = mapped_column(String(16))
     stage: Mapped[str | None] = mapped_column(String(16))
     ivr_choice: Mapped[str | None] = mapped_column(String(4))
     outcome: Mapped[str] = mapped_column(String(16))
@@ -181,6 +195,7 @@ class Call(Base):
     # Which part of the service settled it first: fastagi, tracker, reconcile.
     settled_by: Mapped[str] = mapped_column(String(16))
     test_call: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the service first learnt of the call (after an outage, long after it ended).
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -73,12 +73,11 @@ def test_no_application_is_left_to_a_default_timeout_that_hangs_up_on_a_silent_c
     assert "Read(CX_KEY,/srv/cunxiang/main/sounds/cunxiang/menu,1,,1,17.5)" in dialplan
     for arguments in applications(dialplan, "Record"):
         assert arguments.endswith("k") or arguments.endswith("qxk"), arguments  # the audio survives a hang-up
-    # The message: silence detection and a maximum length from the settings, the audio kept on hang-up.
-    assert "Record(${CX_FILE}.wav,8,300,ak)" in dialplan
-    assert (
-        "Record(${CX_FILE}.wav,5,90,ak)"
-        in render(ivr=IvrTimings(record_silence_s=5, record_max_s=90))["extensions.conf"]
-    )
+    # The message: silence detection and a maximum length from the settings, the audio kept on hang-up —
+    # in two parts, the warning (a tone, "请在十秒内说完") between them, the second appended quietly.
+    assert "Record(${CX_FILE}.wav,8,290,ak)" in dialplan and "Record(${CX_FILE}.wav,8,10,aqk)" in dialplan
+    shorter = render(ivr=IvrTimings(record_silence_s=5, record_max_s=90, record_warning_s=15))["extensions.conf"]
+    assert "Record(${CX_FILE}.wav,5,75,ak)" in shorter and "Record(${CX_FILE}.wav,5,15,aqk)" in shorter
     (operator,) = [arguments for arguments in applications(dialplan, "Dial") if "op1" in arguments]
     assert operator.startswith("PJSIP/op1&PJSIP/op2,30,")
     assert "Set(TIMEOUT(absolute)=3600)" in dialplan
@@ -102,7 +101,9 @@ def test_the_call_limit_says_goodbye_in_every_context_a_caller_can_be_in() -> No
     for context in ("hotline", "hotline-message", "hotline-readback", "hotline-status", "hotline-operator"):
         section = dialplan.split(f"[{context}]\n")[1].split("\n[")[0]
         assert "exten => T,1," in section, context
-    assert "exten => T,1,Playback(/srv/cunxiang/main/sounds/cunxiang/goodbye)" in dialplan
+    # …and says, for the hang-up handler, that the limit (not the caller) ended the call.
+    goodbye = "exten => T,1,Set(CX_END=call_limit)\n same => n,Playback(/srv/cunxiang/main/sounds/cunxiang/goodbye)"
+    assert goodbye in dialplan
 
 
 def test_without_an_operator_key_0_goes_straight_to_leaving_a_message() -> None:
@@ -130,3 +131,21 @@ def test_paths_map_between_our_view_and_asterisks_and_never_leave_the_directory(
     for escape in ("/srv/cunxiang/main/spool/cunxiang/../../etc/manager.conf", "/etc/passwd"):
         with pytest.raises(ValueError):
             shared.to_host(escape)
+
+
+def test_a_caller_whose_number_is_withheld_is_never_promised_a_callback() -> None:
+    dialplan = render()["extensions.conf"]
+    assert 'Set(CX_WITHHELD=${IF($["${CALLERID(pres):0:6}" = "prohib" | "${CALLERID(num)}" = ""' in dialplan
+    lines = dialplan.splitlines()
+    promises = [
+        index
+        for index, line in enumerate(lines)
+        if re.search(r"/(will_call_back|nothing_heard|operator_busy|number_by_callback)\b(?!_)", line)
+    ]
+    assert len(promises) == 4
+    for index in promises:
+        line = lines[index]
+        # Either the promise is the other branch of a withheld test, or a withheld caller went elsewhere first.
+        branch = 'ExecIf($["${CX_WITHHELD}" = "1"]?Playback(' in line
+        went_elsewhere = 'GotoIf($["${CX_WITHHELD}" = "1"]?unreachable_withheld)' in lines[index - 1]
+        assert branch or went_elsewhere, line

@@ -6,9 +6,13 @@ import wave
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+from pydantic import ValidationError
+
 from common.clock import SystemClock
-from hotline.prompts import PROMPTS, PromptInstaller, SpeechRenderer, catalog
+from hotline.prompts import PROMPTS, PromptInstaller, SpeechRenderer, catalog, chinese_number
 from server import Runtime
+from settings import IvrSettings
 from storage.models import CASE_STATUSES
 from tests.hotline.wavs import write_wav
 
@@ -46,6 +50,15 @@ class CountingRenderer:
 
 def installer(renderer: CountingRenderer, target: Path, county: str = "示例县") -> PromptInstaller:
     return PromptInstaller(cast(SpeechRenderer, renderer), target, county=county, clock=SystemClock())
+
+
+def test_the_record_warning_says_its_seconds_in_chinese_and_a_warning_longer_than_a_message_is_refused() -> None:
+    assert [chinese_number(value) for value in (3, 10, 15, 30, 45)] == ["三", "十", "十五", "三十", "四十五"]
+    said = {prompt.id: prompt.text for prompt in catalog("示例县", record_warning_s=15)}
+    assert said["record_warning"] == "请在十五秒内说完。"
+    assert "请在十秒内说完" in next(prompt.text for prompt in catalog("示例县") if prompt.id == "record_warning")
+    with pytest.raises(ValidationError, match="record_warning_s"):
+        IvrSettings(record_max_s=8, record_warning_s=10)
 
 
 def test_every_case_status_has_a_sentence_and_digits_read_one_as_yao() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,9 +11,9 @@ from sqlalchemy import select
 from common.clock import SystemClock
 from hotline.ami import AmiLink
 from hotline.calls import CallTracker
-from hotline.intake import CallFacts, IntakeService
+from hotline.intake import CallFacts, IntakeService, missed_reason
 from hotline.phones import PhoneRegistry
-from hotline.reconcile import CdrCall, Reconciler, read_cdr
+from hotline.reconcile import CdrCall, Reconciler, clid_name, read_cdr, with_cdr_times
 from hotline.recordings import RecordingStore
 from server import Runtime
 from storage.models import Call, Case, MissedCall, Recording
@@ -59,6 +59,78 @@ def test_a_cdr_record_says_where_the_caller_got_to() -> None:
     assert CdrCall("c3", [{"userfield": "", "start": "", "end": ""}]).facts() is None
 
 
+def test_the_last_cdr_mark_says_who_called_when_whether_she_heard_her_number_and_who_ended_it() -> None:
+    row = {
+        "userfield": "cx:hotline:done:1:petition::1:ivr:1796445611.754339:allowed_not_screened",
+        "src": "13930000003",
+        "clid": '"孙大妈" <13930000003>',
+        "start": "2026-12-05 04:40:11",
+        "end": "2026-12-05 04:40:40",
+    }
+    facts = CdrCall("c4", [row]).facts()
+    assert facts is not None
+    assert (facts.caller_raw, facts.caller_name, facts.presentation) == (
+        "13930000003",
+        "孙大妈",
+        "allowed_not_screened",
+    )
+    assert facts.number_told is True and facts.ended_by == "ivr"
+    # The dialplan's own start, to the microsecond, rather than the CSV's whole second; the CSV's end.
+    assert facts.started_at == datetime.fromtimestamp(1796445611.754339, UTC)
+    assert facts.ended_at == datetime(2026, 12, 5, 4, 40, 40, tzinfo=UTC)
+    # An older mark (before 0006's dialplan) still reads, with nothing more known.
+    old = CdrCall("c5", [row | {"userfield": "cx:hotline:recording:1:petition:", "clid": '"" <13930000003>'}]).facts()
+    assert old is not None and old.number_told is False and old.ended_by is None and old.caller_name is None
+    assert old.started_at == datetime(2026, 12, 5, 4, 40, 11, tzinfo=UTC)
+    assert [clid_name(text) for text in ('"王 大娘" <1>', "<1>", '"" <1>', "")] == ["王 大娘", None, None, None]
+
+
+def test_a_call_the_tracker_held_takes_its_end_and_its_ending_from_the_cdr() -> None:
+    started = datetime(2026, 12, 5, 1, 21, 58, 500000, tzinfo=UTC)
+    held = CallFacts("h", caller_raw="13800001111", caller_name="王大娘", started_at=started, stage="recording")
+    recorded = CallFacts(
+        "h",
+        started_at=started.replace(microsecond=0),
+        ended_at=datetime(2026, 12, 5, 1, 22, 40, tzinfo=UTC),
+        stage="done",
+        ended_by="system",
+        number_told=False,
+    )
+    merged = with_cdr_times(held, recorded)
+    assert (merged.caller_name, merged.stage, merged.ended_by) == ("王大娘", "done", "system")
+    assert merged.started_at == started.replace(microsecond=0) and merged.ended_at == recorded.ended_at
+    assert with_cdr_times(held, None) is held  # no record: nothing invented (its end stays unknown)
+
+
+def test_a_call_the_system_ended_is_never_put_down_to_the_caller() -> None:
+    assert missed_reason(CallFacts("m", stage="menu", ended_by="caller"), has_message=False) == "hung_up_at_menu"
+    assert missed_reason(CallFacts("m", stage="menu", ended_by="system"), has_message=False) == "ended_by_system"
+    assert missed_reason(CallFacts("m", stage="welcome", ended_by="call_limit"), has_message=False) == "ended_by_system"
+    assert missed_reason(CallFacts("m", stage="recording"), has_message=True) == "nothing_said"
+
+
+def test_calls_found_in_the_live_list_are_followed_as_ours_and_those_gone_are_handed_back() -> None:
+    tracker = CallTracker(lambda facts: None, clock=SystemClock())  # type: ignore[arg-type,return-value]
+    tracker._queue = cast(Any, object())  # started, as far as handling events goes
+    tracker.handle({"Event": "Newchannel", "Linkedid": "held", "Uniqueid": "held-1", "Timestamp": "1796445600.5"})
+    tracker.handle({"Event": "UserEvent", "UserEvent": "CxStage", "Linkedid": "held", "Kind": "hotline"})
+    live = [
+        # After a restart: a hotline call the tracker never heard of, two channels, one in our IVR.
+        {"Linkedid": "new", "Uniqueid": "new-1", "Context": "villager", "Duration": "00:00:12"},
+        {"Linkedid": "new", "Uniqueid": "new-2", "Context": "hotline-message", "Duration": "00:00:11",
+         "CallerIDNum": "13930000006", "CallerIDName": "王大娘"},
+        {"Linkedid": "other", "Uniqueid": "other-1", "Context": "from-elsewhere", "Duration": "00:01:00"},
+    ]  # fmt: skip
+    before = datetime.now(UTC)
+    (gone,) = tracker.resync(live)
+    assert gone.linkedid == "held" and gone.ended_at is None  # nobody saw it end: the CDR will say
+    assert gone.started_at == datetime.fromtimestamp(1796445600.5, UTC)
+    new = tracker.calls["new"]
+    assert new.kind == "hotline" and (new.caller_raw, new.caller_name) == ("13930000006", "王大娘")
+    assert new.started_at is not None and new.started_at <= before - timedelta(seconds=11)
+    assert tracker.calls["other"].kind is None  # not ours: dropped when it ends
+
+
 def test_only_complete_lines_are_read_and_the_offset_says_where_to_go_on(tmp_path: Path) -> None:
     path = tmp_path / "Master.csv"
     path.write_text(cdr_line("a", "a-ivr", "cx:hotline:menu:::") + '"", "half a line')
@@ -100,7 +172,7 @@ async def test_calls_that_ended_unseen_are_settled_from_the_cdr_once_and_live_on
     finally:
         await tracker.stop()
     assert (first.settled_from_cdr, second.settled_from_cdr, third.settled_from_cdr) == (3, 0, 1)
-    assert first.attached == 0  # the spoken message's file was attached while settling from the CDR
+    assert first.attached == 1  # the spoken message's file, attached while settling from the CDR
     async with runtime.sessions() as session:
         calls = {call.linkedid: call.outcome for call in (await session.scalars(select(Call))).all()}
         case = await session.scalar(select(Case))

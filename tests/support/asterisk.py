@@ -37,12 +37,15 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from common.clock import SystemClock
+from hotline.ami import AmiConfig, AmiLink, Message
 from hotline.asterisk import Sandbox, instance_paths
-from hotline.dialtest import HangupAt, VillagerCall, VillagerScript
+from hotline.dialtest import HangupAt, SimulatedVillager, VillagerCall, VillagerScript
 from hotline.part import Telephony, sandbox_up
 from hotline.recordings import inspect
 from server import Runtime, build_runtime
 from settings import Settings
+from tests.support.cli import environment
 from tests.support.required import missing
 from tests.support.settings import make_settings
 
@@ -152,6 +155,25 @@ class SandboxInstance:
             # The offline engine only: no waiting for an unreachable cloud in tests.
             "tts": TtsSettings(engines=("espeak",), espeak_speed_wpm=400),
         }
+
+    def environment(self, data_dir: Path, database_url: str, **ivr: Any) -> dict[str, str]:
+        """The environment of a ``cunxiang`` process using this instance with the tests' settings (and ``ivr``).
+
+        The same values as :meth:`settings_values`, so the process finds the dialplan already rendered
+        and the prompts already installed (nothing reloaded, nothing rendered again).
+        """
+        values = self.settings_values(**ivr)
+        env = environment(data_dir, CUNXIANG_ASTERISK="sandbox", CUNXIANG_DATABASE_URL=database_url)
+        for section in ("ami", "fastagi", "sandbox", "ivr", "hotline", "tts"):
+            for name, value in values[section].model_dump(exclude_unset=True).items():
+                if isinstance(value, bool):
+                    text = "true" if value else "false"
+                elif isinstance(value, tuple | list):
+                    text = ",".join(str(item) for item in value)
+                else:
+                    text = str(value)
+                env[f"CUNXIANG_{section.upper()}_{name.upper()}"] = text
+        return env
 
     def reset(self) -> None:
         """Empty the spool and the CDR file between tests (the previous test's calls are not this one's)."""
@@ -345,6 +367,81 @@ class Hotline:
             for channel in channels:
                 await link.hangup(channel["Channel"])
             await asyncio.sleep(0.1)
+
+
+class Villagers:
+    """Simulated villagers on a link of their own straight to Asterisk: they go on calling while the service's
+    link is cut, or the service is down; and what the IVR did on each call, as the villager side saw it."""
+
+    def __init__(self, link: AmiLink, media: Media) -> None:
+        self.link = link
+        self.media = media
+        self.villager = SimulatedVillager(link)
+        self.reached: dict[tuple[str, str], asyncio.Event] = {}
+        # Per call: every prompt the IVR played (Playback's argument, in order), and the villager's channel.
+        self.played: dict[str, list[str]] = {}
+        self.channels: dict[str, str] = {}
+        self.record_limit: dict[str, list[str]] = {}
+        link.add_listener(self._listen)
+
+    def _listen(self, event: Message) -> None:
+        linkedid = event.get("Linkedid", "")
+        name = event.get("Event")
+        if name == "Newexten" and event.get("Application") == "Playback":
+            self.played.setdefault(linkedid, []).append(event.get("AppData", ""))
+        if name != "UserEvent":
+            return
+        user_event = event.get("UserEvent")
+        if user_event == "CxVillager" and event.get("Stage") == "ready":
+            self.channels[linkedid] = event.get("Channel", "")
+        if user_event == "CxRecordLimit":
+            self.record_limit.setdefault(linkedid, []).append(event.get("Stage", ""))
+        stage = event.get("Stage", "") if user_event in ("CxStage", "CxVillager") else ""
+        self.reached.setdefault((linkedid, stage), asyncio.Event()).set()
+
+    async def wait(self, linkedid: str, stage: str, timeout_s: float = 60) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self.reached.setdefault((linkedid, stage), asyncio.Event()).wait()
+
+    def prompts(self, linkedid: str) -> list[str]:
+        """The names of the prompts played on a call (``digit_4``, ``recorded``…), in order."""
+        return [part.rsplit("/", 1)[-1] for played in self.played.get(linkedid, []) for part in played.split("&")]
+
+    def start(
+        self,
+        call_id: str,
+        *,
+        hangup_at: HangupAt = "end",
+        keys: tuple[str, ...] = ("1",),
+        caller: str = "13700000000",
+        caller_name: str = "",
+        repeat: int = 1,
+    ) -> asyncio.Task[VillagerCall]:
+        """Place a call; she says the villager's sentence ``repeat`` times over when asked to speak."""
+        audio = PurePosixPath("&".join([str(self.media.villager)] * repeat))
+        script = VillagerScript(caller=caller, caller_name=caller_name, keys=keys, audio=audio, hangup_at=hangup_at)
+        return asyncio.ensure_future(self.villager.call(script, call_id=call_id, timeout_s=180))
+
+    async def hang_up(self, linkedid: str) -> None:
+        """She hangs up, wherever the IVR is."""
+        await self.link.hangup(self.channels[linkedid])
+
+
+@pytest.fixture
+async def villagers(asterisk_instance: SandboxInstance, media: Media) -> AsyncIterator[Villagers]:
+    link = AmiLink(
+        AmiConfig("127.0.0.1", asterisk_instance.ami_port, "cunxiang", asterisk_instance.ami_secret, reconnect_max_s=1),
+        clock=SystemClock(),
+    )
+    await link.start()
+    await link.wait_connected(30)
+    try:
+        yield Villagers(link, media)
+    finally:
+        with contextlib.suppress(Exception):
+            for channel in await link.live_channels():
+                await link.hangup(channel["Channel"])
+        await link.stop()
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ class ServiceProcess:
             try:
                 last = self.health()
                 if predicate(last):
-                    return last
+                    return dict(last)
             except OSError:
                 pass
             time.sleep(0.1)

@@ -179,6 +179,12 @@ class CaseDetailOut(CaseSummaryOut):
     category_label: str
     caller_withheld: bool
     test_call: bool
+    # When the service registered the case (created_at is when the call began; after an outage, earlier).
+    learnt_at: datetime | None
+    # Hotline cases: whether the caller heard her case number in full (None: not a phone case).
+    number_told: bool | None
+    # Someone should call her back to tell her the number: not told, and no callback has reached her yet.
+    tell_number: bool
     leader_name: str | None
     accepted_at: datetime | None
     acceptance_due: datetime | None
@@ -468,11 +474,15 @@ async def case_detail(request: web.Request, case_id: int, *, via: str) -> dict[s
     if acceptance_due is None and case.status == "new":
         acceptance_due = deadlines.acceptance_deadline(case.created_at)
     data = summary_json(row)
+    callbacks = await cases.callbacks.attempts(case.id)
     data.update(
         {
             "category_label": CASE_CATEGORIES.get(case.category, case.category),
             "caller_withheld": case.caller_withheld,
             "test_call": case.test_call,
+            "learnt_at": case.learnt_at,
+            "number_told": case.number_told,
+            "tell_number": case.number_told is False and not any(attempt.state == "answered" for attempt in callbacks),
             "leader_name": ledger.leader_name if ledger else None,
             "accepted_at": ledger.accepted_at if ledger else None,
             "acceptance_due": acceptance_due,
@@ -497,7 +507,7 @@ async def case_detail(request: web.Request, case_id: int, *, via: str) -> dict[s
             "late": ledger.late if ledger else False,
             "rejected_reason": ledger.rejected_reason if ledger else None,
             "recordings": [recording_json(case, recording, may_download=may_download) for recording in recordings],
-            "callbacks": [callback_json(attempt) for attempt in await cases.callbacks.attempts(case.id)],
+            "callbacks": [callback_json(attempt) for attempt in callbacks],
             "surveys": [survey_json(attempt) for attempt in await cases.surveys.attempts(case.id)],
             "history": [event_json(event) for event in await cases.workflow.history(case.id)],
             "actions": [

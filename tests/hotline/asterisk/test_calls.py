@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import PurePosixPath
 
+import pytest
 from sqlalchemy import func, select
 
 from hotline.ami import Message
+from hotline.dialtest import VillagerScript
 from storage.models import Call, Case, MissedCall
 from tests.support.asterisk import Hotline
 
@@ -144,3 +147,38 @@ async def test_ten_calls_at_once_make_ten_cases_each_with_its_own_recording(hotl
         assert await session.scalar(select(func.count()).select_from(Call)) == 10
         assert await session.scalar(select(func.count()).select_from(MissedCall)) == 0
     assert hotline.spool() == []
+
+
+@pytest.mark.ivr(record_max_s=6, record_warning_s=3)
+async def test_a_caller_still_speaking_at_the_limit_hears_a_warning_and_that_her_message_was_cut(
+    hotline: Hotline,
+) -> None:
+    telephony = hotline.telephony
+    assert telephony.prompts is not None
+    await telephony.prompts.install()  # the warning says this test's seconds
+    assert telephony.prompts.manifest()["record_warning"]["text"] == "请在三秒内说完。"
+    played: list[str] = []
+    limit: list[str] = []
+
+    def listen(event: Message) -> None:
+        if event.get("Event") == "Newexten" and event.get("Application") == "Playback":
+            played.extend(part.rsplit("/", 1)[-1] for part in event.get("AppData", "").split("&"))
+        if event.get("UserEvent") == "CxRecordLimit":
+            limit.append(event.get("Stage", ""))
+
+    # She talks on and on: her sentence three times over, far past the six seconds a message may last.
+    audio = PurePosixPath("&".join([str(hotline.media.villager)] * 3))
+    telephony.link.add_listener(listen)
+    try:
+        call = await telephony.villager.call(VillagerScript(caller="13800003333", keys=("1",), audio=audio))
+    finally:
+        telephony.link.remove_listener(listen)
+    assert limit == ["warned", "cut"]
+    # A short tone and 请在三秒内说完 before the limit; at it, that the message was cut; then her number.
+    order = [played.index(name) for name in ("beep", "record_warning", "record_cut", "recorded", "case_number_is")]
+    assert order == sorted(order), played
+    case = (await hotline.settled(call.linkedid))["case"]
+    assert call.read_back == case["number"] and case["number_told"] is True
+    (recording,) = case["recordings"]
+    # Both parts of her message, in one file: up to the warning, and the three seconds after it.
+    assert 5.0 <= recording["duration_s"] <= 6.5, recording

@@ -3,6 +3,7 @@ recordings, the sandbox's status, and the configuration for a site's own Asteris
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -14,7 +15,7 @@ import pytest
 
 from hotline.asterisk import instance_paths
 from tests.hotline.wavs import write_wav
-from tests.support.asterisk import REPOSITORY, SandboxInstance, free_port
+from tests.support.asterisk import REPOSITORY, Hotline, SandboxInstance, free_port
 from tests.support.cli import environment
 
 pytestmark = pytest.mark.timeout(600)
@@ -104,6 +105,28 @@ def test_the_dial_test_plays_a_given_recording_presses_the_given_keys_and_hangs_
     assert case["sealed"] and case["category"] == "discipline" and case["caller_number"] == "13600002222"
     (recording,) = case["recordings"]
     assert not recording["empty"] and 2.5 <= recording["duration_s"] <= 5.0, recording
+
+
+async def test_a_dial_test_beside_a_running_service_logs_only_its_own_call(
+    hotline: Hotline, tmp_path: Path, database_url: str, asterisk_instance: SandboxInstance
+) -> None:
+    """The service's worker settles the dial test's call; the other calls on the line are none of its business."""
+    env = asterisk_instance.environment(tmp_path / "data", database_url)
+    dial_test = asyncio.ensure_future(
+        asyncio.to_thread(cunxiang, ["hotline", "dial-test", "--keys", "1", "--hangup-at", "recording"], env)
+    )
+    others = []
+    while not dial_test.done():  # villagers keep calling (and hanging up at the welcome) meanwhile
+        others.append((await hotline.call(hangup_at="welcome", speak=False, caller="13900009999")).linkedid)
+    done = await dial_test
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["outcome"] == "case" and result["call"]["settled_by"] in ("fastagi", "tracker")
+    assert others and all(linkedid not in done.stderr for linkedid in others), done.stderr
+    warnings = [line for line in done.stderr.splitlines() if " WARNING " in line]
+    assert all("ami: standby -> down connecting" in line for line in warnings), warnings  # its link starting
+    for linkedid in others:  # and the service settled them, as ever
+        assert (await hotline.settled(linkedid))["outcome"] == "missed"
 
 
 def test_a_caller_who_hangs_up_at_the_welcome_is_reported_as_a_missed_call(env: dict[str, str]) -> None:

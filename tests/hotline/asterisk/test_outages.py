@@ -1,28 +1,36 @@
-"""Outages: the AMI link cut mid-call, Asterisk restarted, the service started without Asterisk.
+"""Outages: the AMI link cut at the hang-ups, Asterisk restarted with calls up, the service started without Asterisk.
 
-Afterwards every call has exactly one case and no recording is lost. The simulated villagers use a
-link of their own straight to Asterisk, so they go on calling while the service's link is down.
+Afterwards every call has exactly one case (or missed call) with its recording — and every record says
+what happened: when the call began and ended (Asterisk's times, not when the service heard of it), who
+ended it, whether the caller heard her case number. The simulated villagers use a link of their own
+straight to Asterisk, so they go on calling while the service's link is down.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from sqlalchemy import func, select
 
-from common.clock import SystemClock
-from hotline.ami import AmiConfig, AmiLink, Message
-from hotline.dialtest import HangupAt, SimulatedVillager, VillagerCall, VillagerScript
+from hotline.dialtest import SimulatedVillager
+from hotline.intake import CallFacts, Settlement
 from server import Runtime
 from settings import Settings
-from storage.models import Call, Case, MissedCall
 from tests.conftest import make_settings
-from tests.support.asterisk import Media, SandboxInstance, ivr_marker
+from tests.hotline.asterisk.records import (
+    assert_one_message_recording_on_disk,
+    assert_times_are_the_calls,
+    cdr_times,
+    counts,
+    record_of,
+)
+from tests.support.asterisk import Media, SandboxInstance, Villagers, ivr_marker
 from tests.support.tcp_proxy import CuttableProxy
 
 
@@ -52,101 +60,139 @@ def settings(
     return make_settings(tmp_path / "data", database_url, **values)
 
 
-class Villagers:
-    """Simulated villagers on their own AMI link, and a way to wait for their calls' stages."""
-
-    def __init__(self, link: AmiLink, media: Media) -> None:
-        self.link = link
-        self.media = media
-        self.villager = SimulatedVillager(link)
-        self.reached: dict[tuple[str, str], asyncio.Event] = {}
-        link.add_listener(self._listen)
-
-    def _listen(self, event: Message) -> None:
-        if event.get("Event") != "UserEvent":
-            return
-        stage = event.get("Stage", "") if event.get("UserEvent") in ("CxStage", "CxVillager") else ""
-        self.reached.setdefault((event.get("Linkedid", ""), stage), asyncio.Event()).set()
-
-    async def wait(self, linkedid: str, stage: str, timeout_s: float = 60) -> None:
-        async with asyncio.timeout(timeout_s):
-            await self.reached.setdefault((linkedid, stage), asyncio.Event()).wait()
-
-    def start(
-        self, call_id: str, *, hangup_at: HangupAt = "end", keys: tuple[str, ...] = ("1",)
-    ) -> asyncio.Task[VillagerCall]:
-        script = VillagerScript(caller="13700000000", keys=keys, audio=self.media.villager, hangup_at=hangup_at)
-        return asyncio.ensure_future(self.villager.call(script, call_id=call_id, timeout_s=120))
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def villagers(asterisk_instance: SandboxInstance, media: Media) -> AsyncIterator[Villagers]:
-    link = AmiLink(
-        AmiConfig("127.0.0.1", asterisk_instance.ami_port, "cunxiang", asterisk_instance.ami_secret, reconnect_max_s=1),
-        clock=SystemClock(),
-    )
-    await link.start()
-    await link.wait_connected(30)
-    yield Villagers(link, media)
-    await link.stop()
-
-
-async def counts(runtime: Runtime) -> tuple[int, int, int]:
-    async with runtime.sessions() as session:
-        return (
-            await session.scalar(select(func.count()).select_from(Case)) or 0,
-            await session.scalar(select(func.count()).select_from(MissedCall)) or 0,
-            await session.scalar(select(func.count()).select_from(Call)) or 0,
-        )
-
-
-async def assert_each_call_has_one_case_with_its_recording(runtime: Runtime, linkedids: list[str]) -> None:
-    for linkedid in linkedids:
-        outcome = await runtime.hotline.intake.outcome(linkedid)
-        assert outcome is not None and outcome["outcome"] == "case", (linkedid, outcome)
-        (recording,) = outcome["case"]["recordings"]
-        assert recording["kind"] == "message" and not recording["empty"]
-    assert await counts(runtime) == (len(linkedids), 0, len(linkedids))
-    assert runtime.hotline.store.spool_files() == []
-
-
-async def test_calls_that_end_while_the_ami_link_is_cut_each_become_one_case_once_it_is_back(
-    server: TestServer, runtime: Runtime, ami_proxy: CuttableProxy, villagers: Villagers
+async def test_a_link_that_was_healthy_reconnects_after_the_shortest_wait_however_many_drops_came_before(
+    server: TestServer, runtime: Runtime, ami_proxy: CuttableProxy
 ) -> None:
     telephony = runtime.hotline.telephony
     assert telephony is not None
-    await telephony.link.wait_connected(30)
-    ids = [f"cut-{index}-{SimulatedVillager.new_call_id()}" for index in range(4)]
-    calls = [
-        villagers.start(call_id, hangup_at="recording" if index % 2 else "end") for index, call_id in enumerate(ids)
-    ]
-    for call_id in ids:
-        await villagers.wait(call_id, "speaking")
-    runs = telephony.reconciler.runs
-    ami_proxy.cut()  # the service's socket is closed under it, and it cannot reconnect
-    finished = await asyncio.gather(*calls)
-    assert all(call.ended for call in finished)
-    assert not telephony.link.connected
-    # Meanwhile FastAGI still ran: cases were opened, but no recording has moved (no one saw the hang-ups).
-    assert len(runtime.hotline.store.spool_files()) == 4
+    link = telephony.link
+    shortest, longest = link.config.reconnect_min_s, link.config.reconnect_max_s
+    assert longest >= 4 * shortest
+    await link.wait_connected(30)
+    # A long outage: every failed try doubles the wait, towards the longest.
+    ami_proxy.cut()
+    await wait_for(lambda: link.health.extra.get("retry_in_s", 0) > 2 * shortest * 1.2)
     ami_proxy.restore()
+    await link.wait_connected(30)
+    # Connected and booted again: the next drop waits the shortest time (± its 20 % jitter), not the last wait.
+    ami_proxy.cut()
+    await wait_for(lambda: "retry_in_s" in link.health.extra)
+    assert link.health.extra["retry_in_s"] <= shortest * 1.2
+    ami_proxy.restore()
+    await link.wait_connected(30)
+
+
+async def test_calls_that_end_while_the_ami_link_is_cut_are_settled_once_and_say_what_happened(
+    server: TestServer,
+    runtime: Runtime,
+    ami_proxy: CuttableProxy,
+    villagers: Villagers,
+    asterisk_instance: SandboxInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    telephony = runtime.hotline.telephony
+    assert telephony is not None
     await telephony.link.wait_connected(30)
-    await telephony.reconciler.wait_for_run(after=runs, timeout_s=30)
+    told, cut_short, menu = (f"{name}-{SimulatedVillager.new_call_id()}" for name in ("told", "cut", "menu"))
+    # She hears her number to the end; she hangs up as it starts; (later) she hangs up at the menu.
+    calls = [
+        villagers.start(told, caller="13930000003", caller_name="孙大妈"),
+        villagers.start(cut_short, caller="13930000004", hangup_at="readback"),
+    ]
+    for call_id in (told, cut_short):
+        await villagers.wait(call_id, "speaking")
+    ami_proxy.cut()  # the service's socket is closed under it: it sees none of the hang-ups
+    calls.append(villagers.start(menu, caller="13930000005", hangup_at="menu", keys=()))
+    finished = await asyncio.gather(*calls)
+    assert all(call.ended for call in finished) and not telephony.link.connected
+    assert finished[0].read_back is not None and finished[1].read_back is None
+    # FastAGI still ran: cases were opened, but no recording has moved (nobody saw the last channel go).
+    assert len(runtime.hotline.store.spool_files()) == 2
+    await asyncio.sleep(2)  # the outage outlasts the calls: the reconnect comes measurably later
+    reconnected_at = datetime.now(UTC)
+
+    # The first reconciliation is cut by a second drop of the link half-way through its database work.
+    intake = runtime.hotline.intake
+    settle = intake.settle
+    reconciling, go_on = asyncio.Event(), asyncio.Event()
+
+    async def settle_then_wait(facts: CallFacts, *, via: str) -> Settlement:
+        if via == "reconcile" and not reconciling.is_set():
+            reconciling.set()
+            await go_on.wait()
+        return await settle(facts, via=via)
+
+    monkeypatch.setattr(intake, "settle", settle_then_wait)
+    runs = telephony.reconciler.runs
+    ami_proxy.restore()
+    async with asyncio.timeout(30):
+        await reconciling.wait()
+    ami_proxy.cut()
+    await wait_for(lambda: not telephony.link.connected)
+    go_on.set()
+    first = await telephony.reconciler.wait_for_run(after=runs, timeout_s=30)
+    # It went on to the end, and counted only what it did itself: the two calls the tracker held
+    # ended unseen, FastAGI had settled all three, the two recordings were moved by this run.
+    assert sorted(first.finished_from_tracker) == sorted([told, cut_short])
+    assert (first.settled_from_tracker, first.settled_from_cdr, first.settled_from_spool) == (0, 0, 0)
+    assert first.attached == 2
+    ami_proxy.restore()
+    second = await telephony.reconciler.wait_for_run(after=runs + 1, timeout_s=30)
+    assert second.as_dict() | {"reason": "", "live_calls": 0} == {
+        "reason": "",
+        "live_calls": 0,
+        "finished_from_tracker": 0,
+        "settled_from_tracker": 0,
+        "settled_from_cdr": 0,
+        "settled_from_spool": 0,
+        "attached": 0,
+        "purged": 0,
+    }
     await telephony.tracker.wait_idle(30)
-    await assert_each_call_has_one_case_with_its_recording(runtime, ids)
+    failures = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not failures, [record.getMessage() for record in failures]
+    assert not any(record.exc_info for record in caplog.records if "reconcil" in record.getMessage())
+
+    assert await counts(runtime) == (2, 1, 3)  # none lost, none doubled
+    assert runtime.hotline.store.spool_files() == []
+    cdr = cdr_times(asterisk_instance)
+    records = {linkedid: await record_of(runtime, linkedid) for linkedid in (told, cut_short, menu)}
+    for linkedid, record in records.items():
+        assert_times_are_the_calls(record, cdr[linkedid])
+        assert record.call.ended_at is not None and record.call.ended_at < reconnected_at
+    heard, not_heard, missed = records[told], records[cut_short], records[menu]
+    assert heard.case is not None and heard.case.caller_name == "孙大妈" and heard.case.caller_number == "13930000003"
+    assert heard.case.number_told is True and heard.call.ended_by == "ivr"
+    assert not_heard.case is not None and not_heard.case.number_told is False  # flagged: call her to tell it
+    assert not_heard.call.ended_by == "caller"
+    for record in (heard, not_heard):
+        assert_one_message_recording_on_disk(runtime, record)
+    assert missed.case is None and missed.missed is not None and missed.missed.reason == "hung_up_at_menu"
+    assert missed.call.ended_by == "caller" and missed.recordings == []
 
 
 @pytest.mark.ivr(record_silence_s=30)
-async def test_calls_cut_off_by_an_asterisk_restart_keep_their_recordings_and_each_become_one_case(
+async def test_calls_cut_off_by_an_asterisk_restart_are_kept_as_ended_by_the_system_not_by_the_caller(
     server: TestServer, runtime: Runtime, villagers: Villagers, asterisk_instance: SandboxInstance
 ) -> None:
     telephony = runtime.hotline.telephony
     assert telephony is not None
     await telephony.link.wait_connected(30)
-    ids = [f"restart-{index}-{SimulatedVillager.new_call_id()}" for index in range(3)]
-    calls = [villagers.start(call_id) for call_id in ids]
-    for call_id in ids:
+    speaking = [f"restart-{index}-{SimulatedVillager.new_call_id()}" for index in range(2)]
+    at_menu = f"restart-menu-{SimulatedVillager.new_call_id()}"
+    calls = [villagers.start(call_id) for call_id in speaking]
+    for call_id in speaking:
         await villagers.wait(call_id, "spoken")  # said her piece; the recording is still running
+    calls.append(villagers.start(at_menu, keys=()))
+    await villagers.wait(at_menu, "menu")  # listening to the choices
     runs = telephony.reconciler.runs
     sandbox = asterisk_instance.sandbox
     await sandbox.stop()
@@ -157,12 +203,29 @@ async def test_calls_cut_off_by_an_asterisk_restart_keep_their_recordings_and_ea
     await telephony.link.wait_connected(60)
     await telephony.reconciler.wait_for_run(after=runs, timeout_s=60)
     await telephony.tracker.wait_idle(30)
-    await assert_each_call_has_one_case_with_its_recording(runtime, ids)
+
+    assert await counts(runtime) == (2, 1, 3)
+    assert runtime.hotline.store.spool_files() == []
+    cdr = cdr_times(asterisk_instance)
+    for linkedid in speaking:
+        record = await record_of(runtime, linkedid)
+        assert record.case is not None and record.call.ended_by == "system"
+        assert record.case.number_told is False  # she never heard a number: someone calls her to tell it
+        assert_times_are_the_calls(record, cdr[linkedid])
+        assert_one_message_recording_on_disk(runtime, record)
+    cut_off = await record_of(runtime, at_menu)
+    assert cut_off.missed is not None and cut_off.missed.reason == "ended_by_system"  # she did not hang up
+    assert cut_off.call.ended_by == "system" and cut_off.missed.callback_state == "pending"
+    assert_times_are_the_calls(cut_off, cdr[at_menu])
 
 
 @pytest.mark.parametrize("ami_proxy", ["down"], indirect=True)
 async def test_a_service_started_without_asterisk_says_so_and_settles_the_calls_once_it_can(
-    ami_proxy: CuttableProxy, villagers: Villagers, server: TestServer, runtime: Runtime
+    ami_proxy: CuttableProxy,
+    villagers: Villagers,
+    server: TestServer,
+    runtime: Runtime,
+    asterisk_instance: SandboxInstance,
 ) -> None:
     telephony = runtime.hotline.telephony
     assert telephony is not None
@@ -182,6 +245,12 @@ async def test_a_service_started_without_asterisk_says_so_and_settles_the_calls_
     assert call.read_back is not None  # FastAGI answered: she heard her case number
     ami_proxy.restore()
     await telephony.link.wait_connected(30)
-    await telephony.reconciler.wait_for_run(after=0, timeout_s=30)
+    report = await telephony.reconciler.wait_for_run(after=0, timeout_s=30)
     await telephony.tracker.wait_idle(30)
-    await assert_each_call_has_one_case_with_its_recording(runtime, [call_id])
+    assert report.attached == 1 and report.settled_from_cdr == 0  # FastAGI had settled it; the recording waited
+    assert await counts(runtime) == (1, 0, 1)
+    record = await record_of(runtime, call_id)
+    assert record.case is not None and record.case.number_told is True
+    assert_times_are_the_calls(record, cdr_times(asterisk_instance)[call_id])
+    assert_one_message_recording_on_disk(runtime, record)
+    assert runtime.hotline.store.spool_files() == []
