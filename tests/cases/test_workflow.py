@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from common.clock import ManualClock
+from hotline.intake import CallFacts
 from server import Runtime
 from storage.models import Case, CaseEvent, CaseLedger
 from tests.cases.conftest import CaseMaker, County, People, advance_days
@@ -321,3 +322,21 @@ async def test_saved_views_keep_filters_privately_or_shared(
     assert (await people.leader.client.delete(f"/api/v1/case-views/{shared['id']}")).status == 404
     page = await (await operator.get(f"/cases?view_id={view['id']}")).text()
     assert in_a.number in page and "甲乡待受理" in page
+
+
+async def test_a_call_the_service_learnt_of_late_dates_its_case_and_its_clocks_from_the_call(
+    runtime: Runtime, county: County, people: People, clock: ManualClock
+) -> None:
+    # The call came in on Saturday morning; the service, down all weekend, learns of it on Monday.
+    called = clock.now() - timedelta(days=2)
+    facts = CallFacts("late-call", caller_raw="13800001111", started_at=called, stage="recorded", choice="1")
+    ticket = await runtime.hotline.intake.open_case(facts, via="reconcile")
+    operator = people.operator_county.client
+    detail = await operator.get_json(f"/api/v1/cases/{ticket.case_id}")
+    assert detail["created_at"] == called.isoformat() and detail["learnt_at"] == clock.now().isoformat()
+    # 15 days from Saturday 28 February is Sunday 15 March: due on Monday 16 March, not Tuesday 17.
+    assert detail["acceptance_due"] == "2026-03-16T16:00:00+00:00"
+    # Nobody has told her the number yet: the case asks for that call.
+    assert detail["number_told"] is False and detail["tell_number"]
+    page = await (await operator.get(f"/cases/{ticket.case_id}")).text()
+    assert "待回电告知" in page and ticket.number in page and "才登记，期限从来电时算起" in page
