@@ -452,4 +452,3 @@ def _recording_span(path: Path) -> tuple[datetime | None, datetime | None]:
 
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
-

@@ -102,7 +102,8 @@ async def test_a_service_killed_during_recordings_keeps_every_record_true_after_
         assert (await calls[live]).ended
         # Her recording is attached within seconds of her hang-up (reconciliation would be an hour away).
         async with asyncio.timeout(30):
-            while not (await record_of(runtime, live)).recordings:
+            # The case's record in the database: polled.
+            while not (await record_of(runtime, live)).recordings:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         cases = {call_id: (await record_of(runtime, call_id)).case for call_id in calls}
         shown = {

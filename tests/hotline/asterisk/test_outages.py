@@ -62,7 +62,8 @@ def settings(
 
 async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
     async with asyncio.timeout(timeout_s):
-        while not predicate():
+        # The link's health and the service's records: state nothing signals, polled.
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
