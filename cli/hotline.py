@@ -15,8 +15,10 @@ from common.errors import CunxiangError
 from common.lifecycle import ServiceGroup
 from hotline.asterisk import Sandbox, render_configuration
 from hotline.dialtest import VillagerScript
-from hotline.part import SANDBOX_SCRIPT, Hotline, find_sandbox_root, sandbox_up, telephony_config
+from hotline.intake import IntakeService
+from hotline.part import SANDBOX_SCRIPT, find_sandbox_root, sandbox_up, telephony_config
 from hotline.prompts import DIAL_TEST_SENTENCE
+from hotline.recordings import RecordingStore
 from server import ensure_ready, opened_runtime
 from settings import Settings
 from storage.worker_lock import worker_lock
@@ -136,7 +138,7 @@ async def _dial_test(settings: Settings, args: argparse.Namespace) -> dict[str, 
                 hangup_at=args.hangup_at,
             )
             call = await telephony.villager.call(script, timeout_s=args.timeout)
-            outcome = await _settled_outcome(runtime.hotline, call.linkedid, args.timeout)
+            outcome = await _settled_outcome(runtime.hotline.intake, runtime.hotline.store, call.linkedid, args.timeout)
             return {"villager": call.as_dict(), **(outcome or {"outcome": None, "error": "no record of the call yet"})}
         finally:
             await services.stop()
@@ -144,18 +146,32 @@ async def _dial_test(settings: Settings, args: argparse.Namespace) -> dict[str, 
                 await lock.release()
 
 
-async def _settled_outcome(hotline: Hotline, linkedid: str, timeout_s: float) -> dict[str, Any] | None:
-    """Poll until the call is settled and its recordings have left the spool (the worker may be another process)."""
+async def _settled_outcome(
+    intake: IntakeService, store: RecordingStore, linkedid: str, timeout_s: float
+) -> dict[str, Any] | None:
+    """Poll until the call is settled as it ended: its end recorded and its recordings out of the spool.
+
+    The worker may be another process. The spool is looked at *before* the record is read: the record
+    read after an empty spool already holds every recording (a file leaves the spool only once its row
+    is committed), whereas one read before could be from just before the worker attached it.
+    """
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     outcome = None
     while time.monotonic() < deadline:
-        outcome = await hotline.intake.outcome(linkedid)
-        if outcome is not None and not hotline.store.spool_files(linkedid):
+        waiting = await asyncio.to_thread(store.spool_files, linkedid)
+        outcome = await intake.outcome(linkedid)
+        if outcome is not None and not waiting and _ended(outcome):
             return outcome
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
     return outcome
+
+
+def _ended(outcome: dict[str, Any]) -> bool:
+    """The call's row says it ended (the tracker or the hang-up handler saw it go), not only that a case exists."""
+    call = outcome.get("call")
+    return call is not None and call.get("ended_at") is not None
 
 
 def cmd_hotline_dial_test(settings: Settings, args: argparse.Namespace) -> int:

@@ -352,7 +352,7 @@ class IntakeService:
             known = await self._known(facts, via)
             if known is not None:
                 return known
-            message = self._message_file(facts.linkedid)
+            message = await self._message_file(facts.linkedid)
             has_speech = False
             if message is not None:
                 audio = await asyncio.to_thread(_inspect_or_empty, message[0])
@@ -396,8 +396,9 @@ class IntakeService:
             outcome: Outcome = call.outcome if call.outcome in ("missed", "status_query", "placed") else "case"  # type: ignore[assignment]
             return Settlement(outcome, case_id=call.case_id, missed_call_id=call.missed_call_id)
 
-    def _message_file(self, linkedid: str) -> tuple[Path, SpoolName] | None:
-        for path, name in self.store.spool_files(linkedid):
+    async def _message_file(self, linkedid: str) -> tuple[Path, SpoolName] | None:
+        # A directory listing: off the event loop, which paces the speakers' audio.
+        for path, name in await asyncio.to_thread(self.store.spool_files, linkedid):
             if name.kind == "message":
                 return path, name
         return None
@@ -475,7 +476,7 @@ class IntakeService:
         """
         attached: list[int] = []
         async with self._locks.hold(f"attach:{linkedid}"):
-            for path, name in self.store.spool_files(linkedid):
+            for path, name in await asyncio.to_thread(self.store.spool_files, linkedid):
                 try:
                     recording_id = await self._attach_one(path, name)
                 except OSError as exc:
@@ -505,7 +506,7 @@ class IntakeService:
                 return None
             case, missed = owner
         audio = await asyncio.to_thread(_inspect_or_empty, path)
-        recorded_at = file_time(path)
+        recorded_at = await asyncio.to_thread(file_time, path)
         safe_linkedid = name.linkedid.replace("/", "_")
         stem = f"{case.number if case else f'missed{missed.id if missed else 0}'}-{name.kind}-{safe_linkedid}"
         relative = self.store.destination(recorded_at, stem)
@@ -550,7 +551,7 @@ class IntakeService:
         marker = done_marker(path)
         deadline = self._clock.monotonic() + self._mixmonitor_wait_s
         delay = 0.02
-        while not marker.exists():
+        while not await asyncio.to_thread(marker.exists):
             if self._clock.monotonic() >= deadline:
                 log.warning(
                     "no MixMonitor marker for %s after %.0f s; taking it as it is", path.name, self._mixmonitor_wait_s
@@ -562,7 +563,7 @@ class IntakeService:
     # -- questions asked during a call --------------------------------------------------------------
 
     async def message_audio(self, linkedid: str) -> tuple[AudioFacts, SpoolName] | None:
-        found = self._message_file(linkedid)
+        found = await self._message_file(linkedid)
         if found is None:
             return None
         return await asyncio.to_thread(_inspect_or_empty, found[0]), found[1]

@@ -370,7 +370,7 @@ class Reconciler:
         if path is None:
             return None
         try:
-            stat = path.stat()
+            stat = await asyncio.to_thread(path.stat)
         except FileNotFoundError:
             return None
         bookmark = await self._bookmark()
