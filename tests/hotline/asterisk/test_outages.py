@@ -220,6 +220,37 @@ async def test_calls_cut_off_by_an_asterisk_restart_are_kept_as_ended_by_the_sys
     assert_times_are_the_calls(cut_off, cdr[at_menu])
 
 
+# The line's safety net at its floor; the menu waits longer than that for a key; silence never ends a message.
+@pytest.mark.ivr(call_limit_s=10, menu_timeout_s=30.0, record_silence_s=30)
+async def test_calls_the_call_limit_ends_are_kept_as_ended_by_it_not_by_the_caller(
+    server: TestServer, runtime: Runtime, villagers: Villagers, asterisk_instance: SandboxInstance
+) -> None:
+    telephony = runtime.hotline.telephony
+    assert telephony is not None
+    await telephony.link.wait_connected(30)
+    speaking, at_menu = (f"limit-{name}-{SimulatedVillager.new_call_id()}" for name in ("speaking", "menu"))
+    # One said her piece and the line stays open behind it; one never presses a key.
+    calls = [villagers.start(speaking, caller="13930000007"), villagers.start(at_menu, caller="13930000008", keys=())]
+    finished = await asyncio.gather(*calls)
+    assert all(call.ended for call in finished)
+    for linkedid in (speaking, at_menu):
+        assert "goodbye" in villagers.prompts(linkedid), villagers.prompts(linkedid)  # the limit says goodbye
+    await telephony.tracker.wait_idle(30)
+
+    assert await counts(runtime) == (1, 1, 2)
+    assert runtime.hotline.store.spool_files() == []
+    cdr = cdr_times(asterisk_instance)
+    spoke = await record_of(runtime, speaking)
+    assert spoke.case is not None and spoke.call.ended_by == "call_limit"
+    assert spoke.case.number_told is False  # cut before her number: someone calls her to tell it
+    assert_times_are_the_calls(spoke, cdr[speaking])
+    assert_one_message_recording_on_disk(runtime, spoke)
+    waited = await record_of(runtime, at_menu)
+    assert waited.missed is not None and waited.missed.reason == "ended_by_system"  # she did not hang up
+    assert waited.call.ended_by == "call_limit" and waited.missed.callback_state == "pending"
+    assert_times_are_the_calls(waited, cdr[at_menu])
+
+
 @pytest.mark.parametrize("ami_proxy", ["down"], indirect=True)
 async def test_a_service_started_without_asterisk_says_so_and_settles_the_calls_once_it_can(
     ami_proxy: CuttableProxy,
