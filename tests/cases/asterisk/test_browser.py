@@ -14,6 +14,7 @@ from tests.cases.conftest import County
 from tests.conftest import UserFactory
 from tests.support.asterisk import Hotline
 from tests.support.browser import chromium
+from tests.support.journey import journeys
 
 pytestmark = pytest.mark.browser
 
@@ -93,3 +94,34 @@ async def test_an_operator_plays_seeks_assigns_and_resolves_a_hotline_call_and_t
         assert int(await headline(page, base, "received")) == received_before + 1
         assert int(await headline(page, base, "resolved")) == resolved_before + 1
         await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+
+async def test_an_operator_sees_which_caller_still_has_to_be_told_her_case_number(
+    hotline: Hotline, server: TestServer, runtime: Runtime, make_user: UserFactory, tmp_path: Path
+) -> None:
+    """She hung up as her number began to be read back: the case is there, and its page asks for a call to tell it."""
+    username, password = await make_user("operator", county_wide=True)
+    script = VillagerScript(
+        caller="13800002222",
+        caller_name="赵大妈",
+        keys=("1",),
+        audio=hotline.media.villager,
+        hangup_at="readback",
+        test_call=False,  # a real caller's case: in the ledger the operator works from
+    )
+    call = await hotline.telephony.villager.call(script, timeout_s=120)
+    assert call.read_back is None  # she never heard it to the end
+    case = (await hotline.settled(call.linkedid))["case"]
+    assert case["number_told"] is False
+    async with journeys(str(server.make_url("/")), tmp_path / "shots") as open_journey:
+        operator = await open_journey("operator")
+        await operator.sign_in(username, password)
+        await operator.goto("/cases")
+        await operator.page.click(f"text={case['number']}")
+        await operator.page.wait_for_selector("#tell-number")
+        told = await operator.page.inner_text("#tell-number")
+        assert "待回电告知" in told and case["number"] in told, told
+        assert "赵大妈" in await operator.page.inner_text("#summary")
+        assert "来电" in await operator.page.inner_text("#summary")
+        await operator.step("case-to-be-told-its-number")
+        await operator.check_accessible()
