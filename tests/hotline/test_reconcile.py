@@ -78,7 +78,7 @@ def test_the_last_cdr_mark_says_who_called_when_whether_she_heard_her_number_and
     # The dialplan's own start, to the microsecond, rather than the CSV's whole second; the CSV's end.
     assert facts.started_at == datetime.fromtimestamp(1796445611.754339, UTC)
     assert facts.ended_at == datetime(2026, 12, 5, 4, 40, 40, tzinfo=UTC)
-    # An older mark (before 0006's dialplan) still reads, with nothing more known.
+    # An older mark (from a dialplan before "told" and "ended by" were added) still reads, with nothing more known.
     old = CdrCall("c5", [row | {"userfield": "cx:hotline:recording:1:petition:", "clid": '"" <13930000003>'}]).facts()
     assert old is not None and old.number_told is False and old.ended_by is None and old.caller_name is None
     assert old.started_at == datetime(2026, 12, 5, 4, 40, 11, tzinfo=UTC)

@@ -10,8 +10,8 @@ limit ran out, or Asterisk stopped with the call up.
 Existing rows: a case's ``learnt_at`` is its ``created_at``; ``number_told``
 and ``ended_by`` stay unknown (NULL).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-05 05:00:00.000000
 """
 
@@ -24,8 +24,8 @@ from alembic import op
 
 import storage.types
 
-revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
