@@ -50,6 +50,7 @@ from common.errors import CunxiangError, ServiceUnavailable
 from common.health import HealthRegistry
 from common.lifecycle import Service, ServiceGroup
 from hotline.part import Hotline, HotlineConfig, build_hotline, find_sandbox_root, sandbox_up
+from ops.part import Ops, OpsConfig, build_ops
 from schedules.part import Schedules, SchedulesConfig, build_schedules
 from settings import Settings
 from storage import migrate
@@ -64,6 +65,7 @@ from web.views import broadcast as broadcast_views
 from web.views import cases as cases_views
 from web.views import hotline as hotline_views
 from web.views import notice_pages
+from web.views import ops as ops_views
 from web.views import schedules as schedules_views
 
 log = logging.getLogger("cunxiang")
@@ -98,11 +100,13 @@ class Runtime:
     cases: Cases
     broadcasting: Broadcasting
     schedules: Schedules
+    ops: Ops
 
     @property
     def services(self) -> list[Service]:
-        """Run in every process while the app runs (the speech engines' prober, the sealed-denials queue)."""
-        return [*self.speech.services, *self.cases.services]
+        """Run in every process while the app runs (the disk and clock watches first, the speech engines' prober,
+        the sealed-denials queue)."""
+        return [*self.ops.services, *self.speech.services, *self.cases.services]
 
     @property
     def worker_services(self) -> list[Service]:
@@ -167,6 +171,22 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
     )
     # A notice changed in this process re-plans its schedules at once (other processes: the resync).
     broadcasting.notices.on_schedule_change(schedules.scheduler.schedule_changed)
+    ops = build_ops(
+        OpsConfig.from_settings(settings),
+        watched={
+            "recordings": hotline.store.root,
+            "spool": hotline.store.spool,
+            "uploads": broadcasting.notices.recordings_dir,
+            "audio": speech.cache.root,
+        },
+        sessions=sessions,
+        clock=clock,
+        health=health,
+        cache_bytes=speech.cache.total_bytes,
+        version=version(),
+    )
+    # Uploads and approvals wait for disk space (the hotline, which records whatever happens, does not ask).
+    broadcasting.notices.use_disk_space(ops.disk)
     return Runtime(
         settings=settings,
         clock=clock,
@@ -181,6 +201,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         cases=cases,
         broadcasting=broadcasting,
         schedules=schedules,
+        ops=ops,
     )
 
 
@@ -269,9 +290,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
             broadcast_views.add_routes,
             notice_pages.add_routes,
             schedules_views.add_routes,
+            ops_views.add_routes,
         ),
-        nav=(*broadcast_views.NAV, *cases_views.NAV, *hotline_views.NAV),
-        todo=(broadcast_views.todo, cases_views.todo),
+        nav=(*broadcast_views.NAV, *cases_views.NAV, *hotline_views.NAV, *ops_views.NAV),
+        todo=(ops_views.todo, broadcast_views.todo, cases_views.todo),
         version=version(),
     )
     app[keys.CLOCK] = runtime.clock
@@ -289,6 +311,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app[domains.TERMINALS] = broadcasting.terminals
     app[domains.SPEAKER_TESTER] = broadcasting.speaker_tester
     app[domains.SCHEDULES] = runtime.schedules.service
+    app[domains.OPS] = runtime.ops
     app[RUNTIME] = runtime
     elections: list[WorkerElection] = []
     app[ELECTION] = elections

@@ -502,6 +502,45 @@ class CasesSettings(_Section):
         return value
 
 
+class OpsSettings(_Section):
+    """Watching the service itself: /metrics, free disk space, the clock (docs/operations.md#watching-the-service)."""
+
+    # /metrics answers a bearer token when one is set (Authorization: Bearer …); without one, only callers
+    # from these addresses or networks (a Prometheus on the same machine, by default).
+    metrics_token: str = Field("", pattern=_LINE_SAFE.pattern)
+    metrics_allow_from: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1/32", "::1/128")
+    # How often free space is measured on the disks holding the data folder, recordings, audio and spool.
+    disk_interval_s: float = Field(30.0, gt=0)
+    # Below either figure the admins are warned (待办, /healthz degraded).
+    disk_warn_free_percent: float = Field(10.0, ge=0, le=100)
+    disk_warn_free_mb: int = Field(2048, ge=0)
+    # Below either figure uploads and approvals are refused: what is left is kept for the hotline's recordings.
+    disk_refuse_free_percent: float = Field(5.0, ge=0, le=100)
+    disk_refuse_free_mb: int = Field(1024, ge=0)
+    # The clock's synchronisation, asked of the system this often (timedatectl, else chronyc).
+    clock_interval_s: float = Field(60.0, gt=0)
+    # An offset from the time servers larger than this is warned about, like an unsynchronised clock.
+    clock_max_offset_ms: float = Field(500.0, gt=0)
+    timedatectl: str = "timedatectl"
+    chronyc: str = "chronyc"
+    clock_command_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("metrics_allow_from", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("metrics_allow_from")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an address or network") from exc
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -534,6 +573,7 @@ class Settings(BaseSettings):
     hotline: HotlineSettings = HotlineSettings()
     sandbox: SandboxSettings = SandboxSettings()
     cases: CasesSettings = CasesSettings()
+    ops: OpsSettings = OpsSettings()
 
     @field_validator("timezone")
     @classmethod

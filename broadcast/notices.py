@@ -33,7 +33,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -78,6 +78,12 @@ class NoticeInput:
     repeats: int | None = None
 
 
+class DiskSpace(Protocol):
+    """Raises (with a message for the user) when the disk is too full to take ``what`` (“上传录音”)."""
+
+    def require_room(self, what: str) -> None: ...
+
+
 class NoticeService:
     def __init__(
         self,
@@ -102,10 +108,19 @@ class NoticeService:
         self.max_chars = max_chars
         self.recording_max_bytes = recording_max_bytes
         self._schedule_listeners = ChangeListeners("schedule")
+        self._disk_space: DiskSpace | None = None
 
     def on_schedule_change(self, listener: ChangeListener) -> None:
         """Call ``listener(schedule_id)`` for every schedule this service stops (the scheduler re-plans it)."""
         self._schedule_listeners.add(listener)
+
+    def use_disk_space(self, disk_space: DiskSpace) -> None:
+        """Uploads and approvals (which render audio) ask ``disk_space`` first; emergencies never wait on it."""
+        self._disk_space = disk_space
+
+    def _require_room(self, what: str) -> None:
+        if self._disk_space is not None:
+            self._disk_space.require_room(what)
 
     # -- validation -------------------------------------------------------------------------
 
@@ -350,6 +365,7 @@ class NoticeService:
     async def set_recording(self, principal: Principal, notice_id: int, data: bytes, filename: str) -> Notice:
         """A person's recording replaces the TTS voice (uploaded, or recorded in the browser)."""
         principal.require_role(*WRITER_ROLES)
+        self._require_room("上传录音")
         if not data:
             raise InvalidInput("录音文件是空的", fields={"recording": "空文件"})
         if len(data) > self.recording_max_bytes:
@@ -481,6 +497,7 @@ class NoticeService:
         before the submit check existed), goes back to its author with the reason instead.
         """
         principal.require_role(*APPROVER_ROLES)
+        self._require_room("审核通过通知")
         async with self._sessions() as session:
             notice = await self._load(session, principal, notice_id)
             self._check_decider(principal, notice, revision)

@@ -19,6 +19,7 @@ from broadcast.terminals import TerminalService
 from cases.part import Cases
 from hotline.intake import IntakeService
 from hotline.phones import PhoneRegistry
+from ops.part import Ops
 from schedules.service import ScheduleService
 
 NOTICES = web.AppKey("notices", NoticeService)
@@ -30,3 +31,4 @@ SCHEDULES = web.AppKey("schedules", ScheduleService)
 PHONES = web.AppKey("villager_phones", PhoneRegistry)
 INTAKE = web.AppKey("hotline_intake", IntakeService)
 CASES = web.AppKey("cases", Cases)
+OPS = web.AppKey("ops", Ops)
