@@ -7,7 +7,8 @@
     │   ├── Unauthenticated       no valid session or token (HTTP 401)
     │   ├── PermissionDenied      authenticated but not allowed (HTTP 403)
     │   ├── Conflict              the object's state forbids it (HTTP 409)
-    │   └── TooManyAttempts       slow down; ``retry_after_s`` says how long (HTTP 429)
+    │   ├── TooManyAttempts       slow down; ``retry_after_s`` says how long (HTTP 429)
+    │   └── InsufficientStorage   the disk is too full to take this now (HTTP 507); the user waits, an admin acts
     └── ServiceUnavailable        a part we depend on is down or missing (HTTP 503)
 
 Domains raise these; only ``web/`` turns them into HTTP responses. ``code`` is a
@@ -75,6 +76,10 @@ class TooManyAttempts(UserError):
     def __init__(self, message: str, *, retry_after_s: float, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
+
+
+class InsufficientStorage(UserError):
+    default_code = "insufficient_storage"
 
 
 class ServiceUnavailable(CunxiangError):

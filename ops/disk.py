@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.clock import Clock
-from common.errors import ServiceUnavailable
+from common.errors import InsufficientStorage
 from common.health import ComponentHealth
 from common.tasks import BackgroundTasks
 
@@ -195,7 +195,7 @@ class DiskWatch:
         worst = self.worst
         if worst is None or worst.level != "refuse":
             return
-        raise ServiceUnavailable(
+        raise InsufficientStorage(
             f"服务器磁盘空间不足（{worst.shown()}），暂时不能{what}：剩下的空间要留给热线录音。请联系管理员清理磁盘。",
             code="disk.full",
             detail=f"{worst.name} at {worst.path}: {worst.free_bytes} bytes free ({worst.free_percent:.2f}%)",

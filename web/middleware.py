@@ -15,6 +15,7 @@ from aiohttp_session import Session, get_session
 from common.errors import (
     Conflict,
     CunxiangError,
+    InsufficientStorage,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -45,6 +46,7 @@ STATUS_OF: list[tuple[type[CunxiangError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (TooManyAttempts, 429),
+    (InsufficientStorage, 507),
     (ServiceUnavailable, 503),
 ]
 

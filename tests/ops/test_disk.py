@@ -67,7 +67,7 @@ async def test_below_the_refusal_level_an_upload_and_an_approval_are_refused_in_
     form = FormData()
     form.add_field("recording", io.BytesIO(b"RIFF" + bytes(4000)), filename="a.wav", content_type="audio/wav")
     response = await admin.post(f"/api/v1/notices/{notice_id}/recording", data=form)
-    assert response.status == 503
+    assert response.status == 507
     error = (await response.json())["error"]
     assert error["code"] == "disk.full"
     assert "磁盘空间不足" in error["message"] and "上传录音" in error["message"] and "热线录音" in error["message"]
@@ -77,7 +77,7 @@ async def test_below_the_refusal_level_an_upload_and_an_approval_are_refused_in_
     await admin.post_json(f"/api/v1/notices/{notice_id}/submit", None)
     approver = await (await new_client()).login(*await make_user("approver", county_wide=True))
     response = await approver.post(f"/api/v1/notices/{notice_id}/approve")
-    assert response.status == 503
+    assert response.status == 507
     assert "审核通过通知" in (await response.json())["error"]["message"]
     assert (await approver.get_json(f"/api/v1/notices/{notice_id}"))["state"] == "pending"
 
