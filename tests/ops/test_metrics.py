@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +83,42 @@ async def test_with_a_table_gone_the_other_sources_still_answer_and_the_database
     assert value(samples, "cunxiang_metrics_source_up", source="database") == 0
     assert value(samples, "cunxiang_metrics_source_up", source="disk") == 1
     assert value(samples, "cunxiang_disk_free_bytes", folder="recordings") > 0
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "cunxiang-dashboard.json"
+# Exposed only while their source has something to say: the worker's telephony and queues (another process, or
+# telephony off, has none), the clock's figures when the system told them.
+CONDITIONAL = {
+    "cunxiang_ami_connected",
+    "cunxiang_ami_connections_total",
+    "cunxiang_dispatcher_waiting",
+    "cunxiang_dispatcher_zones_playing",
+    "cunxiang_scheduler_schedules",
+    "cunxiang_clock_synchronized",
+    "cunxiang_clock_offset_seconds",
+}
+
+
+def exposed_names(text: str) -> set[str]:
+    """Every series name the exposition declares (a counter ``x`` is scraped as ``x_total``)."""
+    found = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _hash, _type, name, kind = line.split()
+            found.add(f"{name}_total" if kind == "counter" and not name.endswith("_total") else name)
+        elif line and not line.startswith("#"):
+            found.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return found
+
+
+async def test_the_example_grafana_dashboard_asks_only_for_metrics_that_exist(new_client: ClientFactory) -> None:
+    dashboard = json.loads(await asyncio.to_thread(DASHBOARD.read_text, encoding="utf-8"))
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"cunxiang_[a-z_]+", target["expr"])
+    }
+    response = await (await new_client()).get("/metrics")
+    missing = asked - exposed_names(await response.text()) - CONDITIONAL
+    assert not missing, f"the dashboard asks for metrics /metrics does not have: {sorted(missing)}"
