@@ -19,9 +19,14 @@ from tests.conftest import ClientFactory, UserFactory, make_settings
 from tests.foundation.seed import seed_tree
 from tests.support.http import ApiClient
 
-NEVER = {"disk_warn_free_percent": 0, "disk_warn_free_mb": 0, "disk_refuse_free_percent": 0, "disk_refuse_free_mb": 0}
-WARN_ONLY = {**NEVER, "disk_warn_free_percent": 100}
-REFUSE = {**NEVER, "disk_warn_free_percent": 100, "disk_refuse_free_percent": 100}
+NEVER: dict[str, float] = {
+    "disk_warn_free_percent": 0,
+    "disk_warn_free_mb": 0,
+    "disk_refuse_free_percent": 0,
+    "disk_refuse_free_mb": 0,
+}
+WARN_ONLY: dict[str, float] = {**NEVER, "disk_warn_free_percent": 100}
+REFUSE: dict[str, float] = {**NEVER, "disk_warn_free_percent": 100, "disk_refuse_free_percent": 100}
 
 
 @pytest.fixture
