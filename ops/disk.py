@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 Level = Literal["ok", "warn", "refuse"]
 LEVEL_ORDER: dict[Level, int] = {"ok": 0, "warn": 1, "refuse": 2}
 MIB = 1024 * 1024
+# How long a measurement is waited for before the watch says it hangs (it goes on in its thread).
+MEASURE_TIMEOUT_S = 10.0
 
 # What each watched folder is, in the words an admin reads on the pages.
 FOLDER_LABELS = {
@@ -129,14 +131,20 @@ class DiskWatch:
         *,
         interval_s: float,
         clock: Clock,
+        answer_within_s: float = MEASURE_TIMEOUT_S,
+        read: Callable[[Mapping[str, Path], DiskLimits], list[DiskReading]] = read_disks,
     ) -> None:
         self.watched = dict(watched)
         self.limits = limits
         self._interval_s = interval_s
         self._clock = clock
+        self._answer_within_s = answer_within_s
+        self._read = read
         self.readings: list[DiskReading] = []
         self.health = ComponentHealth("disk", status="standby", detail="not measured yet")
         self._tasks: BackgroundTasks | None = None
+        # The statvfs in its thread: a hung one (a dead network mount) is waited for, never started twice.
+        self._reading: asyncio.Future[list[DiskReading]] | None = None
 
     async def start(self) -> None:
         if self._tasks is not None:
@@ -157,8 +165,15 @@ class DiskWatch:
 
     async def measure(self) -> list[DiskReading]:
         """Measure now (off the loop) and update the health state; a failing statvfs is reported, not raised."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(asyncio.to_thread(self._read, self.watched, self.limits))
         try:
-            readings = await asyncio.to_thread(read_disks, self.watched, self.limits)
+            async with asyncio.timeout(self._answer_within_s):
+                readings = await asyncio.shield(self._reading)
+        except TimeoutError:
+            detail = f"statvfs has not answered for {self._answer_within_s:g} s (a hung mount?)"
+            self.health.set("degraded", detail, at=self._clock.now())
+            return self.readings
         except OSError as exc:
             self.health.set("degraded", "free space could not be measured", at=self._clock.now(), error=str(exc))
             return self.readings

@@ -7,12 +7,15 @@ the watch measures the real file systems, nothing is faked.
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from aiohttp import FormData
 
-from ops.disk import DiskLimits, existing_ancestor, read_disks
+from common.clock import SystemClock
+from ops.disk import DiskLimits, DiskReading, DiskWatch, existing_ancestor, read_disks
 from server import Runtime
 from settings import OpsSettings, Settings
 from tests.conftest import ClientFactory, UserFactory, make_settings
@@ -116,3 +119,28 @@ async def test_with_enough_space_the_disk_is_ok_and_nothing_is_said(admin: ApiCl
     health = await admin.get_json("/healthz")
     assert health["components"]["disk"]["status"] == "ok"
     assert "磁盘" not in await (await admin.get("/")).text()
+
+
+async def test_a_measurement_that_hangs_is_reported_and_not_started_again_while_it_hangs(tmp_path: Path) -> None:
+    """A dead network mount hangs statvfs: the watch says so, and does not pile up threads behind it."""
+    release = threading.Event()
+    started: list[int] = []
+
+    def hanging_read(watched: Mapping[str, Path], limits: DiskLimits) -> list[DiskReading]:
+        started.append(1)
+        release.wait(30)
+        return read_disks(watched, limits)
+
+    watch = DiskWatch(
+        {"data": tmp_path}, DiskLimits(0, 0, 0, 0), interval_s=60, clock=SystemClock(),
+        answer_within_s=0.2, read=hanging_read,
+    )  # fmt: skip
+    await watch.measure()
+    await watch.measure()
+    hung = watch.health.as_dict()
+    assert hung["status"] == "degraded" and "has not answered" in hung["detail"]
+    assert len(started) == 1 and watch.readings == []
+    release.set()
+    await watch.measure()  # the same measurement, now answered
+    answered = watch.health.as_dict()
+    assert answered["status"] == "ok" and len(started) == 1 and watch.readings[0].name == "data"
