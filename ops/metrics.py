@@ -50,6 +50,9 @@ HEALTH_STATES = ("ok", "degraded", "down", "disabled", "standby")
 BREAKER_STATES = ("closed", "half-open", "open")
 # Lateness and hang-up → case latency are summarised over this window (a gauge each: median, p95, max).
 RECENT = timedelta(hours=24)
+# A source slower than this (a database under a lock) is marked down for this scrape: Prometheus gives up
+# on the whole scrape after its own timeout (10 s by default), and the other sources must still arrive.
+SOURCE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ async def scrape(sources: MetricsSources) -> bytes:
     ]
     for name, reader in readers:
         try:
-            families.extend(await reader(sources))
+            async with asyncio.timeout(SOURCE_TIMEOUT_S):
+                families.extend(await reader(sources))
         except Exception as exc:  # noqa: BLE001 - one broken source must not hide the others, nor answer 500
             log.warning("metrics source %s failed: %r", name, exc)
             source_up.add_metric([name], 0)

@@ -1,4 +1,5 @@
-"""A disk nearly full, as the people see it: the admin warned in 待办 and on 系统状态, an approver refused in Chinese.
+"""A disk nearly full or a clock far off, as people see it: the admin warned in 待办 and on 系统状态, an approver
+refused in Chinese.
 
 Real Chromium, real pages, the real disk measured (the refusal threshold is set above what any disk has free).
 """
@@ -15,6 +16,7 @@ from server import Runtime
 from settings import OpsSettings, Settings
 from storage.models import Notice
 from tests.conftest import UserFactory
+from tests.ops.test_clock import CHRONY_FAR_OFF, program
 from tests.support.broadcasting import broadcasting_settings, build_place, make_principal
 from tests.support.journey import journeys
 
@@ -22,9 +24,19 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    full = OpsSettings(disk_warn_free_percent=100, disk_refuse_free_percent=100)
-    return broadcasting_settings(tmp_path / "data", database_url, ops=full)
+def chronyc_output() -> str | None:
+    """What a stand-in ``chronyc`` prints; None: the disk is the trouble (its thresholds above any disk's)."""
+    return None
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, chronyc_output: str | None) -> Settings:
+    if chronyc_output is None:
+        ops = OpsSettings(disk_warn_free_percent=100, disk_refuse_free_percent=100)
+    else:
+        programs = tmp_path / "programs"
+        ops = OpsSettings(chronyc=program(programs, "chronyc", chronyc_output), timedatectl=str(programs / "none"))
+    return broadcasting_settings(tmp_path / "data", database_url, ops=ops)
 
 
 async def test_with_the_disk_nearly_full_the_admin_is_warned_and_an_approval_is_refused_with_the_reason(
@@ -66,3 +78,19 @@ async def test_with_the_disk_nearly_full_the_admin_is_warned_and_an_approval_is_
     async with runtime.sessions() as session:
         stored = await session.get(Notice, notice.id)
         assert stored is not None and stored.state == "pending" and stored.audio_keys is None
+
+
+@pytest.mark.parametrize("chronyc_output", [CHRONY_FAR_OFF])
+async def test_with_the_clock_far_off_the_admin_is_warned_in_todo_and_on_the_status_page(
+    server: TestServer, make_user: UserFactory, tmp_path: Path
+) -> None:
+    async with journeys(str(server.make_url("/")), tmp_path / "shots") as open_journey:
+        duty = await open_journey("admin")
+        await duty.sign_in(*await make_user("admin", county_wide=True))
+        todo = await duty.page.locator("section.todo").inner_text()
+        assert "时钟未同步：服务器时钟与时间服务器相差 2500 毫秒，定时广播可能不准" in todo
+        await duty.page.locator("section.todo a", has_text="时钟未同步").click()
+        await duty.page.wait_for_url(duty.url("/admin/status"))
+        await duty.step("clock")
+        assert "服务器时钟与时间服务器相差 2500 毫秒" in await duty.page.inner_text("main")
+        await duty.check_accessible()

@@ -122,3 +122,22 @@ async def test_the_example_grafana_dashboard_asks_only_for_metrics_that_exist(ne
     response = await (await new_client()).get("/metrics")
     missing = asked - exposed_names(await response.text()) - CONDITIONAL
     assert not missing, f"the dashboard asks for metrics /metrics does not have: {sorted(missing)}"
+
+
+async def test_a_source_that_hangs_is_marked_down_and_the_rest_still_answers(
+    new_client: ClientFactory, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The health of a part that never answers (a probe stuck on a lock) costs its source, not the scrape."""
+
+    async def stuck() -> dict[str, object]:
+        await asyncio.sleep(3600)
+        return {"status": "ok"}
+
+    monkeypatch.setattr("ops.metrics.SOURCE_TIMEOUT_S", 0.2)
+    runtime.health.register("stuck", stuck)
+    response = await (await new_client()).get("/metrics")
+    assert response.status == 200
+    samples = parse(await response.text())
+    assert value(samples, "cunxiang_metrics_source_up", source="health") == 0
+    assert value(samples, "cunxiang_metrics_source_up", source="database") == 1
+    assert value(samples, "cunxiang_disk_free_bytes", folder="data") > 0
