@@ -69,6 +69,7 @@ async def test_with_the_disk_nearly_full_the_admin_is_warned_and_an_approval_is_
 
         approver = await open_journey("approver")
         await approver.sign_in(*approver_login)
+        approver.typed("clerk")  # the author's name, shown on the notice
         await approver.goto(f"/broadcast/notices/{notice.id}")
         await approver.page.click("button:has-text('审核通过')")
         await approver.page.wait_for_selector("text=磁盘空间不足")

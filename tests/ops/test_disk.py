@@ -84,7 +84,7 @@ async def test_below_the_refusal_level_an_upload_and_an_approval_are_refused_in_
 
     await admin.post_json(f"/api/v1/notices/{notice_id}/submit", None)
     approver = await (await new_client()).login(*await make_user("approver", county_wide=True))
-    response = await approver.post(f"/api/v1/notices/{notice_id}/approve")
+    response = await approver.post(f"/api/v1/notices/{notice_id}/approve", {})
     assert response.status == 507
     assert "审核通过通知" in (await response.json())["error"]["message"]
     assert (await approver.get_json(f"/api/v1/notices/{notice_id}"))["state"] == "pending"
