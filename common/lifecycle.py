@@ -43,10 +43,24 @@ class ServiceGroup:
         self.services = tuple(services)
 
     async def start(self) -> None:
-        """Start each service in turn (a failure is raised as it is; ``stop()`` cleans up what started)."""
+        """Start each service in turn; if one fails, those already started are stopped again, then it raises.
+
+        (The failed one is stopped too: a ``start`` that raised half-way may have left something running.)
+        """
+        started: list[Service] = []
         for service in self.services:
             log.info("starting %s", service.name)
-            await service.start()
+            started.append(service)
+            try:
+                await service.start()
+            except BaseException:
+                log.error(
+                    "%s failed to start; stopping the %d service(s) started before it", service.name, len(started) - 1
+                )
+                for done in reversed(started):
+                    with contextlib.suppress(Exception):
+                        await done.stop()
+                raise
 
     async def stop(self) -> None:
         for service in reversed(self.services):

@@ -124,15 +124,28 @@ class Scheduler:
         return self._aps is not None
 
     async def start(self) -> None:
+        """Plan every schedule (catching up what was missed), then arm the wake-up.
+
+        ``running`` turns true only once the plan is made: a start that fails (the database
+        did not answer) leaves nothing behind, and the next ``start`` tries it all again.
+        """
         if self._aps is not None:
             return
-        self._aps = AsyncIOScheduler(
+        aps = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(self._misfire_grace_s)},
         )
-        self._aps.start()
+        aps.start()
+        try:
+            await self.rebuild(aps)
+        except BaseException:
+            aps.shutdown(wait=False)
+            self._heap.clear()
+            self._entries.clear()
+            raise
+        self._aps = aps
+        self._arm()
         self._tasks = BackgroundTasks("scheduler")
-        await self.rebuild()
         self._tasks.spawn(self._resync_loop(), "resync")
 
     async def stop(self) -> None:
@@ -190,8 +203,14 @@ class Scheduler:
             row = (await session.execute(select(func.count(Schedule.id), func.max(Schedule.updated_at)))).one()
         return tuple(row)
 
-    async def rebuild(self) -> None:
-        """Re-read every schedule, catch up on what was missed, plan the next fire of each."""
+    async def rebuild(self, starting: AsyncIOScheduler | None = None) -> None:
+        """Re-read every schedule, catch up on what was missed, plan the next fire of each.
+
+        ``starting`` is the APScheduler of a :meth:`start` in progress (it becomes ours only
+        once this succeeded); otherwise the running one is re-armed.
+        """
+        if starting is None and self._aps is None:
+            return
         async with self._lock:
             async with self._sessions() as session:
                 entries = await self._load(session)
@@ -206,7 +225,8 @@ class Scheduler:
                 if fire_at is not None:
                     self._heap.append((fire_at, entry.schedule_id, 0))
             heapq.heapify(self._heap)
-            self._arm()
+            if starting is None:
+                self._arm()
         log.info("scheduler planned %d schedules; next fire %s", len(self._entries), self.next_fire)
 
     async def schedule_changed(self, schedule_id: int) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -127,9 +127,19 @@ def worker_lock(config: DatabaseConfig) -> WorkerLock:
 
 Role = Literal["active", "standby"]
 
+# After a failed start, the next attempt waits the election interval doubled per failure, up to this.
+MAX_RETRY_S = 60.0
+
 
 class WorkerElection:
-    """Keeps trying to hold the lock; starts the worker services when it does, stops them if it is lost."""
+    """Keeps trying to hold the lock; starts the worker services when it does, stops them if it is lost.
+
+    Whatever goes wrong in a step — the lock's database, or a worker service whose ``start``
+    raises (a database error, a bug) — is caught here: what started is stopped again, the lock
+    is released so that a standby can take over, the error shows in :meth:`health`, and the
+    next attempt waits longer each time (the election interval doubled per failure, at most
+    :data:`MAX_RETRY_S`). The watch task itself never dies of an error.
+    """
 
     def __init__(
         self,
@@ -138,14 +148,19 @@ class WorkerElection:
         on_elected: Callable[[], Awaitable[None]],
         on_demoted: Callable[[], Awaitable[None]],
         interval_s: float,
+        max_retry_s: float = MAX_RETRY_S,
     ) -> None:
         self._lock = lock
         self._on_elected = on_elected
         self._on_demoted = on_demoted
         self._interval = interval_s
+        self._max_retry = max(interval_s, max_retry_s)
         self._tasks = BackgroundTasks("worker-election")
         self.role: Role = "standby"
         self.last_error: str | None = None
+        self.failures = 0
+        self._retry_at: float | None = None  # loop time before which no new attempt is made
+        self.elected = asyncio.Event()  # set while this process is the active worker
 
     async def start(self) -> None:
         """Try once now (so a lone process is active before it serves), then keep watching."""
@@ -153,35 +168,75 @@ class WorkerElection:
         self._tasks.spawn(self._watch(), "watch")
 
     async def _step(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._retry_at is not None and loop.time() < self._retry_at:
+            return
         try:
             if self.role == "standby":
                 if await self._lock.try_acquire():
                     self.role = "active"
                     log.info("this process is the active worker (%s)", self._lock.description)
                     await self._on_elected()
+                    self.elected.set()
             elif not await self._lock.still_held():
                 self.role = "standby"
+                self.elected.clear()
                 log.error("lost the active-worker lock (%s); stopping worker services", self._lock.description)
                 await self._on_demoted()
-            self.last_error = None
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("worker election: %s", self.last_error)
+        except Exception as exc:
+            await self._failed(exc)
+            return
+        self.last_error = None
+        self.failures = 0
+        self._retry_at = None
+
+    async def _failed(self, exc: Exception) -> None:
+        """Roll back: stop what started, give the lock up, and wait longer before the next attempt."""
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        delay = min(self._max_retry, self._interval * 2 ** (self.failures - 1))
+        self._retry_at = asyncio.get_running_loop().time() + delay
+        log.error(
+            "worker election: %s; worker services stopped, lock released, next attempt in %.1f s",
+            self.last_error,
+            delay,
+            exc_info=exc,
+        )
+        was_active, self.role = self.role == "active", "standby"
+        self.elected.clear()
+        if was_active:
+            try:
+                await self._on_demoted()
+            except Exception:
+                log.exception("worker election: stopping the worker services after a failure failed too")
+        try:
+            await self._lock.release()
+        except Exception:
+            log.exception("worker election: releasing the lock failed")
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self._step()
+            try:
+                await self._step()
+            except Exception:  # _step catches its own; this only keeps the watch alive whatever happens
+                log.exception("worker election step failed")
 
     async def stop(self) -> None:
         await self._tasks.close()
         if self.role == "active":
+            self.elected.clear()
             await self._on_demoted()
             self.role = "standby"
         await self._lock.release()
 
-    def health(self) -> dict[str, str]:
-        result = {"status": "ok", "role": self.role, "lock": self._lock.description}
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"status": "ok", "role": self.role, "lock": self._lock.description}
         if self.last_error:
+            # A failed start (or a lock database that does not answer) while no worker runs here.
+            result["status"] = "degraded"
             result["last_error"] = self.last_error
+            result["failures"] = self.failures
+            if self._retry_at is not None:
+                result["retry_in_s"] = round(max(0.0, self._retry_at - asyncio.get_running_loop().time()), 1)
         return result
