@@ -112,14 +112,17 @@ class Runtime:
     def worker_services(self) -> list[Service]:
         """Started in this order by the elected worker, stopped in reverse.
 
-        The hotline's AMI link goes before the dispatcher (SIP paging uses it), and the
-        dispatcher before the scheduler that feeds it.
+        The hotline's AMI link goes before the dispatcher (SIP paging uses it), the
+        dispatcher before the scheduler that feeds it, and the replays of what a stop cut
+        or left queued after the scheduler's catch-up (a slot of the same notice caught up
+        makes an older one's replay needless).
         """
         return [
             *self.hotline.worker_services,
             *self.cases.worker_services,
             *self.broadcasting.worker_services,
             *self.schedules.worker_services,
+            *self.broadcasting.after_catch_up_services,
         ]
 
 
@@ -254,9 +257,13 @@ def _services_context(runtime: Runtime) -> Callable[[web.Application], AsyncIter
 
 
 def _worker_context(
-    runtime: Runtime, election_holder: list[WorkerElection]
+    runtime: Runtime, election_holder: list[WorkerElection], *, elect_at_startup: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Elect the one active worker; only it starts the worker services, in order, and stops them in reverse."""
+    """Elect the one active worker; only it starts the worker services, in order, and stops them in reverse.
+
+    Without ``elect_at_startup`` the election is made but not started: ``serve`` starts it once
+    its port is bound (:func:`start_election`), so a process that cannot listen never claims work.
+    """
     services = ServiceGroup(runtime.worker_services)
 
     async def context(_app: web.Application) -> AsyncIterator[None]:
@@ -272,15 +279,28 @@ def _worker_context(
             return election.health()
 
         runtime.health.register("worker", probe)
-        await election.start()
+        if elect_at_startup:
+            await election.start()
         yield
         await election.stop()
 
     return context
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
-    """The whole service as an aiohttp application (``serve`` runs it; tests drive it over HTTP)."""
+async def start_election(app: web.Application) -> WorkerElection:
+    """Start the worker election of an app made with ``elect_at_startup=False`` (``serve``, once it listens)."""
+    election = app[ELECTION][0]
+    await election.start()
+    return election
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_startup: bool = True) -> web.Application:
+    """The whole service as an aiohttp application (``serve`` runs it; tests drive it over HTTP).
+
+    ``elect_at_startup``: the worker election starts with the app (tests, benchmarks). ``serve``
+    passes False and starts it only after its port is bound: two ``serve`` started at once on one
+    port must not let the one that then fails to listen claim a due slot and take it down with it.
+    """
     runtime = runtime or build_runtime(settings)
     app = build_app(
         WebConfig.from_settings(settings),
@@ -318,7 +338,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app.cleanup_ctx.append(_database_context(runtime))
     app.cleanup_ctx.append(_services_context(runtime))
     app.on_startup.append(_mark_demo)
-    app.cleanup_ctx.append(_worker_context(runtime, elections))
+    app.cleanup_ctx.append(_worker_context(runtime, elections, elect_at_startup=elect_at_startup))
     return app
 
 
@@ -346,10 +366,15 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         raise
     if settings.asterisk == "sandbox":
         await _sandbox_for_serve(settings, root)
-    app = create_app(settings, runtime=runtime)
+    app = create_app(settings, runtime=runtime, elect_at_startup=False)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.server.shutdown_timeout_s
     )
+    # From here on a signal stops the service cleanly (the worker, if elected, gives its work back).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -357,17 +382,16 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     except OSError as exc:
         await runner.cleanup()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    url = settings.server.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    role = app[ELECTION][0].role if app[ELECTION] else "standby"
-    print(f"村响 is running: open {url}/  (this process is the {role} worker; Ctrl+C stops it)", flush=True)
-    logins = settings.data_dir / "demo-logins.txt"
-    if logins.exists():
-        print(f"Demo logins are in {logins.resolve()} (readable by its owner only)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
+        # Only a process that is fully up (its port bound) may become the worker and claim work.
+        election = await start_election(app)
+        url = settings.server.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        print(
+            f"村响 is running: open {url}/  (this process is the {election.role} worker; Ctrl+C stops it)", flush=True
+        )
+        logins = settings.data_dir / "demo-logins.txt"
+        if logins.exists():
+            print(f"Demo logins are in {logins.resolve()} (readable by its owner only)", flush=True)
         await stop.wait()
     finally:
         print("stopping…", flush=True)

@@ -253,6 +253,9 @@ class BroadcastSettings(_Section):
     sip_auto_answer: Literal["generic", "polycom", "cisco", "rfc5373", "none"] = "generic"
     # How often the active worker looks for broadcasts requested by another process.
     pending_poll_s: float = Field(1.0, gt=0)
+    # How often the dispatcher records that it is alive: after a crash, the next worker takes the last
+    # record as the time the service stopped (for the replay window, scheduler.catch_up_grace_s).
+    heartbeat_s: float = Field(5.0, gt=0)
     # Program that plays an item on a local sound card (sink speakers "alsa:DEVICE").
     alsa_player: str = "aplay"
     # Longest a speaker test may take end to end.
@@ -278,6 +281,8 @@ class BroadcastSettings(_Section):
 
 class SchedulerSettings(_Section):
     # An occurrence missed (crash, restart) by less than this still plays once; older ones are recorded missed.
+    # The same window decides replays: an item cut or left queued by a stop plays again (重播) if the
+    # service is back within it.
     catch_up_grace_s: float = Field(600.0, ge=0)
     # How far back a start looks for occurrences to record as missed.
     missed_lookback_h: float = Field(24.0, gt=0, le=24 * 31)

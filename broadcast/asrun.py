@@ -22,6 +22,7 @@ from broadcast.outcome import Outcome, SpeakerOutcome, item_speakers, summarize,
 from common.errors import NotFound
 from storage.models import (
     KIND_LABELS,
+    REPLAY_LABEL,
     RUN_STATE_LABELS,
     RUN_SUCCESS,
     Broadcast,
@@ -85,6 +86,9 @@ class AsRunLine:
             "zone": self.zone_name,
             "schedule_id": run.schedule_id,
             "attempt": run.attempt,
+            # A 重播: the play of ``replay_of`` again, from its start, after the service stopped during it.
+            "replay_of": run.replay_of,
+            "replay_label": REPLAY_LABEL if run.replay_of is not None else None,
             "state": run.state,
             "state_label": RUN_STATE_LABELS[run.state],
             "outcome": outcome_json(self.outcome),
@@ -105,6 +109,9 @@ class AsRunLine:
                     "started_at": _local(speaker.started_at, zone),
                     "ended_at": _local(speaker.ended_at, zone),
                     "error": speaker.error,
+                    # What it was given: RTP packets sent (RTP only), seconds played (None: not known).
+                    "packets_sent": speaker.packets_sent,
+                    "played_s": speaker.played_s,
                 }
                 for speaker in self.speakers
             ],
@@ -175,6 +182,10 @@ class BroadcastResult:
                 for speaker in self.speakers
             ],
         }
+
+
+def _blank_if_none(value: object) -> object:
+    return "" if value is None else value
 
 
 def _local(value: datetime | None, zone: ZoneInfo) -> str | None:
@@ -303,19 +314,21 @@ class AsRunLog:
         writer.writerow(
             [
                 "记录号", "标题", "类别", "来源", "乡镇", "村", "播出分区", "计划时间", "开始", "结束",
-                "分区结果", "终端", "传输方式", "终端状态", "终端开始", "终端结束", "原因",
+                "分区结果", "重播", "终端", "传输方式", "终端状态", "终端开始", "终端结束", "已发送包数", "播出秒数",
+                "原因",
             ]
         )  # fmt: skip
         for line in lines:
             data = line.as_json(self.zone)
+            replay = f"{REPLAY_LABEL}（重播记录号{data['replay_of']}）" if data["replay_of"] is not None else ""
             base = [
                 data["id"], data["title"], data["kind_label"], ORIGIN_LABELS.get(data["origin"], ""), data["township"],
                 data["village"],
                 data["zone"], data["scheduled_at"], data["started_at"] or "", data["ended_at"] or "",
-                data["outcome"]["label"],
+                data["outcome"]["label"], replay,
             ]  # fmt: skip
             if not data["speakers"]:
-                writer.writerow([*base, "", "", "", "", "", data["error"] or ""])
+                writer.writerow([*base, "", "", "", "", "", "", "", data["error"] or ""])
             for speaker in data["speakers"]:
                 writer.writerow(
                     [
@@ -325,6 +338,8 @@ class AsRunLog:
                         speaker["state_label"],
                         speaker["started_at"] or "",
                         speaker["ended_at"] or "",
+                        _blank_if_none(speaker["packets_sent"]),
+                        _blank_if_none(speaker["played_s"]),
                         speaker["error"] or data["error"] or "",
                     ]
                 )

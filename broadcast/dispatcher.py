@@ -17,6 +17,26 @@ if configured, queued again as the next attempt; then the preemptor plays. A pla
 of equal or lower priority waits, at most ``wait_limit_s``, and is then recorded
 as skipped. Each play is one owned task; the transports under it add no task per
 speaker except where a speaker needs its own wait (SIP call, HTTP terminal).
+
+Never lost, never twice, across stops and crashes:
+
+* a play cut by a higher priority before any speaker played a sound of it is recorded
+  未开始（被抢占）, not 被中断 (and queued again like any cut play);
+* when the service stops (SIGTERM), the playing item is cut and recorded 被中断, the queued
+  ones 未开始（服务停止）; a process that dies (SIGKILL) leaves its rows waiting or playing,
+  and the next start closes them the same way. Either way the rows are marked
+  ``replay_pending``, and the next worker to start decides each one once (UNIQUE
+  ``replay_of``), after its scheduler has caught up (:class:`PendingReplays`): a 重播 row
+  that plays the item again from its start, at its own priority (an emergency too), if the
+  service is back within ``replay_grace_s`` (the scheduler's catch-up grace) and no newer
+  play of the same notice in the zone (a slot just caught up, say), nor an archive, an edit
+  or a stopped schedule, came since; otherwise the same row records why it was not
+  replayed (错过, 已取消). A play that finished is never played again.
+* When the service stopped is known from a heartbeat (``worker_heartbeats``) written every
+  ``heartbeat_s`` and at a clean stop.
+
+A zone's live speakers (RTP, SIP, sound card) set its pace; a 4G terminal (pull) that has not
+started the item when they are done no longer holds the zone (``broadcast.terminals``).
 """
 
 from __future__ import annotations
@@ -24,13 +44,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, time
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -49,7 +71,9 @@ from storage.models import (
     RUN_INTERRUPTED,
     RUN_MISSED,
     RUN_PLAYING,
+    RUN_PREEMPTED_BEFORE_START,
     RUN_SKIPPED,
+    RUN_STOPPED_BEFORE_START,
     RUN_SUCCESS,
     RUN_UNPROCESSED,
     RUN_WAITING,
@@ -57,9 +81,11 @@ from storage.models import (
     BroadcastSpeaker,
     BroadcastZone,
     Notice,
+    Schedule,
     Speaker,
     Township,
     Village,
+    WorkerHeartbeat,
     Zone,
     ZoneBroadcastSettings,
 )
@@ -84,6 +110,8 @@ class Play:
     stop_reason: int | None = None
     stop_error: str | None = None
     interrupted_by: int | None = None
+    # Stopped because the service stops (not preempted): its row is left for the next worker to replay.
+    by_service: bool = False
     task: asyncio.Task[Any] | None = None
     expiry: asyncio.TimerHandle | None = None
 
@@ -94,8 +122,24 @@ class _ZoneSlot:
     waiting: list[Play] = field(default_factory=list)
 
 
+# Among a broadcast's zone rows that all failed to play, the state that tells most of what happened.
+_UNPLAYED_PRECEDENCE = (
+    RUN_INTERRUPTED,
+    RUN_FAILED,
+    RUN_MISSED,
+    RUN_SKIPPED,
+    RUN_PREEMPTED_BEFORE_START,
+    RUN_STOPPED_BEFORE_START,
+    RUN_CANCELLED,
+)
+STOPPED_BY_SERVICE = "服务停止，播出中断"
+QUEUED_AT_STOP = "服务停止时仍在排队，未开始"
+DIED_WHILE_PLAYING = "服务意外停止（进程退出），播出中断"
+DIED_WHILE_QUEUED = "服务意外停止（进程退出）时仍在排队，未开始"
+
+
 def aggregate_state(states: Sequence[int]) -> int:
-    """A broadcast's state from its zones' states."""
+    """A broadcast's state from its zones' states (every attempt: a later one that succeeded makes it 成功)."""
     if not states:
         return RUN_FAILED
     if any(state == RUN_PLAYING for state in states):
@@ -104,10 +148,10 @@ def aggregate_state(states: Sequence[int]) -> int:
         return RUN_WAITING
     if any(state == RUN_SUCCESS for state in states):
         return RUN_SUCCESS
-    for only in (RUN_MISSED, RUN_SKIPPED, RUN_CANCELLED, RUN_INTERRUPTED):
-        if all(state == only for state in states):
-            return only
-    return RUN_INTERRUPTED if RUN_INTERRUPTED in states else RUN_FAILED
+    for state in _UNPLAYED_PRECEDENCE:
+        if state in states:
+            return state
+    return RUN_FAILED
 
 
 def in_quiet_hours(clock: time, quiet_start: time, quiet_end: time) -> bool:
@@ -136,6 +180,8 @@ class Dispatcher:
         pending_poll_s: float = 1.0,
         default_rtp_port: int = 5004,
         default_rtp_ttl: int = 8,
+        replay_grace_s: float = 600.0,
+        heartbeat_s: float = 5.0,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -148,6 +194,9 @@ class Dispatcher:
         self._pending_poll_s = pending_poll_s
         self._default_port = default_rtp_port
         self._default_ttl = default_rtp_ttl
+        self._replay_grace = timedelta(seconds=replay_grace_s)
+        self._heartbeat_s = heartbeat_s
+        self._process = f"{socket.gethostname()}:{os.getpid()}"[:128]
         self._slots: dict[int, _ZoneSlot] = {}
         self._tasks: BackgroundTasks | None = None
         self._pending = asyncio.Event()
@@ -168,12 +217,46 @@ class Dispatcher:
         if self._tasks is not None:
             return
         await self._rtp.start()
-        await self._close_leftovers()
+        try:
+            await self._recover()
+            await self._beat()
+        except BaseException:
+            await self._rtp.stop()
+            raise
         self._stopping = False
         self._tasks = BackgroundTasks("dispatcher")
         self._pending_task = self._tasks.spawn(self._pending_loop(), "pending-requests")
+        self._tasks.spawn(self._heartbeat_loop(), "heartbeat")
+
+    async def replay_pending(self) -> int:
+        """Decide the replay of every row the service's stop cut or left queued; start those that play again.
+
+        Called once the scheduler has caught up (:class:`PendingReplays`, after it in the worker
+        services), so that a slot of the same notice caught up now counts as the newer play that
+        makes an older one's replay needless. Returns how many replays were started.
+        """
+        if self._tasks is None:
+            return 0
+        now = self._clock.now()
+        decided: list[tuple[tuple[int, int, int], Play]] = []
+        for row_id in await self._pending_replays():
+            try:
+                replay = await self._decide_replay(row_id, now)
+            except IntegrityError:
+                continue  # decided by another worker a moment ago: never twice
+            if replay is not None:
+                decided.append(replay)
+        # Emergencies first, then what was on air before what waited, then in order of arrival.
+        plays = [play for _key, play in sorted(decided, key=lambda pair: pair[0])]
+        for play in plays:
+            self._submit(play)
+        if plays:
+            log.info("replaying %d item(s) the service's stop cut or left queued", len(plays))
+        await self._notify()
+        return len(plays)
 
     async def stop(self) -> None:
+        """Cut what plays (被中断), close what waits (未开始（服务停止）): both left for the next worker to replay."""
         if self._tasks is None:
             return
         self._stopping = True
@@ -181,36 +264,195 @@ class Dispatcher:
         if self._pending_task is not None:
             await asyncio.wait([self._pending_task], timeout=10)
         for slot in self._slots.values():
-            for play in slot.waiting:
-                if play.expiry is not None:
-                    play.expiry.cancel()
             if slot.playing is not None:
                 slot.playing.stop_reason = RUN_INTERRUPTED
-                slot.playing.stop_error = "服务停止，播出中断"
+                slot.playing.stop_error = STOPPED_BY_SERVICE
+                slot.playing.by_service = True
                 slot.playing.stop.set()
         playing = [slot.playing.task for slot in self._slots.values() if slot.playing and slot.playing.task]
         if playing:
             await asyncio.wait(playing, timeout=10)
+        # Collected after the plays ended: a play cut just before may have queued its next attempt.
+        waiting = [play for slot in self._slots.values() for play in slot.waiting]
+        for play in waiting:
+            if play.expiry is not None:
+                play.expiry.cancel()
+        try:
+            await self._close_queued(waiting)
+            await self._beat(stopped=True)
+        except Exception:
+            # The database is gone: the rows stay waiting, and the next start closes them as a crash's.
+            log.exception("recording the queued plays at stop failed; the next start will")
         tasks, self._tasks = self._tasks, None
         await tasks.close()
         await self._rtp.stop()
         self._slots.clear()
 
-    async def _close_leftovers(self) -> None:
-        """Rows a dead process left waiting or playing are closed as interrupted; they are never replayed."""
+    async def _close_queued(self, plays: Sequence[Play]) -> None:
+        if not plays:
+            return
         now = self._clock.now()
         async with self._sessions.begin() as session:
-            for model in (BroadcastZone, BroadcastSpeaker):
-                await session.execute(
-                    update(model)
-                    .where(model.state.in_((RUN_WAITING, RUN_PLAYING)))
-                    .values(state=RUN_INTERRUPTED, ended_at=now, error="服务重启，播出中断")
+            for play in plays:
+                row = await session.get(BroadcastZone, play.zone_run_id)
+                if row is None or row.state != RUN_WAITING:
+                    continue
+                row.state, row.error, row.ended_at = RUN_STOPPED_BEFORE_START, QUEUED_AT_STOP, now
+                row.replay_pending = True
+            for broadcast_id in {play.broadcast_id for play in plays}:
+                await self._aggregate(session, broadcast_id)
+
+    # -- heartbeat and recovery ---------------------------------------------------------------
+
+    async def _beat(self, *, stopped: bool = False) -> None:
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            beat = await session.get(WorkerHeartbeat, self.name)
+            if beat is None:
+                beat = WorkerHeartbeat(name=self.name, alive_at=now)
+                session.add(beat)
+            beat.alive_at, beat.process = now, self._process
+            beat.stopped_at = now if stopped else None
+
+    async def _heartbeat_loop(self) -> None:
+        while not self.stopping():
+            await asyncio.sleep(self._heartbeat_s)
+            if self.stopping():
+                return
+            try:
+                await self._beat()
+            except Exception:
+                log.exception("writing the dispatcher's heartbeat failed; will retry")
+
+    async def _recover(self) -> None:
+        """Close what a dead worker left waiting or playing (its replay is decided by :meth:`replay_pending`)."""
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            beat = await session.get(WorkerHeartbeat, self.name)
+            # When the previous worker stopped: its clean stop, or its last sign of life.
+            last_seen = None if beat is None else (beat.stopped_at or beat.alive_at)
+            await self._close_leftovers(session, last_seen, now)
+
+    async def _close_leftovers(self, session: AsyncSession, last_seen: datetime | None, now: datetime) -> None:
+        """Rows a dead process left waiting or playing: closed as it would have closed them, replay pending."""
+        rows = (
+            await session.scalars(select(BroadcastZone).where(BroadcastZone.state.in_((RUN_WAITING, RUN_PLAYING))))
+        ).all()
+        for row in rows:
+            ended = max(last_seen or now, row.started_at or row.scheduled_at)
+            ended = min(ended, now)
+            if row.state == RUN_PLAYING:
+                row.state, row.error = RUN_INTERRUPTED, DIED_WHILE_PLAYING
+            else:
+                row.state, row.error = RUN_STOPPED_BEFORE_START, DIED_WHILE_QUEUED
+            row.ended_at, row.replay_pending = ended, True
+            speakers = (
+                await session.scalars(
+                    select(BroadcastSpeaker).where(
+                        BroadcastSpeaker.zone_run_id == row.id,
+                        BroadcastSpeaker.state.in_((RUN_WAITING, RUN_PLAYING)),
+                    )
                 )
-            await session.execute(
-                update(Broadcast)
-                .where(Broadcast.state.in_((RUN_WAITING, RUN_PLAYING)))
-                .values(state=RUN_INTERRUPTED, ended_at=now, error="服务重启，播出中断")
+            ).all()
+            for speaker in speakers:
+                # Live speakers are playing from the zone's start; a 4G terminal waits until it reports its start.
+                speaker.state = RUN_INTERRUPTED if speaker.state == RUN_PLAYING else RUN_STOPPED_BEFORE_START
+                speaker.ended_at, speaker.error = ended, row.error
+        for broadcast_id in {row.broadcast_id for row in rows}:
+            await self._aggregate(session, broadcast_id)
+        # A request taken (state 1) whose zone rows were never written cannot be: both are one transaction.
+
+    async def _pending_replays(self) -> list[int]:
+        async with self._sessions() as session:
+            return list(
+                (
+                    await session.scalars(
+                        select(BroadcastZone.id)
+                        .where(BroadcastZone.replay_pending.is_(True))
+                        .order_by(BroadcastZone.id)
+                    )
+                ).all()
             )
+
+    async def _decide_replay(self, row_id: int, now: datetime) -> tuple[tuple[int, int, int], Play] | None:
+        """One row the service's stop cut or left queued: a 重播 row that plays it again, or says why not."""
+        async with self._sessions.begin() as session:
+            row = await session.get(BroadcastZone, row_id)
+            if row is None or not row.replay_pending:
+                return None
+            row.replay_pending = False
+            why_not = await self._why_not_replay(session, row, now)
+            attempt = await session.scalar(
+                select(func.max(BroadcastZone.attempt)).where(
+                    BroadcastZone.broadcast_id == row.broadcast_id, BroadcastZone.zone_id == row.zone_id
+                )
+            )
+            state, error = (RUN_WAITING, None) if why_not is None else why_not
+            replay = BroadcastZone(
+                broadcast_id=row.broadcast_id,
+                schedule_id=row.schedule_id,
+                occurrence_at=row.occurrence_at,
+                zone_id=row.zone_id,
+                village_id=row.village_id,
+                township_id=row.township_id,
+                notice_id=row.notice_id,
+                kind=row.kind,
+                priority=row.priority,
+                attempt=(attempt or 0) + 1,
+                replay_of=row.id,
+                state=state,
+                scheduled_at=row.scheduled_at,
+                error=error,
+                ended_at=now if state in FINAL_RUN_STATES else None,
+            )
+            session.add(replay)
+            await session.flush()
+            await self._aggregate(session, row.broadcast_id)
+            broadcast = await session.get(Broadcast, row.broadcast_id)
+            assert broadcast is not None
+            if state != RUN_WAITING:
+                log.info("zone run %s not replayed: %s", row.id, error)
+                return None
+            order = (replay.priority, 0 if row.state == RUN_INTERRUPTED else 1, row.id)
+            return order, self._play_of(broadcast, replay)
+
+    async def _why_not_replay(self, session: AsyncSession, row: BroadcastZone, now: datetime) -> tuple[int, str] | None:
+        """(state, reason) when ``row`` must not be played again; None when its replay may go ahead."""
+        stopped_at = row.ended_at or now
+        if now - stopped_at > self._replay_grace:
+            down = max(1, round((now - stopped_at).total_seconds() / 60))
+            grace = self._replay_grace.total_seconds() / 60
+            return RUN_MISSED, f"服务停机约{down}分钟，超过补播时限（{grace:g}分钟），未重播"
+        notice = await session.get(Notice, row.notice_id) if row.notice_id is not None else None
+        if notice is None or notice.state == "archived":
+            return RUN_CANCELLED, "通知已归档，不再重播"
+        if notice.state != "approved":
+            return RUN_CANCELLED, "通知已被修改、尚未重新审核，不再重播"
+        if row.schedule_id is not None:
+            schedule = await session.get(Schedule, row.schedule_id)
+            if schedule is None or not schedule.enabled:
+                return RUN_CANCELLED, "播出安排已停用，不再重播"
+        # A newer play of the same notice here that played, plays, waits, or is itself to be replayed:
+        # the village hears the notice from that one, not twice.
+        newer = await session.scalar(
+            select(BroadcastZone.id)
+            .where(
+                BroadcastZone.zone_id == row.zone_id,
+                BroadcastZone.notice_id == row.notice_id,
+                BroadcastZone.broadcast_id != row.broadcast_id,
+                BroadcastZone.id > row.id,
+                BroadcastZone.replay_of.is_(None),
+                or_(
+                    BroadcastZone.state.in_((RUN_WAITING, RUN_PLAYING, RUN_SUCCESS)),
+                    BroadcastZone.replay_pending.is_(True),
+                ),
+            )
+            .order_by(BroadcastZone.id)
+            .limit(1)
+        )
+        if newer is not None:
+            return RUN_CANCELLED, f"本分区此后已有同一通知的播出（记录号{newer}），不再重播"
+        return None
 
     # -- waiting for changes (tests, health) ---------------------------------------------------
 
@@ -466,6 +708,9 @@ class Dispatcher:
             log.warning("dispatcher not running; play %s stays waiting", play.zone_run_id)
             return
         slot = self._slots.setdefault(play.zone_id, _ZoneSlot())
+        if self._stopping:
+            slot.waiting.append(play)  # closed as 未开始（服务停止） by stop(), for the next worker to replay
+            return
         current = slot.playing
         if current is None:
             self._start(slot, play)
@@ -496,7 +741,7 @@ class Dispatcher:
     def _finished(self, slot: _ZoneSlot, play: Play) -> None:
         if slot.playing is play:
             slot.playing = None
-        if slot.waiting and self._tasks is not None:
+        if slot.waiting and self._tasks is not None and not self._stopping:
             self._start(slot, slot.waiting.pop(0))
         if self._tasks is not None:
             self._tasks.spawn(self._notify(), "notify")
@@ -529,6 +774,10 @@ class Dispatcher:
         if broadcast.state in FINAL_RUN_STATES and broadcast.ended_at is None:
             broadcast.ended_at = self._clock.now()
 
+    def _is_pull(self, transport_name: str) -> bool:
+        transport = self._transports.get(transport_name)
+        return bool(transport is not None and transport.pull)
+
     async def _targets(
         self, session: AsyncSession, play: Play
     ) -> tuple[list[SpeakerTarget], ZoneBroadcastSettings | None]:
@@ -545,7 +794,8 @@ class Dispatcher:
                 speaker_id=speaker.id,
                 transport=speaker.transport,
                 address=speaker.address,
-                state=RUN_WAITING,
+                # Live speakers play from now; a 4G terminal waits until it reports its start.
+                state=RUN_WAITING if self._is_pull(speaker.transport) else RUN_PLAYING,
                 acknowledged=False,
             )
             session.add(run)
@@ -577,6 +827,10 @@ class Dispatcher:
                 await self._close_play(play, RUN_CANCELLED, quiet)
                 return
             files, duration = await self._notices.audio_files(notice)
+            if play.stop.is_set():
+                # Preempted (or the service stopped) before a single speaker was asked to play it.
+                await self._record(play, [])
+                return
             now = self._clock.now()
             async with self._sessions.begin() as session:
                 row = await session.get(BroadcastZone, play.zone_run_id)
@@ -609,7 +863,7 @@ class Dispatcher:
             await self._record(play, results)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._close_play(play, RUN_INTERRUPTED, "服务停止，播出中断"))
+                await asyncio.shield(self._close_cancelled(play))
             raise
         except CunxiangError as exc:
             log.warning("play %s in zone %s failed: %s", play.zone_run_id, play.zone_id, exc)
@@ -618,12 +872,29 @@ class Dispatcher:
             log.exception("play %s in zone %s failed", play.zone_run_id, play.zone_id)
             await self._close_play(play, RUN_FAILED, f"内部错误：{type(exc).__name__}")
 
+    async def _close_cancelled(self, play: Play) -> None:
+        """The play's task was cancelled (the dispatcher closing in a hurry): cut, left for the next worker."""
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await session.get(BroadcastZone, play.zone_run_id)
+            if row is None or row.state not in (RUN_WAITING, RUN_PLAYING):
+                return
+            started = row.state == RUN_PLAYING
+            row.state = RUN_INTERRUPTED if started else RUN_STOPPED_BEFORE_START
+            row.error = STOPPED_BY_SERVICE if started else QUEUED_AT_STOP
+            row.ended_at, row.replay_pending = now, True
+            await self._aggregate(session, play.broadcast_id)
+
     async def _play_everywhere(self, item: PlayItem, targets: list[SpeakerTarget], play: Play) -> list[SpeakerResult]:
+        """Every transport at once; the live ones' end is signalled to the pull ones (``PlayItem.live_done``)."""
         by_transport: dict[str, list[SpeakerTarget]] = {}
         for target in targets:
             by_transport.setdefault(target.transport, []).append(target)
         results: list[SpeakerResult] = []
-        jobs = []
+        live_jobs: list[Awaitable[list[SpeakerResult]]] = []
+        pull_jobs: list[Awaitable[list[SpeakerResult]]] = []
+        has_live = any(not self._is_pull(name) for name in by_transport if name in self._transports)
+        item = replace(item, live_done=asyncio.Event() if has_live else None)
         for transport_name, group in by_transport.items():
             transport = self._transports.get(transport_name)
             if transport is None:
@@ -631,8 +902,17 @@ class Dispatcher:
                     SpeakerResult(target, RUN_FAILED, error=f"未启用传输方式 {transport_name}") for target in group
                 ]
                 continue
-            jobs.append(transport.play(item, group, play.stop))
-        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            (pull_jobs if transport.pull else live_jobs).append(transport.play(item, group, play.stop))
+
+        async def live() -> list[Any]:
+            try:
+                return await asyncio.gather(*live_jobs, return_exceptions=True)
+            finally:
+                if item.live_done is not None:
+                    item.live_done.set()
+
+        live_outcomes, pull_outcomes = await asyncio.gather(live(), asyncio.gather(*pull_jobs, return_exceptions=True))
+        for outcome in [*live_outcomes, *pull_outcomes]:
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, asyncio.CancelledError):
                     raise outcome
@@ -641,9 +921,15 @@ class Dispatcher:
             results += outcome
         return results
 
+    def _unheard_state(self, play: Play) -> int:
+        return RUN_STOPPED_BEFORE_START if play.by_service else RUN_PREEMPTED_BEFORE_START
+
     async def _record(self, play: Play, results: list[SpeakerResult]) -> None:
+        """What each speaker and the zone did; a cut play that nobody heard is 未开始, not 被中断."""
         now = self._clock.now()
         requeued: Play | None = None
+        heard = any(result.heard for result in results)
+        finished_anyway = bool(results) and all(result.state == RUN_SUCCESS for result in results)
         async with self._sessions.begin() as session:
             for result in results:
                 if result.target.run_id is None:
@@ -652,16 +938,26 @@ class Dispatcher:
                 if run is None:
                     continue
                 run.state = result.state
+                if result.state == RUN_INTERRUPTED and not result.heard:
+                    run.state = self._unheard_state(play)
                 run.started_at = result.started_at or run.started_at
                 run.ended_at = result.ended_at or now
                 run.error = result.error
                 run.detail = result.detail or None
+                run.packets_sent = result.packets_sent
+                run.played_s = result.played_s
             row = await session.get(BroadcastZone, play.zone_run_id)
             assert row is not None
             row.ended_at = now
-            if play.stop_reason is not None:
-                row.state, row.error = play.stop_reason, play.stop_error or "被更高优先级的广播插播中断"
+            if play.stop_reason is not None and not finished_anyway:
+                default = STOPPED_BY_SERVICE if play.by_service else "被更高优先级的广播插播中断"
+                row.state, row.error = play.stop_reason, play.stop_error or default
                 row.interrupted_by = play.interrupted_by
+                if play.stop_reason == RUN_INTERRUPTED and not heard:
+                    row.state = self._unheard_state(play)
+                    row.error = QUEUED_AT_STOP if play.by_service else "尚未播出即被更高优先级的广播抢占"
+                # The service's stop: the next worker to start decides its replay.
+                row.replay_pending = play.by_service
             elif not results:
                 row.state, row.error = RUN_FAILED, "分区没有启用的终端"
             else:
@@ -674,6 +970,7 @@ class Dispatcher:
                 )
             if (
                 play.stop_reason == RUN_INTERRUPTED
+                and not finished_anyway
                 and play.interrupted_by is not None
                 and self._requeue
                 and play.priority != EMERGENCY_PRIORITY
@@ -712,3 +1009,18 @@ async def township_of_zone(session: AsyncSession, zone_id: int) -> Township | No
         )
     ).first()
     return row[0] if row else None
+
+
+class PendingReplays:
+    """A worker service that decides the replays once the scheduler has caught up (it starts after it)."""
+
+    name = "replays"
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    async def start(self) -> None:
+        await self._dispatcher.replay_pending()
+
+    async def stop(self) -> None:
+        """Nothing runs here: the replays play in the dispatcher, which stops them."""

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from areas.addresses import AddressPolicy
 from broadcast.asrun import AsRunLog
-from broadcast.dispatcher import Dispatcher
+from broadcast.dispatcher import Dispatcher, PendingReplays
 from broadcast.notices import NoticeService
 from broadcast.production import BroadcastProducer, ProductionSettings
 from broadcast.rtp import RtpSender
@@ -45,6 +45,9 @@ class BroadcastConfig:
     recordings_dir: Path
     # Items "played" by sink speakers that are files (tests, a site's own player).
     sink_dir: Path
+    # An item cut or left queued by the service's stop is replayed if the service is back within this
+    # (the scheduler's catch-up grace: one window for both).
+    replay_grace_s: float = 600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BroadcastConfig:
@@ -64,6 +67,7 @@ class BroadcastConfig:
             zone=settings.zone,
             recordings_dir=settings.data_dir / "recordings",
             sink_dir=settings.data_dir / "sink",
+            replay_grace_s=settings.scheduler.catch_up_grace_s,
         )
 
 
@@ -78,6 +82,8 @@ class Broadcasting:
     asrun: AsRunLog
     speaker_tester: SpeakerTester
     worker_services: list[Service] = field(default_factory=list)
+    # Started by the worker after the scheduler has caught up: the replays of what a stop cut or left queued.
+    after_catch_up_services: list[Service] = field(default_factory=list)
 
 
 def build_producer(config: BroadcastConfig, speech: Speech) -> BroadcastProducer:
@@ -138,6 +144,8 @@ def build_broadcasting(
         pending_poll_s=settings.pending_poll_s,
         default_rtp_port=settings.rtp_port,
         default_rtp_ttl=settings.rtp_ttl,
+        replay_grace_s=config.replay_grace_s,
+        heartbeat_s=settings.heartbeat_s,
     )
     health.register("dispatcher", dispatcher.health)
     terminals = TerminalService(
@@ -166,4 +174,5 @@ def build_broadcasting(
         asrun=AsRunLog(sessions, config.zone),
         speaker_tester=tester,
         worker_services=[dispatcher],
+        after_catch_up_services=[PendingReplays(dispatcher)],
     )

@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from areas.addresses import hash_token
-from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget
+from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, seconds_between
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from storage.models import (
@@ -231,9 +231,18 @@ class TerminalService:
 
 
 class HttpPullTransport:
-    """The dispatcher's side: offer the item, then wait for each terminal's start and finish reports."""
+    """The dispatcher's side: offer the item, then wait for each terminal's start and finish reports.
+
+    A terminal is a pull speaker: it learns of the item on its next poll, downloads it, starts, so it
+    runs behind the zone's live speakers (RTP, SIP, sound card) by up to a poll interval plus the
+    download. The zone waits for a terminal that has started (so the lag never grows from item to
+    item), but never for one that has not: once the live speakers are done (``PlayItem.live_done``)
+    and the terminal has had two poll intervals to start, it is recorded as failed for this item and
+    the zone goes on. Without live speakers in the zone it has ``start_timeout_s`` + one poll.
+    """
 
     name = "http"
+    pull = True
 
     def __init__(
         self,
@@ -263,31 +272,43 @@ class HttpPullTransport:
         self,
         run_id: int,
         stop: asyncio.Event,
-        # A deadline, not a cancel scope: running out is an answer (False), and never cancels a database read.
+        # A deadline, not a cancel scope: running out is an answer ("timeout"), and never cancels a database read.
         timeout: float,  # noqa: ASYNC109
         done: tuple[int, ...],
-    ) -> bool:
-        """Wait until the row reaches one of ``done`` or ``stop`` is set; False on timeout."""
+        *,
+        give_up: asyncio.Event | None = None,
+        give_up_after: float = 0.0,
+    ) -> str:
+        """Wait until the row reaches one of ``done`` or ``stop`` is set ("done"), or "timeout".
+
+        With ``give_up``: "given_up" once that event is set and ``give_up_after`` seconds have passed.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        began = loop.time()
+        deadline = began + timeout
         event = self._events.event(run_id)
         while True:
             row = await self._row(run_id)
             if row is None or row.state in done or stop.is_set():
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
+                return "done"
+            now = loop.time()
+            if now >= deadline:
+                return "timeout"
+            waits = [stop.wait(), event.wait()]
+            limit = min(deadline - now, 2 * self._poll)  # re-read: the report may land in another process
+            if give_up is not None:
+                if give_up.is_set():
+                    if now - began >= give_up_after:
+                        return "given_up"
+                    limit = min(limit, give_up_after - (now - began))
+                else:
+                    waits.append(give_up.wait())
             event.clear()
-            stopper = asyncio.ensure_future(stop.wait())
-            waker = asyncio.ensure_future(event.wait())
+            futures = [asyncio.ensure_future(wait) for wait in waits]
             try:
-                # Re-read at least every two poll intervals: the report may land in another process.
-                await asyncio.wait(
-                    {stopper, waker}, timeout=min(remaining, 2 * self._poll), return_when="FIRST_COMPLETED"
-                )
+                await asyncio.wait(futures, timeout=limit, return_when="FIRST_COMPLETED")
             finally:
-                for future in (stopper, waker):
+                for future in futures:
                     future.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await future
@@ -297,16 +318,25 @@ class HttpPullTransport:
         run_id = target.run_id
         try:
             started = await self._wait(
-                run_id, stop, self._start_timeout + self._poll, (RUN_PLAYING, RUN_SUCCESS, RUN_FAILED)
+                run_id,
+                stop,
+                self._start_timeout + self._poll,
+                (RUN_PLAYING, RUN_SUCCESS, RUN_FAILED),
+                give_up=item.live_done,
+                give_up_after=2 * self._poll,
             )
             if stop.is_set():
                 return await self._finish(target, RUN_INTERRUPTED, None)
-            if not started:
+            if started == "timeout":
                 return await self._finish(target, RUN_FAILED, "终端未在规定时间内取走并开始播放（可能离线）")
+            if started == "given_up":
+                return await self._finish(
+                    target, RUN_FAILED, "分区的其他喇叭已播完，终端仍未取走并开始播放（可能离线），分区不再等它"
+                )
             finished = await self._wait(run_id, stop, item.duration_s + self._finish_grace, (RUN_SUCCESS, RUN_FAILED))
             if stop.is_set():
                 return await self._finish(target, RUN_INTERRUPTED, None)
-            if not finished:
+            if finished != "done":
                 return await self._finish(target, RUN_FAILED, "终端未报告播放完成")
             return await self._finish(target, None, None)
         finally:
@@ -315,11 +345,17 @@ class HttpPullTransport:
     async def _finish(self, target: SpeakerTarget, state: int | None, error: str | None) -> SpeakerResult:
         row = await self._row(target.run_id or 0)
         final = state if state is not None else (row.state if row is not None else RUN_FAILED)
+        started = row.started_at if row else None
+        ended = row.ended_at if row and row.ended_at else self._clock.now()
+        # What the terminal played, from its own reports: nothing if it never reported a start.
+        played = seconds_between(started, ended) if started is not None else 0.0
         return SpeakerResult(
             target,
             final,
-            row.started_at if row else None,
-            row.ended_at if row and row.ended_at else self._clock.now(),
+            started,
+            ended,
             error if error is not None else (row.error if row else None),
             {"acknowledged": bool(row and row.acknowledged)},
+            None,
+            played,
         )

@@ -61,6 +61,9 @@ class PlayItem:
     # A zone's multicast group: every RTP speaker of the zone listens to it (one stream instead of many).
     rtp_group: tuple[str, int] | None = None
     rtp_ttl: int | None = None
+    # Set by the dispatcher when the zone's live speakers (RTP, SIP, sound card) have finished the item;
+    # a pull terminal that has not started by then stops holding the zone (None: the zone has no live speaker).
+    live_done: asyncio.Event | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -71,6 +74,14 @@ class SpeakerResult:
     ended_at: datetime | None = None
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # What the speaker was given of the item: RTP packets sent (RTP only), seconds played (None: unknown).
+    packets_sent: int | None = None
+    played_s: float | None = None
+
+    @property
+    def heard(self) -> bool:
+        """Whether any of the item reached this speaker (a result with nothing played was never heard)."""
+        return self.state == RUN_SUCCESS or bool(self.packets_sent) or bool(self.played_s)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -83,12 +94,22 @@ class SpeakerResult:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "error": self.error,
+            "packets_sent": self.packets_sent,
+            "played_s": self.played_s,
             "detail": self.detail,
         }
 
 
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round(max(0.0, (end - start).total_seconds()), 3)
+
+
 class Transport(Protocol):
     name: str
+    # A pull transport (4G terminals) waits for the speaker to ask; the others (live) play when told.
+    pull: bool
 
     async def play(self, item: PlayItem, targets: Sequence[SpeakerTarget], stop: asyncio.Event) -> list[SpeakerResult]:
         """Play ``item`` on ``targets`` until it ends or ``stop`` is set; one result per target."""
@@ -112,6 +133,7 @@ async def _until(stop: asyncio.Event, awaitable: asyncio.Future[Any] | asyncio.T
 
 class RtpTransport:
     name = "rtp"
+    pull = False
 
     def __init__(self, sender: RtpSender, clock: Clock, *, default_port: int = 5004, default_ttl: int = 8) -> None:
         self._sender = sender
@@ -152,8 +174,11 @@ class RtpTransport:
                 "sent": outcome.sent,
                 "dropped": outcome.dropped,
             }
+            played = round(outcome.sent * self._sender.packet_s, 3)
             for index in by_destination[destination]:
-                results[index] = SpeakerResult(targets[index], state, started, ended, outcome.error, detail)
+                results[index] = SpeakerResult(
+                    targets[index], state, started, ended, outcome.error, detail, outcome.sent, played
+                )
         return [results[index] for index in range(len(targets))]
 
 
@@ -204,6 +229,7 @@ _CHANNEL_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 class SipPagingTransport:
     name = "sip"
+    pull = False
 
     def __init__(self, originator: PageOriginator | None, clock: Clock, *, timeout_s: float = 30.0) -> None:
         self._originator = originator
@@ -250,7 +276,10 @@ class SipPagingTransport:
                 state, error = RUN_SUCCESS, None
             else:
                 state, error = RUN_FAILED, outcome.error or "终端未应答"
-            results.append(SpeakerResult(target, state, started, ended, error, dict(outcome.detail)))
+            # An answered page played from the answer to its end (the ring is short; the page's own timing
+            # is not reported per endpoint): a fair upper bound, and zero for a speaker that never answered.
+            played = seconds_between(started, ended) if answered else 0.0
+            results.append(SpeakerResult(target, state, started, ended, error, dict(outcome.detail), None, played))
         return results
 
 
@@ -265,6 +294,7 @@ class SinkTransport:
     """
 
     name = "sink"
+    pull = False
 
     def __init__(self, sink_dir: Path, clock: Clock, *, player: str = "aplay") -> None:
         self._dir = sink_dir
@@ -286,7 +316,9 @@ class SinkTransport:
                 stopped = await _until(stop, holding)
                 holding.cancel()
                 state = RUN_INTERRUPTED if stopped else RUN_SUCCESS
-                return SpeakerResult(target, state, started, self._clock.now(), detail={"file": str(path)})
+                ended = self._clock.now()
+                played = min(item.duration_s, seconds_between(started, ended) or 0.0)
+                return SpeakerResult(target, state, started, ended, detail={"file": str(path)}, played_s=played)
             if kind == "alsa":
                 return await self._alsa(name, source, target, stop, started)
         except OSError as exc:
@@ -306,10 +338,12 @@ class SinkTransport:
             playing.cancel()  # run_program terminates the player and waits for it
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await playing
-            return SpeakerResult(target, RUN_INTERRUPTED, started, self._clock.now())
+            ended = self._clock.now()
+            return SpeakerResult(target, RUN_INTERRUPTED, started, ended, played_s=seconds_between(started, ended))
         completed = await playing
         if completed.returncode != 0:
             return SpeakerResult(
                 target, RUN_FAILED, started, self._clock.now(), f"声卡播放失败：{completed.stderr_tail()}"
             )
-        return SpeakerResult(target, RUN_SUCCESS, started, self._clock.now())
+        ended = self._clock.now()
+        return SpeakerResult(target, RUN_SUCCESS, started, ended, played_s=seconds_between(started, ended))

@@ -18,7 +18,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models.base import Base
@@ -58,17 +69,21 @@ NOTICE_STATES = ("draft", "pending", "approved", "rejected", "archived")
 NOTICE_SOURCES = ("tts", "recording")
 BROADCAST_ORIGINS = ("schedule", "emergency", "manual", "test")
 
-# As-run states: 0-5 after the 应急广播 (GD/J) broadcast record, then our three.
+# As-run states: 0-5 after the 应急广播 (GD/J) broadcast record, then our own.
 RUN_UNPROCESSED = 0  # 未处理
 RUN_WAITING = 1  # 等待
 RUN_PLAYING = 2  # 播出中
 RUN_SUCCESS = 3  # 成功
 RUN_FAILED = 4  # 失败
 RUN_CANCELLED = 5  # 已取消
-RUN_INTERRUPTED = 6  # 被插播中断
+RUN_INTERRUPTED = 6  # 被中断: cut while it played (by a higher priority, or the service stopping)
 RUN_MISSED = 7  # 错过（停机超过补播时限）
 RUN_SKIPPED = 8  # 等待超时未播
-RUN_STATES = tuple(range(9))
+# Claimed, then cut by a higher priority before a single speaker played a sound of it: nobody heard it.
+RUN_PREEMPTED_BEFORE_START = 9  # 未开始（被抢占）
+# Still waiting for its zone when the service stopped: nobody heard it (it is replayed, see REPLAY_LABEL).
+RUN_STOPPED_BEFORE_START = 10  # 未开始（服务停止）
+RUN_STATES = tuple(range(11))
 RUN_STATE_LABELS = {
     RUN_UNPROCESSED: "未处理",
     RUN_WAITING: "等待",
@@ -79,8 +94,34 @@ RUN_STATE_LABELS = {
     RUN_INTERRUPTED: "被中断",
     RUN_MISSED: "错过",
     RUN_SKIPPED: "已跳过",
+    RUN_PREEMPTED_BEFORE_START: "未开始（被抢占）",
+    RUN_STOPPED_BEFORE_START: "未开始（服务停止）",
 }
-FINAL_RUN_STATES = (RUN_SUCCESS, RUN_FAILED, RUN_CANCELLED, RUN_INTERRUPTED, RUN_MISSED, RUN_SKIPPED)
+FINAL_RUN_STATES = (
+    RUN_SUCCESS,
+    RUN_FAILED,
+    RUN_CANCELLED,
+    RUN_INTERRUPTED,
+    RUN_MISSED,
+    RUN_SKIPPED,
+    RUN_PREEMPTED_BEFORE_START,
+    RUN_STOPPED_BEFORE_START,
+)
+# Final states in which nobody heard the whole item (a speaker's or a zone's).
+NOT_PLAYED_STATES = (
+    RUN_FAILED,
+    RUN_CANCELLED,
+    RUN_INTERRUPTED,
+    RUN_MISSED,
+    RUN_SKIPPED,
+    RUN_PREEMPTED_BEFORE_START,
+    RUN_STOPPED_BEFORE_START,
+)
+# A zone row with ``replay_of`` set is a 重播 (replay): the item played again, from its start, because the
+# service stopped while it played or waited (``broadcast_zones.replay_of`` names the row it replays). Its own
+# state says how the replay went: a 重播 in RUN_SUCCESS played; one in any other state did not.
+REPLAY_LABEL = "重播"
+_RUN_STATE_CHECK = f"state BETWEEN 0 AND {len(RUN_STATES) - 1}"
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -154,7 +195,7 @@ class Broadcast(Base):
     __tablename__ = "broadcasts"
     __table_args__ = (
         CheckConstraint(_in("origin", BROADCAST_ORIGINS), name="origin"),
-        CheckConstraint("state BETWEEN 0 AND 8", name="state"),
+        CheckConstraint(_RUN_STATE_CHECK, name="state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -184,7 +225,7 @@ class BroadcastZone(Base):
     __table_args__ = (
         # Attempt 0 of a scheduled slot is its claim: inserted once, whoever tries second fails.
         UniqueConstraint("schedule_id", "occurrence_at", "zone_id", "attempt", name="uq_broadcast_zones_occurrence"),
-        CheckConstraint("state BETWEEN 0 AND 8", name="state"),
+        CheckConstraint(_RUN_STATE_CHECK, name="state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -198,8 +239,13 @@ class BroadcastZone(Base):
     notice_id: Mapped[int | None] = mapped_column(ForeignKey("notices.id", ondelete="RESTRICT"), index=True)
     kind: Mapped[str] = mapped_column(String(24), index=True)
     priority: Mapped[int] = mapped_column(Integer)
-    # 0 for the slot itself; each requeue after an interruption is the next attempt.
+    # 0 for the slot itself; each requeue after an interruption, and each replay, is the next attempt.
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # A 重播: the row whose play the service's stop cut (or left queued), played again from the start.
+    # UNIQUE: a row is replayed (or recorded as not replayed, with why) at most once, whoever decides.
+    replay_of: Mapped[int | None] = mapped_column(ForeignKey("broadcast_zones.id", ondelete="RESTRICT"), unique=True)
+    # Set when the service stopped while this row played or waited: the next worker decides its replay.
+    replay_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), index=True)
     state: Mapped[int] = mapped_column(Integer, default=RUN_UNPROCESSED, index=True)
     scheduled_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -214,7 +260,7 @@ class BroadcastSpeaker(Base):
     __tablename__ = "broadcast_speakers"
     __table_args__ = (
         UniqueConstraint("zone_run_id", "speaker_id", name="uq_broadcast_speakers_speaker"),
-        CheckConstraint("state BETWEEN 0 AND 8", name="state"),
+        CheckConstraint(_RUN_STATE_CHECK, name="state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -229,6 +275,26 @@ class BroadcastSpeaker(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # For HTTP-pull terminals: whether the terminal has fetched/acknowledged the item.
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What this speaker was given of the item: RTP packets sent (RTP only), and seconds played (every transport
+    # that can tell: RTP from the packets, SIP from the answered page, 4G terminals from their reports).
+    packets_sent: Mapped[int | None] = mapped_column(Integer)
+    played_s: Mapped[float | None] = mapped_column(Float)
+
+
+class WorkerHeartbeat(Base):
+    """The last sign of life of a worker service (the dispatcher), so the next one knows when it stopped.
+
+    Written every few seconds while the service runs, and with ``stopped_at`` when it stops cleanly;
+    a process killed with SIGKILL leaves only ``alive_at``, which is then the best estimate of when
+    it died (at most one heartbeat interval early).
+    """
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    alive_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    process: Mapped[str] = mapped_column(String(128), default="")
 
 
 __all__ = [
@@ -239,16 +305,20 @@ __all__ = [
     "NOTICE_KINDS",
     "NOTICE_SOURCES",
     "NOTICE_STATES",
+    "NOT_PLAYED_STATES",
     "PRIORITY_LABELS",
     "PRIORITY_OF_KIND",
+    "REPLAY_LABEL",
     "RUN_CANCELLED",
     "RUN_FAILED",
     "RUN_INTERRUPTED",
     "RUN_MISSED",
     "RUN_PLAYING",
+    "RUN_PREEMPTED_BEFORE_START",
     "RUN_SKIPPED",
     "RUN_STATES",
     "RUN_STATE_LABELS",
+    "RUN_STOPPED_BEFORE_START",
     "RUN_SUCCESS",
     "RUN_UNPROCESSED",
     "RUN_WAITING",
@@ -256,5 +326,6 @@ __all__ = [
     "BroadcastSpeaker",
     "BroadcastZone",
     "Notice",
+    "WorkerHeartbeat",
     "ZoneBroadcastSettings",
 ]

@@ -1,37 +1,31 @@
-"""A real `cunxiang serve` killed (SIGKILL) mid-broadcast, then started again: a missed slot plays once, none twice."""
+"""A real `cunxiang serve` killed (SIGKILL) mid-broadcast, then started again within the grace: the slot it cut is
+replayed once from its start (重播), the slot that passed while it was down is caught up once, nothing plays twice —
+counted at an RTP receiver, the loudspeaker's side, as well as in the as-run log.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from datetime import time as dt_time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from schedules.service import ScheduleInput
-from server import build_runtime
-from settings import TtsSettings
-from storage.models import RUN_INTERRUPTED, RUN_SUCCESS, BroadcastZone
-from tests.conftest import make_settings
-from tests.support.broadcasting import approved_notice, make_principal
-from tests.support.cli import environment, run, serving
+from server import Runtime
+from storage.models import RUN_INTERRUPTED, RUN_SUCCESS
+from tests.support.broadcasting import principal
+from tests.support.cli import serving
+from tests.support.deployment import Deployment
+from tests.support.receivers import INTO_SPEECH, RtpReceiver
 
 pytestmark = pytest.mark.slow
 
-
-async def _rows(settings_dir: Path, url: str) -> list[BroadcastZone]:
-    runtime = build_runtime(make_settings(settings_dir, url))
-    try:
-        async with runtime.sessions() as session:
-            return list((await session.scalars(select(BroadcastZone).order_by(BroadcastZone.id))).all())
-    finally:
-        await runtime.engine.dispose()
+LONG = "各位村民请注意，今天下午三点在村委会召开村民代表会议，请准时参加。"
+SHORT = "请大家相互转告。"
 
 
 def _wait(predicate: Callable[[], bool], seconds: float) -> None:
@@ -39,66 +33,68 @@ def _wait(predicate: Callable[[], bool], seconds: float) -> None:
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise AssertionError(f"not reached within {seconds} s")
 
 
-def test_a_worker_killed_mid_broadcast_plays_the_missed_slot_once_after_restart_and_nothing_twice(
-    tmp_path: Path,
+def _schedule(deployment: Deployment, notice_id: int, zone: int, at: datetime) -> int:
+    async def job(runtime: Runtime) -> int:
+        staff = await principal(runtime, "fault-staff")
+        schedule = await runtime.schedules.service.create(
+            staff, ScheduleInput(notice_id=notice_id, kind="once", once_at=at, targets=(("zone", zone),))
+        )
+        return schedule.id
+
+    return deployment.call(job)
+
+
+def _active(health: dict[str, object]) -> bool:
+    components = health["components"]
+    assert isinstance(components, dict)
+    return bool(components["worker"]["role"] == "active" and components["scheduler"]["status"] == "ok")
+
+
+def test_a_worker_killed_mid_broadcast_replays_the_cut_slot_once_catches_up_the_missed_one_and_nothing_twice(
+    tmp_path: Path, database_url: str
 ) -> None:
-    data = tmp_path / "data"
-    env = environment(data, CUNXIANG_TTS_ENGINES="espeak")
-    assert run(["init"], env).returncode == 0
-    url = f"sqlite+aiosqlite:///{(data / 'cunxiang.db').resolve()}"
-    settings = make_settings(data, url, tts=TtsSettings(engines=("espeak",)))
-    now = datetime.now(UTC)
-    first_slot = now + timedelta(seconds=12)
-    second_slot = now + timedelta(seconds=24)
+    from tests.broadcast.test_restarts import idle, prepare
 
-    async def prepare() -> None:
-        runtime = build_runtime(settings)
-        try:
-            admin = await make_principal(runtime, "kill-admin", "admin", county_wide=True)
-            county = await runtime.areas.create_county(admin, name="测试县")
-            township = await runtime.areas.create_township(
-                admin, county_id=county.id, name="甲乡", quiet_start=dt_time(0, 0), quiet_end=dt_time(0, 0)
-            )
-            village = await runtime.areas.create_village(admin, township_id=township.id, name="一村")
-            zone = await runtime.areas.create_zone(admin, village_id=village.id, name="广场")
-            await runtime.areas.create_speaker(
-                admin, zone_id=zone.id, name="广播室", transport="sink", address="file:room"
-            )
-            staff = await make_principal(runtime, "kill-staff", "staff", township_ids=[township.id])
-            approver = await make_principal(runtime, "kill-approver", "approver", township_ids=[township.id])
-            # Long enough (~15 s) to still be playing when the worker is killed.
-            notice = await approved_notice(
-                runtime, staff, approver, township_id=township.id, body="各位村民请注意，今天下午村委会开会。" * 4
-            )
-            for slot in (first_slot, second_slot):
-                await runtime.schedules.service.create(
-                    staff, ScheduleInput(notice_id=notice.id, kind="once", once_at=slot, targets=(("zone", zone.id),))
-                )
-        finally:
-            await runtime.engine.dispose()
+    deployment = Deployment(tmp_path / "data", database_url)
+    deployment.init()
+    with RtpReceiver() as speaker:
+        zone, notices = prepare(deployment, speaker.address, {"会议通知": LONG, "转告": SHORT})
+        meeting, reminder = notices["会议通知"], notices["转告"]
+        first_slot = _schedule(deployment, meeting.id, zone, datetime.now(UTC) + timedelta(seconds=4))
+        with serving(deployment.env) as service:
+            service.wait_until(_active)
+            speaker.wait_for(lambda receiver: len(receiver.packets) >= INTO_SPEECH, 60)
+            os.killpg(service.process.pid, signal.SIGKILL)  # mid-broadcast, no clean shutdown
+            service.process.wait()
+        # Down while the second slot passes; back well within the 10-minute grace.
+        second_at = datetime.now(UTC) + timedelta(seconds=1)
+        second_slot = _schedule(deployment, reminder.id, zone, second_at)
+        _wait(lambda: datetime.now(UTC) > second_at + timedelta(seconds=0.5), 10)
+        assert speaker.plays(deployment.payloads(meeting)) == ["cut"]
+        with serving(deployment.env) as service:
+            service.wait_until(_active)
+            speaker.wait_for(lambda receiver: receiver.plays(deployment.payloads(meeting)) == ["cut", "full"], 60)
+            service.wait_until(idle)
+        # Counted at the loudspeaker: the cut slot once more, whole; the missed one once; nothing twice.
+        assert speaker.plays(deployment.payloads(meeting)) == ["cut", "full"]
+        assert speaker.plays(deployment.payloads(reminder)) == ["full"]
 
-    asyncio.run(prepare())
-    with serving(env) as service:
-        service.wait_until(lambda health: health["components"]["worker"]["role"] == "active")
-        _wait(lambda: any(row.state == 2 for row in asyncio.run(_rows(data, url))), 40)
-        os.killpg(service.process.pid, signal.SIGKILL)  # mid-broadcast, no clean shutdown
-        service.process.wait()
-    # Down while the second slot passes; back within the 10-minute grace.
-    _wait(lambda: datetime.now(UTC) > second_slot + timedelta(seconds=2), 60)
-    with serving(env) as service:
-        service.wait_until(lambda health: health["components"]["worker"]["role"] == "active")
-        _wait(lambda: any(row.state == RUN_SUCCESS for row in asyncio.run(_rows(data, url))), 60)
-        rows = asyncio.run(_rows(data, url))
-    assert len(rows) == 2, [(row.occurrence_at, row.state) for row in rows]
-    first, second = sorted(rows, key=lambda row: row.occurrence_at or now)
-    assert first.state == RUN_INTERRUPTED and first.error == "服务重启，播出中断"
-    assert second.state == RUN_SUCCESS
-    # A third start finds both rows and adds none.
-    with serving(env) as service:
-        service.wait_until(lambda health: health["components"]["scheduler"]["status"] == "ok")
-        time.sleep(1)
-    assert len(asyncio.run(_rows(data, url))) == 2
+        rows = deployment.zone_rows()
+        cut, replayed = deployment.zone_rows(schedule_id=first_slot)
+        assert (cut.attempt, cut.state, cut.replay_pending) == (0, RUN_INTERRUPTED, False)
+        assert cut.error == "服务意外停止（进程退出），播出中断"
+        assert (replayed.attempt, replayed.replay_of, replayed.state) == (1, cut.id, RUN_SUCCESS)
+        assert replayed.occurrence_at == cut.occurrence_at
+        (caught_up,) = deployment.zone_rows(schedule_id=second_slot)
+        assert (caught_up.attempt, caught_up.state, caught_up.replay_of) == (0, RUN_SUCCESS, None)
+        assert len(rows) == 3
+        # A third start finds every slot handled and every replay decided: it adds no row and plays nothing.
+        packets = len(speaker.packets)
+        with serving(deployment.env) as service:
+            service.wait_until(_active)
+            service.wait_until(idle)
+        assert len(deployment.zone_rows()) == 3 and len(speaker.packets) == packets

@@ -84,9 +84,9 @@ class ServiceProcess:
         raise AssertionError(f"condition not reached within {timeout} s; last health: {last}")
 
 
-@contextmanager
-def serving(env: Mapping[str, str]) -> Iterator[ServiceProcess]:
-    port = free_port()
+def start_service(env: Mapping[str, str], port: int | None = None) -> ServiceProcess:
+    """`cunxiang serve` as its own process group (stop it with :func:`stop_service`)."""
+    port = port or free_port()
     process = subprocess.Popen(
         [CUNXIANG, "serve", "--port", str(port)],
         env=dict(env),
@@ -95,16 +95,27 @@ def serving(env: Mapping[str, str]) -> Iterator[ServiceProcess]:
         text=True,
         start_new_session=True,
     )
-    service = ServiceProcess(process, port)
+    return ServiceProcess(process, port)
+
+
+def stop_service(service: ServiceProcess) -> None:
+    """SIGTERM to its process group (a clean stop), SIGKILL if it does not end within 20 s."""
+    process = service.process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if process.stdout:
+        process.stdout.close()
+
+
+@contextmanager
+def serving(env: Mapping[str, str], port: int | None = None) -> Iterator[ServiceProcess]:
+    service = start_service(env, port)
     try:
         yield service
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if process.stdout:
-            process.stdout.close()
+        stop_service(service)

@@ -29,6 +29,7 @@ from storage.models import (
     NOTICE_KINDS,
     PRIORITY_OF_KIND,
     RUN_STATE_LABELS,
+    RUN_STATES,
     ZoneBroadcastSettings,
     transport_label,
 )
@@ -114,7 +115,7 @@ class AsRunQuery(ApiModel):
     village_id: int | None = None
     zone_id: int | None = None
     kind: Kind | None = None
-    state: int | None = Field(None, ge=0, le=8)
+    state: int | None = Field(None, ge=0, le=len(RUN_STATES) - 1)
     since: date | None = Field(None, description="起始日期（含，北京时间）")
     until: date | None = Field(None, description="截止日期（含，北京时间）")
     limit: int = Field(200, ge=1, le=5000)
