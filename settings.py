@@ -209,13 +209,18 @@ class AudioSettings(_Section):
     tail_ms: int = Field(300, ge=0, le=10_000)
     default_repeats: int = Field(2, ge=1, le=10)
     # Rendered audio kept under <data_dir>/audio; what nothing references is evicted first.
-    cache_max_mb: int = Field(2048, ge=10)
+    cache_max_mb: int = Field(2048, ge=1)
     ffmpeg_binary: str = "ffmpeg"
     ffprobe_binary: str = "ffprobe"
     # Longest one ffmpeg job may run.
     ffmpeg_timeout_s: float = Field(300.0, gt=0)
+    # ffmpeg (rendering) runs this much nicer than the service (0-19): the loop that paces RTP wins the CPU.
+    ffmpeg_niceness: int = Field(10, ge=0, le=19)
     # Longest human recording accepted for broadcast.
     max_recording_s: float = Field(900.0, gt=0)
+    # The longest broadcast item, whatever makes it (a notice with its repeats, an emergency, an upload; later
+    # CAP alerts and phone broadcasts): a text whose reading would pass it is refused before anything is rendered.
+    max_item_s: float = Field(1800.0, gt=0)
 
 
 class BroadcastSettings(_Section):

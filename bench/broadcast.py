@@ -10,6 +10,10 @@
 (c) RTP fan-out on one core: the most simultaneous real-time unicast streams
     with p99 packet lateness under 5 ms, as a fraction of the raw limit (a plain
     ``sendto`` loop of 172-byte packets, in the same process, same core).
+(d) RTP packet lateness while a long item is produced in the same process (a
+    notice read ten times: minutes of audio), against the same streams with
+    nothing produced, in the same run; and the production's time and the
+    whole process's peak memory (and its ffmpeg children's).
 """
 
 from __future__ import annotations
@@ -351,12 +355,97 @@ async def bench_fanout(seconds: float) -> dict[str, Any]:
     }
 
 
+def _lateness_summary(values: list[float]) -> dict[str, Any]:
+    """count, median, p95, p99 (only with at least 100 samples) and max, in milliseconds."""
+    ordered = sorted(value * 1000 for value in values)
+    summary: dict[str, Any] = {"count": len(ordered), "max_ms": round(ordered[-1], 2) if ordered else None}
+    if len(ordered) >= 100:
+        summary["median_ms"] = round(statistics.median(ordered), 2)
+        summary["p95_ms"] = round(ordered[int(0.95 * (len(ordered) - 1))], 2)
+        summary["p99_ms"] = round(ordered[int(0.99 * (len(ordered) - 1))], 2)
+    return summary
+
+
+async def _streams_lateness(sender: Any, destinations: list[tuple[str, int]], seconds: float) -> list[float]:
+    handles = sender.play(b"\xff" * 160 * int(seconds * 50), destinations)
+    results = await asyncio.gather(*(handle.done for handle in handles))
+    return [value for result in results for value in result.lateness_s]
+
+
+async def bench_production(characters: int, repeats: int, streams: int) -> dict[str, Any]:
+    """(d): the same RTP streams with and without a long item being produced alongside."""
+    import resource
+
+    from broadcast.production import BroadcastProducer, ProductionSettings
+    from broadcast.rtp import RtpSender
+    from common.clock import SystemClock
+    from settings import Settings, TtsSettings
+    from tts.audio import Profile
+    from tts.part import SpeechConfig, build_speech
+
+    directory = Path(tempfile.mkdtemp(prefix="cx-bench-production-"))
+    settings = Settings(data_dir=directory, tts=TtsSettings(engines=("espeak",)))
+    speech = build_speech(SpeechConfig.from_settings(settings), clock=SystemClock())
+    producer = BroadcastProducer(
+        speech.chain, speech.renderer, ProductionSettings(max_chars=100_000, max_item_s=24 * 3600.0)
+    )
+    profiles = list(Profile)
+    sentence = "各位村民请注意，今年第三季度村集体收入合计十二万五千元，支出八万三千元，结余四万二千元。"
+
+    def text(variant: str) -> str:
+        return (variant + sentence * (characters // len(sentence) + 1))[:characters]
+
+    await producer.render_text("预热。", repeats=1, profiles=profiles)  # the chime and the engine, once
+    started = time.perf_counter()
+    first = await producer.render_text(text("甲。"), repeats=repeats, profiles=profiles)
+    production_s = time.perf_counter() - started
+
+    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    for sink in sinks:
+        sink.bind(("127.0.0.1", 0))
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    destinations = [sinks[index % len(sinks)].getsockname() for index in range(streams)]
+    sender = RtpSender(measure=True)
+    await sender.start()
+    seconds = max(5.0, production_s * 1.2)
+    try:
+        baseline = await _streams_lateness(sender, destinations, seconds)
+        during_task = asyncio.ensure_future(_streams_lateness(sender, destinations, seconds))
+        await asyncio.sleep(0.5)
+        produced = await producer.render_text(text("乙。"), repeats=repeats, profiles=profiles)
+        during = await during_task
+    finally:
+        await sender.stop()
+        for sink in sinks:
+            sink.close()
+    base, load = _lateness_summary(baseline), _lateness_summary(during)
+    ratios = {
+        key.replace("_ms", "_ratio"): round(load[key] / base[key], 2)
+        for key in ("p99_ms", "max_ms")
+        if base.get(key) and load.get(key)
+    }
+    return {
+        "item_s": round(produced.duration_s),
+        "production_s": round(production_s, 1),
+        "streams": streams,
+        "lateness_without_production": base,
+        "lateness_while_producing": load,
+        **ratios,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_children_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+        "first_item_s": round(first.duration_s),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schedules", type=int, default=50_000)
     parser.add_argument("--jitter-runs", type=int, default=30)
     parser.add_argument("--fanout-seconds", type=float, default=4.0)
-    parser.add_argument("--only", choices=["scheduler", "jitter", "fanout"])
+    parser.add_argument("--only", choices=["scheduler", "jitter", "fanout", "production"])
+    parser.add_argument("--production-chars", type=int, default=600, help="(d): characters of the long notice")
+    parser.add_argument("--production-repeats", type=int, default=10, help="(d): how often it is read")
+    parser.add_argument("--production-streams", type=int, default=50, help="(d): RTP streams on air meanwhile")
     parser.add_argument("--skip-naive", action="store_true", help="skip the 150,000-job APScheduler baseline (minutes)")
     parser.add_argument(
         "--realtime", action="store_true", help="run the fan-out at real-time priority (SCHED_RR, else nice -10)"
@@ -370,6 +459,9 @@ async def main() -> None:
     if args.only in (None, "fanout"):
         priority = _realtime_priority() if args.realtime else "normal"
         print(f"rtp fan-out ({priority} priority):", await bench_fanout(args.fanout_seconds), flush=True)
+    if args.only in (None, "production"):
+        production = await bench_production(args.production_chars, args.production_repeats, args.production_streams)
+        print("rtp lateness while producing a long item:", production, flush=True)
 
 
 if __name__ == "__main__":

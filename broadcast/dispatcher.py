@@ -89,6 +89,7 @@ from storage.models import (
     Zone,
     ZoneBroadcastSettings,
 )
+from tts.cache import KeepSet
 
 log = logging.getLogger(__name__)
 
@@ -826,41 +827,9 @@ class Dispatcher:
             if quiet is not None:
                 await self._close_play(play, RUN_CANCELLED, quiet)
                 return
-            files, duration = await self._notices.audio_files(notice)
-            if play.stop.is_set():
-                # Preempted (or the service stopped) before a single speaker was asked to play it.
-                await self._record(play, [])
-                return
-            now = self._clock.now()
-            async with self._sessions.begin() as session:
-                row = await session.get(BroadcastZone, play.zone_run_id)
-                assert row is not None
-                row.state, row.started_at = RUN_PLAYING, now
-                broadcast = await session.get(Broadcast, play.broadcast_id)
-                assert broadcast is not None
-                broadcast.audio_keys = notice.audio_keys
-                broadcast.duration_s = duration
-                if broadcast.started_at is None:
-                    broadcast.started_at = now
-                broadcast.state = RUN_PLAYING
-                targets, zone_settings = await self._targets(session, play)
-            await self._notify()
-            group = None
-            ttl = None
-            if zone_settings is not None and zone_settings.rtp_group:
-                group = parse_destination(zone_settings.rtp_group, default_port=self._default_port)
-                ttl = zone_settings.rtp_ttl
-            item = PlayItem(
-                title=notice.title,
-                files=files,
-                duration_s=duration,
-                priority=play.priority,
-                zone_run_id=play.zone_run_id,
-                rtp_group=group,
-                rtp_ttl=ttl,
-            )
-            results = await self._play_everywhere(item, targets, play)
-            await self._record(play, results)
+            # Its audio stays in the cache while it plays, whatever happens to the notice meanwhile.
+            with self._notices.keep_set(f"zone {play.zone_id} playing run {play.zone_run_id}") as keep:
+                await self._play(play, notice, keep)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._close_cancelled(play))
@@ -871,6 +840,43 @@ class Dispatcher:
         except Exception as exc:
             log.exception("play %s in zone %s failed", play.zone_run_id, play.zone_id)
             await self._close_play(play, RUN_FAILED, f"内部错误：{type(exc).__name__}")
+
+    async def _play(self, play: Play, notice: Notice, keep: KeepSet) -> None:
+        files, duration = await self._notices.audio_files(notice, keep)
+        if play.stop.is_set():
+            # Preempted (or the service stopped) before a single speaker was asked to play it.
+            await self._record(play, [])
+            return
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await session.get(BroadcastZone, play.zone_run_id)
+            assert row is not None
+            row.state, row.started_at = RUN_PLAYING, now
+            broadcast = await session.get(Broadcast, play.broadcast_id)
+            assert broadcast is not None
+            broadcast.audio_keys = notice.audio_keys
+            broadcast.duration_s = duration
+            if broadcast.started_at is None:
+                broadcast.started_at = now
+            broadcast.state = RUN_PLAYING
+            targets, zone_settings = await self._targets(session, play)
+        await self._notify()
+        group = None
+        ttl = None
+        if zone_settings is not None and zone_settings.rtp_group:
+            group = parse_destination(zone_settings.rtp_group, default_port=self._default_port)
+            ttl = zone_settings.rtp_ttl
+        item = PlayItem(
+            title=notice.title,
+            files=files,
+            duration_s=duration,
+            priority=play.priority,
+            zone_run_id=play.zone_run_id,
+            rtp_group=group,
+            rtp_ttl=ttl,
+        )
+        results = await self._play_everywhere(item, targets, play)
+        await self._record(play, results)
 
     async def _close_cancelled(self, play: Play) -> None:
         """The play's task was cancelled (the dispatcher closing in a hurry): cut, left for the next worker."""

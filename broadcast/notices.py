@@ -39,15 +39,25 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
-from broadcast.production import BroadcastProducer, ProductionResult, notice_text
+from broadcast.production import BroadcastProducer, ProductionResult, estimated_bytes, notice_text
 from broadcast.review import TextReview, mask_numbers, number_key, review_text
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from common.listeners import ChangeListener, ChangeListeners
 from storage import audit
-from storage.models import KIND_LABELS, NOTICE_KINDS, PRIORITY_OF_KIND, Notice, Schedule, Township
+from storage.models import (
+    KIND_LABELS,
+    NOTICE_KINDS,
+    PRIORITY_OF_KIND,
+    RUN_PLAYING,
+    RUN_WAITING,
+    Broadcast,
+    Notice,
+    Schedule,
+    Township,
+)
 from tts.audio import PROFILES, Profile, atomic_write
-from tts.cache import AudioCache
+from tts.cache import AudioCache, KeepSet
 from tts.engines import VoiceRequest
 
 log = logging.getLogger(__name__)
@@ -374,7 +384,7 @@ class NoticeService:
         suffix = Path(filename or "").suffix.lower() or ".webm"
         if suffix not in RECORDING_SUFFIXES:
             raise InvalidInput("请上传 WAV、MP3、OGG、WebM 或 M4A 格式的录音", fields={"recording": "格式不支持"})
-        digest = hashlib.sha256(data).hexdigest()
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())  # up to 30 MB: not on the loop
         name = f"{digest}{suffix}"
         async with self._sessions() as session:
             await self._load(session, principal, notice_id)
@@ -494,7 +504,10 @@ class NoticeService:
         """Approve the revision the approver read (``revision``), keeping the audio they heard (rendered if none).
 
         A notice that still carries an ID or card number, or an undecided phone number (it reached approval
-        before the submit check existed), goes back to its author with the reason instead.
+        before the submit check existed), goes back to its author with the reason instead. When it must be
+        rendered, it is refused (nothing rendered) if the item would be too long or the cache cannot keep it;
+        its audio is kept from the moment it exists (a keep set until the approval is committed, then the
+        approved notices' keeper): a full cache never evicts it before it airs.
         """
         principal.require_role(*APPROVER_ROLES)
         self._require_room("审核通过通知")
@@ -506,8 +519,29 @@ class NoticeService:
         if refusal is not None:
             await self.reject(principal, notice_id, f"系统审核未通过：{refusal}", revision=seen)
             raise Conflict(f"{refusal}。已退回给作者修改", code="notice.personal_numbers")
-        # Render before the state changes (an approved notice always has its audio) — unless the preview is there.
-        result = None if self._preview_complete(notice) else await self.render(notice)
+        with self._cache.keep_set(f"approval of notice {notice_id}") as keep:
+            result = None
+            if self._preview_complete(notice):
+                keep.add((notice.audio_keys or {}).values())  # kept already as a pending preview: nothing new
+            else:
+                # Render before the state changes: an approved notice always has its audio.
+                await self._room_for(notice)
+                result = await self.render(notice, keep=keep)
+                await self._cache.ensure_room(keep.keys)
+            return await self._approved(principal, notice_id, seen, result)
+
+    async def _room_for(self, notice: Notice) -> None:
+        """Before rendering: the length cap, and room in the cache for the item's estimated size."""
+        if notice.source == "recording" and notice.recording_file:
+            return  # its length is known once decoded (the renderer checks it before encoding)
+        spoken = await self._producer.spoken(notice_text({"title": notice.title, "body": notice.body}))
+        estimate = self._producer.estimate_s(len(spoken), repeats=notice.repeats)
+        self._producer.check_length(estimate, estimated=True, repeats=notice.repeats)
+        await self._cache.ensure_room(extra_bytes=estimated_bytes(estimate, ALL_PROFILES))
+
+    async def _approved(
+        self, principal: Principal, notice_id: int, seen: int, result: ProductionResult | None
+    ) -> Notice:
         async with self._sessions.begin() as session:
             notice = await self._load(session, principal, notice_id)
             self._check_decider(principal, notice, seen)
@@ -598,14 +632,18 @@ class NoticeService:
         if review_text(data.title, data.body, max_chars=self.max_chars).blocking:
             raise Conflict("应急通知中含有身份证号或银行卡号，不能播出", code="notice.personal_numbers")
         draft = Notice(kind="emergency", title=data.title, body=data.body, source="tts", repeats=data.repeats)
-        return await self._insert(principal, data, approved_with=await self.render(draft, emergency=True))
+        with self._cache.keep_set("emergency being written") as keep:
+            result = await self.render(draft, emergency=True, keep=keep)
+            # Never refused or delayed for space: kept over the limit, the overflow reported (/healthz, 待办).
+            await self._cache.ensure_room(keep.keys, overflow=True)
+            return await self._insert(principal, data, approved_with=result)
 
     # -- audio ------------------------------------------------------------------------------
 
-    async def render(self, notice: Notice, *, emergency: bool = False) -> ProductionResult:
+    async def render(self, notice: Notice, *, emergency: bool = False, keep: KeepSet | None = None) -> ProductionResult:
         if notice.source == "recording" and notice.recording_file:
             return await self._producer.render_recording(
-                self.recordings_dir / notice.recording_file, repeats=notice.repeats, profiles=ALL_PROFILES
+                self.recordings_dir / notice.recording_file, repeats=notice.repeats, profiles=ALL_PROFILES, keep=keep
             )
         engine = self._emergency_engine if emergency else notice.voice_engine
         voice = VoiceRequest(engine=engine, voice=None if emergency else notice.voice_name, rate=notice.voice_rate)
@@ -614,13 +652,14 @@ class NoticeService:
             voice=voice,
             repeats=notice.repeats,
             profiles=ALL_PROFILES,
+            keep=keep,
         )
 
     async def preview(self, principal: Principal, notice_id: int) -> Notice:
         """Render this revision's audio for listening (试听), unless it is there; the same files approval keeps.
 
         Writers listen before submitting, approvers before deciding. The files stay with the revision (an
-        edit drops them); a pending notice's are kept from eviction until the decision (:meth:`referenced_keys`).
+        edit drops them); a pending notice's are kept from eviction until the decision (:meth:`kept_audio_keys`).
         """
         principal.require_role(*WRITER_ROLES, *APPROVER_ROLES)
         async with self._sessions() as session:
@@ -658,19 +697,33 @@ class NoticeService:
         notice.audio_engine = result.engine
         notice.spoken_text = result.spoken_text
 
-    async def audio_files(self, notice: Notice) -> tuple[dict[Profile, Path], float]:
-        """The rendered files of an approved notice; re-rendered (same keys) if the cache lost them."""
+    async def audio_files(self, notice: Notice, keep: KeepSet | None = None) -> tuple[dict[Profile, Path], float]:
+        """The rendered files of an approved notice, put in ``keep``; rendered again if they are missing.
+
+        (Approved notices' audio is kept, so this happens only when the files were lost some
+        other way — a disk restored without them, a hand that cleaned the directory.)
+        """
         if notice.state != "approved" or not notice.audio_keys:
             raise Conflict("通知尚未审核通过，不能播出", code="notice.not_approved")
+        if keep is not None:
+            keep.add(notice.audio_keys.values())
         files: dict[Profile, Path] = {}
         for profile in ALL_PROFILES:
             entry = self._cache.get(notice.audio_keys.get(profile.value, ""))
             if entry is None:
-                log.warning("audio of notice %s was evicted; rendering it again", notice.id)
-                result = await self.render(notice, emergency=notice.kind == "emergency")
+                log.warning("audio of notice %s is missing from the cache; rendering it again", notice.id)
+                result = await self.render(notice, emergency=notice.kind == "emergency", keep=keep)
                 return dict(result.files), result.duration_s
             files[profile] = entry.path
         return files, float(notice.audio_duration_s or 0.0)
+
+    def keep_set(self, name: str) -> KeepSet:
+        """A keep set in the audio cache (the dispatcher holds one per playing zone)."""
+        return self._cache.keep_set(name)
+
+    async def cache_health(self) -> dict[str, Any]:
+        """The audio cache's state (for the admins' 待办: whether approvals are refused for space)."""
+        return await self._cache.health()
 
     async def audio_path(
         self, principal: Principal, notice_id: int, profile: Profile = Profile.MP3, *, revision: int | None = None
@@ -690,12 +743,18 @@ class NoticeService:
             return files[profile]
         return entry.path
 
-    async def referenced_keys(self) -> set[str]:
-        """Audio the cache must keep: approved notices' (until archived) and pending notices' previews (until
-        the decision: the approver hears, and approval keeps, exactly these files)."""
+    async def kept_audio_keys(self) -> set[str]:
+        """Audio the cache must keep, as the database says: approved notices' items (emergencies among them,
+        until archived), pending notices' previews (until the decision: the approver hears, and approval keeps,
+        exactly these files), and what is waiting or playing now (its notice may have changed since)."""
         async with self._sessions() as session:
-            rows = await session.scalars(select(Notice.audio_keys).where(Notice.state.in_(("approved", "pending"))))
-            return {key for keys in rows.all() if keys for key in keys.values()}
+            notices = await session.scalars(
+                select(Notice.audio_keys).where(Notice.state.in_(("approved", "pending")))
+            )
+            on_air = await session.scalars(
+                select(Broadcast.audio_keys).where(Broadcast.state.in_((RUN_WAITING, RUN_PLAYING)))
+            )
+            return {key for keys in [*notices.all(), *on_air.all()] if keys for key in keys.values()}
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class BroadcastConfig:
                 default_repeats=audio.default_repeats,
                 max_chars=settings.tts.max_chars,
                 max_recording_s=audio.max_recording_s,
+                max_item_s=audio.max_item_s,
             ),
             zone=settings.zone,
             recordings_dir=settings.data_dir / "recordings",
@@ -113,8 +114,8 @@ def build_broadcasting(
         max_chars=production.max_chars,
         recording_max_bytes=settings.recording_max_bytes,
     )
-    # Approved notices' audio must survive cache eviction until they are archived.
-    speech.cache.set_referenced(notices.referenced_keys)
+    # Approved notices' audio, and what waits or plays, is kept in the cache (never evicted) — see tts/cache.py.
+    speech.cache.add_keeper("approved notices and broadcasts on air", notices.kept_audio_keys)
     sender = RtpSender(packet_ms=settings.rtp_packet_ms, multicast_interface=settings.rtp_multicast_interface)
     events = TerminalEvents()
     transports: dict[str, Transport] = {
@@ -159,6 +160,7 @@ def build_broadcasting(
     tester = SpeakerTester(
         producer,
         transports,
+        speech.cache,
         engine=settings.emergency_engine,
         timeout_s=settings.speaker_test_timeout_s,
         # The same rules as a speaker saved in the area tree (areas.addresses).

@@ -384,7 +384,8 @@ class MediaLibrary:
 
     async def upload(self, source: Path) -> PurePosixPath:
         """Any audio file ffmpeg reads, converted to 8 kHz WAV in the media directory."""
-        digest = hashlib.sha256(await asyncio.to_thread(source.read_bytes)).hexdigest()[:16]
+        # Read and hashed in a thread: an upload may be tens of megabytes, and the loop paces calls and RTP.
+        digest = (await asyncio.to_thread(lambda: hashlib.sha256(source.read_bytes()).hexdigest()))[:16]
         dest = self._paths.media.host / f"upload-{digest}.wav"
         if not await asyncio.to_thread(dest.exists):
             await asyncio.to_thread(self._paths.prepare)

@@ -104,6 +104,55 @@ class Normalized:
 
 
 @dataclass(frozen=True)
+class Clip:
+    """Working audio on disk: raw mono signed 16-bit little-endian samples, no header.
+
+    Long audio never passes through Python: it is decoded into a clip by ffmpeg, limited by
+    ffmpeg into another clip, and placed on a timeline that ffmpeg assembles and encodes
+    (:meth:`AudioTools.assemble`), ``gain_db`` applied on the way.
+    """
+
+    path: Path
+    frames: int
+    sample_rate: int = WORKING_RATE
+    gain_db: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+    def ffmpeg_input(self) -> list[str]:
+        return ["-f", "s16le", "-ar", str(self.sample_rate), "-ac", "1", "-i", str(self.path)]
+
+
+@dataclass(frozen=True)
+class Silence:
+    duration_ms: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.duration_ms / 1000
+
+
+# What a timeline is made of: clips and silences, in order.
+Segment = Clip | Silence
+
+
+@dataclass(frozen=True)
+class NormalizedClip:
+    """A clip brought to the loudness target: ``clip.gain_db`` still to apply, or already limited into it."""
+
+    clip: Clip
+    loudness: Loudness
+    gain_db: float
+    limiter_passes: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.clip.duration_s
+
+
+@dataclass(frozen=True)
 class MediaInfo:
     duration_s: float
     sample_rate: int
@@ -213,16 +262,22 @@ MIN_PROBE_SCORE = 25
 class AudioTools:
     """ffmpeg and ffprobe, as the settings name them, with one time limit per job."""
 
-    def __init__(self, *, ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe", timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, *, ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe", timeout_s: float = 300.0, niceness: int = 0
+    ) -> None:
         self.ffmpeg = ffmpeg
         self.ffprobe = ffprobe
         self.timeout_s = timeout_s
+        # ffmpeg runs this much nicer than the service: the RTP pacing loop wins the CPU over rendering.
+        self.niceness = niceness
 
     async def run_ffmpeg(self, args: Sequence[str], *, stdin: bytes | None = None, job: str) -> Completed:
         """Run one ffmpeg job; a non-zero exit or a timeout is :class:`AudioToolFailed` naming ``job``."""
         argv = [self.ffmpeg, "-hide_banner", "-nostats", "-y", *([] if stdin is not None else ["-nostdin"]), *args]
         try:
-            completed = await run_program(argv, program="ffmpeg", timeout_s=self.timeout_s, stdin=stdin)
+            completed = await run_program(
+                argv, program="ffmpeg", timeout_s=self.timeout_s, stdin=stdin, niceness=self.niceness
+            )
         except TimeoutError as exc:
             raise AudioToolFailed(
                 "音频处理超时。", detail=f"ffmpeg {job} ran past {self.timeout_s:g} s", code="audio.timeout"
@@ -269,17 +324,7 @@ class AudioTools:
     async def gain_and_limit(self, pcm: Pcm, *, gain_db: float, limit_dbtp: float) -> Measured:
         """Apply ``gain_db``, then a true-peak limiter at ``limit_dbtp`` (4× oversampled); measure the result."""
         rate = pcm.sample_rate
-        limit = min(1.0, max(0.0625, db_to_gain(limit_dbtp)))
-        chain = ",".join(
-            [
-                f"volume={gain_db:.3f}dB",
-                f"aresample={rate * LIMITER_OVERSAMPLING}",
-                f"alimiter=limit={limit:.5f}:attack={LIMITER_ATTACK_MS:g}:release={LIMITER_RELEASE_MS:g}"
-                ":level=false:latency=true",
-                f"aresample={rate}",
-                "ebur128=peak=true:framelog=verbose",
-            ]
-        )
+        chain = _limiter_chain(rate, gain_db, limit_dbtp)
         completed = await self.run_ffmpeg(
             [*pcm.ffmpeg_input(), "-af", chain, "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"],
             stdin=pcm.data,
@@ -312,6 +357,111 @@ class AudioTools:
             next_gain = _next_gain(tries, target_lufs)
         best_gain, best = min(tries, key=lambda item: abs(target_lufs - item[1].loudness.integrated_lufs))
         return Normalized(best.pcm, best.loudness, best_gain, len(tries))
+
+    # -- the same work on files: nothing long passes through Python or the event loop --------
+
+    async def decode_to_file(
+        self, source: Path | bytes, dest: Path, *, max_duration_s: float | None = None
+    ) -> tuple[Clip, Loudness]:
+        """Decode any audio ffmpeg reads into a working-rate clip at ``dest``, measuring it on the way."""
+        limit = ["-t", f"{max_duration_s:.3f}"] if max_duration_s is not None else []
+        source_args = ["-i", "pipe:0"] if isinstance(source, bytes) else ["-i", str(source)]
+        completed = await self.run_ffmpeg(
+            [
+                *source_args,
+                *limit,
+                "-map",
+                "0:a:0",
+                "-ac",
+                "1",
+                "-af",
+                f"aresample={WORKING_RATE},ebur128=peak=true:framelog=verbose",
+                "-f",
+                "s16le",
+                "-c:a",
+                "pcm_s16le",
+                str(dest),
+            ],
+            stdin=source if isinstance(source, bytes) else None,
+            job="decode",
+        )
+        loudness = self._loudness(completed, "decode")
+        return Clip(dest, _frames(dest)), loudness
+
+    async def limit_file(self, clip: Clip, dest: Path, *, gain_db: float, limit_dbtp: float) -> tuple[Clip, Loudness]:
+        """:meth:`gain_and_limit` from one clip into another, measuring the result."""
+        completed = await self.run_ffmpeg(
+            [*clip.ffmpeg_input(), "-af", _limiter_chain(clip.sample_rate, gain_db, limit_dbtp),
+             "-f", "s16le", "-c:a", "pcm_s16le", str(dest)],
+            job="limit",
+        )  # fmt: skip
+        return Clip(dest, _frames(dest), clip.sample_rate), self._loudness(completed, "limit")
+
+    async def normalize_clip(
+        self, clip: Clip, measured: Loudness, *, target_lufs: float, limit_dbtp: float, workdir: Path
+    ) -> NormalizedClip:
+        """:meth:`normalize_loudness` for a clip: a plain gain is left for assembly; the limiter writes new clips."""
+        if measured.silent:
+            raise ValueError("cannot normalise silence")
+        gain = min(MAX_GAIN_DB, target_lufs - measured.integrated_lufs)
+        if measured.true_peak_dbtp + gain <= limit_dbtp:
+            loudness = Loudness(measured.integrated_lufs + gain, measured.true_peak_dbtp + gain)
+            return NormalizedClip(Clip(clip.path, clip.frames, clip.sample_rate, gain), loudness, gain, 0)
+        overshoot = measured.true_peak_dbtp + gain - limit_dbtp
+        tries: list[tuple[float, Clip, Loudness]] = []
+        next_gain = min(MAX_GAIN_DB, gain + 0.25 * overshoot)
+        for attempt in range(MAX_LIMITER_PASSES):
+            dest = workdir / f"{clip.path.stem}.limit{attempt}.raw"
+            limited, loudness = await self.limit_file(clip, dest, gain_db=next_gain, limit_dbtp=limit_dbtp)
+            tries.append((next_gain, limited, loudness))
+            if abs(target_lufs - loudness.integrated_lufs) <= LOUDNESS_TOLERANCE_LU:
+                break
+            next_gain = _next_gain_of([(g, result) for g, _clip, result in tries], target_lufs)
+        best_gain, best, loudness = min(tries, key=lambda item: abs(target_lufs - item[2].integrated_lufs))
+        return NormalizedClip(best, loudness, best_gain, len(tries))
+
+    async def assemble(self, segments: Sequence[Segment], outputs: Mapping[Profile, Path]) -> Loudness:
+        """Lay ``segments`` end to end and encode the whole into every profile of ``outputs``, in one ffmpeg run.
+
+        Each clip gets its ``gain_db``; silences are generated. The master's loudness is measured
+        on the way (integrated only: the pieces' true peaks are known from their own passes).
+        """
+        if not outputs:
+            raise ValueError("nothing to encode")
+        rate = WORKING_RATE
+        to_working = f"aformat=sample_fmts=s16:sample_rates={rate}:channel_layouts=mono"
+        args: list[str] = []
+        graph: list[str] = []
+        placed: list[str] = []
+        inputs = 0
+        for index, segment in enumerate(segments):
+            label = f"[s{index}]"
+            if isinstance(segment, Silence):
+                if segment.duration_ms <= 0:
+                    continue
+                graph.append(f"aevalsrc=0:s={rate}:c=mono:d={segment.duration_ms / 1000:.3f},{to_working}{label}")
+            else:
+                if segment.frames <= 0:
+                    continue
+                args += segment.ffmpeg_input()
+                steps = [f"volume={segment.gain_db:.4f}dB" if segment.gain_db else "anull"]
+                if segment.sample_rate != rate:
+                    steps.append(f"aresample={rate}")
+                graph.append(f"[{inputs}:a]{','.join([*steps, to_working])}{label}")
+                inputs += 1
+            placed.append(label)
+        if not placed:
+            raise ValueError("nothing to assemble")
+        out_labels = [f"[out{index}]" for index in range(len(outputs))]
+        graph.append(
+            f"{''.join(placed)}concat=n={len(placed)}:v=0:a=1,ebur128=framelog=verbose,"
+            f"asplit={len(outputs)}{''.join(out_labels)}"
+        )
+        args += ["-filter_complex", ";".join(graph)]
+        for label, (profile, path) in zip(out_labels, outputs.items(), strict=True):
+            args += ["-map", label, *PROFILES[profile].output_args, str(path)]
+        completed = await self.run_ffmpeg(args, job="assemble")
+        return self._loudness(completed, "assemble")
 
     async def encode(self, pcm: Pcm, outputs: Mapping[Profile, Path]) -> Loudness:
         """Encode ``pcm`` into every profile of ``outputs`` in one ffmpeg run; return the master's loudness.
@@ -414,18 +564,49 @@ class AudioTools:
 
 
 def _next_gain(tries: Sequence[tuple[float, Measured]], target_lufs: float) -> float:
+    return _next_gain_of([(gain, result.loudness) for gain, result in tries], target_lufs)
+
+
+def _next_gain_of(tries: Sequence[tuple[float, Loudness]], target_lufs: float) -> float:
     """Secant step on (gain -> measured loudness); the first correction assumes a slope of 2/3."""
     gain, result = tries[-1]
-    error = target_lufs - result.loudness.integrated_lufs
+    error = target_lufs - result.integrated_lufs
     slope = 2 / 3
     if len(tries) >= 2:
         previous_gain, previous = tries[-2]
         if gain != previous_gain:
-            measured_slope = (result.loudness.integrated_lufs - previous.loudness.integrated_lufs) / (
-                gain - previous_gain
-            )
+            measured_slope = (result.integrated_lufs - previous.integrated_lufs) / (gain - previous_gain)
             slope = min(1.0, max(0.1, measured_slope))
     return min(MAX_GAIN_DB, gain + error / slope)
+
+
+def _limiter_chain(rate: int, gain_db: float, limit_dbtp: float) -> str:
+    """Gain, then a true-peak limiter at 4× oversampling, then a measurement of the result."""
+    limit = min(1.0, max(0.0625, db_to_gain(limit_dbtp)))
+    return ",".join(
+        [
+            f"volume={gain_db:.3f}dB",
+            f"aresample={rate * LIMITER_OVERSAMPLING}",
+            f"alimiter=limit={limit:.5f}:attack={LIMITER_ATTACK_MS:g}:release={LIMITER_RELEASE_MS:g}"
+            ":level=false:latency=true",
+            f"aresample={rate}",
+            "ebur128=peak=true:framelog=verbose",
+        ]
+    )
+
+
+def _frames(path: Path) -> int:
+    return path.stat().st_size // SAMPLE_WIDTH
+
+
+def wav_bytes(pcm: Pcm) -> bytes:
+    """``pcm`` in a WAV container (what a generated sound is handed to ffmpeg as)."""
+    import struct
+
+    data = pcm.data
+    header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, pcm.sample_rate, pcm.sample_rate * SAMPLE_WIDTH, SAMPLE_WIDTH, 16)
+    return header + b"data" + struct.pack("<I", len(data)) + data
 
 
 def apply_gain(pcm: Pcm, gain_db: float) -> Pcm:

@@ -14,11 +14,28 @@ processes race, the first rename wins and the loser's copy is dropped. Within
 a process, :meth:`AudioCache.lock` serialises work on one key so the same text
 rendered five times at once is rendered once.
 
-The cache has a size limit. :meth:`AudioCache.evict` removes entries nothing
-references, least recently used first: ``referenced`` is a hook the owners
-(broadcast notices, hotline prompts) supply, returning the keys they still
-need. Parents of a referenced entry (the speech an item was made from) are
-kept too.
+The cache has a size limit. :meth:`AudioCache.evict` removes entries nobody
+keeps, least recently used first. **Kept audio is never evicted**, whatever the
+limit; any part of the service says what it needs kept in one of two ways:
+
+* a *keeper* (:meth:`AudioCache.add_keeper`): a name and an async function
+  returning keys, asked at every eviction and usage check — for what the
+  database says must stay (approved notices' audio; pending notices' previews;
+  queued and playing items), seen alike by every process;
+* a *keep set* (:meth:`AudioCache.keep_set`): keys one piece of work in this
+  process needs right now (a render being approved, the item a zone plays, the
+  audio of a speaker test), held until the set is closed::
+
+      with cache.keep_set("approval of notice 12") as keep:
+          result = await producer.render_text(text, keep=keep)   # kept from the moment it exists
+          ...                                                    # until the database keeps it
+
+Parents of a kept entry (the speech an item was made from) are kept too. When
+what must be kept does not fit under the limit, nothing is evicted to make room:
+:meth:`AudioCache.ensure_room` refuses new kept audio with :class:`CacheFull`
+(how many bytes are needed), unless the caller may overflow (an emergency is
+never refused for space: it is kept over the limit, and :meth:`AudioCache.health`
+reports the overflow and the refusals as ``degraded``).
 """
 
 from __future__ import annotations
@@ -32,14 +49,20 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from common.errors import Conflict
+
 log = logging.getLogger(__name__)
 
-ReferencedKeys = Callable[[], Awaitable[set[str]]]
+# A keeper: returns the keys it needs kept (asked at every eviction and usage check).
+KeptKeys = Callable[[], Awaitable[Iterable[str]]]
+# How long a usage figure (a scan of the cache) is reused by health checks and the 待办 panel.
+USAGE_TTL_S: Final = 10.0
+MIB: Final = 1024 * 1024
 
 _META: Final = "meta.json"
 _AUDIO_STEM: Final = "audio"
@@ -65,6 +88,77 @@ class EvictionReport:
     removed: int
     freed_bytes: int
     total_bytes: int
+    kept_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """What the cache holds: everything, what must be kept (kept keys and their parents), and the limit."""
+
+    total_bytes: int
+    kept_bytes: int
+    max_bytes: int
+
+    @property
+    def room_for_kept(self) -> int:
+        """Bytes more that could be kept under the limit (0 when full)."""
+        return max(0, self.max_bytes - self.kept_bytes)
+
+    @property
+    def overflow_bytes(self) -> int:
+        """How far what must be kept is over the limit (emergencies may put it there)."""
+        return max(0, self.kept_bytes - self.max_bytes)
+
+
+class CacheFull(Conflict):
+    """New audio that must be kept does not fit: the message says how much space is needed."""
+
+    default_code = "audio.cache_full"
+
+    def __init__(self, needed_bytes: int, item_bytes: int, usage: CacheUsage) -> None:
+        self.needed_bytes = needed_bytes
+        self.item_bytes = item_bytes
+        self.usage = usage
+        super().__init__(
+            f"音频缓存已满：这条的音频约 {_mb(item_bytes)}，而必须保留的音频已有 {_mb(usage.kept_bytes)}"
+            f"（上限 {_mb(usage.max_bytes)}），还需要腾出约 {_mb(needed_bytes)} 的空间。"
+            "请先归档不再播出的通知，或请管理员调大音频缓存（audio.cache_max_mb）。",
+            detail=(
+                f"kept {usage.kept_bytes} B + new {item_bytes} B > limit {usage.max_bytes} B: {needed_bytes} B needed"
+            ),
+        )
+
+
+def _mb(size: int) -> str:
+    return f"{max(size, 0) / MIB:.1f} MB"
+
+
+class KeepSet:
+    """Keys one piece of work in this process needs now: never evicted while they are in the set.
+
+    Made by :meth:`AudioCache.keep_set`; closing it (or leaving its ``with`` block) lets them go.
+    """
+
+    def __init__(self, cache: AudioCache, name: str) -> None:
+        self.name = name
+        self._cache = cache
+        self.keys: set[str] = set()
+
+    def add(self, keys: Iterable[str]) -> None:
+        self.keys.update(key for key in keys if key)
+
+    def discard(self, keys: Iterable[str]) -> None:
+        self.keys.difference_update(keys)
+
+    def close(self) -> None:
+        self.keys.clear()
+        self._cache._release(self)
+
+    def __enter__(self) -> KeepSet:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 class Staging:
@@ -78,10 +172,14 @@ class Staging:
 
 
 class AudioCache:
-    def __init__(self, root: Path, *, max_bytes: int, referenced: ReferencedKeys | None = None) -> None:
+    def __init__(self, root: Path, *, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        self._referenced = referenced
+        self._keepers: dict[str, KeptKeys] = {}
+        self._keep_sets: list[KeepSet] = []
+        self._usage: tuple[float, CacheUsage] | None = None
+        # The last refusal for space (bytes needed), until what must be kept fits again.
+        self._refused_bytes: int | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         # Serialises eviction; one pass at a time is enough.
@@ -98,9 +196,114 @@ class AudioCache:
     def staging_dir(self) -> Path:
         return self.root / "staging"
 
-    def set_referenced(self, referenced: ReferencedKeys) -> None:
-        """Install the hook that names the keys still in use (supplied by broadcast/hotline)."""
-        self._referenced = referenced
+    # -- what must be kept ------------------------------------------------------------------
+
+    def add_keeper(self, name: str, keys: KeptKeys) -> None:
+        """Register ``keys`` (an async function) under ``name``: what it returns is never evicted.
+
+        For audio the database says must stay, in every process: approved notices' items,
+        pending notices' previews, queued and playing broadcasts. A second keeper with the
+        same name replaces the first.
+        """
+        self._keepers[name] = keys
+        self._usage = None
+
+    def keep_set(self, name: str) -> KeepSet:
+        """A set of keys this process needs kept now (close it, or use ``with``, to let them go)."""
+        keep = KeepSet(self, name)
+        self._keep_sets.append(keep)
+        return keep
+
+    @contextlib.contextmanager
+    def keeping(self, keys: Iterable[str], name: str = "in use") -> Iterator[KeepSet]:
+        """Keep ``keys`` for the duration of a ``with`` block."""
+        with self.keep_set(name) as keep:
+            keep.add(keys)
+            yield keep
+
+    def _release(self, keep: KeepSet) -> None:
+        with contextlib.suppress(ValueError):
+            self._keep_sets.remove(keep)
+
+    async def kept_keys(self) -> set[str]:
+        """Every key that must not be evicted now (keepers and keep sets; parents are added at the scan)."""
+        kept: set[str] = set()
+        for keep in self._keep_sets:
+            kept.update(keep.keys)
+        for name, keeper in list(self._keepers.items()):
+            try:
+                kept.update(await keeper())
+            except Exception as exc:
+                # Without its answer nothing can be evicted safely: treat everything as kept this time.
+                raise RuntimeError(f"audio cache keeper {name!r} failed: {exc}") from exc
+        return kept
+
+    async def usage(self, *, fresh: bool = False) -> CacheUsage:
+        """Bytes held, bytes that must be kept, and the limit (a scan, reused for a few seconds)."""
+        loop = asyncio.get_running_loop()
+        if not fresh and self._usage is not None and loop.time() - self._usage[0] < USAGE_TTL_S:
+            return self._usage[1]
+        kept = await self.kept_keys()
+        total, kept_bytes, _same = await asyncio.to_thread(self._measure_sync, kept, set())
+        usage = CacheUsage(total_bytes=total, kept_bytes=kept_bytes, max_bytes=self.max_bytes)
+        self._usage = (loop.time(), usage)
+        if self._refused_bytes is not None and usage.room_for_kept >= self._refused_bytes:
+            self._refused_bytes = None
+        return usage
+
+    async def ensure_room(self, new_keys: Iterable[str] = (), *, extra_bytes: int = 0, overflow: bool = False) -> None:
+        """Check that ``new_keys`` (already in the cache) and ``extra_bytes`` more can be kept under the limit.
+
+        Raises :class:`CacheFull` with the bytes to free when they cannot (nothing is evicted to
+        make room: everything else there is kept too); with ``overflow`` (an emergency) it never
+        raises, and the overflow shows in :meth:`health`.
+        """
+        wanted = set(new_keys)
+        # What was kept before these keys (they may already be in a keep set), and with them.
+        kept = await self.kept_keys() - wanted
+        total, kept_bytes, with_new = await asyncio.to_thread(self._measure_sync, kept, wanted)
+        usage = CacheUsage(total_bytes=total, kept_bytes=kept_bytes, max_bytes=self.max_bytes)
+        self._usage = None
+        item_bytes = with_new - kept_bytes + extra_bytes
+        over = kept_bytes + item_bytes - self.max_bytes
+        if over <= 0:
+            self._refused_bytes = None
+            return
+        if overflow:
+            log.warning(
+                "audio cache: keeping %d bytes over its limit of %d (an emergency is never refused for space)",
+                over,
+                self.max_bytes,
+            )
+            return
+        self._refused_bytes = over
+        raise CacheFull(over, item_bytes, usage)
+
+    async def health(self) -> dict[str, Any]:
+        """For /healthz: ``degraded`` when what must be kept is over the limit or new audio was refused for space."""
+        usage = await self.usage()
+        result: dict[str, Any] = {
+            "status": "ok",
+            "total_mb": round(usage.total_bytes / MIB, 1),
+            "kept_mb": round(usage.kept_bytes / MIB, 1),
+            "max_mb": round(self.max_bytes / MIB, 1),
+            "full": False,
+        }
+        if usage.overflow_bytes:
+            result.update(status="degraded", full=True, overflow_mb=round(usage.overflow_bytes / MIB, 1))
+            result["detail"] = f"kept audio is {_mb(usage.overflow_bytes)} over the limit (emergencies are kept)"
+        elif self._refused_bytes is not None:
+            result.update(status="degraded", full=True, needed_mb=round(self._refused_bytes / MIB, 1))
+            result["detail"] = f"full: new audio refused, {_mb(self._refused_bytes)} more needed"
+        return result
+
+    def full(self) -> tuple[bool, int]:
+        """(full, bytes needed) from the last usage figure and refusal, without scanning (for pages)."""
+        if self._refused_bytes is not None:
+            return True, self._refused_bytes
+        if self._usage is not None and self._usage[1].overflow_bytes:
+            return True, self._usage[1].overflow_bytes
+        return False, 0
 
     def entry_dir(self, key: str) -> Path:
         return self.entries_dir / key[:2] / key
@@ -221,6 +424,25 @@ class AudioCache:
     def total_bytes(self) -> int:
         return sum(size for _used, size, *_rest in self._scan())
 
+    @staticmethod
+    def _closure(entries: list[tuple[float, int, str, Path, list[str]]], kept: set[str]) -> set[str]:
+        """The kept keys and the parents of every kept entry that is present."""
+        closure = set(kept)
+        for _used, _size, key, _directory, parents in entries:
+            if key in kept:
+                closure.update(parents)
+        return closure
+
+    def _measure_sync(self, kept: set[str], more: set[str]) -> tuple[int, int, int]:
+        """(bytes held, bytes kept, bytes kept if ``more`` were kept too), from one scan."""
+        entries = self._scan()
+        closure = self._closure(entries, kept)
+        with_more = self._closure(entries, kept | more)
+        total = sum(size for _used, size, *_rest in entries)
+        kept_bytes = sum(size for _used, size, key, *_rest in entries if key in closure)
+        kept_with_more = sum(size for _used, size, key, *_rest in entries if key in with_more)
+        return total, kept_bytes, kept_with_more
+
     async def maybe_evict(self) -> EvictionReport | None:
         """Evict if this process believes the cache is over its limit (cheap when it is not)."""
         if self._approx_bytes is None:
@@ -230,23 +452,26 @@ class AudioCache:
         return await self.evict()
 
     async def evict(self) -> EvictionReport:
-        """Bring the cache under its size limit, removing unreferenced entries, least recently used first."""
+        """Bring the cache under its size limit, removing entries nobody keeps, least recently used first."""
         if self._evicting is None:
             self._evicting = asyncio.Lock()
         async with self._evicting:
-            referenced = set(await self._referenced()) if self._referenced else set()
-            report = await asyncio.to_thread(self._evict_sync, referenced)
+            try:
+                kept = await self.kept_keys()
+            except RuntimeError:
+                log.exception("audio cache: a keeper failed; nothing is evicted this time")
+                return EvictionReport(removed=0, freed_bytes=0, total_bytes=self._approx_bytes or 0)
+            report = await asyncio.to_thread(self._evict_sync, kept)
             self._approx_bytes = report.total_bytes
+            self._usage = None
             return report
 
-    def _evict_sync(self, referenced: set[str]) -> EvictionReport:
+    def _evict_sync(self, kept: set[str]) -> EvictionReport:
         self._remove_stale_staging()
         entries = self._scan()
         total = sum(size for _used, size, *_rest in entries)
-        keep = set(referenced)
-        for _used, _size, key, _directory, parents in entries:
-            if key in referenced:
-                keep.update(parents)
+        keep = self._closure(entries, kept)
+        kept_bytes = sum(size for _used, size, key, *_rest in entries if key in keep)
         removed = freed = 0
         for _used, size, key, directory, _parents in sorted(entries):
             if total <= self.max_bytes:
@@ -265,11 +490,11 @@ class AudioCache:
             removed += 1
         if total > self.max_bytes:
             log.warning(
-                "audio cache holds %d bytes, over its limit of %d, but everything left is in use",
+                "audio cache holds %d bytes, over its limit of %d, but everything left is kept",
                 total,
                 self.max_bytes,
             )
-        return EvictionReport(removed=removed, freed_bytes=freed, total_bytes=total)
+        return EvictionReport(removed=removed, freed_bytes=freed, total_bytes=total, kept_bytes=kept_bytes)
 
     def _remove_stale_staging(self) -> None:
         if not self.staging_dir.exists():

@@ -94,7 +94,12 @@ def build_speech(config: SpeechConfig, *, clock: Clock, health: HealthRegistry |
         probe_interval_s=tts.probe_interval_s,
         probe_timeout_s=tts.probe_timeout_s,
     )
-    tools = AudioTools(ffmpeg=audio.ffmpeg_binary, ffprobe=audio.ffprobe_binary, timeout_s=audio.ffmpeg_timeout_s)
+    tools = AudioTools(
+        ffmpeg=audio.ffmpeg_binary,
+        ffprobe=audio.ffprobe_binary,
+        timeout_s=audio.ffmpeg_timeout_s,
+        niceness=audio.ffmpeg_niceness,
+    )
     loudness = LoudnessPolicy(
         target_lufs=audio.loudness_target_lufs,
         ceiling_dbtp=audio.true_peak_ceiling_dbtp,
@@ -102,4 +107,6 @@ def build_speech(config: SpeechConfig, *, clock: Clock, health: HealthRegistry |
     )
     if health is not None:
         health.register("tts", chain.health_probe)
+        # "degraded" when what must be kept does not fit (approvals refused) or emergencies overflow it.
+        health.register("audio_cache", cache.health)
     return Speech(tools, cache, chain, AudioRenderer(cache, tools, loudness), services=[chain])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,12 +32,17 @@ class Completed:
         return " | ".join(text.splitlines()[-lines:])
 
 
-async def run_program(argv: Sequence[str], *, program: str, timeout_s: float, stdin: bytes | None = None) -> Completed:
+async def run_program(
+    argv: Sequence[str], *, program: str, timeout_s: float, stdin: bytes | None = None, niceness: int = 0
+) -> Completed:
     """Run ``argv`` to completion and return its exit code and output.
 
     ``program`` is the program's usual name (``ffmpeg``), used when it is
     missing: :class:`ProgramMissing` then names it and its Debian package.
     Raises :class:`TimeoutError` after ``timeout_s``; the program is stopped first.
+    ``niceness`` lowers the program's CPU priority (``setpriority`` on the child, from
+    here, right after it starts — no code runs in the forked child): rendering is
+    background work, and must not take the CPU from the loop that paces RTP.
     """
     try:
         process = await asyncio.create_subprocess_exec(
@@ -47,6 +53,9 @@ async def run_program(argv: Sequence[str], *, program: str, timeout_s: float, st
         )
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise ProgramMissing(program, argv[0]) from exc
+    if niceness:
+        with contextlib.suppress(OSError):  # it may have ended already
+            os.setpriority(os.PRIO_PROCESS, process.pid, niceness)
     try:
         async with asyncio.timeout(timeout_s):
             stdout, stderr = await process.communicate(stdin)

@@ -13,12 +13,18 @@ and a hotline prompt (one sentence, a short lead-in) differ only in their
         meta={"engine": spoken.engine},
     )
 
-Each source is decoded and measured by ffmpeg, then brought to the target
-with a true-peak limit (:meth:`AudioTools.normalize_loudness`); the layout
-stitches them (pydub, no resampling); one ffmpeg run encodes every missing
-profile, measuring the whole on the way. Results are cache entries, one per
-profile, keyed by ``parts`` + profile: the same request twice costs a lookup,
-and concurrent identical requests render once.
+Each source is decoded and measured by ffmpeg into a clip on disk, then brought
+to the target with a true-peak limit (:meth:`AudioTools.normalize_clip`: a plain
+gain is applied at assembly, the limiter writes a new clip); the layout places
+clips and silences on a timeline (a list, no audio touched); one ffmpeg run lays
+them end to end and encodes every missing profile, measuring the whole on the
+way (:meth:`AudioTools.assemble`). No sample passes through Python: a four-hour
+item costs the event loop what a four-second one does, and its memory is
+ffmpeg's, a frame at a time. Results are cache entries, one per profile, keyed
+by ``parts`` + profile: the same request twice costs a lookup, and concurrent
+identical requests render once. A caller that needs the result kept (see
+:mod:`tts.cache`) passes a :class:`~tts.cache.KeepSet`: the keys are in it
+before anything is written, so no eviction can take them.
 """
 
 from __future__ import annotations
@@ -29,12 +35,12 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from common.errors import InvalidInput
-from tts.audio import PROFILES, AudioTools, Measured, Normalized, Pcm, Profile
-from tts.cache import AudioCache, CacheEntry, cache_key
+from tts.audio import PROFILES, AudioTools, NormalizedClip, Profile, Segment
+from tts.cache import AudioCache, CacheEntry, KeepSet, cache_key
 from tts.engine_errors import AudioToolFailed
 
 # Part of every rendered entry's key: bump it when the same inputs would now sound different.
-RENDER_VERSION: Final = "render-1"
+RENDER_VERSION: Final = "render-2"
 
 
 @dataclass(frozen=True)
@@ -63,13 +69,17 @@ class Source:
 
 @dataclass(frozen=True)
 class Timeline:
-    """What a layout returns: the whole, and the highest true peak of what it placed."""
+    """What a layout returns: clips and silences in order, and the highest true peak of what it placed."""
 
-    pcm: Pcm
+    segments: Sequence[Segment]
     true_peak_dbtp: float
 
+    @property
+    def duration_s(self) -> float:
+        return sum(segment.duration_s for segment in self.segments)
 
-Layout = Callable[[Sequence[Normalized]], Awaitable[Timeline]]
+
+Layout = Callable[[Sequence[NormalizedClip]], Awaitable[Timeline]]
 
 BadSourceReason = Literal["unreadable", "silent", "too_long"]
 
@@ -124,30 +134,25 @@ class AudioRenderer:
     def tools(self) -> AudioTools:
         return self._tools
 
-    async def normalized(self, source: Source) -> Normalized:
-        """``source`` decoded, measured and brought to the loudness target (plus its ``relative_lu``)."""
+    async def normalized(self, source: Source, workdir: Path, name: str) -> NormalizedClip:
+        """``source`` decoded into ``workdir`` (as ``name``), measured, brought to the loudness target."""
         limit = source.max_duration_s + 1 if source.max_duration_s is not None else None
         try:
-            measured = await self._tools.decode(source.audio, max_duration_s=limit)
+            clip, measured = await self._tools.decode_to_file(
+                source.audio, workdir / f"{name}.raw", max_duration_s=limit
+            )
         except AudioToolFailed as exc:
             raise BadSource(source.label, "unreadable", exc.detail or exc.message) from exc
-        if source.max_duration_s is not None and measured.pcm.duration_s > source.max_duration_s:
+        if source.max_duration_s is not None and clip.duration_s > source.max_duration_s:
             raise BadSource(source.label, "too_long", f"longer than {source.max_duration_s:g} s")
-        if measured.loudness.silent or measured.pcm.frames == 0:
-            raise BadSource(source.label, "silent", f"{measured.loudness.integrated_lufs} LUFS")
-        return await self._tools.normalize_loudness(
+        if measured.silent or clip.frames == 0:
+            raise BadSource(source.label, "silent", f"{measured.integrated_lufs} LUFS")
+        return await self._tools.normalize_clip(
+            clip,
             measured,
             target_lufs=self._loudness.target_lufs + source.relative_lu,
             limit_dbtp=self._loudness.limit_dbtp,
-        )
-
-    async def normalized_pcm(self, pcm: Pcm, *, relative_lu: float = 0.0) -> Normalized:
-        """Generated audio (a chime, a beep) brought to the target like any source."""
-        measured = Measured(pcm, await self._tools.measure(pcm))
-        if measured.loudness.silent:
-            raise ValueError("cannot bring silence to a loudness target")
-        return await self._tools.normalize_loudness(
-            measured, target_lufs=self._loudness.target_lufs + relative_lu, limit_dbtp=self._loudness.limit_dbtp
+            workdir=workdir,
         )
 
     def keys(self, parts: Mapping[str, Any], profiles: Sequence[Profile]) -> dict[Profile, str]:
@@ -163,29 +168,38 @@ class AudioRenderer:
         *,
         meta: Mapping[str, Any] | None = None,
         parents: Sequence[str] = (),
+        keep: KeepSet | None = None,
     ) -> Rendered:
         """The rendering described by ``parts``, from cache or made now, in every profile asked for.
 
         ``parts`` must name everything that shapes the sound (the sources' own keys or
         hashes, the layout's parameters); ``parents`` are cache keys the result was made
-        from (kept while it is referenced).
+        from (kept while it is kept). With ``keep``, the result's keys and parents are put
+        in it before anything is written: the cache can never evict them under the caller.
         """
         wanted = list(dict.fromkeys(profiles))
         if not wanted:
             raise ValueError("ask for at least one profile")
         keys = self.keys(parts, wanted)
+        if keep is not None:
+            keep.add([*keys.values(), *parents])
         async with self._cache.lock(cache_key("rendered", {**parts, "version": RENDER_VERSION})):
             found = {profile: self._cache.get(key) for profile, key in keys.items()}
             missing = [profile for profile, entry in found.items() if entry is None]
             if missing:
-                timeline = await layout([await self.normalized(source) for source in sources])
-                record = {
-                    **(meta or {}),
-                    "duration_s": round(timeline.pcm.duration_s, 3),
-                    "true_peak_dbtp": round(timeline.true_peak_dbtp, 2),
-                    "parents": list(parents),
-                }
-                await self._encode_and_store(timeline.pcm, missing, keys, record, found)
+                async with self._cache.staging() as work:
+                    pieces = [
+                        await self.normalized(source, work.directory, f"source{index}")
+                        for index, source in enumerate(sources)
+                    ]
+                    timeline = await layout(pieces)
+                    record = {
+                        **(meta or {}),
+                        "duration_s": round(timeline.duration_s, 3),
+                        "true_peak_dbtp": round(timeline.true_peak_dbtp, 2),
+                        "parents": list(parents),
+                    }
+                    await self._encode_and_store(timeline.segments, missing, keys, record, found)
         if missing:
             await self._cache.maybe_evict()
         entries = {profile: entry for profile, entry in found.items() if entry is not None}
@@ -199,7 +213,7 @@ class AudioRenderer:
 
     async def _encode_and_store(
         self,
-        master: Pcm,
+        segments: Sequence[Segment],
         missing: Sequence[Profile],
         keys: Mapping[Profile, str],
         record: Mapping[str, Any],
@@ -209,7 +223,7 @@ class AudioRenderer:
             outputs = {
                 profile: staging.audio_path(f"{profile.value}.{PROFILES[profile].suffix}") for profile in missing
             }
-            loudness = await self._tools.encode(master, outputs)
+            loudness = await self._tools.assemble(segments, outputs)
             for profile, path in outputs.items():
                 # One staging directory per entry: commit consumes what it is given.
                 async with self._cache.staging() as own:

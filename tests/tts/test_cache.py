@@ -12,7 +12,7 @@ from common.clock import ManualClock
 from tests.support.edge_server import EdgeServer
 from tests.support.speech import edge_engine, entries, espeak_engine, leftovers, make_kit
 from tts.audio import AudioTools, Profile
-from tts.cache import AudioCache
+from tts.cache import AudioCache, CacheFull
 from tts.chain import SpeechChain
 from tts.engine_errors import EngineUnavailable, NoEngineAvailable, ProgramMissing
 from tts.engines import Speech, Voice, VoiceRequest
@@ -161,23 +161,68 @@ async def test_eviction_keeps_under_the_limit_least_recently_used_first(tmp_path
     assert report.removed == 2
 
 
-async def test_eviction_never_removes_what_is_referenced_or_its_parents(tmp_path: Path) -> None:
-    speech, item, other = "s" * 64, "i" * 64, "o" * 64
+async def test_eviction_never_removes_what_is_kept_or_its_parents(tmp_path: Path) -> None:
+    speech, item, playing, other = "s" * 64, "i" * 64, "p" * 64, "o" * 64
 
-    async def referenced() -> set[str]:
+    async def approved() -> set[str]:
         return {item}
 
-    cache = AudioCache(tmp_path / "audio", max_bytes=1, referenced=referenced)
+    cache = AudioCache(tmp_path / "audio", max_bytes=1)
+    cache.add_keeper("approved", approved)
     await _put(cache, speech, 10_000)
     await _put(cache, item, 10_000, parents=[speech])
+    await _put(cache, playing, 10_000)
     await _put(cache, other, 10_000)
 
-    report = await cache.evict()
+    with cache.keep_set("a zone playing") as keep:
+        keep.add([playing])
+        report = await cache.evict()
+        assert cache.get(playing) is not None  # kept while in the set
 
     assert cache.get(item) is not None
     assert cache.get(speech) is not None  # the item was made from it
     assert cache.get(other) is None
-    assert report.total_bytes > cache.max_bytes  # over the limit, but everything left is in use
+    assert report.total_bytes > cache.max_bytes  # over the limit, but everything left is kept
+    assert report.kept_bytes == report.total_bytes
+    await cache.evict()
+    assert cache.get(playing) is None  # the set closed: no longer kept
+
+
+async def test_new_kept_audio_that_does_not_fit_is_refused_with_the_space_needed_and_health_says_full(
+    tmp_path: Path,
+) -> None:
+    kept, new = "k" * 64, "n" * 64
+    cache = AudioCache(tmp_path / "audio", max_bytes=25_000)
+
+    async def approved() -> set[str]:
+        return {kept}
+
+    cache.add_keeper("approved", approved)
+    await _put(cache, kept, 20_000)
+    await _put(cache, new, 10_000)
+    assert (await cache.health())["full"] is False
+
+    with pytest.raises(CacheFull) as refused:
+        await cache.ensure_room([new])
+    assert refused.value.needed_bytes == 5_000 + len_meta(cache, new) + len_meta(cache, kept)
+    assert "还需要腾出约" in refused.value.message and "MB" in refused.value.message
+    health = await cache.health()
+    assert health["status"] == "degraded" and health["full"] is True and "needed_mb" in health
+    # Nothing was evicted to make room: the kept audio and the refused audio are both still there.
+    assert cache.get(kept) is not None and cache.get(new) is not None
+
+    # An emergency is never refused: kept over the limit, and the overflow reported.
+    with cache.keeping([new], "emergency"):
+        await cache.ensure_room([new], overflow=True)
+        usage = await cache.usage(fresh=True)
+        assert usage.overflow_bytes > 0
+        health = await cache.health()
+        assert health["status"] == "degraded" and health["overflow_mb"] >= 0
+
+
+def len_meta(cache: AudioCache, key: str) -> int:
+    """The bytes an entry takes beyond its audio (its meta.json)."""
+    return (cache.entry_dir(key) / "meta.json").stat().st_size
 
 
 @pytest.mark.slow

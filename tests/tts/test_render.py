@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.speech import SpeechKit, ebur128, espeak_wav, ffprobe
-from tts.audio import WORKING_RATE, Normalized, Pcm, Profile
+from tts.audio import NormalizedClip, Profile, Silence
 from tts.render import AudioRenderer, BadSource, LoudnessPolicy, Source, Timeline
 
-LEAD_IN_FRAMES = WORKING_RATE // 4  # 250 ms of silence before the prompt
+LEAD_IN_MS = 250  # of silence before the prompt
 
 
-async def prompt_layout(pieces: Sequence[Normalized]) -> Timeline:
+async def prompt_layout(pieces: Sequence[NormalizedClip]) -> Timeline:
     [prompt] = pieces
-    silence = b"\0\0" * LEAD_IN_FRAMES
-    return Timeline(Pcm(silence + prompt.pcm.data), prompt.loudness.true_peak_dbtp)
+    return Timeline([Silence(LEAD_IN_MS), prompt.clip], prompt.loudness.true_peak_dbtp)
 
 
 async def test_a_prompt_renders_to_asterisks_format_on_the_loudness_target(kit: SpeechKit, tmp_path: Path) -> None:
