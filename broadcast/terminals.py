@@ -294,7 +294,7 @@ class HttpPullTransport:
             now = loop.time()
             if now >= deadline:
                 return "timeout"
-            waits = [stop.wait(), event.wait()]
+            events = [stop, event]
             limit = min(deadline - now, 2 * self._poll)  # re-read: the report may land in another process
             if give_up is not None:
                 if give_up.is_set():
@@ -302,9 +302,9 @@ class HttpPullTransport:
                         return "given_up"
                     limit = min(limit, give_up_after - (now - began))
                 else:
-                    waits.append(give_up.wait())
+                    events.append(give_up)
             event.clear()
-            futures = [asyncio.ensure_future(wait) for wait in waits]
+            futures = [asyncio.ensure_future(waited.wait()) for waited in events]
             try:
                 await asyncio.wait(futures, timeout=limit, return_when="FIRST_COMPLETED")
             finally:

@@ -35,6 +35,7 @@ from tests.support.broadcasting import (
     wait_for_rows,
 )
 from tests.support.http import ApiClient
+from tests.support.receivers import RtpReceiver, item_payloads
 from tests.support.speech import espeak_wav
 
 pytestmark = pytest.mark.slow
@@ -366,8 +367,20 @@ async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_i
         "http": RUN_INTERRUPTED,
         "rtp": RUN_INTERRUPTED,
     }
+    # What each speaker got of the cut item is in the API: the RTP packets the speaker received, and seconds.
+    cut_rtp = next(speaker for speaker in disclosure_line["speakers"] if speaker["transport"] == "rtp")
+    assert cut_rtp["packets_sent"] == len(first)
+    assert cut_rtp["played_s"] == pytest.approx(len(first) * 0.02)
+    assert all(speaker["played_s"] > 0 for speaker in disclosure_line["speakers"])  # each heard part of it
     csv = await (await staff.get(f"/api/v1/asrun.csv?zone_id={zone}")).text()
     assert "森林草原防火紧急通知" in csv and "被中断" in csv
+    header, *csv_lines = csv.lstrip("\ufeff").splitlines()
+    columns = header.split(",")
+    assert "已发送包数" in columns and "播出秒数" in columns
+    rtp_cut = next(
+        line.split(",") for line in csv_lines if line.startswith(f"{disclosure_line['id']},") and ",rtp," in line
+    )
+    assert rtp_cut[columns.index("已发送包数")] == str(len(first))
     assert csv.startswith("\ufeff记录号,")  # BOM: Excel opens it as UTF-8
     assert len(csv.strip().splitlines()) == 1 + sum(len(line["speakers"]) for line in asrun)  # a line per speaker
     # The filters: township, village, kind, date (Beijing dates, inclusive).
@@ -527,34 +540,48 @@ async def test_an_emergency_needs_the_permission_and_a_confirmation_and_belongs_
     assert "不都在这个乡镇内" in wrong["error"]["message"]
 
 
-async def test_a_4g_terminal_that_never_polls_fails_alone_and_the_other_speakers_of_the_zone_still_play(
+# A generous start deadline for terminals: a zone that waited for an offline terminal would wait this long.
+@pytest.mark.parametrize("settings", [{"terminal_start_timeout_s": 30.0}], indirect=True, ids=["30s-deadline"])
+async def test_a_4g_terminal_that_never_polls_fails_alone_and_does_not_hold_up_the_zones_other_speakers(
     runtime: Runtime, server: TestServer
 ) -> None:
     admin = await make_principal(runtime, "silent-admin", "admin", county_wide=True)
-    listener = Listener()
-    listener.attach()
-    place = await build_place(
-        runtime,
-        admin,
-        "丙乡",
-        [[("http", "t00077"), ("sink", "file:hall"), ("rtp", f"127.0.0.1:{listener.port}")]],
-    )
-    staff = await make_principal(runtime, "silent-staff", "staff", township_ids=[place.township_id])
-    approver = await make_principal(runtime, "silent-approver", "approver", township_ids=[place.township_id])
-    notice = await approved_notice(runtime, staff, approver, township_id=place.township_id)
-    zone = place.zone_ids[0]
-    await runtime.broadcasting.dispatcher.request(
-        notice_id=notice.id, zone_ids=[zone], origin="manual", requested_by=None
-    )
-    rows = await wait_for_rows(runtime, lambda rows: rows and rows[0].state not in (1, 2), timeout=60, zone_id=zone)
-    listener.close()
-    speakers = await speaker_rows(runtime, rows[0].id)
-    assert [(speaker.transport, speaker.state) for speaker in speakers] == [
-        ("http", RUN_FAILED),
-        ("sink", RUN_SUCCESS),
-        ("rtp", RUN_SUCCESS),
-    ]
-    assert "终端未在规定时间内" in (speakers[0].error or "")
-    # The zone played; its line names the speaker that failed.
-    assert rows[0].state == RUN_SUCCESS and (rows[0].error or "").startswith("喇叭1：")
-    assert len(listener.packets) > 50
+    with RtpReceiver() as speaker:
+        place = await build_place(
+            runtime, admin, "丙乡", [[("http", "t00077"), ("sink", "file:hall"), ("rtp", speaker.address)]]
+        )
+        staff = await make_principal(runtime, "silent-staff", "staff", township_ids=[place.township_id])
+        approver = await make_principal(runtime, "silent-approver", "approver", township_ids=[place.township_id])
+        first = await approved_notice(runtime, staff, approver, township_id=place.township_id, title="一")
+        second = await approved_notice(
+            runtime, staff, approver, township_id=place.township_id, title="二", body="请大家相互转告。"
+        )
+        zone = place.zone_ids[0]
+        dispatcher = runtime.broadcasting.dispatcher
+        for notice in (first, second):  # back to back: the second waits for the zone
+            await dispatcher.request(notice_id=notice.id, zone_ids=[zone], origin="manual", requested_by=None)
+            await wait_for_rows(runtime, lambda rows, n=notice: any(r.notice_id == n.id for r in rows), zone_id=zone)
+        rows = await wait_for_rows(
+            runtime, lambda rows: len(rows) == 2 and all(r.state not in (1, 2) for r in rows), timeout=90
+        )
+        for row in rows:
+            speakers = await speaker_rows(runtime, row.id)
+            assert [(speaker.transport, speaker.state) for speaker in speakers] == [
+                ("http", RUN_FAILED),
+                ("sink", RUN_SUCCESS),
+                ("rtp", RUN_SUCCESS),
+            ]
+            assert speakers[0].error == "分区的其他喇叭已播完，终端仍未取走并开始播放（可能离线），分区不再等它"
+            assert speakers[0].played_s == 0
+            # The zone played; its line names the speaker that failed.
+            assert row.state == RUN_SUCCESS and (row.error or "").startswith("喇叭1：")
+        # At the RTP speaker: both items whole, the second right after the first — not after the terminal's
+        # 30-second start deadline (an item is about 3 s; the zone waits at most two poll intervals, 1 s, for it).
+        runs = speaker.runs()
+        assert len(runs) == 2
+        for notice in (first, second):
+            assert notice.audio_keys is not None
+            entry = runtime.speech.cache.get(notice.audio_keys["rtp"])
+            assert entry is not None and speaker.plays(item_payloads(entry.path)) == ["full"]
+        gap = runs[1].first_arrival_s - runs[0].last_arrival_s
+        assert gap < 15, f"the zone waited {gap:.1f} s between two items for an offline terminal"

@@ -11,7 +11,16 @@ import pytest
 
 from server import Runtime, build_runtime
 from settings import BroadcastSettings
-from storage.models import RUN_CANCELLED, RUN_INTERRUPTED, RUN_PLAYING, RUN_SKIPPED, RUN_SUCCESS, RUN_WAITING
+from storage.models import (
+    RUN_CANCELLED,
+    RUN_INTERRUPTED,
+    RUN_PLAYING,
+    RUN_PREEMPTED_BEFORE_START,
+    RUN_SKIPPED,
+    RUN_SUCCESS,
+    RUN_WAITING,
+    Notice,
+)
 from tests.support.broadcasting import (
     approved_notice,
     broadcasting_settings,
@@ -20,6 +29,9 @@ from tests.support.broadcasting import (
     speaker_rows,
     wait_for_rows,
 )
+from tests.support.receivers import RtpReceiver, item_payloads
+from tts.audio import Profile
+from tts.cache import KeepSet
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +199,58 @@ async def test_an_item_that_waited_does_not_start_once_quiet_hours_have_begun(li
     assert (again.notice_id, again.attempt, again.state) == (civility.id, 1, RUN_CANCELLED)
     assert "静默时段" in (again.error or "") and again.started_at is None
     assert await speaker_rows(live, again.id) == []  # no speaker was ever asked to play it
+
+
+@pytest.mark.parametrize("wait_limit", [300.0])
+async def test_an_item_preempted_before_it_played_a_sound_is_recorded_not_started_and_played_once_afterwards(
+    live: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await make_principal(live, "admin", "admin", county_wide=True, can_emergency=True)
+    with RtpReceiver() as speaker:
+        place = await build_place(live, admin, "甲乡", [[("rtp", speaker.address)]])
+        staff = await make_principal(live, "staff", "staff", township_ids=[place.township_id])
+        approver = await make_principal(live, "approver", "approver", township_ids=[place.township_id])
+        civility = await approved_notice(
+            live, staff, approver, township_id=place.township_id, kind="civility", title="文明新风"
+        )
+        alert = await live.broadcasting.notices.create_emergency(
+            admin, title="大风预警", body="请关好门窗。", township_id=place.township_id
+        )
+        notices = live.broadcasting.notices
+        real_audio_files = notices.audio_files
+        gate = asyncio.Event()
+        reached = asyncio.Event()
+
+        async def slow_audio(notice: Notice, keep: KeepSet | None = None) -> tuple[dict[Profile, Path], float]:
+            # The civility item is claimed and has its zone, but its audio is still being found (a slow disk,
+            # a re-render) when the emergency comes: it has not played a single packet.
+            if notice.id == civility.id:
+                reached.set()
+                await gate.wait()
+            return await real_audio_files(notice, keep)
+
+        monkeypatch.setattr(notices, "audio_files", slow_audio)
+        dispatcher = live.broadcasting.dispatcher
+        zone = place.zone_ids[0]
+        await dispatcher.request(notice_id=civility.id, zone_ids=[zone], origin="manual", requested_by=None)
+        await asyncio.wait_for(reached.wait(), 30)
+        await dispatcher.request(notice_id=alert.id, zone_ids=[zone], origin="emergency", requested_by=None)
+        await wait_for_rows(live, lambda rows: len(rows) == 2)
+        gate.set()
+        rows = await wait_for_rows(live, lambda rows: len(rows) == 3 and rows[2].state == RUN_SUCCESS, timeout=60)
+        preempted, emergency, again = rows
+        assert preempted.state == RUN_PREEMPTED_BEFORE_START and preempted.interrupted_by == emergency.id
+        assert preempted.error == "尚未播出即被更高优先级的广播抢占"
+        assert await speaker_rows(live, preempted.id) == []  # no speaker was ever asked to play it
+        assert emergency.state == RUN_SUCCESS
+        assert (again.notice_id, again.attempt, again.replay_of) == (civility.id, 1, None)
+        # Counted at the speaker: the emergency once, then the civility item once, whole; nothing else.
+        assert len(speaker.runs()) == 2
+        for notice in (alert, civility):
+            assert notice.audio_keys is not None
+            entry = live.speech.cache.get(notice.audio_keys["rtp"])
+            assert entry is not None
+            assert speaker.plays(item_payloads(entry.path)) == ["full"]
+        (played,) = await speaker_rows(live, again.id)
+        assert played.packets_sent == len(speaker.runs()[1].packets)
+        assert played.played_s == pytest.approx(played.packets_sent * 0.02)

@@ -72,7 +72,7 @@ async def test_a_service_whose_start_raises_is_rolled_back_the_lock_released_and
         assert log[:4] == ["start link", "start dispatcher", "stop dispatcher", "stop link"]
         health = election.health()
         assert health["status"] == "degraded" and "OperationalError" in health["last_error"]
-        assert health["failures"] == 1 and health["retry_in_s"] > 0
+        assert health["failures"] == 1 and health["retry_in_s"] >= 0
         assert await other.try_acquire(), "the lock must be released after a failed start"
         await other.release()
         # It tries again by itself, later each time (0.1 s, then 0.2 s), and the third start succeeds.
