@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from areas.addresses import AddressPolicy, check_rtp_destination
 from broadcast.production import BroadcastProducer
 from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, Transport
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict, InvalidInput, ServiceUnavailable
 from storage.models import RUN_FAILED
 from tts.audio import Profile
 from tts.cache import AudioCache, KeepSet

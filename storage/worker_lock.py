@@ -183,7 +183,9 @@ class WorkerElection:
                 self.elected.clear()
                 log.error("lost the active-worker lock (%s); stopping worker services", self._lock.description)
                 await self._on_demoted()
-        except Exception as exc:
+        # Whatever a worker service's start raised (SQLAlchemy, asyncpg, OSError, a bug): rolled back, logged
+        # with its error, shown in /healthz and retried; the watch task must never die with the lock held.
+        except Exception as exc:  # noqa: BLE001
             await self._failed(exc)
             return
         self.last_error = None

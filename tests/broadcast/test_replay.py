@@ -7,6 +7,7 @@ real processes killed with SIGKILL and SIGTERM are in tests/broadcast/test_resta
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -198,7 +199,8 @@ async def test_no_replay_after_an_archive_or_a_newer_play_of_the_notice_and_outs
         assert superseded.state == RUN_CANCELLED
         assert superseded.error == f"本分区此后已有同一通知的播出（记录号{newer_slot.id}），不再重播"
         assert replays[newer_slot.id].state == RUN_SUCCESS  # the newer slot plays, once
-        await dispatcher.wait_until(dispatcher.idle, timeout=30)
+        async with asyncio.timeout(30):
+            await dispatcher.wait_until(dispatcher.idle)
         assert archived_speaker.plays(payloads(live, to_archive)) == ["cut"]
         assert newer_speaker.plays(payloads(live, repeated)) == ["cut", "full"]
 
@@ -221,5 +223,6 @@ async def test_no_replay_after_an_archive_or_a_newer_play_of_the_notice_and_outs
         (missed,) = [row for row in await zone_rows(live) if row.replay_of == late.id]
         assert missed.state == RUN_MISSED
         assert missed.error == "服务停机约11分钟，超过补播时限（10分钟），未重播"
-        await dispatcher.wait_until(dispatcher.idle, timeout=10)
+        async with asyncio.timeout(10):
+            await dispatcher.wait_until(dispatcher.idle)
         assert newer_speaker.plays(payloads(live, repeated)) == ["cut", "full", "cut"]

@@ -52,12 +52,12 @@ class LoopWatch:
                 if spent > watch.limit_s:
                     watch.slow.append((round(spent, 3), repr(handle)[:300]))
 
-        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         if self._original is not None:
-            asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+            asyncio.events.Handle._run = self._original  # type: ignore[method-assign,assignment]
 
     def summary(self) -> dict[str, Any]:
         return {"callbacks": self.callbacks, "longest_ms": round(self.longest_s * 1000, 1), "slow": self.slow[:5]}

@@ -156,7 +156,7 @@ class RtpReceiver:
         whole = tuple(item)
         return [run for run in self.runs() if run.payloads and whole[: len(run.payloads)] == run.payloads]
 
-    async def until(self, predicate: object, timeout: float = 60.0) -> None:
+    async def until(self, predicate: object, timeout: float = 60.0) -> None:  # noqa: ASYNC109 - a polling budget
         """Wait (without blocking the event loop) until ``predicate(self)`` holds, polled every 50 ms."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
