@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from storage.models import RUN_INTERRUPTED, RUN_PLAYING, RUN_SUCCESS
-from tests.broadcast.test_restarts import LONG, active, idle, prepare, request, wait
+from tests.broadcast.test_restarts import LONG, active, prepare, request, wait
 from tests.support.cli import serving
 from tests.support.deployment import Deployment
 from tests.support.receivers import INTO_SPEECH, RtpReceiver
@@ -59,7 +59,7 @@ def test_the_standby_takes_over_when_the_active_serve_is_killed_and_replays_the_
                 replay_began_s = (
                     replayed.first_arrival_s - speaker.runs_of(deployment.payloads(meeting))[0].last_arrival_s
                 )
-                second.wait_until(idle)
+                wait(deployment.idle)
                 print(
                     f"failover on PostgreSQL (election every {ELECTION_INTERVAL_S:g} s): standby active "
                     f"{took_over_s:.2f} s after the kill; the cut item began again {replay_began_s:.2f} s after "

@@ -39,13 +39,6 @@ def active(health: dict[str, object]) -> bool:
     return bool(components["worker"]["role"] == "active" and components["dispatcher"]["status"] == "ok")
 
 
-def idle(health: dict[str, object]) -> bool:
-    components = health["components"]
-    assert isinstance(components, dict)
-    dispatcher = components["dispatcher"]
-    return bool(dispatcher.get("zones_playing") == 0 and dispatcher.get("waiting") == 0)
-
-
 def wait(predicate: object, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -117,7 +110,7 @@ def test_an_item_cut_and_one_queued_when_the_service_dies_or_stops_each_play_onc
         with serving(deployment.env) as service:  # back within the grace (10 minutes)
             service.wait_until(active)
             speaker.wait_for(lambda receiver: receiver.plays(deployment.payloads(reminder)) == ["full"])
-            service.wait_until(idle)
+            wait(deployment.idle)
         # Counted at the speaker: the meeting cut once, then once whole from its start; the reminder once.
         assert speaker.plays(deployment.payloads(meeting)) == ["cut", "full"]
         assert speaker.plays(deployment.payloads(reminder)) == ["full"]
@@ -141,7 +134,7 @@ def test_an_item_cut_and_one_queued_when_the_service_dies_or_stops_each_play_onc
     with RtpReceiver() as later:
         with serving(deployment.env) as service:
             service.wait_until(active)
-            service.wait_until(idle)
+            wait(deployment.idle)
         assert later.packets == []
     assert len(deployment.zone_rows()) == 4
 
@@ -181,7 +174,7 @@ def test_two_serves_started_at_once_on_one_port_after_a_crash_play_the_due_slot_
             assert "cannot listen" in output, output
             winner.wait_until(active)
             speaker.wait_for(lambda receiver: "full" in receiver.plays(deployment.payloads(notice)))
-            winner.wait_until(idle)
+            wait(deployment.idle)
         finally:
             for service in both:
                 stop_service(service)

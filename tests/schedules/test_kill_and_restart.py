@@ -57,7 +57,7 @@ def _active(health: dict[str, object]) -> bool:
 def test_a_worker_killed_mid_broadcast_replays_the_cut_slot_once_catches_up_the_missed_one_and_nothing_twice(
     tmp_path: Path, database_url: str
 ) -> None:
-    from tests.broadcast.test_restarts import idle, prepare
+    from tests.broadcast.test_restarts import prepare
 
     deployment = Deployment(tmp_path / "data", database_url)
     deployment.init()
@@ -78,7 +78,7 @@ def test_a_worker_killed_mid_broadcast_replays_the_cut_slot_once_catches_up_the_
         with serving(deployment.env) as service:
             service.wait_until(_active)
             speaker.wait_for(lambda receiver: receiver.plays(deployment.payloads(meeting)) == ["cut", "full"], 60)
-            service.wait_until(idle)
+            _wait(deployment.idle, 30)
         # Counted at the loudspeaker: the cut slot once more, whole; the missed one once; nothing twice.
         assert speaker.plays(deployment.payloads(meeting)) == ["cut", "full"]
         assert speaker.plays(deployment.payloads(reminder)) == ["full"]
@@ -96,5 +96,5 @@ def test_a_worker_killed_mid_broadcast_replays_the_cut_slot_once_catches_up_the_
         packets = len(speaker.packets)
         with serving(deployment.env) as service:
             service.wait_until(_active)
-            service.wait_until(idle)
+            _wait(deployment.idle, 30)
         assert len(deployment.zone_rows()) == 3 and len(speaker.packets) == packets

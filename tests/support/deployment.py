@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from server import Runtime, build_runtime
 from settings import AudioSettings, BroadcastSettings, SchedulerSettings, Settings, TtsSettings
-from storage.models import BroadcastSpeaker, BroadcastZone, Notice
+from storage.models import RUN_PLAYING, RUN_UNPROCESSED, RUN_WAITING, Broadcast, BroadcastSpeaker, BroadcastZone, Notice
 from tests.support.cli import environment, run
 from tests.support.receivers import item_payloads
 from tests.support.settings import make_settings
@@ -85,6 +85,26 @@ class Deployment:
                 for key, value in where.items():
                     statement = statement.where(getattr(BroadcastZone, key) == value)
                 return list((await session.scalars(statement)).all())
+
+        return self.call(read)
+
+    def idle(self) -> bool:
+        """Nothing requested, waiting, playing or left to replay, as the database says.
+
+        (Read from the tables, not /healthz: its details are for signed-in admins.)
+        """
+
+        async def read(runtime: Runtime) -> bool:
+            async with runtime.sessions() as session:
+                open_zones = await session.scalars(
+                    select(BroadcastZone.id)
+                    .where(BroadcastZone.state.in_((RUN_WAITING, RUN_PLAYING)) | BroadcastZone.replay_pending.is_(True))
+                    .limit(1)
+                )
+                requested = await session.scalars(
+                    select(Broadcast.id).where(Broadcast.state == RUN_UNPROCESSED).limit(1)
+                )
+                return open_zones.first() is None and requested.first() is None
 
         return self.call(read)
 
