@@ -9,8 +9,8 @@
 On SQLite, widening a CHECK constraint rebuilds the table (batch mode), which drops its triggers:
 the as-run tables' no-delete triggers are created again afterwards.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-27 09:12:00.000000
 """
 
@@ -23,8 +23,8 @@ from alembic import op
 
 import storage.types
 
-revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
+revision: str = "0008"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
