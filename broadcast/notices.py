@@ -748,9 +748,7 @@ class NoticeService:
         until archived), pending notices' previews (until the decision: the approver hears, and approval keeps,
         exactly these files), and what is waiting or playing now (its notice may have changed since)."""
         async with self._sessions() as session:
-            notices = await session.scalars(
-                select(Notice.audio_keys).where(Notice.state.in_(("approved", "pending")))
-            )
+            notices = await session.scalars(select(Notice.audio_keys).where(Notice.state.in_(("approved", "pending"))))
             on_air = await session.scalars(
                 select(Broadcast.audio_keys).where(Broadcast.state.in_((RUN_WAITING, RUN_PLAYING)))
             )
