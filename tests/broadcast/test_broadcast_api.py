@@ -378,7 +378,9 @@ async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_i
     columns = header.split(",")
     assert "已发送包数" in columns and "播出秒数" in columns
     rtp_cut = next(
-        line.split(",") for line in csv_lines if line.startswith(f"{disclosure_line['id']},") and ",rtp," in line
+        line.split(",")
+        for line in csv_lines
+        if line.startswith(f"{disclosure_line['id']},") and f",{cut_rtp['transport_label']}," in line
     )
     assert rtp_cut[columns.index("已发送包数")] == str(len(first))
     assert csv.startswith("\ufeff记录号,")  # BOM: Excel opens it as UTF-8
