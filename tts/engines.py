@@ -46,6 +46,8 @@ _HERTZ: Final = re.compile(r"([+-])(\d{1,3})Hz")
 RATE_RANGE: Final = (-50, 100)
 VOLUME_RANGE: Final = (-50, 50)
 PITCH_RANGE: Final = (-50, 50)
+# How the pages name the engines (an official reads 云端/本机, not edge or espeak-ng).
+ENGINE_LABELS: Final = {"edge": "在线语音（云端）", "espeak": "本机语音（离线）", "recording": "人声录音"}
 
 
 @dataclass(frozen=True)

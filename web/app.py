@@ -28,10 +28,10 @@ RouteAdder = Callable[[Routes], None]
 FOUNDATION_ROUTES: tuple[RouteAdder, ...] = (system.add_routes, auth.add_routes, areas.add_routes, users.add_routes)
 
 ADMIN_NAV = (
-    keys.NavItem("区域与终端", "/admin/areas", ("admin",)),
-    keys.NavItem("承办单位", "/admin/units", ("admin",)),
-    keys.NavItem("用户", "/admin/users", ("admin",)),
-    keys.NavItem("审计日志", "/admin/audit", ("admin",)),
+    keys.NavItem("区域与终端", "/admin/areas", ("admin",), menu=keys.ADMIN_MENU),
+    keys.NavItem("承办单位", "/admin/units", ("admin",), menu=keys.ADMIN_MENU),
+    keys.NavItem("用户", "/admin/users", ("admin",), menu=keys.ADMIN_MENU),
+    keys.NavItem("审计日志", "/admin/audit", ("admin",), menu=keys.ADMIN_MENU),
 )
 
 

@@ -69,12 +69,17 @@ def session_key(settings: Settings) -> bytes:
 
 @dataclass(frozen=True)
 class NavItem:
-    """A link in the page header, shown to users with one of ``roles`` (everyone when empty)."""
+    """A link in the page header, shown to users with one of ``roles`` (everyone when empty).
+
+    Items with a ``menu`` are gathered under that one heading (a drop-down): an admin sees every part of
+    the service, and fourteen links side by side do not fit a 1366-pixel screen on one line.
+    """
 
     label: str
     href: str
     roles: tuple[str, ...] = ()
     needs_emergency: bool = False
+    menu: str | None = None
 
     def visible_to(self, who: Principal | None) -> bool:
         if who is None:
@@ -82,6 +87,10 @@ class NavItem:
         if self.needs_emergency and not who.can_emergency:
             return False
         return not self.roles or who.has_role(*self.roles)
+
+
+# The header's drop-down for the administration's pages (areas, units, users, the audit log, holidays).
+ADMIN_MENU = "系统管理"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 
 from accounts.principal import ROLE_LABELS
+from tts.engines import ENGINE_LABELS
 from web import keys
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -37,6 +39,7 @@ def setup_templates(app: web.Application, zone: ZoneInfo) -> None:
     )
     environment.filters["local"] = lambda value, fmt="%Y-%m-%d %H:%M": local_time(value, zone, fmt)
     environment.globals["ROLE_LABELS"] = ROLE_LABELS
+    environment.globals["ENGINE_LABELS"] = ENGINE_LABELS
 
 
 def csrf_token(session: Session) -> str:
@@ -54,13 +57,38 @@ async def flash(request: web.Request, message: str, kind: str = "ok") -> None:
     session["flash"] = [*session.get("flash", []), [kind, message]][-5:]
 
 
+@dataclass(frozen=True)
+class NavMenu:
+    """A drop-down of the header: its heading and its links."""
+
+    label: str
+    items: list[keys.NavItem]
+
+
+def nav_bar(items: list[keys.NavItem]) -> list[keys.NavItem | NavMenu]:
+    """The header's entries in order, each menu's items gathered where its first item stands."""
+    bar: list[keys.NavItem | NavMenu] = []
+    menus: dict[str, NavMenu] = {}
+    for item in items:
+        if item.menu is None:
+            bar.append(item)
+        elif item.menu in menus:
+            menus[item.menu].items.append(item)
+        else:
+            menus[item.menu] = NavMenu(item.menu, [item])
+            bar.append(menus[item.menu])
+    return bar
+
+
 async def page_context(request: web.Request) -> dict[str, Any]:
     session = await get_session(request)
     messages = session.pop("flash", [])
     me = request.get(keys.PRINCIPAL)
+    nav = [item for item in request.app[keys.NAV] if item.visible_to(me)]
     return {
         "me": me,
-        "nav": [item for item in request.app[keys.NAV] if item.visible_to(me)],
+        "nav": nav,
+        "nav_bar": nav_bar(nav),
         "csrf_token": csrf_token(session),
         "config": request.app[keys.CONFIG],
         "flashes": messages,

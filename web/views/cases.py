@@ -62,7 +62,7 @@ NAV = (
     keys.NavItem("案件台账", "/cases", READ_ROLES),
     keys.NavItem("未接来电", "/missed-calls", MISSED_ROLES),
     keys.NavItem("统计", "/dashboard", DASHBOARD_ROLES),
-    keys.NavItem("节假日", "/admin/holidays", ("admin",)),
+    keys.NavItem("节假日", "/admin/holidays", ("admin",), menu=keys.ADMIN_MENU),
 )
 ACTION_LABELS = {
     "triage": "分拣",
