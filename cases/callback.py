@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
 from cases.placing import CallLine, CallRunner, PlacedCall, dial_string
-from cases.workflow import CALLBACK_RUNNER, Workflow
+from cases.workflow import CALLBACK_RUNNER, Actor, Workflow
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput
 from common.health import ComponentHealth
@@ -48,6 +48,48 @@ from storage.models import CALLBACK_ATTEMPT_STATES, CallbackAttempt, Case, Misse
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = ("requested", "placing", "ringing", "answered")
+# How an attempt's ``detail`` begins when the operator's own phone (the first leg) is what failed.
+OPERATOR_LEG = "operator's phone"
+NOT_SENT = "not sent"
+NO_NUMBER = "the case has no caller number"
+# The villager's leg as Asterisk's DIALSTATUS says it, in words an operator acts on.
+_VILLAGER_DIAL_STATUS = {
+    "CHANUNAVAIL": "打不通群众的电话（空号、停机、关机或不在服务区）",
+    "CONGESTION": "线路拥塞，群众的电话没有打通，请稍后再试",
+    "BUSY": "群众的电话占线",
+    "NOANSWER": "群众的电话响铃后无人接听",
+}
+
+
+def failure_reason(attempt: CallbackAttempt, *, operator_ring_s: float) -> str | None:
+    """Why a callback did not reach the villager, for the operator (None while under way or when answered).
+
+    Derived from what Asterisk said (the attempt's state, the villager leg's dial status, and which leg
+    failed, kept in ``detail``): the page shows this, the API keeps the raw ``detail`` beside it.
+    """
+    detail = attempt.detail or ""
+    phone = attempt.operator_endpoint
+    if attempt.state in IN_FLIGHT:
+        return None
+    if attempt.state == "operator_unanswered":
+        return f"您的电话（{phone}）响了 {operator_ring_s:.0f} 秒没有人接，所以没有拨打群众"
+    if attempt.state == "expired":
+        return "电话系统一直没有连上，请求过期，电话没有拨出"
+    if attempt.state == "unknown":
+        return "与电话系统的连接中断，不知道电话是否已经打出；系统不会自动重拨"
+    if attempt.state == "not_connected":
+        return "还没接通群众，通话就结束了（例如您先挂断了）"
+    if attempt.state in ("busy", "villager_unanswered"):
+        return _VILLAGER_DIAL_STATUS["BUSY" if attempt.state == "busy" else "NOANSWER"]
+    if detail.startswith(OPERATOR_LEG):
+        if detail.endswith("busy"):
+            return f"您的电话（{phone}）占线，所以没有拨打群众"
+        return f"打不通您的电话（{phone}）：话机没有登录或不存在，请检查话机后再回拨"
+    if detail.startswith(NOT_SENT):
+        return "电话系统没有连上，电话没有拨出"
+    if detail == NO_NUMBER:
+        return "案件没有来电号码"
+    return _VILLAGER_DIAL_STATUS.get(attempt.dial_status or "", "电话系统报告呼叫失败")
 
 
 @dataclass(frozen=True)
@@ -208,7 +250,7 @@ class CallbackService(CallRunner[CallbackConfig]):
             return False
         attempt, case = claimed
         if case.caller_number is None:
-            await self._finish(attempt.id, "failed", detail="the case has no caller number")
+            await self._finish(attempt.id, "failed", detail=NO_NUMBER)
             return False
         call = await self._line.place(
             dial=operator_channel(attempt.operator_endpoint),
@@ -225,7 +267,7 @@ class CallbackService(CallRunner[CallbackConfig]):
         if call.placement != "sent":
             call.close()
             if call.placement == "not_sent":
-                await self._finish(attempt.id, "failed", detail=f"not sent: {call.detail}")
+                await self._finish(attempt.id, "failed", detail=f"{NOT_SENT}: {call.detail}")
             else:
                 # Sent, but we cannot tell what became of it: never send it again.
                 await self._finish(attempt.id, "unknown", detail=call.detail)
@@ -241,8 +283,9 @@ class CallbackService(CallRunner[CallbackConfig]):
                 return
             if answer != "answered":
                 await call.wait_end(10.0)
-                state = {"busy": "busy", "no_answer": "operator_unanswered"}.get(answer, "failed")
-                await self._finish(attempt_id, state, detail=f"operator's phone: {call.detail}")
+                # The operator's phone, not the villager's: busy there is no 群众占线.
+                state = "operator_unanswered" if answer == "no_answer" else "failed"
+                await self._finish(attempt_id, state, detail=f"{OPERATOR_LEG}: {call.detail}, {answer}")
                 return
             await self._set(attempt_id, state="ringing")
             ended = await call.wait_end(self.config.result_timeout_s)
@@ -287,6 +330,8 @@ class CallbackService(CallRunner[CallbackConfig]):
             attempt.detail = (detail or "")[:255] or None
             if answered:
                 attempt.answered_at = now
+            reason = failure_reason(attempt, operator_ring_s=self.config.operator_ring_s)
+            operator = await session.get(User, attempt.user_id) if attempt.user_id is not None else None
             if attempt.missed_call_id is not None:
                 missed = await session.get(MissedCall, attempt.missed_call_id)
                 if missed is not None:
@@ -296,12 +341,13 @@ class CallbackService(CallRunner[CallbackConfig]):
             case_id, user_id = attempt.case_id, attempt.user_id
             await session.commit()
         label = CALLBACK_ATTEMPT_STATES.get(state, state)
-        note = f"回拨：{label}" + ("（通话已录音，附在案件录音里）" if answered else "")
+        note = f"回拨：{label}" + ("（通话已录音，附在案件录音里）" if answered else f"。{reason}" if reason else "")
+        # The history names the operator who asked for the call (the runner only dialled it for them).
+        actor = Actor(operator.id, operator.username, operator.display_name) if operator else CALLBACK_RUNNER
         try:
             await self._workflow.record_call(
-                case_id, "callback", CALLBACK_RUNNER, {"attempt_id": attempt_id, "state": state, "by_user": user_id},
-                note,
-            )  # fmt: skip
+                case_id, "callback", actor, {"attempt_id": attempt_id, "state": state, "by_user": user_id}, note
+            )
         except Exception:
             log.exception("callback %s: could not add it to case %s's history", attempt_id, case_id)
         log.info("callback %s for case %s: %s", attempt_id, case_id, state)

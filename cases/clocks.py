@@ -80,6 +80,11 @@ class WorkCalendar:
         raise ValueError("no working day within three years: the holiday table is wrong")
 
 
+def last_day(deadline: datetime, zone: ZoneInfo) -> date:
+    """The local day a deadline instant (the next day's 00:00) falls on; see :meth:`Deadlines.last_day`."""
+    return (deadline - timedelta(microseconds=1)).astimezone(zone).date()
+
+
 class Deadlines:
     """Due dates and deadline instants under one policy and one calendar."""
 
@@ -98,6 +103,14 @@ class Deadlines:
     def end_of(self, day: date) -> datetime:
         """The instant a deadline on ``day`` runs out: the next day's 00:00, local time."""
         return self.start_of(day + timedelta(days=1))
+
+    def last_day(self, deadline: datetime) -> date:
+        """The day a deadline falls on: the last day to act (it runs out at the next day's 00:00).
+
+        The one rule for showing a deadline: the case page, its history, the lists and the export all give
+        this day (a deadline stored as 2027-02-04 00:00 reads 2027-02-03).
+        """
+        return last_day(deadline, self.policy.zone)
 
     def due_day(self, start: date, days: int) -> date:
         """The due date ``days`` days after ``start`` (which itself is not counted)."""
@@ -118,13 +131,12 @@ class Deadlines:
 
     def extend(self, deadline: datetime, days: int) -> datetime:
         """A deadline moved on by ``days`` (an extension), counted from its own due day."""
-        due = self.local_date(deadline - timedelta(microseconds=1))
-        return self.end_of(self.due_day(due, days))
+        return self.end_of(self.due_day(self.last_day(deadline), days))
 
     def days_left(self, now: datetime, deadline: datetime) -> int:
         """Days from today until the due day, counted the policy's way (0: due today; negative: overdue)."""
         today = self.local_date(now)
-        due = self.local_date(deadline - timedelta(microseconds=1))
+        due = self.last_day(deadline)
         if due < today:
             return -self._count(due, today)
         return self._count(today, due)

@@ -53,6 +53,8 @@ from storage.models import (
 )
 
 DeadlineFilter = Literal["overdue", "due_soon", "followup_due", "extension_pending"]
+# Test calls (拨测) in a list: left out (the default), shown among the others, or shown alone.
+TestCalls = Literal["without", "with", "only"]
 Sort = Literal["newest", "oldest", "due"]
 OPEN = ("accepted", "in_progress")
 COUNT_LIMIT = 10_000
@@ -68,12 +70,13 @@ class CaseFilters:
     category: str | None = None
     channel: str | None = None
     deadline: DeadlineFilter | None = None
-    # Case number, caller number or name, or words of the summary.
+    # Case number, caller number or name, or words of the summary. A number typed finds its case whatever
+    # ``test_calls`` says: a dial test's case is found by the number the dial test reported.
     q: str | None = None
     created_from: date | None = None
     created_to: date | None = None
     sealed_only: bool = False
-    include_test: bool = False
+    test_calls: TestCalls = "without"
     sort: Sort = "newest"
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,7 +84,7 @@ class CaseFilters:
         data: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if value in (None, (), False) or (name == "sort" and value == "newest"):
+            if value in (None, (), False) or (name, value) in (("sort", "newest"), ("test_calls", "without")):
                 continue
             key = "status" if name == "statuses" else name  # the name the list's query string uses
             data[key] = (
@@ -128,6 +131,15 @@ class Names:
     townships: dict[int, str] = field(default_factory=dict)
     villages: dict[int, str] = field(default_factory=dict)
     units: dict[int, str] = field(default_factory=dict)
+
+
+def _typed_number(q: str | None) -> str | None:
+    """The digits of ``q`` when it is a number as people write one ("2925 7328", "2925-7328"), else None."""
+    text = (q or "").strip()
+    if not text or any(not ("0" <= char <= "9" or char in " -") for char in text):
+        return None
+    digits = numbers.clean_typed(text)
+    return digits or None
 
 
 def overdue_clause(deadlines: Deadlines, now: datetime) -> ColumnElement[bool]:
@@ -240,21 +252,24 @@ class Ledger:
 
     # -- the filtered query -----------------------------------------------------------------
 
-    def _scoped(self, principal: Principal, statement: SelectT, *, include_test: bool) -> SelectT:
+    def _scoped(self, principal: Principal, statement: SelectT, *, test_calls: TestCalls) -> SelectT:
         principal.require_role(*READ_ROLES)
         scope = principal.township_filter()
         if scope is not None:
             statement = statement.where(Case.township_id.in_(scope))
         if not principal.has_role("inspector"):
             statement = statement.where(Case.sealed.is_(False))
-        if not include_test:
-            statement = statement.where(Case.test_call.is_(False))
+        if test_calls != "with":
+            statement = statement.where(Case.test_call.is_(test_calls == "only"))
         return statement
 
     def _filtered(
         self, principal: Principal, statement: SelectT, filters: CaseFilters, deadlines: Deadlines, now: datetime
     ) -> SelectT:
-        statement = self._scoped(principal, statement, include_test=filters.include_test)
+        typed_number = _typed_number(filters.q)
+        # A typed number finds its case, test call or not (scope and sealing still apply).
+        test_calls = "with" if typed_number is not None else filters.test_calls
+        statement = self._scoped(principal, statement, test_calls=test_calls)
         zone_start = deadlines.start_of
         if filters.statuses:
             statement = statement.where(Case.status.in_(filters.statuses))
@@ -274,17 +289,16 @@ class Ledger:
             statement = statement.where(Case.created_at < zone_start(filters.created_to + timedelta(days=1)))
         if filters.sealed_only:
             statement = statement.where(Case.sealed.is_(True))
-        if filters.q:
+        if typed_number is not None:
+            # A case number or a phone number: exact, through their indexes (a LIKE would read every row).
+            statement = statement.where(or_(Case.number == typed_number, Case.caller_number == typed_number))
+        elif filters.q and filters.q.strip():
             text = filters.q.strip()
-            if text.isdigit():
-                # A case number or a phone number: exact, through their indexes (a LIKE would read every row).
-                statement = statement.where(or_(Case.number == text, Case.caller_number == text))
-            else:
-                escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                pattern = f"%{escaped}%"
-                statement = statement.where(
-                    or_(Case.summary.like(pattern, escape="\\"), Case.caller_name.like(pattern, escape="\\"))
-                )
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            statement = statement.where(
+                or_(Case.summary.like(pattern, escape="\\"), Case.caller_name.like(pattern, escape="\\"))
+            )
         if filters.deadline is not None:
             statement = statement.where(self._deadline_clause(filters.deadline, deadlines, now))
         return statement
@@ -407,7 +421,7 @@ class Ledger:
             deadlines = await self.holidays.deadlines(session)
             base = select(Case, CaseLedger).outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
             clause = _id_in(_deadline_ids("overdue", deadlines, now) + _deadline_ids("due_soon", deadlines, now))
-            statement = self._scoped(principal, base, include_test=False).where(clause)
+            statement = self._scoped(principal, base, test_calls="without").where(clause)
             statement = statement.limit(5000)  # sorted here: SQLite would otherwise walk every case in unit order
             pairs = (await session.execute(statement)).all()
             names = await self.names(session)
@@ -599,7 +613,7 @@ def export_values(row: LedgerRow, deadlines: Deadlines) -> list[str]:
         return value.astimezone(deadlines.policy.zone).strftime("%Y-%m-%d %H:%M") if value else ""
 
     def due(value: datetime | None) -> str:
-        return deadlines.local_date(value - timedelta(microseconds=1)).isoformat() if value else ""
+        return deadlines.last_day(value).isoformat() if value else ""
 
     acceptance_due = ledger.acceptance_due if ledger and ledger.acceptance_due else None
     if acceptance_due is None and case.status == "new":

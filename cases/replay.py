@@ -6,13 +6,21 @@ resolved inside the recordings directory (the hotline's recording store,
 through :class:`RecordingFiles`, refuses anything that leaves it). The case's scope and sealing are checked
 first (404 for anything the user may not see, a try at a sealed case logged).
 
-Every play is logged: a request for the start of the file (no Range, or a
-range from byte 0) is one play; a sealed recording logs every request, seeks
-included, because each one hands out part of a protected report.
+Every play is logged, once per listening. The case page's player asks for the
+file only when the person presses play (nothing is fetched when the page opens)
+and names that listening with a token of its own (``listening=…``): the
+listening's first request is one play in the audit log, and its seeks, skips
+and speed changes — more requests with the same token — are not more plays.
+Playing again after the end is a new listening. A request without a token (a
+copied link, a download tool) is logged as before: a request for the start of
+the file (no Range, or a range from byte 0) is one play, and for a sealed
+recording every request is logged, seeks included, because each one hands out
+part of a protected report.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,11 +52,28 @@ class PlayableRecording:
     download_name: str
 
 
+# Listenings remembered (per process) to log each once: far more than people listen to at a time.
+LISTENINGS_KEPT = 10_000
+
+
 class Replay:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], files: RecordingFiles, access: CaseAccess) -> None:
         self._sessions = sessions
         self.files = files
         self.access = access
+        # (user id, recording id, token) of the listenings already logged, oldest first.
+        self._listenings: OrderedDict[tuple[int, int, str], None] = OrderedDict()
+
+    def _new_listening(self, principal: Principal, recording_id: int, token: str) -> bool:
+        """Whether this is the listening's first request (then it is remembered)."""
+        key = (principal.user_id, recording_id, token)
+        if key in self._listenings:
+            self._listenings.move_to_end(key)
+            return False
+        self._listenings[key] = None
+        while len(self._listenings) > LISTENINGS_KEPT:
+            self._listenings.popitem(last=False)
+        return True
 
     async def open(
         self,
@@ -59,6 +84,7 @@ class Replay:
         range_start: int | None,
         range_header: str | None,
         download: bool,
+        listening: str | None = None,
     ) -> PlayableRecording:
         async with self._sessions() as session:
             case = await session.get(Case, case_id)
@@ -77,8 +103,13 @@ class Replay:
             raise NotFound("录音不存在", code="recording.not_found") from None
         if not path.is_file():
             raise NotFound("录音文件不存在", code="recording.file_missing")
-        starts = range_start in (None, 0)
-        if download or starts or case.sealed:
+        if download:
+            logged = True
+        elif listening is not None:
+            logged = self._new_listening(principal, recording.id, listening)
+        else:
+            logged = range_start in (None, 0) or case.sealed
+        if logged:
             action = "recording.download" if download else "recording.play"
             if case.sealed:
                 action += "_sealed"
@@ -87,7 +118,8 @@ class Replay:
                 action,
                 "recording",
                 recording.id,
-                {"case_id": case.id, "range": range_header or "", "kind": recording.kind},
+                {"case_id": case.id, "range": range_header or "", "kind": recording.kind}
+                | ({"listening": listening} if listening else {}),
             )
         return PlayableRecording(path, recording, case.sealed, f"{case.number}-{recording.kind}-{recording.id}.wav")
 

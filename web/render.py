@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 
 from accounts.principal import ROLE_LABELS
+from cases.clocks import last_day
 from tts.engines import ENGINE_LABELS
 from web import keys
 
@@ -28,6 +29,11 @@ def local_time(value: datetime | None, zone: ZoneInfo, fmt: str = "%Y-%m-%d %H:%
     return value.astimezone(zone).strftime(fmt)
 
 
+def due_day(value: datetime | None, zone: ZoneInfo, fmt: str = "%Y-%m-%d") -> str:
+    """A deadline as the day it falls on (the last day to act), the one way every page shows a deadline."""
+    return last_day(value, zone).strftime(fmt) if value is not None else ""
+
+
 def setup_templates(app: web.Application, zone: ZoneInfo) -> None:
     environment = aiohttp_jinja2.setup(
         app,
@@ -38,6 +44,7 @@ def setup_templates(app: web.Application, zone: ZoneInfo) -> None:
         lstrip_blocks=True,
     )
     environment.filters["local"] = lambda value, fmt="%Y-%m-%d %H:%M": local_time(value, zone, fmt)
+    environment.filters["due_day"] = lambda value, fmt="%Y-%m-%d": due_day(value, zone, fmt)
     environment.globals["ROLE_LABELS"] = ROLE_LABELS
     environment.globals["ENGINE_LABELS"] = ENGINE_LABELS
 

@@ -152,3 +152,25 @@ async def test_the_case_page_carries_a_player_with_seek_skip_speed_and_download(
     assert '<script src="/static/cases.js" defer></script>' in html
     leader_page = await (await people.leader.client.get(f"/cases/{recorded.id}")).text()
     assert "下载</a>" not in leader_page
+
+
+async def test_the_players_listening_is_one_play_whatever_it_asks_for_and_a_new_listening_is_another(
+    runtime: Runtime, county: County, people: People, hotline_case: CaseMaker
+) -> None:
+    sealed = await hotline_case(township_id=county.township_a, category="discipline")
+    plain = await hotline_case(township_id=county.township_a)
+    for case, person, action in ((plain, people.operator_a, "recording.play"),
+                                 (sealed, people.inspector, "recording.play_sealed")):  # fmt: skip
+        recording, _ = await recording_of(runtime, case.id)
+        url = f"/api/v1/cases/{case.id}/recordings/{recording.id}/audio"
+        for listening, ranges in (("first-listening", ("0-", "0-", "5000-", "100-")), ("second-listening", ("0-",))):
+            for asked in ranges:
+                response = await person.client.get(f"{url}?listening={listening}", headers={"Range": f"bytes={asked}"})
+                assert response.status == 206
+        logged = [entry for entry in await plays(runtime) if entry.detail.get("case_id") == case.id]
+        assert [(entry.action, entry.detail["listening"]) for entry in logged] == [
+            (action, "first-listening"),
+            (action, "second-listening"),
+        ]
+    refused = await people.operator_a.client.get(f"{url}?listening=../../x")
+    assert refused.status == 400

@@ -25,3 +25,24 @@ document.addEventListener("keydown", (event) => {
     menu.querySelector("summary").focus();
   }
 });
+
+// A village list follows the township chosen in its form: only that township's villages are offered.
+// ``data-follows-township`` holds the township meant while none is chosen (a case's own, on the triage form).
+function followTownship(villages) {
+  const township = villages.form && villages.form.querySelector("select[name=township_id]");
+  if (!township) return;
+  const meant = villages.getAttribute("data-follows-township") || "";
+  const all = [...villages.options].map((option) => option.cloneNode(true));
+  const offer = () => {
+    const chosen = township.value || meant;
+    const kept = villages.value;
+    const fitting = all.filter((option) => !chosen || !option.dataset.township || option.dataset.township === chosen);
+    villages.replaceChildren(...fitting.map((option) => option.cloneNode(true)));
+    villages.value = fitting.some((option) => option.value === kept) ? kept : "";
+  };
+  township.addEventListener("change", offer);
+  offer();
+}
+document.addEventListener("DOMContentLoaded", () => {
+  for (const villages of document.querySelectorAll("select[data-follows-township]")) followTownship(villages);
+});

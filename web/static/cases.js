@@ -9,16 +9,32 @@ function clock(seconds) {
   return `${minutes}:${rest < 10 ? "0" : ""}${rest}`;
 }
 
+// A token naming one listening: the server logs a play once per listening, not per request (seeks ask again).
+function listeningToken() {
+  const bytes = new Uint8Array(12);
+  window.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
 function setUpPlayer(box) {
   const audio = box.querySelector("audio");
   const play = box.querySelector("button.play");
   const seek = box.querySelector("input.seek");
   const time = box.querySelector(".time");
   const rate = box.querySelector("select.rate");
+  const source = box.getAttribute("data-src");
   const known = parseFloat(box.getAttribute("data-duration")) || 0;
   let dragging = false;
+  let listening = false;  // nothing is fetched (or logged) until the person listens
 
   const duration = () => (Number.isFinite(audio.duration) && audio.duration > 0 ? audio.duration : known);
+  const listen = () => {
+    if (listening) return;
+    listening = true;
+    audio.src = `${source}${source.includes("?") ? "&" : "?"}listening=${listeningToken()}`;
+    audio.playbackRate = parseFloat(rate.value);
+    audio.defaultPlaybackRate = audio.playbackRate;
+  };
   const show = () => {
     if (!dragging) seek.value = String(audio.currentTime);
     time.textContent = `${clock(audio.currentTime)} / ${clock(duration())}`;
@@ -27,12 +43,14 @@ function setUpPlayer(box) {
     box.setAttribute("data-state", audio.paused ? "paused" : "playing");
   };
   const jump = (to) => {
+    listen();
     audio.currentTime = Math.min(Math.max(0, to), duration() || to);
     show();
   };
 
   play.addEventListener("click", () => {
     if (audio.paused) {
+      listen();
       audio.play().catch(() => { play.textContent = "无法播放"; });
     } else {
       audio.pause();
@@ -47,6 +65,8 @@ function setUpPlayer(box) {
     audio.defaultPlaybackRate = audio.playbackRate;
   });
   audio.addEventListener("loadedmetadata", () => { seek.max = String(duration()); show(); });
+  // Played to the end: playing again is another listening (and another play in the log).
+  audio.addEventListener("ended", () => { listening = false; });
   for (const name of ["timeupdate", "play", "pause", "ended", "seeked"]) audio.addEventListener(name, show);
   show();
 }

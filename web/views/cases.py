@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
@@ -22,6 +22,8 @@ from aiohttp import web
 from pydantic import Field, ValidationError
 
 from accounts.principal import Principal
+from cases.callback import failure_reason
+from cases.clocks import last_day
 from cases.ledger import CaseFilters, LedgerRow, XlsxExport, csv_chunks, export_values
 from cases.part import Cases
 from cases.replay import RECORDING_KIND_LABELS
@@ -108,7 +110,10 @@ class CaseQuery(ApiModel):
     created_from: date | None = None
     created_to: date | None = None
     sealed_only: bool = False
-    include_test: bool = False
+    test_calls: Literal["without", "with", "only"] = Field(
+        "without", description="拨测（测试来电）：without 不含（默认），with 包含，only 只看拨测；输入编号总能找到"
+    )
+    include_test: bool = Field(False, description="同 test_calls=with（旧参数）")
     sort: Literal["newest", "oldest", "due"] = "newest"
     view_id: int | None = Field(None, description="使用保存的视图（其余条件被忽略）")
     limit: int = Field(50, ge=1, le=500)
@@ -285,6 +290,8 @@ class CallbackOut(ApiModel):
     placed_at: datetime | None
     ended_at: datetime | None
     dial_status: str | None
+    reason: str | None = Field(description="没有接通群众的原因（中文）；进行中或已接通时为空")
+    detail: str | None = Field(description="电话系统给出的原始情况（给运维人员看）")
 
 
 class CallbackListOut(ApiModel):
@@ -293,6 +300,11 @@ class CallbackListOut(ApiModel):
 
 class AudioQuery(ApiModel):
     download: bool = False
+    listening: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{8,64}$",
+        description="这次收听的标记（播放器每次从头播放时生成）：同一次收听里的拖动、快进只记一次播放",
+    )
 
 
 class ViewIn(ApiModel):
@@ -360,7 +372,7 @@ def filters_of(query: CaseQuery) -> CaseFilters:
         created_from=query.created_from,
         created_to=query.created_to,
         sealed_only=query.sealed_only,
-        include_test=query.include_test,
+        test_calls="with" if query.include_test and query.test_calls == "without" else query.test_calls,
         sort=query.sort,
     )
 
@@ -433,7 +445,7 @@ def recording_json(case: Case, recording: Recording, *, may_download: bool) -> d
     }
 
 
-def callback_json(attempt: CallbackAttempt) -> dict[str, Any]:
+def callback_json(attempt: CallbackAttempt, operator_ring_s: float) -> dict[str, Any]:
     return {
         "id": attempt.id,
         "case_id": attempt.case_id,
@@ -444,6 +456,8 @@ def callback_json(attempt: CallbackAttempt) -> dict[str, Any]:
         "placed_at": attempt.placed_at,
         "ended_at": attempt.ended_at,
         "dial_status": attempt.dial_status,
+        "reason": failure_reason(attempt, operator_ring_s=operator_ring_s),
+        "detail": attempt.detail,
     }
 
 
@@ -507,7 +521,7 @@ async def case_detail(request: web.Request, case_id: int, *, via: str) -> dict[s
             "late": ledger.late if ledger else False,
             "rejected_reason": ledger.rejected_reason if ledger else None,
             "recordings": [recording_json(case, recording, may_download=may_download) for recording in recordings],
-            "callbacks": [callback_json(attempt) for attempt in callbacks],
+            "callbacks": [callback_json(attempt, cases.callbacks.config.operator_ring_s) for attempt in callbacks],
             "surveys": [survey_json(attempt) for attempt in await cases.surveys.attempts(case.id)],
             "history": [event_json(event) for event in await cases.workflow.history(case.id)],
             "actions": [
@@ -647,14 +661,18 @@ ACTIONS: list[tuple[str, str, type[ApiModel], Callable[..., Awaitable[object]], 
 
 
 async def request_callback(request: web.Request) -> web.Response:
-    attempt = await _cases(request).callbacks.request(keys.principal(request), _id(request))
-    return json_response(callback_json(attempt), status=202)
+    cases = _cases(request)
+    attempt = await cases.callbacks.request(keys.principal(request), _id(request))
+    return json_response(callback_json(attempt, cases.callbacks.config.operator_ring_s), status=202)
 
 
 async def list_callbacks(request: web.Request) -> web.Response:
     cases = _cases(request)
     case = await cases.workflow.visible_case(keys.principal(request), _id(request), via="api/callbacks")
-    return json_response({"items": [callback_json(attempt) for attempt in await cases.callbacks.attempts(case.id)]})
+    ring_s = cases.callbacks.config.operator_ring_s
+    return json_response(
+        {"items": [callback_json(attempt, ring_s) for attempt in await cases.callbacks.attempts(case.id)]}
+    )
 
 
 async def recording_audio(request: web.Request, query: AudioQuery) -> web.StreamResponse:
@@ -671,6 +689,7 @@ async def recording_audio(request: web.Request, query: AudioQuery) -> web.Stream
         range_start=start,
         range_header=range_header,
         download=query.download,
+        listening=query.listening,
     )
     disposition = "attachment" if query.download else "inline"
     headers = {
@@ -796,8 +815,10 @@ async def list_missed(request: web.Request, query: MissedQuery) -> web.Response:
 
 
 async def callback_missed(request: web.Request) -> web.Response:
-    case, attempt = await _cases(request).callbacks.request_for_missed(keys.principal(request), _id(request))
-    return json_response({"case_id": case.id, "case_number": case.number, "callback": callback_json(attempt)}, 202)
+    cases = _cases(request)
+    case, attempt = await cases.callbacks.request_for_missed(keys.principal(request), _id(request))
+    callback = callback_json(attempt, cases.callbacks.config.operator_ring_s)
+    return json_response({"case_id": case.id, "case_number": case.number, "callback": callback}, 202)
 
 
 async def dismiss_missed(request: web.Request, body: ReasonIn) -> web.Response:
@@ -1001,7 +1022,7 @@ def describe(event: dict[str, Any], zone: Any, names: dict[str, dict[int, str]])
         if key == "resolution_due" and isinstance(value, str):
             with contextlib.suppress(ValueError):
                 instant = datetime.fromisoformat(value)
-                return (instant - timedelta(microseconds=1)).astimezone(zone).strftime("%Y-%m-%d")
+                return last_day(instant, zone).isoformat()
         if key == "summary":
             text = str(value)
             return text if len(text) <= 30 else text[:30] + "…"

@@ -1,0 +1,204 @@
+"""Case pages in Chromium, as an operator and an inspector use them (issue: Journeys II, items 9–12).
+
+A dial test's case is found by its number; triage offers the chosen township's villages; a deadline reads the
+same day wherever it is shown; a failed callback says why, under the operator's name; a letter is called a
+letter; a recording is logged as played once per listening, not per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+from sqlalchemy import select
+
+from cases.callback import CallbackService
+from cases.placing import FirstAnswer, PlacedCall, Placement
+from server import Runtime
+from storage.models import AuditEntry
+from tests.cases.conftest import CaseMaker, County
+from tests.conftest import UserFactory
+from tests.support.journey import Journey, journeys
+
+pytestmark = pytest.mark.browser
+
+
+def shots(tmp_path: Path) -> Path:
+    return tmp_path / "shots"
+
+
+async def test_a_dial_test_case_is_found_by_its_number_and_under_the_dial_test_filter(
+    server: TestServer, county: County, hotline_case: CaseMaker, make_user: UserFactory, tmp_path: Path
+) -> None:
+    real = await hotline_case(township_id=county.township_a)
+    dial_test = await hotline_case(test_call=True)
+    operator = await make_user("operator", county_wide=True)
+    async with journeys(str(server.make_url("/")), shots(tmp_path)) as open_journey:
+        person = await open_journey("operator")
+        await person.sign_in(*operator)
+        await person.goto("/cases")
+        table = person.page.locator("table.cases")
+        assert real.number in await table.inner_text()
+        assert dial_test.number not in await table.inner_text()  # test calls stay out of the ordinary list
+
+        await person.page.fill("#case-filters input[name=q]", f"{dial_test.number[:4]} {dial_test.number[4:]}")
+        person.typed(dial_test.number[:4], dial_test.number[4:])
+        await person.page.click("#case-filters button[type=submit]")
+        await person.step("found-by-number")
+        assert [dial_test.number] == await case_numbers(person)
+
+        await person.page.fill("#case-filters input[name=q]", "")
+        await person.page.select_option("#case-filters select[name=test_calls]", "only")
+        await person.page.click("#case-filters button[type=submit]")
+        await person.step("dial-tests-only")
+        assert [dial_test.number] == await case_numbers(person)
+        await person.page.click(f"text={dial_test.number}")
+        await person.page.wait_for_url(person.url(f"/cases/{dial_test.id}"))
+        assert "拨测" in await person.page.inner_text("h1")
+
+
+async def case_numbers(person: Journey) -> list[str]:
+    return [text.strip() for text in await person.page.locator("table.cases td:first-child a").all_inner_texts()]
+
+
+class RefusedCall:
+    """What Asterisk answers when the operator's phone cannot be rung (an endpoint not registered): reason 0."""
+
+    placement: Placement = "sent"
+    detail = ""
+    dial_status: str | None = None
+    reached = False
+
+    async def first_answer(self, timeout_s: float) -> FirstAnswer:
+        self.detail = "reason 0"
+        return "failed"
+
+    async def wait_end(self, timeout_s: float) -> bool:
+        return True
+
+    def dialplan_events(self, name: str) -> Sequence[Mapping[str, str]]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class RefusingLine:
+    connected = True
+
+    async def place(
+        self, *, dial: str, call_id: str, context: str, ring_s: float, variables: Mapping[str, str]
+    ) -> PlacedCall:
+        return RefusedCall()
+
+
+async def test_triage_offers_the_townships_villages_a_deadline_reads_one_day_and_a_failed_callback_says_why(
+    server: TestServer, runtime: Runtime, county: County, hotline_case: CaseMaker, make_user: UserFactory,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    case = await hotline_case()  # not placed yet: the operator places it
+    operator = await make_user("operator", county_wide=True, phone_endpoint="operator1")
+    # The callbacks as the elected worker runs them, over a line whose Asterisk refuses the operator's phone.
+    callbacks = CallbackService(
+        runtime.sessions, runtime.clock, runtime.cases.workflow, RefusingLine(), runtime.cases.callbacks.config
+    )
+    runtime.cases.callbacks = callbacks
+    await callbacks.start()
+    try:
+        async with journeys(str(server.make_url("/")), shots(tmp_path)) as open_journey:
+            person = await open_journey("operator")
+            await person.sign_in(*operator)
+            await person.goto(f"/cases/{case.id}")
+            villages = "#triage-form select[name=village_id] option"
+            await person.page.select_option("#triage-form select[name=township_id]", str(county.township_b))
+            offered = await person.page.locator(villages).all_inner_texts()
+            assert offered == ["（不改）", "乙镇一村"]
+            await person.page.select_option("#triage-form select[name=township_id]", str(county.township_a))
+            assert await person.page.locator(villages).all_inner_texts() == ["（不改）", "甲乡一村"]
+            await person.page.select_option("#triage-form select[name=village_id]", str(county.village_a))
+            await person.page.fill("#triage-form textarea[name=summary]", "村口的桥裂了")
+            await person.page.click("#triage-form button[type=submit]")
+            await person.page.wait_for_selector("text=已保存分拣信息")
+            await person.page.click("#actions form[action$='/accept'] button")
+            await person.page.wait_for_selector("text=已受理")
+            await person.step("accepted")
+            due = (await person.page.inner_text("#resolution-due")).strip()
+            accepted_row = await person.page.locator("#history tr.event-accepted").inner_text()
+            assert f"办理期限：{due}" in accepted_row  # the summary and the history give one day
+
+            await person.page.click("#callback-button")
+            await person.page.wait_for_selector("text=正在回拨")
+            # The page follows the attempt and shows its end without a reload by hand.
+            reason = person.page.locator("#callbacks td.reason", has_text="打不通您的电话（operator1）")
+            await reason.wait_for()
+            await person.step("callback-failed")
+            row = await person.page.locator("#history tr.event-callback").inner_text()
+            assert "呼叫失败" in row and "打不通您的电话" in row
+            assert operator[0] in row and "回拨" not in row.split("\t")[2]  # 人员 is the operator, not 回拨
+    finally:
+        await callbacks.stop()
+
+
+async def test_a_sealed_letter_is_called_a_letter(
+    server: TestServer, runtime: Runtime, county: County, make_user: UserFactory, tmp_path: Path
+) -> None:
+    inspector = await make_user("inspector", county_wide=True)
+    async with journeys(str(server.make_url("/")), shots(tmp_path)) as open_journey:
+        person = await open_journey("inspector")
+        await person.sign_in(*inspector)
+        await person.goto("/cases/new")
+        await person.page.select_option("#new-case select[name=channel]", "letter")
+        await person.page.select_option("#new-case select[name=category]", "discipline")
+        await person.page.fill("#new-case input[name=caller_number]", "13800000109")
+        await person.page.fill("#new-case textarea[name=summary]", "反映某村干部在发放补贴时优亲厚友。")
+        await person.page.click("#new-case button[type=submit]")
+        await person.page.wait_for_selector("text=已登记")
+        await person.step("sealed-letter")
+        summary = await person.page.inner_text("#summary")
+        assert "来信" in summary and "联系电话" in summary
+        assert "来访" not in await person.page.inner_text("main")
+        assert "来电" not in summary
+        assert "来信登记的诉求没有录音" in await person.page.inner_text("#recordings")
+
+
+async def plays(runtime: Runtime) -> list[AuditEntry]:
+    async with runtime.sessions() as session:
+        statement = select(AuditEntry).where(AuditEntry.action.like("recording.play%")).order_by(AuditEntry.id)
+        return list((await session.scalars(statement)).all())
+
+
+async def test_opening_a_case_logs_no_play_and_one_listening_is_one_play_however_it_is_sought(
+    server: TestServer, runtime: Runtime, county: County, hotline_case: CaseMaker, make_user: UserFactory,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    case = await hotline_case(township_id=county.township_a, seconds=30.0)
+    operator = await make_user("operator", county_wide=True)
+    async with journeys(str(server.make_url("/")), shots(tmp_path)) as open_journey:
+        person = await open_journey("operator")
+        await person.sign_in(*operator)
+        await person.goto(f"/cases/{case.id}")
+        await person.page.wait_for_load_state("networkidle")
+        assert await plays(runtime) == []  # the page opened: nobody has listened yet
+
+        player = person.page.locator(".player").first
+        await player.locator("button.play").click()
+        await person.page.wait_for_function(
+            "() => parseFloat(document.querySelector('.player').dataset.position) > 0.3"
+        )
+        await player.locator("button.forward").click()
+        await person.page.wait_for_function("() => document.querySelector('.player audio').currentTime > 10")
+        await player.locator("button.back").click()
+        await player.locator("select.rate").select_option("1.25")
+        await person.page.eval_on_selector(
+            ".player input.seek", "el => { el.value = '20'; el.dispatchEvent(new Event('change')); }"
+        )
+        await person.page.wait_for_function(
+            "() => { const a = document.querySelector('.player audio'); return a.currentTime >= 20 && !a.seeking; }"
+        )
+        await person.step("listened")
+        await player.locator("button.play").click()  # pause
+        logged = await plays(runtime)
+        assert [(entry.username, entry.action) for entry in logged] == [(operator[0], "recording.play")]
+        assert logged[0].detail["listening"]
