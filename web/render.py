@@ -16,6 +16,7 @@ from aiohttp_session import Session, get_session
 
 from accounts.principal import ROLE_LABELS
 from cases.clocks import last_day
+from storage.models import CODEC_LABELS, TRANSPORT_LABELS
 from tts.engines import ENGINE_LABELS
 from web import keys
 
@@ -47,6 +48,8 @@ def setup_templates(app: web.Application, zone: ZoneInfo) -> None:
     environment.filters["due_day"] = lambda value, fmt="%Y-%m-%d": due_day(value, zone, fmt)
     environment.globals["ROLE_LABELS"] = ROLE_LABELS
     environment.globals["ENGINE_LABELS"] = ENGINE_LABELS
+    environment.globals["TRANSPORT_LABELS"] = TRANSPORT_LABELS
+    environment.globals["CODEC_LABELS"] = CODEC_LABELS
 
 
 def csrf_token(session: Session) -> str:

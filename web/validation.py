@@ -6,7 +6,8 @@ import json
 import unicodedata
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 from aiohttp import web
 from multidict import MultiDictProxy, MultiMapping
@@ -151,12 +152,18 @@ def _field_message(error: Any) -> str:
     return "格式不正确"
 
 
-def translate(exc: ValidationError) -> InvalidInput:
+def translate(exc: ValidationError, model: type[BaseModel] | None = None) -> InvalidInput:
+    """Field errors, keyed by field; the message names each field by its ``title`` when the model gives one."""
     fields: dict[str, str] = {}
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "_"
         fields.setdefault(key, _field_message(error))
-    summary = "；".join(f"{key}：{message}" for key, message in fields.items())
+
+    def named(key: str) -> str:
+        field = model.model_fields.get(key.split(".")[0]) if model is not None else None
+        return field.title if field is not None and field.title else key
+
+    summary = "；".join(f"{named(key)}：{message}" for key, message in fields.items())
     return InvalidInput(f"输入有误：{summary}", code="invalid", fields=fields)
 
 
@@ -205,15 +212,25 @@ async def read_post(request: web.Request) -> MultiDictProxy[Any]:
         raise InvalidInput("表单格式不正确", code="invalid_form", detail=str(exc)) from None
 
 
+def _takes_many(annotation: Any) -> bool:
+    """Whether a field holds several values: ``list[int]``, and ``list[int] | None`` too."""
+    origin = get_origin(annotation)
+    if origin in (list, set, frozenset, tuple):
+        return True
+    if origin in (Union, UnionType):
+        return any(_takes_many(member) for member in get_args(annotation))
+    return False
+
+
 def _multidict_to_plain(data: MultiMapping[Any], model: type[BaseModel]) -> dict[str, Any]:
+    """Repeated fields (ticked boxes, a multi-select) become a list where the model takes several values."""
     plain: dict[str, Any] = {}
     for key in data:
         if key in plain:
             continue
         field = model.model_fields.get(key)
         values = data.getall(key)
-        origin = getattr(field.annotation, "__origin__", None) if field else None
-        if origin in (list, set, frozenset, tuple):
+        if field is not None and _takes_many(field.annotation):
             plain[key] = [value for value in values if value != ""]
         else:
             plain[key] = values[-1]
@@ -225,7 +242,7 @@ def read_query(request: web.Request, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise translate(exc) from None
+        raise translate(exc, model) from None
 
 
 async def read_form(
@@ -247,4 +264,4 @@ async def read_form(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise translate(exc) from None
+        raise translate(exc, model) from None

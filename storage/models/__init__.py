@@ -2,10 +2,13 @@
 
 from storage.models.accounts import ROLES, AuditEntry, LoginThrottle, User, UserRole, UserSession, UserTownship
 from storage.models.areas import (
+    CODEC_LABELS,
     CODECS,
     TRANSPORT_KINDS,
     TRANSPORT_LABELS,
+    UNIT_KIND_LABELS,
     UNIT_KINDS,
+    VILLAGE_KIND_LABELS,
     VILLAGE_KINDS,
     County,
     Speaker,
@@ -102,6 +105,7 @@ __all__ = [
     "CASE_STATUSES",
     "CASE_STATUS_LABELS",
     "CODECS",
+    "CODEC_LABELS",
     "DAY_KINDS",
     "EMERGENCY_PRIORITY",
     "EVENT_KINDS",
@@ -142,7 +146,9 @@ __all__ = [
     "TRANSPORT_KINDS",
     "TRANSPORT_LABELS",
     "UNIT_KINDS",
+    "UNIT_KIND_LABELS",
     "VILLAGE_KINDS",
+    "VILLAGE_KIND_LABELS",
     "AuditEntry",
     "Base",
     "Broadcast",

@@ -16,6 +16,16 @@ TRANSPORT_KINDS = ("sip", "rtp", "http", "sink")
 TRANSPORT_LABELS = {"sip": "SIP 寻呼", "rtp": "RTP", "http": "4G 终端", "sink": "声卡/文件"}
 CODECS = ("pcmu", "pcma", "g722", "mp3", "wav")
 UNIT_KINDS = ("township", "department")
+# Codecs as the pages name them.
+CODEC_LABELS = {
+    "pcmu": "电话音质（μ律）",
+    "pcma": "电话音质（国内标准律）",
+    "g722": "宽带电话音质",
+    "mp3": "压缩音频",
+    "wav": "无损音频",
+}
+VILLAGE_KIND_LABELS = {"village": "行政村", "community": "社区"}
+UNIT_KIND_LABELS = {"township": "乡镇", "department": "县直部门"}
 
 
 class County(Base):

@@ -29,6 +29,7 @@ from storage.models import (
     KIND_LABELS,
     NOTICE_KINDS,
     PRIORITY_OF_KIND,
+    RUN_FAILED,
     RUN_STATE_LABELS,
     RUN_STATES,
     ZoneBroadcastSettings,
@@ -43,6 +44,7 @@ from web.middleware import status_for
 from web.render import flash, redirect, render
 from web.validation import ApiModel, multiline, read_form, read_post, read_query
 from web.views.schedules import render_week_page
+from web.views import speakers
 
 NAV = (
     keys.NavItem("通知", "/broadcast/notices", ("staff", "approver", "admin")),
@@ -416,6 +418,7 @@ async def _speaker_rows(request: web.Request) -> list[dict[str, Any]]:
                 "last_seen_at": speaker.last_seen_at,
                 "online": terminals.online(speaker) if speaker.transport == "http" else None,
                 "last_state": RUN_STATE_LABELS[result.state] if result else None,
+                "last_failed": bool(result and result.state == RUN_FAILED),
                 "last_error": result.error if result else None,
                 "last_at": (result.ended_at or result.started_at) if result else None,
             }
@@ -570,7 +573,7 @@ async def coverage_page(request: web.Request) -> web.Response:
 
 
 async def speakers_page(request: web.Request) -> web.Response:
-    return await render(request, "broadcast/speakers.html", {"rows": await _speaker_rows(request)})
+    return await speakers.page(request, await _speaker_rows(request))
 
 
 async def test_speaker_form(request: web.Request) -> web.StreamResponse:

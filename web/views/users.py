@@ -9,10 +9,10 @@ from aiohttp import web
 from pydantic import Field
 
 from accounts.principal import ROLE_LABELS
-from common.errors import UserError
+from common.errors import InvalidInput, UserError
 from storage import audit
 from storage.models import AuditEntry, User
-from web import keys
+from web import audit_text, keys
 from web.api import Routes, json_response
 from web.render import flash, redirect, render
 from web.validation import ApiModel, read_form, read_query
@@ -22,26 +22,32 @@ Role = Literal["admin", "staff", "approver", "operator", "inspector", "leader"]
 
 
 class UserIn(ApiModel):
-    username: str = Field(min_length=3, max_length=64)
-    display_name: str = Field(min_length=1, max_length=64)
-    password: str | None = Field(None, max_length=128, description="不填则生成随机密码并在响应里返回一次")
-    roles: list[Role] = Field(min_length=1)
-    county_wide: bool = False
-    township_ids: list[int] = Field(default_factory=list)
-    can_emergency: bool = False
+    username: str = Field(min_length=3, max_length=64, title="用户名")
+    display_name: str = Field(min_length=1, max_length=64, title="姓名")
+    password: str | None = Field(
+        None, max_length=128, title="初始密码", description="不填则生成随机密码并在响应里返回一次"
+    )
+    roles: list[Role] = Field(min_length=1, title="角色")
+    county_wide: bool = Field(False, title="全县")
+    township_ids: list[int] = Field(default_factory=list, title="乡镇")
+    can_emergency: bool = Field(False, title="应急广播")
     phone_endpoint: str | None = Field(
-        None, max_length=128, description="回拨时先呼叫的本人话机（PJSIP终端名或拨号串）"
+        None, max_length=128, title="本人话机", description="回拨时先呼叫的本人话机（PJSIP终端名或拨号串）"
     )
 
 
 class UserPatch(ApiModel):
-    display_name: str | None = Field(None, min_length=1, max_length=64)
-    roles: list[Role] | None = Field(None, min_length=1)
-    county_wide: bool | None = None
-    township_ids: list[int] | None = None
-    can_emergency: bool | None = None
-    phone_endpoint: str | None = Field(None, max_length=128)
-    active: bool | None = None
+    display_name: str | None = Field(None, min_length=1, max_length=64, title="姓名")
+    roles: list[Role] | None = Field(None, min_length=1, title="角色")
+    county_wide: bool | None = Field(None, title="全县")
+    township_ids: list[int] | None = Field(None, title="乡镇")
+    can_emergency: bool | None = Field(None, title="应急广播")
+    phone_endpoint: str | None = Field(None, max_length=128, title="本人话机")
+    active: bool | None = Field(None, title="账号可用")
+
+
+class ActiveForm(ApiModel):
+    active: bool
 
 
 class PasswordResetIn(ApiModel):
@@ -227,11 +233,31 @@ async def create_user_form(request: web.Request) -> web.StreamResponse:
 
 async def update_user_form(request: web.Request) -> web.StreamResponse:
     try:
-        form = await read_form(request, UserPatch, checkboxes=(*CHECKBOXES, "active"))
+        form = await read_form(request, UserPatch, checkboxes=CHECKBOXES)
         changes = form.model_dump(exclude_unset=True)
-        changes.setdefault("township_ids", [])  # an empty multi-select posts nothing: it means "none"
+        changes.pop("active", None)  # disabling has its own button (below), with its own question
+        changes.setdefault("township_ids", [])  # no township ticked posts nothing: it means "none"
+        if "roles" not in changes:
+            raise InvalidInput("请至少选择一个角色", fields={"roles": "至少选一个"})
         await request.app[keys.ACCOUNTS].update_user(keys.principal(request).actor, _id(request), **changes)
         await flash(request, "已保存")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect(f"/admin/users/{_id(request)}")
+
+
+async def user_active_form(request: web.Request) -> web.StreamResponse:
+    """停用 or 启用 an account: a disabled user is signed out everywhere and cannot sign in."""
+    me = keys.principal(request)
+    try:
+        form = await read_form(request, ActiveForm)
+        if not form.active and _id(request) == me.user_id:
+            raise InvalidInput("不能停用自己正在使用的账号", code="user.self_disable")
+        user = await request.app[keys.ACCOUNTS].update_user(me.actor, _id(request), active=form.active)
+        await flash(
+            request,
+            f"已启用账号 {user.username}" if form.active else f"已停用账号 {user.username}，它已在所有设备上退出",
+        )
     except UserError as exc:
         await flash(request, exc.message, "error")
     raise redirect(f"/admin/users/{_id(request)}")
@@ -257,8 +283,20 @@ async def audit_page(request: web.Request) -> web.Response:
     except UserError as exc:
         query, entries, error = AuditQuery(), [], exc.message
     users = await request.app[keys.ACCOUNTS].list_users()
+    async with request.app[keys.SESSIONS]() as session:
+        lines = await audit_text.describe_all(session, entries)
     return await render(
-        request, "admin/audit.html", {"entries": entries, "query": query, "users": users, "error": error}
+        request,
+        "admin/audit.html",
+        {
+            "lines": lines,
+            "entries": entries,
+            "query": query,
+            "users": users,
+            "error": error,
+            "actions": audit_text.action_choices(),
+            "objects": audit_text.object_choices(),
+        },
     )
 
 
@@ -309,4 +347,5 @@ def add_routes(routes: Routes) -> None:
     routes.page("POST", f"/admin/users/{item}/password", reset_password_form, roles=admin)
     routes.page("POST", rf"/admin/users/{item}/sessions/{{session_id:\d+}}/end", end_user_session_form, roles=admin)
     routes.page("POST", f"/admin/users/{item}/sessions/end-all", end_user_sessions_form, roles=admin)
+    routes.page("POST", f"/admin/users/{item}/active", user_active_form, roles=admin)
     routes.page("GET", "/admin/audit", audit_page, roles=admin)
