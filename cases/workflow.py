@@ -149,6 +149,22 @@ class Workflow:
     def policy(self) -> ClockPolicy:
         return self.holidays.policy
 
+    def on_clock(self, clock: Clock) -> Workflow:
+        """The same workflow reading another clock, with no listeners: for entering history (the demo's year).
+
+        Every rule, check and event is the workflow's own; only "now" is the caller's, and nothing that
+        listens for live changes (the follow-up runner) hears about cases that happened long ago.
+        """
+        return Workflow(
+            self._sessions,
+            clock,
+            self.holidays,
+            self.access,
+            note_max_chars=self.note_max_chars,
+            case_number_length=self._case_number_length,
+            pin_length=self._pin_length,
+        )
+
     def on_change(self, listener: Callable[[int, str], Awaitable[None]]) -> None:
         """Called with (case id, event kind) after each committed change (the follow-up runner listens)."""
         self._listeners.append(listener)

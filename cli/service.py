@@ -100,7 +100,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                 runtime.sessions, runtime.accounts, runtime.clock, settings.data_dir / "demo-logins.txt"
             )
             broadcasts = await load_demo_broadcasting(runtime)
-            cases = await load_demo_cases(runtime.sessions, runtime.cases.workflow)
+            cases = await load_demo_cases(runtime.sessions, runtime.cases.workflow, clock=runtime.clock)
         print("demo county 示例县 " + ("created" if result.created_places else "already present, kept as it is"))
         if result.new_logins:
             print(f"new demo accounts: {', '.join(result.new_logins)}")

@@ -31,7 +31,7 @@ __all__ = ["BOTH_DATABASES", "make_settings"]
 
 # The Asterisk sandbox and the speech fixtures are plugins, registered here once: a session fixture
 # defined (or re-exported) in two conftests would be two instances.
-pytest_plugins = ["tests.support.asterisk", "tests.support.speech"]
+pytest_plugins = ["tests.support.asterisk", "tests.support.speech", "tests.support.demo"]
 
 BOTH_DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

@@ -235,6 +235,10 @@ _VALUES: dict[str, Mapping[Any, str]] = {
         "reminders": "催办清单",
         "case.callback": "回拨",
         "cunxiang cases show": "命令行",
+        "demo": "演示数据",
+        "fastagi": "热线电话",
+        "tracker": "热线电话",
+        "reconcile": "热线对账",
     },
 }
 _ID_KEYS = {

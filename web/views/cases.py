@@ -1176,11 +1176,24 @@ async def dashboard_page(request: web.Request) -> web.Response:
         report = await _cases(request).stats.report(me, query.date_from, query.date_to)
     except InvalidInput as exc:
         error, report = exc.message, await _cases(request).stats.report(me)
+    today = request.app[keys.CLOCK].now().astimezone(request.app[keys.CONFIG].zone).date()
+    periods = [
+        ("今年", date(today.year, 1, 1), today),
+        (f"去年（{today.year - 1}年）", date(today.year - 1, 1, 1), date(today.year - 1, 12, 31)),
+        ("近十二个月", _months_back(today, 11), today),
+    ]
     return await render(
         request,
         "cases/dashboard.html",
-        {"r": report, "error": error, "DIMENSIONS": DIMENSIONS, "charts": charts(report), **_labels()},
-    )
+        {"r": report, "error": error, "DIMENSIONS": DIMENSIONS, "charts": charts(report), "periods": periods,
+         **_labels()},
+    )  # fmt: skip
+
+
+def _months_back(today: date, months: int) -> date:
+    """The first day of the month ``months`` months before this one (11: a twelve-month window with this one)."""
+    index = today.year * 12 + today.month - 1 - months
+    return date(index // 12, index % 12 + 1, 1)
 
 
 def charts(report: Report) -> dict[str, Any]:
