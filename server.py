@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -105,7 +105,7 @@ class Runtime:
     @property
     def services(self) -> list[Service]:
         """Run in every process while the app runs (the disk and clock watches first, the speech engines' prober,
-        the sealed-denials queue)."""
+        the cases' own: the sealed-denials queue and the live pages' change feed)."""
         return [*self.ops.services, *self.speech.services, *self.cases.services]
 
     @property
@@ -155,8 +155,10 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         line=hotline.outbound,
         sentences=hotline.sentences,
     )
-    # A hotline call becomes a case through the workflow (the intake's CaseDesk protocol).
+    # A hotline call becomes a case through the workflow (the intake's CaseDesk protocol), and what the
+    # intake commits (a call's case, a missed call, a recording) shows on the operators' screens at once.
     hotline.intake.use_case_desk(cases.workflow)
+    hotline.intake.on_commit(cases.changes.poke)
     broadcasting = build_broadcasting(
         BroadcastConfig.from_settings(settings),
         sessions=sessions,
@@ -337,9 +339,18 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_s
     app[ELECTION] = elections
     app.cleanup_ctx.append(_database_context(runtime))
     app.cleanup_ctx.append(_services_context(runtime))
+    # Live pages' event streams end when the app shuts down, not after the shutdown timeout.
+    app.on_shutdown.append(_stream_closer(runtime))
     app.on_startup.append(_mark_demo)
     app.cleanup_ctx.append(_worker_context(runtime, elections, elect_at_startup=elect_at_startup))
     return app
+
+
+def _stream_closer(runtime: Runtime) -> Callable[[web.Application], Awaitable[None]]:
+    async def close(_app: web.Application) -> None:
+        runtime.cases.changes.close_subscriptions()
+
+    return close
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -469,6 +469,11 @@ class CasesSettings(_Section):
     # Rows per case-list page, and most rows one export may hold.
     page_size: int = Field(50, ge=5, le=500)
     export_max_rows: int = Field(1_000_000, ge=1000)
+    # Live pages: how often each process looks in the database for changes other processes made (its own
+    # are seen at once), and how long one event stream stays open before the page reconnects (and its
+    # sign-in is checked again).
+    live_poll_s: float = Field(0.5, gt=0, le=60)
+    live_stream_s: float = Field(300.0, ge=5, le=3600)
 
     # Automated follow-up calls (回访): only between these local times (start = end: any hour), how many
     # tries, how far apart.

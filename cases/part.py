@@ -1,7 +1,8 @@
 """The case workflow as a part of the service: its configuration from the settings, its pieces built and wired.
 
-Every process gets the workflow, the ledger queries, the statistics, replay
-and callback *requests*; only the elected worker runs ``worker_services``
+Every process gets the workflow, the ledger queries, the statistics, replay,
+callback *requests* and the feed of live changes (``services``: the one
+service every process runs); only the elected worker runs ``worker_services``
 (placing callbacks, the automated follow-up calls), which need a
 :class:`cases.placing.CallLine`. What the cases need from the telephony
 arrives through protocols defined here — the line (``cases.placing``), the
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cases.callback import CallbackConfig, CallbackService
 from cases.clocks import ClockPolicy, HolidayTable
 from cases.ledger import Ledger
+from cases.live import ChangeFeed
 from cases.placing import CallLine
 from cases.replay import RecordingFiles, Replay
 from cases.sealed import CaseAccess
@@ -44,6 +46,8 @@ class CasesConfig:
     export_max_rows: int = 1_000_000
     case_number_length: int = 8
     pin_length: int = 4
+    live_poll_s: float = 0.5
+    live_stream_s: float = 300.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CasesConfig:
@@ -82,6 +86,8 @@ class CasesConfig:
             note_max_chars=config.note_max_chars,
             page_size=config.page_size,
             export_max_rows=config.export_max_rows,
+            live_poll_s=config.live_poll_s,
+            live_stream_s=config.live_stream_s,
             # The hotline's section: the IVR reads and says these numbers too.
             case_number_length=settings.hotline.case_number_length,
             pin_length=settings.hotline.pin_length,
@@ -99,12 +105,14 @@ class Cases:
     replay: Replay
     callbacks: CallbackService
     surveys: SurveyRunner
+    changes: ChangeFeed
     worker_services: list[Service] = field(default_factory=list)
 
     @property
     def services(self) -> list[Service]:
-        """Run in every process: the queue that writes refused looks at sealed cases (flushed when it stops)."""
-        return [self.access.denials]
+        """Run in every process: the queue that writes refused looks at sealed cases (flushed when it stops),
+        and the feed of live changes."""
+        return [self.access.denials, self.changes]
 
 
 def build_cases(
@@ -131,6 +139,9 @@ def build_cases(
     ledger = Ledger(
         sessions, clock, holidays, access, page_size=config.page_size, export_max_rows=config.export_max_rows
     )
+    changes = ChangeFeed(sessions, poll_s=config.live_poll_s)
+    # A change committed in this process is published at once (others' within live_poll_s).
+    workflow.on_change(changes.changed)
     callbacks = CallbackService(sessions, clock, workflow, line, config.callbacks)
     surveys = SurveyRunner(sessions, clock, workflow, line, config.surveys, sentences=sentences)
     cases = Cases(
@@ -143,6 +154,7 @@ def build_cases(
         replay=Replay(sessions, recordings, access),
         callbacks=callbacks,
         surveys=surveys,
+        changes=changes,
     )
     if line is not None:
         health.register_component(callbacks.health)

@@ -390,6 +390,8 @@ class Workflow:
             if also is not None:
                 await also(case)
             await session.commit()
+            for listener in self._listeners:
+                await listener(case.id, "created")
             return case
         raise RuntimeError("could not draw a free case number")
 

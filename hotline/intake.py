@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import unicodedata
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -240,10 +240,23 @@ class IntakeService:
         self._min_speech_s = min_speech_s
         self._mixmonitor_wait_s = mixmonitor_wait_s
         self._locks = _KeyLocks()
+        self._committed: list[Callable[[], None]] = []
 
     def use_case_desk(self, cases: CaseDesk) -> None:
         """Open cases through ``cases`` (the composition root connects the workflow once both parts exist)."""
         self._desk = cases
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Called after the intake commits what operators see (a call's case, a missed call, a recording).
+
+        The composition root hands in the case ledger's live feed, so an operator's screen shows a new
+        call's case as soon as it is written.
+        """
+        self._committed.append(listener)
+
+    def _tell_committed(self) -> None:
+        for listener in self._committed:
+            listener()
 
     @property
     def _cases(self) -> CaseDesk:
@@ -271,6 +284,7 @@ class IntakeService:
                     await session.rollback()
                     continue
                 await session.commit()
+                self._tell_committed()
                 log.info(
                     "case %s opened for call %s (via %s%s)", case.id, facts.linkedid, via, ", sealed" * case.sealed
                 )
@@ -446,6 +460,7 @@ class IntakeService:
                 await session.rollback()
                 known = await self._known(facts, via)
                 return known or Settlement("missed")
+        self._tell_committed()
         log.info("missed call %s recorded for call %s (%s, via %s)", missed.id, facts.linkedid, reason, via)
         return Settlement("missed", missed_call_id=missed.id, created=True)
 
@@ -532,6 +547,7 @@ class IntakeService:
             except IntegrityError:
                 await session.rollback()
                 return None
+        self._tell_committed()
         await asyncio.to_thread(self.store.release, path)
         log.info("recording %s attached (%s, %.1f s)", recording.id, name.kind, audio.duration_s)
         return recording.id

@@ -92,7 +92,8 @@ def nav_bar(items: list[keys.NavItem]) -> list[keys.NavItem | NavMenu]:
 
 async def page_context(request: web.Request) -> dict[str, Any]:
     session = await get_session(request)
-    messages = session.pop("flash", [])
+    # A live page reloading its parts in the background must not take the message meant for the next page.
+    messages = [] if request.headers.get("X-Live-Refresh") else session.pop("flash", [])
     me = request.get(keys.PRINCIPAL)
     nav = [item for item in request.app[keys.NAV] if item.visible_to(me)]
     return {

@@ -14,10 +14,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
+from accounts.service import principal_of
 from cases.callback import CallbackService
 from cases.placing import FirstAnswer, PlacedCall, Placement
+from hotline.intake import CallFacts
 from server import Runtime
-from storage.models import AuditEntry
+from storage.models import AuditEntry, User
 from tests.cases.conftest import CaseMaker, County
 from tests.conftest import UserFactory
 from tests.support.journey import Journey, journeys
@@ -202,3 +204,67 @@ async def test_opening_a_case_logs_no_play_and_one_listening_is_one_play_however
         logged = await plays(runtime)
         assert [(entry.username, entry.action) for entry in logged] == [(operator[0], "recording.play")]
         assert logged[0].detail["listening"]
+
+
+async def live(person: Journey, path: str) -> None:
+    """Open a page and wait until it listens for changes (the stream is up)."""
+    await person.goto(path)
+    await person.page.wait_for_selector("body[data-live-state=listening]")
+
+
+async def test_the_ledger_the_todo_counts_and_a_case_page_update_themselves(
+    server: TestServer, runtime: Runtime, county: County, make_user: UserFactory, tmp_path: Path
+) -> None:
+    operator = await make_user("operator", county_wide=True)
+    colleague = await make_user("operator", county_wide=True)
+    async with runtime.sessions() as session:
+        worker = principal_of(await session.scalar(select(User).where(User.username == colleague[0])))
+    open_case = await runtime.cases.workflow.create(
+        worker, channel="walk_in", summary="邻居家的狗咬伤了羊羔", township_id=county.township_a
+    )
+    async with journeys(str(server.make_url("/")), shots(tmp_path)) as open_journey:
+        home, ledger, case_page, polling = [await open_journey(name) for name in ("home", "ledger", "case", "poll")]
+        for person in (home, ledger, case_page, polling):
+            person.typed(colleague[0])  # the colleague's name in the history
+            await person.sign_in(*operator)
+        await live(home, "/")
+        waiting = home.page.locator("[data-live=todo] li", has_text="待受理的案件").locator("strong")
+        before = int(await waiting.inner_text())
+        await live(ledger, "/cases")
+        await live(case_page, f"/cases/{open_case.id}")
+        # The fallback: no event stream to be had (a proxy in the way); the page polls on its own clock.
+        await polling.page.route("**/cases/changes", lambda route: route.abort())
+        await polling.page.clock.install()
+        await polling.goto("/cases")
+        await polling.page.wait_for_selector("body[data-live-state=polling]")
+
+        # A call ends and the hotline's intake writes its case: every screen shows it without a reload.
+        ticket = await runtime.hotline.intake.open_case(
+            CallFacts("live-call-1", caller_raw="13800005555", choice="1", stage="recorded"), via="fastagi"
+        )
+        number = ledger.page.locator("table.cases td a", has_text=ticket.number)
+        await number.wait_for(timeout=10_000)
+        await ledger.step("new-call-listed")
+        await home.page.wait_for_function(
+            "([before]) => [...document.querySelectorAll('[data-live=todo] li')].some(li =>"
+            " li.textContent.includes('待受理的案件') && parseInt(li.querySelector('strong').textContent) > before)",
+            arg=[before],
+            timeout=10_000,
+        )
+        await home.step("todo-counted")
+        assert int(await waiting.inner_text()) == before + 1
+        # Not this case page's case: it did not reload for it.
+        assert await case_page.page.get_attribute("body", "data-live-refreshed") is None
+
+        # A colleague places and accepts the case on the open page: it shows, status and history.
+        await runtime.cases.workflow.triage(worker, open_case.id, summary="狗咬羊羔，双方协商不成")
+        await runtime.cases.workflow.accept(worker, open_case.id)
+        await case_page.page.wait_for_selector("h1 .badge:has-text('已受理')", timeout=10_000)
+        assert "狗咬羊羔，双方协商不成" in await case_page.page.inner_text("#summary")
+        assert "受理" in await case_page.page.inner_text("#history")
+        await case_page.step("changed-by-a-colleague")
+
+        assert await polling.page.locator("table.cases td a", has_text=ticket.number).count() == 0
+        await polling.page.clock.fast_forward("00:31")
+        await polling.page.locator("table.cases td a", has_text=ticket.number).wait_for(timeout=10_000)
+        await polling.step("polled")

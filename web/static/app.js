@@ -29,6 +29,8 @@ document.addEventListener("keydown", (event) => {
 // A village list follows the township chosen in its form: only that township's villages are offered.
 // ``data-follows-township`` holds the township meant while none is chosen (a case's own, on the triage form).
 function followTownship(villages) {
+  if (villages.hasAttribute("data-following")) return;
+  villages.setAttribute("data-following", "");
   const township = villages.form && villages.form.querySelector("select[name=township_id]");
   if (!township) return;
   const meant = villages.getAttribute("data-follows-township") || "";
@@ -43,6 +45,8 @@ function followTownship(villages) {
   township.addEventListener("change", offer);
   offer();
 }
-document.addEventListener("DOMContentLoaded", () => {
+const followTownships = () => {
   for (const villages of document.querySelectorAll("select[data-follows-township]")) followTownship(villages);
-});
+};
+document.addEventListener("DOMContentLoaded", followTownships);
+document.addEventListener("cunxiang:refreshed", followTownships);

@@ -17,6 +17,8 @@ function listeningToken() {
 }
 
 function setUpPlayer(box) {
+  if (box.hasAttribute("data-ready")) return;
+  box.setAttribute("data-ready", "");
   const audio = box.querySelector("audio");
   const play = box.querySelector("button.play");
   const seek = box.querySelector("input.seek");
@@ -72,6 +74,8 @@ function setUpPlayer(box) {
 }
 
 function pollCallbacks(section) {
+  if (section.hasAttribute("data-polling")) return;
+  section.setAttribute("data-polling", "");
   const url = section.getAttribute("data-callback-poll");
   const open = new Set(["requested", "placing", "ringing", "answered"]);
   const tick = async () => {
@@ -81,14 +85,18 @@ function pollCallbacks(section) {
       const body = await response.json();
       let running = false;
       for (const attempt of body.items) {
-        const row = section.querySelector(`tr[data-callback="${attempt.id}"] .state`);
-        if (row) row.textContent = attempt.state_label;
+        const row = section.querySelector(`tr[data-callback="${attempt.id}"]`);
+        if (row) {
+          row.querySelector(".state").textContent = attempt.state_label;
+          row.querySelector(".reason").textContent = attempt.reason || "";
+        }
         if (open.has(attempt.state)) running = true;
       }
       if (running) {
         window.setTimeout(tick, 2000);
-      } else {
-        window.location.reload();  // the history and the new recording show on the fresh page
+      } else if (document.body.getAttribute("data-live-state") !== "listening") {
+        // The live page reloads its parts when the call's end is written; without it, reload the page.
+        window.location.reload();
       }
     } catch (error) {
       window.setTimeout(tick, 5000);
@@ -97,8 +105,12 @@ function pollCallbacks(section) {
   window.setTimeout(tick, 2000);
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+function setUp() {
   for (const box of document.querySelectorAll(".player")) setUpPlayer(box);
   const callbacks = document.querySelector("[data-callback-poll]");
   if (callbacks) pollCallbacks(callbacks);
-});
+}
+
+document.addEventListener("DOMContentLoaded", setUp);
+// Parts of a live page replaced by their fresh copy (static/live.js) get their players and polls again.
+document.addEventListener("cunxiang:refreshed", setUp);

@@ -52,7 +52,7 @@ from storage.models import (
     SurveyAttempt,
 )
 from web import keys
-from web.api import Routes, json_response
+from web.api import Routes, dumps, json_response
 from web.domains import CASES
 from web.render import flash, redirect, render
 from web.validation import EARLIEST_DATE, LATEST_DATE, ApiModel, multiline, read_form, read_query
@@ -865,6 +865,67 @@ async def statistics(request: web.Request, query: StatsQuery) -> web.Response:
     return json_response(report.as_dict())
 
 
+# -- live pages: the stream of changes --------------------------------------------------------------------
+
+# A comment line this often keeps proxies and the browser from taking a quiet stream for a dead one.
+KEEP_ALIVE_S = 15.0
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {dumps(data)}\n\n".encode()
+
+
+async def case_changes(request: web.Request) -> web.StreamResponse:
+    """Server-sent events for the live pages: the ids of the cases this user may see that changed.
+
+    ``cases``: ``{"case_ids": [...], "missed_calls": bool}`` — a page reloads what it shows if it shows
+    one of them (a list, the 待办 counts: any). ``resync``: changes were missed; reload. Nothing about a
+    case the user may not see is sent, not even that something changed. The stream ends after
+    ``cases.live_stream_s`` (the browser reconnects, and the sign-in is checked again) and when the
+    service stops. Not in the OpenAPI document: an event stream, for the pages' script.
+    """
+    me = keys.principal(request)
+    cases = _cases(request)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # a reverse proxy passes each event on at once
+        }
+    )
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + cases.config.live_stream_s
+    try:
+        await response.write(b"retry: 2000\n\n" + _event("ready", {}))
+        with cases.changes.subscribe() as subscription:
+            while (left := ends_at - loop.time()) > 0:
+                batch = await subscription.next(min(KEEP_ALIVE_S, left))
+                if batch == "ended":
+                    break
+                if batch == "quiet":
+                    await response.write(b": still here\n\n")
+                elif batch == "resync":
+                    await response.write(_event("resync", {}))
+                else:
+                    shown = [
+                        change.case_id
+                        for change in batch
+                        if change.topic == "case"
+                        and cases.access.may_see(me, sealed=change.sealed, township_id=change.township_id)
+                    ]
+                    missed = me.has_role(*MISSED_ROLES) and any(
+                        change.topic == "missed_call"
+                        and cases.access.may_see(me, sealed=change.sealed, township_id=change.township_id)
+                        for change in batch
+                    )
+                    if shown or missed:
+                        await response.write(_event("cases", {"case_ids": shown, "missed_calls": missed}))
+    except ConnectionResetError:
+        pass  # the page went away
+    return response
+
+
 # -- pages: the ledger, a case, new cases ----------------------------------------------------------------
 
 
@@ -1312,6 +1373,7 @@ def add_routes(routes: Routes) -> None:
                "不含拨测；违纪举报只对纪检监察计入明细，其他人只得到件数。")  # fmt: skip
 
     routes.page("GET", "/cases", cases_page, roles=READ_ROLES)
+    routes.page("GET", "/cases/changes", case_changes, roles=READ_ROLES)
     routes.page("GET", "/cases/new", new_case_page, roles=CREATE_ROLES)
     routes.page("POST", "/cases/new", new_case_form, roles=CREATE_ROLES)
     routes.page("GET", "/cases/reminders", reminders_page, roles=READ_ROLES)
