@@ -7,7 +7,6 @@ letter; a recording is logged as played once per listening, not per request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,13 @@ from sqlalchemy import select
 
 from accounts.service import principal_of
 from cases.callback import CallbackService
-from cases.placing import FirstAnswer, PlacedCall, Placement
 from hotline.intake import CallFacts
 from server import Runtime
 from storage.models import AuditEntry, User
 from tests.cases.conftest import CaseMaker, County
 from tests.conftest import UserFactory
 from tests.support.journey import Journey, journeys
+from tests.support.refusing_line import RefusingLine
 
 pytestmark = pytest.mark.browser
 
@@ -63,37 +62,6 @@ async def test_a_dial_test_case_is_found_by_its_number_and_under_the_dial_test_f
 
 async def case_numbers(person: Journey) -> list[str]:
     return [text.strip() for text in await person.page.locator("table.cases td:first-child a").all_inner_texts()]
-
-
-class RefusedCall:
-    """What Asterisk answers when the operator's phone cannot be rung (an endpoint not registered): reason 0."""
-
-    placement: Placement = "sent"
-    detail = ""
-    dial_status: str | None = None
-    reached = False
-
-    async def first_answer(self, timeout_s: float) -> FirstAnswer:
-        self.detail = "reason 0"
-        return "failed"
-
-    async def wait_end(self, timeout_s: float) -> bool:
-        return True
-
-    def dialplan_events(self, name: str) -> Sequence[Mapping[str, str]]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
-class RefusingLine:
-    connected = True
-
-    async def place(
-        self, *, dial: str, call_id: str, context: str, ring_s: float, variables: Mapping[str, str]
-    ) -> PlacedCall:
-        return RefusedCall()
 
 
 async def test_triage_offers_the_townships_villages_a_deadline_reads_one_day_and_a_failed_callback_says_why(
