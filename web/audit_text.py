@@ -333,43 +333,56 @@ def _flat(detail: Any) -> Iterable[tuple[str, Any]]:
 
 async def lookup_names(session: AsyncSession, entries: Iterable[AuditEntry]) -> Names:
     """The names of everything these entries mention (a few queries, whatever the number of entries)."""
-    entries = list(entries)
-    wanted = _ids(entries)
+    wanted = _ids(list(entries))
     names = Names()
+    await _name_people_and_places(session, wanted, names)
+    await _name_broadcasting(session, wanted, names)
+    await _name_cases(session, wanted, names)
+    return names
 
-    def put(kind: str, object_id: int, text: str, href: str | None, name: str = "") -> None:
-        names.found[(kind, object_id)] = Shown(text, href, name)
 
+def _put(names: Names, kind: str, object_id: int, text: str, href: str | None, name: str = "") -> None:
+    names.found[(kind, object_id)] = Shown(text, href, name)
+
+
+# The areas and units: named "<kind> <name>", each linking to its admin page.
+_PLACES: tuple[tuple[str, Any, str | None], ...] = (
+    ("county", County, "/admin/areas"),
+    ("township", Township, "/admin/townships/{id}"),
+    ("village", Village, "/admin/villages/{id}"),
+    ("zone", Zone, "/admin/zones/{id}"),
+    ("unit", Unit, "/admin/units"),
+)
+
+
+async def _name_people_and_places(session: AsyncSession, wanted: dict[str, set[int]], names: Names) -> None:
     if ids := wanted.get("user"):
         for user in await session.scalars(select(User).where(User.id.in_(ids))):
-            put("user", user.id, f"{user.display_name}（{user.username}）", f"/admin/users/{user.id}")
-    simple: tuple[tuple[str, Any, str | None], ...] = (
-        ("county", County, "/admin/areas"),
-        ("township", Township, "/admin/townships/{id}"),
-        ("village", Village, "/admin/villages/{id}"),
-        ("zone", Zone, "/admin/zones/{id}"),
-        ("unit", Unit, "/admin/units"),
-    )
-    for kind, model, href in simple:
+            _put(names, "user", user.id, f"{user.display_name}（{user.username}）", f"/admin/users/{user.id}")
+    for kind, model, href in _PLACES:
         if ids := wanted.get(kind):
             for row in await session.scalars(select(model).where(model.id.in_(ids))):
-                put(
-                    kind, row.id, f"{OBJECT_NAMES[kind]} {row.name}", href.format(id=row.id) if href else None, row.name
-                )
+                link = href.format(id=row.id) if href else None
+                _put(names, kind, row.id, f"{OBJECT_NAMES[kind]} {row.name}", link, row.name)
+
+
+async def _name_broadcasting(session: AsyncSession, wanted: dict[str, set[int]], names: Names) -> None:
     if ids := wanted.get("speaker"):
         for speaker in await session.scalars(select(Speaker).where(Speaker.id.in_(ids))):
-            put("speaker", speaker.id, f"终端 {speaker.name}", f"/admin/zones/{speaker.zone_id}", speaker.name)
+            _put(names, "speaker", speaker.id, f"终端 {speaker.name}", f"/admin/zones/{speaker.zone_id}", speaker.name)
     if ids := wanted.get("notice"):
         for notice in await session.scalars(select(Notice).where(Notice.id.in_(ids))):
-            put(
-                "notice", notice.id, f"通知《{notice.title}》", f"/broadcast/notices/{notice.id}", f"《{notice.title}》"
-            )
+            link = f"/broadcast/notices/{notice.id}"
+            _put(names, "notice", notice.id, f"通知《{notice.title}》", link, f"《{notice.title}》")
     if ids := wanted.get("schedule"):
         rows = await session.execute(
             select(Schedule.id, Notice.title).join(Notice, Notice.id == Schedule.notice_id).where(Schedule.id.in_(ids))
         )
         for schedule_id, title in rows:
-            put("schedule", schedule_id, f"《{title}》的播出安排", f"/broadcast/schedules/{schedule_id}")
+            _put(names, "schedule", schedule_id, f"《{title}》的播出安排", f"/broadcast/schedules/{schedule_id}")
+
+
+async def _name_cases(session: AsyncSession, wanted: dict[str, set[int]], names: Names) -> None:
     recordings: dict[int, int | None] = {}
     if ids := wanted.get("recording"):
         for recording_id, case_id in await session.execute(
@@ -381,17 +394,16 @@ async def lookup_names(session: AsyncSession, entries: Iterable[AuditEntry]) -> 
         for case in await session.scalars(select(Case).where(Case.id.in_(ids))):
             if case.sealed:
                 # Admins do not read discipline reports: not even the number goes on the page.
-                put("case", case.id, "一件违纪举报（编号保密）", None)
+                _put(names, "case", case.id, "一件违纪举报（编号保密）", None)
             else:
-                put("case", case.id, f"案件 {case.number}", f"/cases/{case.id}", case.number)
+                _put(names, "case", case.id, f"案件 {case.number}", f"/cases/{case.id}", case.number)
     for recording_id, case_id in recordings.items():
         case_shown = names.of("case", case_id) if case_id else Shown("未立案的来电")
-        put("recording", recording_id, f"{case_shown.text}的录音", case_shown.href)
+        _put(names, "recording", recording_id, f"{case_shown.text}的录音", case_shown.href)
     if ids := wanted.get("missed_call"):
         for missed in await session.scalars(select(MissedCall).where(MissedCall.id.in_(ids))):
             text = "一通密封的未接来电" if missed.sealed else f"未接来电（{missed.at:%Y-%m-%d}）"
-            put("missed_call", missed.id, text, None if missed.sealed else "/missed-calls?state=all")
-    return names
+            _put(names, "missed_call", missed.id, text, None if missed.sealed else "/missed-calls?state=all")
 
 
 def _value(key: str, value: Any, names: Names) -> str:

@@ -186,7 +186,9 @@ async def test_the_ledger_the_todo_counts_and_a_case_page_update_themselves(
     operator = await make_user("operator", county_wide=True)
     colleague = await make_user("operator", county_wide=True)
     async with runtime.sessions() as session:
-        worker = principal_of(await session.scalar(select(User).where(User.username == colleague[0])))
+        colleague_row = await session.scalar(select(User).where(User.username == colleague[0]))
+        assert colleague_row is not None
+        worker = principal_of(colleague_row)
     open_case = await runtime.cases.workflow.create(
         worker, channel="walk_in", summary="邻居家的狗咬伤了羊羔", township_id=county.township_a
     )

@@ -72,8 +72,10 @@ async def test_another_processs_change_reaches_this_processs_listeners_through_t
         await other.engine.dispose()
 
 
-async def stream_events(client: ApiClient, events: list[dict[str, Any]], ready: asyncio.Event) -> None:
-    """Reads the event stream as a browser would, collecting each ``cases`` event."""
+async def stream_events(
+    client: ApiClient, events: list[dict[str, Any]], ready: asyncio.Event, arrived: asyncio.Event | None = None
+) -> None:
+    """Reads the event stream as a browser would, collecting each ``cases`` event (``arrived`` is set on each)."""
     async with client.client.get("/cases/changes", headers={"Accept": "text/event-stream"}) as response:
         assert response.status == 200 and response.headers["Content-Type"].startswith("text/event-stream")
         name = ""
@@ -86,6 +88,8 @@ async def stream_events(client: ApiClient, events: list[dict[str, Any]], ready: 
                     ready.set()
                 elif name == "cases":
                     events.append(json.loads(line.removeprefix("data: ")))
+                    if arrived is not None:
+                        arrived.set()
 
 
 @pytest.fixture
@@ -100,11 +104,14 @@ async def test_the_stream_tells_each_user_only_of_the_cases_they_may_see(
     runtime: Runtime, server: Any, county: County, people: People, streams: list[asyncio.Task[None]]
 ) -> None:
     heard: dict[str, list[dict[str, Any]]] = {}
+    arrived: dict[str, asyncio.Event] = {}
     for who in ("operator_county", "operator_b", "inspector", "leader", "staff_a"):
         heard[who] = []
+        arrived[who] = asyncio.Event()
         ready = asyncio.Event()
         client = getattr(people, who).client
-        streams.append(asyncio.get_running_loop().create_task(stream_events(client, heard[who], ready)))
+        listening = stream_events(client, heard[who], ready, arrived[who])
+        streams.append(asyncio.get_running_loop().create_task(listening))
         await asyncio.wait_for(ready.wait(), 10)
 
     workflow = runtime.cases.workflow
@@ -121,7 +128,8 @@ async def test_the_stream_tells_each_user_only_of_the_cases_they_may_see(
 
     async def heard_of(who: str, case_id: int) -> None:
         while not any(case_id in event["case_ids"] for event in heard[who]):
-            await asyncio.sleep(0.05)
+            arrived[who].clear()
+            await arrived[who].wait()
 
     await asyncio.wait_for(heard_of("operator_county", in_b.id), 10)
     await asyncio.wait_for(heard_of("inspector", in_b.id), 10)

@@ -50,7 +50,7 @@ def demo_settings(data_dir: Path) -> Settings:
 async def build_demo_county(data_dir: Path) -> None:
     """What ``cunxiang init`` and ``cunxiang demo`` do, in this process."""
     settings = demo_settings(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     await upgrade(settings.database_url)
     runtime = build_runtime(settings)
     try:
