@@ -99,10 +99,12 @@ async def test_triage_offers_the_townships_villages_a_deadline_reads_one_day_and
             assert f"办理期限：{due}" in accepted_row  # the summary and the history give one day
 
             await person.page.click("#callback-button")
-            await person.page.wait_for_selector("text=正在回拨")
+            await person.page.locator("#callbacks tr[data-callback]").first.wait_for()  # asked for: on the page
             # The page follows the attempt and shows its end without a reload by hand.
             reason = person.page.locator("#callbacks td.reason", has_text="打不通您的电话（operator1）")
             await reason.wait_for()
+            # "正在回拨" said on the way in is taken down: the call is over, and the page says so.
+            await person.page.locator(".flash", has_text="正在回拨").wait_for(state="detached")
             await person.step("callback-failed")
             row = await person.page.locator("#history tr.event-callback").inner_text()
             assert "呼叫失败" in row and "打不通您的电话" in row

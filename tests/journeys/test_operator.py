@@ -83,9 +83,10 @@ async def test_the_operator_finds_a_dial_test_by_its_number_listens_and_works_it
             await operator.step("accepted")
 
             await operator.page.click("#callback-button")
-            await operator.page.wait_for_selector("text=正在回拨")
+            await operator.page.locator("#callbacks tr[data-callback]").first.wait_for()  # asked for: on the page
             # The page follows the attempt and shows its end, with why, without a reload by hand.
             await operator.page.locator("#callbacks td.reason", has_text="打不通您的电话（operator1）").wait_for()
+            await operator.page.locator(".flash", has_text="正在回拨").wait_for(state="detached")
             await operator.step("callback-failed")
             row = await operator.page.locator("#history tr.event-callback").first.inner_text()
             assert "呼叫失败" in row and "接线员·王示例" in row

@@ -94,7 +94,11 @@ function pollCallbacks(section) {
       }
       if (running) {
         window.setTimeout(tick, 2000);
-      } else if (document.body.getAttribute("data-live-state") !== "listening") {
+        return;
+      }
+      // "正在回拨" is no longer true: the call has ended, and its row above says how.
+      for (const message of document.querySelectorAll(".flash.callback-under-way")) message.remove();
+      if (document.body.getAttribute("data-live-state") !== "listening") {
         // The live page reloads its parts when the call's end is written; without it, reload the page.
         window.location.reload();
       }
@@ -108,7 +112,12 @@ function pollCallbacks(section) {
 function setUp() {
   for (const box of document.querySelectorAll(".player")) setUpPlayer(box);
   const callbacks = document.querySelector("[data-callback-poll]");
-  if (callbacks) pollCallbacks(callbacks);
+  if (callbacks) {
+    pollCallbacks(callbacks);
+  } else {
+    // The call asked for has already ended (its row says how): "正在回拨" would no longer be true.
+    for (const message of document.querySelectorAll(".flash.callback-under-way")) message.remove();
+  }
 }
 
 document.addEventListener("DOMContentLoaded", setUp);

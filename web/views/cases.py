@@ -1164,17 +1164,19 @@ async def case_action_form(request: web.Request) -> web.StreamResponse:
         raise NotFound("没有这个操作")
     me = keys.principal(request)
     cases = _cases(request)
+    kind = "ok"
     try:
         if action == "callback":
             await cases.callbacks.request(me, case_id)
             message = "正在回拨：请先接听您自己的电话，接通后系统再拨打群众电话"
+            kind = "ok callback-under-way"  # the page takes this message down when the call has ended
         else:
             model, checkboxes, call, message = FORMS[action]
             form = await read_form(request, model, checkboxes=checkboxes)
             if action == "triage":
                 form = model.model_validate(form.model_dump(exclude_none=True))
             await call(cases, me, case_id, form)
-        await flash(request, message)
+        await flash(request, message, kind)
     except NotFound:
         await flash(request, "案件已不在您的权限范围内（例如已转为违纪举报并密封）", "warn")
         raise redirect("/cases") from None
