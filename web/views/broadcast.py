@@ -43,8 +43,8 @@ from web.domains import ASRUN, DISPATCHER, NOTICES, SPEAKER_TESTER, TERMINALS
 from web.middleware import status_for
 from web.render import flash, redirect, render
 from web.validation import ApiModel, multiline, read_form, read_post, read_query
-from web.views.schedules import render_week_page
 from web.views import speakers
+from web.views.schedules import render_week_page
 
 NAV = (
     keys.NavItem("通知", "/broadcast/notices", ("staff", "approver", "admin")),
