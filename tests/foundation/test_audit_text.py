@@ -85,3 +85,25 @@ def test_details_read_as_chinese_lines_with_names_not_codes() -> None:
     ]
     assert line.target is not None and line.target.text == "用户 2（已删除）"
     assert english_words(" ".join([line.action, line.target.text, *line.details[:3]])) == []
+
+
+def test_an_approval_reads_without_its_audio_key_and_with_the_numbers_kept() -> None:
+    entry = AuditEntry(
+        at=datetime(2026, 12, 5, tzinfo=UTC),
+        user_id=3,
+        username="demo.approver",
+        action="notice.approve",
+        object_type="notice",
+        object_id="11",
+        detail={
+            "revision": 2,
+            "engine": "espeak",
+            "audio": "1cf2ddddc4d26c98607af8f57c3b6165d71f48cc1fcc1a9e7d4f3416bf17b88a",
+            "kept_numbers": ["13800001234"],
+        },
+        ip="127.0.0.1",
+    )
+    line = describe(entry, Names())
+    assert line.action == "审核通过"
+    assert not any("1cf2dddd" in detail for detail in line.details)
+    assert "保留的公开电话：13800001234" in line.details
