@@ -413,7 +413,7 @@ async def _enter(
         case = await workflow.open_call_case(
             session, linkedid=f"demo-year-{index}", category="petition", caller_number=number,
             caller_withheld=False, caller_name=None, village_id=None, township_id=None, ivr_choice="1",
-            test_call=False, via="demo",
+            test_call=False, via="demo", called_at=None, number_told=True,  # the call's time is the clock's
         )  # fmt: skip
         await session.commit()
         case_id = case.id
