@@ -41,6 +41,18 @@ ASTERISK_DIRECTORY = "asterisk"
 OPT_IN_MARKERS = ("evidence",)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, hand tests to the workers one at a time (unless ``--maxschedchunk`` says otherwise).
+
+    xdist's default ``load`` scheduling first gives each worker a *consecutive* quarter of the first half of
+    the collection: with the slow tests sorted first (below), ``-n 4`` gave two workers 75 slow tests each,
+    a third 13 and the fourth none, so the real-time waiting ran on two workers while two sat idle. One at
+    a time, every worker takes the next slow test as soon as it is free (41/42/40/40 on the same collection).
+    """
+    if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "maxschedchunk", 0) is None:
+        config.option.maxschedchunk = 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark by path, in one place (``pytestmark`` in a conftest.py has no effect), and leave out opt-in tests.
 
