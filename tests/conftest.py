@@ -58,8 +58,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     Every test under ``tests/<part>/asterisk/`` is ``asterisk`` and ``slow``; every ``browser`` test is
     ``slow`` (a Chromium starts for it). Tests marked with an opt-in marker are deselected unless the ``-m``
-    expression names that marker. The long tests go first, so that pytest-xdist's workers start them
-    early and the run does not end waiting on one of them.
+    expression names that marker. The slow tests go first, longest first, so that pytest-xdist's workers
+    start the long ones early and the run does not end waiting on one of them (see :func:`_running_order`).
     """
     tests_root = Path(__file__).parent
     expression = config.getoption("markexpr", "") or ""
@@ -76,8 +76,53 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (left_out if opted_out else kept).append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
-    # A stable sort: within each group the collection order (hence module and fixture locality) stays.
-    items[:] = sorted(kept, key=lambda item: 0 if item.get_closest_marker("slow") else 1)
+    items[:] = _running_order(config, kept)
+
+
+# How long each slow test took (setup, call and teardown), kept by the cache plugin between runs.
+SLOW_SECONDS_KEY = "cunxiang/slow-test-seconds"
+# Before a slow test has a time of its own: a call through the IVR takes far longer than a process start.
+ASSUMED_SECONDS = {"asterisk": 30.0, "slow": 10.0}
+
+
+def _running_order(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item]:
+    """The slow tests first, the longest (as last measured on this machine) first among them; then the rest.
+
+    Handed to the workers one at a time (:func:`pytest_configure`), longest first is the classic greedy
+    schedule: a 60 s kill-and-restart test started last would keep the run going 60 s after the other
+    workers are done. The sort is stable, so among equals (and in the fast tier) the collection order, hence
+    module and fixture locality, stays. Every xdist worker reads the same cache file, so every worker
+    orders the collection alike (xdist checks that).
+    """
+    cache = getattr(config, "cache", None)
+    measured: dict[str, float] = cache.get(SLOW_SECONDS_KEY, {}) if cache is not None else {}
+
+    def longest_first(item: pytest.Item) -> tuple[int, float]:
+        if not item.get_closest_marker("slow"):
+            return (1, 0.0)
+        assumed = ASSUMED_SECONDS["asterisk" if item.get_closest_marker("asterisk") else "slow"]
+        return (0, -float(measured.get(item.nodeid, assumed)))
+
+    return sorted(items, key=longest_first)
+
+
+_slow_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Adds up each slow test's time (under xdist the controller sees every worker's reports)."""
+    if "slow" in report.keywords:
+        _slow_seconds[report.nodeid] = _slow_seconds.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Keeps this run's slow-test times for the next run's order (once, from the controller, not a worker)."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _slow_seconds:
+        return
+    kept: dict[str, float] = cache.get(SLOW_SECONDS_KEY, {})
+    kept.update({nodeid: round(seconds, 1) for nodeid, seconds in _slow_seconds.items()})
+    cache.set(SLOW_SECONDS_KEY, kept)
 
 
 _database_numbers = itertools.count(1)
