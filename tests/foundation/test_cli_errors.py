@@ -55,12 +55,18 @@ def test_demo_before_init_says_to_run_init(tmp_path: Path) -> None:
     assert "cunxiang init" in one_clear_line(done)
 
 
-def test_a_database_that_is_not_ours_is_one_line_for_every_command(tmp_path: Path) -> None:
+# One test per command, not a loop: each is a process start of seconds, and separate tests run on separate
+# pytest-xdist workers at once instead of one after another on one.
+@pytest.mark.parametrize(
+    "command",
+    [["demo"], ["init"], ["cases", "show", "12345678"], ["broadcast", "test", "--speaker", "1"]],
+    ids=["demo", "init", "cases show", "broadcast test"],
+)
+def test_a_database_that_is_not_ours_is_one_line_for_every_command(tmp_path: Path, command: list[str]) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "cunxiang.db").write_bytes(b"this is not a database at all" * 100)
     env = environment(data, CUNXIANG_ASTERISK="none", CUNXIANG_TTS_ENGINES="espeak")
-    for command in (["demo"], ["init"], ["cases", "show", "12345678"], ["broadcast", "test", "--speaker", "1"]):
-        done = run(command, env)
-        assert done.returncode != 0, command
-        one_clear_line(done)
+    done = run(command, env)
+    assert done.returncode != 0, command
+    one_clear_line(done)
