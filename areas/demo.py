@@ -20,7 +20,11 @@ from storage.audit import Actor
 from storage.models import County, Speaker, Township, Unit, User, Village, Zone
 
 DEMO_COUNTY = "示例县"
-DEMO_COUNTY_CODE = "DEMO"
+# Invented but well-formed administrative codes (GB/T 2260 and the statistical division codes): province 15
+# (Inner Mongolia), a prefecture number (99) that no real one uses. Official alerts name places by these.
+DEMO_COUNTY_CODE = "159901"
+# Where the invented county lies (WGS 84): townships on a grid, villages around them (alerts' polygons and circles).
+DEMO_ORIGIN = (41.0, 111.0)
 
 TOWNSHIPS = [
     "示例东风镇",
@@ -72,6 +76,23 @@ def _village_names(township_index: int) -> list[str]:
     return names
 
 
+def township_code(township_index: int, name: str) -> str:
+    """Nine digits: the county's six, then 1xx for a town (镇), 2xx for a township (乡)."""
+    return f"{DEMO_COUNTY_CODE}{(100 if name.endswith('镇') else 200) + township_index + 1:03d}"
+
+
+def village_code(township: str, village_index: int, name: str) -> str:
+    """Twelve digits: the township's nine, then 0xx for a community (社区), 2xx for a village (村)."""
+    return f"{township}{(0 if name.endswith('社区') else 200) + village_index + 1:03d}"
+
+
+def village_position(township_index: int, village_index: int) -> tuple[float, float]:
+    lat0, lon0 = DEMO_ORIGIN
+    lat = lat0 + (township_index // 3) * 0.15 + (village_index // 4) * 0.03
+    lon = lon0 + (township_index % 3) * 0.2 + (village_index % 4) * 0.04
+    return round(lat, 5), round(lon, 5)
+
+
 def _speakers_for(zone_number: int, speaker_base: int) -> list[tuple[str, str, str, str]]:
     """(name, transport, address, codec): every transport kind appears across the county."""
     index = speaker_base
@@ -105,7 +126,7 @@ async def load_demo(
                 township = Township(
                     county_id=county.id,
                     name=township_name,
-                    code=f"DEMO{t_index + 1:02d}",
+                    code=township_code(t_index, township_name),
                     quiet_start=time(21, 30),
                     quiet_end=time(6, 30),
                     created_at=now,
@@ -115,11 +136,15 @@ async def load_demo(
                 session.add(
                     Unit(name=township_name, kind="township", township_id=township.id, active=True, created_at=now)
                 )
-                for village_name in _village_names(t_index):
+                for v_index, village_name in enumerate(_village_names(t_index)):
+                    latitude, longitude = village_position(t_index, v_index)
                     village = Village(
                         township_id=township.id,
                         name=village_name,
                         kind="community" if village_name.endswith("社区") else "village",
+                        code=village_code(township.code or "", v_index, village_name),
+                        latitude=latitude,
+                        longitude=longitude,
                         created_at=now,
                     )
                     session.add(village)

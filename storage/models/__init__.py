@@ -1,6 +1,17 @@
 """Every ORM model, imported here so Alembic and the app see one metadata."""
 
 from storage.models.accounts import ROLES, AuditEntry, LoginThrottle, User, UserRole, UserSession, UserTownship
+from storage.models.alerts import (
+    ALERT_ACTION_LABELS,
+    ALERT_ACTIONS,
+    ALERT_SOURCE_KINDS,
+    ALERT_STATE_LABELS,
+    ALERT_STATES,
+    AlertMessage,
+    AlertPolicyRule,
+    AlertRefusal,
+    AlertSource,
+)
 from storage.models.areas import (
     CODEC_LABELS,
     CODECS,
@@ -92,6 +103,11 @@ from storage.models.hotline import (
 from storage.models.schedules import SCHEDULE_KINDS, TARGET_LEVELS, Schedule, ScheduleTarget
 
 __all__ = [
+    "ALERT_ACTIONS",
+    "ALERT_ACTION_LABELS",
+    "ALERT_SOURCE_KINDS",
+    "ALERT_STATES",
+    "ALERT_STATE_LABELS",
     "CALLBACK_ATTEMPT_FINAL",
     "CALLBACK_ATTEMPT_STATES",
     "CALLBACK_STATES",
@@ -149,6 +165,10 @@ __all__ = [
     "UNIT_KIND_LABELS",
     "VILLAGE_KINDS",
     "VILLAGE_KIND_LABELS",
+    "AlertMessage",
+    "AlertPolicyRule",
+    "AlertRefusal",
+    "AlertSource",
     "AuditEntry",
     "Base",
     "Broadcast",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, time
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, String, Time, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, String, Time, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from storage.models.base import Base
@@ -33,6 +33,7 @@ class County(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    # The official administrative code (GB/T 2260, six digits): CAP alerts name places by it.
     code: Mapped[str | None] = mapped_column(String(12), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -46,6 +47,7 @@ class Township(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id", ondelete="RESTRICT"), index=True)
     name: Mapped[str] = mapped_column(String(64))
+    # The nine-digit statistical division code (统计用区划代码): the county's six digits and three more.
     code: Mapped[str | None] = mapped_column(String(12))
     # Nothing but 应急 may start between quiet_start and quiet_end (Asia/Shanghai wall clock).
     quiet_start: Mapped[time] = mapped_column(Time(), default=time(21, 30))
@@ -67,6 +69,11 @@ class Village(Base):
     township_id: Mapped[int] = mapped_column(ForeignKey("townships.id", ondelete="RESTRICT"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16), default="village")
+    # The twelve-digit statistical division code (the township's nine digits and three more), and where the
+    # village is (WGS 84): how an official alert's <geocode>, <polygon> and <circle> find it.
+    code: Mapped[str | None] = mapped_column(String(12), index=True)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     township: Mapped[Township] = relationship(back_populates="villages")
@@ -82,6 +89,8 @@ class Zone(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     village_id: Mapped[int] = mapped_column(ForeignKey("villages.id", ondelete="RESTRICT"), index=True)
     name: Mapped[str] = mapped_column(String(64))
+    # 测试分区: the only zones where an alert marked Test or Exercise may play (a loudspeaker in the office).
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     village: Mapped[Village] = relationship(back_populates="zones")
