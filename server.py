@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -39,7 +39,10 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from accounts.principal import Principal
 from accounts.service import AccountService
+from alerts.part import Alerts, build_alerts
+from alerts.service import SYSTEM_DISPLAY_NAME, SYSTEM_USERNAME, AlertsConfig
 from areas.addresses import AddressPolicy
 from areas.demo import DEMO_COUNTY_CODE
 from areas.service import AreaService
@@ -61,6 +64,7 @@ from tts.part import Speech, SpeechConfig, build_speech
 from web import domains, keys
 from web.app import build_app
 from web.keys import WebConfig
+from web.views import alerts as alerts_views
 from web.views import broadcast as broadcast_views
 from web.views import cases as cases_views
 from web.views import hotline as hotline_views
@@ -101,6 +105,7 @@ class Runtime:
     broadcasting: Broadcasting
     schedules: Schedules
     ops: Ops
+    alerts: Alerts
 
     @property
     def services(self) -> list[Service]:
@@ -192,6 +197,12 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
     )
     # Uploads and approvals wait for disk space (the hotline, which records whatever happens, does not ask).
     broadcasting.notices.use_disk_space(ops.disk)
+    alerts = build_alerts(
+        AlertsConfig.from_settings(settings),
+        sessions=sessions,
+        clock=clock,
+        broadcaster=EmergencyAirer(broadcasting),
+    )
     return Runtime(
         settings=settings,
         clock=clock,
@@ -207,7 +218,40 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         broadcasting=broadcasting,
         schedules=schedules,
         ops=ops,
+        alerts=alerts,
     )
+
+
+class EmergencyAirer:
+    """Alerts' :class:`alerts.service.AlertBroadcaster`, satisfied by the emergency path.
+
+    An alert that airs becomes an approved emergency notice written by the alerts' system account (official
+    text: the personal-number guard shows, never blocks), queued at emergency priority; stopping it is the
+    dispatcher's cancel (out of every queue, stopped where it plays).
+    """
+
+    def __init__(self, broadcasting: Broadcasting) -> None:
+        self._notices = broadcasting.notices
+        self._dispatcher = broadcasting.dispatcher
+
+    async def air(self, *, author_id: int, title: str, text: str, zone_ids: Sequence[int]) -> tuple[int, int]:
+        system = Principal(
+            user_id=author_id,
+            username=SYSTEM_USERNAME,
+            display_name=SYSTEM_DISPLAY_NAME,
+            roles=frozenset(),
+            county_wide=True,
+            township_ids=frozenset(),
+            can_emergency=True,
+        )
+        notice = await self._notices.create_emergency(system, title=title, body=text, township_id=None, official=True)
+        broadcast_id = await self._dispatcher.request(
+            notice_id=notice.id, zone_ids=zone_ids, origin="emergency", requested_by=author_id
+        )
+        return notice.id, broadcast_id
+
+    async def stop(self, broadcast_id: int, reason: str) -> None:
+        await self._dispatcher.cancel(broadcast_id, reason)
 
 
 @contextlib.asynccontextmanager
@@ -313,9 +357,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_s
             notice_pages.add_routes,
             schedules_views.add_routes,
             ops_views.add_routes,
+            alerts_views.add_routes,
         ),
-        nav=(*broadcast_views.NAV, *cases_views.NAV, *hotline_views.NAV, *ops_views.NAV),
-        todo=(ops_views.todo, broadcast_views.todo, cases_views.todo),
+        nav=(*broadcast_views.NAV, *alerts_views.NAV, *cases_views.NAV, *hotline_views.NAV, *ops_views.NAV),
+        todo=(ops_views.todo, broadcast_views.todo, cases_views.todo, alerts_views.todo),
         version=version(),
     )
     app[keys.CLOCK] = runtime.clock
@@ -334,6 +379,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_s
     app[domains.SPEAKER_TESTER] = broadcasting.speaker_tester
     app[domains.SCHEDULES] = runtime.schedules.service
     app[domains.OPS] = runtime.ops
+    app[domains.ALERTS] = runtime.alerts.service
     app[RUNTIME] = runtime
     elections: list[WorkerElection] = []
     app[ELECTION] = elections

@@ -556,6 +556,15 @@ class OpsSettings(_Section):
         return value
 
 
+class AlertsSettings(_Section):
+    """Official warnings (CAP 1.2, docs/alerts.md)."""
+
+    # A CAP message larger than this is refused unread (the national system's are a few KB).
+    max_message_bytes: int = Field(256 * 1024, ge=4096, le=4 * 1024 * 1024)
+    # The spoken text's cap: lead-in, name and level, headline and instruction first, then the description.
+    max_spoken_chars: int = Field(600, ge=100, le=5000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -589,6 +598,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     cases: CasesSettings = CasesSettings()
     ops: OpsSettings = OpsSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
     @field_validator("timezone")
     @classmethod

@@ -25,7 +25,6 @@ CERTAINTY_LABELS = {
 LEVELS = ("红色", "橙色", "黄色", "蓝色")
 # The level as senders give it in a parameter, in English or Chinese.
 _LEVEL_WORDS = {"red": "红色", "orange": "橙色", "yellow": "黄色", "blue": "蓝色"}
-LEAD_IN = "请注意，以下是气象部门发布的预警信息。"
 TEST_LEAD_IN = "这是一条测试预警信息，不是真实预警。"
 
 
@@ -84,18 +83,32 @@ def spoken_title(info: CapInfo) -> str:
     return f"{name}{level}预警" if level else (event if event.endswith(("预警", "警报")) else f"{event}预警")
 
 
-def spoken_text(info: CapInfo, *, max_chars: int, test: bool = False) -> str:
-    """Lead-in, the alert's name and level, headline, instruction, then the description as room allows.
+def _publisher(info: CapInfo) -> str:
+    """Who published it, as listeners know them: the Chinese sender name, else the kind of authority."""
+    if info.sender_name and re.search(r"[\u4e00-\u9fff]", info.sender_name):
+        return info.sender_name
+    return "气象部门" if "Met" in info.categories else "有关部门"
 
-    Headline and instruction come first (what happens, what to do); the description is cut to fit ``max_chars``
-    at a sentence end where it can be.
+
+def spoken_lead(info: CapInfo, *, test: bool = False) -> str:
+    """The fixed lead-in with the alert's name and level: 请注意，以下是示例县气象局发布的暴雨红色预警.
+
+    It is also the alert's title in lists and the as-run log (the notice's title is read first).
     """
-    parts = [TEST_LEAD_IN if test else "", LEAD_IN, f"{spoken_title(info)}。"]
+    return f"{TEST_LEAD_IN if test else ''}请注意，以下是{_publisher(info)}发布的{spoken_title(info)}"
+
+
+def spoken_body(info: CapInfo, *, max_chars: int) -> str:
+    """Headline and instruction first (what happens, what to do), then the description as room allows.
+
+    ``max_chars`` counts the body only; the description is cut at a sentence end where it can be.
+    """
+    parts: list[str] = []
     for piece in (info.headline, info.instruction):
         piece = piece.strip()
         if piece and piece not in "".join(parts):
             parts.append(_sentence(piece))
-    text = "".join(parts)
+    text = "".join(parts)[:max_chars]
     description = info.description.strip()
     if description and description not in text:
         room = max_chars - len(text)
@@ -104,7 +117,13 @@ def spoken_text(info: CapInfo, *, max_chars: int, test: bool = False) -> str:
             end = max(cut.rfind(mark) for mark in "。！？；")
             description = cut[: end + 1] if end > 0 else ""
         text += _sentence(description) if description else ""
-    return text[:max_chars]
+    return text
+
+
+def spoken_text(info: CapInfo, *, max_chars: int, test: bool = False) -> tuple[str, str]:
+    """(lead, body): what is read, in that order, the whole within ``max_chars``."""
+    lead = spoken_lead(info, test=test)
+    return lead, spoken_body(info, max_chars=max(0, max_chars - len(lead) - 1))
 
 
 def _sentence(text: str) -> str:

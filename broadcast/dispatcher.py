@@ -653,6 +653,33 @@ class Dispatcher:
         self._pending.set()
         return broadcast_id
 
+    async def cancel(self, broadcast_id: int, reason: str) -> None:
+        """Withdraw a broadcast (an official warning cancelled): not yet taken, waiting, or playing, it stops.
+
+        A request no worker has taken yet is closed in the database; plays this process holds are taken out
+        of their queues or stopped on every speaker, each recorded as cancelled with ``reason``. Plays held by
+        another process (a standby that became active) are not reached from here.
+        """
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Broadcast)
+                .where(Broadcast.id == broadcast_id, Broadcast.state == RUN_UNPROCESSED)
+                .values(state=RUN_CANCELLED, error=reason, ended_at=now)
+            )
+        for slot in self._slots.values():
+            for play in [play for play in slot.waiting if play.broadcast_id == broadcast_id]:
+                slot.waiting.remove(play)
+                if play.expiry is not None:
+                    play.expiry.cancel()
+                if self._tasks is not None:
+                    self._tasks.spawn(self._close_play(play, RUN_CANCELLED, reason), f"cancel-run{play.zone_run_id}")
+            playing = slot.playing
+            if playing is not None and playing.broadcast_id == broadcast_id and not playing.stop.is_set():
+                playing.stop_reason, playing.stop_error = RUN_CANCELLED, reason
+                playing.stop.set()
+        await self._notify()
+
     async def _pending_loop(self) -> None:
         # Ends by itself when stopping, rather than being cancelled in the middle of a database call
         # (a cancelled checkout can leave a connection behind the pool's back).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from alerts.service import AlertService
 from broadcast.asrun import AsRunLog
 from broadcast.dispatcher import Dispatcher
 from broadcast.notices import NoticeService
@@ -32,3 +33,4 @@ PHONES = web.AppKey("villager_phones", PhoneRegistry)
 INTAKE = web.AppKey("hotline_intake", IntakeService)
 CASES = web.AppKey("cases", Cases)
 OPS = web.AppKey("ops", Ops)
+ALERTS = web.AppKey("alerts", AlertService)

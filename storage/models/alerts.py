@@ -113,8 +113,11 @@ class AlertMessage(Base):
     # [{"village_id", "village", "township", "why"}]: which villages the area matched and by what.
     matched: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     zone_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # What is read: the lead (also the title in lists), then the body.
+    spoken_lead: Mapped[str | None] = mapped_column(String(255))
     spoken_text: Mapped[str | None] = mapped_column(Text)
-    notice_id: Mapped[int | None] = mapped_column(ForeignKey("notices.id", ondelete="RESTRICT"))
+    # The emergency notice and broadcasts that aired it (broadcasting's own records; no key across the domains).
+    notice_id: Mapped[int | None] = mapped_column(Integer)
     broadcast_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     # The message that replaced (Update) or cancelled (Cancel) this one.
     replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("alert_messages.id", ondelete="SET NULL"))

@@ -6,7 +6,7 @@ import pytest
 
 from alerts.areas import Place, admin_codes, match_places
 from alerts.cap import CapArea, Circle, Point, parse_cap
-from alerts.policy import LEAD_IN, PolicyRow, decide, level_of, spoken_text, spoken_title
+from alerts.policy import PolicyRow, decide, level_of, spoken_text, spoken_title
 from areas.demo import DEMO_COUNTY_CODE, village_code, village_position
 from tests.alerts.fixtures import cap_bytes
 
@@ -120,11 +120,18 @@ def test_the_level_is_spoken_plainly(fixture: str, level: str, title: str) -> No
 def test_the_spoken_text_leads_in_then_headline_and_instruction_and_fits_the_cap() -> None:
     info = parse_cap(cap_bytes("cn-red-rainstorm.xml")).chosen_info()
     assert info is not None
-    full = spoken_text(info, max_chars=600)
-    assert full.startswith(LEAD_IN + "暴雨红色预警。")
-    assert full.index(info.headline) < full.index(info.instruction) < full.index(info.description)
-    short = spoken_text(info, max_chars=90)
-    assert len(short) <= 90
-    assert info.instruction in short and info.description not in short
-    test = spoken_text(info, max_chars=600, test=True)
-    assert test.startswith("这是一条测试预警信息")
+    lead, body = spoken_text(info, max_chars=600)
+    assert lead == "请注意，以下是示例县气象局发布的暴雨红色预警"
+    assert body.index(info.headline) < body.index(info.instruction) < body.index(info.description)
+    lead, body = spoken_text(info, max_chars=90)
+    assert len(lead) + 1 + len(body) <= 90
+    assert info.instruction in body and info.description not in body
+    lead, _body = spoken_text(info, max_chars=600, test=True)
+    assert lead.startswith("这是一条测试预警信息")
+
+
+def test_an_alert_without_a_chinese_sender_name_is_announced_by_its_kind_of_authority() -> None:
+    info = parse_cap(cap_bytes("oasis-a2-severe-thunderstorm.xml")).chosen_info()
+    assert info is not None
+    lead, _body = spoken_text(info, max_chars=600)
+    assert lead.startswith("请注意，以下是气象部门发布的")

@@ -114,6 +114,7 @@ def upgrade() -> None:
         sa.Column("decided_at", storage.types.UtcDateTime(timezone=True), nullable=True),
         sa.Column("matched", sa.JSON(), nullable=False),
         sa.Column("zone_ids", sa.JSON(), nullable=False),
+        sa.Column("spoken_lead", sa.String(length=255), nullable=True),
         sa.Column("spoken_text", sa.Text(), nullable=True),
         sa.Column("notice_id", sa.Integer(), nullable=True),
         sa.Column("broadcast_ids", sa.JSON(), nullable=False),
@@ -125,9 +126,6 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(
             ["decided_by"], ["users.id"], name=op.f("fk_alert_messages_decided_by_users"), ondelete="RESTRICT"
-        ),
-        sa.ForeignKeyConstraint(
-            ["notice_id"], ["notices.id"], name=op.f("fk_alert_messages_notice_id_notices"), ondelete="RESTRICT"
         ),
         sa.ForeignKeyConstraint(
             ["policy_rule_id"],

@@ -1,0 +1,560 @@
+"""Official warnings from intake to loudspeaker: one message at a time, used whole or refused with its reason.
+
+:meth:`AlertService.receive` is the one way in, whatever the source (push, feed, folder, a test injected from
+the page): parse and validate (``alerts.cap``), de-duplicate by sender and identifier, then by ``msgType``:
+
+* Alert — match villages (``alerts.areas``), decide by the policy table (``alerts.policy``): 自动播出 goes to
+  the emergency path at once; 待审核 waits for an approver; 仅记录 is kept and shown;
+* Update — what it references is stopped and marked 已更新, then it is handled as an Alert;
+* Cancel — what it references (from the same sender only) is stopped wherever it is queued or playing and
+  marked 已撤销;
+* Ack, Error — recorded only. ``status`` System is a heartbeat; Draft is recorded; Test and Exercise play
+  only in zones an admin marked 测试分区.
+
+What broadcasting must do for us crosses through :class:`AlertBroadcaster`, a Protocol this package defines
+and ``server.py`` satisfies with the emergency path (notices and the dispatcher). Every decision is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.principal import Principal
+from alerts.areas import Place, match_places
+from alerts.cap import DEFAULT_MAX_BYTES, CapMessage, CapRefused, parse_cap
+from alerts.policy import PolicyRow, decide, level_of, spoken_text
+from areas.addresses import hash_token
+from common.clock import Clock
+from common.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from settings import Settings
+from storage import audit
+from storage.audit import Actor
+from storage.models import (
+    AlertMessage,
+    AlertPolicyRule,
+    AlertRefusal,
+    AlertSource,
+    Township,
+    User,
+    Village,
+    Zone,
+)
+
+SYSTEM_ACTOR = Actor(user_id=None, username="system:alerts")
+# The account auto-aired alerts are written by (notices need an author); it cannot sign in (inactive, no password).
+SYSTEM_USERNAME = "system.alerts"
+SYSTEM_DISPLAY_NAME = "预警自动播出（系统）"
+# Statuses that may reach a loudspeaker, and where.
+AIRING_STATUSES = {"Actual", "Test", "Exercise"}
+TEST_STATUSES = {"Test", "Exercise"}
+EXCERPT_CHARS = 500
+
+
+class AlertBroadcaster(Protocol):
+    """What alerts need from broadcasting: air a text now as an emergency, and stop what was aired."""
+
+    async def air(self, *, author_id: int, title: str, text: str, zone_ids: Sequence[int]) -> tuple[int, int]:
+        """Render and queue ``text`` in ``zone_ids`` at emergency priority; returns (notice id, broadcast id)."""
+        ...
+
+    async def stop(self, broadcast_id: int, reason: str) -> None:
+        """Take the broadcast out of every queue and stop it where it plays, recording ``reason``."""
+        ...
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    # The spoken text's cap (headline and instruction first, then as much description as fits).
+    max_spoken_chars: int = 600
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlertsConfig:
+        return cls(max_bytes=settings.alerts.max_message_bytes, max_spoken_chars=settings.alerts.max_spoken_chars)
+
+
+class _AlreadyReceived(Exception):
+    """Another copy of the message was recorded between our look and our insert (sender + identifier)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What became of one message (the push endpoint's answer)."""
+
+    message_id: int
+    duplicate: bool
+    state: str
+    reason: str
+
+
+class AlertService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        config: AlertsConfig,
+        broadcaster: AlertBroadcaster | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.config = config
+        self._broadcaster = broadcaster
+
+    def use_broadcaster(self, broadcaster: AlertBroadcaster) -> None:
+        """Broadcasting is built after this part in some set-ups; ``server.py`` connects it here."""
+        self._broadcaster = broadcaster
+
+    # -- sources ------------------------------------------------------------------------------
+
+    async def create_source(
+        self, actor: Actor, *, name: str, kind: str, url: str | None = None, folder: str | None = None
+    ) -> tuple[AlertSource, str | None]:
+        """A new source; a push source's token is returned once (only its hash is kept)."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise InvalidInput("来源名称不能为空，最多64个字", fields={"name": "1到64个字"})
+        token = secrets.token_urlsafe(32) if kind == "push" else None
+        now = self._clock.now()
+        source = AlertSource(
+            name=name,
+            kind=kind,
+            active=True,
+            token_hash=hash_token(token) if token else None,
+            url=url,
+            folder=folder,
+            poll_interval_s=60,
+            created_at=now,
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(source)
+                await session.flush()
+                audit.record(
+                    session, actor, at=now, action="alert_source.create", object_type="alert_source",
+                    object_id=source.id, detail={"name": name, "kind": kind},
+                )  # fmt: skip
+        except IntegrityError:
+            raise Conflict("已有同名的预警来源", code="alert_source.exists", fields={"name": "已存在"}) from None
+        return source, token
+
+    async def source_for_token(self, authorization: str | None) -> AlertSource:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("缺少预警来源令牌（Authorization: Bearer 令牌）", code="alert_source.token_missing")
+        digest = hash_token(token.strip())
+        async with self._sessions() as session:
+            source = await session.scalar(
+                select(AlertSource).where(AlertSource.token_hash == digest, AlertSource.kind == "push")
+            )
+        if source is None or not source.active or not hmac.compare_digest(source.token_hash or "", digest):
+            raise Unauthenticated("预警来源令牌不正确或已停用", code="alert_source.bad_token")
+        return source
+
+    async def manual_source(self) -> int:
+        """The source that messages injected from the page (tests, hand-made alerts) are recorded under."""
+        async with self._sessions.begin() as session:
+            found = await session.scalar(select(AlertSource.id).where(AlertSource.kind == "manual"))
+            if found is not None:
+                return found
+            source = AlertSource(name="页面注入", kind="manual", active=True, created_at=self._clock.now())
+            session.add(source)
+            await session.flush()
+            return source.id
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    async def receive(self, source_id: int, data: bytes, *, origin: str = "") -> Receipt:
+        """Use one message whole, or refuse it (:class:`CapRefused`, recorded with its reason) and use none of it."""
+        now = self._clock.now()
+        try:
+            # Off the event loop: schema validation of a large message is CPU work.
+            message = await asyncio.to_thread(parse_cap, data, max_bytes=self.config.max_bytes)
+        except CapRefused as refused:
+            await self._refuse(source_id, refused, data, origin, now)
+            raise
+        async with self._sessions.begin() as session:
+            existing = await session.scalar(
+                select(AlertMessage).where(
+                    AlertMessage.sender == message.sender, AlertMessage.identifier == message.identifier
+                )
+            )
+            if existing is not None:
+                return Receipt(existing.id, True, existing.state, "重复的消息（同一发布者、同一标识），已忽略")
+        try:
+            return await self._handle(source_id, message, data, now)
+        except _AlreadyReceived:
+            # The same message arriving twice at once: the other copy was recorded first.
+            async with self._sessions() as session:
+                existing = await session.scalar(
+                    select(AlertMessage).where(
+                        AlertMessage.sender == message.sender, AlertMessage.identifier == message.identifier
+                    )
+                )
+            assert existing is not None
+            return Receipt(existing.id, True, existing.state, "重复的消息（同一发布者、同一标识），已忽略")
+
+    async def _refuse(self, source_id: int, refused: CapRefused, data: bytes, origin: str, now: datetime) -> None:
+        async with self._sessions.begin() as session:
+            refusal = AlertRefusal(
+                source_id=source_id,
+                received_at=now,
+                code=refused.code[:32],
+                reason=refused.reason,
+                origin=origin[:1024],
+                excerpt=data[:EXCERPT_CHARS].decode("utf-8", "replace"),
+            )
+            session.add(refusal)
+            await session.flush()
+            audit.record(
+                session, SYSTEM_ACTOR, at=now, action="alert.refuse", object_type="alert_refusal",
+                object_id=refusal.id, detail={"source_id": source_id, "code": refused.code, "reason": refused.reason},
+            )  # fmt: skip
+
+    async def _handle(self, source_id: int, message: CapMessage, data: bytes, now: datetime) -> Receipt:
+        row = self._row(source_id, message, data, now)
+        async with self._sessions.begin() as session:
+            source = await session.get(AlertSource, source_id)
+            if source is not None:
+                source.last_message_at = now
+                if message.status == "System":
+                    source.last_heartbeat_at = now
+            session.add(row)
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise _AlreadyReceived from None
+            audit.record(
+                session, SYSTEM_ACTOR, at=now, action="alert.receive", object_type="alert", object_id=row.id,
+                detail={"source_id": source_id, "identifier": message.identifier, "sender": message.sender,
+                        "status": message.status, "msg_type": message.msg_type},
+            )  # fmt: skip
+            stopped: list[int] = []
+            if message.msg_type in ("Update", "Cancel"):
+                stopped = await self._close_referenced(session, message, row, now)
+            if message.msg_type in ("Alert", "Update") and message.status in AIRING_STATUSES:
+                await self._decide(session, message, row, now)
+            else:
+                row.state, row.state_reason = "recorded", _recorded_reason(message)
+            message_id = row.id
+        for broadcast_id in stopped:
+            await self._stop(broadcast_id, "预警已撤销" if message.msg_type == "Cancel" else "预警已更新")
+        if row.action == "auto" and row.state == "aired":
+            await self._air(message_id)
+        async with self._sessions() as session:
+            final = await session.get(AlertMessage, message_id)
+            assert final is not None
+            return Receipt(message_id, False, final.state, final.state_reason)
+
+    def _row(self, source_id: int, message: CapMessage, data: bytes, now: datetime) -> AlertMessage:
+        info = message.chosen_info()
+        return AlertMessage(
+            source_id=source_id,
+            identifier=message.identifier,
+            sender=message.sender,
+            sent=message.sent,
+            status=message.status,
+            msg_type=message.msg_type,
+            references=[[ref.sender, ref.identifier, ref.sent] for ref in message.references],
+            event=(info.event if info else "")[:255],
+            severity=info.severity if info else "",
+            urgency=info.urgency if info else "",
+            certainty=info.certainty if info else "",
+            headline=info.headline if info else "",
+            level=level_of(info) if info else "",
+            expires=info.expires if info else None,
+            received_at=now,
+            xml=data.decode("utf-8", "replace"),
+            state="recorded",
+            state_reason="",
+            matched=[],
+            zone_ids=[],
+            broadcast_ids=[],
+        )
+
+    async def _close_referenced(
+        self, session: AsyncSession, message: CapMessage, row: AlertMessage, now: datetime
+    ) -> list[int]:
+        """Mark what an Update or Cancel refers to (same sender only); returns the broadcasts to stop."""
+        to_stop: list[int] = []
+        state = "cancelled" if message.msg_type == "Cancel" else "superseded"
+        for reference in message.references:
+            if reference.sender != message.sender:
+                continue  # one sender may not cancel another's warning
+            earlier = await session.scalar(
+                select(AlertMessage).where(
+                    AlertMessage.sender == reference.sender, AlertMessage.identifier == reference.identifier
+                )
+            )
+            if earlier is None or earlier.state in ("cancelled", "superseded"):
+                continue
+            to_stop += earlier.broadcast_ids or []
+            earlier.state = state
+            earlier.state_reason = f"被 {message.identifier} {'撤销' if state == 'cancelled' else '更新'}"
+            earlier.replaced_by_id = row.id
+            earlier.ended_at = now
+            audit.record(
+                session, SYSTEM_ACTOR, at=now, action=f"alert.{state}", object_type="alert", object_id=earlier.id,
+                detail={"by": row.id, "broadcasts_stopped": earlier.broadcast_ids or []},
+            )  # fmt: skip
+        return to_stop
+
+    async def _decide(self, session: AsyncSession, message: CapMessage, row: AlertMessage, now: datetime) -> None:
+        info = message.chosen_info()
+        assert info is not None  # our rules require an info for an airing status
+        if info.expires is not None and info.expires <= now:
+            row.state, row.state_reason = "expired", "收到时已过失效时间，不播出"
+            return
+        matches = match_places([area for area in info.areas], await _places(session))
+        row.matched = [
+            {"village_id": m.place.village_id, "village": m.place.village, "township": m.place.township, "why": m.why}
+            for m in matches
+        ]
+        test = message.status in TEST_STATUSES
+        zone_ids = await _zones(session, [m.place.village_id for m in matches], test_only=test)
+        row.zone_ids = zone_ids
+        rule = decide(await self.policy_rows(session), info)
+        row.policy_rule_id = rule.id if rule else None
+        row.action = rule.action if rule else "record"
+        lead, body = spoken_text(info, max_chars=self.config.max_spoken_chars, test=test)
+        row.spoken_lead, row.spoken_text = lead, body
+        if not matches:
+            row.state, row.state_reason = "recorded", "预警区域没有匹配到本县的村，仅记录"
+        elif not zone_ids:
+            row.state = "recorded"
+            row.state_reason = "测试/演练消息只在测试分区播出，匹配的村没有测试分区" if test else "匹配的村没有播出分区"
+        elif row.action == "auto":
+            row.state, row.state_reason = "aired", "按策略自动播出"
+        elif row.action == "review":
+            row.state, row.state_reason = "pending", "按策略等待审核人放行"
+        else:
+            row.state, row.state_reason = "recorded", "按策略仅记录"
+        row.decided_at = now
+        audit.record(
+            session, SYSTEM_ACTOR, at=now, action="alert.decide", object_type="alert", object_id=row.id,
+            detail={"action": row.action, "rule_id": row.policy_rule_id, "state": row.state,
+                    "villages": len(matches), "zones": zone_ids},
+        )  # fmt: skip
+
+    async def _air(self, message_id: int) -> None:
+        """Hand the alert to broadcasting; a failure there is recorded on the alert, never lost silently."""
+        if self._broadcaster is None:
+            raise RuntimeError("alerts: no broadcaster connected")
+        author_id = await self._system_user()
+        async with self._sessions() as session:
+            row = await session.get(AlertMessage, message_id)
+            assert row is not None
+            title, text, zone_ids = row.spoken_lead or row.event, row.spoken_text or "", list(row.zone_ids)
+        try:
+            notice_id, broadcast_id = await self._broadcaster.air(
+                author_id=author_id, title=title, text=text, zone_ids=zone_ids
+            )
+        except Exception as exc:
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            async with self._sessions.begin() as session:
+                row = await session.get(AlertMessage, message_id)
+                assert row is not None
+                row.state, row.state_reason = "recorded", f"未能播出：{reason}"
+                audit.record(
+                    session, SYSTEM_ACTOR, at=self._clock.now(), action="alert.air_failed", object_type="alert",
+                    object_id=message_id, detail={"error": str(exc)},
+                )  # fmt: skip
+            raise
+        async with self._sessions.begin() as session:
+            row = await session.get(AlertMessage, message_id)
+            assert row is not None
+            row.notice_id = notice_id
+            row.broadcast_ids = [*(row.broadcast_ids or []), broadcast_id]
+            audit.record(
+                session, SYSTEM_ACTOR, at=self._clock.now(), action="alert.air", object_type="alert",
+                object_id=message_id, detail={"notice_id": notice_id, "broadcast_id": broadcast_id},
+            )  # fmt: skip
+            cancelled_meanwhile = row.state in ("cancelled", "superseded")
+        if cancelled_meanwhile:
+            # A Cancel that arrived while this one was being rendered finds no broadcast yet: stop it now.
+            await self._stop(broadcast_id, "预警已撤销")
+
+    async def _stop(self, broadcast_id: int, reason: str) -> None:
+        if self._broadcaster is not None:
+            await self._broadcaster.stop(broadcast_id, reason)
+
+    async def _system_user(self) -> int:
+        async with self._sessions() as session:
+            found = await session.scalar(select(User.id).where(User.username == SYSTEM_USERNAME))
+        if found is not None:
+            return found
+        try:
+            async with self._sessions.begin() as session:
+                user = User(
+                    username=SYSTEM_USERNAME,
+                    display_name=SYSTEM_DISPLAY_NAME,
+                    password_hash="!",  # never a valid hash: nobody signs in as the system
+                    active=False,
+                    county_wide=True,
+                    can_emergency=True,
+                    created_at=self._clock.now(),
+                )
+                session.add(user)
+                await session.flush()
+                return user.id
+        except IntegrityError:
+            async with self._sessions() as session:
+                again = await session.scalar(select(User.id).where(User.username == SYSTEM_USERNAME))
+            assert again is not None
+            return again
+
+    async def audit_injection(self, actor: Actor, message_id: int) -> None:
+        """Who injected a test alert from the page (the message itself is recorded as any other)."""
+        async with self._sessions.begin() as session:
+            audit.record(
+                session, actor, at=self._clock.now(), action="alert.inject_test", object_type="alert",
+                object_id=message_id,
+            )  # fmt: skip
+
+    # -- people's decisions -------------------------------------------------------------------------
+
+    async def release(self, principal: Principal, message_id: int) -> AlertMessage:
+        """An approver releases a 待审核 alert: it airs now, by the emergency path."""
+        principal.require_role("approver", "admin")
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await self._load(session, message_id)
+            if row.state != "pending":
+                raise Conflict("只有待审核的预警才能放行", code="alert.not_pending")
+            if row.expires is not None and row.expires <= now:
+                row.state, row.state_reason = "expired", "已过失效时间，不再播出"
+                return row
+            row.state, row.state_reason = "aired", f"由{principal.display_name}放行播出"
+            row.decided_by, row.decided_at = principal.user_id, now
+            audit.record(
+                session, principal.actor, at=now, action="alert.release", object_type="alert", object_id=row.id
+            )
+        await self._air(message_id)
+        return await self.get(message_id)
+
+    async def reject(self, principal: Principal, message_id: int) -> AlertMessage:
+        principal.require_role("approver", "admin")
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await self._load(session, message_id)
+            if row.state != "pending":
+                raise Conflict("只有待审核的预警才能不予放行", code="alert.not_pending")
+            row.state, row.state_reason = "rejected", f"{principal.display_name}决定不播出"
+            row.decided_by, row.decided_at = principal.user_id, now
+            audit.record(session, principal.actor, at=now, action="alert.reject", object_type="alert", object_id=row.id)
+        return await self.get(message_id)
+
+    async def cancel(self, principal: Principal, message_id: int) -> AlertMessage:
+        """An admin cancels an alert by hand: out of every queue, stopped where it plays (audited)."""
+        principal.require_role("admin")
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await self._load(session, message_id)
+            if row.state not in ("aired", "pending"):
+                raise Conflict("这条预警没有在播出或等待，无需撤销", code="alert.not_active")
+            row.state, row.state_reason = "cancelled", f"由{principal.display_name}手动撤销"
+            row.ended_at = now
+            broadcasts = list(row.broadcast_ids or [])
+            audit.record(
+                session, principal.actor, at=now, action="alert.cancel", object_type="alert", object_id=row.id,
+                detail={"broadcasts_stopped": broadcasts},
+            )  # fmt: skip
+        for broadcast_id in broadcasts:
+            await self._stop(broadcast_id, f"预警由{principal.display_name}手动撤销")
+        return await self.get(message_id)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _load(self, session: AsyncSession, message_id: int) -> AlertMessage:
+        row = await session.get(AlertMessage, message_id)
+        if row is None:
+            raise NotFound("预警信息不存在")
+        return row
+
+    async def get(self, message_id: int) -> AlertMessage:
+        async with self._sessions() as session:
+            return await self._load(session, message_id)
+
+    async def list_messages(self, *, limit: int = 200) -> list[AlertMessage]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(AlertMessage).order_by(AlertMessage.received_at.desc(), AlertMessage.id.desc()).limit(limit)
+            )
+            return list(rows.all())
+
+    async def list_refusals(self, *, limit: int = 50) -> list[AlertRefusal]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(AlertRefusal).order_by(AlertRefusal.received_at.desc(), AlertRefusal.id.desc()).limit(limit)
+            )
+            return list(rows.all())
+
+    async def list_sources(self) -> list[AlertSource]:
+        async with self._sessions() as session:
+            return list((await session.scalars(select(AlertSource).order_by(AlertSource.id))).all())
+
+    async def policy_rows(self, session: AsyncSession | None = None) -> list[PolicyRow]:
+        if session is None:
+            async with self._sessions() as own:
+                return await self.policy_rows(own)
+        rules = (await session.scalars(select(AlertPolicyRule).order_by(AlertPolicyRule.position))).all()
+        return [
+            PolicyRow(
+                id=rule.id,
+                event=rule.event,
+                severities=tuple(rule.severities or ()),
+                urgencies=tuple(rule.urgencies or ()),
+                certainties=tuple(rule.certainties or ()),
+                action=rule.action,
+                repeat_every_min=rule.repeat_every_min,
+                max_plays=rule.max_plays,
+                repeats_in_quiet_hours=rule.repeats_in_quiet_hours,
+            )
+            for rule in rules
+        ]
+
+
+def _recorded_reason(message: CapMessage) -> str:
+    if message.status == "System":
+        return "系统消息（心跳），仅记录"
+    if message.status == "Draft":
+        return "草稿消息，不播出"
+    if message.msg_type == "Cancel":
+        return "撤销消息"
+    return f"{message.msg_type} 消息，仅记录"
+
+
+async def _places(session: AsyncSession) -> list[Place]:
+    rows = await session.execute(
+        select(Village.id, Village.name, Township.name, Village.code, Village.latitude, Village.longitude)
+        .join(Township, Village.township_id == Township.id)
+        .order_by(Village.id)
+    )
+    return [Place(*row) for row in rows.all()]
+
+
+async def _zones(session: AsyncSession, village_ids: Sequence[int], *, test_only: bool) -> list[int]:
+    if not village_ids:
+        return []
+    statement = select(Zone.id).where(Zone.village_id.in_(village_ids))
+    if test_only:
+        statement = statement.where(Zone.is_test.is_(True))
+    return list((await session.scalars(statement.order_by(Zone.id))).all())
+
+
+def receipt_json(receipt: Receipt) -> dict[str, Any]:
+    return {
+        "message_id": receipt.message_id,
+        "duplicate": receipt.duplicate,
+        "state": receipt.state,
+        "reason": receipt.reason,
+    }
