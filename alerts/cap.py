@@ -158,22 +158,100 @@ def parse_cap(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CapMessage:
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
-        raise CapRefused(f"不是格式正确的 XML：{exc.msg}", code="cap.xml", detail=str(exc)) from None
+        raise CapRefused(f"不是格式正确的 XML（第 {exc.lineno} 行）", code="cap.xml", detail=str(exc)) from None
     if root.tag != f"{{{CAP_NS}}}alert":
         raise CapRefused(
-            "不是 CAP 1.2 预警消息（根元素应为 urn:oasis:names:tc:emergency:cap:1.2 的 alert）",
+            "不是 CAP 1.2 预警消息（根元素不是 CAP 1.2 的预警）",
             code="cap.not_cap12",
             detail=f"root element {root.tag!s}",
         )
     schema = _schema()
     if not schema.validate(root):
         error = schema.error_log.last_error
-        where = f"第 {error.line} 行" if error is not None else ""
         problem = error.message if error is not None else "unknown"
-        raise CapRefused(f"不符合 CAP 1.2 规范（{where}）：{problem}", code="cap.schema", detail=problem)
+        line = error.line if error is not None else 0
+        raise CapRefused(schema_reason(problem, line), code="cap.schema", detail=f"line {line}: {problem}")
     message = _read(root)
     check_rules(message)
     return message
+
+
+# What the elements are called on the page (the schema's messages name them in English, for the log).
+ELEMENT_LABELS = {
+    "alert": "预警",
+    "identifier": "标识",
+    "sender": "发布者",
+    "sent": "发布时间",
+    "status": "状态",
+    "msgType": "消息类型",
+    "source": "来源",
+    "scope": "范围",
+    "restriction": "限制",
+    "addresses": "收件方",
+    "code": "代码",
+    "note": "备注",
+    "references": "引用",
+    "incidents": "事件编号",
+    "info": "预警内容",
+    "language": "语言",
+    "category": "类别",
+    "event": "事件",
+    "responseType": "建议行动",
+    "urgency": "紧急程度",
+    "severity": "严重程度",
+    "certainty": "确定性",
+    "audience": "受众",
+    "eventCode": "事件代码",
+    "effective": "生效时间",
+    "onset": "开始时间",
+    "expires": "失效时间",
+    "senderName": "发布单位",
+    "headline": "标题",
+    "description": "描述",
+    "instruction": "防御指引",
+    "web": "网址",
+    "contact": "联系方式",
+    "parameter": "参数",
+    "resource": "附件",
+    "area": "区域",
+    "areaDesc": "区域描述",
+    "polygon": "多边形",
+    "circle": "圆形",
+    "geocode": "地理编码",
+    "altitude": "高度",
+    "ceiling": "上限高度",
+    "valueName": "名称",
+    "value": "值",
+}
+_ELEMENT = re.compile(r"Element '(?:\{[^}]*\})?(\w+)'")
+_EXPECTED = re.compile(r"Expected is(?: one of)? \((.*?)\)")
+
+
+def _label(name: str) -> str:
+    return f"「{ELEMENT_LABELS.get(name, '未知元素')}」"
+
+
+def schema_reason(problem: str, line: int) -> str:
+    """The schema's complaint in Chinese for the page (the English original goes to the log as the detail)."""
+    where = f"第 {line} 行" if line else "消息中"
+    found = _ELEMENT.search(problem)
+    element = _label(found.group(1)) if found else "某个元素"
+    expected = _EXPECTED.search(problem)
+    wanted = ""
+    if expected:
+        names = [part.strip().split("}")[-1] for part in expected.group(1).split(",")]
+        wanted = "、".join(_label(name) for name in names if name)
+    if "Missing child element" in problem:
+        what = f"{element}缺少必需的内容{f'（应有{wanted}）' if wanted else ''}"
+    elif "not expected" in problem:
+        what = f"{element}出现的位置不对，或缺少前面必需的元素{f'（此处应为{wanted}）' if wanted else ''}"
+    elif "dateTime" in problem or "pattern" in problem:
+        what = f"{element}的时间格式不对（应为 2026-12-05T06:00:00+08:00 这样的格式）"
+    elif "enumeration" in problem or "not an element of the set" in problem:
+        what = f"{element}的取值不在规范允许的范围内"
+    else:
+        what = f"{element}不符合规范"
+    return f"不符合 CAP 1.2 规范（{where}）：{what}"
 
 
 # -- reading a validated tree ------------------------------------------------------------------
@@ -265,7 +343,7 @@ def _references(value: str) -> tuple[Reference, ...]:
     for entry in value.split():
         parts = entry.split(",")
         if len(parts) != 3:
-            raise CapRefused(f"references 的每一项应为“发布者,标识,时间”：{entry}", code="cap.references")
+            raise CapRefused(f"「引用」的每一项应为“发布者,标识,时间”：{entry}", code="cap.references")
         references.append(Reference(*parts))
     return tuple(references)
 
@@ -300,12 +378,13 @@ def check_rules(message: CapMessage) -> None:
     """What the schema cannot say; :class:`CapRefused` on the first rule broken."""
     for name, value in (("identifier", message.identifier), ("sender", message.sender)):
         if not value or _RESTRICTED.search(value):
-            raise CapRefused(f"{name} 不能为空，也不能含空格、逗号、< 或 &", code=f"cap.{name}")
+            raise CapRefused(f"{_label(name)}不能为空，也不能含空格、逗号、< 或 &", code=f"cap.{name}")
     if message.msg_type in ("Update", "Cancel", "Ack", "Error") and not message.references:
-        raise CapRefused(f"{message.msg_type} 消息必须在 references 中指明所针对的消息", code="cap.references")
+        kind = {"Update": "更新", "Cancel": "撤销", "Ack": "确认", "Error": "错误"}[message.msg_type]
+        raise CapRefused(f"{kind}消息必须在「引用」中指明所针对的消息", code="cap.references")
     if message.msg_type in ("Alert", "Update") and message.status in ("Actual", "Exercise", "Test"):
         if not message.infos:
-            raise CapRefused("预警消息没有 info 部分，无从播出", code="cap.no_info")
+            raise CapRefused("预警消息没有「预警内容」，无从播出", code="cap.no_info")
     for info in message.infos:
         if info.expires is not None and info.expires <= message.sent:
-            raise CapRefused("失效时间（expires）早于发布时间（sent）", code="cap.expires")
+            raise CapRefused("失效时间早于发布时间", code="cap.expires")

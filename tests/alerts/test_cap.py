@@ -121,3 +121,12 @@ def test_our_own_rules_refuse_what_the_schema_lets_through(old: str, new: str, c
     with pytest.raises(CapRefused) as refused:
         parse_cap(data)
     assert refused.value.code == code
+
+
+def test_the_schemas_complaint_is_told_in_chinese_and_kept_in_english_for_the_log() -> None:
+    with pytest.raises(CapRefused) as refused:
+        parse_cap(cap_bytes("cn-malformed.xml"))
+    assert refused.value.reason == (
+        "不符合 CAP 1.2 规范（第 8 行）：「范围」出现的位置不对，或缺少前面必需的元素（此处应为「消息类型」）"
+    )
+    assert refused.value.detail is not None and "msgType" in refused.value.detail

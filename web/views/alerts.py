@@ -33,7 +33,7 @@ READERS = ("admin", "approver", "leader", "staff")
 DECIDERS = ("approver", "admin")
 NAV = (keys.NavItem("预警信息", "/alerts", READERS),)
 CAP_CONTENT_TYPES = ("", "application/xml", "text/xml", "application/cap+xml", "application/octet-stream")
-SOURCE_KIND_LABELS = {"push": "推送（HTTP）", "pull": "订阅拉取", "folder": "文件夹", "manual": "页面注入"}
+SOURCE_KIND_LABELS = {"push": "推送", "pull": "订阅拉取", "folder": "文件夹", "manual": "页面注入"}
 
 
 class SourceIn(ApiModel):
@@ -91,7 +91,7 @@ async def push_cap(request: web.Request) -> web.Response:
         )  # fmt: skip
     data = await read_body(request, service.config.max_bytes)
     try:
-        receipt = await service.receive(source.id, data, origin=f"push {request.remote or ''}".strip())
+        receipt = await service.receive(source.id, data, origin=f"推送 {request.remote or ''}".strip())
     except CapRefused as refused:
         raise InvalidInput(refused.reason, code=refused.code, detail=refused.detail) from None
     return json_response(receipt_json(receipt), status=200 if receipt.duplicate else 202)
@@ -227,7 +227,7 @@ def test_alert_xml(headline: str, area_code: str, now: datetime) -> bytes:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
   <identifier>{identifier}</identifier>
-  <sender>cunxiang-test</sender>
+  <sender>村响页面注入</sender>
   <sent>{sent.isoformat()}</sent>
   <status>Test</status>
   <msgType>Alert</msgType>
