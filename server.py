@@ -1,7 +1,7 @@
 """村响's composition root: every part built from the settings, in dependency order, and handed down explicitly.
 
 settings → database → accounts and areas → speech → hotline → cases →
-broadcasting → schedules → web app. One pattern for every part: it reads its
+broadcasting → schedules → alerts → web app. One pattern for every part: it reads its
 own section of the settings once (``XConfig.from_settings``, next to the
 part's code; a config keeps a settings section whole where the part uses it as
 it is, and adds what is derived, such as paths), and its ``build_x(config,
@@ -128,6 +128,7 @@ class Runtime:
             *self.broadcasting.worker_services,
             *self.schedules.worker_services,
             *self.broadcasting.after_catch_up_services,
+            *self.alerts.worker_services,
         ]
 
 
@@ -201,6 +202,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         AlertsConfig.from_settings(settings),
         sessions=sessions,
         clock=clock,
+        health=health,
         broadcaster=EmergencyAirer(broadcasting),
     )
     return Runtime(

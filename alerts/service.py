@@ -117,12 +117,24 @@ class AlertService:
     # -- sources ------------------------------------------------------------------------------
 
     async def create_source(
-        self, actor: Actor, *, name: str, kind: str, url: str | None = None, folder: str | None = None
+        self,
+        actor: Actor,
+        *,
+        name: str,
+        kind: str,
+        url: str | None = None,
+        folder: str | None = None,
+        poll_interval_s: int = 60,
+        silent_after_s: int | None = None,
     ) -> tuple[AlertSource, str | None]:
         """A new source; a push source's token is returned once (only its hash is kept)."""
         name = name.strip()
         if not name or len(name) > 64:
             raise InvalidInput("来源名称不能为空，最多64个字", fields={"name": "1到64个字"})
+        if kind == "pull" and not (url and url.startswith(("http://", "https://"))):
+            raise InvalidInput("订阅拉取的来源需要 http 或 https 地址", fields={"url": "需要网址"})
+        if kind == "folder" and not folder:
+            raise InvalidInput("文件夹来源需要文件夹路径", fields={"folder": "需要路径"})
         token = secrets.token_urlsafe(32) if kind == "push" else None
         now = self._clock.now()
         source = AlertSource(
@@ -132,7 +144,8 @@ class AlertService:
             token_hash=hash_token(token) if token else None,
             url=url,
             folder=folder,
-            poll_interval_s=60,
+            poll_interval_s=poll_interval_s,
+            silent_after_s=silent_after_s,
             created_at=now,
         )
         try:
@@ -141,11 +154,60 @@ class AlertService:
                 await session.flush()
                 audit.record(
                     session, actor, at=now, action="alert_source.create", object_type="alert_source",
-                    object_id=source.id, detail={"name": name, "kind": kind},
+                    object_id=source.id, detail={"name": name, "kind": kind, "url": url, "folder": folder},
                 )  # fmt: skip
         except IntegrityError:
             raise Conflict("已有同名的预警来源", code="alert_source.exists", fields={"name": "已存在"}) from None
         return source, token
+
+    async def sources_of_kind(self, kind: str) -> list[AlertSource]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(AlertSource)
+                .where(AlertSource.kind == kind, AlertSource.active.is_(True))
+                .order_by(AlertSource.id)
+            )
+            return list(rows.all())
+
+    async def note_poll(
+        self, source_id: int, *, error: str | None = None, etag: str | None = None, last_modified: str | None = None
+    ) -> None:
+        """A poll or scan happened: its time, its error (None clears it), the feed's validators for next time."""
+        async with self._sessions.begin() as session:
+            source = await session.get(AlertSource, source_id)
+            if source is None:
+                return
+            source.last_polled_at = self._clock.now()
+            source.last_error = error
+            if etag is not None:
+                source.etag = etag[:255]
+            if last_modified is not None:
+                source.last_modified = last_modified[:64]
+
+    async def silent_sources(self) -> list[AlertSource]:
+        """Active sources that have sent nothing (not even a heartbeat) for longer than their setting."""
+        now = self._clock.now()
+        return [
+            source
+            for source in await self.list_sources()
+            if source.active
+            and source.silent_after_s is not None
+            and (now - (source.last_message_at or source.created_at)).total_seconds() > source.silent_after_s
+        ]
+
+    async def health(self) -> dict[str, Any]:
+        """/healthz: a silent source makes alerts down (warnings may be missed); a failed poll degraded."""
+        silent = await self.silent_sources()
+        failing = [source for source in await self.list_sources() if source.active and source.last_error]
+        problems = [
+            f"{source.name}: silent since {(source.last_message_at or source.created_at).isoformat(timespec='seconds')}"
+            for source in silent
+        ] + [f"{source.name}: {source.last_error}" for source in failing]
+        status = "down" if silent else "degraded" if failing else "ok"
+        result: dict[str, Any] = {"status": status, "required": False}
+        if problems:
+            result["detail"] = "; ".join(problems)
+        return result
 
     async def source_for_token(self, authorization: str | None) -> AlertSource:
         scheme, _, token = (authorization or "").partition(" ")

@@ -152,6 +152,7 @@ async def alerts_page(request: web.Request) -> web.Response:
             "rows": await service.list_messages(),
             "refusals": await service.list_refusals(),
             "sources": await service.list_sources(),
+            "silent_ids": {source.id for source in await service.silent_sources()},
             "STATE_LABELS": ALERT_STATE_LABELS,
             "ACTION_LABELS": ALERT_ACTION_LABELS,
             "SEVERITY_LABELS": SEVERITY_LABELS,
@@ -210,6 +211,7 @@ async def source_form(request: web.Request) -> web.StreamResponse:
             "rows": await service.list_messages(),
             "refusals": await service.list_refusals(),
             "sources": await service.list_sources(),
+            "silent_ids": {source.id for source in await service.silent_sources()},
             "STATE_LABELS": ALERT_STATE_LABELS,
             "ACTION_LABELS": ALERT_ACTION_LABELS,
             "SEVERITY_LABELS": SEVERITY_LABELS,
@@ -271,11 +273,19 @@ async def test_alert_form(request: web.Request) -> web.StreamResponse:
 
 
 async def todo(request: web.Request, me: Principal) -> list[keys.TodoItem]:
-    """Alerts waiting for an approver's release (urgent: a warning does not wait well)."""
+    """Alerts waiting for an approver's release (urgent: a warning does not wait well); for admins, sources that
+    have gone silent longer than their setting (warnings may be missed)."""
     if not me.has_role(*DECIDERS):
         return []
-    waiting = [row for row in await request.app[ALERTS].list_messages() if row.state == "pending"]
-    return [keys.TodoItem("待放行的预警信息", len(waiting), "/alerts", urgent=bool(waiting))] if waiting else []
+    service = request.app[ALERTS]
+    items = []
+    waiting = [row for row in await service.list_messages() if row.state == "pending"]
+    if waiting:
+        items.append(keys.TodoItem("待放行的预警信息", len(waiting), "/alerts", urgent=True))
+    if me.has_role("admin"):
+        for source in await service.silent_sources():
+            items.append(keys.TodoItem(f"预警来源“{source.name}”长时间没有消息", 1, "/alerts", urgent=True))
+    return items
 
 
 def add_routes(routes: Routes) -> None:
