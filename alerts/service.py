@@ -33,6 +33,7 @@ from accounts.principal import Principal
 from alerts.areas import Place, match_places
 from alerts.cap import DEFAULT_MAX_BYTES, CapMessage, CapRefused, parse_cap
 from alerts.policy import PolicyRow, decide, level_of, spoken_text
+from alerts.signatures import load_certificate, verify_signature
 from areas.addresses import hash_token
 from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, Unauthenticated
@@ -126,8 +127,12 @@ class AlertService:
         folder: str | None = None,
         poll_interval_s: int = 60,
         silent_after_s: int | None = None,
+        certificate_pem: str | None = None,
     ) -> tuple[AlertSource, str | None]:
-        """A new source; a push source's token is returned once (only its hash is kept)."""
+        """A new source; a push source's token is returned once (only its hash is kept).
+
+        With ``certificate_pem`` every message from it must be signed by that certificate's key.
+        """
         name = name.strip()
         if not name or len(name) > 64:
             raise InvalidInput("来源名称不能为空，最多64个字", fields={"name": "1到64个字"})
@@ -135,6 +140,11 @@ class AlertService:
             raise InvalidInput("订阅拉取的来源需要 http 或 https 地址", fields={"url": "需要网址"})
         if kind == "folder" and not folder:
             raise InvalidInput("文件夹来源需要文件夹路径", fields={"folder": "需要路径"})
+        if certificate_pem:
+            try:
+                load_certificate(certificate_pem)
+            except ValueError:
+                raise InvalidInput("证书不是有效的 PEM 格式", fields={"certificate_pem": "不是有效的证书"}) from None
         token = secrets.token_urlsafe(32) if kind == "push" else None
         now = self._clock.now()
         source = AlertSource(
@@ -146,6 +156,7 @@ class AlertService:
             folder=folder,
             poll_interval_s=poll_interval_s,
             silent_after_s=silent_after_s,
+            certificate_pem=certificate_pem or None,
             created_at=now,
         )
         try:
@@ -238,9 +249,13 @@ class AlertService:
     async def receive(self, source_id: int, data: bytes, *, origin: str = "") -> Receipt:
         """Use one message whole, or refuse it (:class:`CapRefused`, recorded with its reason) and use none of it."""
         now = self._clock.now()
+        async with self._sessions() as session:
+            certificate = await session.scalar(select(AlertSource.certificate_pem).where(AlertSource.id == source_id))
         try:
-            # Off the event loop: schema validation of a large message is CPU work.
+            # Off the event loop: schema validation and signature checks of a large message are CPU work.
             message = await asyncio.to_thread(parse_cap, data, max_bytes=self.config.max_bytes)
+            if certificate:
+                await asyncio.to_thread(verify_signature, data, certificate)
         except CapRefused as refused:
             await self._refuse(source_id, refused, data, origin, now)
             raise

@@ -62,6 +62,8 @@ class AlertSource(Base):
     url: Mapped[str | None] = mapped_column(String(1024))
     folder: Mapped[str | None] = mapped_column(String(1024))
     poll_interval_s: Mapped[int] = mapped_column(Integer, default=60)
+    # The sender's certificate (PEM): when set, every message must carry a valid XML signature by its key.
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
     # Conditional requests: what the feed said last time.
     etag: Mapped[str | None] = mapped_column(String(255))
     last_modified: Mapped[str | None] = mapped_column(String(64))

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("url", sa.String(length=1024), nullable=True),
         sa.Column("folder", sa.String(length=1024), nullable=True),
         sa.Column("poll_interval_s", sa.Integer(), nullable=False),
+        sa.Column("certificate_pem", sa.Text(), nullable=True),
         sa.Column("etag", sa.String(length=255), nullable=True),
         sa.Column("last_modified", sa.String(length=64), nullable=True),
         sa.Column("silent_after_s", sa.Integer(), nullable=True),
