@@ -255,6 +255,11 @@ class EmergencyAirer:
     async def stop(self, broadcast_id: int, reason: str) -> None:
         await self._dispatcher.cancel(broadcast_id, reason)
 
+    async def replay(self, *, notice_id: int, zone_ids: Sequence[int], author_id: int) -> int:
+        return await self._dispatcher.request(
+            notice_id=notice_id, zone_ids=zone_ids, origin="emergency", requested_by=author_id
+        )
+
 
 @contextlib.asynccontextmanager
 async def opened_runtime(settings: Settings) -> AsyncIterator[Runtime]:

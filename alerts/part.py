@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.service import AlertBroadcaster, AlertsConfig, AlertService
-from alerts.sources import FeedPoller, FolderWatcher
+from alerts.sources import FeedPoller, FolderWatcher, RepeatRunner
 from common.clock import Clock
 from common.health import HealthRegistry
 from common.lifecycle import Service
@@ -36,4 +36,7 @@ def build_alerts(
     service = AlertService(sessions, clock, config, broadcaster)
     health.register("alerts", service.health)
     # Only the elected worker fetches: two processes polling one feed would only find duplicates.
-    return Alerts(service=service, worker_services=[FeedPoller(service, clock), FolderWatcher(service)])
+    return Alerts(
+        service=service,
+        worker_services=[FeedPoller(service, clock), FolderWatcher(service), RepeatRunner(service)],
+    )

@@ -21,9 +21,10 @@ import asyncio
 import hmac
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -72,16 +73,26 @@ class AlertBroadcaster(Protocol):
         """Take the broadcast out of every queue and stop it where it plays, recording ``reason``."""
         ...
 
+    async def replay(self, *, notice_id: int, zone_ids: Sequence[int], author_id: int) -> int:
+        """Queue the same (already rendered) notice again in ``zone_ids`` at emergency priority; the broadcast id."""
+        ...
+
 
 @dataclass(frozen=True)
 class AlertsConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     # The spoken text's cap (headline and instruction first, then as much description as fits).
     max_spoken_chars: int = 600
+    # Wall-clock rules (the townships' quiet hours, for repeats) are in this zone.
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertsConfig:
-        return cls(max_bytes=settings.alerts.max_message_bytes, max_spoken_chars=settings.alerts.max_spoken_chars)
+        return cls(
+            max_bytes=settings.alerts.max_message_bytes,
+            max_spoken_chars=settings.alerts.max_spoken_chars,
+            zone=settings.zone,
+        )
 
 
 class _AlreadyReceived(Exception):
@@ -356,6 +367,7 @@ class AlertService:
             matched=[],
             zone_ids=[],
             broadcast_ids=[],
+            plays=0,
         )
 
     async def _close_referenced(
@@ -379,9 +391,10 @@ class AlertService:
             earlier.state_reason = f"被 {message.identifier} {'撤销' if state == 'cancelled' else '更新'}"
             earlier.replaced_by_id = row.id
             earlier.ended_at = now
+            earlier.next_play_at = None  # its remaining repeats are cancelled with it (recorded below)
             audit.record(
                 session, SYSTEM_ACTOR, at=now, action=f"alert.{state}", object_type="alert", object_id=earlier.id,
-                detail={"by": row.id, "broadcasts_stopped": earlier.broadcast_ids or []},
+                detail={"by": row.id, "broadcasts_stopped": earlier.broadcast_ids or [], "plays": earlier.plays},
             )  # fmt: skip
         return to_stop
 
@@ -451,6 +464,8 @@ class AlertService:
             assert row is not None
             row.notice_id = notice_id
             row.broadcast_ids = [*(row.broadcast_ids or []), broadcast_id]
+            row.plays = 1
+            row.next_play_at = self._next_play(row, await self._rule(session, row))
             audit.record(
                 session, SYSTEM_ACTOR, at=self._clock.now(), action="alert.air", object_type="alert",
                 object_id=message_id, detail={"notice_id": notice_id, "broadcast_id": broadcast_id},
@@ -459,6 +474,84 @@ class AlertService:
         if cancelled_meanwhile:
             # A Cancel that arrived while this one was being rendered finds no broadcast yet: stop it now.
             await self._stop(broadcast_id, "预警已撤销")
+
+    @staticmethod
+    async def _rule(session: AsyncSession, row: AlertMessage) -> AlertPolicyRule | None:
+        return await session.get(AlertPolicyRule, row.policy_rule_id) if row.policy_rule_id else None
+
+    def _next_play(self, row: AlertMessage, rule: AlertPolicyRule | None) -> datetime | None:
+        """When the next repeat is due: every ``repeat_every_min``, at most ``max_plays`` in all, before ``expires``."""
+        if rule is None or not rule.repeat_every_min or row.plays >= rule.max_plays:
+            return None
+        due = self._clock.now() + timedelta(minutes=rule.repeat_every_min)
+        return None if row.expires is not None and due >= row.expires else due
+
+    async def repeat_due(self) -> int:
+        """Play every repeat that is due (the repeat runner's step); returns how many were queued.
+
+        A repeat skips the zones whose township is in quiet hours unless the policy row says repeats may sound
+        then (the first play ignores quiet hours: it is an emergency). An alert past ``expires`` has its
+        remaining repeats cancelled, recorded.
+        """
+        if self._broadcaster is None:
+            return 0
+        now = self._clock.now()
+        async with self._sessions() as session:
+            due = (
+                await session.scalars(
+                    select(AlertMessage.id).where(AlertMessage.state == "aired", AlertMessage.next_play_at <= now)
+                )
+            ).all()
+        queued = 0
+        for message_id in due:
+            queued += await self._repeat(message_id, now)
+        return queued
+
+    async def _repeat(self, message_id: int, now: datetime) -> int:
+        assert self._broadcaster is not None
+        async with self._sessions.begin() as session:
+            row = await session.get(AlertMessage, message_id)
+            if row is None or row.state != "aired" or row.next_play_at is None or row.notice_id is None:
+                return 0
+            rule = await self._rule(session, row)
+            if row.expires is not None and row.expires <= now:
+                row.next_play_at = None
+                audit.record(
+                    session, SYSTEM_ACTOR, at=now, action="alert.repeats_cancelled", object_type="alert",
+                    object_id=row.id, detail={"why": "expired", "plays": row.plays},
+                )  # fmt: skip
+                return 0
+            quiet_ok = rule is not None and rule.repeats_in_quiet_hours
+            zone_ids = list(row.zone_ids) if quiet_ok else await self._zones_out_of_quiet(session, row.zone_ids, now)
+            row.plays += 1
+            row.next_play_at = self._next_play(row, rule)
+            notice_id = row.notice_id
+            skipped = sorted(set(row.zone_ids) - set(zone_ids))
+        broadcast_id = None
+        if zone_ids:
+            broadcast_id = await self._broadcaster.replay(
+                notice_id=notice_id, zone_ids=zone_ids, author_id=await self._system_user()
+            )
+        async with self._sessions.begin() as session:
+            row = await session.get(AlertMessage, message_id)
+            assert row is not None
+            if broadcast_id is not None:
+                row.broadcast_ids = [*(row.broadcast_ids or []), broadcast_id]
+            audit.record(
+                session, SYSTEM_ACTOR, at=now, action="alert.repeat", object_type="alert", object_id=message_id,
+                detail={"play": row.plays, "broadcast_id": broadcast_id, "quiet_zones_skipped": skipped},
+            )  # fmt: skip
+        return 1 if broadcast_id is not None else 0
+
+    async def _zones_out_of_quiet(self, session: AsyncSession, zone_ids: Sequence[int], now: datetime) -> list[int]:
+        local = now.astimezone(self.config.zone).time()
+        rows = await session.execute(
+            select(Zone.id, Township.quiet_start, Township.quiet_end)
+            .join(Village, Zone.village_id == Village.id)
+            .join(Township, Village.township_id == Township.id)
+            .where(Zone.id.in_(list(zone_ids)))
+        )
+        return sorted(zone_id for zone_id, start, end in rows.all() if not in_quiet_hours(local, start, end))
 
     async def _stop(self, broadcast_id: int, reason: str) -> None:
         if self._broadcaster is not None:
@@ -540,6 +633,7 @@ class AlertService:
                 raise Conflict("这条预警没有在播出或等待，无需撤销", code="alert.not_active")
             row.state, row.state_reason = "cancelled", f"由{principal.display_name}手动撤销"
             row.ended_at = now
+            row.next_play_at = None
             broadcasts = list(row.broadcast_ids or [])
             audit.record(
                 session, principal.actor, at=now, action="alert.cancel", object_type="alert", object_id=row.id,
@@ -598,6 +692,15 @@ class AlertService:
             )
             for rule in rules
         ]
+
+
+def in_quiet_hours(clock: time, quiet_start: time, quiet_end: time) -> bool:
+    """[quiet_start, quiet_end) in wall-clock time, wrapping past midnight (broadcasting's rule, the same)."""
+    if quiet_start == quiet_end:
+        return False
+    if quiet_start < quiet_end:
+        return quiet_start <= clock < quiet_end
+    return clock >= quiet_start or clock < quiet_end
 
 
 def _recorded_reason(message: CapMessage) -> str:

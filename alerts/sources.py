@@ -258,4 +258,40 @@ def _move(path: Path, into: Path) -> None:
     path.rename(target)
 
 
-__all__ = ["FeedPoller", "FolderWatcher", "feed_links"]
+class RepeatRunner:
+    """Plays the repeats that are due (``AlertService.repeat_due``), every ``tick_s``."""
+
+    name = "alert-repeats"
+
+    def __init__(self, service: AlertService, *, tick_s: float = 5.0) -> None:
+        self._service = service
+        self._tick_s = tick_s
+        self._tasks: BackgroundTasks | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._tasks is not None:
+            return
+        self._stopping.clear()
+        self._tasks = BackgroundTasks("alert-repeats")
+        self._tasks.spawn(self._loop(), "repeat")
+
+    async def stop(self) -> None:
+        if self._tasks is None:
+            return
+        self._stopping.set()
+        tasks, self._tasks = self._tasks, None
+        await tasks.close()
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._service.repeat_due()
+            except Exception:
+                log.exception("playing alert repeats failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._tick_s):
+                    await self._stopping.wait()
+
+
+__all__ = ["FeedPoller", "FolderWatcher", "RepeatRunner", "feed_links"]

@@ -121,6 +121,10 @@ class AlertMessage(Base):
     # The emergency notice and broadcasts that aired it (broadcasting's own records; no key across the domains).
     notice_id: Mapped[int | None] = mapped_column(Integer)
     broadcast_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # Repeats (the policy row's): plays so far, when the next is due (None: no more), and whether they may
+    # sound in quiet hours (only the first play ignores them otherwise).
+    plays: Mapped[int] = mapped_column(Integer, default=0)
+    next_play_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
     # The message that replaced (Update) or cancelled (Cancel) this one.
     replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("alert_messages.id", ondelete="SET NULL"))
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

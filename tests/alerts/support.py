@@ -31,6 +31,7 @@ class RecordingBroadcaster:
 
     aired: list[Aired] = field(default_factory=list)
     stopped: list[tuple[int, str]] = field(default_factory=list)
+    replayed: list[tuple[int, list[int]]] = field(default_factory=list)
 
     async def air(self, *, author_id: int, title: str, text: str, zone_ids: Sequence[int]) -> tuple[int, int]:
         self.aired.append(Aired(author_id, title, text, list(zone_ids)))
@@ -38,6 +39,10 @@ class RecordingBroadcaster:
 
     async def stop(self, broadcast_id: int, reason: str) -> None:
         self.stopped.append((broadcast_id, reason))
+
+    async def replay(self, *, notice_id: int, zone_ids: Sequence[int], author_id: int) -> int:
+        self.replayed.append((notice_id, list(zone_ids)))
+        return 3000 + len(self.replayed)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from alerts.cap import CapRefused
 from alerts.service import AlertService
+from common.clock import ManualClock
 from server import Runtime
-from storage.models import AlertMessage, AlertRefusal, AlertSource, AuditEntry
+from storage.models import AlertMessage, AlertRefusal, AlertSource, AuditEntry, Township
 from tests.alerts.fixtures import OASIS_EXAMPLES, cap_bytes
 from tests.alerts.support import RecordingBroadcaster, Tree, coded_county
 from tests.conftest import SYSTEM
@@ -232,3 +233,40 @@ async def test_the_specifications_examples_are_recorded_and_reach_no_village_her
     row = await _service(runtime).get(receipt.message_id)
     assert row.matched == [] and not recorder.aired
     assert row.state in ("recorded", "expired")
+
+
+async def test_repeats_every_n_minutes_at_most_the_set_count_skipping_quiet_townships_and_stop_on_cancel(
+    runtime: Runtime, tree: Tree, recorder: RecordingBroadcaster, source: int
+) -> None:
+    clock = ManualClock(runtime.clock.now())
+    service = AlertService(runtime.sessions, clock, _service(runtime).config, recorder)
+    receipt = await service.receive(source, cap_bytes("cn-red-rainstorm.xml", now=clock.now()))
+    red = await service.get(receipt.message_id)
+    assert red.plays == 1 and red.next_play_at == clock.now() + timedelta(minutes=30)  # the default: 30 min, 3 plays
+    assert await service.repeat_due() == 0  # not yet
+    # 红柳乡 goes quiet: the repeat skips its zone (only the first play is an emergency that ignores quiet hours).
+    local = (clock.now() + timedelta(minutes=30)).astimezone(runtime.settings.zone)
+    async with runtime.sessions.begin() as session:
+        await session.execute(
+            update(Township)
+            .where(Township.name == "示例红柳乡")
+            .values(quiet_start=(local - timedelta(minutes=5)).time(), quiet_end=(local + timedelta(minutes=5)).time())
+        )
+    clock.advance(timedelta(minutes=30))
+    assert await service.repeat_due() == 1
+    assert recorder.replayed == [(1001, sorted({*tree.east_zones, tree.test_zone}))]
+    clock.advance(timedelta(minutes=30))
+    assert await service.repeat_due() == 1
+    row = await service.get(red.id)
+    assert row.plays == 3 and row.next_play_at is None and row.broadcast_ids == [2001, 3001, 3002]
+    clock.advance(timedelta(minutes=30))
+    assert await service.repeat_due() == 0  # at most three plays
+
+
+async def test_a_cancel_cancels_the_remaining_repeats(
+    runtime: Runtime, tree: Tree, recorder: RecordingBroadcaster, source: int
+) -> None:
+    red = await _receive(runtime, source, "cn-red-rainstorm.xml")
+    assert red.next_play_at is not None
+    await _receive(runtime, source, "cn-red-rainstorm-cancel.xml")
+    assert (await _service(runtime).get(red.id)).next_play_at is None

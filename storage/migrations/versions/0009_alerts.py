@@ -119,6 +119,8 @@ def upgrade() -> None:
         sa.Column("spoken_text", sa.Text(), nullable=True),
         sa.Column("notice_id", sa.Integer(), nullable=True),
         sa.Column("broadcast_ids", sa.JSON(), nullable=False),
+        sa.Column("plays", sa.Integer(), nullable=False),
+        sa.Column("next_play_at", storage.types.UtcDateTime(timezone=True), nullable=True),
         sa.Column("replaced_by_id", sa.Integer(), nullable=True),
         sa.Column("ended_at", storage.types.UtcDateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
@@ -150,6 +152,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("sender", "identifier", name="uq_alert_messages_sender_identifier"),
     )
     with op.batch_alter_table("alert_messages", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alert_messages_next_play_at"), ["next_play_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_alert_messages_received_at"), ["received_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_alert_messages_source_id"), ["source_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_alert_messages_state"), ["state"], unique=False)
@@ -237,6 +240,7 @@ def downgrade() -> None:
     with op.batch_alter_table("alert_messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_alert_messages_state"))
         batch_op.drop_index(batch_op.f("ix_alert_messages_source_id"))
+        batch_op.drop_index(batch_op.f("ix_alert_messages_next_play_at"))
         batch_op.drop_index(batch_op.f("ix_alert_messages_received_at"))
 
     op.drop_table("alert_messages")
