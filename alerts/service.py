@@ -623,6 +623,27 @@ class AlertService:
             audit.record(session, principal.actor, at=now, action="alert.reject", object_type="alert", object_id=row.id)
         return await self.get(message_id)
 
+    async def replay_by_hand(self, principal: Principal, message_id: int) -> AlertMessage:
+        """An admin plays an alert that aired once more, now, in its zones (audited; not counted as a repeat)."""
+        principal.require_role("admin")
+        if self._broadcaster is None:
+            raise RuntimeError("alerts: no broadcaster connected")
+        async with self._sessions() as session:
+            row = await self._load(session, message_id)
+        if row.notice_id is None or row.state in ("cancelled", "superseded"):
+            raise Conflict("只有播出过、且未被撤销或更新的预警才能重播", code="alert.not_replayable")
+        broadcast_id = await self._broadcaster.replay(
+            notice_id=row.notice_id, zone_ids=list(row.zone_ids), author_id=principal.user_id
+        )
+        async with self._sessions.begin() as session:
+            row = await self._load(session, message_id)
+            row.broadcast_ids = [*(row.broadcast_ids or []), broadcast_id]
+            audit.record(
+                session, principal.actor, at=self._clock.now(), action="alert.replay", object_type="alert",
+                object_id=message_id, detail={"broadcast_id": broadcast_id},
+            )  # fmt: skip
+        return await self.get(message_id)
+
     async def cancel(self, principal: Principal, message_id: int) -> AlertMessage:
         """An admin cancels an alert by hand: out of every queue, stopped where it plays (audited)."""
         principal.require_role("admin")

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from alerts.cap import CapRefused
 from alerts.service import AlertService
 from common.clock import ManualClock
+from common.errors import Conflict
 from server import Runtime
 from storage.models import AlertMessage, AlertRefusal, AlertSource, AuditEntry, Township
 from tests.alerts.fixtures import OASIS_EXAMPLES, cap_bytes
@@ -270,3 +271,18 @@ async def test_a_cancel_cancels_the_remaining_repeats(
     assert red.next_play_at is not None
     await _receive(runtime, source, "cn-red-rainstorm-cancel.xml")
     assert (await _service(runtime).get(red.id)).next_play_at is None
+
+
+async def test_an_admin_replays_an_alert_that_aired_and_it_is_audited(
+    runtime: Runtime, tree: Tree, recorder: RecordingBroadcaster, source: int
+) -> None:
+    row = await _receive(runtime, source, "cn-orange-gale.xml")
+    admin = await make_principal(runtime, "alert-admin", "admin", county_wide=True)
+    replayed = await _service(runtime).replay_by_hand(admin, row.id)
+    assert recorder.replayed == [(1001, list(row.zone_ids))] and replayed.broadcast_ids == [2001, 3001]
+    async with runtime.sessions() as session:
+        entry = await session.scalar(select(AuditEntry).where(AuditEntry.action == "alert.replay"))
+    assert entry is not None and entry.username == "alert-admin"
+    blue = await _receive(runtime, source, "cn-blue-coldwave.xml")
+    with pytest.raises(Conflict):
+        await _service(runtime).replay_by_hand(admin, blue.id)

@@ -307,6 +307,10 @@ def add_routes(routes: Routes) -> None:
         "POST", f"/api/v1/alerts/{item}/reject", _decision("reject"), summary="不予放行", tag=tag, roles=DECIDERS
     )
     routes.api(
+        "POST", f"/api/v1/alerts/{item}/replay", _decision("replay_by_hand"), summary="重播一条播出过的预警（记审计）",
+        tag=tag, roles=("admin",),
+    )  # fmt: skip
+    routes.api(
         "POST", f"/api/v1/alerts/{item}/cancel", _decision("cancel"), summary="手动撤销（停止播出，记审计）",
         tag=tag, roles=("admin",),
     )  # fmt: skip
@@ -319,6 +323,7 @@ def add_routes(routes: Routes) -> None:
     routes.page("POST", f"/alerts/{item}/release", _decision_form("release", "已放行，正在播出"), roles=DECIDERS)
     routes.page("POST", f"/alerts/{item}/reject", _decision_form("reject", "已决定不播出"), roles=DECIDERS)
     routes.page("POST", f"/alerts/{item}/cancel", _decision_form("cancel", "已撤销"), roles=("admin",))
+    routes.page("POST", f"/alerts/{item}/replay", _decision_form("replay_by_hand", "已重播"), roles=("admin",))
     routes.page("POST", "/alerts/sources", source_form, roles=("admin",))
     routes.page("POST", "/alerts/test", test_alert_form, roles=("admin",))
 
