@@ -52,9 +52,9 @@ async def test_a_warning_arrives_waits_for_the_approver_who_reads_where_and_what
         await admin.sign_in("demo.admin", logins["demo.admin"])
         await admin.goto("/alerts")
         await expect(admin.page.locator("h1")).to_have_text("预警信息")
-        await admin.page.fill("input[name=name]", "市气象局推送")
+        await admin.page.locator("form[action='/alerts/sources'] input[name=name]").fill("市气象局推送")
         admin.typed("市气象局推送")
-        await admin.page.click("button:has-text('添加推送来源')")
+        await admin.page.click("button:has-text('添加来源')")
         token = (await admin.page.locator("#new-token").inner_text()).strip()
         assert len(token) > 30
         admin.typed(token)

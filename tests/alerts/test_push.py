@@ -110,3 +110,18 @@ async def test_only_admins_add_sources_and_approvers_decide(
     approver = await (await new_client()).login(*await make_user("approver", county_wide=True))
     released = await approver.post_json(f"/api/v1/alerts/{body['message_id']}/release", {})
     assert released["state"] == "aired" and released["state_label"] == "已播出"
+
+
+async def test_an_admin_adds_a_feed_and_a_folder_and_a_source_without_its_address_is_refused(
+    runtime: Runtime, server: TestServer, admin: ApiClient, tmp_path: Any
+) -> None:
+    feed = {"name": "省预警中心订阅", "kind": "pull", "url": "http://127.0.0.1:9/feed.atom", "silent_after_s": 3600}
+    created = await admin.post_json("/api/v1/alert-sources", feed, expect=201)
+    assert created["kind"] == "pull" and created["token"] is None
+    folder = {"name": "U盘", "kind": "folder", "folder": str(tmp_path)}
+    assert (await admin.post_json("/api/v1/alert-sources", folder, expect=201))["kind"] == "folder"
+    refused = await admin.post_json("/api/v1/alert-sources", {"name": "无地址", "kind": "pull"}, expect=400)
+    assert "地址" in refused["error"]["message"]
+    bad_certificate = {"name": "坏证书", "certificate_pem": "-----BEGIN CERTIFICATE-----\nxx"}
+    refused = await admin.post_json("/api/v1/alert-sources", bad_certificate, expect=400)
+    assert "证书" in refused["error"]["message"]

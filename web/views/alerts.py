@@ -10,7 +10,7 @@ inject a test alert, and add sources.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -27,7 +27,7 @@ from web import keys
 from web.api import Routes, json_response
 from web.domains import ALERTS, ASRUN
 from web.render import flash, redirect, render
-from web.validation import ApiModel, read_body, read_form
+from web.validation import ApiModel, multiline, read_body, read_form
 
 READERS = ("admin", "approver", "leader", "staff")
 DECIDERS = ("approver", "admin")
@@ -38,6 +38,17 @@ SOURCE_KIND_LABELS = {"push": "推送", "pull": "订阅拉取", "folder": "文�
 
 class SourceIn(ApiModel):
     name: str = Field(min_length=1, max_length=64, description="来源名称，如“市气象局推送”")
+    kind: Literal["push", "pull", "folder"] = Field("push", description="推送、订阅拉取或文件夹")
+    url: str | None = Field(None, max_length=1024, description="订阅拉取：Atom/RSS 或 CAP 消息的网址")
+    folder: str | None = Field(None, max_length=1024, description="文件夹：服务器上的目录（U盘、FTP 镜像）")
+    poll_interval_s: int = Field(60, ge=10, le=86_400, description="订阅拉取的间隔（秒）")
+    silent_after_s: int | None = Field(None, ge=60, le=30 * 86_400, description="超过这么久没有任何消息即告警（秒）")
+    certificate_pem: str | None = Field(
+        None,
+        max_length=20_000,
+        description="发送方证书（PEM）：填写后只接受由它签名的消息",
+        json_schema_extra=multiline(),
+    )
 
 
 class TestAlertIn(ApiModel):
@@ -120,7 +131,7 @@ def _decision(name: str) -> Any:
 
 async def create_source(request: web.Request, body: SourceIn) -> web.Response:
     me = keys.principal(request)
-    source, token = await request.app[ALERTS].create_source(me.actor, name=body.name, kind="push")
+    source, token = await request.app[ALERTS].create_source(me.actor, **body.model_dump())
     return json_response({"id": source.id, "name": source.name, "kind": source.kind, "token": token}, status=201)
 
 
@@ -199,10 +210,13 @@ async def source_form(request: web.Request) -> web.StreamResponse:
     service = request.app[ALERTS]
     try:
         form = await read_form(request, SourceIn)
-        source, token = await service.create_source(me.actor, name=form.name, kind="push")
+        source, token = await service.create_source(me.actor, **form.model_dump())
     except UserError as exc:
         await flash(request, exc.message, "error")
         raise redirect("/alerts") from None
+    if token is None:
+        await flash(request, f"已添加预警来源“{source.name}”")
+        raise redirect("/alerts")
     # The token is shown this once (only its hash is kept): rendered, not redirected.
     return await render(
         request,
@@ -216,7 +230,7 @@ async def source_form(request: web.Request) -> web.StreamResponse:
             "ACTION_LABELS": ALERT_ACTION_LABELS,
             "SEVERITY_LABELS": SEVERITY_LABELS,
             "SOURCE_KIND_LABELS": SOURCE_KIND_LABELS,
-            "new_token": (source.name, token),
+            "new_token": (source.name, token) if token else None,
         },
     )
 
@@ -315,7 +329,7 @@ def add_routes(routes: Routes) -> None:
         tag=tag, roles=("admin",),
     )  # fmt: skip
     routes.api(
-        "POST", "/api/v1/alert-sources", create_source, summary="添加推送来源（令牌只显示这一次）", tag=tag,
+        "POST", "/api/v1/alert-sources", create_source, summary="添加预警来源（推送来源的令牌只显示这一次）", tag=tag,
         body=SourceIn, roles=("admin",), status=201,
     )  # fmt: skip
     routes.page("GET", "/alerts", alerts_page, roles=READERS)
