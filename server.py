@@ -375,6 +375,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_s
     app[keys.SESSIONS] = runtime.sessions
     app[keys.ACCOUNTS] = runtime.accounts
     app[keys.AREAS] = runtime.areas
+    app[keys.LIVE_MARK] = runtime.cases.changes.mark
     app[domains.PHONES] = runtime.hotline.phones
     app[domains.INTAKE] = runtime.hotline.intake
     app[domains.CASES] = runtime.cases

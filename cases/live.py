@@ -98,11 +98,7 @@ class ChangeFeed:
         if self._tasks is not None:
             return
         async with self._sessions() as session:
-            self._last = {
-                "events": int(await session.scalar(select(func.max(CaseEvent.id))) or 0),
-                "recordings": int(await session.scalar(select(func.max(Recording.id))) or 0),
-                "missed": int(await session.scalar(select(func.max(MissedCall.id))) or 0),
-            }
+            self._last = await _newest(session)
         self._wake = asyncio.Event()
         self._tasks = BackgroundTasks(self.name)
         self._tasks.spawn(self._run(), "poll")
@@ -162,42 +158,33 @@ class ChangeFeed:
 
     async def read_new(self) -> list[CaseChange]:
         """Everything committed since the last look, oldest first (and the marks moved past it)."""
-        changes: list[CaseChange] = []
         async with self._sessions() as session:
-            events = (
-                await session.execute(
-                    select(CaseEvent.id, Case.id, Case.township_id, Case.sealed, Case.test_call)
-                    .join(Case, Case.id == CaseEvent.case_id)
-                    .where(CaseEvent.id > self._last["events"])
-                    .order_by(CaseEvent.id)
-                    .limit(BATCH)
-                )
-            ).all()
-            recordings = (
-                await session.execute(
-                    select(Recording.id, Case.id, Case.township_id, Case.sealed, Case.test_call)
-                    .join(Case, Case.id == Recording.case_id)
-                    .where(Recording.id > self._last["recordings"])
-                    .order_by(Recording.id)
-                    .limit(BATCH)
-                )
-            ).all()
-            missed = (
-                await session.execute(
-                    select(MissedCall.id, MissedCall.township_id, MissedCall.sealed, MissedCall.test_call)
-                    .where(MissedCall.id > self._last["missed"])
-                    .order_by(MissedCall.id)
-                    .limit(BATCH)
-                )
-            ).all()
-        for rows, mark in ((events, "events"), (recordings, "recordings")):
-            for row_id, case_id, township_id, sealed, test_call in rows:
-                changes.append(CaseChange("case", case_id, township_id, sealed, test_call))
-                self._last[mark] = max(self._last[mark], row_id)
-        for row_id, township_id, sealed, test_call in missed:
-            changes.append(CaseChange("missed_call", None, township_id, sealed, test_call))
-            self._last["missed"] = max(self._last["missed"], row_id)
-        return list(dict.fromkeys(changes))  # one per case, in order
+            changes, self._last = await _changes_after(session, self._last)
+        return changes
+
+    # -- what a page has not seen -----------------------------------------------------------
+
+    async def mark(self) -> str:
+        """Where the ledger stands now, for a live page to carry (``data-live-since``).
+
+        A page is rendered, then its script subscribes to the stream: whatever is committed in between
+        (a callback ending while the page loads) is published to nobody it could reach. So a live page
+        takes this mark *before* it reads what it shows, and its stream asks :meth:`since` for anything
+        newer once it has subscribed. Read from the database, not this hub's memory: the page and its
+        stream may be served by different processes.
+        """
+        async with self._sessions() as session:
+            newest = await _newest(session)
+        return ".".join(str(newest[table]) for table in TABLES)
+
+    async def since(self, mark: str) -> list[CaseChange] | None:
+        """What was committed after ``mark`` (from :meth:`mark`); None when the mark is not one of ours."""
+        parts = mark.split(".")
+        if len(parts) != len(TABLES) or not all(part.isdigit() and len(part) <= 18 for part in parts):
+            return None
+        async with self._sessions() as session:
+            changes, _ = await _changes_after(session, dict(zip(TABLES, map(int, parts), strict=True)))
+        return changes
 
     def _publish(self, changes: list[CaseChange]) -> None:
         for subscription in list(self._subscribers):
@@ -217,3 +204,55 @@ class ChangeFeed:
                 return
             except asyncio.QueueFull:
                 subscription.queue.get_nowait()
+
+
+# The tables whose new rows are the ledger's changes, in the order a mark names them.
+TABLES = ("events", "recordings", "missed")
+
+
+async def _newest(session: AsyncSession) -> dict[str, int]:
+    return {
+        "events": int(await session.scalar(select(func.max(CaseEvent.id))) or 0),
+        "recordings": int(await session.scalar(select(func.max(Recording.id))) or 0),
+        "missed": int(await session.scalar(select(func.max(MissedCall.id))) or 0),
+    }
+
+
+async def _changes_after(session: AsyncSession, after: dict[str, int]) -> tuple[list[CaseChange], dict[str, int]]:
+    """The changes committed above ``after``'s ids, oldest first (one per case), and the marks moved past them."""
+    last = dict(after)
+    changes: list[CaseChange] = []
+    events = (
+        await session.execute(
+            select(CaseEvent.id, Case.id, Case.township_id, Case.sealed, Case.test_call)
+            .join(Case, Case.id == CaseEvent.case_id)
+            .where(CaseEvent.id > last["events"])
+            .order_by(CaseEvent.id)
+            .limit(BATCH)
+        )
+    ).all()
+    recordings = (
+        await session.execute(
+            select(Recording.id, Case.id, Case.township_id, Case.sealed, Case.test_call)
+            .join(Case, Case.id == Recording.case_id)
+            .where(Recording.id > last["recordings"])
+            .order_by(Recording.id)
+            .limit(BATCH)
+        )
+    ).all()
+    missed = (
+        await session.execute(
+            select(MissedCall.id, MissedCall.township_id, MissedCall.sealed, MissedCall.test_call)
+            .where(MissedCall.id > last["missed"])
+            .order_by(MissedCall.id)
+            .limit(BATCH)
+        )
+    ).all()
+    for rows, table in ((events, "events"), (recordings, "recordings")):
+        for row_id, case_id, township_id, sealed, test_call in rows:
+            changes.append(CaseChange("case", case_id, township_id, sealed, test_call))
+            last[table] = max(last[table], row_id)
+    for row_id, township_id, sealed, test_call in missed:
+        changes.append(CaseChange("missed_call", None, township_id, sealed, test_call))
+        last["missed"] = max(last["missed"], row_id)
+    return list(dict.fromkeys(changes)), last  # one per case, in order

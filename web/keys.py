@@ -115,6 +115,10 @@ HEALTH = web.AppKey("health", HealthRegistry)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 ACCOUNTS = web.AppKey("accounts", AccountService)
 AREAS = web.AppKey("areas", AreaService)
+# Where the case ledger stands now (``cases.live.ChangeFeed.mark``): a live page carries it, so its stream can
+# tell it of what changed between its rendering and its subscribing. Absent: the pages carry no mark.
+LiveMark = Callable[[], Awaitable[str]]
+LIVE_MARK: web.AppKey[LiveMark] = web.AppKey("live_mark")
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 # The id of the signed-in session (a row of user_sessions), beside the principal.

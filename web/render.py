@@ -107,6 +107,16 @@ async def page_context(request: web.Request) -> dict[str, Any]:
     }
 
 
+async def live_mark(request: web.Request) -> dict[str, str]:
+    """The ``live_since`` of a live page's context (``data-live-since`` on its body; see ``static/live.js``).
+
+    Taken before the page reads what it shows: a change committed after this is newer than the mark, so the
+    page's stream reports it even if it was published before the stream was listening.
+    """
+    mark = request.app.get(keys.LIVE_MARK)
+    return {"live_since": await mark()} if mark is not None else {}
+
+
 async def render(
     request: web.Request, template: str, context: dict[str, Any] | None = None, status: int = 200
 ) -> web.Response:

@@ -7,10 +7,12 @@ letter; a recording is logged as played once per listening, not per request.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from playwright.async_api import Route
 from sqlalchemy import select
 
 from accounts.service import principal_of
@@ -176,6 +178,41 @@ async def test_opening_a_case_logs_no_play_and_one_listening_is_one_play_however
         assert logged[0].detail["listening"]
 
 
+async def test_a_change_committed_while_the_case_page_loads_shows_once_its_stream_listens(
+    server: TestServer, runtime: Runtime, county: County, hotline_case: CaseMaker, make_user: UserFactory,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The page is rendered, then its script subscribes: a change in between (a callback ending as the page
+    loads, on a busy machine) was published to nobody the page could hear, and its history stayed short."""
+    case = await hotline_case(township_id=county.township_a)
+    operator = await make_user("operator", county_wide=True)
+    async with runtime.sessions() as session:
+        row = await session.scalar(select(User).where(User.username == operator[0]))
+        assert row is not None
+        principal = principal_of(row)
+    stream_may_start = asyncio.Event()
+
+    async def hold_the_stream(route: Route) -> None:
+        await stream_may_start.wait()
+        await route.continue_()
+
+    async with journeys(str(server.make_url("/")), shots(tmp_path)) as open_journey:
+        person = await open_journey("operator")
+        person.typed(operator[0])  # the operator's name in the history
+        await person.sign_in(*operator)
+        await person.page.route("**/cases/changes*", hold_the_stream)
+        await person.goto(f"/cases/{case.id}")  # rendered; its stream not yet listening
+        with runtime.cases.changes.subscribe() as elsewhere:
+            await runtime.cases.workflow.add_note(principal, case.id, text="已打电话给村委会")
+            published = await elsewhere.next(10.0)  # published before the page listens
+            assert isinstance(published, list) and case.id in [change.case_id for change in published]
+        assert await person.page.locator("#history tr.event-noted").count() == 0
+        stream_may_start.set()
+        await person.page.wait_for_selector("body[data-live-state=listening]")
+        await person.page.locator("#history tr.event-noted", has_text="已打电话给村委会").wait_for(timeout=10_000)
+        await person.step("note-made-while-loading")
+
+
 async def live(person: Journey, path: str) -> None:
     """Open a page and wait until it listens for changes (the stream is up)."""
     await person.goto(path)
@@ -205,7 +242,7 @@ async def test_the_ledger_the_todo_counts_and_a_case_page_update_themselves(
         await live(ledger, "/cases")
         await live(case_page, f"/cases/{open_case.id}")
         # The fallback: no event stream to be had (a proxy in the way); the page polls on its own clock.
-        await polling.page.route("**/cases/changes", lambda route: route.abort())
+        await polling.page.route("**/cases/changes*", lambda route: route.abort())
         await polling.page.clock.install()
         await polling.goto("/cases")
         await polling.page.wait_for_selector("body[data-live-state=polling]")

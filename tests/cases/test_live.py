@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -73,10 +74,18 @@ async def test_another_processs_change_reaches_this_processs_listeners_through_t
 
 
 async def stream_events(
-    client: ApiClient, events: list[dict[str, Any]], ready: asyncio.Event, arrived: asyncio.Event | None = None
+    client: ApiClient,
+    events: list[dict[str, Any]],
+    ready: asyncio.Event,
+    arrived: asyncio.Event | None = None,
+    *,
+    since: str | None = None,
 ) -> None:
-    """Reads the event stream as a browser would, collecting each ``cases`` event (``arrived`` is set on each)."""
-    async with client.client.get("/cases/changes", headers={"Accept": "text/event-stream"}) as response:
+    """Reads the event stream as a browser would, collecting each ``cases`` event (``arrived`` is set on each;
+    a ``resync`` is collected as ``{"resync": True}``)."""
+    params = {"since": since} if since is not None else {}
+    headers = {"Accept": "text/event-stream"}
+    async with client.client.get("/cases/changes", params=params, headers=headers) as response:
         assert response.status == 200 and response.headers["Content-Type"].startswith("text/event-stream")
         name = ""
         async for raw in response.content:
@@ -86,8 +95,8 @@ async def stream_events(
             elif line.startswith("data: "):
                 if name == "ready":
                     ready.set()
-                elif name == "cases":
-                    events.append(json.loads(line.removeprefix("data: ")))
+                elif name in ("cases", "resync"):
+                    events.append(json.loads(line.removeprefix("data: ")) if name == "cases" else {"resync": True})
                     if arrived is not None:
                         arrived.set()
 
@@ -145,6 +154,50 @@ async def test_the_stream_tells_each_user_only_of_the_cases_they_may_see(
     assert in_a.id in ids("leader") and sealed.id not in ids("leader")
     assert sealed.id not in ids("staff_a") and in_b.id not in ids("staff_a")
     assert all(event["missed_calls"] is False for events in heard.values() for event in events)
+
+
+async def test_what_changed_between_a_page_and_its_stream_is_told_as_the_stream_starts(
+    runtime: Runtime, server: Any, county: County, people: People, streams: list[asyncio.Task[None]]
+) -> None:
+    """A page is rendered, then its script subscribes; a change committed in between has been published to
+    nobody the page could hear. The page's mark (``data-live-since``) makes its stream tell it at once."""
+    operator = people.operator_county
+    page = await operator.client.client.get("/cases")
+    found = re.search(r'data-live-since="([0-9.]+)"', await page.text())
+    assert found is not None
+    mark = found.group(1)
+    workflow = runtime.cases.workflow
+    # Another listener hears both: they were published before the page's stream listened.
+    with runtime.cases.changes.subscribe() as elsewhere:
+        in_b = await workflow.create(
+            operator.principal, channel="walk_in", summary="乙镇的事", township_id=county.township_b
+        )
+        sealed = await workflow.create(
+            people.inspector.principal,
+            channel="letter",
+            category="discipline",
+            summary="举报",
+            township_id=county.township_a,
+        )
+        heard: set[int | None] = set()
+        while not {in_b.id, sealed.id} <= heard:
+            heard |= {change.case_id for change in await next_changes(elsewhere)}
+
+    events: list[dict[str, Any]] = []
+    ready, arrived = asyncio.Event(), asyncio.Event()
+    streams.append(
+        asyncio.get_running_loop().create_task(stream_events(operator.client, events, ready, arrived, since=mark))
+    )
+    await asyncio.wait_for(arrived.wait(), 10)  # nothing else changes: only the mark can bring it
+    assert events == [{"case_ids": [in_b.id], "missed_calls": False}]  # never the sealed one's id
+
+    # Not a mark of ours (an old page, a hand-made URL): no error, the page simply reloads what it shows.
+    events, ready, arrived = [], asyncio.Event(), asyncio.Event()
+    streams.append(
+        asyncio.get_running_loop().create_task(stream_events(operator.client, events, ready, arrived, since="x.1"))
+    )
+    await asyncio.wait_for(arrived.wait(), 10)
+    assert events == [{"resync": True}]
 
 
 async def test_the_stream_is_for_signed_in_users_only(new_client: Any) -> None:

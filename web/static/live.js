@@ -3,7 +3,8 @@
 // The server tells this page which cases changed (server-sent events from /cases/changes, only cases this
 // user may see); a case page listens for its own case, a list or the home page's 待办 for any. The page is
 // then fetched again and each data-live part replaced by its fresh copy — unless the person is busy in it
-// (typing, a choice made but not sent, a recording playing): that part waits for the next change. When the
+// (typing, a choice made but not sent, a recording playing): that part waits for the next change. What changed
+// between the page's rendering and its stream's start is told too (the page's data-live-since). When the
 // stream cannot be had (an old proxy, the service restarting), the page polls every 30 seconds instead.
 "use strict";
 
@@ -99,7 +100,10 @@
     poll(true);
     return;
   }
-  const source = new EventSource(STREAM);
+  // The page's mark of the ledger when it was rendered: the stream first tells what changed after it (a
+  // callback that ended while this page loaded is published before the stream listens, to nobody).
+  const since = body.getAttribute("data-live-since");
+  const source = new EventSource(since ? `${STREAM}?since=${encodeURIComponent(since)}` : STREAM);
   source.addEventListener("ready", () => {
     if (connected || fallback !== null) soon(); // back after a gap: whatever changed meanwhile
     connected = true;

@@ -25,6 +25,7 @@ from accounts.principal import Principal
 from cases.callback import failure_reason
 from cases.clocks import last_day
 from cases.ledger import CaseFilters, LedgerRow, XlsxExport, csv_chunks, export_values
+from cases.live import CaseChange
 from cases.part import Cases
 from cases.replay import RECORDING_KIND_LABELS
 from cases.sealed import CREATE_ROLES, READ_ROLES
@@ -54,7 +55,7 @@ from storage.models import (
 from web import keys
 from web.api import Routes, dumps, json_response
 from web.domains import CASES
-from web.render import flash, redirect, render
+from web.render import flash, live_mark, redirect, render
 from web.validation import EARLIEST_DATE, LATEST_DATE, ApiModel, multiline, read_form, read_query
 
 OPERATORS = ("operator",)
@@ -882,10 +883,28 @@ async def case_changes(request: web.Request) -> web.StreamResponse:
     one of them (a list, the 待办 counts: any). ``resync``: changes were missed; reload. Nothing about a
     case the user may not see is sent, not even that something changed. The stream ends after
     ``cases.live_stream_s`` (the browser reconnects, and the sign-in is checked again) and when the
-    service stops. Not in the OpenAPI document: an event stream, for the pages' script.
+    service stops. ``since``: the page's ``data-live-since`` mark — what changed after it is told at once,
+    though it happened before this stream listened. Not in the OpenAPI document: an event stream, for the
+    pages' script.
     """
     me = keys.principal(request)
     cases = _cases(request)
+    since = request.query.get("since")
+
+    def told(batch: list[CaseChange]) -> bytes:
+        """The batch as this user may hear of it (nothing, when none of it is theirs)."""
+        shown = [
+            change.case_id
+            for change in batch
+            if change.topic == "case" and cases.access.may_see(me, sealed=change.sealed, township_id=change.township_id)
+        ]
+        missed = me.has_role(*MISSED_ROLES) and any(
+            change.topic == "missed_call"
+            and cases.access.may_see(me, sealed=change.sealed, township_id=change.township_id)
+            for change in batch
+        )
+        return _event("cases", {"case_ids": shown, "missed_calls": missed}) if shown or missed else b""
+
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -899,6 +918,14 @@ async def case_changes(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b"retry: 2000\n\n" + _event("ready", {}))
         with cases.changes.subscribe() as subscription:
+            if since is not None:
+                # Listening now: what was committed after the page was rendered and before this may have been
+                # published to nobody, so it is asked for (anything later comes through the subscription).
+                missed_meanwhile = await cases.changes.since(since)
+                if missed_meanwhile is None:  # not a mark of ours: the page reloads what it shows
+                    await response.write(_event("resync", {}))
+                elif event := told(missed_meanwhile):
+                    await response.write(event)
             while (left := ends_at - loop.time()) > 0:
                 batch = await subscription.next(min(KEEP_ALIVE_S, left))
                 if batch == "ended":
@@ -907,20 +934,8 @@ async def case_changes(request: web.Request) -> web.StreamResponse:
                     await response.write(b": still here\n\n")
                 elif batch == "resync":
                     await response.write(_event("resync", {}))
-                else:
-                    shown = [
-                        change.case_id
-                        for change in batch
-                        if change.topic == "case"
-                        and cases.access.may_see(me, sealed=change.sealed, township_id=change.township_id)
-                    ]
-                    missed = me.has_role(*MISSED_ROLES) and any(
-                        change.topic == "missed_call"
-                        and cases.access.may_see(me, sealed=change.sealed, township_id=change.township_id)
-                        for change in batch
-                    )
-                    if shown or missed:
-                        await response.write(_event("cases", {"case_ids": shown, "missed_calls": missed}))
+                elif event := told(batch):
+                    await response.write(event)
     except ConnectionResetError:
         pass  # the page went away
     return response
@@ -972,6 +987,7 @@ async def cases_page(request: web.Request) -> web.Response:
         filters = await _resolved_filters(request, query)
     except NotFound as exc:
         error, filters = exc.message, CaseFilters()
+    since = await live_mark(request)  # before the ledger is read: see static/live.js
     page = await cases.ledger.page(me, filters, limit=min(query.limit, cases.config.page_size), offset=query.offset)
     params = [(key, value) for key, value in request.query.items() if key not in ("offset",)]
     return await render(
@@ -988,6 +1004,7 @@ async def cases_page(request: web.Request) -> web.Response:
             "export_qs": urlencode([(key, value) for key, value in params if key not in ("limit",)]),
             **await _choices(request),
             **_labels(),
+            **since,
         },
     )
 
@@ -1101,6 +1118,7 @@ def describe(event: dict[str, Any], zone: Any, names: dict[str, dict[int, str]])
 
 
 async def case_page(request: web.Request) -> web.Response:
+    since = await live_mark(request)  # before the case is read: see static/live.js
     data = await case_detail(request, _id(request), via="page")
     zone = request.app[keys.CONFIG].zone
     async with request.app[keys.SESSIONS]() as session:
@@ -1109,7 +1127,8 @@ async def case_page(request: web.Request) -> web.Response:
     return await render(request, "cases/case.html", {"c": data, **await _choices(request), **_labels(),
                                                      "describe": lambda event: describe(event, zone, names),
                                                      "max_extension": _cases(request).config.clocks.max_extension_days,
-                                                     "note_max": _cases(request).config.note_max_chars})  # fmt: skip
+                                                     "note_max": _cases(request).config.note_max_chars,
+                                                     **since})  # fmt: skip
 
 
 class NewCaseForm(ApiModel):
@@ -1198,13 +1217,14 @@ async def missed_page(request: web.Request) -> web.Response:
     state = request.query.get("state", "pending")
     if state not in ("pending", "called_back", "no_number", "not_needed", "all"):
         state = "pending"
+    since = await live_mark(request)  # before the calls are read: see static/live.js
     rows, total = await _cases(request).ledger.missed_calls(me, state=None if state == "all" else state, limit=200)
     townships = {t.id: t.name for t in await request.app[keys.AREAS].list_townships(me)}
     return await render(
         request,
         "cases/missed.html",
         {"rows": rows, "total": total, "state": state, "townships": townships,
-         "can_call": _cases(request).callbacks.available},
+         "can_call": _cases(request).callbacks.available, **since},
     )  # fmt: skip
 
 

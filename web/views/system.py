@@ -7,7 +7,7 @@ from aiohttp_session import get_session
 
 from web import keys
 from web.api import Routes, build_openapi, json_response
-from web.render import render
+from web.render import live_mark, render
 
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -53,9 +53,11 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def home(request: web.Request) -> web.Response:
     me = keys.principal(request)
+    since = await live_mark(request)  # before the counts are read
     todo = [item for source in request.app[keys.TODO] for item in await source(request, me) if item.count]
     todo.sort(key=lambda item: not item.urgent)  # overdue work first, otherwise in the domains' order
-    return await render(request, "home.html", {"counts": await request.app[keys.AREAS].tree_counts(), "todo": todo})
+    counts = await request.app[keys.AREAS].tree_counts()
+    return await render(request, "home.html", {"counts": counts, "todo": todo, **since})
 
 
 def add_routes(routes: Routes) -> None:
