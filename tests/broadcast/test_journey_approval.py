@@ -175,6 +175,8 @@ async def test_staff_write_listen_submit_are_stopped_mask_and_submit_and_the_app
         # Staff play it now, in one village, through the grouped picker; a missing tick keeps the choice.
         await staff.goto(f"/broadcast/notices/{notice_id}")
         picker = staff.page.locator("#play [data-zone-picker]")
+        # The picker counts once its script has run; a box ticked before then is kept (broadcast.js).
+        await expect(picker).to_have_attribute("data-zp-ready", "")
         await expect(picker.locator("[data-zp-township]")).to_have_count(1)  # the notice's own township only
         village = picker.locator("[data-zp-village]", has_text="前进村")
         await village.locator("input[data-zp-level=village]").check()

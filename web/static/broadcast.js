@@ -164,9 +164,7 @@
         ? `已选 ${villages.size} 个村、${zones.length} 个分区，共 ${speakers} 个喇叭`
         : "尚未选择播出分区";
     };
-    picker.addEventListener("change", (event) => {
-      const box = event.target;
-      const level = box.getAttribute && box.getAttribute("data-zp-level");
+    const tickBelow = (box, level) => {
       if (level === "township") {
         boxes(townshipOf(box), "zone").concat(boxes(townshipOf(box), "village")).forEach((child) => {
           child.checked = box.checked;
@@ -176,6 +174,11 @@
           child.checked = box.checked;
         });
       }
+    };
+    picker.addEventListener("change", (event) => {
+      const box = event.target;
+      const level = box.getAttribute && box.getAttribute("data-zp-level");
+      tickBelow(box, level);
       if (level) refresh();
     });
     picker.addEventListener("zp-refresh", refresh);
@@ -198,7 +201,14 @@
     search.addEventListener("keydown", (event) => {
       if (event.key === "Enter") event.preventDefault();
     });
+    // A township or village ticked before this script ran (a quick click while a slow page loads, or the
+    // browser restoring the form after 返回) means its zones: tick them before counting, so the first
+    // count does not untick what the person chose.
+    ["township", "village"].forEach((level) => {
+      boxes(picker, level).filter((box) => box.checked).forEach((box) => tickBelow(box, level));
+    });
     refresh();
+    picker.setAttribute("data-zp-ready", "");
   });
 
   // -- a broadcast's result: follows it until every speaker has finished ------------------------

@@ -19,7 +19,7 @@ from web.render import render
 
 log = logging.getLogger(__name__)
 
-NAV = (keys.NavItem("系统状态", "/admin/status", ("admin",)),)
+NAV = (keys.NavItem("系统状态", "/admin/status", ("admin",), menu=keys.ADMIN_MENU),)
 STATUS_PAGE = "/admin/status"
 
 

@@ -62,6 +62,8 @@ async def test_a_leader_sends_an_emergency_to_villages_of_two_townships_and_sees
         await leader.sign_in("demo.leader", logins["demo.leader"])
         await leader.page.click("header nav a:has-text('应急广播')")
         picker = leader.page.locator("[data-zone-picker]")
+        # The picker counts once its script has run; a box ticked before then is kept (broadcast.js).
+        await expect(picker).to_have_attribute("data-zp-ready", "")
         townships = picker.locator("[data-zp-township]")
         await expect(townships).to_have_count(9)
         await expect(picker.locator("[data-zp-count]")).to_have_text("尚未选择播出分区")
