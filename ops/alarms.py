@@ -269,12 +269,13 @@ class AlarmService:
 
     async def run_once(self) -> None:
         """One round: what is wrong now, which alarms that opens or clears, and the calls that are due."""
-        troubles = await self._troubles()
-        await self._open_and_clear(troubles)
+        present, lasting = await self._troubles()
+        await self._open_and_clear(present, lasting)
         if self._line is not None and self._line.connected:
             await self._place_due()
 
-    async def _troubles(self) -> dict[str, Trouble]:
+    async def _troubles(self) -> tuple[dict[str, Trouble], dict[str, Trouble]]:
+        """What is wrong now, and of that what has lasted long enough to raise an alarm."""
         now = self._clock.now()
         found: dict[str, Trouble] = {}
         for check in self._checks:
@@ -291,15 +292,17 @@ class AlarmService:
             first = self._first_seen.setdefault(key, now)
             if trouble.kind not in LASTING_KINDS or (now - first).total_seconds() >= self.config.after_s:
                 lasting[key] = trouble
-        return lasting
+        return found, lasting
 
-    async def _open_and_clear(self, troubles: dict[str, Trouble]) -> None:
+    async def _open_and_clear(self, present: dict[str, Trouble], lasting: dict[str, Trouble]) -> None:
+        """Clear what is no longer wrong at all; raise what has lasted. (A worker that just took over has not
+        yet seen a trouble last: an alarm its predecessor opened stays open while the trouble is still there.)"""
         now = self._clock.now()
         async with self._sessions() as session:
             open_alarms = (await session.scalars(select(OpsAlarm).where(OpsAlarm.state == "open"))).all()
             open_keys = {alarm.open_key for alarm in open_alarms}
             for alarm in open_alarms:
-                if alarm.kind in LASTING_KINDS and alarm.open_key not in troubles:
+                if alarm.kind in LASTING_KINDS and alarm.open_key not in present:
                     alarm.state, alarm.open_key, alarm.closed_at, alarm.next_call_at = "cleared", None, now, None
                     audit.record(
                         session,
@@ -311,7 +314,7 @@ class AlarmService:
                         detail={"kind": alarm.kind, "subject": alarm.subject},
                     )
             await session.commit()
-        for key, trouble in troubles.items():
+        for key, trouble in lasting.items():
             if key in open_keys:
                 continue
             await self._raise(trouble, now)

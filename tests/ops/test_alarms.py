@@ -19,7 +19,7 @@ from common.clock import ManualClock
 from ops.alarms import AlarmConfig, AlarmService, Trouble, on_duty
 from ops.rounds import every
 from server import Runtime
-from storage.models import AuditEntry, DutyOfficer, OpsAlarm
+from storage.models import AlarmCall, AuditEntry, DutyOfficer, OpsAlarm
 from tests.conftest import ClientFactory, UserFactory
 from tests.support.http import ApiClient
 
@@ -203,3 +203,49 @@ async def test_an_open_alarm_is_in_the_admins_todo_and_acknowledged_on_the_page(
     assert re.search(r"已确认（[^）]*admin", page)
     assert "告警未确认" not in await (await admin.get("/")).text()
     assert "ops.alarm.acknowledged" in await audited(runtime, "ops.alarm.")
+
+
+async def test_a_call_the_previous_worker_left_under_way_ends_unknown_is_never_placed_again_and_the_alarm_stays(
+    runtime: Runtime,
+) -> None:
+    clock = ManualClock(START)
+    async with runtime.sessions() as session:
+        alarm = OpsAlarm(
+            kind="disk",
+            subject="disk",
+            open_key="disk:disk",
+            message="服务器磁盘空间快满了。",
+            state="open",
+            raised_at=START,
+            round=1,
+            next_position=1,
+            next_call_at=None,
+            calls_made=1,
+        )
+        session.add(alarm)
+        await session.flush()
+        session.add(
+            AlarmCall(
+                alarm_id=alarm.id,
+                officer_name="张一",
+                phone="13900001111",
+                round=1,
+                channel_id="al-left",
+                state="ringing",
+                placed_at=START,
+            )
+        )
+        await session.commit()
+    disk = Switch(Trouble("disk", "disk", "服务器磁盘空间快满了。"))
+    disk.on = True  # still wrong, though the new worker has not yet seen it last alarm_after_s
+    taking_over = service(runtime, clock, disk, after_s=300)
+    await taking_over.start()
+    await taking_over.run_once()
+    await taking_over.stop()
+    async with runtime.sessions() as session:
+        (call,) = (await session.scalars(select(AlarmCall))).all()
+        reloaded = await session.get(OpsAlarm, alarm.id)
+    assert (call.state, call.detail) == ("unknown", "the worker stopped during the call")
+    # The alarm goes on with the next officer on the list (position 1), never the cut call again.
+    assert reloaded is not None and reloaded.state == "open" and reloaded.next_call_at == START
+    assert reloaded.next_position == 1
