@@ -24,6 +24,7 @@ from server import Runtime
 from settings import OpsSettings
 from storage.models import AlarmCall, AuditEntry, OpsAlarm
 from tests.conftest import UserFactory
+from tests.ops.metrics_text import parse, value
 from tests.support.asterisk import Hotline
 from tests.support.http import ApiClient
 
@@ -156,6 +157,12 @@ async def test_nobody_answers_the_first_phone_so_the_second_is_called_and_pressi
     page = await (await admin.get("/admin/alarms")).text()
     assert "磁盘空间不足" in page and "已确认（李二" in page
     assert "第1轮 张一" in page and "无人接听" in page and "已按1确认" in page
+    # Prometheus sees it too.
+    scraped = await (await new_client()).get("/metrics")
+    samples = parse(await scraped.text())
+    assert value(samples, "cunxiang_alarms", kind="disk", state="acknowledged") == 1
+    assert value(samples, "cunxiang_alarm_calls_total", state="acknowledged") == 1
+    assert value(samples, "cunxiang_alarm_calls_total", state="no_answer") == 1
 
 
 @pytest.mark.ivr(survey_timeout_s=2.0)
