@@ -129,6 +129,7 @@ class Runtime:
             *self.schedules.worker_services,
             *self.broadcasting.after_catch_up_services,
             *self.alerts.worker_services,
+            *self.ops.worker_services,
         ]
 
 
@@ -195,6 +196,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         health=health,
         cache_bytes=speech.cache.total_bytes,
         version=version(),
+        # Alarms phone the duty list through the hotline's line and speak through its TTS.
+        line=hotline.outbound,
+        speak=hotline.sentences,
     )
     # Uploads and approvals wait for disk space (the hotline, which records whatever happens, does not ask).
     broadcasting.notices.use_disk_space(ops.disk)

@@ -539,6 +539,22 @@ class OpsSettings(_Section):
     timedatectl: str = "timedatectl"
     chronyc: str = "chronyc"
     clock_command_timeout_s: float = Field(5.0, gt=0)
+    # Alarms by phone (docs/operations.md#alarms-by-phone): how often the worker looks for trouble, how long the
+    # phone link or a watched state must stay wrong before it phones (a blip is not worth waking someone).
+    alarm_interval_s: float = Field(15.0, gt=0)
+    alarm_after_s: float = Field(300.0, ge=0)
+    # After an alarm of one kind (about one thing), another of the same is not raised within this long: a state
+    # that flaps does not become a storm of calls.
+    alarm_quiet_s: float = Field(3600.0, ge=0)
+    # Each duty officer's phone rings this long; unacknowledged, the next one on duty is called, and after the
+    # whole list a new round starts every alarm_round_interval_s, at most alarm_rounds rounds.
+    alarm_ring_s: float = Field(40.0, gt=0)
+    alarm_round_interval_s: float = Field(300.0, ge=0)
+    alarm_rounds: int = Field(3, ge=1, le=20)
+    # How an officer's number is dialled ({number}); a value with "/" (PJSIP/op1, Local/…) is dialled as it is.
+    alarm_dial_template: str = Field("PJSIP/{number}@trunk", pattern=_LINE_SAFE.pattern)
+    # A failed emergency broadcast older than this is history, not an alarm (a restart does not phone about it).
+    alarm_emergency_lookback_s: float = Field(3600.0, gt=0)
 
     @field_validator("metrics_allow_from", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from common.clock import Clock
 from common.health import ComponentHealth
 from common.tasks import BackgroundTasks
+from ops.rounds import every
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,7 @@ class ClockWatch:
             self._tasks = None
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.check()
+        await every(self._interval_s, self.check, self.health.name)
 
     async def check(self) -> ClockState:
         state = await self._ask()

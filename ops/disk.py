@@ -24,6 +24,7 @@ from common.clock import Clock
 from common.errors import InsufficientStorage
 from common.health import ComponentHealth
 from common.tasks import BackgroundTasks
+from ops.rounds import every
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,7 @@ class DiskWatch:
             self._tasks = None
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.measure()
+        await every(self._interval_s, self.measure, self.health.name)
 
     async def measure(self) -> list[DiskReading]:
         """Measure now (off the loop) and update the health state; a failing statvfs is reported, not raised."""

@@ -30,7 +30,7 @@ from common.clock import Clock
 from common.health import HealthRegistry
 from ops.clock import ClockWatch
 from ops.disk import LEVEL_ORDER, DiskWatch
-from storage.models import Broadcast, BroadcastSpeaker, BroadcastZone, Call, Case, Speaker
+from storage.models import AlarmCall, Broadcast, BroadcastSpeaker, BroadcastZone, Call, Case, OpsAlarm, Speaker
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,12 @@ async def _database(sources: MetricsSources) -> list[Metric]:
                 .where(Call.ended_at.is_not(None), Case.created_at >= since)
             )
         ).all()
+        alarms = (
+            await session.execute(
+                select(OpsAlarm.kind, OpsAlarm.state, func.count()).group_by(OpsAlarm.kind, OpsAlarm.state)
+            )
+        ).all()
+        alarm_calls = (await session.execute(select(AlarmCall.state, func.count()).group_by(AlarmCall.state))).all()
 
     runs = CounterMetricFamily(
         "cunxiang_broadcast_speaker_runs",
@@ -218,6 +224,16 @@ async def _database(sources: MetricsSources) -> list[Metric]:
     for channel, status, count in cases:
         case_gauge.add_metric([channel, status], count)
     latency = [max(0.0, (created - ended).total_seconds()) for ended, created in case_after_hangup if ended]
+    alarm_gauge = GaugeMetricFamily(
+        "cunxiang_alarms", "Alarms by phone by kind and state (open: still calling)", labels=["kind", "state"]
+    )
+    for alarm_kind, alarm_state, count in alarms:
+        alarm_gauge.add_metric([alarm_kind, alarm_state], count)
+    alarm_call_counter = CounterMetricFamily(
+        "cunxiang_alarm_calls", "Calls to duty officers by outcome (acknowledged: pressed 1)", labels=["state"]
+    )
+    for call_state, count in alarm_calls:
+        alarm_call_counter.add_metric([call_state], count)
     return [
         runs,
         by_origin,
@@ -235,6 +251,8 @@ async def _database(sources: MetricsSources) -> list[Metric]:
             "From a call's hang-up to its case existing, over the last 24 h",
             latency,
         ),
+        alarm_gauge,
+        alarm_call_counter,
     ]
 
 

@@ -1,4 +1,8 @@
-"""Operations, built from its settings: the disk watch, the clock watch and what /metrics reads."""
+"""Operations, built from its settings: the disk watch, the clock watch, what /metrics reads, and the alarms.
+
+The alarms phone people through the hotline's line and speak through its TTS (``ops.alarms.AlarmLine`` and
+``Speaker``, the protocols defined there); ``server.py`` hands both in (None with ``asterisk = none``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,22 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
 from common.health import HealthRegistry
 from common.lifecycle import Service
+from ops.alarms import (
+    AlarmConfig,
+    AlarmLine,
+    AlarmService,
+    Speaker,
+    disk_trouble,
+    emergency_failures,
+    health_troubles,
+)
 from ops.clock import ClockWatch
 from ops.disk import MIB, DiskLimits, DiskWatch
 from ops.metrics import MetricsSources
@@ -27,6 +41,7 @@ class OpsConfig:
     # 4G terminals heard from within this long count as online (broadcast.terminal_heartbeat_timeout_s).
     terminal_timeout_s: float
     cache_limit_bytes: int
+    timezone: ZoneInfo
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpsConfig:
@@ -35,6 +50,20 @@ class OpsConfig:
             data_dir=settings.data_dir,
             terminal_timeout_s=settings.broadcast.terminal_heartbeat_timeout_s,
             cache_limit_bytes=settings.audio.cache_max_mb * MIB,
+            timezone=settings.zone,
+        )
+
+    @property
+    def alarms(self) -> AlarmConfig:
+        ops = self.ops
+        return AlarmConfig(
+            interval_s=ops.alarm_interval_s,
+            after_s=ops.alarm_after_s,
+            quiet_s=ops.alarm_quiet_s,
+            ring_s=ops.alarm_ring_s,
+            round_interval_s=ops.alarm_round_interval_s,
+            rounds=ops.alarm_rounds,
+            dial_template=ops.alarm_dial_template,
         )
 
     @property
@@ -58,8 +87,11 @@ class Ops:
     disk: DiskWatch
     clock_watch: ClockWatch
     metrics: MetricsSources
+    alarms: AlarmService
     # Every process watches (every process takes uploads and approvals, and answers /metrics).
     services: list[Service] = field(default_factory=list)
+    # Only the elected worker raises alarms and phones people (one call, never two).
+    worker_services: list[Service] = field(default_factory=list)
 
 
 def build_ops(
@@ -71,6 +103,8 @@ def build_ops(
     health: HealthRegistry,
     cache_bytes: Callable[[], int],
     version: str,
+    line: AlarmLine | None = None,
+    speak: Speaker | None = None,
 ) -> Ops:
     """``watched``: the folders the parts write to, by name (data, recordings, audio, uploads, spool)."""
     ops = config.ops
@@ -98,4 +132,18 @@ def build_ops(
         terminal_timeout_s=config.terminal_timeout_s,
         version=version,
     )
-    return Ops(config, disk, clock_watch, metrics, services=[disk, clock_watch])
+    alarms = AlarmService(
+        sessions,
+        clock,
+        config.alarms,
+        timezone=config.timezone,
+        checks=[
+            emergency_failures(sessions, clock, ops.alarm_emergency_lookback_s),
+            disk_trouble(disk),
+            health_troubles(health),
+        ],
+        line=line,
+        speak=speak,
+    )
+    health.register_component(alarms.health)
+    return Ops(config, disk, clock_watch, metrics, alarms, services=[disk, clock_watch], worker_services=[alarms])

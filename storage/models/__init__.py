@@ -100,9 +100,20 @@ from storage.models.hotline import (
     Recording,
     VillagerPhone,
 )
+from storage.models.ops import (
+    ALARM_CALL_STATE_LABELS,
+    ALARM_KIND_LABELS,
+    ALARM_STATE_LABELS,
+    AlarmCall,
+    DutyOfficer,
+    OpsAlarm,
+)
 from storage.models.schedules import SCHEDULE_KINDS, TARGET_LEVELS, Schedule, ScheduleTarget
 
 __all__ = [
+    "ALARM_CALL_STATE_LABELS",
+    "ALARM_KIND_LABELS",
+    "ALARM_STATE_LABELS",
     "ALERT_ACTIONS",
     "ALERT_ACTION_LABELS",
     "ALERT_SOURCE_KINDS",
@@ -165,6 +176,7 @@ __all__ = [
     "UNIT_KIND_LABELS",
     "VILLAGE_KINDS",
     "VILLAGE_KIND_LABELS",
+    "AlarmCall",
     "AlertMessage",
     "AlertPolicyRule",
     "AlertRefusal",
@@ -182,10 +194,12 @@ __all__ = [
     "CaseLedger",
     "CaseView",
     "County",
+    "DutyOfficer",
     "HotlineState",
     "LoginThrottle",
     "MissedCall",
     "Notice",
+    "OpsAlarm",
     "Recording",
     "Schedule",
     "ScheduleTarget",

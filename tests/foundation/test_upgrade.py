@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -69,5 +70,12 @@ async def test_the_demo_county_and_its_ledger_survive_the_upgrade_to_head(empty_
         assert admin.user_id > max(user["id"] for user in rows["users"])
         county = await runtime.areas.create_county(admin, name="升级后新县")
         assert county.id > max(row["id"] for row in rows["counties"])
+        # 0011: the duty list starts empty (nobody is phoned until an admin fills it) and takes people.
+        alarms = runtime.ops.alarms
+        assert await alarms.officers() == [] and await alarms.alarms() == []
+        officer = await alarms.add_officer(
+            admin.actor, name="升级后值班", phone="13900001111", on_from=time(8), on_until=time(8)
+        )
+        assert [each.id for each in await alarms.officers()] == [officer.id]
     finally:
         await runtime.engine.dispose()

@@ -1,21 +1,25 @@
-"""A disk nearly full or a clock far off, as people see it: the admin warned in 待办 and on 系统状态, an approver
-refused in Chinese.
+"""A disk nearly full, a clock far off or an alarm, as people see it: the admin warned in 待办, on 系统状态 and on
+值班告警 (where she keeps the duty list), an approver refused in Chinese.
 
 Real Chromium, real pages, the real disk measured (the refusal threshold is set above what any disk has free).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 
 from broadcast.notices import NoticeInput
+from common.clock import ManualClock
+from ops.alarms import Trouble
 from server import Runtime
 from settings import OpsSettings, Settings
 from storage.models import Notice
 from tests.conftest import UserFactory
+from tests.ops.test_alarms import Switch, service
 from tests.ops.test_clock import CHRONY_FAR_OFF, program
 from tests.support.broadcasting import broadcasting_settings, build_place, make_principal
 from tests.support.journey import journeys
@@ -95,3 +99,52 @@ async def test_with_the_clock_far_off_the_admin_is_warned_in_todo_and_on_the_sta
         await duty.step("clock")
         assert "服务器时钟与时间服务器相差 2500 毫秒" in await duty.page.inner_text("main")
         await duty.check_accessible()
+
+
+@pytest.mark.parametrize("chronyc_output", [CHRONY_FAR_OFF])
+async def test_the_admin_keeps_the_duty_list_and_acknowledges_an_alarm_from_todo(
+    server: TestServer, runtime: Runtime, make_user: UserFactory, tmp_path: Path
+) -> None:
+    # An alarm as the worker raises it (no telephony here: it stays open, shown, nobody phoned).
+    failed = Switch(Trouble("emergency_failed", "7", "紧急广播“山洪预警”有2个喇叭没有播出，请尽快检查。"))
+    failed.on = True
+    await service(runtime, ManualClock(datetime.now(UTC)), failed).run_once()
+
+    async with journeys(str(server.make_url("/")), tmp_path / "shots") as open_journey:
+        duty = await open_journey("admin")
+        await duty.sign_in(*await make_user("admin", county_wide=True))
+        todo = duty.page.locator("section.todo")
+        assert "告警未确认，正在电话通知值班人员" in await todo.inner_text()
+        await todo.locator("a", has_text="告警未确认").click()
+        await duty.page.wait_for_url(duty.url("/admin/alarms"))
+        await duty.step("alarms")
+        main = await duty.page.inner_text("main")
+        assert "紧急广播失败" in main and "山洪预警" in main and "呼叫中" in main
+        assert "值班名单是空的" in main and "不会打电话" in main  # no telephony: said, not hidden
+
+        form = duty.page.locator("form[data-add-officer]")
+        duty.typed("赵值班", "1390000", "12:00")
+        await form.locator("input[name=name]").fill("赵值班")
+        await form.locator("input[name=phone]").fill("1390000x")
+        duty.typed("1390000x")
+        await form.locator("input[name=on_from]").fill("00:00")
+        await form.locator("input[name=on_until]").fill("00:00")
+        await form.locator("button[type=submit]").click()
+        await duty.page.wait_for_selector("[data-error]")
+        await duty.step("refused")
+        assert "电话" in await duty.page.inner_text("[data-error]")
+        assert await form.locator("input[name=name]").input_value() == "赵值班"
+        assert await form.locator("input[name=phone]").input_value() == "1390000x"
+        await form.locator("input[name=phone]").fill("13900001234")
+        await form.locator("button[type=submit]").click()
+        await duty.page.wait_for_selector("text=已把赵值班加入值班名单")
+        officers = await duty.page.inner_text("[data-officers]")
+        assert "赵值班" in officers and "13900001234" in officers and "全天" in officers and "当班" in officers
+
+        await duty.page.click("button:has-text('我已知道，停止打电话')")
+        await duty.page.wait_for_selector("text=已确认告警，不再打电话")
+        await duty.step("acknowledged")
+        assert "已确认" in await duty.page.inner_text("[data-alarms]")
+        await duty.check_accessible()
+        await duty.goto("/")
+        assert "告警未确认" not in await duty.page.locator("main").inner_text()

@@ -1,0 +1,651 @@
+"""Alarms by phone: when something is wrong for long enough, the service phones the people on duty itself.
+
+A county office has nobody watching a dashboard at night. The elected worker (this is one of its services)
+looks every ``ops.alarm_interval_s`` for trouble:
+
+* an emergency broadcast that failed on some speakers (``emergency_failed``, one alarm per broadcast);
+* the disk below its warning level (``disk``), the AMI link down (``ami_down``), an official-warning source
+  silent longer than its setting (``alert_source_silent``) — each only once it has lasted
+  ``ops.alarm_after_s`` (a blip is not worth waking somebody), and *cleared* by itself if it goes away
+  before anybody acknowledged it.
+
+One trouble is one alarm (``ops_alarms.open_key`` is UNIQUE while it is open), and after an alarm another of
+the same kind about the same thing is not raised within ``ops.alarm_quiet_s``: a state that flaps does not
+become a storm of calls. An open alarm calls the duty officers on duty at this time of day, in the list's
+order, one at a time: the phone says what is wrong (our TTS, in Chinese) and asks to press 1. Somebody pressing
+1 acknowledges the alarm and the calls stop; an officer who does not answer, or answers without pressing 1,
+passes it to the next one; after the whole list a new round starts ``ops.alarm_round_interval_s`` later, at
+most ``ops.alarm_rounds`` rounds (then the alarm is 无人确认, still shown on the page and in 待办).
+
+Every call is claimed (a row, committed) before its one Originate and never sent twice (decision 0009): a call
+lost to an AMI outage, or cut by the worker stopping, ends 结果不明 and the next officer is called instead. The
+alarm, each call's outcome and each acknowledgement are written to the audit log.
+
+Calls go out through an :class:`AlarmLine`, the protocol defined here for what this needs (the hotline's
+``OutboundCalls`` satisfies it; ``server.py`` hands it in); with ``asterisk = none`` there is no line: alarms are
+still raised, shown and audited, and nobody is phoned.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from pathlib import PurePosixPath
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.clock import Clock
+from common.health import ComponentHealth, HealthRegistry
+from common.tasks import BackgroundTasks
+from ops.disk import DiskWatch
+from ops.rounds import every
+from storage import audit
+from storage.models import (
+    ALARM_KIND_LABELS,
+    RUN_FAILED,
+    AlarmCall,
+    Broadcast,
+    BroadcastSpeaker,
+    BroadcastZone,
+    DutyOfficer,
+    OpsAlarm,
+)
+
+log = logging.getLogger(__name__)
+
+SYSTEM = audit.Actor(None, "system:alarms")
+# Troubles that last (and clear by themselves); the others are events, open until acknowledged.
+LASTING_KINDS = frozenset({"disk", "ami_down", "alert_source_silent"})
+IN_FLIGHT_CALLS = ("placing", "ringing")
+THANKS = "已确认收到，谢谢。"
+
+
+# -- what ops needs from the phone system (satisfied by hotline.placing.OutboundCalls) ---------------------
+
+
+class PlacedAlarmCall(Protocol):
+    @property
+    def placement(self) -> Literal["sent", "not_sent", "unknown"]: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    async def first_answer(self, timeout_s: float) -> Literal["answered", "busy", "no_answer", "failed", "unknown"]: ...
+
+    async def wait_end(self, timeout_s: float) -> bool: ...
+
+    def dialplan_events(self, name: str) -> Sequence[Mapping[str, str]]: ...
+
+    def close(self) -> None: ...
+
+
+class AlarmLine(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    async def place(
+        self, *, dial: str, call_id: str, context: str, ring_s: float, variables: Mapping[str, str]
+    ) -> PlacedAlarmCall: ...
+
+
+Speaker = Callable[[str], Awaitable[PurePosixPath]]
+
+
+# -- what is wrong ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trouble:
+    kind: str
+    subject: str
+    # What the phone says and the page shows (Chinese, no English: an officer hears it half asleep).
+    message: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.subject}"
+
+
+TroubleCheck = Callable[[], Awaitable[list[Trouble]]]
+
+
+def emergency_failures(sessions: async_sessionmaker[AsyncSession], clock: Clock, lookback_s: float) -> TroubleCheck:
+    """Emergency broadcasts of the last ``lookback_s`` with speakers that failed (one trouble per broadcast)."""
+
+    async def check() -> list[Trouble]:
+        since = clock.now() - timedelta(seconds=lookback_s)
+        statement = (
+            select(Broadcast.id, Broadcast.title, func.count(BroadcastSpeaker.id))
+            .join(BroadcastZone, BroadcastZone.broadcast_id == Broadcast.id)
+            .join(BroadcastSpeaker, BroadcastSpeaker.zone_run_id == BroadcastZone.id)
+            .where(
+                Broadcast.origin == "emergency",
+                Broadcast.created_at >= since,
+                BroadcastSpeaker.state == RUN_FAILED,
+            )
+            .group_by(Broadcast.id, Broadcast.title)
+        )
+        async with sessions() as session:
+            rows = (await session.execute(statement)).all()
+        return [
+            Trouble(
+                "emergency_failed",
+                str(broadcast_id),
+                f"紧急广播“{title}”有{failed}个喇叭没有播出，请尽快检查。",
+            )
+            for broadcast_id, title, failed in rows
+        ]
+
+    return check
+
+
+def disk_trouble(disk: DiskWatch) -> TroubleCheck:
+    async def check() -> list[Trouble]:
+        worst = disk.worst
+        if worst is None or worst.level == "ok":
+            return []
+        refused = "，已暂停上传录音和审核通知" if worst.level == "refuse" else ""
+        return [Trouble("disk", "disk", f"服务器磁盘空间快满了{refused}，请尽快清理或扩容。")]
+
+    return check
+
+
+def health_troubles(health: HealthRegistry) -> TroubleCheck:
+    """The phone link (AMI) down, an official-warning source silent: read from the components' health."""
+
+    async def check() -> list[Trouble]:
+        report = await health.report()
+        found = []
+        if report.get("ami", {}).get("status") in ("down", "degraded"):
+            found.append(Trouble("ami_down", "ami", "村响与电话系统的连接断开了，热线可能无法接听，请尽快检查。"))
+        if report.get("alerts", {}).get("status") == "down":
+            found.append(Trouble("alert_source_silent", "alerts", "预警信息源长时间没有消息，请检查预警信息的接收。"))
+        return found
+
+    return check
+
+
+def on_duty(officer: DutyOfficer, at: time) -> bool:
+    start, end = officer.on_from, officer.on_until
+    if start == end:
+        return True
+    if start < end:
+        return start <= at < end
+    return at >= start or at < end  # a night shift across midnight
+
+
+@dataclass(frozen=True)
+class AlarmConfig:
+    interval_s: float = 15.0
+    after_s: float = 300.0
+    quiet_s: float = 3600.0
+    ring_s: float = 40.0
+    round_interval_s: float = 300.0
+    rounds: int = 3
+    dial_template: str = "PJSIP/{number}@trunk"
+    # How long an answered alarm call may last (it plays the alarm three times at most).
+    call_limit_s: float = 300.0
+
+
+def dial_for(template: str, phone: str) -> str:
+    return phone if "/" in phone else template.replace("{number}", phone)
+
+
+class AlarmService:
+    """The duty list, the alarms, and (on the elected worker) the rounds that raise them and phone people."""
+
+    name = "alarms"
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        config: AlarmConfig,
+        *,
+        timezone: ZoneInfo,
+        checks: Sequence[TroubleCheck],
+        line: AlarmLine | None,
+        speak: Speaker | None,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.config = config
+        self._timezone = timezone
+        self._checks = list(checks)
+        self._line = line
+        self._speak = speak
+        self._first_seen: dict[str, datetime] = {}
+        self._tasks: BackgroundTasks | None = None
+        self.health = ComponentHealth("alarms", status="standby", detail="only the active worker raises alarms")
+
+    @property
+    def can_call(self) -> bool:
+        return self._line is not None
+
+    def add_check(self, check: TroubleCheck) -> None:
+        self._checks.append(check)
+
+    # -- the worker service ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._tasks is not None:
+            return
+        await self._orphans()
+        self._first_seen.clear()
+        self._tasks = BackgroundTasks(self.name)
+        self._tasks.spawn(every(self.config.interval_s, self.run_once, self.name, first_at_once=True), "rounds")
+        detail = "watching; calls the duty list" if self._line is not None else "watching; no telephony to call"
+        self.health.set("ok", detail, at=self._clock.now())
+
+    async def stop(self) -> None:
+        if self._tasks is None:
+            return
+        tasks, self._tasks = self._tasks, None
+        await tasks.close()
+        self.health.set("standby", "stopped", at=self._clock.now())
+
+    async def _orphans(self) -> None:
+        """Calls a previous worker left under way end 结果不明 (never re-sent); their alarms call the next one."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            await session.execute(
+                update(AlarmCall)
+                .where(AlarmCall.state.in_(IN_FLIGHT_CALLS))
+                .values(state="unknown", ended_at=now, detail="the worker stopped during the call")
+            )
+            await session.execute(
+                update(OpsAlarm)
+                .where(OpsAlarm.state == "open", OpsAlarm.next_call_at.is_(None))
+                .values(next_call_at=now)
+            )
+            await session.commit()
+
+    async def run_once(self) -> None:
+        """One round: what is wrong now, which alarms that opens or clears, and the calls that are due."""
+        present, lasting = await self._troubles()
+        await self._open_and_clear(present, lasting)
+        if self._line is not None and self._line.connected:
+            await self._place_due()
+
+    async def _troubles(self) -> tuple[dict[str, Trouble], dict[str, Trouble]]:
+        """What is wrong now, and of that what has lasted long enough to raise an alarm."""
+        now = self._clock.now()
+        found: dict[str, Trouble] = {}
+        for check in self._checks:
+            try:
+                for trouble in await check():
+                    found[trouble.key] = trouble
+            except Exception:
+                log.exception("alarms: a check failed; the others still count")
+        for key in list(self._first_seen):
+            if key not in found:
+                del self._first_seen[key]
+        lasting: dict[str, Trouble] = {}
+        for key, trouble in found.items():
+            first = self._first_seen.setdefault(key, now)
+            if trouble.kind not in LASTING_KINDS or (now - first).total_seconds() >= self.config.after_s:
+                lasting[key] = trouble
+        return found, lasting
+
+    async def _open_and_clear(self, present: dict[str, Trouble], lasting: dict[str, Trouble]) -> None:
+        """Clear what is no longer wrong at all; raise what has lasted. (A worker that just took over has not
+        yet seen a trouble last: an alarm its predecessor opened stays open while the trouble is still there.)"""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            open_alarms = (await session.scalars(select(OpsAlarm).where(OpsAlarm.state == "open"))).all()
+            open_keys = {alarm.open_key for alarm in open_alarms}
+            for alarm in open_alarms:
+                if alarm.kind in LASTING_KINDS and alarm.open_key not in present:
+                    alarm.state, alarm.open_key, alarm.closed_at, alarm.next_call_at = "cleared", None, now, None
+                    audit.record(
+                        session,
+                        SYSTEM,
+                        at=now,
+                        action="ops.alarm.cleared",
+                        object_type="alarm",
+                        object_id=alarm.id,
+                        detail={"kind": alarm.kind, "subject": alarm.subject},
+                    )
+            await session.commit()
+        for key, trouble in lasting.items():
+            if key in open_keys:
+                continue
+            await self._raise(trouble, now)
+
+    async def _raise(self, trouble: Trouble, now: datetime) -> None:
+        quiet_since = now - timedelta(seconds=self.config.quiet_s)
+        async with self._sessions() as session:
+            recent = await session.scalar(
+                select(func.count())
+                .select_from(OpsAlarm)
+                .where(
+                    OpsAlarm.kind == trouble.kind,
+                    OpsAlarm.subject == trouble.subject,
+                    OpsAlarm.raised_at >= quiet_since,
+                )
+            )
+            if recent:
+                return  # raised within the quiet time already: a flapping state phones once
+            alarm = OpsAlarm(
+                kind=trouble.kind,
+                subject=trouble.subject,
+                open_key=trouble.key,
+                message=trouble.message,
+                state="open",
+                raised_at=now,
+                round=1,
+                next_position=0,
+                next_call_at=now,
+                calls_made=0,
+            )
+            session.add(alarm)
+            try:
+                await session.flush()
+            except IntegrityError:
+                await session.rollback()
+                return  # open already (another round got there first)
+            audit.record(
+                session,
+                SYSTEM,
+                at=now,
+                action="ops.alarm.raised",
+                object_type="alarm",
+                object_id=alarm.id,
+                detail={"kind": trouble.kind, "subject": trouble.subject, "message": trouble.message},
+            )
+            await session.commit()
+        log.warning("alarm %s raised: %s %s", alarm.id, ALARM_KIND_LABELS.get(trouble.kind), trouble.message)
+
+    # -- calling the duty list ---------------------------------------------------------------------------
+
+    async def on_duty_now(self) -> list[DutyOfficer]:
+        local = self._clock.now().astimezone(self._timezone).time()
+        async with self._sessions() as session:
+            officers = (
+                await session.scalars(
+                    select(DutyOfficer)
+                    .where(DutyOfficer.active.is_(True))
+                    .order_by(DutyOfficer.position, DutyOfficer.id)
+                )
+            ).all()
+        return [officer for officer in officers if on_duty(officer, local)]
+
+    async def _place_due(self) -> None:
+        now = self._clock.now()
+        async with self._sessions() as session:
+            due = (
+                await session.scalars(
+                    select(OpsAlarm.id)
+                    .where(OpsAlarm.state == "open", OpsAlarm.next_call_at <= now)
+                    .order_by(OpsAlarm.id)
+                )
+            ).all()
+        for alarm_id in due:
+            await self._call_next(alarm_id)
+
+    async def _call_next(self, alarm_id: int) -> None:
+        assert self._line is not None
+        now = self._clock.now()
+        officers = await self.on_duty_now()
+        async with self._sessions() as session:
+            # Claimed first (next_call_at → NULL, committed): two rounds looking at once never call twice.
+            claimed = await session.execute(
+                update(OpsAlarm)
+                .where(OpsAlarm.id == alarm_id, OpsAlarm.state == "open", OpsAlarm.next_call_at <= now)
+                .values(next_call_at=None)
+            )
+            await session.commit()
+            if getattr(claimed, "rowcount", 0) != 1:
+                return
+            alarm = await session.get(OpsAlarm, alarm_id)
+            if alarm is None:
+                return
+            if not officers:
+                # Nobody on duty at this hour: shown on the page; looked at again after a round's interval.
+                alarm.next_call_at = now + timedelta(seconds=max(self.config.round_interval_s, self.config.interval_s))
+                await session.commit()
+                return
+            if alarm.next_position >= len(officers):
+                if alarm.round >= self.config.rounds:
+                    alarm.state, alarm.open_key, alarm.closed_at, alarm.next_call_at = "unanswered", None, now, None
+                    audit.record(
+                        session,
+                        SYSTEM,
+                        at=now,
+                        action="ops.alarm.unanswered",
+                        object_type="alarm",
+                        object_id=alarm.id,
+                        detail={"rounds": alarm.round, "calls": alarm.calls_made},
+                    )
+                    await session.commit()
+                    return
+                alarm.round += 1
+                alarm.next_position = 0
+                alarm.next_call_at = now + timedelta(seconds=self.config.round_interval_s)
+                await session.commit()
+                if self.config.round_interval_s > 0:
+                    return
+            officer = officers[alarm.next_position]
+            # Claimed before the one Originate: the alarm waits for this call (next_call_at NULL), the call is a row.
+            call = AlarmCall(
+                alarm_id=alarm.id,
+                officer_id=officer.id,
+                officer_name=officer.name,
+                phone=officer.phone,
+                round=alarm.round,
+                channel_id=f"al-{secrets.token_hex(8)}",
+                state="placing",
+                placed_at=now,
+            )
+            session.add(call)
+            alarm.next_position += 1
+            alarm.calls_made += 1
+            alarm.next_call_at = None
+            message = alarm.message
+            await session.commit()
+            call_id, channel_id = call.id, call.channel_id
+        variables = {"__CX_MARKER": "alarm", "CX_ALARM_ID": str(alarm_id)}
+        try:
+            if self._speak is not None:
+                variables["CX_ALARM_PROMPT"] = str(await self._speak(f"村响系统告警。{message}请按1确认收到。"))
+                variables["CX_ALARM_THANKS"] = str(await self._speak(THANKS))
+        except Exception as exc:
+            # Not placed: the next officer (or round) is tried; the alarm's text could not be spoken.
+            log.exception("alarm %s: the alarm could not be spoken", alarm_id)
+            await self._end_call(call_id, "failed", f"not sent: the alarm could not be spoken ({exc})", next_now=True)
+            return
+        placed = await self._line.place(
+            dial=dial_for(self.config.dial_template, officer.phone),
+            call_id=channel_id,
+            context="cx-alarm",
+            ring_s=self.config.ring_s,
+            variables=variables,
+        )
+        if placed.placement != "sent":
+            placed.close()
+            state = "failed" if placed.placement == "not_sent" else "unknown"
+            await self._end_call(call_id, state, placed.detail, next_now=True)
+            return
+        assert self._tasks is not None
+        self._tasks.spawn(self._follow(call_id, placed), f"alarm-call-{call_id}")
+
+    async def _follow(self, call_id: int, placed: PlacedAlarmCall) -> None:
+        try:
+            answer = await placed.first_answer(self.config.ring_s + 30)
+            if answer != "answered":
+                await placed.wait_end(10.0)
+                await self._end_call(
+                    call_id, answer if answer != "unknown" else "unknown", placed.detail, next_now=True
+                )
+                return
+            async with self._sessions() as session:
+                await session.execute(update(AlarmCall).where(AlarmCall.id == call_id).values(state="ringing"))
+                await session.commit()
+            ended = await placed.wait_end(self.config.call_limit_s)
+            acknowledged = any(event.get("Ack") == "1" for event in placed.dialplan_events("CxAlarm"))
+            if acknowledged:
+                await self._end_call(call_id, "acknowledged", None, next_now=False)
+            else:
+                detail = None if ended else "the call did not end in time"
+                await self._end_call(call_id, "heard", detail, next_now=True)
+        finally:
+            placed.close()
+
+    async def _end_call(self, call_id: int, state: str, detail: str | None, *, next_now: bool) -> None:
+        now = self._clock.now()
+        async with self._sessions() as session:
+            call = await session.get(AlarmCall, call_id)
+            if call is None:
+                return
+            call.state, call.ended_at, call.detail = state, now, (detail or "")[:255] or None
+            alarm = await session.get(OpsAlarm, call.alarm_id)
+            audit.record(
+                session,
+                SYSTEM,
+                at=now,
+                action="ops.alarm.call",
+                object_type="alarm",
+                object_id=call.alarm_id,
+                detail={
+                    "call_id": call.id,
+                    "officer": call.officer_name,
+                    "phone": call.phone,
+                    "state": state,
+                    "detail": detail,
+                },
+            )
+            if alarm is not None and alarm.state == "open":
+                if state == "acknowledged":
+                    who = f"{call.officer_name}（{call.phone}）"
+                    alarm.state, alarm.open_key, alarm.closed_at = "acknowledged", None, now
+                    alarm.acknowledged_by, alarm.next_call_at = who, None
+                    audit.record(
+                        session,
+                        SYSTEM,
+                        at=now,
+                        action="ops.alarm.acknowledged",
+                        object_type="alarm",
+                        object_id=alarm.id,
+                        detail={"by": who, "call_id": call.id, "via": "phone"},
+                    )
+                elif next_now:
+                    alarm.next_call_at = now
+            await session.commit()
+        log.info("alarm call %s: %s %s", call_id, state, detail or "")
+        if next_now and self._tasks is not None:
+            # The next officer is called at once, not a poll later (each phone already rang its ring time).
+            self._tasks.spawn(self._place_due(), f"alarm-next-{call_id}")
+
+    # -- what admins do on the page ----------------------------------------------------------------------
+
+    async def acknowledge(self, alarm_id: int, actor: audit.Actor) -> OpsAlarm | None:
+        """An admin acknowledges on the page: the calls stop. None when there is no such open alarm."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            alarm = await session.get(OpsAlarm, alarm_id)
+            if alarm is None or alarm.state != "open":
+                return None
+            alarm.state, alarm.open_key, alarm.closed_at, alarm.next_call_at = "acknowledged", None, now, None
+            alarm.acknowledged_by = actor.username
+            audit.record(
+                session,
+                actor,
+                at=now,
+                action="ops.alarm.acknowledged",
+                object_type="alarm",
+                object_id=alarm.id,
+                detail={"by": actor.username, "via": "page"},
+            )
+            await session.commit()
+            return alarm
+
+    async def officers(self) -> list[DutyOfficer]:
+        async with self._sessions() as session:
+            statement = select(DutyOfficer).order_by(DutyOfficer.position, DutyOfficer.id)
+            return list((await session.scalars(statement)).all())
+
+    async def add_officer(
+        self, actor: audit.Actor, *, name: str, phone: str, on_from: time, on_until: time
+    ) -> DutyOfficer:
+        now = self._clock.now()
+        async with self._sessions() as session:
+            last = await session.scalar(select(func.max(DutyOfficer.position)))
+            officer = DutyOfficer(
+                name=name,
+                phone=phone,
+                on_from=on_from,
+                on_until=on_until,
+                position=(last or 0) + 1,
+                active=True,
+                created_at=now,
+            )
+            session.add(officer)
+            await session.flush()
+            audit.record(
+                session,
+                actor,
+                at=now,
+                action="ops.duty.added",
+                object_type="duty_officer",
+                object_id=officer.id,
+                detail=_officer_detail(officer),
+            )
+            await session.commit()
+            return officer
+
+    async def remove_officer(self, actor: audit.Actor, officer_id: int) -> bool:
+        now = self._clock.now()
+        async with self._sessions() as session:
+            officer = await session.get(DutyOfficer, officer_id)
+            if officer is None:
+                return False
+            audit.record(
+                session,
+                actor,
+                at=now,
+                action="ops.duty.removed",
+                object_type="duty_officer",
+                object_id=officer.id,
+                detail=_officer_detail(officer),
+            )
+            await session.delete(officer)
+            await session.commit()
+            return True
+
+    async def alarms(self, limit: int = 50) -> list[tuple[OpsAlarm, list[AlarmCall]]]:
+        async with self._sessions() as session:
+            alarms = (await session.scalars(select(OpsAlarm).order_by(OpsAlarm.id.desc()).limit(limit))).all()
+            ids = [alarm.id for alarm in alarms]
+            calls = (
+                (
+                    await session.scalars(select(AlarmCall).where(AlarmCall.alarm_id.in_(ids)).order_by(AlarmCall.id))
+                ).all()
+                if ids
+                else []
+            )
+        by_alarm: dict[int, list[AlarmCall]] = {}
+        for call in calls:
+            by_alarm.setdefault(call.alarm_id, []).append(call)
+        return [(alarm, by_alarm.get(alarm.id, [])) for alarm in alarms]
+
+    async def open_count(self) -> int:
+        async with self._sessions() as session:
+            return int(
+                await session.scalar(select(func.count()).select_from(OpsAlarm).where(OpsAlarm.state == "open")) or 0
+            )
+
+
+def _officer_detail(officer: DutyOfficer) -> dict[str, Any]:
+    return {
+        "name": officer.name,
+        "phone": officer.phone,
+        "on_from": officer.on_from.strftime("%H:%M"),
+        "on_until": officer.on_until.strftime("%H:%M"),
+    }

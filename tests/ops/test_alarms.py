@@ -1,0 +1,251 @@
+"""Alarms without a phone: when one is raised, that a flapping state raises one, the duty list and its page.
+
+The calls themselves (press 1, escalation to the next officer) are tested on the real Asterisk in
+``tests/ops/asterisk/test_alarm_calls.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from common.clock import ManualClock
+from ops.alarms import AlarmConfig, AlarmService, Trouble, on_duty
+from ops.rounds import every
+from server import Runtime
+from storage.models import AlarmCall, AuditEntry, DutyOfficer, OpsAlarm
+from tests.conftest import ClientFactory, UserFactory
+from tests.support.http import ApiClient
+
+START = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
+
+
+class Switch:
+    """A trouble the test turns on and off (a disk filling and emptying, a link flapping)."""
+
+    def __init__(self, trouble: Trouble) -> None:
+        self.trouble = trouble
+        self.on = False
+
+    async def __call__(self) -> list[Trouble]:
+        return [self.trouble] if self.on else []
+
+
+def service(runtime: Runtime, clock: ManualClock, *checks: Switch, **config: float) -> AlarmService:
+    return AlarmService(
+        runtime.sessions,
+        clock,
+        AlarmConfig(**config),  # type: ignore[arg-type]
+        timezone=ZoneInfo("Asia/Shanghai"),
+        checks=list(checks),
+        line=None,
+        speak=None,
+    )
+
+
+async def alarms(runtime: Runtime) -> list[OpsAlarm]:
+    async with runtime.sessions() as session:
+        return list((await session.scalars(select(OpsAlarm).order_by(OpsAlarm.id))).all())
+
+
+async def audited(runtime: Runtime, prefix: str) -> list[str]:
+    async with runtime.sessions() as session:
+        rows = await session.scalars(select(AuditEntry.action).where(AuditEntry.action.startswith(prefix)))
+        return list(rows.all())
+
+
+async def test_a_flapping_state_raises_one_alarm_within_the_quiet_time_and_a_short_blip_none(runtime: Runtime) -> None:
+    clock = ManualClock(START)
+    disk = Switch(Trouble("disk", "disk", "服务器磁盘空间快满了。"))
+    alarms_service = service(runtime, clock, disk, after_s=30, quiet_s=600)
+
+    async def at(seconds: float, on: bool) -> list[tuple[str, str]]:
+        clock.advance(seconds)
+        disk.on = on
+        await alarms_service.run_once()
+        return [(alarm.kind, alarm.state) for alarm in await alarms(runtime)]
+
+    assert await at(0, True) == []  # not yet lasted alarm_after_s
+    assert await at(20, False) == []  # a blip: gone before it counted
+    assert await at(10, True) == []
+    assert await at(30, True) == [("disk", "open")]
+    assert await at(10, False) == [("disk", "cleared")]  # went away before anybody acknowledged it
+    # It flaps: on again for long enough, off, on … — within the quiet time no second alarm, no second call.
+    for _ in range(5):
+        assert await at(40, True) == [("disk", "cleared")]
+        assert await at(10, False) == [("disk", "cleared")]
+    # After the quiet time the same trouble is worth a new alarm.
+    await at(400, True)
+    assert await at(40, True) == [("disk", "cleared"), ("disk", "open")]
+    assert sorted(await audited(runtime, "ops.alarm.")) == [
+        "ops.alarm.cleared",
+        "ops.alarm.raised",
+        "ops.alarm.raised",
+    ]
+
+
+async def test_a_failed_emergency_stays_open_until_acknowledged_and_a_failing_check_does_not_stop_the_others(
+    runtime: Runtime,
+) -> None:
+    clock = ManualClock(START)
+    failed = Switch(Trouble("emergency_failed", "17", "紧急广播“山洪”有3个喇叭没有播出，请尽快检查。"))
+    failed.on = True
+
+    async def broken() -> list[Trouble]:
+        raise RuntimeError("a check with a bug")
+
+    alarms_service = service(runtime, clock, failed, after_s=300)
+    alarms_service.add_check(broken)
+    await alarms_service.run_once()
+    failed.on = False  # an event, not a state: it does not clear by itself
+    clock.advance(60)
+    await alarms_service.run_once()
+    (alarm,) = await alarms(runtime)
+    assert (alarm.kind, alarm.state, alarm.calls_made) == ("emergency_failed", "open", 0)  # no line: nobody phoned
+    assert await alarms_service.open_count() == 1
+
+
+def test_who_is_on_duty_by_time_of_day_including_a_night_shift() -> None:
+    def officer(start: str, end: str) -> DutyOfficer:
+        return DutyOfficer(on_from=time.fromisoformat(start), on_until=time.fromisoformat(end))
+
+    day, night, always = officer("08:00", "18:00"), officer("18:00", "08:00"), officer("00:00", "00:00")
+    assert [on_duty(each, time(9, 0)) for each in (day, night, always)] == [True, False, True]
+    assert [on_duty(each, time(23, 0)) for each in (day, night, always)] == [False, True, True]
+    assert [on_duty(each, time(3, 0)) for each in (day, night, always)] == [False, True, True]
+    assert [on_duty(each, time(18, 0)) for each in (day, night, always)] == [False, True, True]
+
+
+async def test_a_round_that_fails_is_logged_and_the_next_one_runs(caplog: pytest.LogCaptureFixture) -> None:
+    rounds = 0
+    done = asyncio.Event()
+
+    async def round_() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise OSError("the database restarted")
+        if rounds == 3:
+            done.set()
+
+    task = asyncio.create_task(every(0.01, round_, "test-watch"))
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        task.cancel()
+    assert rounds >= 3
+    assert "test-watch: a round failed" in caplog.text
+
+
+def _form(client: ApiClient, **fields: str) -> dict[str, str]:
+    return {"csrf_token": client.csrf, **fields}
+
+
+async def test_admins_keep_the_duty_list_on_the_page_a_refusal_keeps_what_was_typed_and_others_are_refused(
+    runtime: Runtime, admin: ApiClient, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    page = await admin.get("/admin/alarms")
+    assert page.status == 200
+    text = await page.text()
+    assert "值班名单是空的" in text and "还没有告警" in text
+
+    added = await admin.post(
+        "/admin/alarms/officers",
+        data=_form(admin, name="张值班", phone="13900001111", on_from="08:00", on_until="18:00"),
+        allow_redirects=False,
+    )
+    assert added.status == 303
+    refused = await admin.post(
+        "/admin/alarms/officers", data=_form(admin, name="李夜班", phone="打我电话", on_from="18:00", on_until="08:00")
+    )
+    assert refused.status == 400
+    text = await refused.text()
+    assert "没有保存" in text and "电话" in text
+    assert 'value="李夜班"' in text and 'value="打我电话"' in text and 'value="18:00"' in text
+    listed = await (await admin.get("/admin/alarms")).text()
+    assert "张值班" in listed and "13900001111" in listed and "08:00–18:00" in listed and "李夜班" not in listed
+
+    clerk = await (await new_client()).login(*await make_user("staff", county_wide=True))
+    assert (await clerk.get("/admin/alarms")).status == 403
+    response = await clerk.post(
+        "/admin/alarms/officers", data=_form(clerk, name="冒充", phone="13900002222", on_from="00:00", on_until="00:00")
+    )
+    assert response.status == 403
+
+    (officer,) = await runtime.ops.alarms.officers()
+    removed = await admin.post(f"/admin/alarms/officers/{officer.id}/delete", data=_form(admin), allow_redirects=False)
+    assert removed.status == 303
+    assert await runtime.ops.alarms.officers() == []
+    assert sorted(await audited(runtime, "ops.duty.")) == ["ops.duty.added", "ops.duty.removed"]
+
+
+async def test_an_open_alarm_is_in_the_admins_todo_and_acknowledged_on_the_page(
+    runtime: Runtime, admin: ApiClient, tmp_path: Path
+) -> None:
+    clock = ManualClock(datetime.now(UTC) - timedelta(seconds=5))
+    failed = Switch(Trouble("emergency_failed", "9", "紧急广播“停水”有1个喇叭没有播出，请尽快检查。"))
+    failed.on = True
+    await service(runtime, clock, failed).run_once()
+    home = await (await admin.get("/")).text()
+    assert "告警未确认" in home
+    page = await (await admin.get("/admin/alarms")).text()
+    assert "紧急广播失败" in page and "停水" in page and "呼叫中" in page
+    (alarm,) = await alarms(runtime)
+    response = await admin.post(f"/admin/alarms/{alarm.id}/acknowledge", data=_form(admin), allow_redirects=False)
+    assert response.status == 303
+    page = await (await admin.get("/admin/alarms")).text()
+    assert re.search(r"已确认（[^）]*admin", page)
+    assert "告警未确认" not in await (await admin.get("/")).text()
+    assert "ops.alarm.acknowledged" in await audited(runtime, "ops.alarm.")
+
+
+async def test_a_call_the_previous_worker_left_under_way_ends_unknown_is_never_placed_again_and_the_alarm_stays(
+    runtime: Runtime,
+) -> None:
+    clock = ManualClock(START)
+    async with runtime.sessions() as session:
+        alarm = OpsAlarm(
+            kind="disk",
+            subject="disk",
+            open_key="disk:disk",
+            message="服务器磁盘空间快满了。",
+            state="open",
+            raised_at=START,
+            round=1,
+            next_position=1,
+            next_call_at=None,
+            calls_made=1,
+        )
+        session.add(alarm)
+        await session.flush()
+        session.add(
+            AlarmCall(
+                alarm_id=alarm.id,
+                officer_name="张一",
+                phone="13900001111",
+                round=1,
+                channel_id="al-left",
+                state="ringing",
+                placed_at=START,
+            )
+        )
+        await session.commit()
+    disk = Switch(Trouble("disk", "disk", "服务器磁盘空间快满了。"))
+    disk.on = True  # still wrong, though the new worker has not yet seen it last alarm_after_s
+    taking_over = service(runtime, clock, disk, after_s=300)
+    await taking_over.start()
+    await taking_over.run_once()
+    await taking_over.stop()
+    async with runtime.sessions() as session:
+        (call,) = (await session.scalars(select(AlarmCall))).all()
+        reloaded = await session.get(OpsAlarm, alarm.id)
+    assert (call.state, call.detail) == ("unknown", "the worker stopped during the call")
+    # The alarm goes on with the next officer on the list (position 1), never the cut call again.
+    assert reloaded is not None and reloaded.state == "open" and reloaded.next_call_at == START
+    assert reloaded.next_position == 1
