@@ -70,7 +70,7 @@ async def test_the_demo_county_and_its_ledger_survive_the_upgrade_to_head(empty_
         assert admin.user_id > max(user["id"] for user in rows["users"])
         county = await runtime.areas.create_county(admin, name="升级后新县")
         assert county.id > max(row["id"] for row in rows["counties"])
-        # 0011: the duty list starts empty (nobody is phoned until an admin fills it) and takes people.
+        # 0010: the duty list starts empty (nobody is phoned until an admin fills it) and takes people.
         alarms = runtime.ops.alarms
         assert await alarms.officers() == [] and await alarms.alarms() == []
         officer = await alarms.add_officer(

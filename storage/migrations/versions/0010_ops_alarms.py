@@ -1,6 +1,6 @@
 """Alarms by phone: the duty list, the alarms raised and every call made about them.
 
-Revision ID: 0011
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-05 09:30:00
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 import storage.types
 
-revision: str = "0011"
+revision: str = "0010"
 down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
