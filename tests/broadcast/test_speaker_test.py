@@ -13,7 +13,7 @@ from server import Runtime
 from settings import Settings
 from storage.models import RUN_SUCCESS
 from tests.broadcast.test_rtp import Listener
-from tests.support.broadcasting import broadcasting_settings, build_place, make_principal
+from tests.support.broadcasting import SPEAKER_TEST_TEXT, broadcasting_settings, build_place, make_principal
 from tests.support.cli import environment, run
 from tests.support.http import ApiClient
 
@@ -79,12 +79,12 @@ async def test_the_speaker_api_and_the_button_on_the_speaker_page_test_one_speak
     principal = await make_principal(runtime, "api-test-admin", "admin", county_wide=True)
     place = await build_place(runtime, principal, "乙镇", [[("sink", "file:hall"), ("http", "t00010")]])
     sink, terminal = place.speaker_ids
-    result = await admin.post_json(f"/api/v1/speakers/{sink}/test", {"text": "拨测。"})
+    result = await admin.post_json(f"/api/v1/speakers/{sink}/test", {"text": SPEAKER_TEST_TEXT})
     assert (result["speaker_id"], result["state"]) == (sink, RUN_SUCCESS)
-    refused = await admin.post_json(f"/api/v1/speakers/{terminal}/test", {"text": "拨测。"}, expect=400)
+    refused = await admin.post_json(f"/api/v1/speakers/{terminal}/test", {"text": SPEAKER_TEST_TEXT}, expect=400)
     assert refused["error"]["code"] == "speaker_test.http"
     # The 拨测 button on the speaker page: the result comes back as the page's message.
-    page = await (await admin.post(f"/broadcast/speakers/{sink}/test", data={"text": "拨测。"})).text()
+    page = await (await admin.post(f"/broadcast/speakers/{sink}/test", data={"text": SPEAKER_TEST_TEXT})).text()
     assert "拨测 喇叭1：成功" in page
-    page = await (await admin.post(f"/broadcast/speakers/{terminal}/test", data={"text": "拨测。"})).text()
+    page = await (await admin.post(f"/broadcast/speakers/{terminal}/test", data={"text": SPEAKER_TEST_TEXT})).text()
     assert "立即播出" in page
