@@ -26,7 +26,16 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return environment(tmp_path / "data", CUNXIANG_TTS_ENGINES='["espeak"]')
+    # The command's process reads as fast as the fixture's runtime (tests/support/broadcasting.py): the test item's
+    # length proves nothing here.
+    return environment(
+        tmp_path / "data",
+        CUNXIANG_TTS_ENGINES='["espeak"]',
+        CUNXIANG_TTS_ESPEAK_SPEED_WPM="400",
+        CUNXIANG_AUDIO_CHIME="false",
+        CUNXIANG_AUDIO_LEAD_IN_MS="0",
+        CUNXIANG_AUDIO_TAIL_MS="0",
+    )
 
 
 async def test_the_command_plays_to_an_rtp_address_and_prints_the_speakers_result_as_json(
@@ -37,7 +46,7 @@ async def test_the_command_plays_to_an_rtp_address_and_prints_the_speakers_resul
     try:
         done = await asyncio.to_thread(
             run,
-            ["broadcast", "test", "--text", "村响广播测试。", "--rtp", f"127.0.0.1:{listener.port}"],
+            ["broadcast", "test", "--text", SPEAKER_TEST_TEXT, "--rtp", f"127.0.0.1:{listener.port}"],
             _env(tmp_path),
         )
         await asyncio.sleep(0.2)
