@@ -313,7 +313,9 @@ async def test_a_4g_terminal_pulls_plays_and_reports_and_an_emergency_preempts_i
         admin, zone_id=zone, name="音柱", transport="rtp", address=f"127.0.0.1:{listener.port}"
     )
     staff, approver, _both = await _people(runtime, new_client, make_user, tree["townships"][0])
-    notice = await _approved(staff, approver, tree["townships"][0], body="本月收入合计12.5万元。" * 3)
+    # Read fast (tests/support/broadcasting.py): long enough to be still on air on the RTP speaker while the
+    # emergency is written, rendered and started, even on a loaded machine (about 12 s).
+    notice = await _approved(staff, approver, tree["townships"][0], body="本月收入合计12.5万元。" * 8)
     chief = await (await new_client()).login(*await make_user("leader", county_wide=True, can_emergency=True))
 
     async with ClientSession() as http:

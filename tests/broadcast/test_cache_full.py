@@ -14,10 +14,17 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from server import Runtime
-from settings import AudioSettings, Settings
+from settings import Settings
 from storage.models import RUN_SUCCESS, Notice
 from tests.conftest import ClientFactory, UserFactory
-from tests.support.broadcasting import broadcasting_settings, build_place, make_principal, wait_for_rows
+from tests.support.broadcasting import (
+    FAST_AUDIO,
+    SPEAKER_TEST_TEXT,
+    broadcasting_settings,
+    build_place,
+    make_principal,
+    wait_for_rows,
+)
 from tests.support.http import ApiClient
 from tests.support.receivers import RtpReceiver, item_payloads
 
@@ -35,9 +42,9 @@ BODIES = [
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    # A 2 MB cache: two or three approved notices fill it.
+    # A 1 MB cache: a few approved notices, read fast and without the chime, fill it.
     return broadcasting_settings(
-        tmp_path / "data", database_url, audio=AudioSettings(default_repeats=1, cache_max_mb=2)
+        tmp_path / "data", database_url, audio=FAST_AUDIO.model_copy(update={"cache_max_mb": 1})
     )
 
 
@@ -147,7 +154,7 @@ async def test_the_speaker_test_renders_its_audio_again_when_it_went_missing_and
 
         monkeypatch.setattr(producer, "render_text", evicted_by_another_process)
         (speaker_id,) = place.speaker_ids
-        result = await admin.post_json(f"/api/v1/speakers/{speaker_id}/test", {"text": "拨测。"})
+        result = await admin.post_json(f"/api/v1/speakers/{speaker_id}/test", {"text": SPEAKER_TEST_TEXT})
         assert (result["state"], result["state_label"]) == (RUN_SUCCESS, "成功")
         assert renders == 2  # rendered again, not a 500
         await speaker.until(lambda receiver: len(receiver.packets) >= result["packets_sent"] > 50, timeout=10)

@@ -16,6 +16,7 @@ from server import Runtime, build_runtime
 from settings import AudioSettings
 from storage.models import RUN_PLAYING, RUN_SUCCESS
 from tests.support.broadcasting import (
+    PRODUCTION_SPEECH,
     approved_notice,
     broadcasting_settings,
     build_place,
@@ -38,7 +39,10 @@ SLOW_CALLBACK_S = 0.05
 
 @pytest.fixture
 async def live(tmp_path: Path, database_url: str) -> AsyncIterator[Runtime]:
-    settings = broadcasting_settings(tmp_path / "data", database_url, audio=AudioSettings(default_repeats=1))
+    # At the production rate, with the chime: the item must be long (minutes) to prove production stays off the loop.
+    settings = broadcasting_settings(
+        tmp_path / "data", database_url, tts=PRODUCTION_SPEECH, audio=AudioSettings(default_repeats=1)
+    )
     runtime = build_runtime(settings)
     await runtime.broadcasting.dispatcher.start()
     try:
@@ -90,7 +94,7 @@ async def test_a_notice_that_would_read_longer_than_the_cap_is_refused_before_an
     tmp_path: Path, database_url: str
 ) -> None:
     settings = broadcasting_settings(
-        tmp_path / "data", database_url, audio=AudioSettings(default_repeats=1, max_item_s=60)
+        tmp_path / "data", database_url, tts=PRODUCTION_SPEECH, audio=AudioSettings(default_repeats=1, max_item_s=60)
     )
     runtime = build_runtime(settings)
     try:

@@ -18,7 +18,7 @@ from broadcast.asrun import AsRunFilter
 from common.clock import ManualClock
 from schedules.service import ScheduleInput
 from server import Runtime, build_runtime
-from settings import BroadcastSettings, SchedulerSettings
+from settings import AudioSettings, BroadcastSettings, SchedulerSettings
 from storage.models import (
     EMERGENCY_PRIORITY,
     RUN_CANCELLED,
@@ -32,6 +32,7 @@ from storage.models import (
     Notice,
 )
 from tests.support.broadcasting import (
+    PRODUCTION_SPEECH,
     approved_notice,
     broadcasting_settings,
     build_place,
@@ -51,9 +52,13 @@ SHORT = "请大家相互转告。"
 
 @pytest.fixture
 async def live(tmp_path: Path, database_url: str) -> AsyncIterator[Runtime]:
+    # The production rate and the chime: a cut is told from a whole play only past the beginning every item
+    # shares (INTO_SPEECH), and LONG must still be playing there.
     settings = broadcasting_settings(
         tmp_path / "data",
         database_url,
+        tts=PRODUCTION_SPEECH,
+        audio=AudioSettings(default_repeats=1),
         broadcast=BroadcastSettings(lower_priority_wait_s=300, pending_poll_s=0.2, heartbeat_s=0.5),
         scheduler=SchedulerSettings(resync_s=3600, catch_up_grace_s=600),
     )

@@ -13,7 +13,7 @@ from server import Runtime
 from settings import Settings
 from storage.models import RUN_SUCCESS
 from tests.broadcast.test_rtp import Listener
-from tests.support.broadcasting import broadcasting_settings, build_place, make_principal
+from tests.support.broadcasting import SPEAKER_TEST_TEXT, broadcasting_settings, build_place, make_principal
 from tests.support.cli import environment, run
 from tests.support.http import ApiClient
 
@@ -26,7 +26,16 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return environment(tmp_path / "data", CUNXIANG_TTS_ENGINES='["espeak"]')
+    # The command's process reads as fast as the fixture's runtime (tests/support/broadcasting.py): the test item's
+    # length proves nothing here.
+    return environment(
+        tmp_path / "data",
+        CUNXIANG_TTS_ENGINES='["espeak"]',
+        CUNXIANG_TTS_ESPEAK_SPEED_WPM="400",
+        CUNXIANG_AUDIO_CHIME="false",
+        CUNXIANG_AUDIO_LEAD_IN_MS="0",
+        CUNXIANG_AUDIO_TAIL_MS="0",
+    )
 
 
 async def test_the_command_plays_to_an_rtp_address_and_prints_the_speakers_result_as_json(
@@ -37,7 +46,7 @@ async def test_the_command_plays_to_an_rtp_address_and_prints_the_speakers_resul
     try:
         done = await asyncio.to_thread(
             run,
-            ["broadcast", "test", "--text", "村响广播测试。", "--rtp", f"127.0.0.1:{listener.port}"],
+            ["broadcast", "test", "--text", SPEAKER_TEST_TEXT, "--rtp", f"127.0.0.1:{listener.port}"],
             _env(tmp_path),
         )
         await asyncio.sleep(0.2)
@@ -79,12 +88,12 @@ async def test_the_speaker_api_and_the_button_on_the_speaker_page_test_one_speak
     principal = await make_principal(runtime, "api-test-admin", "admin", county_wide=True)
     place = await build_place(runtime, principal, "乙镇", [[("sink", "file:hall"), ("http", "t00010")]])
     sink, terminal = place.speaker_ids
-    result = await admin.post_json(f"/api/v1/speakers/{sink}/test", {"text": "拨测。"})
+    result = await admin.post_json(f"/api/v1/speakers/{sink}/test", {"text": SPEAKER_TEST_TEXT})
     assert (result["speaker_id"], result["state"]) == (sink, RUN_SUCCESS)
-    refused = await admin.post_json(f"/api/v1/speakers/{terminal}/test", {"text": "拨测。"}, expect=400)
+    refused = await admin.post_json(f"/api/v1/speakers/{terminal}/test", {"text": SPEAKER_TEST_TEXT}, expect=400)
     assert refused["error"]["code"] == "speaker_test.http"
     # The 拨测 button on the speaker page: the result comes back as the page's message.
-    page = await (await admin.post(f"/broadcast/speakers/{sink}/test", data={"text": "拨测。"})).text()
+    page = await (await admin.post(f"/broadcast/speakers/{sink}/test", data={"text": SPEAKER_TEST_TEXT})).text()
     assert "拨测 喇叭1：成功" in page
-    page = await (await admin.post(f"/broadcast/speakers/{terminal}/test", data={"text": "拨测。"})).text()
+    page = await (await admin.post(f"/broadcast/speakers/{terminal}/test", data={"text": SPEAKER_TEST_TEXT})).text()
     assert "立即播出" in page

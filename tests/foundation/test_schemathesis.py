@@ -37,7 +37,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.cli import CUNXIANG, environment, free_port, run
+from tests.support.cli import CUNXIANG, environment, free_port
+from tests.support.demo import DemoCounty
 
 pytestmark = pytest.mark.slow
 
@@ -65,19 +66,25 @@ class Findings:
 
 
 @pytest.fixture(scope="module")
-def demo_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """The service on the demo county, transports off; its URL and the demo accounts (username per role)."""
+def demo_service(
+    tmp_path_factory: pytest.TempPathFactory, demo_county: DemoCounty
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """The service on the demo county, transports off; its URL and the demo accounts (username per role).
+
+    The county is a copy of the run's demo county (tests/support/demo.py: what ``cunxiang init`` and
+    ``cunxiang demo`` make, built once per run for every test that walks it; the commands themselves are
+    tested in tests/foundation/test_cli.py): loading it again here cost half a minute of CPU.
+    """
     data_dir = tmp_path_factory.mktemp("schemathesis") / "data"
+    database_url = demo_county.copy_to(data_dir)
     env = environment(
         data_dir,
+        CUNXIANG_DATABASE_URL=database_url,
         CUNXIANG_TTS_ENGINES="espeak",
         CUNXIANG_BROADCAST_TRANSPORTS="none",
         CUNXIANG_CASES_FOLLOWUP_CALLS="false",
         CUNXIANG_LOG_LEVEL="WARNING",
     )
-    for command in (["init"], ["demo"]):
-        done = run(command, env, timeout=300)
-        assert done.returncode == 0, done.stderr
     logins: dict[str, str] = {}
     for line in (data_dir / "demo-logins.txt").read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):

@@ -231,7 +231,7 @@ def media(asterisk_instance: SandboxInstance, tmp_path_factory: pytest.TempPathF
     """Prompts and test audio, rendered once per test run into the instance (espeak-ng; edge is unreachable here).
 
     Under pytest-xdist the first worker renders them and the others copy its files (rendering the 47 prompts
-    is CPU work that four workers starting together would otherwise do four times over, on two cores).
+    is CPU work that six workers starting together would otherwise do six times over, on two cores).
     """
     data = tmp_path_factory.mktemp("asterisk-media")
     settings = make_settings(data, f"sqlite+aiosqlite:///{data / 'unused.db'}", **asterisk_instance.settings_values())
