@@ -9,6 +9,7 @@ from storage.models.alerts import (
     ALERT_STATES,
     AlertMessage,
     AlertPolicyRule,
+    AlertFeedEntry,
     AlertRefusal,
     AlertSource,
 )
@@ -179,6 +180,7 @@ __all__ = [
     "AlarmCall",
     "AlertMessage",
     "AlertPolicyRule",
+    "AlertFeedEntry",
     "AlertRefusal",
     "AlertSource",
     "AuditEntry",
