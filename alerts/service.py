@@ -18,6 +18,7 @@ and ``server.py`` satisfies with the emergency path (notices and the dispatcher)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from settings import Settings
 from storage import audit
 from storage.audit import Actor
 from storage.models import (
+    AlertFeedEntry,
     AlertMessage,
     AlertPolicyRule,
     AlertRefusal,
@@ -60,6 +62,8 @@ SYSTEM_DISPLAY_NAME = "预警自动播出（系统）"
 AIRING_STATUSES = {"Actual", "Test", "Exercise"}
 TEST_STATUSES = {"Test", "Exercise"}
 EXCERPT_CHARS = 500
+# What the as-run says of a play stopped because its alert reached its expires.
+EXPIRED_REASON = "预警已到失效时间"
 
 
 class AlertBroadcaster(Protocol):
@@ -205,6 +209,31 @@ class AlertService:
                 source.etag = etag[:255]
             if last_modified is not None:
                 source.last_modified = last_modified[:64]
+
+    async def feed_links_seen(self, source_id: int, links: Sequence[str]) -> set[str]:
+        """Which of a feed's entry links this source fetched before (in this process or before a restart)."""
+        if not links:
+            return set()
+        by_hash = {_link_hash(link): link for link in links}
+        async with self._sessions() as session:
+            found = await session.scalars(
+                select(AlertFeedEntry.link_hash).where(
+                    AlertFeedEntry.source_id == source_id, AlertFeedEntry.link_hash.in_(list(by_hash))
+                )
+            )
+            return {by_hash[digest] for digest in found.all()}
+
+    async def remember_feed_link(self, source_id: int, link: str) -> None:
+        """An entry link fetched and handed to :meth:`receive` (taken or refused): never fetched again."""
+        try:
+            async with self._sessions.begin() as session:
+                session.add(
+                    AlertFeedEntry(
+                        source_id=source_id, link_hash=_link_hash(link), link=link[:1024], seen_at=self._clock.now()
+                    )
+                )
+        except IntegrityError:
+            pass  # remembered already (two rounds raced): once is enough
 
     async def silent_sources(self) -> list[AlertSource]:
         """Active sources that have sent nothing (not even a heartbeat) for longer than their setting."""
@@ -486,6 +515,43 @@ class AlertService:
         due = self._clock.now() + timedelta(minutes=rule.repeat_every_min)
         return None if row.expires is not None and due >= row.expires else due
 
+    async def end_expired(self) -> int:
+        """End what reached its ``expires``: an alert still on air is stopped wherever it plays or waits (the
+        as-run says 预警已到失效时间) and its remaining repeats are cancelled; one still waiting for an approver
+        becomes 已过期. Each recorded (``alert.expired``). Returns how many alerts were ended."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            due = (
+                await session.scalars(
+                    select(AlertMessage.id).where(
+                        AlertMessage.state.in_(("aired", "pending")),
+                        AlertMessage.ended_at.is_(None),
+                        AlertMessage.expires <= now,
+                    )
+                )
+            ).all()
+        ended = 0
+        for message_id in due:
+            async with self._sessions.begin() as session:
+                row = await session.get(AlertMessage, message_id)
+                if row is None or row.ended_at is not None or row.state not in ("aired", "pending"):
+                    continue  # cancelled or ended by someone else meanwhile
+                broadcasts = list(row.broadcast_ids or []) if row.state == "aired" else []
+                at = (row.expires or now).astimezone(self.config.zone)
+                if row.state == "pending":
+                    row.state, row.state_reason = "expired", f"等待审核时已过失效时间（{at:%m-%d %H:%M}），不再播出"
+                else:
+                    row.state_reason = f"{row.state_reason}；{at:%m-%d %H:%M} 到失效时间，播出结束"
+                row.ended_at, row.next_play_at = now, None
+                audit.record(
+                    session, SYSTEM_ACTOR, at=now, action="alert.expired", object_type="alert", object_id=row.id,
+                    detail={"broadcasts_stopped": broadcasts, "plays": row.plays},
+                )  # fmt: skip
+            for broadcast_id in broadcasts:
+                await self._stop(broadcast_id, EXPIRED_REASON)
+            ended += 1
+        return ended
+
     async def repeat_due(self) -> int:
         """Play every repeat that is due (the repeat runner's step); returns how many were queued.
 
@@ -713,6 +779,10 @@ class AlertService:
             )
             for rule in rules
         ]
+
+
+def _link_hash(link: str) -> str:
+    return hashlib.sha256(link.encode()).hexdigest()
 
 
 def in_quiet_hours(clock: time, quiet_start: time, quiet_end: time) -> bool:
