@@ -370,7 +370,7 @@ async def policy_page(
     forms = []
     for rule in rules:
         shown = values if typed_rule == rule.id and values is not None else _rule_values(rule)
-        forms.append({"id": rule.id, "values": shown, "error": error if typed_rule == rule.id else None})
+        forms.append({"id": rule.id, "fields": shown, "error": error if typed_rule == rule.id else None})
     new_position = max((rule.position for rule in rules), default=0) + 10
     new = values if typed_rule == 0 and values is not None else {"position": new_position, "action": "review",
                                                                    "max_plays": 1}  # fmt: skip
@@ -379,7 +379,7 @@ async def policy_page(
         "alerts/policy.html",
         {
             "forms": forms,
-            "new": {"values": new, "error": error if typed_rule == 0 else None},
+            "new": {"fields": new, "error": error if typed_rule == 0 else None},
             "ACTION_LABELS": ALERT_ACTION_LABELS,
             "SEVERITY_LABELS": SEVERITY_LABELS,
             "URGENCY_LABELS": URGENCY_LABELS,
