@@ -1,11 +1,13 @@
-"""A round of work every so often, as one owned, stoppable task that outlives a failing round.
+"""A round of work every so often, outliving a failing round: the ops watches, the alarms, the alerts' sources.
 
-The watches (clock, disk) and the alerts' sources and repeats all do the same thing: run a step, wait, run it
-again, until the service stops. :class:`Periodic` is that loop once: the task is owned (``BackgroundTasks``),
-a round that raises is logged with the part's name and the next round comes as usual (a watch that dies on one
-bad answer would otherwise go quiet for good), and stopping lets the round in progress finish (a database call
-cancelled halfway can leave a connection behind the pool's back) before the task is cancelled, at most
-``stop_grace_s`` later.
+All of them do the same thing: run a step, wait, run it again, until the service stops; a round that raises is
+logged with the part's name and the next round comes as usual (a watch that died on one bad answer — a database
+restarting, a program printing something new — would leave its state stale for good).
+
+* :func:`every` is that loop, for a part that owns its tasks already (cancelled when it stops);
+* :class:`Periodic` is the loop as an owned service: ``start`` / ``stop``, and stopping lets the round in
+  progress finish (a database call cancelled halfway can leave a connection behind the pool's back) before the
+  task is cancelled, at most ``stop_grace_s`` later.
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ from collections.abc import Awaitable, Callable
 from common.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
+
+
+async def every(
+    interval_s: float, round_: Callable[[], Awaitable[object]], what: str, *, first_at_once: bool = False
+) -> None:
+    """Run ``round_`` every ``interval_s`` seconds until cancelled; a round that raises is logged, the next runs."""
+    if not first_at_once:
+        await asyncio.sleep(interval_s)
+    while True:
+        try:
+            await round_()
+        except Exception:
+            log.exception("%s: a round failed; trying again in %g s", what, interval_s)
+        await asyncio.sleep(interval_s)
 
 
 class Periodic:
@@ -69,7 +85,7 @@ class Periodic:
             try:
                 await self._step()
             except Exception:
-                log.exception("%s: a round failed; the next one comes in %.1f s", self.name, self.interval_s)
+                log.exception("%s: a round failed; trying again in %g s", self.name, self.interval_s)
             await self._pause()
 
     async def _pause(self) -> None:

@@ -6,7 +6,7 @@
   another process); the active worker's dispatcher stops its plays of that broadcast on its next round.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-05 10:00:00
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 import storage.types
 
 revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0009"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
