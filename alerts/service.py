@@ -18,6 +18,7 @@ and ``server.py`` satisfies with the emergency path (notices and the dispatcher)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
@@ -33,7 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from accounts.principal import Principal
 from alerts.areas import Place, match_places
 from alerts.cap import DEFAULT_MAX_BYTES, CapMessage, CapRefused, parse_cap
-from alerts.policy import PolicyRow, decide, level_of, spoken_text
+from alerts.policy import (
+    CERTAINTY_LABELS,
+    SEVERITY_LABELS,
+    URGENCY_LABELS,
+    PolicyRow,
+    decide,
+    level_of,
+    spoken_text,
+)
 from alerts.signatures import load_certificate, verify_signature
 from areas.addresses import hash_token
 from common.clock import Clock
@@ -42,6 +51,8 @@ from settings import Settings
 from storage import audit
 from storage.audit import Actor
 from storage.models import (
+    ALERT_ACTIONS,
+    AlertFeedEntry,
     AlertMessage,
     AlertPolicyRule,
     AlertRefusal,
@@ -60,6 +71,8 @@ SYSTEM_DISPLAY_NAME = "预警自动播出（系统）"
 AIRING_STATUSES = {"Actual", "Test", "Exercise"}
 TEST_STATUSES = {"Test", "Exercise"}
 EXCERPT_CHARS = 500
+# What the as-run says of a play stopped because its alert reached its expires.
+EXPIRED_REASON = "预警已到失效时间"
 
 
 class AlertBroadcaster(Protocol):
@@ -144,18 +157,7 @@ class AlertService:
 
         With ``certificate_pem`` every message from it must be signed by that certificate's key.
         """
-        name = name.strip()
-        if not name or len(name) > 64:
-            raise InvalidInput("来源名称不能为空，最多64个字", fields={"name": "1到64个字"})
-        if kind == "pull" and not (url and url.startswith(("http://", "https://"))):
-            raise InvalidInput("订阅拉取的来源需要 http 或 https 地址", fields={"url": "需要网址"})
-        if kind == "folder" and not folder:
-            raise InvalidInput("文件夹来源需要文件夹路径", fields={"folder": "需要路径"})
-        if certificate_pem:
-            try:
-                load_certificate(certificate_pem)
-            except ValueError:
-                raise InvalidInput("证书不是有效的 PEM 格式", fields={"certificate_pem": "不是有效的证书"}) from None
+        name = _checked_source(name, kind, url, folder, certificate_pem)
         token = secrets.token_urlsafe(32) if kind == "push" else None
         now = self._clock.now()
         source = AlertSource(
@@ -182,6 +184,65 @@ class AlertService:
             raise Conflict("已有同名的预警来源", code="alert_source.exists", fields={"name": "已存在"}) from None
         return source, token
 
+    async def update_source(
+        self,
+        actor: Actor,
+        source_id: int,
+        *,
+        name: str,
+        active: bool,
+        url: str | None = None,
+        folder: str | None = None,
+        poll_interval_s: int = 60,
+        silent_after_s: int | None = None,
+        certificate_pem: str | None = None,
+    ) -> AlertSource:
+        """Change a source (its kind and token stay): switched off, it takes nothing (a push is refused with 401,
+        a feed or folder is not read). Audited with what changed (a certificate as set or removed)."""
+        now = self._clock.now()
+        try:
+            async with self._sessions.begin() as session:
+                source = await session.get(AlertSource, source_id)
+                if source is None or source.kind == "manual":
+                    raise NotFound("预警来源不存在")
+                name = _checked_source(name, source.kind, url, folder, certificate_pem)
+                changes: dict[str, Any] = {
+                    "name": name,
+                    "active": active,
+                    "url": url if source.kind == "pull" else source.url,
+                    "folder": folder if source.kind == "folder" else source.folder,
+                    "poll_interval_s": poll_interval_s,
+                    "silent_after_s": silent_after_s,
+                    "certificate_pem": certificate_pem or None,
+                }
+                diff: dict[str, Any] = {}
+                for field_name, value in changes.items():
+                    before = getattr(source, field_name)
+                    if before != value:
+                        shown = (
+                            (lambda v: "已设置" if v else "无") if field_name == "certificate_pem" else (lambda v: v)
+                        )
+                        diff[field_name] = {"before": shown(before), "after": shown(value)}
+                        setattr(source, field_name, value)
+                if "url" in diff:  # another feed: what the old one said is no guide
+                    source.etag = source.last_modified = None
+                if diff:
+                    await session.flush()
+                    audit.record(
+                        session, actor, at=now, action="alert_source.update", object_type="alert_source",
+                        object_id=source.id, detail=diff,
+                    )  # fmt: skip
+        except IntegrityError:
+            raise Conflict("已有同名的预警来源", code="alert_source.exists", fields={"name": "已存在"}) from None
+        return source
+
+    async def get_source(self, source_id: int) -> AlertSource:
+        async with self._sessions() as session:
+            source = await session.get(AlertSource, source_id)
+        if source is None or source.kind == "manual":
+            raise NotFound("预警来源不存在")
+        return source
+
     async def sources_of_kind(self, kind: str) -> list[AlertSource]:
         async with self._sessions() as session:
             rows = await session.scalars(
@@ -205,6 +266,31 @@ class AlertService:
                 source.etag = etag[:255]
             if last_modified is not None:
                 source.last_modified = last_modified[:64]
+
+    async def feed_links_seen(self, source_id: int, links: Sequence[str]) -> set[str]:
+        """Which of a feed's entry links this source fetched before (in this process or before a restart)."""
+        if not links:
+            return set()
+        by_hash = {_link_hash(link): link for link in links}
+        async with self._sessions() as session:
+            found = await session.scalars(
+                select(AlertFeedEntry.link_hash).where(
+                    AlertFeedEntry.source_id == source_id, AlertFeedEntry.link_hash.in_(list(by_hash))
+                )
+            )
+            return {by_hash[digest] for digest in found.all()}
+
+    async def remember_feed_link(self, source_id: int, link: str) -> None:
+        """An entry link fetched and handed to :meth:`receive` (taken or refused): never fetched again."""
+        try:
+            async with self._sessions.begin() as session:
+                session.add(
+                    AlertFeedEntry(
+                        source_id=source_id, link_hash=_link_hash(link), link=link[:1024], seen_at=self._clock.now()
+                    )
+                )
+        except IntegrityError:
+            pass  # remembered already (two rounds raced): once is enough
 
     async def silent_sources(self) -> list[AlertSource]:
         """Active sources that have sent nothing (not even a heartbeat) for longer than their setting."""
@@ -486,6 +572,43 @@ class AlertService:
         due = self._clock.now() + timedelta(minutes=rule.repeat_every_min)
         return None if row.expires is not None and due >= row.expires else due
 
+    async def end_expired(self) -> int:
+        """End what reached its ``expires``: an alert still on air is stopped wherever it plays or waits (the
+        as-run says 预警已到失效时间) and its remaining repeats are cancelled; one still waiting for an approver
+        becomes 已过期. Each recorded (``alert.expired``). Returns how many alerts were ended."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            due = (
+                await session.scalars(
+                    select(AlertMessage.id).where(
+                        AlertMessage.state.in_(("aired", "pending")),
+                        AlertMessage.ended_at.is_(None),
+                        AlertMessage.expires <= now,
+                    )
+                )
+            ).all()
+        ended = 0
+        for message_id in due:
+            async with self._sessions.begin() as session:
+                row = await session.get(AlertMessage, message_id)
+                if row is None or row.ended_at is not None or row.state not in ("aired", "pending"):
+                    continue  # cancelled or ended by someone else meanwhile
+                broadcasts = list(row.broadcast_ids or []) if row.state == "aired" else []
+                at = (row.expires or now).astimezone(self.config.zone)
+                if row.state == "pending":
+                    row.state, row.state_reason = "expired", f"等待审核时已过失效时间（{at:%m-%d %H:%M}），不再播出"
+                else:
+                    row.state_reason = f"{row.state_reason}；{at:%m-%d %H:%M} 到失效时间，播出结束"
+                row.ended_at, row.next_play_at = now, None
+                audit.record(
+                    session, SYSTEM_ACTOR, at=now, action="alert.expired", object_type="alert", object_id=row.id,
+                    detail={"broadcasts_stopped": broadcasts, "plays": row.plays},
+                )  # fmt: skip
+            for broadcast_id in broadcasts:
+                await self._stop(broadcast_id, EXPIRED_REASON)
+            ended += 1
+        return ended
+
     async def repeat_due(self) -> int:
         """Play every repeat that is due (the repeat runner's step); returns how many were queued.
 
@@ -694,6 +817,59 @@ class AlertService:
         async with self._sessions() as session:
             return list((await session.scalars(select(AlertSource).order_by(AlertSource.id))).all())
 
+    async def policy_rules(self) -> list[AlertPolicyRule]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(AlertPolicyRule).order_by(AlertPolicyRule.position, AlertPolicyRule.id))
+            return list(rows.all())
+
+    async def save_policy_rule(self, actor: Actor, rule_id: int | None, rule: PolicyRuleInput) -> AlertPolicyRule:
+        """Add a row (``rule_id`` None) or change one; audited with what changed. Messages already decided keep
+        their decision; the next message is decided by the table as it is now."""
+        rule.check()
+        now = self._clock.now()
+        values = rule.values()
+        async with self._sessions.begin() as session:
+            if rule_id is None:
+                row = AlertPolicyRule(**values, updated_at=now)
+                session.add(row)
+                await session.flush()
+                audit.record(
+                    session, actor, at=now, action="alert_policy.create", object_type="alert_policy_rule",
+                    object_id=row.id, detail=values,
+                )  # fmt: skip
+                return row
+            found = await session.get(AlertPolicyRule, rule_id)
+            if found is None:
+                raise NotFound("策略行不存在")
+            diff = {
+                key: {"before": getattr(found, key), "after": value}
+                for key, value in values.items()
+                if getattr(found, key) != value
+            }
+            for key, value in values.items():
+                setattr(found, key, value)
+            found.updated_at = now
+            if diff:
+                audit.record(
+                    session, actor, at=now, action="alert_policy.update", object_type="alert_policy_rule",
+                    object_id=found.id, detail=diff,
+                )  # fmt: skip
+            return found
+
+    async def delete_policy_rule(self, actor: Actor, rule_id: int) -> None:
+        """Remove a row (the alerts it decided keep their decision; their link to it is cleared)."""
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            found = await session.get(AlertPolicyRule, rule_id)
+            if found is None:
+                raise NotFound("策略行不存在")
+            gone = PolicyRuleInput.of(found).values()
+            await session.delete(found)
+            audit.record(
+                session, actor, at=now, action="alert_policy.delete", object_type="alert_policy_rule",
+                object_id=rule_id, detail=gone,
+            )  # fmt: skip
+
     async def policy_rows(self, session: AsyncSession | None = None) -> list[PolicyRow]:
         if session is None:
             async with self._sessions() as own:
@@ -713,6 +889,93 @@ class AlertService:
             )
             for rule in rules
         ]
+
+
+@dataclass(frozen=True)
+class PolicyRuleInput:
+    """One row of the policy table as an admin writes it (checked by :meth:`check` before anything is saved)."""
+
+    position: int
+    action: str
+    event: str | None = None
+    severities: tuple[str, ...] = ()
+    urgencies: tuple[str, ...] = ()
+    certainties: tuple[str, ...] = ()
+    repeat_every_min: int | None = None
+    max_plays: int = 1
+    repeats_in_quiet_hours: bool = False
+    note: str = ""
+
+    @classmethod
+    def of(cls, rule: AlertPolicyRule) -> PolicyRuleInput:
+        return cls(
+            position=rule.position, action=rule.action, event=rule.event, severities=tuple(rule.severities or ()),
+            urgencies=tuple(rule.urgencies or ()), certainties=tuple(rule.certainties or ()),
+            repeat_every_min=rule.repeat_every_min, max_plays=rule.max_plays,
+            repeats_in_quiet_hours=rule.repeats_in_quiet_hours, note=rule.note,
+        )  # fmt: skip
+
+    def check(self) -> None:
+        fields: dict[str, str] = {}
+        if self.action not in ALERT_ACTIONS:
+            fields["action"] = "只能是自动播出、待审核或仅记录"
+        for name, allowed in (
+            ("severities", SEVERITY_LABELS), ("urgencies", URGENCY_LABELS), ("certainties", CERTAINTY_LABELS)
+        ):  # fmt: skip
+            if set(getattr(self, name)) - set(allowed):
+                fields[name] = "含有 CAP 1.2 没有的取值"
+        if self.event is not None and len(self.event.strip()) > 64:
+            fields["event"] = "最多64个字"
+        if not 1 <= self.max_plays <= 20:
+            fields["max_plays"] = "1到20次"
+        if self.repeat_every_min is not None and not 5 <= self.repeat_every_min <= 1440:
+            fields["repeat_every_min"] = "5到1440分钟"
+        if self.max_plays > 1 and self.repeat_every_min is None and self.action != "record":
+            fields["repeat_every_min"] = "播出多于一次时需要重复间隔"
+        if fields:
+            raise InvalidInput("策略行有误：" + "；".join(fields.values()), fields=fields)
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "action": self.action,
+            "event": (self.event or "").strip() or None,
+            "severities": sorted(set(self.severities), key=list(SEVERITY_LABELS).index),
+            "urgencies": sorted(set(self.urgencies), key=list(URGENCY_LABELS).index),
+            "certainties": sorted(set(self.certainties), key=list(CERTAINTY_LABELS).index),
+            "repeat_every_min": self.repeat_every_min,
+            "max_plays": self.max_plays,
+            "repeats_in_quiet_hours": self.repeats_in_quiet_hours,
+            "note": self.note.strip()[:255],
+        }
+
+
+def _shown(field_name: str, value: Any) -> Any:
+    """A source's field as the audit log keeps it (a certificate only as set or not: it is long)."""
+    if field_name == "certificate_pem":
+        return "已设置" if value else "无"
+    return value
+
+
+def _checked_source(name: str, kind: str, url: str | None, folder: str | None, certificate_pem: str | None) -> str:
+    """A source's fields as the add and change forms check them alike; the name, trimmed."""
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise InvalidInput("来源名称不能为空，最多64个字", fields={"name": "1到64个字"})
+    if kind == "pull" and not (url and url.startswith(("http://", "https://"))):
+        raise InvalidInput("订阅拉取的来源需要 http 或 https 地址", fields={"url": "需要网址"})
+    if kind == "folder" and not folder:
+        raise InvalidInput("文件夹来源需要文件夹路径", fields={"folder": "需要路径"})
+    if certificate_pem:
+        try:
+            load_certificate(certificate_pem)
+        except ValueError:
+            raise InvalidInput("证书不是有效的 PEM 格式", fields={"certificate_pem": "不是有效的证书"}) from None
+    return name
+
+
+def _link_hash(link: str) -> str:
+    return hashlib.sha256(link.encode()).hexdigest()
 
 
 def in_quiet_hours(clock: time, quiet_start: time, quiet_end: time) -> bool:

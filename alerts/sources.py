@@ -6,20 +6,23 @@ or records its refusal (shown on the page); de-duplication by sender and identif
 
 * :class:`FeedPoller` — per ``pull`` source, every ``poll_interval_s``: a conditional GET (If-None-Match /
   If-Modified-Since from the last answer); 304 is nothing new. The answer is a CAP message itself, or an Atom
-  or RSS feed whose entries link to CAP messages (each fetched once per process). A failure doubles the wait
+  or RSS feed whose entries link to CAP messages (each fetched once: the links fetched are kept in the database,
+  ``alert_feed_entries``, so a restart fetches none of them again). A failure doubles the wait
   (at most ``MAX_BACKOFF`` times the interval) and is kept on the source (``last_error``) for the page and
   /healthz.
 * :class:`FolderWatcher` — per ``folder`` source: every ``*.xml`` in the folder is read (off the event loop,
   at most the size limit) and moved to ``processed/`` or ``refused/`` beside it, so a USB stick or an FTP
   mirror can be refilled at will.
+* :class:`RepeatRunner` — the alerts' clock: ends what plays past its ``expires`` and plays the repeats due.
+
+Each runs its rounds as a :class:`common.periodic.Periodic` (owned, stoppable, a failed round logged).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from lxml import etree
 from alerts.cap import CAP_NS, CapRefused
 from alerts.service import AlertService
 from common.clock import Clock
-from common.tasks import BackgroundTasks
+from common.periodic import Periodic
 from storage.models import AlertSource
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,6 @@ def feed_links(data: bytes) -> list[str] | None:
 class _PullState:
     wait_s: float
     due: datetime
-    seen: set[str] = field(default_factory=set)
 
 
 class FeedPoller:
@@ -79,25 +81,18 @@ class FeedPoller:
     def __init__(self, service: AlertService, clock: Clock, *, tick_s: float = 1.0) -> None:
         self._service = service
         self._clock = clock
-        self._tick_s = tick_s
         self._state: dict[int, _PullState] = {}
-        self._tasks: BackgroundTasks | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._stopping = asyncio.Event()
+        self._rounds = Periodic(self.name, self.poll_due, interval_s=tick_s)
 
     async def start(self) -> None:
-        if self._tasks is not None:
+        if self._rounds.running:
             return
-        self._stopping.clear()
         await self.open()
-        self._tasks = BackgroundTasks("alert-feeds")
-        self._tasks.spawn(self._loop(), "poll")
+        await self._rounds.start()
 
     async def stop(self) -> None:
-        if self._tasks is not None:
-            self._stopping.set()
-            tasks, self._tasks = self._tasks, None
-            await tasks.close()
+        await self._rounds.stop()
         await self.close()
 
     async def open(self) -> None:
@@ -114,16 +109,6 @@ class FeedPoller:
         """How long this source waits before its next poll (doubled after each failure)."""
         state = self._state.get(source_id)
         return state.wait_s if state else None
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.poll_due()
-            except Exception:
-                log.exception("polling alert feeds failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._tick_s):
-                    await self._stopping.wait()
 
     async def poll_due(self) -> None:
         """Poll every active pull source whose time has come (the loop's step; tests call it directly)."""
@@ -160,18 +145,19 @@ class FeedPoller:
             etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
         links = feed_links(data)
         if links is None:
-            await self._receive(source.id, data, source.url)
+            await take(self._service, source.id, data, origin=source.url)
         else:
+            seen = await self._service.feed_links_seen(source.id, links)
             for link in links:
-                if link in state.seen:
+                if link in seen:
                     continue
                 async with self._http.get(link) as entry:
                     if entry.status != 200:
                         raise aiohttp.ClientResponseError(
                             entry.request_info, (), status=entry.status, message=f"HTTP {entry.status} for {link}"
                         )
-                    await self._receive(source.id, await self._read(entry), link)
-                state.seen.add(link)
+                    await take(self._service, source.id, await self._read(entry), origin=link)
+                await self._service.remember_feed_link(source.id, link)
         await self._service.note_poll(source.id, etag=etag, last_modified=modified)
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
@@ -179,9 +165,14 @@ class FeedPoller:
         data = await response.content.read(limit + 1)
         return data  # one byte over the limit is enough for parse_cap to refuse it as too large
 
-    async def _receive(self, source_id: int, data: bytes, origin: str) -> None:
-        with contextlib.suppress(CapRefused):  # recorded with its reason by receive()
-            await self._service.receive(source_id, data, origin=origin[:1024])
+
+async def take(service: AlertService, source_id: int, data: bytes, *, origin: str) -> bool:
+    """Hand one fetched message to the service; whether it was taken (a refusal is recorded with its reason)."""
+    try:
+        await service.receive(source_id, data, origin=origin[:1024])
+    except CapRefused:
+        return False
+    return True
 
 
 class FolderWatcher:
@@ -189,33 +180,13 @@ class FolderWatcher:
 
     def __init__(self, service: AlertService, *, interval_s: float = 5.0) -> None:
         self._service = service
-        self._interval_s = interval_s
-        self._tasks: BackgroundTasks | None = None
-        self._stopping = asyncio.Event()
+        self._rounds = Periodic(self.name, self.scan, interval_s=interval_s)
 
     async def start(self) -> None:
-        if self._tasks is not None:
-            return
-        self._stopping.clear()
-        self._tasks = BackgroundTasks("alert-folders")
-        self._tasks.spawn(self._loop(), "scan")
+        await self._rounds.start()
 
     async def stop(self) -> None:
-        if self._tasks is None:
-            return
-        self._stopping.set()
-        tasks, self._tasks = self._tasks, None
-        await tasks.close()
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.scan()
-            except Exception:
-                log.exception("scanning alert folders failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval_s):
-                    await self._stopping.wait()
+        await self._rounds.stop()
 
     async def scan(self) -> int:
         """Take every message waiting in every folder source; returns how many files were taken."""
@@ -226,12 +197,8 @@ class FolderWatcher:
             folder = Path(source.folder)
             for path in await asyncio.to_thread(_waiting, folder):
                 data = await asyncio.to_thread(_read_limited, path, self._service.config.max_bytes)
-                outcome = "processed"
-                try:
-                    await self._service.receive(source.id, data, origin=str(path)[:1024])
-                except CapRefused:
-                    outcome = "refused"
-                await asyncio.to_thread(_move, path, folder / outcome)
+                taken_whole = await take(self._service, source.id, data, origin=str(path))
+                await asyncio.to_thread(_move, path, folder / ("processed" if taken_whole else "refused"))
                 taken += 1
             await self._service.note_poll(source.id)
         return taken
@@ -259,39 +226,24 @@ def _move(path: Path, into: Path) -> None:
 
 
 class RepeatRunner:
-    """Plays the repeats that are due (``AlertService.repeat_due``), every ``tick_s``."""
+    """The alerts' clock, every ``tick_s``: ends what still plays past its ``expires``, then plays the repeats
+    that are due (``AlertService.end_expired``, ``AlertService.repeat_due``)."""
 
     name = "alert-repeats"
 
     def __init__(self, service: AlertService, *, tick_s: float = 5.0) -> None:
         self._service = service
-        self._tick_s = tick_s
-        self._tasks: BackgroundTasks | None = None
-        self._stopping = asyncio.Event()
+        self._rounds = Periodic(self.name, self.run_due, interval_s=tick_s)
 
     async def start(self) -> None:
-        if self._tasks is not None:
-            return
-        self._stopping.clear()
-        self._tasks = BackgroundTasks("alert-repeats")
-        self._tasks.spawn(self._loop(), "repeat")
+        await self._rounds.start()
 
     async def stop(self) -> None:
-        if self._tasks is None:
-            return
-        self._stopping.set()
-        tasks, self._tasks = self._tasks, None
-        await tasks.close()
+        await self._rounds.stop()
 
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self._service.repeat_due()
-            except Exception:
-                log.exception("playing alert repeats failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._tick_s):
-                    await self._stopping.wait()
+    async def run_due(self) -> None:
+        await self._service.end_expired()
+        await self._service.repeat_due()
 
 
-__all__ = ["FeedPoller", "FolderWatcher", "RepeatRunner", "feed_links"]
+__all__ = ["FeedPoller", "FolderWatcher", "RepeatRunner", "feed_links", "take"]

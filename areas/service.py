@@ -336,6 +336,8 @@ class AreaService:
                 obj: Any = await session.get(model, object_id)
                 if obj is None:
                     raise NotFound(f"{LEVEL_LABELS[level]}不存在")
+                if level == "village" and {"code", "latitude", "longitude"} & changes.keys():
+                    await _check_village_place(session, obj, changes)
                 if level == "speaker" and {"address", "codec"} & changes.keys():
                     changes["address"], changes["codec"] = normalise_speaker(
                         obj.transport,
@@ -417,3 +419,23 @@ class AreaService:
 
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, time) else value
+
+
+async def _check_village_place(session: AsyncSession, village: Village, changes: dict[str, Any]) -> None:
+    """A village's official code and coordinates, as CAP alerts find villages by them: the code is the twelve-digit
+    statistical code beginning with its township's (when the township has one); latitude and longitude come
+    together (one without the other places the village nowhere)."""
+    code = changes.get("code", village.code)
+    fields: dict[str, str] = {}
+    if code is not None:
+        township = await session.get(Township, village.township_id)
+        if not (len(code) == 12 and code.isascii() and code.isdigit()):
+            fields["code"] = "村的统计用区划代码是12位数字"
+        elif township is not None and township.code and not code.startswith(township.code):
+            fields["code"] = f"应以所属乡镇的代码 {township.code} 开头"
+    latitude = changes.get("latitude", village.latitude)
+    longitude = changes.get("longitude", village.longitude)
+    if (latitude is None) != (longitude is None):
+        fields["latitude" if latitude is None else "longitude"] = "纬度和经度要一起填写"
+    if fields:
+        raise InvalidInput("输入有误：" + "；".join(fields.values()), fields=fields)

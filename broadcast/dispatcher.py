@@ -424,6 +424,9 @@ class Dispatcher:
             down = max(1, round((now - stopped_at).total_seconds() / 60))
             grace = self._replay_grace.total_seconds() / 60
             return RUN_MISSED, f"服务停机约{down}分钟，超过补播时限（{grace:g}分钟），未重播"
+        broadcast = await session.get(Broadcast, row.broadcast_id)
+        if broadcast is not None and broadcast.cancel_reason:
+            return RUN_CANCELLED, broadcast.cancel_reason  # withdrawn while the service was down: never replayed
         notice = await session.get(Notice, row.notice_id) if row.notice_id is not None else None
         if notice is None or notice.state == "archived":
             return RUN_CANCELLED, "通知已归档，不再重播"
@@ -656,19 +659,33 @@ class Dispatcher:
     async def cancel(self, broadcast_id: int, reason: str) -> None:
         """Withdraw a broadcast (an official warning cancelled): not yet taken, waiting, or playing, it stops.
 
-        A request no worker has taken yet is closed in the database; plays this process holds are taken out
-        of their queues or stopped on every speaker, each recorded as cancelled with ``reason``. Plays held by
-        another process (a standby that became active) are not reached from here.
+        Any process may ask: the request is written on the broadcast (``cancel_reason``) and one no worker has
+        taken yet is closed there and then. The plays this process holds are taken out of their queues or
+        stopped on every speaker at once; the active worker, when it is another process, finds the written
+        cancel on its next round (within ``pending_poll_s``, as it finds new requests) and does the same. Each
+        play is recorded as cancelled with ``reason``.
         """
         now = self._clock.now()
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Broadcast)
+                .where(Broadcast.id == broadcast_id, Broadcast.cancel_reason.is_(None))
+                .values(cancel_reason=reason[:255])
+            )
+            await session.execute(
+                update(Broadcast)
                 .where(Broadcast.id == broadcast_id, Broadcast.state == RUN_UNPROCESSED)
                 .values(state=RUN_CANCELLED, error=reason, ended_at=now)
             )
+        self._cancel_held(broadcast_id, reason)
+        await self._notify()
+
+    def _cancel_held(self, broadcast_id: int, reason: str) -> bool:
+        """Stop this process's plays of a broadcast (queued: closed; playing: stopped); whether there were any."""
+        found = False
         for slot in self._slots.values():
             for play in [play for play in slot.waiting if play.broadcast_id == broadcast_id]:
+                found = True
                 slot.waiting.remove(play)
                 if play.expiry is not None:
                     play.expiry.cancel()
@@ -676,9 +693,28 @@ class Dispatcher:
                     self._tasks.spawn(self._close_play(play, RUN_CANCELLED, reason), f"cancel-run{play.zone_run_id}")
             playing = slot.playing
             if playing is not None and playing.broadcast_id == broadcast_id and not playing.stop.is_set():
+                found = True
                 playing.stop_reason, playing.stop_error = RUN_CANCELLED, reason
                 playing.stop.set()
-        await self._notify()
+        return found
+
+    async def take_cancels(self) -> int:
+        """Stop the held plays of broadcasts another process asked to cancel (the pending loop's step)."""
+        held = {play.broadcast_id for slot in self._slots.values() for play in (slot.playing, *slot.waiting) if play}
+        if not held:
+            return 0
+        async with self._sessions() as session:
+            asked = (
+                await session.execute(
+                    select(Broadcast.id, Broadcast.cancel_reason).where(
+                        Broadcast.id.in_(sorted(held)), Broadcast.cancel_reason.is_not(None)
+                    )
+                )
+            ).all()
+        stopped = sum(self._cancel_held(broadcast_id, reason or "") for broadcast_id, reason in asked)
+        if stopped:
+            await self._notify()
+        return stopped
 
     async def _pending_loop(self) -> None:
         # Ends by itself when stopping, rather than being cancelled in the middle of a database call
@@ -692,6 +728,7 @@ class Dispatcher:
                 return
             try:
                 await self.take_pending()
+                await self.take_cancels()
             except Exception:
                 log.exception("taking pending broadcast requests failed; will retry")
 

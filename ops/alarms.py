@@ -43,9 +43,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
 from common.health import ComponentHealth, HealthRegistry
+from common.periodic import every
 from common.tasks import BackgroundTasks
 from ops.disk import DiskWatch
-from ops.rounds import every
 from storage import audit
 from storage.models import (
     ALARM_KIND_LABELS,

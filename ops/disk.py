@@ -23,8 +23,8 @@ from typing import Any, Literal
 from common.clock import Clock
 from common.errors import InsufficientStorage
 from common.health import ComponentHealth
+from common.periodic import every
 from common.tasks import BackgroundTasks
-from ops.rounds import every
 
 log = logging.getLogger(__name__)
 

@@ -130,6 +130,20 @@ class AlertMessage(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
+class AlertFeedEntry(Base):
+    """An entry link a pull source has fetched: remembered across restarts, so it is fetched (and a refused one
+    recorded) once. Keyed by the link's SHA-256 (a link may be longer than an index allows)."""
+
+    __tablename__ = "alert_feed_entries"
+    __table_args__ = (UniqueConstraint("source_id", "link_hash", name="uq_alert_feed_entries_source_link"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("alert_sources.id", ondelete="CASCADE"))
+    link_hash: Mapped[str] = mapped_column(String(64))
+    link: Mapped[str] = mapped_column(String(1024))
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class AlertRefusal(Base):
     """A message that was not used, and why: shown on the page for pull and folder sources (push got a 400)."""
 

@@ -213,6 +213,8 @@ class Broadcast(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     state: Mapped[int] = mapped_column(Integer, default=RUN_UNPROCESSED, index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    # A cancel asked by any process (an official warning withdrawn): the active worker stops its plays of it.
+    cancel_reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

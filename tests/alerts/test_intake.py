@@ -286,3 +286,31 @@ async def test_an_admin_replays_an_alert_that_aired_and_it_is_audited(
     blue = await _receive(runtime, source, "cn-blue-coldwave.xml")
     with pytest.raises(Conflict):
         await _service(runtime).replay_by_hand(admin, blue.id)
+
+
+async def test_an_alert_still_on_air_at_its_expires_is_stopped_and_a_pending_one_expires(
+    runtime: Runtime, tree: Tree, recorder: RecordingBroadcaster, source: int
+) -> None:
+    clock = ManualClock(runtime.clock.now())
+    service = AlertService(runtime.sessions, clock, _service(runtime).config, recorder)
+    red = await service.receive(
+        source, cap_bytes("cn-red-rainstorm.xml", now=clock.now(), expires_in=timedelta(minutes=10))
+    )
+    yellow = await service.receive(
+        source, cap_bytes("cn-yellow-snowstorm.xml", now=clock.now(), expires_in=timedelta(minutes=10))
+    )
+    assert (red.state, yellow.state) == ("aired", "pending")
+    assert await service.end_expired() == 0  # not yet
+    clock.advance(timedelta(minutes=10))
+    assert await service.end_expired() == 2
+    ended = await service.get(red.message_id)
+    # Stopped where it plays or waits, with the reason the as-run line shows; no repeat is left.
+    assert recorder.stopped == [(2001, "预警已到失效时间")]
+    assert ended.state == "aired" and ended.ended_at == clock.now() and ended.next_play_at is None
+    assert "到失效时间，播出结束" in ended.state_reason
+    waited = await service.get(yellow.message_id)
+    assert waited.state == "expired" and "等待审核时已过失效时间" in waited.state_reason
+    async with runtime.sessions() as session:
+        entries = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "alert.expired"))).all()
+    assert len(entries) == 2
+    assert await service.end_expired() == 0  # ended once

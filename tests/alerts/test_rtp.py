@@ -7,6 +7,7 @@ The real service (espeak-ng speech, the dispatcher elected and running, RTP to o
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,33 @@ async def test_a_cancel_stops_the_warning_mid_play(
     assert 0 < len(listener.packets) * 0.02 < broadcast.duration_s / 2
     alert = await admin.get_json(f"/api/v1/alerts/{red['message_id']}")
     assert alert["state"] == "cancelled" and alert["state_label"] == "已撤销"
+
+
+async def test_a_warning_still_playing_at_its_expires_is_stopped_there(
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, admin: ApiClient
+) -> None:
+    listener = Listener()
+    listener.attach()
+    tree = await coded_county(runtime, speakers=[("rtp", f"127.0.0.1:{listener.port}")])
+    token = await _token(admin)
+    # Expiring a few seconds after it is sent (CAP times are whole seconds): the red warning's text plays far
+    # longer, so it is on air when its expires passes.
+    data = cap_bytes("cn-red-rainstorm.xml", now=runtime.clock.now(), expires_in=timedelta(seconds=4))
+    red = await _push(await new_client(), token, data)
+    await _first_packet(listener)
+    row = await runtime.alerts.service.get(int(str(red["message_id"])))
+    assert row.expires is not None
+    async with asyncio.timeout(30):
+        while runtime.clock.now() < row.expires:  # noqa: ASYNC110 - the service's clock, not an event
+            await asyncio.sleep(0.2)
+    # The repeat runner's step (the worker runs it every few seconds, and may have just done so: called here
+    # so that the test does not wait for its tick).
+    await runtime.alerts.service.end_expired()
+    rows = await wait_for_rows(
+        runtime, lambda rows: any(r.zone_id == tree.east_zones[0] and r.state == RUN_CANCELLED for r in rows)
+    )
+    listener.close()
+    stopped = next(row for row in rows if row.zone_id == tree.east_zones[0])
+    assert stopped.error == "预警已到失效时间"
+    alert = await admin.get_json(f"/api/v1/alerts/{red['message_id']}")
+    assert alert["state"] == "aired" and "到失效时间，播出结束" in alert["state_reason"]

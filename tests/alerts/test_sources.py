@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
 from alerts.sources import FeedPoller, FolderWatcher, feed_links
-from server import Runtime
+from server import Runtime, build_runtime
 from storage.models import AlertMessage, AlertRefusal, AlertSource
 from tests.alerts.fixtures import cap_bytes
 from tests.alerts.support import RecordingBroadcaster, coded_county
@@ -25,6 +25,7 @@ class Feed:
         self.messages = now_messages
         self.requests: list[tuple[str, str | None]] = []
         self.failing = False
+        self.version = '"v1"'
 
     def atom(self, base: str) -> bytes:
         entries = "".join(
@@ -39,10 +40,10 @@ class Feed:
         self.requests.append((request.path, request.headers.get("If-None-Match")))
         if self.failing:
             return web.Response(status=503)
-        if request.headers.get("If-None-Match") == '"v1"':
+        if request.headers.get("If-None-Match") == self.version:
             return web.Response(status=304)
         base = f"http://{request.host}"
-        return web.Response(body=self.atom(base), content_type="application/atom+xml", headers={"ETag": '"v1"'})
+        return web.Response(body=self.atom(base), content_type="application/atom+xml", headers={"ETag": self.version})
 
     async def message(self, request: web.Request) -> web.Response:
         self.requests.append((request.path, None))
@@ -95,6 +96,45 @@ async def test_a_feed_is_polled_with_conditional_requests_and_each_message_used_
         kept = await session.get(AlertSource, source.id)
     assert refusal is not None and refusal.origin.endswith("/cap/bad.xml") and "CAP 1.2" in refusal.reason
     assert kept is not None and kept.etag == '"v1"' and kept.last_error is None
+
+
+async def test_after_a_restart_the_feed_fetches_only_its_new_entries(runtime: Runtime, feed: tuple[Feed, str]) -> None:
+    served, url = feed
+    await coded_county(runtime)
+    service = runtime.alerts.service
+    service.use_broadcaster(RecordingBroadcaster())
+    source, _ = await service.create_source(SYSTEM, name="省预警中心订阅", kind="pull", url=url, poll_interval_s=0)
+    poller = FeedPoller(service, runtime.clock)
+    await poller.open()
+    try:
+        await poller.poll_due()
+    finally:
+        await poller.close()
+    # The service restarts (a new runtime on the same database: nothing kept in memory survives); meanwhile the
+    # feed changed (a new ETag) and lists a new warning beside the two it listed before.
+    served.messages["gale.xml"] = cap_bytes("cn-orange-gale.xml", now=runtime.clock.now())
+    served.version = '"v2"'
+    restarted = build_runtime(runtime.settings)
+    try:
+        again = restarted.alerts.service
+        again.use_broadcaster(recorder := RecordingBroadcaster())
+        poller = FeedPoller(again, restarted.clock)
+        await poller.open()
+        try:
+            await poller.poll_due()
+        finally:
+            await poller.close()
+    finally:
+        await restarted.engine.dispose()
+    fetched = sorted(path for path, _ in served.requests if path.startswith("/cap/"))
+    assert fetched == ["/cap/bad.xml", "/cap/gale.xml", "/cap/red.xml"]  # each entry once, across the restart
+    assert [aired.title for aired in recorder.aired] == ["请注意，以下是示例县气象局发布的大风橙色预警"]
+    async with runtime.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(AlertMessage)) == 2
+        # The broken entry is not fetched again, so its refusal is not recorded twice.
+        assert await session.scalar(select(func.count()).select_from(AlertRefusal)) == 1
+        kept = await session.get(AlertSource, source.id)
+    assert kept is not None and kept.etag == '"v2"'
 
 
 async def test_a_failing_feed_backs_off_and_shows_in_healthz(runtime: Runtime, feed: tuple[Feed, str]) -> None:

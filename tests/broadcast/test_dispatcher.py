@@ -254,3 +254,29 @@ async def test_an_item_preempted_before_it_played_a_sound_is_recorded_not_starte
         (played,) = await speaker_rows(live, again.id)
         assert played.packets_sent == len(speaker.runs()[1].packets)
         assert played.played_s == pytest.approx(played.packets_sent * 0.02)
+
+
+async def test_a_cancel_asked_by_another_process_stops_the_workers_play(live: Runtime) -> None:
+    # Two runtimes on one database: ``live`` is the active worker holding the play; ``standby`` (its dispatcher
+    # never started) stands for a process that received the Cancel, e.g. a web process behind the load balancer.
+    admin = await make_principal(live, "admin", "admin", county_wide=True)
+    place = await build_place(live, admin, "甲乡", [[("sink", "file:a")]])
+    staff = await make_principal(live, "staff", "staff", township_ids=[place.township_id])
+    approver = await make_principal(live, "approver", "approver", township_ids=[place.township_id])
+    disclosure = await approved_notice(live, staff, approver, township_id=place.township_id, body=LONG)
+    broadcast_id = await live.broadcasting.dispatcher.request(
+        notice_id=disclosure.id, zone_ids=[place.zone_ids[0]], origin="emergency", requested_by=None
+    )
+    await wait_for_rows(live, lambda rows: rows and rows[0].state == RUN_PLAYING)
+    standby = build_runtime(live.settings)
+    try:
+        await standby.broadcasting.dispatcher.cancel(broadcast_id, "预警已撤销")
+    finally:
+        await standby.engine.dispose()
+    # The worker finds the written cancel on its next round (pending_poll_s = 0.2 here), long before LONG ends.
+    rows = await wait_for_rows(live, lambda rows: rows[0].state == RUN_CANCELLED, timeout=10)
+    assert rows[0].error == "预警已撤销"
+    # The speaker was cut part-way (its line says so); the zone's line says why: cancelled.
+    assert [speaker.state for speaker in await speaker_rows(live, rows[0].id)] == [RUN_INTERRUPTED]
+    async with asyncio.timeout(10):
+        await live.broadcasting.dispatcher.wait_until(live.broadcasting.dispatcher.idle)

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 
 from common.clock import ManualClock
+from common.periodic import every
 from ops.alarms import AlarmConfig, AlarmService, Trouble, on_duty
-from ops.rounds import every
 from server import Runtime
 from storage.models import AlarmCall, AuditEntry, DutyOfficer, OpsAlarm
 from tests.conftest import ClientFactory, UserFactory

@@ -19,15 +19,16 @@ from pydantic import Field
 from accounts.principal import Principal
 from alerts.cap import CapRefused
 from alerts.policy import CERTAINTY_LABELS, SEVERITY_LABELS, URGENCY_LABELS
-from alerts.service import Receipt, receipt_json
+from alerts.service import PolicyRuleInput, Receipt, receipt_json
 from areas.demo import DEMO_COUNTY_CODE
 from common.errors import InvalidInput, NotFound, UserError
-from storage.models import ALERT_ACTION_LABELS, ALERT_STATE_LABELS, AlertMessage
+from storage.models import ALERT_ACTION_LABELS, ALERT_STATE_LABELS, AlertMessage, AlertPolicyRule, AlertSource
 from web import keys
 from web.api import Routes, json_response
 from web.domains import ALERTS, ASRUN
+from web.middleware import status_for
 from web.render import flash, redirect, render
-from web.validation import ApiModel, multiline, read_body, read_form
+from web.validation import ApiModel, multiline, read_body, read_form, read_post
 
 READERS = ("admin", "approver", "leader", "staff")
 DECIDERS = ("approver", "admin")
@@ -49,6 +50,44 @@ class SourceIn(ApiModel):
         description="发送方证书（PEM）：填写后只接受由它签名的消息",
         json_schema_extra=multiline(),
     )
+
+
+class SourcePatch(ApiModel):
+    """A source changed (its kind and token stay): the add form's fields and whether it is in use."""
+
+    name: str = Field(min_length=1, max_length=64, description="来源名称")
+    active: bool = Field(True, description="停用的来源不再接收（推送返回 401，订阅和文件夹不再读取）")
+    url: str | None = Field(None, max_length=1024, description="订阅拉取：Atom/RSS 或 CAP 消息的网址")
+    folder: str | None = Field(None, max_length=1024, description="文件夹：服务器上的目录")
+    poll_interval_s: int = Field(60, ge=10, le=86_400, description="订阅拉取的间隔（秒）")
+    silent_after_s: int | None = Field(None, ge=60, le=30 * 86_400, description="超过这么久没有任何消息即告警（秒）")
+    certificate_pem: str | None = Field(
+        None, max_length=20_000, description="发送方证书（PEM）；清空即不再检查签名", json_schema_extra=multiline()
+    )
+
+
+Severity = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"]
+Urgency = Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
+Certainty = Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"]
+
+
+class PolicyRuleIn(ApiModel):
+    """One row of the policy table; empty lists match anything, the first matching row (by 顺序) decides."""
+
+    position: int = Field(ge=0, le=100_000, description="顺序：数字小的先比对")
+    action: Literal["auto", "review", "record"] = Field(description="自动播出、待审核或仅记录")
+    event: str | None = Field(None, max_length=64, description="事件（包含即匹配，如“寒潮”）；空：任何事件")
+    severities: list[Severity] = Field(default_factory=list, description="严重程度；空：任何")
+    urgencies: list[Urgency] = Field(default_factory=list, description="紧急程度；空：任何")
+    certainties: list[Certainty] = Field(default_factory=list, description="确定性；空：任何")
+    repeat_every_min: int | None = Field(None, ge=5, le=1440, description="重复间隔（分钟）；空：不重复")
+    max_plays: int = Field(1, ge=1, le=20, description="最多播出次数（含第一次）")
+    repeats_in_quiet_hours: bool = Field(False, description="重复播出也在静默时段播（第一次总是播）")
+    note: str = Field("", max_length=255, description="备注")
+
+    def as_input(self) -> PolicyRuleInput:
+        many = {"severities": tuple(self.severities), "urgencies": tuple(self.urgencies)}
+        return PolicyRuleInput(**{**self.model_dump(), **many, "certainties": tuple(self.certainties)})
 
 
 class TestAlertIn(ApiModel):
@@ -135,6 +174,52 @@ async def create_source(request: web.Request, body: SourceIn) -> web.Response:
     return json_response({"id": source.id, "name": source.name, "kind": source.kind, "token": token}, status=201)
 
 
+def source_json(source: AlertSource) -> dict[str, Any]:
+    return {
+        "id": source.id, "name": source.name, "kind": source.kind, "active": source.active, "url": source.url,
+        "folder": source.folder, "poll_interval_s": source.poll_interval_s, "silent_after_s": source.silent_after_s,
+        "signed": bool(source.certificate_pem), "last_message_at": _iso(source.last_message_at),
+        "last_heartbeat_at": _iso(source.last_heartbeat_at), "last_error": source.last_error,
+    }  # fmt: skip
+
+
+def rule_json(rule: AlertPolicyRule) -> dict[str, Any]:
+    return {"id": rule.id, **PolicyRuleInput.of(rule).values(), "action_label": ALERT_ACTION_LABELS[rule.action]}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+async def list_sources(request: web.Request) -> web.Response:
+    sources = await request.app[ALERTS].list_sources()
+    return json_response({"items": [source_json(source) for source in sources if source.kind != "manual"]})
+
+
+async def patch_source(request: web.Request, body: SourcePatch) -> web.Response:
+    source = await request.app[ALERTS].update_source(keys.principal(request).actor, _id(request), **body.model_dump())
+    return json_response(source_json(source))
+
+
+async def list_policy(request: web.Request) -> web.Response:
+    return json_response({"items": [rule_json(rule) for rule in await request.app[ALERTS].policy_rules()]})
+
+
+async def create_rule(request: web.Request, body: PolicyRuleIn) -> web.Response:
+    rule = await request.app[ALERTS].save_policy_rule(keys.principal(request).actor, None, body.as_input())
+    return json_response(rule_json(rule), status=201)
+
+
+async def put_rule(request: web.Request, body: PolicyRuleIn) -> web.Response:
+    rule = await request.app[ALERTS].save_policy_rule(keys.principal(request).actor, _id(request), body.as_input())
+    return json_response(rule_json(rule))
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    await request.app[ALERTS].delete_policy_rule(keys.principal(request).actor, _id(request))
+    return web.Response(status=204)
+
+
 # -- the page --------------------------------------------------------------------------------------
 
 
@@ -154,9 +239,17 @@ async def _outcomes(request: web.Request, me: Principal, row: AlertMessage) -> l
     return found
 
 
-async def alerts_page(request: web.Request) -> web.Response:
+async def alerts_page(
+    request: web.Request,
+    *,
+    status: int = 200,
+    values: dict[str, Any] | None = None,
+    error: str | None = None,
+    new_token: tuple[str, str] | None = None,
+) -> web.Response:
+    """The list; after a refused 添加来源, with the reason and what was typed."""
     service = request.app[ALERTS]
-    return await render(
+    response = await render(
         request,
         "alerts/alerts.html",
         {
@@ -168,9 +261,13 @@ async def alerts_page(request: web.Request) -> web.Response:
             "ACTION_LABELS": ALERT_ACTION_LABELS,
             "SEVERITY_LABELS": SEVERITY_LABELS,
             "SOURCE_KIND_LABELS": SOURCE_KIND_LABELS,
-            "new_token": None,
+            "new_token": new_token,
+            "values": values or {},
+            "error": error,
         },
     )
+    response.set_status(status)
+    return response
 
 
 async def alert_page(request: web.Request) -> web.Response:
@@ -208,31 +305,133 @@ def _decision_form(name: str, done: str) -> Any:
 async def source_form(request: web.Request) -> web.StreamResponse:
     me = keys.principal(request)
     service = request.app[ALERTS]
+    posted = await read_post(request)
     try:
         form = await read_form(request, SourceIn)
         source, token = await service.create_source(me.actor, **form.model_dump())
     except UserError as exc:
-        await flash(request, exc.message, "error")
-        raise redirect("/alerts") from None
+        return await alerts_page(request, status=status_for(exc), values=_typed(posted), error=exc.message)
     if token is None:
         await flash(request, f"已添加预警来源“{source.name}”")
         raise redirect("/alerts")
     # The token is shown this once (only its hash is kept): rendered, not redirected.
-    return await render(
+    return await alerts_page(request, new_token=(source.name, token))
+
+
+def _typed(posted: Any) -> dict[str, Any]:
+    """What a refused form held, to show it again (several values for ticked boxes)."""
+    return {key: (posted.getall(key) if len(posted.getall(key)) > 1 else posted.get(key)) for key in posted}
+
+
+async def source_page(
+    request: web.Request, *, status: int = 200, values: dict[str, Any] | None = None, error: str | None = None
+) -> web.Response:
+    """One source: its state and the form to change it or switch it off (the typed values after a refusal)."""
+    service = request.app[ALERTS]
+    source = await service.get_source(_id(request))
+    shown = values if values is not None else {
+        "name": source.name, "active": "on" if source.active else None, "url": source.url or "",
+        "folder": source.folder or "", "poll_interval_s": source.poll_interval_s,
+        "silent_after_s": source.silent_after_s or "", "certificate_pem": source.certificate_pem or "",
+    }  # fmt: skip
+    response = await render(
         request,
-        "alerts/alerts.html",
+        "alerts/source.html",
+        {"source": source, "values": shown, "error": error, "SOURCE_KIND_LABELS": SOURCE_KIND_LABELS},
+    )
+    response.set_status(status)
+    return response
+
+
+async def source_update_form(request: web.Request) -> web.StreamResponse:
+    posted = await read_post(request)
+    try:
+        form = await read_form(request, SourcePatch, checkboxes=("active",))
+        source = await request.app[ALERTS].update_source(
+            keys.principal(request).actor, _id(request), **form.model_dump()
+        )
+    except UserError as exc:
+        return await source_page(request, status=status_for(exc), values=_typed(posted), error=exc.message)
+    await flash(request, f"已保存预警来源“{source.name}”" + ("" if source.active else "（已停用）"))
+    raise redirect(f"/alerts/sources/{source.id}")
+
+
+async def policy_page(
+    request: web.Request,
+    *,
+    status: int = 200,
+    typed_rule: int | None = None,
+    values: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> web.Response:
+    """The policy table, one form per row and one to add a row; after a refusal, that form with what was typed
+    (``typed_rule``: the row's id, 0 for the new row)."""
+    rules = await request.app[ALERTS].policy_rules()
+    forms = []
+    for rule in rules:
+        shown = values if typed_rule == rule.id and values is not None else _rule_values(rule)
+        forms.append({"id": rule.id, "fields": shown, "error": error if typed_rule == rule.id else None})
+    new_position = max((rule.position for rule in rules), default=0) + 10
+    new = values if typed_rule == 0 and values is not None else {"position": new_position, "action": "review",
+                                                                   "max_plays": 1}  # fmt: skip
+    response = await render(
+        request,
+        "alerts/policy.html",
         {
-            "rows": await service.list_messages(),
-            "refusals": await service.list_refusals(),
-            "sources": await service.list_sources(),
-            "silent_ids": {source.id for source in await service.silent_sources()},
-            "STATE_LABELS": ALERT_STATE_LABELS,
+            "forms": forms,
+            "new": {"fields": new, "error": error if typed_rule == 0 else None},
             "ACTION_LABELS": ALERT_ACTION_LABELS,
             "SEVERITY_LABELS": SEVERITY_LABELS,
-            "SOURCE_KIND_LABELS": SOURCE_KIND_LABELS,
-            "new_token": (source.name, token) if token else None,
+            "URGENCY_LABELS": URGENCY_LABELS,
+            "CERTAINTY_LABELS": CERTAINTY_LABELS,
         },
     )
+    response.set_status(status)
+    return response
+
+
+def _rule_values(rule: AlertPolicyRule) -> dict[str, Any]:
+    return {
+        "position": rule.position, "action": rule.action, "event": rule.event or "",
+        "severities": list(rule.severities or []), "urgencies": list(rule.urgencies or []),
+        "certainties": list(rule.certainties or []), "repeat_every_min": rule.repeat_every_min or "",
+        "max_plays": rule.max_plays, "repeats_in_quiet_hours": "on" if rule.repeats_in_quiet_hours else None,
+        "note": rule.note,
+    }  # fmt: skip
+
+
+def _typed_rule(posted: Any) -> dict[str, Any]:
+    typed = {key: posted.get(key) for key in posted if key not in ("severities", "urgencies", "certainties")}
+    for many in ("severities", "urgencies", "certainties"):
+        typed[many] = posted.getall(many, [])
+    return typed
+
+
+def _rule_form(existing: bool) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        rule_id = _id(request) if existing else None
+        posted = await read_post(request)
+        try:
+            form = await read_form(request, PolicyRuleIn, checkboxes=("repeats_in_quiet_hours",))
+            await request.app[ALERTS].save_policy_rule(keys.principal(request).actor, rule_id, form.as_input())
+        except UserError as exc:
+            return await policy_page(
+                request, status=status_for(exc), typed_rule=rule_id or 0, values=_typed_rule(posted), error=exc.message
+            )
+        await flash(request, "已保存策略" if existing else "已添加策略行")
+        raise redirect("/alerts/policy")
+
+    handler.__name__ = "policy_rule_form" if existing else "policy_new_rule_form"
+    return handler
+
+
+async def rule_delete_form(request: web.Request) -> web.StreamResponse:
+    try:
+        await request.app[ALERTS].delete_policy_rule(keys.principal(request).actor, _id(request))
+        await flash(request, "已删除策略行")
+    except UserError as exc:
+        await flash(request, exc.message, "error")
+    raise redirect("/alerts/policy")
 
 
 def test_alert_xml(headline: str, area_code: str, now: datetime) -> bytes:
@@ -332,7 +531,31 @@ def add_routes(routes: Routes) -> None:
         "POST", "/api/v1/alert-sources", create_source, summary="添加预警来源（推送来源的令牌只显示这一次）", tag=tag,
         body=SourceIn, roles=("admin",), status=201,
     )  # fmt: skip
+    routes.api("GET", "/api/v1/alert-sources", list_sources, summary="预警来源列表", tag=tag, roles=("admin",))
+    routes.api(
+        "PATCH", f"/api/v1/alert-sources/{item}", patch_source, summary="修改或停用预警来源（方式和令牌不变）",
+        tag=tag, body=SourcePatch, roles=("admin",),
+    )  # fmt: skip
+    routes.api("GET", "/api/v1/alert-policy", list_policy, summary="预警策略表", tag=tag, roles=READERS)
+    routes.api(
+        "POST", "/api/v1/alert-policy", create_rule, summary="添加策略行", tag=tag, body=PolicyRuleIn,
+        roles=("admin",), status=201,
+    )  # fmt: skip
+    routes.api(
+        "PUT", f"/api/v1/alert-policy/{item}", put_rule, summary="修改策略行", tag=tag, body=PolicyRuleIn,
+        roles=("admin",),
+    )  # fmt: skip
+    routes.api(
+        "DELETE", f"/api/v1/alert-policy/{item}", delete_rule, summary="删除策略行", tag=tag, roles=("admin",),
+        status=204,
+    )  # fmt: skip
     routes.page("GET", "/alerts", alerts_page, roles=READERS)
+    routes.page("GET", "/alerts/policy", policy_page, roles=("admin",))
+    routes.page("POST", "/alerts/policy", _rule_form(existing=False), roles=("admin",))
+    routes.page("POST", f"/alerts/policy/{item}", _rule_form(existing=True), roles=("admin",))
+    routes.page("POST", f"/alerts/policy/{item}/delete", rule_delete_form, roles=("admin",))
+    routes.page("GET", f"/alerts/sources/{item}", source_page, roles=("admin",))
+    routes.page("POST", f"/alerts/sources/{item}", source_update_form, roles=("admin",))
     routes.page("GET", f"/alerts/{item}", alert_page, roles=READERS)
     routes.page("POST", f"/alerts/{item}/release", _decision_form("release", "已放行，正在播出"), roles=DECIDERS)
     routes.page("POST", f"/alerts/{item}/reject", _decision_form("reject", "已决定不播出"), roles=DECIDERS)

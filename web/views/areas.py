@@ -12,8 +12,9 @@ from common.errors import UserError
 from storage.models import County, Speaker, Township, Unit, Village, Zone
 from web import keys
 from web.api import Routes, json_response
+from web.middleware import status_for
 from web.render import flash, redirect, render
-from web.validation import ApiModel, read_form
+from web.validation import ApiModel, read_form, read_post
 
 Name = Field(min_length=1, max_length=64)
 Transport = Literal["sip", "rtp", "http", "sink"]
@@ -53,6 +54,11 @@ class VillageIn(ApiModel):
 class VillagePatch(ApiModel):
     name: str | None = Field(None, min_length=1, max_length=64)
     kind: Literal["village", "community"] | None = None
+    code: str | None = Field(
+        None, pattern=r"^[0-9]{12}$", description="统计用区划代码（12位，以乡镇的9位代码开头）：预警按它匹配村"
+    )
+    latitude: float | None = Field(None, ge=-90, le=90, description="纬度（WGS 84）：预警的多边形、圆形区域按它匹配")
+    longitude: float | None = Field(None, ge=-180, le=180, description="经度（WGS 84），与纬度一起填写")
 
 
 class VillageQuery(ApiModel):
@@ -66,6 +72,7 @@ class ZoneIn(ApiModel):
 
 class ZonePatch(ApiModel):
     name: str | None = Field(None, min_length=1, max_length=64)
+    is_test: bool | None = Field(None, description="测试分区：测试、演练预警只在测试分区播出")
 
 
 class ZoneQuery(ApiModel):
@@ -319,13 +326,44 @@ async def township_page(request: web.Request) -> web.Response:
     return await render(request, "admin/township.html", {"township": township, "villages": villages})
 
 
-async def village_page(request: web.Request) -> web.Response:
+async def village_page(
+    request: web.Request, *, status: int = 200, values: dict[str, Any] | None = None, error: str | None = None
+) -> web.Response:
+    """A village: its name, kind, official code and coordinates (what was typed, after a refusal), its zones."""
     areas = request.app[keys.AREAS]
     me = keys.principal(request)
     village = await areas.get_village(me, _id(request))
     township = await areas.get_township(me, village.township_id)
     zones = [zone for zone, _ in await areas.list_zones(me, village.id)]
-    return await render(request, "admin/village.html", {"village": village, "township": township, "zones": zones})
+    shown = values if values is not None else {
+        "name": village.name, "kind": village.kind, "code": village.code or "",
+        "latitude": _coordinate(village.latitude), "longitude": _coordinate(village.longitude),
+    }  # fmt: skip
+    context = {"village": village, "township": township, "zones": zones, "values": shown, "error": error}
+    response = await render(request, "admin/village.html", context)
+    response.set_status(status)
+    return response
+
+
+def _coordinate(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+async def village_form(request: web.Request) -> web.StreamResponse:
+    """Save a village; an emptied code or coordinate clears it. Refused: the page again with what was typed."""
+    posted = await read_post(request)
+    try:
+        form = await read_form(request, VillagePatch)
+        changes = form.model_dump(exclude_unset=True)
+        for cleared in ("code", "latitude", "longitude"):
+            if cleared in posted and not str(posted[cleared]).strip():
+                changes[cleared] = None
+        await request.app[keys.AREAS].update(keys.principal(request), "village", _id(request), changes)
+    except UserError as exc:
+        typed = {key: posted.get(key, "") for key in ("name", "kind", "code", "latitude", "longitude")}
+        return await village_page(request, status=status_for(exc), values=typed, error=exc.message)
+    await flash(request, "已保存")
+    raise redirect(f"/admin/villages/{_id(request)}")
 
 
 async def zone_page(request: web.Request) -> web.Response:
@@ -470,8 +508,8 @@ def add_routes(routes: Routes) -> None:
     )
     routes.page("POST", "/admin/units", _form_action("unit", UnitIn, "/admin/units"), roles=admin)
     routes.page("POST", f"/admin/townships/{item}", _form_update("township", TownshipPatch), roles=admin)
-    routes.page("POST", f"/admin/villages/{item}", _form_update("village", VillagePatch), roles=admin)
-    routes.page("POST", f"/admin/zones/{item}", _form_update("zone", ZonePatch), roles=admin)
+    routes.page("POST", f"/admin/villages/{item}", village_form, roles=admin)
+    routes.page("POST", f"/admin/zones/{item}", _form_update("zone", ZonePatch, ("is_test",)), roles=admin)
     routes.page("POST", f"/admin/speakers/{item}", _form_update("speaker", SpeakerPatch, ("enabled",)), roles=admin)
     routes.page("POST", f"/admin/units/{item}", _form_update("unit", UnitPatch, ("active",)), roles=admin)
     for level, back in (("township", "/admin/areas"), ("village", "/admin/areas"), ("zone", "/admin/areas"),
