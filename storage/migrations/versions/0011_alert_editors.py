@@ -5,7 +5,7 @@
 * ``broadcasts.cancel_reason`` — a cancel asked by any process (a Cancel pushed to a standby, an admin on
   another process); the active worker's dispatcher stops its plays of that broadcast on its next round.
 
-Revision ID: 0012
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-05 10:00:00
 """
@@ -19,7 +19,7 @@ from alembic import op
 
 import storage.types
 
-revision: str = "0012"
+revision: str = "0011"
 down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
