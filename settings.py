@@ -587,7 +587,7 @@ class PhonecastSettings(_Section):
     # Wrong PINs before each further try must wait (the wait doubles up to the cap): counted per
     # (calling number, cadre), per cadre across numbers, and per number across cadres; failures older than
     # pin_window_s are forgotten. The same rules as the web login's limiter (security.login_*).
-    pin_free_attempts: int = Field(3, ge=1)
+    pin_free_attempts: int = Field(5, ge=1)
     pin_user_free_attempts: int = Field(10, ge=1)
     pin_number_free_attempts: int = Field(10, ge=1)
     pin_base_delay_s: float = Field(60.0, ge=0)

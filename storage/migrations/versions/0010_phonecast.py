@@ -180,9 +180,9 @@ def upgrade() -> None:
     for table in PRIORITY_TABLES:
         op.execute(f"UPDATE {table} SET priority = priority + 1 WHERE priority >= 2")
     # A notice may now be of the phone's kind (never written on the notice pages).
-    with op.batch_alter_table("notices", schema=None, recreate="always") as batch_op:
-        batch_op.drop_constraint("ck_notices_kind", type_="check")
-        batch_op.create_check_constraint("kind", _kinds((*WRITTEN_KINDS, "phonecast")))
+    with op.batch_alter_table("notices", schema=None) as batch_op:
+        batch_op.drop_constraint(op.f("ck_notices_kind"), type_="check")
+        batch_op.create_check_constraint(op.f("ck_notices_kind"), _kinds((*WRITTEN_KINDS, "phonecast")))
 
 
 def _backfill_codes(table: str, width: int) -> None:
@@ -201,9 +201,9 @@ def downgrade() -> None:
         "DELETE FROM notices WHERE kind = 'phonecast' AND id NOT IN (SELECT notice_id FROM broadcasts "
         "WHERE notice_id IS NOT NULL)"
     )
-    with op.batch_alter_table("notices", schema=None, recreate="always") as batch_op:
-        batch_op.drop_constraint("ck_notices_kind", type_="check")
-        batch_op.create_check_constraint("kind", _kinds(WRITTEN_KINDS))
+    with op.batch_alter_table("notices", schema=None) as batch_op:
+        batch_op.drop_constraint(op.f("ck_notices_kind"), type_="check")
+        batch_op.create_check_constraint(op.f("ck_notices_kind"), _kinds(WRITTEN_KINDS))
     for table in PRIORITY_TABLES:
         op.execute(f"UPDATE {table} SET priority = priority - 1 WHERE priority >= 3")
     with op.batch_alter_table("broadcasts", schema=None) as batch_op:
