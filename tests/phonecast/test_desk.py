@@ -25,7 +25,9 @@ async def test_thirty_two_cadres_are_each_known_by_their_own_numbers_and_nobody_
     cadres = {}
     for index in range(32):
         number = f"1380000{index:04d}"
-        cadres[number] = await make_cadre(runtime, admin, f"cadre{index}", number, villages=[place.village_id], pin=None)
+        cadres[number] = await make_cadre(
+            runtime, admin, f"cadre{index}", number, villages=[place.village_id], pin=None
+        )
     desk = runtime.phonecast.desk
     for number, cadre in cadres.items():
         # However the carrier writes it, the number finds its cadre.
@@ -103,7 +105,12 @@ async def test_targets_are_the_cadres_own_villages_and_townships_ordered_by_code
     east = await build_place(runtime, admin, "东乡", [[("sink", "file:a"), ("sink", "file:b")], [("sink", "file:c")]])
     west = await build_place(runtime, admin, "西乡", [[("sink", "file:d")]])
     cadre = await make_cadre(
-        runtime, admin, "cadre", "13800001111", villages=[west.village_id, east.village_id], townships=[east.township_id]
+        runtime,
+        admin,
+        "cadre",
+        "13800001111",
+        villages=[west.village_id, east.village_id],
+        townships=[east.township_id],
     )
     targets = await runtime.phonecast.desk.targets(cadre)
     assert [(t.kind, t.name, t.speakers) for t in targets.villages] == [
