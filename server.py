@@ -60,8 +60,8 @@ from phonecast.part import Phonecast, PhonecastConfig, build_phonecast
 from schedules.part import Schedules, SchedulesConfig, build_schedules
 from settings import Settings
 from storage import migrate
-from storage.db import DatabaseConfig, check_connection, database_health, make_session_factory
 from storage.audit import Actor
+from storage.db import DatabaseConfig, check_connection, database_health, make_session_factory
 from storage.models import County
 from storage.worker_lock import WorkerElection, worker_lock
 from tts.part import Speech, SpeechConfig, build_speech

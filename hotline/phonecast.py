@@ -53,9 +53,7 @@ class SubmitStatus(enum.Enum):
 
 # Reasons the desk may give; the line has one prompt for each (a reason not listed is read as
 # "广播未能开始" and logged).
-REFUSAL_REASONS = frozenset(
-    {"quiet_hours", "too_long", "no_speakers", "not_in_scope", "locked", "disk_full", "failed"}
-)
+REFUSAL_REASONS = frozenset({"quiet_hours", "too_long", "no_speakers", "not_in_scope", "locked", "disk_full", "failed"})
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,11 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 async def until_record(runtime: Runtime, record_id: int, status: str, timeout: float = 60) -> None:  # noqa: ASYNC109
+    """The follower closes a record a moment after its broadcast ends (it looks every ``due_poll_s``)."""
     async with asyncio.timeout(timeout):
-        while (await record_of(runtime, record_id)).status != status:
+        while True:
+            if (await record_of(runtime, record_id)).status == status:
+                return
             await asyncio.sleep(0.2)
 
 
