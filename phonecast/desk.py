@@ -414,7 +414,10 @@ class Desk:
         if quiet and not may_emergency:
             return await self._close_refused(row_id, actor, "quiet_hours", f"{local:%H:%M} {'、'.join(quiet)}")
         kept = await self._keep(row_id, recording)
-        title = f"手机喊话：{cadre.name}（{target.name}）"
+        async with self._sessions() as session:
+            masked = await session.scalar(select(PhoneBroadcast.caller_masked).where(PhoneBroadcast.id == row_id))
+        # The as-run log and the terminals show the item's title: who spoke, from which number (masked), to what.
+        title = f"手机喊话：{cadre.name} {masked}（{target.name}）"
         try:
             item_id = await self._airer.make_item(
                 actor, title=title, township_id=reach.township_id, recording=kept, repeats=self._config.repeats
