@@ -116,7 +116,9 @@ async def test_a_cadres_recording_plays_whole_on_an_rtp_speaker_and_a_4g_termina
     assert (rows[0].kind, rows[0].priority) == ("phonecast", PHONECAST_PRIORITY)
     # The as-run log names the caller with the number masked, on the line of every zone and so every speaker.
     lines = await runtime.broadcasting.asrun.lines(admin, AsRunFilter(zone_id=place.zone_ids[0]))
-    assert [line.as_json(runtime.settings.zone)["title"] for line in lines] == ["手机喊话：cadre 138****1111（甲乡一村）"]
+    assert [line.as_json(runtime.settings.zone)["title"] for line in lines] == [
+        "手机喊话：cadre 138****1111（甲乡一村）"
+    ]
     assert {s["state_label"] for s in lines[0].as_json(runtime.settings.zone)["speakers"]} == {"成功"}
     # What was sent is at the loudness target, with the chime before the voice.
     input_args = PROFILES[Profile.RTP].input_args
