@@ -74,6 +74,7 @@ from web.views import cases as cases_views
 from web.views import hotline as hotline_views
 from web.views import notice_pages
 from web.views import ops as ops_views
+from web.views import phonecast as phonecast_views
 from web.views import schedules as schedules_views
 
 log = logging.getLogger("cunxiang")
@@ -422,9 +423,17 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_s
             schedules_views.add_routes,
             ops_views.add_routes,
             alerts_views.add_routes,
+            phonecast_views.add_routes,
         ),
-        nav=(*broadcast_views.NAV, *alerts_views.NAV, *cases_views.NAV, *hotline_views.NAV, *ops_views.NAV),
-        todo=(ops_views.todo, broadcast_views.todo, cases_views.todo, alerts_views.todo),
+        nav=(
+            *broadcast_views.NAV,
+            *alerts_views.NAV,
+            *cases_views.NAV,
+            *hotline_views.NAV,
+            *phonecast_views.NAV,
+            *ops_views.NAV,
+        ),
+        todo=(ops_views.todo, broadcast_views.todo, cases_views.todo, alerts_views.todo, phonecast_views.todo),
         version=version(),
     )
     app[keys.CLOCK] = runtime.clock
@@ -445,6 +454,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_s
     app[domains.SCHEDULES] = runtime.schedules.service
     app[domains.OPS] = runtime.ops
     app[domains.ALERTS] = runtime.alerts.service
+    app[domains.PHONECAST] = runtime.phonecast
     app[RUNTIME] = runtime
     elections: list[WorkerElection] = []
     app[ELECTION] = elections
