@@ -36,6 +36,7 @@ from storage.models import (
 )
 
 APPROVER_ROLES = ("approver", "admin")
+MIN_NUMBER_DIGITS = 7
 # Weak PINs refused on the user's page: all one digit, or a run up or down.
 _WEAK_PINS = {d * 6 for d in "0123456789"} | {"123456", "234567", "345678", "456789", "654321", "987654", "012345"}
 _CODE = re.compile(rf"[0-9]{{1,{MAX_CODE_LENGTH}}}")
@@ -92,7 +93,8 @@ class PhonecastAdmin:
             if not raw.strip():
                 continue
             number = phone_numbers.normalise(raw)
-            if number is None:
+            # A phone that calls in: at least a local landline's seven digits (a mobile has eleven).
+            if number is None or len(number) < MIN_NUMBER_DIGITS:
                 message = f"“{raw.strip()}”不是有效的电话号码"
                 raise InvalidInput(message, code="phonecast.bad_number", fields={"numbers": message})
             if number not in normalised:

@@ -22,10 +22,12 @@ from web.validation import read_post
 MENU = "手机喊话"
 RECORD_READERS = ("approver", "admin", "leader", "staff")
 EVERYONE = ("staff", "approver", "admin", "leader", "operator", "inspector")
+# Admins find it under 系统管理 (their header is full); everyone else under a 手机喊话 menu of its own.
 NAV = (
-    keys.NavItem("喊话记录", "/phonecast/records", RECORD_READERS, menu=MENU),
-    keys.NavItem("喊话人员", "/phonecast/cadres", ("admin",), menu=MENU),
-    keys.NavItem("我的喊话密码", "/phonecast/pin", EVERYONE, menu=MENU),
+    keys.NavItem("喊话记录", "/phonecast/records", ("approver", "leader", "staff"), menu=MENU),
+    keys.NavItem("我的喊话密码", "/phonecast/pin", ("staff", "approver", "leader", "operator", "inspector"), menu=MENU),
+    keys.NavItem("喊话人员", "/phonecast/cadres", ("admin",), menu=keys.ADMIN_MENU),
+    keys.NavItem("喊话记录", "/phonecast/records", ("admin",), menu=keys.ADMIN_MENU),
 )
 REFUSAL_LABELS = {
     "quiet_hours": "静默时段内不能喊话",
