@@ -111,7 +111,7 @@ class Runtime:
     schedules: Schedules
     ops: Ops
     alerts: Alerts
-    # 手机喊话: ``phonecast.desk`` is the line's :class:`hotline.phonecast.PhonecastDesk`.
+    # 手机喊话: ``phonecast.line_desk`` is the line's :class:`hotline.phonecast.PhonecastDesk`.
     phonecast: Phonecast
 
     @property

@@ -16,6 +16,7 @@ from accounts.limiter import LimiterPolicy, LoginLimiter
 from accounts.passwords import Passwords
 from common.clock import Clock
 from common.lifecycle import Service
+from hotline.phonecast import PhonecastDesk
 from phonecast.desk import Desk, DeskConfig, PhoneAirer, PhonecastFollower
 from phonecast.service import PhonecastAdmin
 from settings import Settings
@@ -73,6 +74,11 @@ class Phonecast:
     config: PhonecastConfig
     services: list[Service] = field(default_factory=list)
     worker_services: list[Service] = field(default_factory=list)
+
+    @property
+    def line_desk(self) -> PhonecastDesk:
+        """The desk as the line sees it (typed by its Protocol, so the checker proves the desk satisfies it)."""
+        return self.desk
 
 
 def build_phonecast(
