@@ -22,7 +22,7 @@ from sqlalchemy import select
 from broadcast.asrun import AsRunFilter
 from hotline.phonecast import SubmitStatus
 from server import Runtime
-from settings import PhonecastSettings, Settings
+from settings import AudioSettings, PhonecastSettings, Settings
 from storage.models import (
     PHONECAST_PRIORITY,
     RUN_INTERRUPTED,
@@ -43,11 +43,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def chime() -> bool:
+    """The fast test audio has no chime; the test that proves the chime on the air asks for it."""
+    return False
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, chime: bool) -> Settings:
     # The follower looks often (a scheduled broadcast is due within seconds here); submit waits at most 20 s.
-    return broadcasting_settings(
+    values = broadcasting_settings(
         tmp_path / "data", database_url, phonecast=PhonecastSettings(due_poll_s=0.2, start_wait_s=20)
     )
+    if chime:
+        values = values.model_copy(update={"audio": AudioSettings(default_repeats=1)})
+    return values
 
 
 async def until_record(runtime: Runtime, record_id: int, status: str, timeout: float = 60) -> None:  # noqa: ASYNC109
@@ -68,6 +77,7 @@ async def item_file(runtime: Runtime, broadcast_id: int, profile: Profile) -> Pa
     return entry.path
 
 
+@pytest.mark.parametrize("chime", [True], ids=["with-chime"])
 async def test_a_cadres_recording_plays_whole_on_an_rtp_speaker_and_a_4g_terminal_with_chime_and_loudness(
     runtime: Runtime, server: TestServer, tmp_path: Path
 ) -> None:
