@@ -1,6 +1,6 @@
 """喊话编号: the short digit code of each township, village and zone, chosen on the phone's keypad.
 
-Unique per kind (a unique index on each table). Migration 0011 numbered the areas that existed; an area made
+Unique per kind (a unique index on each table). Migration 0012 numbered the areas that existed; an area made
 since gets the next free number the first time a code is needed (the line asks for targets, a page shows
 codes), and an admin may change any of them.
 """
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storage.models import Township, Village, Zone
 
 AreaModel = type[Township] | type[Village] | type[Zone]
-# Two digits for a township, three for a village, four for a zone (as migration 0011 numbered them).
+# Two digits for a township, three for a village, four for a zone (as migration 0012 numbered them).
 CODE_WIDTHS: dict[AreaModel, int] = {Township: 2, Village: 3, Zone: 4}
 MAX_CODE_LENGTH = 8
 

@@ -49,7 +49,7 @@ PHONECAST_KIND = "phonecast"
 # Every kind a notice row may have: those written on the pages, and the phone's.
 STORED_NOTICE_KINDS = (*NOTICE_KINDS, PHONECAST_KIND)
 # The one table of kinds and priority classes (docs/broadcasting.md): a lower number preempts a higher one.
-# 手机喊话 sits between 应急 and 公开: it preempts notices and is preempted by emergencies (migration 0011
+# 手机喊话 sits between 应急 and 公开: it preempts notices and is preempted by emergencies (migration 0012
 # moved the classes below it down by one).
 PRIORITY_OF_KIND = {
     "emergency": 1,

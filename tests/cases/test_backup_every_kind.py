@@ -271,7 +271,7 @@ async def fill_every_kind(runtime: Runtime, county: County, people: People, hotl
                 ended_at=now,
             )
         )
-        # 手机喊话 (0011): a cadre with scope, number and PIN, and one phone broadcast with its review.
+        # 手机喊话 (0012): a cadre with scope, number and PIN, and one phone broadcast with its review.
         session.add(
             PhonecastCadre(
                 user_id=author.user_id,

@@ -67,7 +67,7 @@ async def test_the_demo_county_and_its_ledger_survive_the_upgrade_to_head(empty_
             answer = await runtime.cases.workflow.status_query(case["number"], None, case["pin"])
             expected = "confidential" if case["sealed"] else "found"
             assert (answer.result, answer.case_id) == (expected, case["id"]), case["number"]
-        # 0011 gave every existing township, village and zone its 喊话编号 (unique per kind, in the order made).
+        # 0012 gave every existing township, village and zone its 喊话编号 (unique per kind, in the order made).
         async with runtime.sessions() as session:
             for model, width in ((Township, 2), (Village, 3), (Zone, 4)):
                 codes = (await session.scalars(select(model.phonecast_code).order_by(model.id))).all()

@@ -2,8 +2,8 @@
 喊话编号 on townships, villages and zones (back-filled); the phone's priority class between 应急 and 公开
 (the classes below it move down by one); broadcasts that may start in quiet hours.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-05 09:40:00
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 import storage.types
 
-revision: str = "0011"
-down_revision: str | Sequence[str] | None = "0010"
+revision: str = "0012"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
