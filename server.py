@@ -47,16 +47,20 @@ from areas.addresses import AddressPolicy
 from areas.demo import DEMO_COUNTY_CODE
 from areas.service import AreaService
 from broadcast.part import BroadcastConfig, Broadcasting, build_broadcasting
+from broadcast.production import ItemTooLong
 from cases.part import Cases, CasesConfig, build_cases
 from common.clock import Clock, SystemClock
-from common.errors import CunxiangError, ServiceUnavailable
+from common.errors import CunxiangError, InsufficientStorage, InvalidInput, ServiceUnavailable
 from common.health import HealthRegistry
 from common.lifecycle import Service, ServiceGroup
 from hotline.part import Hotline, HotlineConfig, build_hotline, find_sandbox_root, sandbox_up
 from ops.part import Ops, OpsConfig, build_ops
+from phonecast.desk import PhoneAirRefused
+from phonecast.part import Phonecast, PhonecastConfig, build_phonecast
 from schedules.part import Schedules, SchedulesConfig, build_schedules
 from settings import Settings
 from storage import migrate
+from storage.audit import Actor
 from storage.db import DatabaseConfig, check_connection, database_health, make_session_factory
 from storage.models import County
 from storage.worker_lock import WorkerElection, worker_lock
@@ -70,6 +74,7 @@ from web.views import cases as cases_views
 from web.views import hotline as hotline_views
 from web.views import notice_pages
 from web.views import ops as ops_views
+from web.views import phonecast as phonecast_views
 from web.views import schedules as schedules_views
 
 log = logging.getLogger("cunxiang")
@@ -106,6 +111,8 @@ class Runtime:
     schedules: Schedules
     ops: Ops
     alerts: Alerts
+    # 手机喊话: ``phonecast.line_desk`` is the line's :class:`hotline.phonecast.PhonecastDesk`.
+    phonecast: Phonecast
 
     @property
     def services(self) -> list[Service]:
@@ -130,6 +137,7 @@ class Runtime:
             *self.broadcasting.after_catch_up_services,
             *self.alerts.worker_services,
             *self.ops.worker_services,
+            *self.phonecast.worker_services,
         ]
 
 
@@ -209,6 +217,13 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         health=health,
         broadcaster=EmergencyAirer(broadcasting),
     )
+    # A cadre's recording from the phone becomes an item and goes on the air through broadcasting.
+    phonecast = build_phonecast(
+        PhonecastConfig.from_settings(settings),
+        sessions=sessions,
+        clock=clock,
+        airer=PhoneAirer(broadcasting),
+    )
     return Runtime(
         settings=settings,
         clock=clock,
@@ -225,6 +240,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         schedules=schedules,
         ops=ops,
         alerts=alerts,
+        phonecast=phonecast,
     )
 
 
@@ -262,6 +278,44 @@ class EmergencyAirer:
     async def replay(self, *, notice_id: int, zone_ids: Sequence[int], author_id: int) -> int:
         return await self._dispatcher.request(
             notice_id=notice_id, zone_ids=zone_ids, origin="emergency", requested_by=author_id
+        )
+
+
+class PhoneAirer:
+    """手机喊话's :class:`phonecast.desk.PhoneAirer`, satisfied by broadcasting.
+
+    A recording becomes an approved item of the phone's kind (chime, loudness, repeats, the length cap, the disk
+    watch), queued at the phone's priority class; broadcasting's refusals become the reasons the line knows.
+    """
+
+    def __init__(self, broadcasting: Broadcasting) -> None:
+        self._notices = broadcasting.notices
+        self._dispatcher = broadcasting.dispatcher
+
+    async def make_item(
+        self, author: Actor, *, title: str, township_id: int | None, recording: Path, repeats: int
+    ) -> int:
+        try:
+            notice = await self._notices.create_phone_recording(
+                author, title=title, township_id=township_id, recording=recording, repeats=repeats
+            )
+        except ItemTooLong as exc:
+            raise PhoneAirRefused("too_long", exc.detail or exc.message) from exc
+        except InsufficientStorage as exc:
+            raise PhoneAirRefused("disk_full", exc.detail or exc.message) from exc
+        except InvalidInput as exc:
+            # Not audio, or past the recording limit (audio.max_recording_s).
+            reason = "too_long" if "太长" in exc.message else "failed"
+            raise PhoneAirRefused(reason, exc.detail or exc.message) from exc
+        return notice.id
+
+    async def air(self, *, item_id: int, zone_ids: Sequence[int], requested_by: int, quiet_exempt: bool) -> int:
+        return await self._dispatcher.request(
+            notice_id=item_id,
+            zone_ids=zone_ids,
+            origin="manual",
+            requested_by=requested_by,
+            quiet_exempt=quiet_exempt,
         )
 
 
@@ -369,9 +423,17 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_s
             schedules_views.add_routes,
             ops_views.add_routes,
             alerts_views.add_routes,
+            phonecast_views.add_routes,
         ),
-        nav=(*broadcast_views.NAV, *alerts_views.NAV, *cases_views.NAV, *hotline_views.NAV, *ops_views.NAV),
-        todo=(ops_views.todo, broadcast_views.todo, cases_views.todo, alerts_views.todo),
+        nav=(
+            *broadcast_views.NAV,
+            *alerts_views.NAV,
+            *cases_views.NAV,
+            *hotline_views.NAV,
+            *phonecast_views.NAV,
+            *ops_views.NAV,
+        ),
+        todo=(ops_views.todo, broadcast_views.todo, cases_views.todo, alerts_views.todo, phonecast_views.todo),
         version=version(),
     )
     app[keys.CLOCK] = runtime.clock
@@ -392,6 +454,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, elect_at_s
     app[domains.SCHEDULES] = runtime.schedules.service
     app[domains.OPS] = runtime.ops
     app[domains.ALERTS] = runtime.alerts.service
+    app[domains.PHONECAST] = runtime.phonecast
     app[RUNTIME] = runtime
     elections: list[WorkerElection] = []
     app[ELECTION] = elections

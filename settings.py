@@ -581,6 +581,28 @@ class AlertsSettings(_Section):
     max_spoken_chars: int = Field(600, ge=100, le=5000)
 
 
+class PhonecastSettings(_Section):
+    """手机喊话: village cadres broadcast a recording from their phone (docs/broadcasting.md, 手机喊话)."""
+
+    # Wrong PINs before each further try must wait (the wait doubles up to the cap): counted per
+    # (calling number, cadre), per cadre across numbers, and per number across cadres; failures older than
+    # pin_window_s are forgotten. The same rules as the web login's limiter (security.login_*).
+    pin_free_attempts: int = Field(5, ge=1)
+    pin_user_free_attempts: int = Field(10, ge=1)
+    pin_number_free_attempts: int = Field(10, ge=1)
+    pin_base_delay_s: float = Field(60.0, ge=0)
+    pin_max_delay_s: float = Field(3600.0, ge=0)
+    pin_window_s: float = Field(3600.0, gt=0)
+    # How often a phone broadcast is read within its item.
+    repeats: int = Field(1, ge=1, le=5)
+    # How long submit waits for the speakers to start before telling the caller (the call is waiting).
+    start_wait_s: float = Field(15.0, gt=0, le=120)
+    # How often the desk looks for scheduled phone broadcasts that are due.
+    due_poll_s: float = Field(5.0, gt=0, le=300)
+    # The line's number printed on a cadre's card (the DID the county publishes to its cadres).
+    line_number: str = ""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -615,6 +637,7 @@ class Settings(BaseSettings):
     cases: CasesSettings = CasesSettings()
     ops: OpsSettings = OpsSettings()
     alerts: AlertsSettings = AlertsSettings()
+    phonecast: PhonecastSettings = PhonecastSettings()
 
     @field_validator("timezone")
     @classmethod

@@ -107,6 +107,8 @@ class Play:
     schedule_id: int | None
     occurrence_at: datetime | None
     origin: str
+    # May start in quiet hours although not an emergency (a phone broadcast by a user with that permission).
+    quiet_exempt: bool = False
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: int | None = None
     stop_error: str | None = None
@@ -564,17 +566,19 @@ class Dispatcher:
                     session, broadcast, zone_ids, state=state, error=error, scheduled_at=occurrence_at
                 )
                 if state == RUN_WAITING:
-                    await self._cancel_quiet(session, rows, occurrence_at)
+                    await self._cancel_quiet(session, rows, occurrence_at, exempt=broadcast.quiet_exempt)
                     broadcast.state = aggregate_state([row.state for row in rows])
         except IntegrityError:
             return None  # this slot was claimed before: never play it twice
         return [self._play_of(broadcast, row) for row in rows if row.state == RUN_WAITING]
 
-    async def _cancel_quiet(self, session: AsyncSession, rows: Sequence[BroadcastZone], at: datetime) -> None:
+    async def _cancel_quiet(
+        self, session: AsyncSession, rows: Sequence[BroadcastZone], at: datetime, *, exempt: bool
+    ) -> None:
         """Quiet hours are re-checked at air time: a township may have changed them since the schedule was made."""
         clock = at.astimezone(self._zone).time()
         for row in rows:
-            if row.priority == EMERGENCY_PRIORITY:
+            if row.priority == EMERGENCY_PRIORITY or exempt:
                 continue
             township = await session.get(Township, row.township_id)
             if township is not None and in_quiet_hours(clock, township.quiet_start, township.quiet_end):
@@ -629,12 +633,25 @@ class Dispatcher:
             schedule_id=row.schedule_id,
             occurrence_at=row.occurrence_at,
             origin=broadcast.origin,
+            quiet_exempt=bool(broadcast.quiet_exempt),
         )
 
     # -- requests from any process ---------------------------------------------------------------
 
-    async def request(self, *, notice_id: int, zone_ids: Sequence[int], origin: str, requested_by: int | None) -> int:
-        """Ask the active worker to play an approved notice in ``zone_ids`` now; returns the broadcast id."""
+    async def request(
+        self,
+        *,
+        notice_id: int,
+        zone_ids: Sequence[int],
+        origin: str,
+        requested_by: int | None,
+        quiet_exempt: bool = False,
+    ) -> int:
+        """Ask the active worker to play an approved notice in ``zone_ids`` now; returns the broadcast id.
+
+        ``quiet_exempt``: it may start in quiet hours though not an emergency (a phone broadcast by a user with the
+        emergency permission, 手机喊话); its priority is always its notice's kind's.
+        """
         async with self._sessions.begin() as session:
             notice = await session.get(Notice, notice_id)
             if notice is None or notice.state != "approved":
@@ -647,6 +664,7 @@ class Dispatcher:
                 title=notice.title,
                 requested_by=requested_by,
                 zone_ids=sorted(set(zone_ids)),
+                quiet_exempt=quiet_exempt,
                 state=RUN_UNPROCESSED,
                 created_at=self._clock.now(),
             )
@@ -759,7 +777,7 @@ class Dispatcher:
                     broadcast.state, broadcast.error = RUN_FAILED, "没有可播出的分区"
                 else:
                     # A manual play obeys quiet hours like a scheduled one; only 应急 may start in them.
-                    await self._cancel_quiet(session, rows, now)
+                    await self._cancel_quiet(session, rows, now, exempt=broadcast.quiet_exempt)
                     broadcast.state = aggregate_state([row.state for row in rows])
                 plays = [self._play_of(broadcast, row) for row in rows if row.state == RUN_WAITING]
             for play in plays:
@@ -874,7 +892,7 @@ class Dispatcher:
         Checked again when a play gets its zone: one that waited (behind another, or
         requeued after an emergency) may reach it only after quiet hours began.
         """
-        if play.priority == EMERGENCY_PRIORITY:
+        if play.priority == EMERGENCY_PRIORITY or play.quiet_exempt:
             return None
         township = await township_of_zone(session, play.zone_id)
         local = self._clock.now().astimezone(self._zone).time()

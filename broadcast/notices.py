@@ -45,9 +45,11 @@ from common.clock import Clock
 from common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from common.listeners import ChangeListener, ChangeListeners
 from storage import audit
+from storage.audit import Actor
 from storage.models import (
     KIND_LABELS,
     NOTICE_KINDS,
+    PHONECAST_KIND,
     PRIORITY_OF_KIND,
     RUN_PLAYING,
     RUN_WAITING,
@@ -644,6 +646,64 @@ class NoticeService:
             await self._cache.ensure_room(keep.keys, overflow=True)
             return await self._insert(principal, data, approved_with=result)
 
+    async def create_phone_recording(
+        self, author: Actor, *, title: str, township_id: int | None, recording: Path, repeats: int
+    ) -> Notice:
+        """A cadre's recording from the phone (手机喊话), made an approved item at once: chime, loudness, repeats,
+        the length cap, like any recording; reviewed afterwards (事后审核) on the 喊话记录 page, not before.
+
+        Asks for disk space first (:class:`common.errors.InsufficientStorage`); a recording too long for one item
+        is :class:`broadcast.production.ItemTooLong`. The row is of the phone's kind, so no notice page offers
+        it for writing or scheduling.
+        """
+        self._require_room("手机喊话")
+        data = await asyncio.to_thread(recording.read_bytes)
+        if not data:
+            raise InvalidInput("录音是空的", fields={"recording": "空文件"})
+        suffix = recording.suffix.lower() or ".wav"
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        name = f"{digest}{suffix}"
+        await self._store_recording(name, data)
+        draft = Notice(
+            kind=PHONECAST_KIND, title=title, body="", source="recording", recording_file=name, repeats=repeats
+        )
+        with self._cache.keep_set("phone broadcast being made") as keep:
+            result = await self.render(draft, keep=keep)
+            await self._cache.ensure_room(keep.keys, overflow=True)
+            now = self._clock.now()
+            async with self._sessions.begin() as session:
+                await self._township_exists(session, township_id)
+                notice = Notice(
+                    township_id=township_id,
+                    kind=PHONECAST_KIND,
+                    title=title,
+                    body="",
+                    source="recording",
+                    recording_file=name,
+                    repeats=repeats,
+                    state="approved",
+                    author_id=author.user_id,
+                    approver_id=author.user_id,
+                    revision=1,
+                    created_at=now,
+                    updated_at=now,
+                    submitted_at=now,
+                    decided_at=now,
+                )
+                self._set_audio(notice, result)
+                session.add(notice)
+                await session.flush()
+                audit.record(
+                    session,
+                    author,
+                    at=now,
+                    action="notice.phonecast",
+                    object_type="notice",
+                    object_id=notice.id,
+                    detail={"title": title, "sha256": digest, "duration_s": notice.audio_duration_s},
+                )
+        return notice
+
     # -- audio ------------------------------------------------------------------------------
 
     async def render(self, notice: Notice, *, emergency: bool = False, keep: KeepSet | None = None) -> ProductionResult:
@@ -777,6 +837,9 @@ class NoticeService:
             statement = statement.where(Notice.state == state)
         if kinds:
             statement = statement.where(Notice.kind.in_(kinds))
+        else:
+            # Phone broadcasts are listed on the 喊话记录 page, not among the notices written here.
+            statement = statement.where(Notice.kind != PHONECAST_KIND)
         async with self._sessions() as session:
             return list((await session.scalars(statement.limit(500))).all())
 

@@ -18,7 +18,7 @@ from areas.addresses import AddressPolicy, check_rtp_destination
 from broadcast.production import BroadcastProducer
 from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, Transport
 from common.errors import Conflict, InvalidInput, ServiceUnavailable
-from storage.models import RUN_FAILED
+from storage.models import LOWEST_PRIORITY, RUN_FAILED
 from tts.audio import Profile
 from tts.cache import AudioCache, KeepSet
 from tts.engines import VoiceRequest
@@ -66,7 +66,7 @@ class SpeakerTester:
             log.warning("speaker test audio went missing right after it was rendered; rendering it again")
         else:
             raise ServiceUnavailable("拨测音频生成后丢失，请稍后再试", code="speaker_test.audio_missing")
-        return PlayItem(title="拨测", files=result.files, duration_s=result.duration_s, priority=4)
+        return PlayItem(title="拨测", files=result.files, duration_s=result.duration_s, priority=LOWEST_PRIORITY)
 
     async def test(self, text: str, target: SpeakerTarget) -> SpeakerResult:
         if target.transport == "rtp":  # a clear error before anything is rendered

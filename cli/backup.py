@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from broadcast.part import BroadcastConfig
 from cli.base import CommandError, Commands, safe_url
 from hotline.part import recordings_directory
+from phonecast.part import recordings_directory as phonecast_recordings
 from server import Runtime, ensure_ready, opened_runtime
 from settings import Settings
 from storage import backup, migrate
@@ -24,12 +25,13 @@ from tts.part import SpeechConfig
 
 
 def backup_directories(settings: Settings) -> dict[str, Path]:
-    """What a backup copies besides the database: recordings (hotline and broadcast) and produced audio."""
+    """What a backup copies besides the database: recordings (hotline, broadcast, 手机喊话) and produced audio."""
     recordings = recordings_directory(settings)
     directories = {"recordings": recordings}
     notice_recordings = BroadcastConfig.from_settings(settings).recordings_dir
     if notice_recordings.resolve() != recordings.resolve():
         directories["notice_recordings"] = notice_recordings
+    directories["phone_recordings"] = phonecast_recordings(settings)
     if settings.cases.backup_audio:
         directories["audio"] = SpeechConfig.from_settings(settings).cache_dir
     return directories

@@ -38,3 +38,12 @@ def normalise(raw: str | None) -> str | None:
     if not MIN_DIGITS <= len(digits) <= MAX_DIGITS:
         return None
     return digits
+
+
+def mask(number: str | None) -> str | None:
+    """``13800001111`` → ``138****1111``; shorter numbers keep only their last two digits (as on the case pages)."""
+    if not number:
+        return number
+    if len(number) >= 11:
+        return number[:3] + "*" * (len(number) - 7) + number[-4:]
+    return "*" * max(1, len(number) - 2) + number[-2:]

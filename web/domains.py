@@ -21,6 +21,7 @@ from cases.part import Cases
 from hotline.intake import IntakeService
 from hotline.phones import PhoneRegistry
 from ops.part import Ops
+from phonecast.part import Phonecast
 from schedules.service import ScheduleService
 
 NOTICES = web.AppKey("notices", NoticeService)
@@ -34,3 +35,4 @@ INTAKE = web.AppKey("hotline_intake", IntakeService)
 CASES = web.AppKey("cases", Cases)
 OPS = web.AppKey("ops", Ops)
 ALERTS = web.AppKey("alerts", AlertService)
+PHONECAST = web.AppKey("phonecast", Phonecast)

@@ -52,6 +52,8 @@ class Township(Base):
     # Nothing but 应急 may start between quiet_start and quiet_end (Asia/Shanghai wall clock).
     quiet_start: Mapped[time] = mapped_column(Time(), default=time(21, 30))
     quiet_end: Mapped[time] = mapped_column(Time(), default=time(6, 30))
+    # 喊话编号: the digits a cadre presses on the phone to choose it (unique among townships; 手机喊话).
+    phonecast_code: Mapped[str | None] = mapped_column(String(8), index=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     county: Mapped[County] = relationship(back_populates="townships")
@@ -74,6 +76,8 @@ class Village(Base):
     code: Mapped[str | None] = mapped_column(String(12), index=True)
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
+    # 喊话编号 (unique among villages; 手机喊话).
+    phonecast_code: Mapped[str | None] = mapped_column(String(8), index=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     township: Mapped[Township] = relationship(back_populates="villages")
@@ -91,6 +95,8 @@ class Zone(Base):
     name: Mapped[str] = mapped_column(String(64))
     # 测试分区: the only zones where an alert marked Test or Exercise may play (a loudspeaker in the office).
     is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    # 喊话编号 (unique among zones; 手机喊话): typed on the keypad to choose a zone.
+    phonecast_code: Mapped[str | None] = mapped_column(String(8), index=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     village: Mapped[Village] = relationship(back_populates="zones")

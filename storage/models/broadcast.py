@@ -44,15 +44,22 @@ NOTICE_KINDS = (
     "policy",
     "civility",
 )
+# A cadre's recording from the phone (手机喊话): a kind of its own, never written on the notice pages.
+PHONECAST_KIND = "phonecast"
+# Every kind a notice row may have: those written on the pages, and the phone's.
+STORED_NOTICE_KINDS = (*NOTICE_KINDS, PHONECAST_KIND)
 # The one table of kinds and priority classes (docs/broadcasting.md): a lower number preempts a higher one.
+# 手机喊话 sits between 应急 and 公开: it preempts notices and is preempted by emergencies (migration 0012
+# moved the classes below it down by one).
 PRIORITY_OF_KIND = {
     "emergency": 1,
-    "disclosure_party": 2,
-    "disclosure_village": 2,
-    "disclosure_finance": 2,
-    "service": 3,
-    "policy": 4,
-    "civility": 4,
+    PHONECAST_KIND: 2,
+    "disclosure_party": 3,
+    "disclosure_village": 3,
+    "disclosure_finance": 3,
+    "service": 4,
+    "policy": 5,
+    "civility": 5,
 }
 KIND_LABELS = {
     "emergency": "应急",
@@ -62,9 +69,13 @@ KIND_LABELS = {
     "service": "便民服务",
     "policy": "政策宣传",
     "civility": "文明新风",
+    PHONECAST_KIND: "手机喊话",
 }
-PRIORITY_LABELS = {1: "应急", 2: "公开", 3: "便民", 4: "宣传"}
+PRIORITY_LABELS = {1: "应急", 2: "手机喊话", 3: "公开", 4: "便民", 5: "宣传"}
 EMERGENCY_PRIORITY = 1
+PHONECAST_PRIORITY = PRIORITY_OF_KIND[PHONECAST_KIND]
+# The lowest class (speaker tests play at it).
+LOWEST_PRIORITY = max(PRIORITY_LABELS)
 NOTICE_STATES = ("draft", "pending", "approved", "rejected", "archived")
 NOTICE_SOURCES = ("tts", "recording")
 BROADCAST_ORIGINS = ("schedule", "emergency", "manual", "test")
@@ -133,7 +144,7 @@ class Notice(Base):
 
     __tablename__ = "notices"
     __table_args__ = (
-        CheckConstraint(_in("kind", NOTICE_KINDS), name="kind"),
+        CheckConstraint(_in("kind", STORED_NOTICE_KINDS), name="kind"),
         CheckConstraint(_in("state", NOTICE_STATES), name="state"),
         CheckConstraint(_in("source", NOTICE_SOURCES), name="source"),
     )
@@ -212,6 +223,9 @@ class Broadcast(Base):
     audio_keys: Mapped[dict[str, str] | None] = mapped_column(JSON)
     duration_s: Mapped[float | None] = mapped_column(Float)
     state: Mapped[int] = mapped_column(Integer, default=RUN_UNPROCESSED, index=True)
+    # May start in quiet hours although not an emergency: a phone broadcast by a user with the emergency
+    # permission (手机喊话).
+    quiet_exempt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)
     # A cancel asked by any process (an official warning withdrawn): the active worker stops its plays of it.
     cancel_reason: Mapped[str | None] = mapped_column(String(255))
@@ -304,10 +318,13 @@ __all__ = [
     "EMERGENCY_PRIORITY",
     "FINAL_RUN_STATES",
     "KIND_LABELS",
+    "LOWEST_PRIORITY",
     "NOTICE_KINDS",
     "NOTICE_SOURCES",
     "NOTICE_STATES",
     "NOT_PLAYED_STATES",
+    "PHONECAST_KIND",
+    "PHONECAST_PRIORITY",
     "PRIORITY_LABELS",
     "PRIORITY_OF_KIND",
     "REPLAY_LABEL",
@@ -324,6 +341,7 @@ __all__ = [
     "RUN_SUCCESS",
     "RUN_UNPROCESSED",
     "RUN_WAITING",
+    "STORED_NOTICE_KINDS",
     "Broadcast",
     "BroadcastSpeaker",
     "BroadcastZone",

@@ -3,8 +3,9 @@
 ``test_backup.py`` restores a county's cases and recordings; this test is about *everything else*: each kind
 of data added since the backup tool was written — notice reviews, call times, the never-lost broadcast rows,
 sessions and the login throttle, villagers' phones, official warnings (sources, messages, refusals, the policy),
-the alarms by phone and their duty list — round-trips row for row, column for column, and the recordings,
-uploaded broadcast recordings and produced audio byte for byte. A table left empty in the source fails the
+the alarms by phone and their duty list, 手机喊话's cadres, numbers, scopes and records — round-trips row for row,
+column for column, and the recordings, uploaded broadcast recordings, phone broadcasts' recordings and produced
+audio byte for byte. A table left empty in the source fails the
 test with its name: a later part that adds a table fills it here, so its data is known to survive a restore.
 """
 
@@ -41,6 +42,10 @@ from storage.models import (
     MissedCall,
     Notice,
     OpsAlarm,
+    PhoneBroadcast,
+    PhonecastCadre,
+    PhonecastNumber,
+    PhonecastScope,
     Schedule,
     ScheduleTarget,
     SurveyAttempt,
@@ -266,6 +271,48 @@ async def fill_every_kind(runtime: Runtime, county: County, people: People, hotl
                 ended_at=now,
             )
         )
+        # 手机喊话 (0012): a cadre with scope, number and PIN, and one phone broadcast with its review.
+        session.add(
+            PhonecastCadre(
+                user_id=author.user_id,
+                pin_hash="$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
+                pin_set_at=now,
+                granted_by=people.admin.principal.user_id,
+                granted_at=now,
+            )
+        )
+        await session.flush()
+        session.add(PhonecastScope(user_id=author.user_id, village_id=county.village_a))
+        session.add(PhonecastNumber(user_id=author.user_id, number="13800005555", created_at=now))
+        session.add(
+            PhoneBroadcast(
+                call_id="1733390000.42",
+                user_id=author.user_id,
+                caller_name="张书记",
+                caller_masked="138****5555",
+                target_kind="village",
+                target_id=county.village_a,
+                target_name="一村",
+                target_code="001",
+                zone_ids=[county.tree.zone_ids[0]],
+                township_id=county.township_a,
+                recording_file="phone-1.wav",
+                recording_s=4.5,
+                notice_id=notice.id,
+                broadcast_id=broadcast.id,
+                status="played",
+                speakers=2,
+                unanswered=1,
+                quiet_exempt=False,
+                created_at=now,
+                started_at=now,
+                ended_at=now,
+                review_state="flagged",
+                review_note="与村务无关",
+                reviewed_by=approver.user_id,
+                reviewed_at=now,
+            )
+        )
         await session.commit()
     # Files: produced audio and an uploaded broadcast recording, beside the case's message recording.
     audio = runtime.speech.cache.root / "ab" / "abcdef.mp3"
@@ -274,6 +321,9 @@ async def fill_every_kind(runtime: Runtime, county: County, people: People, hotl
     upload = runtime.broadcasting.notices.recordings_dir / f"notice-{notice.id}.wav"
     upload.parent.mkdir(parents=True, exist_ok=True)
     upload.write_bytes(b"RIFF" + bytes(range(256)) * 30)
+    spoken = runtime.phonecast.desk.recordings_dir / "phone-1.wav"
+    spoken.parent.mkdir(parents=True, exist_ok=True)
+    spoken.write_bytes(b"RIFF" + bytes(range(255, -1, -1)) * 30)
 
 
 def _plain(value: Any) -> Any:
@@ -301,7 +351,12 @@ async def every_row(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def every_file(data_dir: Path, runtime: Runtime) -> dict[str, str]:
-    roots = (runtime.hotline.store.root, runtime.speech.cache.root, runtime.broadcasting.notices.recordings_dir)
+    roots = (
+        runtime.hotline.store.root,
+        runtime.speech.cache.root,
+        runtime.broadcasting.notices.recordings_dir,
+        runtime.phonecast.desk.recordings_dir,
+    )
     found = {}
     for root in roots:
         for path in sorted(root.rglob("*")):
@@ -324,7 +379,7 @@ async def test_every_kind_of_data_round_trips_through_backup_and_restore(
     empty = sorted(name for name, rows in original.items() if not rows)
     assert empty == [], f"fill these tables in fill_every_kind so a restore is known to keep them: {empty}"
     files = every_file(settings.data_dir, runtime)
-    assert {path.split("/")[0] for path in files} >= {"recordings", "audio"} and len(files) >= 3
+    assert {path.split("/")[0] for path in files} >= {"recordings", "audio", "phonecast"} and len(files) >= 4
 
     target = tmp_path / "backup"
     code, _out, err = await cunxiang(["backup", str(target)], env_for(settings))

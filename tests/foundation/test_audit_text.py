@@ -11,7 +11,19 @@ from tests.support.journey import english_words
 from web.audit_text import ACTION_NAMES, Names, Shown, action_name, describe
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-PACKAGES = ("accounts", "areas", "broadcast", "cases", "hotline", "schedules", "storage", "web", "cli", "common")
+PACKAGES = (
+    "accounts",
+    "areas",
+    "broadcast",
+    "cases",
+    "hotline",
+    "schedules",
+    "storage",
+    "web",
+    "cli",
+    "common",
+    "phonecast",
+)
 # Functions that write an audit entry with the action as a keyword or as their second positional argument.
 WRITERS = {"record", "log", "deny", "put"}
 

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from server import build_runtime
 from storage import migrate
+from storage.models import Township, Village, Zone
 from tests.conftest import make_settings
 from tests.fixtures.upgrade.snapshot import counts, load
 from tests.support.broadcasting import make_principal
@@ -65,6 +67,11 @@ async def test_the_demo_county_and_its_ledger_survive_the_upgrade_to_head(empty_
             answer = await runtime.cases.workflow.status_query(case["number"], None, case["pin"])
             expected = "confidential" if case["sealed"] else "found"
             assert (answer.result, answer.case_id) == (expected, case["id"]), case["number"]
+        # 0012 gave every existing township, village and zone its 喊话编号 (unique per kind, in the order made).
+        async with runtime.sessions() as session:
+            for model, width in ((Township, 2), (Village, 3), (Zone, 4)):
+                codes = (await session.scalars(select(model.phonecast_code).order_by(model.id))).all()
+                assert list(codes) == [f"{n:0{width}d}" for n in range(1, len(codes) + 1)], model.__tablename__
         # New rows take ids after the loaded ones (PostgreSQL's sequences were moved past them).
         admin = await make_principal(runtime, "after-upgrade", "admin", county_wide=True)
         assert admin.user_id > max(user["id"] for user in rows["users"])

@@ -138,8 +138,8 @@ async def test_the_week_ahead_of_a_zone_marks_two_items_at_the_same_time_as_conf
     noon = [item for item in items if item.at.astimezone(live.settings.zone).hour == 12]
     assert all(item.conflicts_with for item in seven)
     assert not any(item.conflicts_with for item in noon)
-    # At 07:00 the disclosure (priority 2) is listed before the civility item (4): it plays first.
-    assert [item.priority for item in seven[:2]] == [2, 4]
+    # At 07:00 the disclosure (priority 3) is listed before the civility item (5): it plays first.
+    assert [item.priority for item in seven[:2]] == [3, 5]
 
 
 async def test_a_schedule_added_while_running_fires_without_a_restart(

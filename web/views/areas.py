@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import Field
 
 from common.errors import UserError
+from phonecast.codes import ensure_codes
 from storage.models import County, Speaker, Township, Unit, Village, Zone
 from web import keys
 from web.api import Routes, json_response
@@ -320,6 +321,7 @@ async def areas_page(request: web.Request) -> web.Response:
 
 async def township_page(request: web.Request) -> web.Response:
     areas = request.app[keys.AREAS]
+    await ensure_codes(request.app[keys.SESSIONS])  # an area made since migration 0012 gets its 喊话编号
     me = keys.principal(request)
     township = await areas.get_township(me, _id(request))
     villages = await areas.list_villages(me, township.id)
@@ -331,6 +333,7 @@ async def village_page(
 ) -> web.Response:
     """A village: its name, kind, official code and coordinates (what was typed, after a refusal), its zones."""
     areas = request.app[keys.AREAS]
+    await ensure_codes(request.app[keys.SESSIONS])  # an area made since migration 0012 gets its 喊话编号
     me = keys.principal(request)
     village = await areas.get_village(me, _id(request))
     township = await areas.get_township(me, village.township_id)
@@ -368,6 +371,7 @@ async def village_form(request: web.Request) -> web.StreamResponse:
 
 async def zone_page(request: web.Request) -> web.Response:
     areas = request.app[keys.AREAS]
+    await ensure_codes(request.app[keys.SESSIONS])  # an area made since migration 0012 gets its 喊话编号
     me = keys.principal(request)
     zone, village = await areas.get_zone(me, _id(request))
     speakers = [speaker for speaker, _, _ in await areas.list_speakers(me, zone_id=zone.id)]
