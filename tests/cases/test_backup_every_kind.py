@@ -27,6 +27,7 @@ from server import Runtime, build_runtime
 from settings import Settings
 from storage.models import (
     AlarmCall,
+    AlertFeedEntry,
     AlertMessage,
     AlertRefusal,
     AlertSource,
@@ -240,7 +241,11 @@ async def fill_every_kind(runtime: Runtime, county: County, people: People, hotl
         session.add(
             AlertRefusal(source_id=source.id, received_at=now, code="signature", reason="没有签名", origin="feed")
         )
-        # Alarms by phone (0011).
+        # A feed's memory of the entries it has fetched (0011).
+        session.add(
+            AlertFeedEntry(source_id=source.id, link_hash="a" * 64, link="https://alerts.example/entry/1", seen_at=now)
+        )
+        # Alarms by phone (0010).
         officer = DutyOfficer(
             name="张值班", phone="13900001111", on_from=time(18, 0), on_until=time(8, 0), position=1, created_at=now
         )
