@@ -202,7 +202,7 @@ class _Conversation:
         wrong = 0
         prompt = "pc_enter_pin"
         while True:
-            typed = await self._ask("pin", [prompt], PIN_DIGITS, give_up="pc_no_keys_bye")
+            typed = await self._ask("pin", prompt, PIN_DIGITS, give_up="pc_no_keys_bye")
             verdict = await desk.check_pin(cadre, self._caller, typed)
             if verdict is PinVerdict.ACCEPTED:
                 return
@@ -217,7 +217,7 @@ class _Conversation:
 
     async def _choose_target(self, desk: PhonecastDesk, cadre: Cadre) -> PhonecastTarget:
         while True:
-            key = await self._ask("target", ["pc_target_menu"], 1, give_up="pc_no_keys_bye", wrong_keys="123")
+            key = await self._ask("target", "pc_target_menu", 1, give_up="pc_no_keys_bye", wrong_keys="123")
             target: PhonecastTarget | None
             if key == "3":
                 target = await self._zone(desk, cadre)
@@ -243,20 +243,22 @@ class _Conversation:
         if len(choices) == 1:
             return choices[0]
         listing = "".join(f"按{number}，{target.name}。" for number, target in enumerate(choices, start=1))
-        spoken = await self._line.sentence(listing)
+        spoken = await self._line.sentence(f"{listing}再听一遍，请按星号键。")
         if spoken is None:
             await self._end("pc_unavailable")
         digits = len(str(len(choices)))
         valid = {str(number) for number in range(1, len(choices) + 1)}
+        await self._play(before)
         while True:
-            typed = await self._ask("choose", [before, spoken, "pc_list_again"], digits, give_up="pc_no_keys_bye")
+            # One file per question: the list itself takes the keys, so a cadre may press as she hears it.
+            typed = await self._ask("choose", spoken, digits, give_up="pc_no_keys_bye")
             if typed in valid:
                 return choices[int(typed) - 1]
             await self._play("wrong_key")
 
     async def _zone(self, desk: PhonecastDesk, cadre: Cadre) -> PhonecastTarget | None:
         for _ in range(self._config.attempts):
-            code = await self._ask("zone", ["pc_enter_zone_code"], ZONE_CODE_DIGITS, give_up="pc_no_keys_bye")
+            code = await self._ask("zone", "pc_enter_zone_code", ZONE_CODE_DIGITS, give_up="pc_no_keys_bye")
             zone = await desk.zone_by_code(cadre, code)
             if zone is not None:
                 return zone
@@ -299,7 +301,7 @@ class _Conversation:
         while True:
             if listen:
                 await self._play("pc_you_said", played)
-            key = await self._ask("review", ["pc_review_menu"], 1, give_up="pc_no_keys_bye", wrong_keys="123")
+            key = await self._ask("review", "pc_review_menu", 1, give_up="pc_no_keys_bye", wrong_keys="123")
             listen = False
             if key == "1":
                 return "now"
@@ -311,7 +313,7 @@ class _Conversation:
 
     async def _time_of_day(self) -> time | None:
         for _ in range(self._config.attempts):
-            typed = await self._ask("time", ["pc_enter_time"], 4, give_up="pc_no_keys_bye")
+            typed = await self._ask("time", "pc_enter_time", 4, give_up="pc_no_keys_bye")
             at = time_of_day(typed)
             if at is not None:
                 return at
@@ -420,23 +422,27 @@ class _Conversation:
     async def _ask(
         self,
         stage: str,
-        prompts: Sequence[str | PurePosixPath | Spoken],
+        prompt: str | PurePosixPath | Spoken,
         max_digits: int,
         *,
         give_up: str,
         wrong_keys: str = "",
     ) -> str:
-        """Keys typed after ``prompts`` (``#`` ends them). Silence or ``*`` asks again; silence
-        ``attempts`` times says ``give_up`` and ends the call. ``wrong_keys``: the only keys a one-key
-        question takes (another says 您按的键不对 and asks again, not counted as silence)."""
+        """Keys typed during or after ``prompt`` (``#`` ends them).
+
+        Silence or ``*`` asks again; silence ``attempts`` times says ``give_up`` and ends the call.
+        ``wrong_keys``: the only keys a one-key question takes (another says 您按的键不对 and asks again,
+        not counted as silence). One file only: GET DATA with several (``a&b``) answered -1 on the
+        sandbox's Asterisk 22 when the caller pressed a key during them.
+        """
         silent = 0
-        resolved = [self._path(prompt) for prompt in prompts]
+        path, label = self._path(prompt)
         while True:
             await self._stage(stage)
-            await self._heard([label for _path, label in resolved])
+            await self._heard([label])
             timeout_ms = int(self._config.key_timeout_s * 1000)
             _code, rest = await self._session.command(
-                f"GET DATA {quote('&'.join(path for path, _label in resolved))} {timeout_ms} {max_digits}",
+                f"GET DATA {quote(path)} {timeout_ms} {max_digits}",
                 timeout_s=PLAYING_S + self._config.key_timeout_s * (max_digits + 1),
             )
             typed = _result(rest)

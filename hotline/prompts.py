@@ -175,7 +175,6 @@ PROMPTS: Final[Mapping[str, tuple[str, str]]] = {
     ),
     "pc_choose_village": ("phone broadcast: before the numbered list of villages", "您可以给下面这几个村喊话。"),
     "pc_choose_township": ("phone broadcast: before the numbered list of townships", "您可以给下面这几个乡镇喊话。"),
-    "pc_list_again": ("phone broadcast: after a numbered list", "再听一遍，请按星号键。"),
     "pc_no_village": ("phone broadcast: key 1 with no village in scope", "您没有可以喊话的村。"),
     "pc_no_township": ("phone broadcast: key 2 with no township in scope", "您没有可以喊话的乡镇。"),
     "pc_enter_zone_code": ("phone broadcast: key 3", "请输入播放区的喊话编号，输完以后按井号键。"),
