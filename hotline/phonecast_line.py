@@ -59,6 +59,7 @@ from hotline.phonecast import (
     SubmitResult,
     SubmitStatus,
 )
+from hotline.phones import caller_number
 from hotline.recordings import inspect
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,10 @@ class _Conversation:
         self._session = session
         self._linkedid = linkedid
         self._desk = desk
-        self._caller = request.caller_number.strip()
-        self._withheld = request.caller_presentation.lower().startswith("prohib") or self._caller.lower() in (
-            "",
-            "anonymous",
-            "unknown",
-        )
+        # Normalised as everywhere (common.phone_numbers); withheld — by the network's presentation bit or a
+        # placeholder — is refused like an unknown number, without asking the desk.
+        caller = caller_number(request.caller_number, request.caller_presentation)
+        self._caller = caller.number or ""
         self._takes: list[Path] = []
 
     # -- the flow -------------------------------------------------------------------------------------
@@ -181,7 +180,7 @@ class _Conversation:
     async def run(self) -> None:
         desk = self._desk
         cadre = None
-        if desk is not None and not self._withheld:
+        if desk is not None and self._caller:
             cadre = await desk.identify(self._caller)
         if desk is None or cadre is None:
             await self._stage("refused")
@@ -280,7 +279,11 @@ class _Conversation:
                 timeout_s=self._config.max_recording_s + PLAYING_S,
             )
             if _result(rest) == "-1":
-                raise AgiHangup("hung up while recording")
+                if self._session.hung_up or "hangup" in rest:
+                    raise AgiHangup("hung up while recording")
+                # Asterisk could not write the file (…(writefile)): nothing to broadcast, say so.
+                log.error("phone broadcast %s: RECORD FILE failed: %s", self._linkedid, rest)
+                await self._end("pc_unavailable")
             try:
                 audio = await asyncio.to_thread(inspect, host)
             except (OSError, ValueError) as exc:
