@@ -243,7 +243,7 @@ def asterisk_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sand
 def media(asterisk_instance: SandboxInstance, tmp_path_factory: pytest.TempPathFactory) -> Media:
     """Prompts and test audio, rendered once per test run into the instance (espeak-ng; edge is unreachable here).
 
-    Under pytest-xdist the first worker renders them and the others copy its files (rendering the 47 prompts
+    Under pytest-xdist the first worker renders them and the others copy its files (rendering the 93 prompts
     is CPU work that six workers starting together would otherwise do six times over, on two cores).
     """
     data = tmp_path_factory.mktemp("asterisk-media")
