@@ -304,8 +304,13 @@ class _Conversation:
         while True:
             if listen:
                 await self._play("pc_you_said", played)
-            key = await self._ask("review", "pc_review_menu", 1, give_up="pc_no_keys_bye", wrong_keys="123")
-            listen = False
+            key = await self._ask(
+                "review", "pc_review_menu", 1, give_up="pc_no_keys_bye", wrong_keys="123", star_is_a_choice=True
+            )
+            # * : 再听一遍录音 — the recording again, then the choices.
+            listen = key == "*"
+            if listen:
+                continue
             if key == "1":
                 return "now"
             if key == "2":
@@ -430,13 +435,15 @@ class _Conversation:
         *,
         give_up: str,
         wrong_keys: str = "",
+        star_is_a_choice: bool = False,
     ) -> str:
         """Keys typed during or after ``prompt`` (``#`` ends them).
 
         Silence or ``*`` asks again; silence ``attempts`` times says ``give_up`` and ends the call.
         ``wrong_keys``: the only keys a one-key question takes (another says 您按的键不对 and asks again,
-        not counted as silence). One file only: GET DATA with several (``a&b``) answered -1 on the
-        sandbox's Asterisk 22 when the caller pressed a key during them.
+        not counted as silence). ``star_is_a_choice``: ``*`` is returned, for a question whose "again"
+        means more than itself (the review plays the recording again). One file only: GET DATA with
+        several (``a&b``) answered -1 on the sandbox's Asterisk 22 when a key was pressed during them.
         """
         silent = 0
         path, label = self._path(prompt)
@@ -452,6 +459,8 @@ class _Conversation:
             if typed == "-1":
                 raise AgiHangup("hung up at a question")
             if "*" in typed:
+                if star_is_a_choice:
+                    return "*"
                 continue
             if not typed:
                 silent += 1

@@ -170,8 +170,10 @@ async def test_star_repeats_a_question_and_a_wrong_key_says_so(tmp_path: Path, d
     asterisk = await run_call(tmp_path, desk, [PIN, "*", "7", "1", "*", "1"])
     assert asterisk.stages[:4] == ["pin", "target", "target", "target"]
     assert asterisk.heard.count("wrong_key") == 1
-    # * at the review menu asks again without playing the recording once more, and is not silence.
+    # * at the review menu (再听一遍录音) plays the recording again, then the choices; it is not silence.
     assert asterisk.stages.count("review") == 2 and "pc_no_keys" not in asterisk.heard
+    assert asterisk.heard.count("pc_you_said") == 2
+    assert len([prompt for prompt in asterisk.heard if prompt.startswith("file:pc_call-1_")]) == 2
     assert len(desk.submits) == 1
 
 
