@@ -174,9 +174,6 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
     # intake commits (a call's case, a missed call, a recording) shows on the operators' screens at once.
     hotline.intake.use_case_desk(cases.workflow)
     hotline.intake.on_commit(cases.changes.poke)
-    # 手机喊话: the phone-broadcast line asks a desk (hotline.phonecast.PhonecastDesk, implemented by
-    # phonecast/) who may broadcast and plays what they record. None yet: every caller hears the polite refusal.
-    hotline.use_phonecast_desk(None)
     broadcasting = build_broadcasting(
         BroadcastConfig.from_settings(settings),
         sessions=sessions,
@@ -227,6 +224,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         clock=clock,
         airer=PhoneAirer(broadcasting),
     )
+    # 手机喊话: the phone-broadcast line (hotline/) asks this desk who may broadcast and airs what they record
+    # (hotline.phonecast.PhonecastDesk); without one every caller would hear the polite refusal.
+    hotline.use_phonecast_desk(phonecast.line_desk)
     return Runtime(
         settings=settings,
         clock=clock,

@@ -76,8 +76,10 @@ def test_the_dial_test_prints_the_case_its_call_made_and_cases_show_prints_it_wi
     assert missing.returncode == 1 and "no case numbered" in missing.stderr
 
 
-def test_the_dial_test_calls_the_phone_broadcast_line_and_with_no_desk_hears_the_refusal(env: dict[str, str]) -> None:
-    # server.py hands the line no desk yet (phonecast/ provides it): whoever calls is refused, politely.
+def test_the_dial_test_calls_the_phone_broadcast_line_and_an_unregistered_number_hears_the_refusal(
+    env: dict[str, str],
+) -> None:
+    # The real desk (server.py connects phonecast/'s) knows no cadre with this number: refused, politely.
     values = asterisk_settings_env()
     done = cunxiang(["hotline", "dial-test", "--line", "phonecast", "--pin", "246810", "--keys", "1,1"], env | values)
     assert done.returncode == 1, done.stderr
