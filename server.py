@@ -224,6 +224,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         clock=clock,
         airer=PhoneAirer(broadcasting),
     )
+    # 手机喊话: the phone-broadcast line (hotline/) asks this desk who may broadcast and airs what they record
+    # (hotline.phonecast.PhonecastDesk); without one every caller would hear the polite refusal.
+    hotline.use_phonecast_desk(phonecast.line_desk)
     return Runtime(
         settings=settings,
         clock=clock,

@@ -420,6 +420,17 @@ class HotlineSettings(_Section):
     mixmonitor_wait_s: float = Field(10.0, ge=0)
     # Besides after every AMI outage, reconcile this often (and sweep expired recordings).
     reconcile_interval_s: float = Field(600.0, gt=0)
+    # 手机喊话 (docs/hotline.md "The phone-broadcast line"): the number cadres dial to broadcast a recorded
+    # message. A call to this DID goes to its own dialplan context, never the hotline; empty: no such line.
+    phonecast_did: str = Field("", pattern=r"^[0-9+*#]{0,32}$")
+    # Longest message a cadre may record, and the seconds of silence that end it (a pause to think is not
+    # the end: the default leaves room for one).
+    phonecast_max_recording_s: int = Field(180, ge=10, le=600)
+    phonecast_record_silence_s: int = Field(5, ge=1, le=60)
+    # How long each question of the line waits for keys (the first and between two), and how often a
+    # question is asked again on silence before the call ends with nothing broadcast.
+    phonecast_key_timeout_s: float = Field(15.0, ge=0.5, le=120)
+    phonecast_attempts: int = Field(3, ge=1, le=10)
 
 
 class SandboxSettings(_Section):

@@ -130,14 +130,27 @@ async def _dial_test(settings: Settings, args: argparse.Namespace) -> dict[str, 
                 audio = await telephony.media.upload(args.audio)
             else:
                 audio = await telephony.media.sentence(DIAL_TEST_SENTENCE)
+            if args.line == "phonecast":
+                if not runtime.settings.hotline.phonecast_did:
+                    raise CommandError(
+                        "--line phonecast: hotline.phonecast_did is not set (CUNXIANG_HOTLINE_PHONECAST_DID)"
+                    )
+                # The PIN first, then the place and the choice after hearing it back (default 1,1: 本村, now).
+                keys = [*([args.pin] if args.pin else []), *_keys("1,1" if args.keys is None else args.keys)]
+            else:
+                keys = _keys("1" if args.keys is None else args.keys)
             script = VillagerScript(
                 caller=args.caller,
                 caller_name=args.caller_name or "",
-                keys=_keys(args.keys),
+                keys=keys,
                 audio=audio,
                 hangup_at=args.hangup_at,
+                line=args.line,
             )
             call = await telephony.villager.call(script, timeout_s=args.timeout)
+            if args.line == "phonecast":
+                # Not a hotline call: what the caller heard, and the desk's answer as the line told it.
+                return {"villager": call.as_dict(), "heard": call.heard, "outcome": call.phonecast}
             outcome = await _settled_outcome(runtime.hotline.intake, runtime.hotline.store, call.linkedid, args.timeout)
             return {"villager": call.as_dict(), **(outcome or {"outcome": None, "error": "no record of the call yet"})}
         finally:
@@ -180,6 +193,8 @@ def cmd_hotline_dial_test(settings: Settings, args: argparse.Namespace) -> int:
     except CunxiangError as exc:
         raise CommandError(exc.detail or exc.message) from None
     print(json.dumps(result, ensure_ascii=False, indent=2, default=json_default))
+    if args.line == "phonecast":
+        return 0 if result.get("outcome") else 1
     return 0 if result.get("outcome") else 1
 
 
@@ -209,11 +224,22 @@ def add_commands(commands: Commands) -> None:
     dial.add_argument("--caller", default="13800001111", help="the villager's number (default: 13800001111)")
     dial.add_argument("--caller-name", help="the caller name the network shows")
     dial.add_argument(
-        "--keys",
-        default="1",
-        help="keys for each prompt that asks, comma-separated: 1, 3, 0, or 2,<case number># (empty: press nothing)",
+        "--line",
+        choices=["hotline", "phonecast"],
+        default="hotline",
+        help="which number to dial: the hotline (default) or the phone-broadcast line 手机喊话 (hotline.phonecast_did)",
     )
-    dial.add_argument("--audio", type=Path, help="what the villager says (any audio file; default: a TTS sentence)")
+    dial.add_argument("--pin", help="phonecast: the 喊话密码 typed first (6 digits)")
+    dial.add_argument(
+        "--keys",
+        default=None,
+        help="keys for each prompt that asks, comma-separated: 1, 3, 0, or 2,<case number># (empty: press nothing; "
+        "default 1); phonecast, after the PIN: the place (1, 2, 3,<code>#, then a list number) and the choice after "
+        "hearing the message back (1 now, 2 again, 3,HHMM) — default 1,1",
+    )
+    dial.add_argument(
+        "--audio", type=Path, help="what the caller says (any audio file, e.g. a WAV; default: a TTS sentence)"
+    )
     dial.add_argument("--hangup-at", choices=["welcome", "recording", "readback", "end"], default="end")
     dial.add_argument("--timeout", type=float, default=180.0, help="seconds the whole test may take (default: 180)")
     dial.set_defaults(func=cmd_hotline_dial_test)

@@ -189,6 +189,8 @@ class RenderConfig:
     softphone_password: str = ""
     trunk: Trunk = field(default_factory=Trunk)
     ami_permit: str = "127.0.0.1/255.255.255.255"
+    # The phone-broadcast line's number (手机喊话, hotline.phonecast_did); empty: every number is the hotline.
+    phonecast_did: str = ""
     # Stand-ins for an operator's phone and SIP speakers (Local channels): tests and the dial test use them.
     test_contexts: bool = True
 

@@ -11,6 +11,13 @@ loaded machine only makes every step later, never out of order.
 
 Staff use it (``cunxiang hotline dial-test``) to check a deployment end to
 end; the tests use it to be every villager.
+
+The same villager calls the phone-broadcast line (手机喊话, ``line="phonecast"``):
+``Local/<phonecast_did>@from-trunk``, so the call comes in by its number as a
+cadre's would. That line announces its questions as ``CxStage`` of kind
+``phonecast`` (pin, target, choose, zone, review, time: keys; recording:
+speech), everything the caller hears as ``CxHeard`` and the desk's answer as
+``CxPhonecast``; the call reports them (``heard``, ``phonecast``).
 """
 
 from __future__ import annotations
@@ -29,8 +36,11 @@ from hotline.ami import AmiError, AmiLink, Message
 log = logging.getLogger(__name__)
 
 HangupAt = Literal["welcome", "menu", "recording", "readback", "transfer", "talked", "end"]
+Line = Literal["hotline", "phonecast"]
 # IVR stages at which the villager presses the next group of keys.
 KEY_STAGES = frozenset({"menu", "number", "pin"})
+# The phone-broadcast line's questions that take keys (hotline/phonecast_line.py).
+PHONECAST_KEY_STAGES = frozenset({"pin", "target", "choose", "zone", "review", "time"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class VillagerScript:
     audio: PurePosixPath | None = None
     hangup_at: HangupAt = "end"
     test_call: bool = True
+    # Which number she dials: the hotline, or the phone-broadcast line (keys then start with the PIN).
+    line: Line = "hotline"
 
 
 @dataclass
@@ -70,6 +82,10 @@ class VillagerCall:
     spoke: bool = False
     originate_response: str | None = None
     ended: bool = False
+    # The phone-broadcast line: every prompt she heard (names; ``tts:…`` for sentences spoken at call time,
+    # ``file:…`` for her own recording played back), and the desk's answer (CxPhonecast's headers).
+    heard: list[str] = field(default_factory=list)
+    phonecast: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,13 +96,15 @@ class VillagerCall:
             "pin_read_back": self.pin_read_back,
             "status_results": self.status_results,
             "spoke": self.spoke,
+            **({"heard": self.heard, "phonecast": self.phonecast} if self.heard or self.phonecast else {}),
         }
 
 
 class SimulatedVillager:
-    def __init__(self, link: AmiLink, *, hotline: str = "Local/s@hotline") -> None:
+    def __init__(self, link: AmiLink, *, hotline: str = "Local/s@hotline", phonecast: str | None = None) -> None:
         self._link = link
         self._hotline = hotline
+        self._phonecast = phonecast
 
     @staticmethod
     def new_call_id() -> str:
@@ -97,6 +115,9 @@ class SimulatedVillager:
     ) -> VillagerCall:
         """Place the call and play the villager until every channel of it has hung up."""
         call_id = call_id or self.new_call_id()
+        if script.line == "phonecast" and self._phonecast is None:
+            raise ValueError("the phone-broadcast line has no number: set hotline.phonecast_did")
+        channel = self._phonecast if script.line == "phonecast" and self._phonecast else self._hotline
         result = VillagerCall(call_id)
         events: asyncio.Queue[Message] = asyncio.Queue()
 
@@ -113,7 +134,7 @@ class SimulatedVillager:
                 variables["CX_AUDIO"] = str(script.audio)
             caller_id = f'"{script.caller_name}" <{script.caller}>' if script.caller_name else f"<{script.caller}>"
             originated = await self._link.originate(
-                channel=self._hotline,
+                channel=channel,
                 channel_id=call_id,
                 other_channel_id=f"{call_id}-ivr",
                 context="villager",
@@ -162,7 +183,7 @@ class SimulatedVillager:
                 if waiting_stage is not None and villager is not None:
                     await self._act(script, result, waiting_stage, keys, villager)
                     waiting_stage = None
-            elif event.get("UserEvent") == "CxStage" and event.get("Kind") == "hotline":
+            elif event.get("UserEvent") == "CxStage" and event.get("Kind") == script.line:
                 stage = event.get("Stage", "")
                 result.stages.append(stage)
                 result.stage_times.append(asyncio.get_running_loop().time())
@@ -183,6 +204,12 @@ class SimulatedVillager:
             result.read_back = event.get("Digits") or event.get("Number")
             result.read_back_playback = event.get("Playback")
             result.pin_read_back = event.get("Pin") == "yes"
+        elif user_event == "CxHeard":
+            result.heard.extend(prompt for prompt in event.get("Prompts", "").split("&") if prompt)
+        elif user_event == "CxPhonecast":
+            result.phonecast = {
+                key: event.get(key, "") for key in ("Status", "Speakers", "Unanswered", "Record", "Reason", "At")
+            }
         elif user_event == "CxStatus":
             result.status_results.append(
                 {key: event.get(key, "") for key in ("Result", "Number", "Status", "Try", "Playback")}
@@ -191,12 +218,13 @@ class SimulatedVillager:
     async def _act(
         self, script: VillagerScript, result: VillagerCall, stage: str, keys: list[str], villager: str
     ) -> None:
+        key_stages = PHONECAST_KEY_STAGES if script.line == "phonecast" else KEY_STAGES
         try:
             if stage == "welcome" and script.hangup_at == "welcome":
                 await self._link.hangup(villager)
-            elif stage in KEY_STAGES and stage == "menu" and script.hangup_at == "menu":
+            elif stage in key_stages and stage == "menu" and script.hangup_at == "menu":
                 await self._link.hangup(villager)
-            elif stage in KEY_STAGES and keys:
+            elif stage in key_stages and keys:
                 group = keys.pop(0)
                 result.pressed.append(group)
                 await self._link.action("Setvar", Channel=villager, Variable="CX_KEYS", Value=group)

@@ -97,7 +97,7 @@ def parse_request(env: Mapping[str, str]) -> AgiRequest:
     return AgiRequest(script=script, args=tuple(args), env=dict(env))
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
     # The AGI parser splits on spaces unless quoted; inside quotes \" and \\ are escapes.
     if "\n" in value or "\r" in value:
         raise ValueError("an AGI value must not contain a line break")
@@ -113,12 +113,16 @@ class AgiSession:
         self._timeout_s = timeout_s
         self.hung_up = False
 
-    async def command(self, text: str) -> tuple[int, str]:
-        """Send one command line; returns (status code, rest of the status line)."""
+    async def command(self, text: str, *, timeout_s: float | None = None) -> tuple[int, str]:
+        """Send one command line; returns (status code, rest of the status line).
+
+        ``timeout_s``: for a command that lasts as long as the caller takes (GET DATA, RECORD FILE), longer
+        than the request timeout that suits a quick answer.
+        """
         if self.hung_up:
             raise AgiHangup("the channel hung up")
         self._writer.write(text.encode("utf-8") + b"\n")
-        async with asyncio.timeout(self._timeout_s):
+        async with asyncio.timeout(timeout_s if timeout_s is not None else self._timeout_s):
             await self._writer.drain()
             while True:
                 raw = await self._reader.readline()
@@ -140,7 +144,7 @@ class AgiSession:
                 return code, match[3]
 
     async def set_variable(self, name: str, value: str) -> None:
-        code, rest = await self.command(f"SET VARIABLE {name} {_quote(value)}")
+        code, rest = await self.command(f"SET VARIABLE {name} {quote(value)}")
         if code != 200:
             raise AgiError(f"SET VARIABLE {name} answered {code} {rest}")
 

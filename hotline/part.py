@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -63,6 +64,8 @@ from hotline.fastagi import FastAgiServer
 from hotline.intake import CallFacts, IntakeService
 from hotline.ivr import HotlineAgi
 from hotline.paging import AUTO_ANSWER_HEADERS, Pager
+from hotline.phonecast import PhonecastDesk
+from hotline.phonecast_line import PhonecastLine, PhonecastLineConfig
 from hotline.phones import PhoneRegistry
 from hotline.placing import OutboundCalls
 from hotline.prompts import PromptInstaller, SpeechRenderer
@@ -107,6 +110,13 @@ class HotlineConfig:
     digit_pause_ms: int = 250
     lead_in_ms: int = 300
     record_warning_s: int = 10
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    # The phone-broadcast line (手机喊话): its number (empty: none) and how its questions wait.
+    phonecast_did: str = ""
+    phonecast_max_recording_s: int = 180
+    phonecast_record_silence_s: int = 5
+    phonecast_key_timeout_s: float = 15.0
+    phonecast_attempts: int = 3
     prompt_voice: VoiceRequest = field(default_factory=VoiceRequest)
     # SIP headers that make speakers answer a page by themselves (broadcast.sip_auto_answer).
     page_headers: tuple[tuple[str, str], ...] = ()
@@ -125,6 +135,12 @@ class HotlineConfig:
             digit_pause_ms=settings.ivr.digit_pause_ms,
             lead_in_ms=settings.ivr.lead_in_ms,
             record_warning_s=settings.ivr.record_warning_s,
+            timezone=settings.zone,
+            phonecast_did=config.phonecast_did,
+            phonecast_max_recording_s=config.phonecast_max_recording_s,
+            phonecast_record_silence_s=config.phonecast_record_silence_s,
+            phonecast_key_timeout_s=config.phonecast_key_timeout_s,
+            phonecast_attempts=config.phonecast_attempts,
             prompt_voice=VoiceRequest(voice=settings.ivr.prompt_voice or None, rate=settings.ivr.prompt_rate),
             page_headers=AUTO_ANSWER_HEADERS[settings.broadcast.sip_auto_answer],
             telephony=telephony_config(settings, sandbox_root=sandbox_root),
@@ -230,6 +246,7 @@ def telephony_config(settings: Settings, *, sandbox_root: Path | None = None) ->
         case_number_length=settings.hotline.case_number_length,
         pin_length=settings.hotline.pin_length,
         ivr=_ivr_timings(settings),
+        phonecast_did=settings.hotline.phonecast_did,
         softphone_user=settings.sandbox.softphone_user,
         softphone_password=softphone_password,
         trunk=Trunk(
@@ -327,6 +344,8 @@ class Telephony:
     pager: Pager
     # Calls the case workflow places (its CallLine: callbacks, follow-ups).
     outbound: OutboundCalls
+    # The phone-broadcast line (手机喊话); its desk is phonecast/'s, connected by server.py.
+    phonecast: PhonecastLine
 
     @property
     def paths(self) -> AsteriskPaths:
@@ -345,6 +364,11 @@ class Hotline:
     @property
     def pager(self) -> Pager | None:
         return self.telephony.pager if self.telephony is not None else None
+
+    def use_phonecast_desk(self, desk: PhonecastDesk | None) -> None:
+        """Who the phone-broadcast line asks (server.py); with None every caller hears the polite refusal."""
+        if self.telephony is not None:
+            self.telephony.phonecast.use_desk(desk)
 
     @property
     def outbound(self) -> OutboundCalls | None:
@@ -437,10 +461,42 @@ def build_hotline(
     tracker = CallTracker(finished, clock=clock)
     link.add_listener(tracker.handle)
     agi = HotlineAgi(intake, telephony_config.paths.prompts.asterisk, clock=clock)
+    prompts = media = None
+    if speech is not None:
+        renderer = SpeechRenderer(speech.chain, speech.tools, voice=config.prompt_voice)
+        tools = speech.tools
+        prompts = PromptInstaller(
+            renderer,
+            telephony_config.paths.prompts.host,
+            county=config.county_name,
+            clock=clock,
+            record_warning_s=config.record_warning_s,
+            phonecast_max_s=config.phonecast_max_recording_s,
+            digit_pause_ms=config.digit_pause_ms,
+            lead_in_ms=config.lead_in_ms,
+            give_to_asterisk=telephony_config.paths.give_to_asterisk,
+        )
+        media = MediaLibrary(renderer, tools, telephony_config.paths)
+    phonecast = PhonecastLine(
+        PhonecastLineConfig(
+            prompts_dir=telephony_config.paths.prompts.asterisk,
+            spool_host=telephony_config.paths.spool.host,
+            spool_asterisk=telephony_config.paths.spool.asterisk,
+            timezone=config.timezone,
+            max_recording_s=config.phonecast_max_recording_s,
+            record_silence_s=config.phonecast_record_silence_s,
+            key_timeout_s=config.phonecast_key_timeout_s,
+            attempts=config.phonecast_attempts,
+            min_speech_s=config.min_speech_s,
+        ),
+        clock=clock,
+        # Names and outcomes are spoken at call time through the same TTS path as the dial test's sentence.
+        sentences=media.sentence if media is not None else None,
+    )
     fastagi = FastAgiServer(
         telephony_config.fastagi_host,
         telephony_config.fastagi_port,
-        agi.handlers(),
+        {**agi.handlers(), **phonecast.handlers()},
         clock=clock,
         request_timeout_s=telephony_config.fastagi_request_timeout_s,
     )
@@ -454,21 +510,6 @@ def build_hotline(
         interval_s=telephony_config.reconcile_interval_s,
         retention_days=config.retention_days,
     )
-    prompts = media = None
-    if speech is not None:
-        renderer = SpeechRenderer(speech.chain, speech.tools, voice=config.prompt_voice)
-        tools = speech.tools
-        prompts = PromptInstaller(
-            renderer,
-            telephony_config.paths.prompts.host,
-            county=config.county_name,
-            clock=clock,
-            record_warning_s=config.record_warning_s,
-            digit_pause_ms=config.digit_pause_ms,
-            lead_in_ms=config.lead_in_ms,
-            give_to_asterisk=telephony_config.paths.give_to_asterisk,
-        )
-        media = MediaLibrary(renderer, tools, telephony_config.paths)
     pager = Pager(link, telephony_config.paths, headers=config.page_headers)
     telephony = Telephony(
         telephony_config,
@@ -476,12 +517,16 @@ def build_hotline(
         tracker,
         fastagi,
         reconciler,
-        SimulatedVillager(link),
+        SimulatedVillager(
+            link,
+            phonecast=f"Local/{config.phonecast_did}@from-trunk" if config.phonecast_did else None,
+        ),
         agi,
         prompts,
         media,
         pager,
         OutboundCalls(link),
+        phonecast,
     )
     hotline.telephony = telephony
     for component in (link.health, fastagi.health, reconciler.health):

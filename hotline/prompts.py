@@ -148,6 +148,107 @@ PROMPTS: Final[Mapping[str, tuple[str, str]]] = {
     "survey_again": ("no key: the question again", "没有听到您按键。"),
     "survey_thanks": ("after a key", "谢谢您的评价，再见。"),
     "survey_no_answer": ("no key after all tries", "没有听到您的评价。我们以后再给您打电话。谢谢您，再见。"),
+    # -- the phone-broadcast line (手机喊话; hotline/phonecast_line.py). Never a word of the hotline to a
+    # stranger, never a hint that the number is for cadres; every ending says whether anything was broadcast.
+    "pc_refusal": (
+        "phone broadcast: a number nobody registered (or no desk)",
+        "您好，这个号码不能为您提供服务。谢谢，再见。",
+    ),
+    "pc_enter_pin": ("phone broadcast: a registered number", "您好。请输入喊话密码，输完以后按井号键。"),
+    "pc_pin_wrong": ("phone broadcast: a wrong PIN", "密码不对。请再输一遍，输完以后按井号键。"),
+    "pc_pin_wrong_final": (
+        "phone broadcast: the third wrong PIN in a call",
+        "密码还是不对，这次不能喊话。谢谢，再见。",
+    ),
+    "pc_locked": (
+        "phone broadcast: phone broadcasting is locked for this cadre",
+        "您的电话喊话已经暂停使用，请联系县里的管理员。谢谢，再见。",
+    ),
+    "pc_no_keys": ("phone broadcast: a question heard no key", "没有听到您按键。"),
+    "pc_no_keys_bye": (
+        "phone broadcast: still no key: the call ends, nothing broadcast",
+        "还是没有听到您按键，这次没有喊话。谢谢，再见。",
+    ),
+    "pc_target_menu": (
+        "phone broadcast: where to broadcast",
+        "给本村喊话，请按1。给乡镇喊话，请按2。按喊话编号选播放区，请按3。再听一遍，请按星号键。",
+    ),
+    "pc_choose_village": ("phone broadcast: before the numbered list of villages", "您可以给下面这几个村喊话。"),
+    "pc_choose_township": ("phone broadcast: before the numbered list of townships", "您可以给下面这几个乡镇喊话。"),
+    "pc_no_village": ("phone broadcast: key 1 with no village in scope", "您没有可以喊话的村。"),
+    "pc_no_township": ("phone broadcast: key 2 with no township in scope", "您没有可以喊话的乡镇。"),
+    "pc_enter_zone_code": ("phone broadcast: key 3", "请输入播放区的喊话编号，输完以后按井号键。"),
+    "pc_zone_not_found": (
+        "phone broadcast: a zone code that is not one, or not in scope",
+        "没有找到这个喊话编号，或者您不能给它喊话。",
+    ),
+    "pc_target_is": ("phone broadcast: before the chosen place is read back", "您选的是："),
+    "pc_target_silent": (
+        "phone broadcast: the chosen place has no loudspeaker today",
+        "这里现在没有能用的喇叭，请选别的地方。",
+    ),
+    "pc_speak_after_tone": (
+        "phone broadcast: before the recording",
+        "请在听到“嘀”的一声以后说话，最长{phonecast_max}。说完了，请按井号键。",
+    ),
+    "pc_record_cut": ("phone broadcast: the message reached its longest", "录音时间到了，录音到这里为止。"),
+    "pc_not_heard": (
+        "phone broadcast: the recording had no speech",
+        "没有听到您说话。请在听到“嘀”的一声以后，再说一遍。",
+    ),
+    "pc_nothing_heard": (
+        "phone broadcast: still no speech: the call ends, nothing broadcast",
+        "还是没有听到您说话，这次没有喊话。谢谢，再见。",
+    ),
+    "pc_you_said": ("phone broadcast: before the recording is played back", "下面是您的录音。"),
+    "pc_review_menu": (
+        "phone broadcast: after the recording was played back",
+        "现在播出，请按1。重新录，请按2。定时播出，请按3。再听一遍录音，请按星号键。",
+    ),
+    "pc_enter_time": (
+        "phone broadcast: key 3 after the recording",
+        "请输入播出的时间，四位数字，几点在前，几分在后。比如下午两点半，请按一四三零。",
+    ),
+    "pc_time_invalid": ("phone broadcast: four digits that are no time of day", "这个时间不对。"),
+    "pc_please_wait": ("phone broadcast: while the desk starts the broadcast", "正在安排播出，请稍等。"),
+    "pc_started": ("phone broadcast: started (said when the number cannot be spoken)", "已开始播出。"),
+    "pc_partly_unanswered": (
+        "phone broadcast: started, some speakers did not answer (said when the numbers cannot be spoken)",
+        "已开始播出，部分喇叭未应答。",
+    ),
+    "pc_queued": ("phone broadcast: queued behind another broadcast", "已排队，前面还有广播，轮到以后会自动播出。"),
+    "pc_scheduled": (
+        "phone broadcast: scheduled (said when the time cannot be spoken)",
+        "已安排好定时播出。",
+    ),
+    "pc_refused_quiet_hours": ("phone broadcast refused: quiet hours", "现在是静音时段，不能喊话。这次没有播出。"),
+    "pc_refused_too_long": ("phone broadcast refused: the recording is too long", "录音太长了，这次没有播出。"),
+    "pc_refused_no_speakers": (
+        "phone broadcast refused: no loudspeaker to play on",
+        "选的地方现在没有能用的喇叭，这次没有播出。",
+    ),
+    "pc_refused_not_in_scope": (
+        "phone broadcast refused: not in the cadre's scope",
+        "您不能给这个地方喊话，这次没有播出。",
+    ),
+    "pc_refused_locked": ("phone broadcast refused: locked meanwhile", "您的电话喊话已经暂停使用，这次没有播出。"),
+    "pc_refused_disk_full": (
+        "phone broadcast refused: no room to keep the recording",
+        "系统存储空间不够，这次没有播出。请告诉县里的管理员。",
+    ),
+    "pc_refused_failed": (
+        "phone broadcast refused: it could not start (also any reason the line does not know)",
+        "广播未能开始，请过一会儿再试。",
+    ),
+    "pc_outcome_unknown": (
+        "phone broadcast: the desk failed while submitting: nobody knows whether it plays",
+        "系统出了问题，没法确认这次喊话有没有播出。请联系县里的管理员。",
+    ),
+    "pc_unavailable": (
+        "phone broadcast: the service could not be reached",
+        "系统暂时不能使用，请您过一会儿再打。谢谢，再见。",
+    ),
+    "pc_goodbye": ("phone broadcast: end of the call", "谢谢，再见。"),
     **{
         f"digit_{digit}": ("one digit of a number read back", word)
         for digit, word in zip("0123456789", "零幺二三四五六七八九", strict=True)
@@ -176,9 +277,25 @@ def chinese_number(value: int) -> str:
     return ("" if tens == 1 else digits[tens]) + "十" + (digits[ones] if ones else "")
 
 
-def catalog(county: str, *, record_warning_s: int = 10) -> list[Prompt]:
-    """Every prompt with ``{county}`` and ``{record_warning}`` filled in."""
-    values = {"county": county, "record_warning": chinese_number(record_warning_s)}
+def spoken_duration(seconds: int) -> str:
+    """A length of time as said: 三分钟, 两分钟三十秒, 四十五秒 (up to 99 minutes)."""
+    minutes, rest = divmod(seconds, 60)
+    if seconds <= 0 or minutes >= 100:
+        raise ValueError(f"{seconds} s is not a length the prompts say")
+
+    def amount(value: int) -> str:
+        return "两" if value == 2 else chinese_number(value)
+
+    return (f"{amount(minutes)}分钟" if minutes else "") + (f"{amount(rest)}秒" if rest else "")
+
+
+def catalog(county: str, *, record_warning_s: int = 10, phonecast_max_s: int = 180) -> list[Prompt]:
+    """Every prompt with ``{county}``, ``{record_warning}`` and ``{phonecast_max}`` filled in."""
+    values = {
+        "county": county,
+        "record_warning": chinese_number(record_warning_s),
+        "phonecast_max": spoken_duration(phonecast_max_s),
+    }
     return [Prompt(prompt_id, when, text.format(**values)) for prompt_id, (when, text) in PROMPTS.items()]
 
 
@@ -263,6 +380,7 @@ class PromptInstaller:
         county: str,
         clock: Clock,
         record_warning_s: int = 10,
+        phonecast_max_s: int = 180,
         digit_pause_ms: int = 250,
         lead_in_ms: int = 300,
         give_to_asterisk: Callable[[Path], None] | None = None,
@@ -272,6 +390,7 @@ class PromptInstaller:
         self.target = target
         self.county = county
         self.record_warning_s = record_warning_s
+        self.phonecast_max_s = phonecast_max_s
         self._clock = clock
         self._digit_pause_ms = digit_pause_ms
         self._lead_in_ms = lead_in_ms
@@ -325,7 +444,7 @@ class PromptInstaller:
             report = InstallReport()
             self.target.mkdir(parents=True, exist_ok=True)
             manifest = self.manifest()
-            prompts = catalog(self.county, record_warning_s=self.record_warning_s)
+            prompts = catalog(self.county, record_warning_s=self.record_warning_s, phonecast_max_s=self.phonecast_max_s)
             todo = [prompt for prompt in prompts if force or self.stale(prompt, manifest.get(prompt.id))]
             report.kept = [prompt.id for prompt in prompts if prompt not in todo]
             gate = asyncio.Semaphore(self._parallel)
@@ -384,4 +503,13 @@ class PromptInstaller:
             self._tasks = None
 
 
-__all__ = ["DIAL_TEST_SENTENCE", "PROMPTS", "Prompt", "PromptInstaller", "SpeechRenderer", "catalog", "chinese_number"]
+__all__ = [
+    "DIAL_TEST_SENTENCE",
+    "PROMPTS",
+    "Prompt",
+    "PromptInstaller",
+    "SpeechRenderer",
+    "catalog",
+    "chinese_number",
+    "spoken_duration",
+]

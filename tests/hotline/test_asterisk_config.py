@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hotline.asterisk import IvrTimings, RenderConfig, SharedDir, Trunk, render_configuration
+from hotline.phonecast import REFUSAL_REASONS
 from hotline.prompts import PROMPTS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "asterisk" / "templates"
@@ -106,6 +107,20 @@ def test_the_call_limit_says_goodbye_in_every_context_a_caller_can_be_in() -> No
     assert goodbye in dialplan
 
 
+def test_the_phone_broadcast_number_goes_to_its_own_line_and_every_other_number_to_the_hotline() -> None:
+    for context in ("from-trunk", "from-softphone"):
+        section = render(phonecast_did="96110")["extensions.conf"].split(f"[{context}]\n")[1].split("\n[")[0]
+        assert "exten => 96110,1,Goto(cx-phonecast,s,1)" in section
+        assert "exten => _[0-9A-Za-z+*#].,1,Goto(hotline,s,1)" in section
+        without = render()["extensions.conf"].split(f"[{context}]\n")[1].split("\n[")[0]
+        assert "cx-phonecast" not in without
+    line = render(phonecast_did="96110")["extensions.conf"].split("[cx-phonecast]\n")[1].split("\n[")[0]
+    # Its own context: the service drives the call; no hotline mark in the CDR, a goodbye at the call limit.
+    code = "\n".join(row for row in line.splitlines() if not row.startswith(";"))
+    assert "AGI(agi://127.0.0.1:14573/phonecast,${CHANNEL(linkedid)})" in code
+    assert "cx:" not in code and "exten => T,1,Playback(" in code and "hotline" not in code
+
+
 def test_without_an_operator_key_0_goes_straight_to_leaving_a_message() -> None:
     dialplan = render(ivr=IvrTimings())["extensions.conf"]
     section = dialplan.split("[hotline-operator]")[1].split("\n[")[0]
@@ -118,6 +133,10 @@ def test_every_prompt_the_dialplan_plays_is_written_and_no_written_prompt_is_unu
     played |= set(re.findall(r"Gosub\(hotline-message,s,1\((?:petition|discipline),([a-z_]+)\)\)", dialplan))
     # Read back by FastAGI (hotline/ivr.py): digits and one sentence per case status.
     played |= {f"digit_{digit}" for digit in "0123456789"} | {key for key in PROMPTS if key.startswith("status_")}
+    # Played by the phone-broadcast line (hotline/phonecast_line.py): the names in its source, and one
+    # sentence per refusal reason.
+    line_source = (Path(__file__).resolve().parents[2] / "hotline" / "phonecast_line.py").read_text(encoding="utf-8")
+    played |= set(re.findall(r'"(pc_[a-z_]+)"', line_source)) | {f"pc_refused_{reason}" for reason in REFUSAL_REASONS}
     assert played - set(PROMPTS) == set(), "the dialplan plays prompts nobody wrote"
     assert set(PROMPTS) - played == set(), "prompts written but never played"
 

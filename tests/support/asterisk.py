@@ -53,6 +53,10 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPT = REPOSITORY / "deploy" / "asterisk" / "sandbox.sh"
 
 
+# The phone-broadcast line's number in the tests' dialplan (any other number is the hotline).
+PHONECAST_DID = "96110"
+
+
 class SandboxUnavailable(Exception):
     """This machine cannot run the sandbox; the message says why."""
 
@@ -151,7 +155,16 @@ class SandboxInstance:
                 root=str(self.root), instance=self.name, sip_port=self.sip_port, softphone_password="test-softphone"
             ),
             "ivr": IvrSettings(**timings),
-            "hotline": HotlineSettings(mixmonitor_wait_s=10.0, reconcile_interval_s=3600.0),
+            # The phone-broadcast line on its own number, with short waits: its tests hold a call per question.
+            "hotline": HotlineSettings(
+                mixmonitor_wait_s=10.0,
+                reconcile_interval_s=3600.0,
+                phonecast_did=PHONECAST_DID,
+                phonecast_max_recording_s=20,
+                phonecast_record_silence_s=2,
+                phonecast_key_timeout_s=3.0,
+                phonecast_attempts=2,
+            ),
             # The offline engine only: no waiting for an unreachable cloud in tests.
             "tts": TtsSettings(engines=("espeak",), espeak_speed_wpm=400),
         }
@@ -230,7 +243,7 @@ def asterisk_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sand
 def media(asterisk_instance: SandboxInstance, tmp_path_factory: pytest.TempPathFactory) -> Media:
     """Prompts and test audio, rendered once per test run into the instance (espeak-ng; edge is unreachable here).
 
-    Under pytest-xdist the first worker renders them and the others copy its files (rendering the 47 prompts
+    Under pytest-xdist the first worker renders them and the others copy its files (rendering the 93 prompts
     is CPU work that six workers starting together would otherwise do six times over, on two cores).
     """
     data = tmp_path_factory.mktemp("asterisk-media")

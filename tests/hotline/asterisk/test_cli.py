@@ -15,7 +15,7 @@ import pytest
 
 from hotline.asterisk import instance_paths
 from tests.hotline.wavs import write_wav
-from tests.support.asterisk import REPOSITORY, Hotline, SandboxInstance, free_port
+from tests.support.asterisk import PHONECAST_DID, REPOSITORY, Hotline, SandboxInstance, free_port
 from tests.support.cli import environment
 
 pytestmark = pytest.mark.timeout(600)
@@ -74,6 +74,25 @@ def test_the_dial_test_prints_the_case_its_call_made_and_cases_show_prints_it_wi
     assert Path(recording["file"]).is_file() and recording["kind"] == "message"
     missing = cunxiang(["cases", "show", "12345678"], env)
     assert missing.returncode == 1 and "no case numbered" in missing.stderr
+
+
+def test_the_dial_test_calls_the_phone_broadcast_line_and_an_unregistered_number_hears_the_refusal(
+    env: dict[str, str],
+) -> None:
+    # The real desk (server.py connects phonecast/'s) knows no cadre with this number: refused, politely.
+    values = asterisk_settings_env()
+    done = cunxiang(["hotline", "dial-test", "--line", "phonecast", "--pin", "246810", "--keys", "1,1"], env | values)
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert result["heard"] == ["pc_refusal"] and result["outcome"] is None
+    assert result["villager"]["stages"] == ["refused"] and result["villager"]["pressed"] == []
+    unset = cunxiang(["hotline", "dial-test", "--line", "phonecast"], env)
+    assert unset.returncode != 0 and "phonecast_did" in unset.stderr
+
+
+def asterisk_settings_env() -> dict[str, str]:
+    """The phone-broadcast line's settings as the tests' dialplan has them (tests/support/asterisk.py)."""
+    return {"CUNXIANG_HOTLINE_PHONECAST_DID": PHONECAST_DID, "CUNXIANG_HOTLINE_PHONECAST_MAX_RECORDING_S": "20"}
 
 
 def test_the_dial_test_plays_a_given_recording_presses_the_given_keys_and_hangs_up_where_told(

@@ -1,0 +1,77 @@
+"""A fake phone-broadcast desk (the PhonecastDesk Protocol of hotline/phonecast.py) for the line's tests.
+
+It answers as told and remembers every question; the real desk is phonecast/'s.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any
+
+from hotline.phonecast import Cadre, PhonecastTarget, PhonecastTargets, PinVerdict, SubmitResult, SubmitStatus
+
+CADRE = Cadre(user_id=7, name="巴特尔")
+NUMBER = "13947100007"
+PIN = "246810"
+EAST = PhonecastTarget("village", 11, "东风村", "101", 4)
+WEST = PhonecastTarget("village", 12, "西沟村", "102", 3)
+TOWNSHIP = PhonecastTarget("township", 2, "红旗镇", "20", 9)
+ZONE = PhonecastTarget("zone", 31, "红旗镇中心广场", "3101", 2)
+
+
+@dataclass
+class FakeDesk:
+    """A desk that answers as told and remembers every question (a PhonecastDesk)."""
+
+    keep: Path
+    villages: tuple[PhonecastTarget, ...] = (EAST,)
+    townships: tuple[PhonecastTarget, ...] = (TOWNSHIP,)
+    lock_after: int | None = None  # LOCKED from this check on (1: the first)
+    result: SubmitResult = field(default_factory=lambda: SubmitResult(SubmitStatus.STARTED, 1, 4, 0))
+    identified: list[str] = field(default_factory=list)
+    pins: list[str] = field(default_factory=list)
+    submits: list[dict[str, Any]] = field(default_factory=list)
+
+    async def identify(self, caller_number: str) -> Cadre | None:
+        self.identified.append(caller_number)
+        return CADRE if caller_number == NUMBER else None
+
+    async def check_pin(self, cadre: Cadre, caller_number: str, pin: str) -> PinVerdict:
+        self.pins.append(pin)
+        if self.lock_after is not None and len(self.pins) >= self.lock_after:
+            return PinVerdict.LOCKED
+        return PinVerdict.ACCEPTED if pin == PIN else PinVerdict.WRONG
+
+    async def targets(self, cadre: Cadre) -> PhonecastTargets:
+        return PhonecastTargets(self.villages, self.townships)
+
+    async def zone_by_code(self, cadre: Cadre, code: str) -> PhonecastTarget | None:
+        return ZONE if code == ZONE.code else None
+
+    async def submit(
+        self,
+        cadre: Cadre,
+        caller_number: str,
+        target: PhonecastTarget,
+        recording: Path,
+        *,
+        call_id: str,
+        at_local: time | None = None,
+    ) -> SubmitResult:
+        # Copied as the real desk does: the line removes its own file when the call ends.
+        kept = self.keep / f"{call_id}-{len(self.submits)}.wav"
+        shutil.copyfile(recording, kept)
+        self.submits.append(
+            {
+                "cadre": cadre,
+                "caller": caller_number,
+                "target": target,
+                "kept": kept,
+                "call_id": call_id,
+                "at": at_local,
+            }
+        )
+        return self.result
