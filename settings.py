@@ -610,7 +610,8 @@ class PhonecastSettings(_Section):
     start_wait_s: float = Field(15.0, gt=0, le=120)
     # How often the desk looks for scheduled phone broadcasts that are due.
     due_poll_s: float = Field(5.0, gt=0, le=300)
-    # The line's number printed on a cadre's card (the DID the county publishes to its cadres).
+    # The line's number printed on a cadre's card as the county publishes it (e.g. with its area code); empty:
+    # the DID the line answers on (hotline.phonecast_did).
     line_number: str = ""
 
 

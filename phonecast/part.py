@@ -30,7 +30,8 @@ def recordings_directory(settings: Settings) -> Path:
 @dataclass(frozen=True)
 class PhonecastConfig:
     desk: DeskConfig
-    # The line's number, printed on the cadres' cards.
+    # The line's number, printed on the cadres' cards: the published number when it is set, otherwise the DID
+    # the line answers on (hotline.phonecast_did), so a card never shows a number the line does not answer.
     line_number: str
     # PINs are hashed like passwords (``[security]`` argon2id cost).
     password_time_cost: int
@@ -56,7 +57,7 @@ class PhonecastConfig:
                 start_wait_s=section.start_wait_s,
                 due_poll_s=section.due_poll_s,
             ),
-            line_number=section.line_number,
+            line_number=section.line_number or settings.hotline.phonecast_did,
             password_time_cost=settings.security.password_time_cost,
             password_memory_kib=settings.security.password_memory_kib,
             password_parallelism=settings.security.password_parallelism,

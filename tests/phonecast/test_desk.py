@@ -214,3 +214,22 @@ def test_a_time_of_day_is_today_or_tomorrow_if_it_has_passed() -> None:
     now = datetime(2026, 12, 5, 15, 0, tzinfo=zone)
     assert desk._play_at(time(16, 30), now) == datetime(2026, 12, 5, 16, 30, tzinfo=zone)
     assert desk._play_at(time(9, 0), now) == datetime(2026, 12, 6, 9, 0, tzinfo=zone)
+
+
+def test_a_cadres_card_shows_the_number_the_line_answers_on_unless_the_county_publishes_another(
+    tmp_path: Path,
+) -> None:
+    from phonecast.part import PhonecastConfig
+    from settings import HotlineSettings, PhonecastSettings
+    from tests.support.settings import make_settings
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
+    answered = make_settings(tmp_path, url, hotline=HotlineSettings(phonecast_did="12399"))
+    assert PhonecastConfig.from_settings(answered).line_number == "12399"
+    published = make_settings(
+        tmp_path,
+        url,
+        hotline=HotlineSettings(phonecast_did="12399"),
+        phonecast=PhonecastSettings(line_number="0471-12399"),
+    )
+    assert PhonecastConfig.from_settings(published).line_number == "0471-12399"
