@@ -861,6 +861,22 @@ class Dispatcher:
         transport = self._transports.get(transport_name)
         return bool(transport is not None and transport.pull)
 
+    def _waits_for_speaker(self, transport_name: str) -> bool:
+        """Whether a speaker of this transport plays only once it answers or asks (SIP paging, 4G terminals)."""
+        transport = self._transports.get(transport_name)
+        return bool(transport is not None and (transport.pull or transport.answers_first))
+
+    async def _speaker_answered(self, target: SpeakerTarget, at: datetime) -> None:
+        """A speaker that answers before it plays (SIP paging) has answered: its row says 播放中 from ``at``."""
+        if target.run_id is None:
+            return
+        async with self._sessions.begin() as session:
+            run = await session.get(BroadcastSpeaker, target.run_id)
+            if run is None or run.state != RUN_WAITING:
+                return
+            run.state, run.started_at = RUN_PLAYING, at
+        await self._notify()
+
     async def _targets(
         self, session: AsyncSession, play: Play
     ) -> tuple[list[SpeakerTarget], ZoneBroadcastSettings | None]:
@@ -877,8 +893,9 @@ class Dispatcher:
                 speaker_id=speaker.id,
                 transport=speaker.transport,
                 address=speaker.address,
-                # Live speakers play from now; a 4G terminal waits until it reports its start.
-                state=RUN_WAITING if self._is_pull(speaker.transport) else RUN_PLAYING,
+                # Live speakers play from now; a 4G terminal waits until it reports its start, a SIP speaker
+                # until it answers (a row saying 播放中 for a speaker still ringing would be a guess).
+                state=RUN_WAITING if self._waits_for_speaker(speaker.transport) else RUN_PLAYING,
                 acknowledged=False,
             )
             session.add(run)
@@ -956,6 +973,7 @@ class Dispatcher:
             zone_run_id=play.zone_run_id,
             rtp_group=group,
             rtp_ttl=ttl,
+            on_answered=self._speaker_answered,
         )
         results = await self._play_everywhere(item, targets, play)
         await self._record(play, results)

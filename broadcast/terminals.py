@@ -243,6 +243,7 @@ class HttpPullTransport:
 
     name = "http"
     pull = True
+    answers_first = False
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +64,9 @@ class PlayItem:
     # Set by the dispatcher when the zone's live speakers (RTP, SIP, sound card) have finished the item;
     # a pull terminal that has not started by then stops holding the zone (None: the zone has no live speaker).
     live_done: asyncio.Event | None = field(default=None, compare=False)
+    # Set by the dispatcher: a transport whose speakers answer before they play (SIP paging) reports each answer
+    # here, so that speaker's as-run row says 播放中 from when it really plays, not from when it was dialled.
+    on_answered: Callable[[SpeakerTarget, datetime], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -110,6 +113,8 @@ class Transport(Protocol):
     name: str
     # A pull transport (4G terminals) waits for the speaker to ask; the others (live) play when told.
     pull: bool
+    # A live transport whose speakers must answer first (SIP paging): each one's row waits until it answers.
+    answers_first: bool
 
     async def play(self, item: PlayItem, targets: Sequence[SpeakerTarget], stop: asyncio.Event) -> list[SpeakerResult]:
         """Play ``item`` on ``targets`` until it ends or ``stop`` is set; one result per target."""
@@ -134,6 +139,7 @@ async def _until(stop: asyncio.Event, awaitable: asyncio.Future[Any] | asyncio.T
 class RtpTransport:
     name = "rtp"
     pull = False
+    answers_first = False
 
     def __init__(self, sender: RtpSender, clock: Clock, *, default_port: int = 5004, default_ttl: int = 8) -> None:
         self._sender = sender
@@ -218,8 +224,16 @@ class PageOriginator(Protocol):
     """
 
     async def page(
-        self, endpoints: Sequence[str], audio_path: Path, channel_id: str, timeout_s: float
-    ) -> PageReport: ...
+        self,
+        endpoints: Sequence[str],
+        audio_path: Path,
+        channel_id: str,
+        timeout_s: float,
+        *,
+        on_answer: Callable[[str], None] | None = None,
+    ) -> PageReport:
+        """Pages ``endpoints``; ``on_answer(endpoint)`` is called on the loop, not awaited, as each one answers."""
+        ...
 
     async def hangup(self, channel_id: str) -> None: ...
 
@@ -230,6 +244,7 @@ _CHANNEL_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 class SipPagingTransport:
     name = "sip"
     pull = False
+    answers_first = True
 
     def __init__(self, originator: PageOriginator | None, clock: Clock, *, timeout_s: float = 30.0) -> None:
         self._originator = originator
@@ -251,8 +266,20 @@ class SipPagingTransport:
         endpoints = [target.address for target in targets]
         channel_id = _CHANNEL_SAFE.sub("-", f"cx-page-{item.zone_run_id or 'test'}-{id(stop):x}")
         started = self._clock.now()
+        by_address = {target.address: target for target in targets}
+        answered_at: dict[str, datetime] = {}
+        reports: set[asyncio.Task[None]] = set()
+
+        def on_answer(endpoint: str) -> None:
+            # Each speaker's answer is the moment it starts playing: told to the as-run log at once.
+            if endpoint in answered_at or endpoint not in by_address:
+                return
+            answered_at[endpoint] = self._clock.now()
+            if item.on_answered is not None:
+                reports.add(asyncio.ensure_future(item.on_answered(by_address[endpoint], answered_at[endpoint])))
+
         paging = asyncio.ensure_future(
-            originator.page(endpoints, item.files[Profile.ASTERISK], channel_id, self._timeout_s)
+            originator.page(endpoints, item.files[Profile.ASTERISK], channel_id, self._timeout_s, on_answer=on_answer)
         )
         stopped = await _until(stop, paging)
         if stopped:
@@ -267,6 +294,10 @@ class SipPagingTransport:
             log.exception("SIP page %s failed", channel_id)
             outcome = PageResult({}, error="SIP寻呼失败（内部错误，详见服务日志）", detail={"error": repr(exc)})
         ended = self._clock.now()
+        # The answers' reports are this play's own work: finished (or failed, logged) before its results.
+        for report in await asyncio.gather(*reports, return_exceptions=True):
+            if isinstance(report, BaseException):
+                log.error("SIP page %s: an answer could not be recorded: %r", channel_id, report)
         results = []
         for target in targets:
             answered = outcome.answered.get(target.address, False)
@@ -276,10 +307,10 @@ class SipPagingTransport:
                 state, error = RUN_SUCCESS, None
             else:
                 state, error = RUN_FAILED, outcome.error or "终端未应答"
-            # An answered page played from the answer to its end (the ring is short; the page's own timing
-            # is not reported per endpoint): a fair upper bound, and zero for a speaker that never answered.
-            played = seconds_between(started, ended) if answered else 0.0
-            results.append(SpeakerResult(target, state, started, ended, error, dict(outcome.detail), None, played))
+            # An answered speaker played from its answer to the page's end; zero for one that never answered.
+            began = answered_at.get(target.address, started)
+            played = seconds_between(began, ended) if answered else 0.0
+            results.append(SpeakerResult(target, state, began, ended, error, dict(outcome.detail), None, played))
         return results
 
 
@@ -295,6 +326,7 @@ class SinkTransport:
 
     name = "sink"
     pull = False
+    answers_first = False
 
     def __init__(self, sink_dir: Path, clock: Clock, *, player: str = "aplay") -> None:
         self._dir = sink_dir

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,14 @@ class PageOutcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def _endpoint_of(channel: str, targets: Mapping[str, str]) -> str | None:
+    """The endpoint a dialled channel (``PJSIP/spk1-00000001``, ``Local/x@ctx;1``) belongs to, if one of ours."""
+    for target, endpoint in targets.items():
+        if channel.startswith(f"{target}-") or channel.startswith(f"{target};"):
+            return endpoint
+    return None
+
+
 def dial_target(endpoint: str) -> str:
     """A speaker's address as a dial string: a bare PJSIP endpoint name, or a full dial string as it is."""
     if not endpoint or any(char in endpoint for char in "&,|\r\n"):
@@ -87,7 +95,15 @@ class Pager:
             self._paths.give_to_asterisk(dest)
         return str(self._paths.media.to_asterisk(dest.with_suffix("")))
 
-    async def page(self, endpoints: Sequence[str], audio_path: Path, channel_id: str, timeout_s: float) -> PageOutcome:
+    async def page(
+        self,
+        endpoints: Sequence[str],
+        audio_path: Path,
+        channel_id: str,
+        timeout_s: float,
+        *,
+        on_answer: Callable[[str], None] | None = None,
+    ) -> PageOutcome:
         if not self._link.connected:
             raise AmiNotConnected("not connected to Asterisk: cannot page")
         targets = {dial_target(endpoint): endpoint for endpoint in endpoints}
@@ -112,10 +128,11 @@ class Pager:
                 if seen.is_set() and not channels:
                     ended.set()
             elif name == "DialEnd" and event.get("DialStatus") == "ANSWER":
-                destination = event.get("DestChannel", "")
-                for target, endpoint in targets.items():
-                    if destination.startswith(f"{target}-") or destination.startswith(f"{target};"):
-                        answered[endpoint] = True
+                endpoint = _endpoint_of(event.get("DestChannel", ""), targets)
+                if endpoint is not None and not answered[endpoint]:
+                    answered[endpoint] = True
+                    if on_answer is not None:
+                        on_answer(endpoint)
 
         variables = {
             "__CX_MARKER": "page",

@@ -47,6 +47,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.models import (
     FINAL_RUN_STATES,
+    RUN_INTERRUPTED,
     RUN_PLAYING,
     RUN_SUCCESS,
     RUN_UNPROCESSED,
@@ -486,7 +487,7 @@ class Desk:
             row = await session.get(PhoneBroadcast, row_id)
             assert row is not None
             now = self._clock.now()
-            if progress.playing_zones:
+            if progress.playing_zones or progress.started:
                 row.status = "started"
                 row.speakers, row.unanswered = progress.started, progress.targeted - progress.started
                 row.started_at = progress.started_at or now
@@ -521,17 +522,24 @@ class Desk:
                     latest[zone_row.zone_id] = zone_row
             waiting_behind = 0
             for zone_row in latest.values():
-                if zone_row.state == RUN_PLAYING:
-                    progress.playing_zones += 1
-                    if zone_row.started_at is not None:
-                        progress.started_at = min(filter(None, [progress.started_at, zone_row.started_at]))
+                if zone_row.state == RUN_PLAYING or zone_row.state in FINAL_RUN_STATES:
                     speakers = (
                         await session.scalars(
                             select(BroadcastSpeaker).where(BroadcastSpeaker.zone_run_id == zone_row.id)
                         )
                     ).all()
-                    progress.targeted += len(speakers)
-                    progress.started += sum(1 for s in speakers if s.state in (RUN_PLAYING, RUN_SUCCESS))
+                    # Started is what the speakers said: a SIP speaker once it answered, a 4G terminal once it
+                    # reported; one still ringing or not yet asking is not started (and not yet unanswered).
+                    heard = sum(1 for s in speakers if s.state in HEARD_STATES)
+                    if zone_row.state == RUN_PLAYING or heard:
+                        # A short item may be over before the desk looks: what was heard still started.
+                        progress.targeted += len(speakers)
+                        progress.started += heard
+                        progress.pending += sum(1 for s in speakers if s.state == RUN_WAITING)
+                        if zone_row.started_at is not None:
+                            progress.started_at = min(filter(None, [progress.started_at, zone_row.started_at]))
+                if zone_row.state == RUN_PLAYING:
+                    progress.playing_zones += 1
                 elif zone_row.state in FINAL_RUN_STATES:
                     progress.final_zones += 1
                     progress.quiet = progress.quiet or "静默" in (zone_row.error or "")
@@ -546,9 +554,9 @@ class Desk:
                     waiting_behind += 1 if other else 0
             progress.all_final = progress.final_zones == len(latest)
             waiting = len(latest) - progress.playing_zones - progress.final_zones
-            # Settled: every zone is playing with every speaker started, or done, or waiting behind another item.
+            # Settled: every zone is playing with no speaker still to answer, or done, or waiting behind another.
             progress.settled = progress.all_final or (
-                waiting == waiting_behind and (progress.playing_zones == 0 or progress.started == progress.targeted)
+                waiting == waiting_behind and (progress.playing_zones == 0 or progress.pending == 0)
             )
             return progress
 
@@ -609,12 +617,17 @@ class Desk:
             return len(rows)
 
 
+# A speaker that played some of the item: playing, played whole, or cut after it began.
+HEARD_STATES = frozenset({RUN_PLAYING, RUN_SUCCESS, RUN_INTERRUPTED})
+
+
 @dataclass
 class _Progress:
     playing_zones: int = 0
     final_zones: int = 0
     targeted: int = 0
     started: int = 0
+    pending: int = 0  # speakers of playing zones still to answer or report
     started_at: datetime | None = None
     all_final: bool = False
     quiet: bool = False

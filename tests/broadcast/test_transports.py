@@ -11,9 +11,9 @@ import asyncio
 import shutil
 import sys
 import wave
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,28 @@ class ScriptedPager:
     length_s: float = 0.2
     hung_up: list[str] = field(default_factory=list)
     pages: list[tuple[list[str], Path]] = field(default_factory=list)
+    # The speakers ring this long (on ``clock``) before the answering ones answer.
+    clock: ManualClock | None = None
+    ring_s: float = 0.0
     _stops: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    async def page(self, endpoints: Sequence[str], audio_path: Path, channel_id: str, timeout_s: float) -> Any:
+    async def page(
+        self,
+        endpoints: Sequence[str],
+        audio_path: Path,
+        channel_id: str,
+        timeout_s: float,
+        *,
+        on_answer: Callable[[str], None] | None = None,
+    ) -> Any:
         self.pages.append((list(endpoints), audio_path))
         stop = self._stops.setdefault(channel_id, asyncio.Event())
+        await asyncio.sleep(0)  # ringing
+        if self.clock is not None:
+            self.clock.advance(self.ring_s)
+        for endpoint in endpoints:
+            if endpoint in self.answering and on_answer is not None:
+                on_answer(endpoint)
         try:
             await asyncio.wait_for(stop.wait(), self.length_s)
         except TimeoutError:
@@ -68,6 +85,27 @@ async def test_a_sip_speaker_that_does_not_answer_fails_alone(tmp_path: Path) ->
     assert [result.state for result in results] == [RUN_SUCCESS, RUN_FAILED, RUN_SUCCESS]
     assert results[1].error == "终端未应答"
     assert pager.pages == [(["spk1", "spk2", "spk3"], item(tmp_path).files[Profile.ASTERISK])]
+
+
+async def test_each_sip_speaker_is_reported_started_when_it_answers_and_only_then(tmp_path: Path) -> None:
+    stopwatch = clock()
+    paged_at = stopwatch.now()
+    pager = ScriptedPager(answering={"spk1"}, clock=stopwatch, ring_s=3)
+    transport = SipPagingTransport(pager, stopwatch)
+    answered: list[tuple[str, datetime]] = []
+
+    async def on_answered(target: SpeakerTarget, at: datetime) -> None:
+        answered.append((target.address, at))
+
+    played = replace(item(tmp_path), on_answered=on_answered)
+    results = await transport.play(
+        played, [SpeakerTarget("sip", "spk1"), SpeakerTarget("sip", "spk2")], asyncio.Event()
+    )
+    # Reported as it happened (3 s after the page began), and only for the speaker that answered.
+    answer_at = paged_at + timedelta(seconds=3)
+    assert answered == [("spk1", answer_at)]
+    assert results[0].state == RUN_SUCCESS and results[0].started_at == answer_at
+    assert results[1].state == RUN_FAILED and results[1].played_s == 0.0
 
 
 async def test_a_stop_hangs_up_the_page_and_the_answered_speakers_are_interrupted(tmp_path: Path) -> None:
