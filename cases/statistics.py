@@ -36,14 +36,18 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Float,
+    Integer,
     Label,
     Select,
     String,
+    and_,
     case,
     cast,
     func,
+    literal,
     literal_column,
     null,
+    or_,
     select,
     union_all,
 )
@@ -51,11 +55,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
 from cases.clocks import Deadlines, HolidayTable
-from cases.ledger import overdue_clause
+from cases.ledger import OPEN, overdue_clause
+from cases.rollups import rollup_zone
 from cases.sealed import READ_ROLES
 from common.clock import Clock
 from common.errors import InvalidInput
-from storage.models import CASE_CATEGORIES, CASE_CHANNEL_LABELS, Case, CaseLedger, Township, Village
+from storage.models import CASE_CATEGORIES, CASE_CHANNEL_LABELS, Case, CaseLedger, CaseRollup, Township, Village
 
 DIMENSIONS = {"township": "乡镇", "village": "村（社区）", "category": "类别", "channel": "来源渠道", "month": "月份"}
 MAX_PERIOD_DAYS = 3 * 366
@@ -196,8 +201,10 @@ class Statistics:
         inspector = principal.has_role("inspector")
         async with self._sessions() as session:
             deadlines = await self.holidays.deadlines(session)
-            current = await self._grouped(session, principal, deadlines, now, date_from, date_to)
-            previous = await self._grouped(session, principal, deadlines, now, last_from, last_to)
+            # The daily roll-ups when they count days in this service's zone (cases/rollups.py), else the cases.
+            rolled = await rollup_zone(session) == deadlines.policy.zone.key
+            current = await self._grouped(session, principal, deadlines, now, date_from, date_to, rolled=rolled)
+            previous = await self._grouped(session, principal, deadlines, now, last_from, last_to, rolled=rolled)
             townships = dict((await session.execute(select(Township.id, Township.name))).all())
             villages = {
                 village_id: (township_id, name)
@@ -257,8 +264,14 @@ class Statistics:
         now: datetime,
         date_from: date,
         date_to: date,
+        *,
+        rolled: bool = False,
     ) -> dict[str, dict[_Key, Figures]]:
-        """One statement: the period's cases read once (a materialised CTE), grouped five ways (UNION ALL)."""
+        """One statement: the period's cases read once (a materialised CTE), grouped five ways (UNION ALL).
+
+        ``rolled``: the period's daily roll-ups instead of its cases, plus the cases over a deadline now
+        and not yet marked late (the only figure that changes with the clock), counted live.
+        """
         dialect = session.get_bind().dialect.name
         month = self._month(dialect, deadlines, date_from)
         if dialect == "sqlite":
@@ -303,7 +316,10 @@ class Statistics:
             rows = rows.where(Case.township_id.in_(scope))
         if not principal.has_role("inspector"):
             rows = rows.where(Case.sealed.is_(False))
-        period = rows.cte("period").prefix_with("MATERIALIZED")
+        source: Any = rows
+        if rolled:
+            source = self._rolled(dialect, principal, deadlines, now, date_from, date_to, month)
+        period = source.cte("period").prefix_with("MATERIALIZED")
         c = period.c
         figures = [
             func.sum(c.received),
@@ -350,6 +366,76 @@ class Statistics:
                 days_count=int(row[12] or 0),
             )
         return result
+
+    @staticmethod
+    def _rolled(
+        dialect: str,
+        principal: Principal,
+        deadlines: Deadlines,
+        now: datetime,
+        date_from: date,
+        date_to: date,
+        month: ColumnElement[Any],
+    ) -> Any:
+        """The period's roll-up rows, and beside them the cases overdue now that are not marked late yet."""
+        r = CaseRollup
+        if dialect == "sqlite":
+            rolled_month: ColumnElement[Any] = func.strftime(literal_column("'%Y-%m'"), r.day)
+        else:
+            rolled_month = func.to_char(r.day, literal_column("'YYYY-MM'"))
+        rolled = select(
+            func.nullif(r.township_id, 0).label("township_id"),
+            func.nullif(r.village_id, 0).label("village_id"),
+            r.category.label("category"),
+            r.channel.label("channel"),
+            rolled_month.label("month"),
+            r.received.label("received"),
+            r.accepted.label("accepted"),
+            r.resolved.label("resolved"),
+            r.partly.label("partly"),
+            r.satisfied.label("satisfied"),
+            r.basically.label("basically"),
+            r.unsatisfied.label("unsatisfied"),
+            r.late.label("overdue"),
+            r.days_sum.label("days"),
+            r.days_count.label("resolved_any"),
+        ).where(r.day >= date_from, r.day <= date_to)
+        cutoff = deadlines.created_cutoff(now, deadlines.policy.acceptance_days)
+        zero = literal(0, Integer)
+        overdue_now = (
+            select(
+                Case.township_id,
+                Case.village_id,
+                Case.category,
+                Case.channel,
+                month,
+                *(zero for _ in range(7)),
+                func.count(),
+                literal(0.0, Float),
+                zero,
+            )
+            .select_from(Case)
+            .outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
+            .where(
+                Case.created_at >= deadlines.start_of(date_from),
+                Case.created_at < deadlines.start_of(date_to + timedelta(days=1)),
+                Case.test_call.is_(False),
+                or_(
+                    and_(Case.status == "new", Case.created_at < cutoff),
+                    and_(Case.status.in_(OPEN), CaseLedger.resolution_due <= now),
+                ),
+                or_(CaseLedger.late.is_(None), CaseLedger.late.is_(False)),
+            )
+            .group_by(Case.township_id, Case.village_id, Case.category, Case.channel, month)
+        )
+        scope = principal.township_filter()
+        if scope is not None:
+            rolled = rolled.where(r.township_id.in_(scope))
+            overdue_now = overdue_now.where(Case.township_id.in_(scope))
+        if not principal.has_role("inspector"):
+            rolled = rolled.where(r.sealed.is_(False))
+            overdue_now = overdue_now.where(Case.sealed.is_(False))
+        return union_all(rolled, overdue_now)
 
     @staticmethod
     def _month(dialect: str, deadlines: Deadlines, around: date) -> ColumnElement[Any]:
