@@ -564,21 +564,33 @@ async def _fetch_all(
 # -- the whole run ----------------------------------------------------------------------------------------
 
 
-async def fill_rollups(url: str) -> float:
-    """The cases were written around the service (executemany, COPY): back-fill the dashboard's roll-ups."""
+async def fill_rollups(url: str, *, without: bool = False) -> float:
+    """The cases were written around the service (executemany, COPY): back-fill the dashboard's roll-ups.
+
+    ``without``: none, and no zone recorded either, so that the dashboard counts the cases (the baseline).
+    """
+    from sqlalchemy import delete
+
     from cases.rollups import rebuild
     from storage.db import create_engine, make_session_factory
+    from storage.models import CaseRollupState
 
     engine = create_engine(url)
     started = time.perf_counter()
     try:
-        await rebuild(make_session_factory(engine), SHANGHAI)
+        if without:
+            async with make_session_factory(engine).begin() as session:
+                await session.execute(delete(CaseRollupState))
+        else:
+            await rebuild(make_session_factory(engine), SHANGHAI)
     finally:
         await engine.dispose()
     return time.perf_counter() - started
 
 
-async def bench_database(kind: str, count: int, runs: int, pg_url: str | None) -> dict[str, Any]:
+async def bench_database(
+    kind: str, count: int, runs: int, pg_url: str | None, *, without_rollups: bool = False
+) -> dict[str, Any]:
     header = f"  {'query':<46} {'median':>9} {'p95':>9} {'raw med':>9} {'raw p95':>9} {'EXPLAIN':>9}   (ms)"
     cluster = None
     directory = Path(tempfile.mkdtemp(prefix=f"cx-bench-cases-{kind}-"))
@@ -599,7 +611,7 @@ async def bench_database(kind: str, count: int, runs: int, pg_url: str | None) -
             generated = await asyncio.to_thread(generate_sqlite, directory / "cunxiang.db", count, pairs, units)
         else:
             generated = await generate_postgres(url, count, pairs, units)
-        rollups_s = await fill_rollups(url)
+        rollups_s = await fill_rollups(url, without=without_rollups)
         rate = generated.cases / generated.seconds
         print(f"\n{kind}: generated {generated.cases:,} cases ({generated.ledger_rows:,} ledger rows) in "
               f"{generated.seconds:.1f} s ({rate:,.0f} cases/s)", flush=True)  # fmt: skip
@@ -624,6 +636,9 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replay-requests", type=int, default=60)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--skip-replay", action="store_true")
+    parser.add_argument(
+        "--without-rollups", action="store_true", help="the dashboard counts the cases (as before migration 0013)"
+    )
     parser.add_argument("--quick", action="store_true", help="20,000 cases, 5 runs per query, 12 replay requests")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -633,7 +648,9 @@ async def main(argv: list[str] | None = None) -> None:
     print(f"cases benchmark: {args.cases:,} cases, {args.runs} runs per query, {os.cpu_count()} CPUs")
     results: dict[str, Any] = {"runs_per_query": args.runs}
     for kind in ["sqlite", "postgresql"] if args.db == "both" else [args.db]:
-        results[kind] = await bench_database(kind, args.cases, args.runs, args.pg_url)
+        results[kind] = await bench_database(
+            kind, args.cases, args.runs, args.pg_url, without_rollups=args.without_rollups
+        )
     if not args.skip_replay:
         print(f"\nrecording replay ({args.concurrency} concurrent clients; our route vs a bare static handler):")
         results["replay"] = await measure_replay(args.replay_requests, args.concurrency)

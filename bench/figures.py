@@ -104,4 +104,5 @@ def write_results(path: Path | None, results: dict[str, Any]) -> None:
     """Write a benchmark's figures (with its peak memory) as JSON, for ``python -m bench``."""
     if path is None:
         return
-    path.write_text(json.dumps({**results, "memory": peak_memory()}, indent=2, ensure_ascii=False, default=str))
+    figures = results if "peak_rss_mib" in results else {**results, "memory": peak_memory()}
+    path.write_text(json.dumps(figures, indent=2, ensure_ascii=False, default=str))
