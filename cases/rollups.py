@@ -1,8 +1,11 @@
 """Daily roll-ups of the statistics (``case_rollups``), kept current in the transaction of every change.
 
 The county dashboard grouped every case of a year twice (this year, last year) on each view: 1.3–2.8 s
-at a million cases. It now reads one row per (local registration day, township, village, category,
-channel, sealed) instead, which is what the statistics group by anyway.
+at a million cases. It now reads roll-ups instead: for each township and sealed flag, the figures by
+village, by category and by channel — each dimension summed on its own, as the dashboard shows them
+(one row per combination of all of them would be about as many rows as cases) — once per day and
+once per month. A period reads its whole months from the month rows and only its first and last
+partial months from the day rows: a few thousand rows a year, whatever the number of cases.
 
 How they stay equal to a recount: :class:`RollupKeeper` listens to the flushes of the service's
 sessions. Before a flush it reads the current contribution of every case the flush touches (the
@@ -40,8 +43,8 @@ MEASURES = (
     "received", "accepted", "resolved", "partly", "satisfied", "basically", "unsatisfied", "late", "days_sum",
     "days_count",
 )  # fmt: skip
-_KEY_COLUMNS = ("day", "township_id", "village_id", "category", "channel", "sealed")
-_Key = tuple[date, int, int, str, str, bool]
+_KEY_COLUMNS = ("grain", "day", "township_id", "sealed", "dimension", "key")
+_Key = tuple[str, date, int, bool, str, str]
 _PENDING = "case_rollups_before"
 
 
@@ -62,19 +65,17 @@ def contributions(connection: Connection, case_ids: Iterable[int], zone: ZoneInf
         )  # fmt: skip
         for row in connection.execute(statement):
             created, township, village, category, channel, sealed, accepted, outcome, satisfaction, late, resolved = row
-            key = (created.astimezone(zone).date(), township or 0, village or 0, category, channel, bool(sealed))
-            figures = totals[key]
-            figures[0] += 1
-            figures[1] += accepted is not None
-            figures[2] += outcome == "resolved"
-            figures[3] += outcome == "partly_resolved"
-            figures[4] += satisfaction == "satisfied"
-            figures[5] += satisfaction == "basically_satisfied"
-            figures[6] += satisfaction == "unsatisfied"
-            figures[7] += bool(late)
-            if resolved is not None:
-                figures[8] += (resolved - created).total_seconds() / 86400
-                figures[9] += 1
+            figures = [1.0, float(accepted is not None), float(outcome == "resolved")]
+            figures += [float(outcome == "partly_resolved"), float(satisfaction == "satisfied")]
+            figures += [float(satisfaction == "basically_satisfied"), float(satisfaction == "unsatisfied")]
+            figures += [float(bool(late))]
+            figures += [(resolved - created).total_seconds() / 86400, 1.0] if resolved is not None else [0.0, 0.0]
+            day = created.astimezone(zone).date()
+            for grain, first_day in (("day", day), ("month", day.replace(day=1))):
+                for dimension, key in (("village", str(village or 0)), ("category", category), ("channel", channel)):
+                    total = totals[(grain, first_day, township or 0, bool(sealed), dimension, key)]
+                    for index, value in enumerate(figures):
+                        total[index] += value
     return dict(totals)
 
 
@@ -92,15 +93,14 @@ def apply(connection: Connection, changes: dict[_Key, list[float]]) -> None:
     """Add ``changes`` to the roll-ups (a row created where there was none)."""
     dialect = connection.dialect.name
     insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    for (day, township, village, category, channel, sealed), figures in changes.items():
+    for (grain, day, township, sealed, dimension, key), figures in changes.items():
         if not any(figures):
             continue
         values = {
             name: (value if name == "days_sum" else int(value)) for name, value in zip(MEASURES, figures, strict=True)
         }
         statement = insert(CaseRollup).values(
-            day=day, township_id=township, village_id=village, category=category, channel=channel, sealed=sealed,
-            **values,
+            grain=grain, day=day, township_id=township, sealed=sealed, dimension=dimension, key=key, **values,
         )  # fmt: skip
         statement = statement.on_conflict_do_update(
             index_elements=list(_KEY_COLUMNS),
@@ -146,34 +146,51 @@ class RollupKeeper:
 
 
 def rebuild_statement(dialect: str, zone: ZoneInfo) -> str:
-    """One INSERT … SELECT that fills an empty ``case_rollups`` from the cases (the migration's too)."""
+    """One statement that fills an empty ``case_rollups`` from the cases (the migration's too)."""
     if dialect == "sqlite":
         # SQLite has no time zones: the zone's offset now (China has no daylight saving time).
         minutes = int((datetime.now(zone).utcoffset() or timedelta(0)).total_seconds() // 60)
         day = f"date(c.created_at, '{minutes:+d} minutes')"
+        month = f"date(c.created_at, '{minutes:+d} minutes', 'start of month')"
         days = "julianday(l.resolved_at) - julianday(c.created_at)"
         not_test = "c.test_call = 0"
     else:
         day = f"CAST(c.created_at AT TIME ZONE '{zone.key}' AS DATE)"
+        month = f"CAST(date_trunc('month', c.created_at AT TIME ZONE '{zone.key}') AS DATE)"
         days = "EXTRACT(EPOCH FROM (l.resolved_at - c.created_at)) / 86400.0"
         not_test = "NOT c.test_call"
 
-    def count(condition: str) -> str:
-        return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+    def case_when(condition: str) -> str:
+        return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
 
-    counted = ", ".join(
-        count(condition)
-        for condition in (
-            "l.accepted_at IS NOT NULL", "l.outcome = 'resolved'", "l.outcome = 'partly_resolved'",
-            "l.satisfaction = 'satisfied'", "l.satisfaction = 'basically_satisfied'", "l.satisfaction = 'unsatisfied'",
-            "l.late",
+    per_case = ", ".join(
+        f"{expression} AS {name}"
+        for name, expression in zip(
+            MEASURES,
+            (
+                "1", case_when("l.accepted_at IS NOT NULL"), case_when("l.outcome = 'resolved'"),
+                case_when("l.outcome = 'partly_resolved'"), case_when("l.satisfaction = 'satisfied'"),
+                case_when("l.satisfaction = 'basically_satisfied'"), case_when("l.satisfaction = 'unsatisfied'"),
+                case_when("l.late"), f"COALESCE({days}, 0)", case_when("l.resolved_at IS NOT NULL"),
+            ),
+            strict=True,
         )
     )  # fmt: skip
-    keys = f"{day}, COALESCE(c.township_id, 0), COALESCE(c.village_id, 0), c.category, c.channel, c.sealed"
+    base = (
+        f"SELECT {day} AS d, {month} AS m, COALESCE(c.township_id, 0) AS t, c.sealed AS s, "
+        "CAST(COALESCE(c.village_id, 0) AS VARCHAR(32)) AS village, c.category AS category, c.channel AS channel, "
+        f"{per_case} FROM cases c LEFT JOIN case_ledger l ON l.case_id = c.id WHERE {not_test}"
+    )
+    sums = ", ".join(f"SUM({name})" for name in MEASURES)
+    parts = [
+        f"SELECT '{grain}', {column}, t, s, '{dimension}', {dimension}, {sums} FROM base "
+        f"GROUP BY {column}, t, s, {dimension}"
+        for grain, column in (("day", "d"), ("month", "m"))
+        for dimension in ("village", "category", "channel")
+    ]
     return (
-        f"INSERT INTO case_rollups (day, township_id, village_id, category, channel, sealed, {', '.join(MEASURES)}) "
-        f"SELECT {keys}, COUNT(*), {counted}, COALESCE(SUM({days}), 0), COUNT(l.resolved_at) "
-        f"FROM cases c LEFT JOIN case_ledger l ON l.case_id = c.id WHERE {not_test} GROUP BY {keys}"
+        f"WITH base AS ({base}) INSERT INTO case_rollups ({', '.join(_KEY_COLUMNS)}, {', '.join(MEASURES)}) "
+        + " UNION ALL ".join(parts)
     )
 
 

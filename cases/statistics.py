@@ -36,14 +36,13 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Float,
-    Integer,
     Label,
     Select,
     String,
+    and_,
     case,
     cast,
     func,
-    literal,
     literal_column,
     null,
     or_,
@@ -273,6 +272,8 @@ class Statistics:
         """
         dialect = session.get_bind().dialect.name
         month = self._month(dialect, deadlines, date_from)
+        if rolled:
+            return await self._from_rollups(session, principal, deadlines, now, date_from, date_to, month)
         if dialect == "sqlite":
             days: ColumnElement[Any] = func.julianday(CaseLedger.resolved_at) - func.julianday(Case.created_at)
         else:
@@ -315,10 +316,7 @@ class Statistics:
             rows = rows.where(Case.township_id.in_(scope))
         if not principal.has_role("inspector"):
             rows = rows.where(Case.sealed.is_(False))
-        source: Any = rows
-        if rolled:
-            source = self._rolled(dialect, principal, deadlines, now, date_from, date_to, month)
-        period = source.cte("period").prefix_with("MATERIALIZED")
+        period = rows.cte("period").prefix_with("MATERIALIZED")
         c = period.c
         figures = [
             func.sum(c.received),
@@ -366,53 +364,68 @@ class Statistics:
             )
         return result
 
-    @staticmethod
-    def _rolled(
-        dialect: str,
+    async def _from_rollups(
+        self,
+        session: AsyncSession,
         principal: Principal,
         deadlines: Deadlines,
         now: datetime,
         date_from: date,
         date_to: date,
         month: ColumnElement[Any],
-    ) -> Any:
-        """The period's roll-up rows, and beside them the cases overdue now that are not marked late yet."""
+    ) -> dict[str, dict[_Key, Figures]]:
+        """The period from the roll-ups (whole months from the month rows, the rest from the day rows),
+        plus the cases over a deadline now and not yet marked late (the one figure that moves with the clock)."""
         r = CaseRollup
-        if dialect == "sqlite":
+        if session.get_bind().dialect.name == "sqlite":
             rolled_month: ColumnElement[Any] = func.strftime(literal_column("'%Y-%m'"), r.day)
         else:
             rolled_month = func.to_char(r.day, literal_column("'YYYY-MM'"))
-        rolled = select(
-            func.nullif(r.township_id, 0).label("township_id"),
-            func.nullif(r.village_id, 0).label("village_id"),
-            r.category.label("category"),
-            r.channel.label("channel"),
-            rolled_month.label("month"),
-            r.received.label("received"),
-            r.accepted.label("accepted"),
-            r.resolved.label("resolved"),
-            r.partly.label("partly"),
-            r.satisfied.label("satisfied"),
-            r.basically.label("basically"),
-            r.unsatisfied.label("unsatisfied"),
-            r.late.label("overdue"),
-            r.days_sum.label("days"),
-            r.days_count.label("resolved_any"),
-        ).where(r.day >= date_from, r.day <= date_to)
+        whole, partial = _spans(date_from, date_to)
+        spans = [and_(r.grain == "day", r.day >= first, r.day <= last) for first, last in partial]
+        if whole:
+            spans.append(and_(r.grain == "month", r.day.in_(whole)))
+        sums = [
+            func.sum(column)
+            for column in (r.received, r.accepted, r.resolved, r.partly, r.satisfied, r.basically, r.unsatisfied,
+                           r.late, r.days_sum, r.days_count)
+        ]  # fmt: skip
+        statement = (
+            select(r.dimension, r.township_id, r.key, rolled_month, *sums)
+            .where(or_(*spans))
+            .group_by(r.dimension, r.township_id, r.key, rolled_month)
+        )
+        scope = principal.township_filter()
+        if scope is not None:
+            statement = statement.where(r.township_id.in_(scope))
+        if not principal.has_role("inspector"):
+            statement = statement.where(r.sealed.is_(False))
+        result: dict[str, dict[_Key, Figures]] = {name: {} for name in ("township", "village", "category", "channel",
+                                                                          "month")}  # fmt: skip
+
+        def add(dimension: str, key: _Key, figures: Figures) -> None:
+            result[dimension].setdefault(key, Figures()).add(figures)
+
+        for dimension, township, key, in_month, *values in await session.execute(statement):
+            figures = Figures(
+                received=int(values[0] or 0), accepted=int(values[1] or 0), resolved=int(values[2] or 0),
+                partly=int(values[3] or 0), satisfied=int(values[4] or 0), basically=int(values[5] or 0),
+                unsatisfied=int(values[6] or 0), overdue=int(values[7] or 0), days_sum=float(values[8] or 0.0),
+                days_count=int(values[9] or 0),
+            )  # fmt: skip
+            township_key = str(township) if township else None
+            if dimension == "village":
+                add("village", (township_key, key if key != "0" else None), figures)
+            elif dimension == "category":
+                add("category", (key, None), figures)
+            else:  # every case has exactly one channel: these rows give the townships and the months too
+                add("channel", (key, None), figures)
+                add("township", (township_key, None), figures)
+                add("month", (str(in_month), None), figures)
+
         cutoff = deadlines.created_cutoff(now, deadlines.policy.acceptance_days)
-        zero = literal(0, Integer)
         overdue_now = (
-            select(
-                Case.township_id,
-                Case.village_id,
-                Case.category,
-                Case.channel,
-                month,
-                *(zero for _ in range(7)),
-                func.count(),
-                literal(0.0, Float),
-                zero,
-            )
+            select(Case.township_id, Case.village_id, Case.category, Case.channel, month, func.count())
             .select_from(Case)
             .outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
             .where(
@@ -433,14 +446,19 @@ class Statistics:
             )
             .group_by(Case.township_id, Case.village_id, Case.category, Case.channel, month)
         )
-        scope = principal.township_filter()
         if scope is not None:
-            rolled = rolled.where(r.township_id.in_(scope))
             overdue_now = overdue_now.where(Case.township_id.in_(scope))
         if not principal.has_role("inspector"):
-            rolled = rolled.where(r.sealed.is_(False))
             overdue_now = overdue_now.where(Case.sealed.is_(False))
-        return union_all(rolled, overdue_now)
+        for township, village, category, channel, in_month, count in await session.execute(overdue_now):
+            figures = Figures(overdue=int(count))
+            township_key = str(township) if township is not None else None
+            add("township", (township_key, None), figures)
+            add("village", (township_key, str(village) if village is not None else None), figures)
+            add("category", (category, None), figures)
+            add("channel", (channel, None), figures)
+            add("month", (str(in_month), None), figures)
+        return result
 
     @staticmethod
     def _month(dialect: str, deadlines: Deadlines, around: date) -> ColumnElement[Any]:
@@ -486,6 +504,22 @@ def _roll_up(
             group = groups.setdefault(group_key, Group(group_key, label, Figures(), Figures()))
             getattr(group, attribute).add(figures)
     return sorted(groups.values(), key=lambda group: (-group.current.received, group.label))
+
+
+def _spans(first: date, last: date) -> tuple[list[date], list[tuple[date, date]]]:
+    """The period as whole months (their first days) and the day ranges left at its ends."""
+    whole: list[date] = []
+    partial: list[tuple[date, date]] = []
+    start = first
+    while start <= last:
+        following = date(start.year + 1, 1, 1) if start.month == 12 else date(start.year, start.month + 1, 1)
+        end = min(last, following - timedelta(days=1))
+        if start.day == 1 and end == following - timedelta(days=1):
+            whole.append(start)
+        else:
+            partial.append((start, end))
+        start = following
+    return whole, partial
 
 
 def months_between(first: date, last: date) -> list[str]:

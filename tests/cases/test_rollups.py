@@ -26,7 +26,7 @@ async def table(runtime: Runtime) -> dict[tuple[Any, ...], list[float]]:
     for row in rows:
         figures = [float(getattr(row, name)) for name in MEASURES]
         if any(abs(value) > 1e-9 for value in figures):
-            key = (row.day, row.township_id, row.village_id, row.category, row.channel, row.sealed)
+            key = (row.grain, row.day, row.township_id, row.sealed, row.dimension, row.key)
             result[key] = figures
     return result
 
@@ -146,3 +146,19 @@ async def test_the_dashboard_from_rollups_equals_the_dashboard_from_the_cases(
         async with runtime.sessions.begin() as session:
             session.add(CaseRollupState(id=1, zone=runtime.cases.holidays.policy.zone.key))
     assert (await stats.report(leader)).total.overdue > 0
+
+
+def test_a_period_reads_whole_months_from_month_rows_and_its_ends_from_day_rows() -> None:
+    from datetime import date
+
+    from cases.statistics import _spans
+
+    assert _spans(date(2026, 1, 1), date(2026, 4, 20)) == (
+        [date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)],
+        [(date(2026, 4, 1), date(2026, 4, 20))],
+    )
+    assert _spans(date(2025, 12, 15), date(2026, 2, 28)) == (
+        [date(2026, 1, 1), date(2026, 2, 1)],
+        [(date(2025, 12, 15), date(2025, 12, 31))],
+    )
+    assert _spans(date(2026, 3, 5), date(2026, 3, 9)) == ([], [(date(2026, 3, 5), date(2026, 3, 9))])

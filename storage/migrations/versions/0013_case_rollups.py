@@ -28,19 +28,19 @@ ZONE = "Asia/Shanghai"
 def upgrade() -> None:
     op.create_table(
         "case_rollups",
+        sa.Column("grain", sa.String(length=8), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("township_id", sa.Integer(), nullable=False),
-        sa.Column("village_id", sa.Integer(), nullable=False),
-        sa.Column("category", sa.String(length=32), nullable=False),
-        sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("sealed", sa.Boolean(), nullable=False),
+        sa.Column("dimension", sa.String(length=16), nullable=False),
+        sa.Column("key", sa.String(length=32), nullable=False),
         *(sa.Column(name, sa.Integer(), nullable=False) for name in (
             "received", "accepted", "resolved", "partly", "satisfied", "basically", "unsatisfied", "late",
         )),
         sa.Column("days_sum", sa.Float(), nullable=False),
         sa.Column("days_count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "day", "township_id", "village_id", "category", "channel", "sealed", name=op.f("pk_case_rollups")
+            "grain", "day", "township_id", "sealed", "dimension", "key", name=op.f("pk_case_rollups")
         ),
     )  # fmt: skip
     op.create_table(
