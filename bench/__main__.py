@@ -91,12 +91,13 @@ GOALS = (
          _LESS, 200.0),
     Goal("cases", "SQLite dashboard, township, p95 < 200 ms",
          ("sqlite", "queries", "dashboard: one township", "p95_ms"), _LESS, 200.0),
-    Goal("cases", "SQLite 催办 first screen p95 < 100 ms", ("sqlite", "queries", "催办", "p95_ms"), _LESS, 100.0),
+    # (Measured: the whole 催办 list; the goal is set for its first screen, which is not built yet.)
+    Goal("cases", "SQLite 催办 list p95 < 100 ms", ("sqlite", "queries", "催办", "p95_ms"), _LESS, 100.0),
     Goal("cases", "PostgreSQL dashboard, county, p95 < 200 ms",
          ("postgresql", "queries", "dashboard: this year", "p95_ms"), _LESS, 200.0),
     Goal("cases", "PostgreSQL dashboard, township, p95 < 200 ms",
          ("postgresql", "queries", "dashboard: one township", "p95_ms"), _LESS, 200.0),
-    Goal("cases", "PostgreSQL 催办 first screen p95 < 100 ms", ("postgresql", "queries", "催办", "p95_ms"),
+    Goal("cases", "PostgreSQL 催办 list p95 < 100 ms", ("postgresql", "queries", "催办", "p95_ms"),
          _LESS, 100.0),
     Goal("ami", "AMI link ≥ 20,000 events/s", ("link_and_tracker_events_per_s",), _AT_LEAST, 20_000.0),
     Goal("hangup_to_case", "case visible p95 < 300 ms", ("case_visible_ms", "p95"), _LESS, 300.0),
@@ -254,7 +255,7 @@ def tables(run_results: dict[str, Any], source: str) -> str:
         f"Run of {run_results['started']} (commit `{run_results['commit'][:12]}`), from `{source}`"
         f"{' — `--quick`' if run_results['quick'] else ''}: {run_results['seconds']:,.0f} s in all; "
         f"load average {run_results['load_average_before']} before, {run_results['load_average_after']} after; "
-        + ("**valid**." if run_results["valid"] else "**not valid**: " + "; ".join(run_results["not_valid_because"]))
+        + ("**valid**." if run_results["valid"] else f"**not valid**: {'; '.join(run_results['not_valid_because'])}.")
         + f" Percentiles: {run_results['percentile_method']}; p99 only from {run_results['p99_min_samples']} samples.",
         "",
         "| goal | figure | |",
@@ -294,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.source is not None:
         results = json.loads(args.source.read_text(encoding="utf-8"))
+        results["goals"] = judge(results["benchmarks"])  # the goals as they stand now, on the kept figures
         path = args.source
     else:
         results = run(args.only or [], args.quick)

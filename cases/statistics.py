@@ -390,10 +390,13 @@ class Statistics:
             for column in (r.received, r.accepted, r.resolved, r.partly, r.satisfied, r.basically, r.unsatisfied,
                            r.late, r.days_sum, r.days_count)
         ]  # fmt: skip
+        # Months are read from the channel rows only (villages and categories are shown for the whole period):
+        # a few hundred rows for a year instead of thousands to add up here.
+        channel_month = case((r.dimension == "channel", rolled_month), else_=null())
         statement = (
-            select(r.dimension, r.township_id, r.key, rolled_month, *sums)
+            select(r.dimension, r.township_id, r.key, channel_month, *sums)
             .where(or_(*spans))
-            .group_by(r.dimension, r.township_id, r.key, rolled_month)
+            .group_by(r.dimension, r.township_id, r.key, channel_month)
         )
         scope = principal.township_filter()
         if scope is not None:
@@ -437,9 +440,16 @@ class Statistics:
                 Case.id.in_(
                     union_all(
                         select(Case.id).where(Case.status == "new", Case.created_at < cutoff),
+                        # An open case is accepted and not (or no longer: a reopen clears it) resolved: the
+                        # predicate of the ledger's partial index of open deadlines, a few per cent of its rows.
                         select(CaseLedger.case_id)
                         .join(Case, Case.id == CaseLedger.case_id)
-                        .where(Case.status.in_(OPEN), CaseLedger.resolution_due <= now),
+                        .where(
+                            CaseLedger.accepted_at.is_not(None),
+                            CaseLedger.resolved_at.is_(None),
+                            CaseLedger.resolution_due <= now,
+                            Case.status.in_(OPEN),
+                        ),
                     )
                 ),
                 or_(CaseLedger.late.is_(None), CaseLedger.late.is_(False)),
