@@ -1,7 +1,7 @@
 """Daily roll-ups of the case statistics (cases/rollups.py), back-filled from the cases in Asia/Shanghai days.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-05 10:30:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from cases.rollups import rebuild_statement
 
 revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0011"
+down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
