@@ -52,6 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.figures import isolate_from_environment, write_results
 from common.clock import SystemClock
 from hotline.ami import AmiConfig, AmiLink, Message
 from hotline.calls import CallTracker
@@ -575,19 +576,26 @@ def _save_fixture(out: Path, stream: bytes) -> None:
     out.write_bytes(gzip.compress(stream, 9))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", nargs="?", choices=["throughput", "record", "probe"], default="throughput")
     parser.add_argument("--calls", type=int, default=3000, help="calls' worth of events to replay")
     parser.add_argument("--rounds", type=int, default=4, help="record: rounds of six concurrent calls")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="throughput over 300 calls' worth of events")
+    parser.add_argument("--json", type=Path, help="throughput: also write the figures to this file")
+    args = parser.parse_args(argv)
+    isolate_from_environment()
+    if args.quick:
+        args.calls = 300
     if args.action == "record":
         print(json.dumps(asyncio.run(record(FIXTURE, args.rounds)), indent=2))
         return
     if args.action == "probe":
         print(json.dumps(asyncio.run(probe()), indent=2, ensure_ascii=False))
         return
-    print(json.dumps(measure(args.calls), indent=2))
+    results = measure(args.calls)
+    print(json.dumps(results, indent=2))
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
-import statistics
 import tempfile
 import time
 import tracemalloc
@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
+
+from bench.figures import isolate_from_environment, offline_speech, summary, write_results
 
 PACKET = 172  # 12-byte RTP header + 160 bytes of PCMU: one 20 ms packet
 
@@ -60,6 +62,15 @@ def _realtime_priority() -> str:
 async def bench_scheduler(count: int, *, naive_baseline: bool = True) -> dict[str, Any]:
     from zoneinfo import ZoneInfo
 
+    zone = ZoneInfo("Asia/Shanghai")
+    directory = Path(tempfile.mkdtemp(prefix="cx-bench-"))
+    try:
+        return await _bench_scheduler(directory, zone, count, naive_baseline=naive_baseline)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _bench_scheduler(directory: Path, zone: Any, count: int, *, naive_baseline: bool) -> dict[str, Any]:
     from sqlalchemy import insert
 
     from common.clock import SystemClock
@@ -69,8 +80,6 @@ async def bench_scheduler(count: int, *, naive_baseline: bool = True) -> dict[st
     from storage.migrate import upgrade
     from storage.models import County, Notice, Schedule, ScheduleTarget, Township, User, Village, Zone
 
-    zone = ZoneInfo("Asia/Shanghai")
-    directory = Path(tempfile.mkdtemp(prefix="cx-bench-"))
     url = f"sqlite+aiosqlite:///{directory / 'bench.db'}"
     await upgrade(url)
     engine = create_engine(url)
@@ -178,16 +187,23 @@ async def bench_scheduler(count: int, *, naive_baseline: bool = True) -> dict[st
 
 
 async def bench_jitter(runs: int) -> dict[str, Any]:
+    directory = Path(tempfile.mkdtemp(prefix="cx-bench-jitter-"))
+    try:
+        return await _bench_jitter(directory, runs)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _bench_jitter(directory: Path, runs: int) -> dict[str, Any]:
     from accounts.service import principal_of
     from broadcast.notices import NoticeInput
     from schedules.service import ScheduleInput
     from server import build_runtime
-    from settings import AudioSettings, DatabaseSettings, SchedulerSettings, SecuritySettings, Settings, TtsSettings
+    from settings import AudioSettings, DatabaseSettings, SchedulerSettings, SecuritySettings, Settings
     from storage.audit import Actor
     from storage.migrate import upgrade
     from storage.models import User
 
-    directory = Path(tempfile.mkdtemp(prefix="cx-bench-jitter-"))
     url = f"sqlite+aiosqlite:///{directory / 'cunxiang.db'}"
     await upgrade(url)
     settings = Settings(
@@ -195,7 +211,7 @@ async def bench_jitter(runs: int) -> dict[str, Any]:
         asterisk="none",
         database=DatabaseSettings(url=url),
         security=SecuritySettings(password_time_cost=1, password_memory_kib=1024, password_parallelism=1),
-        tts=TtsSettings(engines=("espeak",)),
+        tts=offline_speech(),
         audio=AudioSettings(default_repeats=1),
         scheduler=SchedulerSettings(resync_s=3600),
     )
@@ -276,13 +292,10 @@ async def bench_jitter(runs: int) -> dict[str, Any]:
     await runtime.broadcasting.dispatcher.stop()
     await runtime.engine.dispose()
     arrivals = sorted(first_packet.values())
-    delays = sorted((arrival - fired) * 1000 for arrival, fired in zip(arrivals, sorted(fire_times), strict=False))
-    return {
-        "runs": len(delays),
-        "median_ms": round(statistics.median(delays), 1),
-        "p99_ms": round(delays[int(0.99 * (len(delays) - 1))], 1),
-        "max_ms": round(delays[-1], 1),
-    }
+    delays = [(arrival - fired) * 1000 for arrival, fired in zip(arrivals, sorted(fire_times), strict=False)]
+    if not delays:
+        raise RuntimeError(f"no first packet arrived of {runs} scheduled starts")
+    return {"scheduled": runs, "fire_to_first_packet_ms": summary(delays)}
 
 
 # -- (c) RTP fan-out ----------------------------------------------------------------------------
@@ -325,9 +338,12 @@ async def fanout_p99(streams: int, seconds: float) -> tuple[float, int]:
     await sender.stop()
     for sink in sinks:
         sink.close()
-    lateness = sorted(value for result in results for value in result.lateness_s)
+    lateness = [value * 1000 for result in results for value in result.lateness_s]
     dropped = sum(result.dropped for result in results)
-    return lateness[int(0.99 * (len(lateness) - 1))] * 1000, dropped
+    figures = summary(lateness, digits=2)
+    if "p99" not in figures:
+        raise RuntimeError(f"{len(lateness)} packets measured: too few for a p99 (use longer --fanout-seconds)")
+    return float(figures["p99"]), dropped
 
 
 async def bench_fanout(seconds: float) -> dict[str, Any]:
@@ -356,14 +372,8 @@ async def bench_fanout(seconds: float) -> dict[str, Any]:
 
 
 def _lateness_summary(values: list[float]) -> dict[str, Any]:
-    """count, median, p95, p99 (only with at least 100 samples) and max, in milliseconds."""
-    ordered = sorted(value * 1000 for value in values)
-    summary: dict[str, Any] = {"count": len(ordered), "max_ms": round(ordered[-1], 2) if ordered else None}
-    if len(ordered) >= 100:
-        summary["median_ms"] = round(statistics.median(ordered), 2)
-        summary["p95_ms"] = round(ordered[int(0.95 * (len(ordered) - 1))], 2)
-        summary["p99_ms"] = round(ordered[int(0.99 * (len(ordered) - 1))], 2)
-    return summary
+    """Packet lateness (given in seconds) as a summary in milliseconds."""
+    return summary((value * 1000 for value in values), digits=2)
 
 
 async def _streams_lateness(sender: Any, destinations: list[tuple[str, int]], seconds: float) -> list[float]:
@@ -374,17 +384,22 @@ async def _streams_lateness(sender: Any, destinations: list[tuple[str, int]], se
 
 async def bench_production(characters: int, repeats: int, streams: int) -> dict[str, Any]:
     """(d): the same RTP streams with and without a long item being produced alongside."""
-    import resource
+    directory = Path(tempfile.mkdtemp(prefix="cx-bench-production-"))
+    try:
+        return await _bench_production(directory, characters, repeats, streams)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
+
+async def _bench_production(directory: Path, characters: int, repeats: int, streams: int) -> dict[str, Any]:
     from broadcast.production import BroadcastProducer, ProductionSettings
     from broadcast.rtp import RtpSender
     from common.clock import SystemClock
-    from settings import Settings, TtsSettings
+    from settings import Settings
     from tts.audio import Profile
     from tts.part import SpeechConfig, build_speech
 
-    directory = Path(tempfile.mkdtemp(prefix="cx-bench-production-"))
-    settings = Settings(data_dir=directory, tts=TtsSettings(engines=("espeak",)))
+    settings = Settings(data_dir=directory, tts=offline_speech())
     speech = build_speech(SpeechConfig.from_settings(settings), clock=SystemClock())
     producer = BroadcastProducer(
         speech.chain, speech.renderer, ProductionSettings(max_chars=100_000, max_item_s=24 * 3600.0)
@@ -420,24 +435,20 @@ async def bench_production(characters: int, repeats: int, streams: int) -> dict[
             sink.close()
     base, load = _lateness_summary(baseline), _lateness_summary(during)
     ratios = {
-        key.replace("_ms", "_ratio"): round(load[key] / base[key], 2)
-        for key in ("p99_ms", "max_ms")
-        if base.get(key) and load.get(key)
+        f"{key}_ratio": round(load[key] / base[key], 2) for key in ("p99", "max") if base.get(key) and load.get(key)
     }
     return {
         "item_s": round(produced.duration_s),
         "production_s": round(production_s, 1),
         "streams": streams,
-        "lateness_without_production": base,
-        "lateness_while_producing": load,
+        "lateness_without_production_ms": base,
+        "lateness_while_producing_ms": load,
         **ratios,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "peak_rss_children_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
         "first_item_s": round(first.duration_s),
     }
 
 
-async def main() -> None:
+async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schedules", type=int, default=50_000)
     parser.add_argument("--jitter-runs", type=int, default=30)
@@ -450,18 +461,32 @@ async def main() -> None:
     parser.add_argument(
         "--realtime", action="store_true", help="run the fan-out at real-time priority (SCHED_RR, else nice -10)"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: 5,000 schedules, 10 starts, 1 s fan-out, a short item"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    isolate_from_environment()
+    if args.quick:
+        args.schedules, args.jitter_runs, args.fanout_seconds = 5_000, 10, 1.0
+        args.production_chars, args.production_repeats, args.production_streams = 100, 2, 10
     _pin_to_one_core()
+    results: dict[str, Any] = {}
     if args.only in (None, "scheduler"):
-        print("scheduler:", await bench_scheduler(args.schedules, naive_baseline=not args.skip_naive), flush=True)
+        results["scheduler"] = await bench_scheduler(args.schedules, naive_baseline=not args.skip_naive)
+        print("scheduler:", results["scheduler"], flush=True)
     if args.only in (None, "jitter"):
-        print("start jitter:", await bench_jitter(args.jitter_runs), flush=True)
+        results["start_jitter"] = await bench_jitter(args.jitter_runs)
+        print("start jitter:", results["start_jitter"], flush=True)
     if args.only in (None, "fanout"):
         priority = _realtime_priority() if args.realtime else "normal"
-        print(f"rtp fan-out ({priority} priority):", await bench_fanout(args.fanout_seconds), flush=True)
+        results["fanout"] = {"priority": priority, **await bench_fanout(args.fanout_seconds)}
+        print(f"rtp fan-out ({priority} priority):", results["fanout"], flush=True)
     if args.only in (None, "production"):
         production = await bench_production(args.production_chars, args.production_repeats, args.production_streams)
+        results["production"] = production
         print("rtp lateness while producing a long item:", production, flush=True)
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

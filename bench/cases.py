@@ -31,7 +31,6 @@ import random
 import secrets
 import shutil
 import sqlite3
-import statistics
 import struct
 import tempfile
 import time
@@ -45,6 +44,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bench.figures import isolate_from_environment, offline_speech, summary, write_results
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=SHANGHAI).astimezone(UTC)
@@ -294,9 +295,9 @@ def capture(engine: AsyncEngine) -> Captured:
 
 
 def quantiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
-    return statistics.median(ordered), p95
+    """Median and p95 (nearest rank, bench/figures.py) of timings in seconds."""
+    figures = summary(samples, digits=9)
+    return float(figures["median"]), float(figures["p95"])
 
 
 class RawDriver:
@@ -409,6 +410,7 @@ async def measure_queries(url: str, runs: int) -> list[dict[str, Any]]:
                 "query": label, "statements": len(statements), "median_ms": median * 1000, "p95_ms": p95 * 1000,
                 "raw_median_ms": raw_median * 1000, "raw_p95_ms": raw_p95 * 1000,
                 "explain_ms": explained * 1000 if explained is not None else None,
+                "ours_ms": summary(value * 1000 for value in ours),
             })  # fmt: skip
             print(_row(results[-1]), flush=True)
     finally:
@@ -440,6 +442,14 @@ def tone_wav(path: Path, seconds: float) -> None:
 
 
 async def measure_replay(requests: int, concurrency: int) -> list[dict[str, Any]]:
+    directory = Path(tempfile.mkdtemp(prefix="cx-bench-replay-"))
+    try:
+        return await _measure_replay(directory, requests, concurrency)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _measure_replay(directory: Path, requests: int, concurrency: int) -> list[dict[str, Any]]:
     import hashlib
 
     from aiohttp import ClientSession, CookieJar, web
@@ -451,11 +461,12 @@ async def measure_replay(requests: int, concurrency: int) -> list[dict[str, Any]
     from storage.migrate import upgrade
     from storage.models import Case, Recording
 
-    directory = Path(tempfile.mkdtemp(prefix="cx-bench-replay-"))
     url = f"sqlite+aiosqlite:///{directory / 'cunxiang.db'}"
     await upgrade(url)
+    # The offline engine only: the replay renders nothing, but a runtime built with the defaults would
+    # try the online engine first whenever something did.
     settings = Settings(
-        data_dir=directory, asterisk="none", database=DatabaseSettings(url=url),
+        data_dir=directory, asterisk="none", database=DatabaseSettings(url=url), tts=offline_speech(),
         security=SecuritySettings(password_time_cost=1, password_memory_kib=1024, password_parallelism=1),
     )  # fmt: skip
     runtime = build_runtime(settings, clock=SystemClock())
@@ -553,7 +564,33 @@ async def _fetch_all(
 # -- the whole run ----------------------------------------------------------------------------------------
 
 
-async def bench_database(kind: str, count: int, runs: int, pg_url: str | None) -> None:
+async def fill_rollups(url: str, *, without: bool = False) -> float:
+    """The cases were written around the service (executemany, COPY): back-fill the dashboard's roll-ups.
+
+    ``without``: none, and no zone recorded either, so that the dashboard counts the cases (the baseline).
+    """
+    from sqlalchemy import delete
+
+    from cases.rollups import rebuild
+    from storage.db import create_engine, make_session_factory
+    from storage.models import CaseRollupState
+
+    engine = create_engine(url)
+    started = time.perf_counter()
+    try:
+        if without:
+            async with make_session_factory(engine).begin() as session:
+                await session.execute(delete(CaseRollupState))
+        else:
+            await rebuild(make_session_factory(engine), SHANGHAI)
+    finally:
+        await engine.dispose()
+    return time.perf_counter() - started
+
+
+async def bench_database(
+    kind: str, count: int, runs: int, pg_url: str | None, *, without_rollups: bool = False
+) -> dict[str, Any]:
     header = f"  {'query':<46} {'median':>9} {'p95':>9} {'raw med':>9} {'raw p95':>9} {'EXPLAIN':>9}   (ms)"
     cluster = None
     directory = Path(tempfile.mkdtemp(prefix=f"cx-bench-cases-{kind}-"))
@@ -574,18 +611,23 @@ async def bench_database(kind: str, count: int, runs: int, pg_url: str | None) -
             generated = await asyncio.to_thread(generate_sqlite, directory / "cunxiang.db", count, pairs, units)
         else:
             generated = await generate_postgres(url, count, pairs, units)
+        rollups_s = await fill_rollups(url, without=without_rollups)
         rate = generated.cases / generated.seconds
         print(f"\n{kind}: generated {generated.cases:,} cases ({generated.ledger_rows:,} ledger rows) in "
               f"{generated.seconds:.1f} s ({rate:,.0f} cases/s)", flush=True)  # fmt: skip
+        print(f"{kind}: daily roll-ups back-filled in {rollups_s:.1f} s (as migration 0013 does)", flush=True)
         print(header)
-        await measure_queries(url, runs)
+        queries = await measure_queries(url, runs)
+        return {"cases": generated.cases, "ledger_rows": generated.ledger_rows,
+                "generation_s": round(generated.seconds, 1), "rollups_backfill_s": round(rollups_s, 1),
+                "queries": queries}  # fmt: skip
     finally:
         if cluster is not None:
             await asyncio.to_thread(cluster.stop)
         await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
 
 
-async def main() -> None:
+async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
@@ -594,13 +636,25 @@ async def main() -> None:
     parser.add_argument("--replay-requests", type=int, default=60)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--skip-replay", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--without-rollups", action="store_true", help="the dashboard counts the cases (as before migration 0013)"
+    )
+    parser.add_argument("--quick", action="store_true", help="20,000 cases, 5 runs per query, 12 replay requests")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    isolate_from_environment()
+    if args.quick:
+        args.cases, args.runs, args.replay_requests = 20_000, 5, 12
     print(f"cases benchmark: {args.cases:,} cases, {args.runs} runs per query, {os.cpu_count()} CPUs")
+    results: dict[str, Any] = {"runs_per_query": args.runs}
     for kind in ["sqlite", "postgresql"] if args.db == "both" else [args.db]:
-        await bench_database(kind, args.cases, args.runs, args.pg_url)
+        results[kind] = await bench_database(
+            kind, args.cases, args.runs, args.pg_url, without_rollups=args.without_rollups
+        )
     if not args.skip_replay:
         print(f"\nrecording replay ({args.concurrency} concurrent clients; our route vs a bare static handler):")
-        await measure_replay(args.replay_requests, args.concurrency)
+        results["replay"] = await measure_replay(args.replay_requests, args.concurrency)
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

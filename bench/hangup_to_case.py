@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
-import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -33,33 +30,13 @@ from typing import Any
 import aiohttp
 
 from bench._sandbox import Service, hotline_service
+from bench.figures import isolate_from_environment, peak_memory, summary, write_results
 from common.clock import SystemClock
 from hotline.ami import AmiConfig, AmiLink, Message
 from hotline.dialtest import SimulatedVillager, VillagerScript
 from storage.audit import Actor
 
 POLL_S = 0.025
-# A p99 of fewer values is one of the last few samples, not a percentile.
-P99_MIN_SAMPLES = 100
-
-
-def nearest_rank(ordered: list[float], share: float) -> float:
-    """The nearest-rank percentile: the smallest value with at least ``share`` of the samples at or below it."""
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
-def summary(values: list[float]) -> dict[str, float | int]:
-    """count, median, p95, p99 (only with ≥ 100 samples), max — in milliseconds, one decimal."""
-    ordered = sorted(values)
-    figures: dict[str, float | int] = {"count": len(ordered)}
-    if not ordered:
-        return figures
-    figures["median"] = round(statistics.median(ordered), 1)
-    figures["p95"] = round(nearest_rank(ordered, 0.95), 1)
-    if len(ordered) >= P99_MIN_SAMPLES:
-        figures["p99"] = round(nearest_rank(ordered, 0.99), 1)
-    figures["max"] = round(ordered[-1], 1)
-    return figures
 
 
 class Hangups:
@@ -173,17 +150,24 @@ async def run(rounds: int, calls: int) -> dict[str, Any]:
             [second - first for first, second in zip(case_ms, recording_ms, strict=True)]
         ),
         "recording_vs_case_median": round(recording["median"] / case["median"], 2) if samples else None,
-        # ru_maxrss is in KiB on Linux: the service, the villagers' link and this loop share the process.
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # The service, the villagers' link and this loop share the process.
+        **peak_memory(),
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=20, help="concurrent calls per round")
-    args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.rounds, args.calls)), indent=2))
+    parser.add_argument("--quick", action="store_true", help="one round of 5 calls")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    isolate_from_environment()
+    if args.quick:
+        args.rounds, args.calls = 1, 5
+    results = asyncio.run(run(args.rounds, args.calls))
+    print(json.dumps(results, indent=2))
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from cases.ledger import Ledger
 from cases.live import ChangeFeed
 from cases.placing import CallLine
 from cases.replay import RecordingFiles, Replay
+from cases.rollups import RollupKeeper
 from cases.sealed import CaseAccess
 from cases.statistics import Statistics
 from cases.survey import SentenceRenderer, SurveyConfig, SurveyRunner
@@ -127,6 +128,9 @@ def build_cases(
 ) -> Cases:
     access = CaseAccess(sessions, clock)
     holidays = HolidayTable(sessions, clock, config.clocks)
+    # The dashboard's daily roll-ups follow every write to a case made through these sessions (the
+    # hotline's new cases too: it shares them), in the writing transaction.
+    RollupKeeper(config.clocks.zone).install(sessions)
     workflow = Workflow(
         sessions,
         clock,

@@ -39,11 +39,13 @@ from sqlalchemy import (
     Label,
     Select,
     String,
+    and_,
     case,
     cast,
     func,
     literal_column,
     null,
+    or_,
     select,
     union_all,
 )
@@ -51,11 +53,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.principal import Principal
 from cases.clocks import Deadlines, HolidayTable
-from cases.ledger import overdue_clause
+from cases.ledger import OPEN, overdue_clause
+from cases.rollups import rollup_zone
 from cases.sealed import READ_ROLES
 from common.clock import Clock
 from common.errors import InvalidInput
-from storage.models import CASE_CATEGORIES, CASE_CHANNEL_LABELS, Case, CaseLedger, Township, Village
+from storage.models import CASE_CATEGORIES, CASE_CHANNEL_LABELS, Case, CaseLedger, CaseRollup, Township, Village
 
 DIMENSIONS = {"township": "乡镇", "village": "村（社区）", "category": "类别", "channel": "来源渠道", "month": "月份"}
 MAX_PERIOD_DAYS = 3 * 366
@@ -196,8 +199,10 @@ class Statistics:
         inspector = principal.has_role("inspector")
         async with self._sessions() as session:
             deadlines = await self.holidays.deadlines(session)
-            current = await self._grouped(session, principal, deadlines, now, date_from, date_to)
-            previous = await self._grouped(session, principal, deadlines, now, last_from, last_to)
+            # The daily roll-ups when they count days in this service's zone (cases/rollups.py), else the cases.
+            rolled = await rollup_zone(session) == deadlines.policy.zone.key
+            current = await self._grouped(session, principal, deadlines, now, date_from, date_to, rolled=rolled)
+            previous = await self._grouped(session, principal, deadlines, now, last_from, last_to, rolled=rolled)
             townships = dict((await session.execute(select(Township.id, Township.name))).all())
             villages = {
                 village_id: (township_id, name)
@@ -257,10 +262,18 @@ class Statistics:
         now: datetime,
         date_from: date,
         date_to: date,
+        *,
+        rolled: bool = False,
     ) -> dict[str, dict[_Key, Figures]]:
-        """One statement: the period's cases read once (a materialised CTE), grouped five ways (UNION ALL)."""
+        """One statement: the period's cases read once (a materialised CTE), grouped five ways (UNION ALL).
+
+        ``rolled``: the period's daily roll-ups instead of its cases, plus the cases over a deadline now
+        and not yet marked late (the only figure that changes with the clock), counted live.
+        """
         dialect = session.get_bind().dialect.name
         month = self._month(dialect, deadlines, date_from)
+        if rolled:
+            return await self._from_rollups(session, principal, deadlines, now, date_from, date_to, month)
         if dialect == "sqlite":
             days: ColumnElement[Any] = func.julianday(CaseLedger.resolved_at) - func.julianday(Case.created_at)
         else:
@@ -351,6 +364,112 @@ class Statistics:
             )
         return result
 
+    async def _from_rollups(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        deadlines: Deadlines,
+        now: datetime,
+        date_from: date,
+        date_to: date,
+        month: ColumnElement[Any],
+    ) -> dict[str, dict[_Key, Figures]]:
+        """The period from the roll-ups (whole months from the month rows, the rest from the day rows),
+        plus the cases over a deadline now and not yet marked late (the one figure that moves with the clock)."""
+        r = CaseRollup
+        if session.get_bind().dialect.name == "sqlite":
+            rolled_month: ColumnElement[Any] = func.strftime(literal_column("'%Y-%m'"), r.day)
+        else:
+            rolled_month = func.to_char(r.day, literal_column("'YYYY-MM'"))
+        whole, partial = _spans(date_from, date_to)
+        spans = [and_(r.grain == "day", r.day >= first, r.day <= last) for first, last in partial]
+        if whole:
+            spans.append(and_(r.grain == "month", r.day.in_(whole)))
+        sums = [
+            func.sum(column)
+            for column in (r.received, r.accepted, r.resolved, r.partly, r.satisfied, r.basically, r.unsatisfied,
+                           r.late, r.days_sum, r.days_count)
+        ]  # fmt: skip
+        # Months are read from the channel rows only (villages and categories are shown for the whole period):
+        # a few hundred rows for a year instead of thousands to add up here.
+        channel_month = case((r.dimension == "channel", rolled_month), else_=null())
+        statement = (
+            select(r.dimension, r.township_id, r.key, channel_month, *sums)
+            .where(or_(*spans))
+            .group_by(r.dimension, r.township_id, r.key, channel_month)
+        )
+        scope = principal.township_filter()
+        if scope is not None:
+            statement = statement.where(r.township_id.in_(scope))
+        if not principal.has_role("inspector"):
+            statement = statement.where(r.sealed.is_(False))
+        result: dict[str, dict[_Key, Figures]] = {name: {} for name in ("township", "village", "category", "channel",
+                                                                          "month")}  # fmt: skip
+
+        def add(dimension: str, key: _Key, figures: Figures) -> None:
+            result[dimension].setdefault(key, Figures()).add(figures)
+
+        for dimension, township, key, in_month, *values in await session.execute(statement):
+            figures = Figures(
+                received=int(values[0] or 0), accepted=int(values[1] or 0), resolved=int(values[2] or 0),
+                partly=int(values[3] or 0), satisfied=int(values[4] or 0), basically=int(values[5] or 0),
+                unsatisfied=int(values[6] or 0), overdue=int(values[7] or 0), days_sum=float(values[8] or 0.0),
+                days_count=int(values[9] or 0),
+            )  # fmt: skip
+            township_key = str(township) if township else None
+            if dimension == "village":
+                add("village", (township_key, key if key != "0" else None), figures)
+            elif dimension == "category":
+                add("category", (key, None), figures)
+            else:  # every case has exactly one channel: these rows give the townships and the months too
+                add("channel", (key, None), figures)
+                add("township", (township_key, None), figures)
+                add("month", (str(in_month), None), figures)
+
+        cutoff = deadlines.created_cutoff(now, deadlines.policy.acceptance_days)
+        overdue_now = (
+            select(Case.township_id, Case.village_id, Case.category, Case.channel, month, func.count())
+            .select_from(Case)
+            .outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
+            .where(
+                Case.created_at >= deadlines.start_of(date_from),
+                Case.created_at < deadlines.start_of(date_to + timedelta(days=1)),
+                Case.test_call.is_(False),
+                # overdue_clause's "over a deadline now", as a union of two index-driven parts: as an OR
+                # across the outer join SQLite reads every case of the period.
+                Case.id.in_(
+                    union_all(
+                        select(Case.id).where(Case.status == "new", Case.created_at < cutoff),
+                        # An open case is accepted and not (or no longer: a reopen clears it) resolved: the
+                        # predicate of the ledger's partial index of open deadlines, a few per cent of its rows.
+                        select(CaseLedger.case_id)
+                        .join(Case, Case.id == CaseLedger.case_id)
+                        .where(
+                            CaseLedger.accepted_at.is_not(None),
+                            CaseLedger.resolved_at.is_(None),
+                            CaseLedger.resolution_due <= now,
+                            Case.status.in_(OPEN),
+                        ),
+                    )
+                ),
+                or_(CaseLedger.late.is_(None), CaseLedger.late.is_(False)),
+            )
+            .group_by(Case.township_id, Case.village_id, Case.category, Case.channel, month)
+        )
+        if scope is not None:
+            overdue_now = overdue_now.where(Case.township_id.in_(scope))
+        if not principal.has_role("inspector"):
+            overdue_now = overdue_now.where(Case.sealed.is_(False))
+        for township, village, category, channel, in_month, count in await session.execute(overdue_now):
+            figures = Figures(overdue=int(count))
+            township_key = str(township) if township is not None else None
+            add("township", (township_key, None), figures)
+            add("village", (township_key, str(village) if village is not None else None), figures)
+            add("category", (category, None), figures)
+            add("channel", (channel, None), figures)
+            add("month", (str(in_month), None), figures)
+        return result
+
     @staticmethod
     def _month(dialect: str, deadlines: Deadlines, around: date) -> ColumnElement[Any]:
         zone = deadlines.policy.zone
@@ -395,6 +514,22 @@ def _roll_up(
             group = groups.setdefault(group_key, Group(group_key, label, Figures(), Figures()))
             getattr(group, attribute).add(figures)
     return sorted(groups.values(), key=lambda group: (-group.current.received, group.label))
+
+
+def _spans(first: date, last: date) -> tuple[list[date], list[tuple[date, date]]]:
+    """The period as whole months (their first days) and the day ranges left at its ends."""
+    whole: list[date] = []
+    partial: list[tuple[date, date]] = []
+    start = first
+    while start <= last:
+        following = date(start.year + 1, 1, 1) if start.month == 12 else date(start.year, start.month + 1, 1)
+        end = min(last, following - timedelta(days=1))
+        if start.day == 1 and end == following - timedelta(days=1):
+            whole.append(start)
+        else:
+            partial.append((start, end))
+        start = following
+    return whole, partial
 
 
 def months_between(first: date, last: date) -> list[str]:

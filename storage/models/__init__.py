@@ -85,6 +85,8 @@ from storage.models.cases import (
     CaseEvent,
     CaseHoliday,
     CaseLedger,
+    CaseRollup,
+    CaseRollupState,
     CaseView,
     SurveyAttempt,
 )
@@ -216,6 +218,8 @@ __all__ = [
     "CaseEvent",
     "CaseHoliday",
     "CaseLedger",
+    "CaseRollup",
+    "CaseRollupState",
     "CaseView",
     "County",
     "DutyOfficer",

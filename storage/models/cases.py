@@ -25,6 +25,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -307,3 +308,46 @@ __all__ = [
     "CaseView",
     "SurveyAttempt",
 ]
+
+
+class CaseRollup(Base):
+    """Roll-ups of the statistics' figures (cases/rollups.py), by day and by month, one dimension at a time.
+
+    One row per grain ("day", or "month" with ``day`` its first day) × local registration day ×
+    township × sealed × dimension ("village", "category" or "channel") × that dimension's key: the
+    dashboard's groupings, each summed on its own (a row per case combination would be as many rows
+    as cases). Township totals and months are the channel rows summed (every case has one channel).
+    Kept current by the case workflow in the same transaction as every change to a case or its ledger
+    row (a flush hook), back-filled by migration 0013. Test calls are never in it. ``township_id`` 0
+    and village key "0" stand for "none" (a key column cannot be NULL and still meet its row on
+    conflict). "Overdue now" is not here: it changes with the clock, not with a write; ``late`` (a
+    deadline missed once) is.
+    """
+
+    __tablename__ = "case_rollups"
+
+    grain: Mapped[str] = mapped_column(String(8), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    township_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sealed: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    resolved: Mapped[int] = mapped_column(Integer, default=0)
+    partly: Mapped[int] = mapped_column(Integer, default=0)
+    satisfied: Mapped[int] = mapped_column(Integer, default=0)
+    basically: Mapped[int] = mapped_column(Integer, default=0)
+    unsatisfied: Mapped[int] = mapped_column(Integer, default=0)
+    late: Mapped[int] = mapped_column(Integer, default=0)
+    days_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    days_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CaseRollupState(Base):
+    """Which time zone the roll-ups' days are in (one row); none, or another zone: the dashboard counts cases."""
+
+    __tablename__ = "case_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    zone: Mapped[str] = mapped_column(String(64))

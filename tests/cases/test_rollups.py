@@ -1,0 +1,164 @@
+"""The dashboard's daily roll-ups equal a recount of the cases after any sequence of workflow actions."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from cases.rollups import MEASURES, contributions, rebuild, rebuild_statement
+from common.clock import ManualClock
+from common.errors import UserError
+from server import Runtime
+from storage.models import Case, CaseRollup, CaseRollupState
+from tests.cases.conftest import CaseMaker, County, People, advance_days
+from tests.conftest import BOTH_DATABASES as BOTH
+
+
+async def table(runtime: Runtime) -> dict[tuple[Any, ...], list[float]]:
+    """The roll-up rows, without the all-zero ones (a key every case has left)."""
+    async with runtime.sessions() as session:
+        rows = (await session.scalars(select(CaseRollup))).all()
+    result = {}
+    for row in rows:
+        figures = [float(getattr(row, name)) for name in MEASURES]
+        if any(abs(value) > 1e-9 for value in figures):
+            key = (row.grain, row.day, row.township_id, row.sealed, row.dimension, row.key)
+            result[key] = figures
+    return result
+
+
+async def recount(runtime: Runtime) -> dict[tuple[Any, ...], list[float]]:
+    zone = runtime.cases.holidays.policy.zone
+    async with runtime.sessions() as session:
+        ids = list((await session.scalars(select(Case.id))).all())
+        connection = await session.connection()
+        counted = await connection.run_sync(lambda sync: contributions(sync, ids, zone))
+    return {key: [float(value) for value in figures] for key, figures in counted.items()}
+
+
+def same(left: dict[tuple[Any, ...], list[float]], right: dict[tuple[Any, ...], list[float]]) -> None:
+    assert left.keys() == right.keys()
+    for key in left:
+        assert left[key] == pytest.approx(right[key], abs=1e-6), key
+
+
+async def random_action(
+    rng: random.Random,
+    runtime: Runtime,
+    county: County,
+    people: People,
+    clock: ManualClock,
+    places: list[tuple[int | None, int | None]],
+    case_id: int,
+) -> None:
+    """One step a clerk might take on a case (refused ones raise UserError and write nothing)."""
+    workflow = runtime.cases.workflow
+    operator, staff, inspector = people.operator_county.principal, people.staff_a.principal, people.inspector.principal
+    township, village = rng.choice(places[:2])
+    who = inspector if rng.random() < 0.3 else operator
+    category = rng.choice(["infrastructure", "land", "wages", "discipline"])
+    outcome = rng.choice(["resolved", "partly_resolved"])
+    satisfaction = rng.choice(["satisfied", "basically_satisfied", "unsatisfied"])
+    resolver = rng.choice([staff, inspector])
+    actions: dict[str, Callable[[], Awaitable[Any]]] = {
+        "triage": lambda: workflow.triage(who, case_id, township_id=township, village_id=village, category=category),
+        "accept": lambda: workflow.accept(who, case_id),
+        "reject": lambda: workflow.reject(who, case_id, reason="不属于受理范围"),
+        "assign": lambda: workflow.assign(who, case_id, unit_id=county.unit_a, leader_name="张书记"),
+        "resolve": lambda: workflow.resolve(resolver, case_id, outcome=outcome, result="已处理", told_via="phone"),
+        "follow_up": lambda: workflow.follow_up(who, case_id, satisfaction=satisfaction, method="phone", note="回访"),
+        "close": lambda: workflow.close(who, case_id),
+    }
+    name = rng.choice([*actions, "wait"])
+    if name == "wait":
+        advance_days(clock, rng.choice([1, 5, 20, 70]))  # long waits make cases late
+    else:
+        await actions[name]()
+
+
+@pytest.mark.parametrize("db_kind", BOTH)
+async def test_rollups_equal_a_recount_after_a_random_sequence_of_workflow_actions(
+    runtime: Runtime, county: County, people: People, hotline_case: CaseMaker, clock: ManualClock
+) -> None:
+    rng = random.Random(20)
+    cases: list[int] = []
+    places: list[tuple[int | None, int | None]] = [
+        (county.township_a, county.village_a),
+        (county.township_b, county.village_b),
+        (None, None),
+    ]
+    for index in range(14):
+        township, village = rng.choice(places)
+        category = rng.choice(["petition", "petition", "discipline"])
+        made = await hotline_case(
+            township_id=township, village_id=village, category=category, recording=False, test_call=index % 7 == 3
+        )
+        cases.append(made.id)
+        if rng.random() < 0.3:
+            advance_days(clock, rng.choice([0.4, 1, 3]))
+
+    for _ in range(160):
+        try:
+            await random_action(rng, runtime, county, people, clock, places, rng.choice(cases))
+        except UserError:
+            pass  # not allowed in that state or for that person: nothing written, nothing counted
+    rolled = await table(runtime)
+    assert rolled, "the sequence changed nothing"
+    same(rolled, await recount(runtime))
+    # And equal to the migration's back-fill of the same cases.
+    async with runtime.sessions.begin() as session:
+        dialect = session.get_bind().dialect.name
+        await session.execute(text("DELETE FROM case_rollups"))
+        await session.execute(text(rebuild_statement(dialect, runtime.cases.holidays.policy.zone)))
+    same(await table(runtime), rolled)
+
+
+@pytest.mark.parametrize("db_kind", BOTH)
+async def test_the_dashboard_from_rollups_equals_the_dashboard_from_the_cases(
+    runtime: Runtime, county: County, people: People, hotline_case: CaseMaker, clock: ManualClock
+) -> None:
+    workflow = runtime.cases.workflow
+    operator, staff = people.operator_county.principal, people.staff_a.principal
+    for index in range(6):
+        case = await hotline_case(township_id=county.township_a, village_id=county.village_a)
+        await workflow.triage(operator, case.id, category="land")
+        if index % 2:
+            await workflow.accept(operator, case.id)
+            await workflow.assign(operator, case.id, unit_id=county.unit_a, leader_name="李")
+        if index == 5:
+            await workflow.resolve(staff, case.id, outcome="resolved", result="好了", told_via="phone")
+            await workflow.follow_up(operator, case.id, satisfaction="satisfied", method="phone")
+        advance_days(clock, 9)  # some are over a deadline now, without being marked late yet
+    await rebuild(runtime.sessions, runtime.cases.holidays.policy.zone)
+    leader, township_staff = people.leader.principal, people.staff_a.principal
+    stats = runtime.cases.stats
+    for principal in (leader, township_staff, people.inspector.principal):
+        from_rollups = (await stats.report(principal)).as_dict()
+        async with runtime.sessions.begin() as session:
+            await session.execute(text("DELETE FROM case_rollup_state"))  # the zone unknown: count the cases
+        from_cases = (await stats.report(principal)).as_dict()
+        assert from_rollups == from_cases
+        assert from_cases["total"]["received"] >= 6 or principal is township_staff
+        async with runtime.sessions.begin() as session:
+            session.add(CaseRollupState(id=1, zone=runtime.cases.holidays.policy.zone.key))
+    assert (await stats.report(leader)).total.overdue > 0
+
+
+def test_a_period_reads_whole_months_from_month_rows_and_its_ends_from_day_rows() -> None:
+    from datetime import date
+
+    from cases.statistics import _spans
+
+    assert _spans(date(2026, 1, 1), date(2026, 4, 20)) == (
+        [date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)],
+        [(date(2026, 4, 1), date(2026, 4, 20))],
+    )
+    assert _spans(date(2025, 12, 15), date(2026, 2, 28)) == (
+        [date(2026, 1, 1), date(2026, 2, 1)],
+        [(date(2025, 12, 15), date(2025, 12, 31))],
+    )
+    assert _spans(date(2026, 3, 5), date(2026, 3, 9)) == ([], [(date(2026, 3, 5), date(2026, 3, 9))])
