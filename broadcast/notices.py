@@ -170,7 +170,10 @@ class NoticeService:
 
     async def _load(self, session: AsyncSession, principal: Principal, notice_id: int) -> Notice:
         notice = await session.get(Notice, notice_id)
-        if notice is None or not principal.sees_township(notice.township_id):
+        # A phone broadcast's item (手机喊话) is not a notice anyone in its township may open, edit, play again or
+        # schedule: played again it would preempt notices without the permission, and its recording is a cadre's
+        # voice, heard on 喊话记录 (approvers, audited). Only the desk reaches it, not through here.
+        if notice is None or notice.kind == PHONECAST_KIND or not principal.sees_township(notice.township_id):
             raise NotFound("通知不存在")
         return notice
 

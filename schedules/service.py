@@ -42,6 +42,7 @@ from schedules.rules import (
 from storage import audit
 from storage.models import (
     EMERGENCY_PRIORITY,
+    PHONECAST_KIND,
     PRIORITY_OF_KIND,
     Notice,
     Schedule,
@@ -152,7 +153,8 @@ class ScheduleService:
 
     async def _notice(self, session: AsyncSession, principal: Principal, notice_id: int) -> Notice:
         notice = await session.get(Notice, notice_id)
-        if notice is None or not principal.sees_township(notice.township_id):
+        # A phone broadcast's item (手机喊话) is the desk's, played once when its cadre asked: not schedulable.
+        if notice is None or notice.kind == PHONECAST_KIND or not principal.sees_township(notice.township_id):
             raise InvalidInput("通知不存在", fields={"notice_id": "通知不存在"})
         if notice.state != "approved":
             raise Conflict("只有审核通过的通知才能安排播出", code="schedule.notice_not_approved")

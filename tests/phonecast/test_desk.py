@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict, InvalidInput, NotFound
 from hotline.phonecast import PhonecastTarget, PinVerdict, SubmitStatus
+from schedules.service import ScheduleInput
 from server import Runtime
 from storage.models import LoginThrottle, PhoneBroadcast, Township, Village, Zone
 from tests.phonecast.helpers import audit_actions, make_cadre, principal_of_cadre, record_of, tone_wav
@@ -233,3 +234,33 @@ def test_a_cadres_card_shows_the_number_the_line_answers_on_unless_the_county_pu
         phonecast=PhonecastSettings(line_number="0471-12399"),
     )
     assert PhonecastConfig.from_settings(published).line_number == "0471-12399"
+
+
+async def test_a_phone_broadcasts_item_cannot_be_opened_played_again_or_scheduled_as_a_notice(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    admin = await make_principal(runtime, "pc-admin", "admin", county_wide=True)
+    place = await build_place(runtime, admin, "东乡", [[("sink", "file:a")]])
+    cadre = await make_cadre(runtime, admin, "cadre", "13800001111", villages=[place.village_id])
+    target = (await runtime.phonecast.desk.targets(cadre)).villages[0]
+    later = (runtime.clock.now() + timedelta(hours=2)).astimezone(runtime.settings.zone).time().replace(microsecond=0)
+    result = await runtime.phonecast.desk.submit(
+        cadre, "13800001111", target, tone_wav(tmp_path / "said.wav"), call_id="later-1", at_local=later
+    )
+    assert result.status is SubmitStatus.SCHEDULED
+    notice_id = (await record_of(runtime, result.record_id or 0)).notice_id
+    assert notice_id is not None
+    # Township staff (and even an admin) reach it neither as a notice nor as something to schedule: played
+    # again through 立即播出 it would preempt notices at 手机喊话's priority without the permission.
+    staff = await make_principal(runtime, "writer", "staff", township_ids=[place.township_id])
+    notices = runtime.broadcasting.notices
+    for who in (staff, admin):
+        with pytest.raises(NotFound):
+            await notices.get(who, notice_id)
+        with pytest.raises(NotFound):
+            await notices.archive(who, notice_id)
+    with pytest.raises(InvalidInput):
+        await runtime.schedules.service.create(
+            staff,
+            ScheduleInput(notice_id=notice_id, kind="daily", times=("07:00",), targets=(("zone", place.zone_ids[0]),)),
+        )

@@ -172,15 +172,17 @@ async def test_a_second_cadre_queues_behind_the_first_and_an_emergency_preempts_
         assert zone_target is None  # a village's code is not a zone's
         village = (await desk.targets(first)).villages[0]
         township = (await desk.targets(second)).townships[0]
-        # Six seconds of speech: still playing when the second cadre and then the emergency arrive.
-        one = await desk.submit(first, "13800001111", village, tone_wav(tmp_path / "1.wav", 6.0), call_id="c1")
-        assert one.status is SubmitStatus.STARTED
-        two = await desk.submit(second, "13800002222", township, tone_wav(tmp_path / "2.wav", 1.0), call_id="c2")
-        assert (two.status, two.speakers) == (SubmitStatus.QUEUED, 1)
+        # The emergency is written (and its speech made) first, so that asking for it later is instant; ten
+        # seconds of the first cadre's voice are then still playing when the second cadre and the emergency
+        # arrive, however slow the machine (six were not, in a full run on two cores).
         chief = await make_principal(runtime, "chief", "leader", county_wide=True, can_emergency=True)
         notice = await runtime.broadcasting.notices.create_emergency(
             chief, title="森林草原防火紧急通知", body="严禁野外用火。", township_id=None
         )
+        one = await desk.submit(first, "13800001111", village, tone_wav(tmp_path / "1.wav", 10.0), call_id="c1")
+        assert one.status is SubmitStatus.STARTED
+        two = await desk.submit(second, "13800002222", township, tone_wav(tmp_path / "2.wav", 1.0), call_id="c2")
+        assert (two.status, two.speakers) == (SubmitStatus.QUEUED, 1)
         await runtime.broadcasting.dispatcher.request(
             notice_id=notice.id, zone_ids=[zone], origin="emergency", requested_by=chief.user_id
         )
