@@ -7,6 +7,7 @@ The real service (espeak-ng speech, the dispatcher elected and running, RTP to o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -48,6 +49,16 @@ async def _push(client: ApiClient, token: str, data: bytes) -> dict[str, object]
     return body
 
 
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    """An RTP receiver on loopback, closed after the test however it ends (a failed test left its socket open,
+    and the warning for it fell on whichever test ran next in that process)."""
+    receiver = Listener()
+    receiver.attach()
+    yield receiver
+    receiver.close()
+
+
 async def _first_packet(listener: Listener) -> None:
     async with asyncio.timeout(60):
         # The receiver (tests/broadcast) records packets from a socket reader and offers no event to wait on.
@@ -56,10 +67,8 @@ async def _first_packet(listener: Listener) -> None:
 
 
 async def test_a_red_warning_plays_on_the_rtp_receiver_by_itself_with_its_spoken_text(
-    runtime: Runtime, server: TestServer, new_client: ClientFactory, admin: ApiClient
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, admin: ApiClient, listener: Listener
 ) -> None:
-    listener = Listener()
-    listener.attach()
     tree = await coded_county(runtime, speakers=[("rtp", f"127.0.0.1:{listener.port}")])
     token = await _token(admin)
     receipt = await _push(await new_client(), token, cap_bytes("cn-orange-gale.xml", now=runtime.clock.now()))
@@ -82,10 +91,8 @@ async def test_a_red_warning_plays_on_the_rtp_receiver_by_itself_with_its_spoken
 
 
 async def test_a_cancel_stops_the_warning_mid_play(
-    runtime: Runtime, server: TestServer, new_client: ClientFactory, admin: ApiClient
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, admin: ApiClient, listener: Listener
 ) -> None:
-    listener = Listener()
-    listener.attach()
     tree = await coded_county(runtime, speakers=[("rtp", f"127.0.0.1:{listener.port}")])
     token = await _token(admin)
     machine = await new_client()
@@ -108,10 +115,8 @@ async def test_a_cancel_stops_the_warning_mid_play(
 
 
 async def test_a_warning_still_playing_at_its_expires_is_stopped_there(
-    runtime: Runtime, server: TestServer, new_client: ClientFactory, admin: ApiClient
+    runtime: Runtime, server: TestServer, new_client: ClientFactory, admin: ApiClient, listener: Listener
 ) -> None:
-    listener = Listener()
-    listener.attach()
     tree = await coded_county(runtime, speakers=[("rtp", f"127.0.0.1:{listener.port}")])
     token = await _token(admin)
     # Expiring a few seconds after it is sent (CAP times are whole seconds): the red warning's text plays far

@@ -89,6 +89,8 @@ class Listener:
             self.packets.append(parse(data, time.monotonic()))
 
     def close(self) -> None:
+        if self.sock.fileno() < 0:  # closed already (a test may close it before its fixture does)
+            return
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
 
