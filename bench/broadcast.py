@@ -71,56 +71,17 @@ async def bench_scheduler(count: int, *, naive_baseline: bool = True) -> dict[st
 
 
 async def _bench_scheduler(directory: Path, zone: Any, count: int, *, naive_baseline: bool) -> dict[str, Any]:
-    from sqlalchemy import insert
-
+    from bench.scheduler_memory import schedule_times, seed
     from common.clock import SystemClock
     from schedules.scheduler import Scheduler
     from schedules.service import ScheduleService
     from storage.db import create_engine, make_session_factory
-    from storage.migrate import upgrade
-    from storage.models import County, Notice, Schedule, ScheduleTarget, Township, User, Village, Zone
 
     url = f"sqlite+aiosqlite:///{directory / 'bench.db'}"
-    await upgrade(url)
+    # The same county and schedules as bench/scheduler_memory.py, written in batches by its seed.
+    await seed(url, count)
     engine = create_engine(url)
     sessions = make_session_factory(engine)
-    now = datetime.now(UTC)
-    async with sessions.begin() as session:
-        session.add(County(id=1, name="县", created_at=now))
-        session.add(Township(id=1, county_id=1, name="乡", created_at=now))
-        session.add(Village(id=1, township_id=1, name="村", created_at=now))
-        session.add(Zone(id=1, village_id=1, name="区", created_at=now))
-        session.add(User(id=1, username="u", display_name="u", password_hash="x", created_at=now))
-        await session.flush()
-        session.add(
-            Notice(
-                id=1, township_id=1, kind="civility", title="t", body="b", author_id=1, created_at=now, updated_at=now
-            )
-        )
-    rows: list[dict[str, Any]] = []
-    for index in range(count):
-        minute = index % 60
-        rows.append(
-            {
-                "id": index + 1,
-                "notice_id": 1,
-                "township_id": 1,
-                "kind": "daily",
-                "times": [f"07:{minute:02d}", f"12:{minute:02d}", f"18:{minute:02d}"],
-                "weekdays": [],
-                "priority": 4,
-                "enabled": True,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-    async with sessions.begin() as session:
-        for start in range(0, count, 5000):
-            await session.execute(insert(Schedule), rows[start : start + 5000])
-            await session.execute(
-                insert(ScheduleTarget),
-                [{"schedule_id": row["id"], "level": "village", "target_id": 1} for row in rows[start : start + 5000]],
-            )
 
     class Nothing:
         async def occurrence_due(self, **_: Any) -> bool:
@@ -160,8 +121,8 @@ async def _bench_scheduler(directory: Path, zone: Any, count: int, *, naive_base
     naive.start(paused=True)
     tracemalloc.start()
     started = time.perf_counter()
-    for row in rows:
-        for text in row["times"]:
+    for index in range(count):
+        for text in schedule_times(index):
             hour, minute = text.split(":")
             naive.add_job(noop, CronTrigger(hour=int(hour), minute=int(minute), timezone=zone))
     naive_s = time.perf_counter() - started

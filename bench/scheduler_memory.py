@@ -43,7 +43,8 @@ def _vm_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _times(index: int) -> list[str]:
+def schedule_times(index: int) -> list[str]:
+    """The three daily times of the ``index``-th seeded schedule (also the APScheduler baseline's jobs)."""
     minute = index % 60
     return [f"07:{minute:02d}", f"12:{minute:02d}", f"18:{minute:02d}"]
 
@@ -54,7 +55,17 @@ async def seed(url: str, count: int) -> None:
 
     from storage.db import create_engine, make_session_factory
     from storage.migrate import upgrade
-    from storage.models import County, Notice, Schedule, ScheduleTarget, Township, User, Village, Zone
+    from storage.models import (
+        PRIORITY_OF_KIND,
+        County,
+        Notice,
+        Schedule,
+        ScheduleTarget,
+        Township,
+        User,
+        Village,
+        Zone,
+    )
 
     await upgrade(url)
     engine = create_engine(url)
@@ -79,7 +90,8 @@ async def seed(url: str, count: int) -> None:
                 insert(Schedule),
                 [
                     {"id": schedule_id, "notice_id": 1, "township_id": 1, "kind": "daily",
-                     "times": _times(schedule_id - 1), "weekdays": [], "priority": 4, "enabled": True,
+                     "times": schedule_times(schedule_id - 1), "weekdays": [],
+                     "priority": PRIORITY_OF_KIND["civility"], "enabled": True,
                      "created_at": now, "updated_at": now}
                     for schedule_id in ids
                 ],
@@ -141,7 +153,7 @@ def naive(count: int) -> dict[str, Any]:
         scheduler.start(paused=True)
         started = time.perf_counter()
         for index in range(count):
-            for text in _times(index):
+            for text in schedule_times(index):
                 hour, minute = text.split(":")
                 scheduler.add_job(noop, CronTrigger(hour=int(hour), minute=int(minute), timezone=zone))
         seconds = time.perf_counter() - started
