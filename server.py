@@ -204,9 +204,12 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         health=health,
         cache_bytes=speech.cache.total_bytes,
         version=version(),
-        # Alarms phone the duty list through the hotline's line and speak through its TTS.
+        # Alarms phone the duty list through the hotline's line and speak through its TTS; without the link
+        # or without the worker, by Asterisk call files; the worker's sign of life is the dispatcher's heartbeat.
         line=hotline.outbound,
         speak=hotline.sentences,
+        spool=hotline.call_files,
+        worker_heartbeat=broadcasting.dispatcher.name,
     )
     # Uploads and approvals wait for disk space (the hotline, which records whatever happens, does not ask).
     broadcasting.notices.use_disk_space(ops.disk)

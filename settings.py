@@ -416,6 +416,9 @@ class HotlineSettings(_Section):
     prompts_dir: str = ""
     prompts_dir_in_asterisk: str = ""
     cdr_csv: str = ""
+    # Asterisk's outgoing call-file spool as this service sees it (usually /var/spool/asterisk/outgoing; this
+    # service must be able to write there): the alarms by phone placed without AMI. Empty: no such calls.
+    outgoing_dir: str = ""
     # How long to wait after a call for MixMonitor to close its file before taking it as it is.
     mixmonitor_wait_s: float = Field(10.0, ge=0)
     # Besides after every AMI outage, reconcile this often (and sweep expired recordings).
@@ -566,6 +569,9 @@ class OpsSettings(_Section):
     alarm_dial_template: str = Field("PJSIP/{number}@trunk", pattern=_LINE_SAFE.pattern)
     # A failed emergency broadcast older than this is history, not an alarm (a restart does not phone about it).
     alarm_emergency_lookback_s: float = Field(3600.0, gt=0)
+    # No worker heartbeat for this long: any process that is up raises worker_down and calls by call file.
+    # (Well above broadcast.heartbeat_s: one late heartbeat is not a dead worker.)
+    worker_down_after_s: float = Field(120.0, gt=0)
 
     @field_validator("metrics_allow_from", mode="before")
     @classmethod

@@ -75,6 +75,9 @@ class AsteriskPaths:
     cdr_csv: Path | None
     # uid/gid Asterisk runs as, for files we put where it reads (None: leave ownership as it is).
     owner: tuple[int, int] | None = None
+    # Asterisk's outgoing call-file spool as this service sees it (``pbx_spool``: calls placed without AMI,
+    # hotline/call_files.py); None when not reachable from here.
+    outgoing: Path | None = None
 
     def prepare(self) -> None:
         """Create the shared directories, readable and writable by Asterisk and not by the world."""
@@ -107,6 +110,7 @@ def sandbox_paths(root: Path, instance: str) -> AsteriskPaths:
         media=SharedDir(host / "media", inner / "media"),
         cdr_csv=host / "log" / "cdr-csv" / "Master.csv",
         owner=asterisk_owner(root),
+        outgoing=host / "spool" / "outgoing",
     )
 
 

@@ -58,6 +58,7 @@ from hotline.asterisk import (
     Trunk,
     render_configuration,
 )
+from hotline.call_files import CallFiles
 from hotline.calls import CallTracker
 from hotline.dialtest import SimulatedVillager
 from hotline.fastagi import FastAgiServer
@@ -200,6 +201,7 @@ def _external_paths(settings: Settings) -> tuple[AsteriskPaths, str | None]:
             PurePosixPath(config.prompts_dir_in_asterisk or "/") / "media",
         ),
         cdr_csv=Path(config.cdr_csv) if config.cdr_csv else None,
+        outgoing=Path(config.outgoing_dir) if config.outgoing_dir else None,
     )
     problem = f"asterisk = external needs {', '.join(missing)}" if missing else None
     return paths, problem
@@ -377,6 +379,13 @@ class Hotline:
     @property
     def media(self) -> MediaLibrary | None:
         return self.telephony.media if self.telephony is not None else None
+
+    @property
+    def call_files(self) -> CallFiles | None:
+        """Asterisk's call-file spool (calls placed without AMI); None without telephony or a known spool."""
+        if self.telephony is None or self.telephony.paths.outgoing is None:
+            return None
+        return CallFiles(self.telephony.paths.outgoing, self.telephony.paths)
 
     @property
     def sentences(self) -> SentenceMaker | None:

@@ -56,6 +56,7 @@ from storage.models import (
     BroadcastZone,
     DutyOfficer,
     OpsAlarm,
+    WorkerHeartbeat,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,11 @@ SYSTEM = audit.Actor(None, "system:alarms")
 # Troubles that last (and clear by themselves); the others are events, open until acknowledged.
 LASTING_KINDS = frozenset({"disk", "ami_down", "alert_source_silent"})
 IN_FLIGHT_CALLS = ("placing", "ringing")
+Route = Literal["ami", "spool"]
+# What Asterisk may take beyond the ring time to say a spool call was not answered (or to start it at all).
+SPOOL_GRACE_S = 30.0
+SPOOL_STATES = {"acknowledged": "acknowledged", "heard": "heard", "not_answered": "no_answer", "failed": "failed"}
+WORKER_DOWN = "worker_down"
 THANKS = "已确认收到，谢谢。"
 
 
@@ -84,6 +90,29 @@ class PlacedAlarmCall(Protocol):
     def dialplan_events(self, name: str) -> Sequence[Mapping[str, str]]: ...
 
     def close(self) -> None: ...
+
+
+class SpoolOutcome(Protocol):
+    @property
+    def state(self) -> Literal["pending", "answered", "acknowledged", "heard", "not_answered", "failed"]: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
+class SpoolLine(Protocol):
+    """Calls placed without AMI (Asterisk call files: hotline.call_files.CallFiles), their outcome read back from
+    files by whichever process looks: nothing about such a call lives in one process's memory."""
+
+    async def place(
+        self, *, dial: str, call_id: str, context: str, ring_s: float, variables: Mapping[str, str]
+    ) -> None: ...
+
+    async def outcome(self, call_id: str) -> SpoolOutcome: ...
+
+    async def withdraw(self, call_id: str) -> bool: ...
+
+    async def forget(self, call_id: str) -> None: ...
 
 
 class AlarmLine(Protocol):
@@ -213,6 +242,7 @@ class AlarmService:
         checks: Sequence[TroubleCheck],
         line: AlarmLine | None,
         speak: Speaker | None,
+        spool: SpoolLine | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -221,13 +251,20 @@ class AlarmService:
         self._checks = list(checks)
         self._line = line
         self._speak = speak
+        self._spool = spool
+        # Since when the worker's AMI link has been seen down (the calls go by call file once it lasts).
+        self._link_down_since: datetime | None = None
         self._first_seen: dict[str, datetime] = {}
         self._tasks: BackgroundTasks | None = None
         self.health = ComponentHealth("alarms", status="standby", detail="only the active worker raises alarms")
 
     @property
     def can_call(self) -> bool:
-        return self._line is not None
+        return self._line is not None or self._spool is not None
+
+    @property
+    def can_call_without_worker(self) -> bool:
+        return self._spool is not None
 
     def add_check(self, check: TroubleCheck) -> None:
         self._checks.append(check)
@@ -239,6 +276,7 @@ class AlarmService:
             return
         await self._orphans()
         self._first_seen.clear()
+        self._link_down_since = None
         self._tasks = BackgroundTasks(self.name)
         self._tasks.spawn(every(self.config.interval_s, self.run_once, self.name, first_at_once=True), "rounds")
         detail = "watching; calls the duty list" if self._line is not None else "watching; no telephony to call"
@@ -255,9 +293,10 @@ class AlarmService:
         """Calls a previous worker left under way end 结果不明 (never re-sent); their alarms call the next one."""
         now = self._clock.now()
         async with self._sessions() as session:
+            # (A call file's outcome is read back from files by whoever looks: those are not orphans.)
             await session.execute(
                 update(AlarmCall)
-                .where(AlarmCall.state.in_(IN_FLIGHT_CALLS))
+                .where(AlarmCall.state.in_(IN_FLIGHT_CALLS), AlarmCall.via == "ami")
                 .values(state="unknown", ended_at=now, detail="the worker stopped during the call")
             )
             await session.execute(
@@ -271,8 +310,26 @@ class AlarmService:
         """One round: what is wrong now, which alarms that opens or clears, and the calls that are due."""
         present, lasting = await self._troubles()
         await self._open_and_clear(present, lasting)
+        await self.settle_spool_calls()
+        await self._place_due_by_route()
+
+    def _route(self) -> Route | None:
+        """How the worker calls now: on its AMI link; by call file once the link has been down ``after_s``."""
         if self._line is not None and self._line.connected:
-            await self._place_due()
+            self._link_down_since = None
+            return "ami"
+        if self._spool is None:
+            return None
+        now = self._clock.now()
+        if self._link_down_since is None:
+            self._link_down_since = now
+        return "spool" if (now - self._link_down_since).total_seconds() >= self.config.after_s else None
+
+    async def _place_due_by_route(self) -> None:
+        route = self._route()
+        if route is not None:
+            # The worker_down alarm is the standby's to call about (WorkerWatch): the worker is back.
+            await self.place_due(route, include_worker_down=False)
 
     async def _troubles(self) -> tuple[dict[str, Trouble], dict[str, Trouble]]:
         """What is wrong now, and of that what has lasted long enough to raise an alarm."""
@@ -318,6 +375,38 @@ class AlarmService:
             if key in open_keys:
                 continue
             await self._raise(trouble, now)
+
+    async def raise_now(self, trouble: Trouble) -> None:
+        """Raise an alarm about a trouble another watcher saw last long enough (once: open_key is UNIQUE)."""
+        async with self._sessions() as session:
+            already = await session.scalar(select(OpsAlarm.id).where(OpsAlarm.open_key == trouble.key))
+        if already is None:
+            await self._raise(trouble, self._clock.now())
+
+    async def clear(self, kind: str) -> None:
+        """The trouble went away: its open alarms are cleared (once, whichever process sees it first)."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            alarms = (
+                await session.scalars(select(OpsAlarm).where(OpsAlarm.kind == kind, OpsAlarm.state == "open"))
+            ).all()
+            for alarm in alarms:
+                cleared = await session.execute(
+                    update(OpsAlarm)
+                    .where(OpsAlarm.id == alarm.id, OpsAlarm.state == "open")
+                    .values(state="cleared", open_key=None, closed_at=now, next_call_at=None)
+                )
+                if getattr(cleared, "rowcount", 0) == 1:
+                    audit.record(
+                        session,
+                        SYSTEM,
+                        at=now,
+                        action="ops.alarm.cleared",
+                        object_type="alarm",
+                        object_id=alarm.id,
+                        detail={"kind": alarm.kind, "subject": alarm.subject},
+                    )
+            await session.commit()
 
     async def _raise(self, trouble: Trouble, now: datetime) -> None:
         quiet_since = now - timedelta(seconds=self.config.quiet_s)
@@ -377,21 +466,17 @@ class AlarmService:
             ).all()
         return [officer for officer in officers if on_duty(officer, local)]
 
-    async def _place_due(self) -> None:
+    async def place_due(self, route: Route, *, include_worker_down: bool = True) -> None:
         now = self._clock.now()
+        statement = select(OpsAlarm.id).where(OpsAlarm.state == "open", OpsAlarm.next_call_at <= now)
+        if not include_worker_down:
+            statement = statement.where(OpsAlarm.kind != WORKER_DOWN)
         async with self._sessions() as session:
-            due = (
-                await session.scalars(
-                    select(OpsAlarm.id)
-                    .where(OpsAlarm.state == "open", OpsAlarm.next_call_at <= now)
-                    .order_by(OpsAlarm.id)
-                )
-            ).all()
+            due = (await session.scalars(statement.order_by(OpsAlarm.id))).all()
         for alarm_id in due:
-            await self._call_next(alarm_id)
+            await self._call_next(alarm_id, route)
 
-    async def _call_next(self, alarm_id: int) -> None:
-        assert self._line is not None
+    async def _call_next(self, alarm_id: int, route: Route) -> None:
         now = self._clock.now()
         officers = await self.on_duty_now()
         async with self._sessions() as session:
@@ -443,6 +528,7 @@ class AlarmService:
                 channel_id=f"al-{secrets.token_hex(8)}",
                 state="placing",
                 placed_at=now,
+                via=route,
             )
             session.add(call)
             alarm.next_position += 1
@@ -461,6 +547,10 @@ class AlarmService:
             log.exception("alarm %s: the alarm could not be spoken", alarm_id)
             await self._end_call(call_id, "failed", f"not sent: the alarm could not be spoken ({exc})", next_now=True)
             return
+        if route == "spool":
+            await self._place_by_call_file(call_id, channel_id, officer.phone, variables)
+            return
+        assert self._line is not None
         placed = await self._line.place(
             dial=dial_for(self.config.dial_template, officer.phone),
             call_id=channel_id,
@@ -475,6 +565,67 @@ class AlarmService:
             return
         assert self._tasks is not None
         self._tasks.spawn(self._follow(call_id, placed), f"alarm-call-{call_id}")
+
+    async def _place_by_call_file(self, call_id: int, channel_id: str, phone: str, variables: dict[str, str]) -> None:
+        """One call file for the one claimed call row; what became of it is read back by :meth:`settle_spool_calls`."""
+        assert self._spool is not None
+        try:
+            await self._spool.place(
+                dial=dial_for(self.config.dial_template, phone),
+                call_id=channel_id,
+                context="cx-alarm-spool",
+                ring_s=self.config.ring_s,
+                variables={"CX_ALARM_ID": variables["CX_ALARM_ID"], **_prompts(variables)},
+            )
+        except (OSError, ValueError) as exc:
+            detail = f"not sent: the call file could not be written ({exc})"
+            await self._end_call(call_id, "failed", detail, next_now=True)
+
+    async def settle_spool_calls(self) -> None:
+        """What became of the calls placed by call file, read from Asterisk's files (any process may do this; a
+        call is ended once, by whichever process gets there first)."""
+        if self._spool is None:
+            return
+        async with self._sessions() as session:
+            calls = (
+                await session.execute(
+                    select(AlarmCall.id, AlarmCall.channel_id, AlarmCall.state, AlarmCall.placed_at).where(
+                        AlarmCall.via == "spool", AlarmCall.state.in_(IN_FLIGHT_CALLS)
+                    )
+                )
+            ).all()
+        for call_id, channel_id, state, placed_at in calls:
+            outcome = await self._spool.outcome(channel_id)
+            now = self._clock.now()
+            if outcome.state in ("pending", "answered"):
+                answered = outcome.state == "answered" or state == "ringing"
+                if outcome.state == "answered" and state == "placing":
+                    async with self._sessions() as session:
+                        await session.execute(
+                            update(AlarmCall)
+                            .where(AlarmCall.id == call_id, AlarmCall.state == "placing")
+                            .values(state="ringing")
+                        )
+                        await session.commit()
+                limit = self.config.ring_s + SPOOL_GRACE_S + (self.config.call_limit_s if answered else 0)
+                if (now - placed_at).total_seconds() < limit:
+                    continue
+                # Asterisk said nothing in time. A file still waiting in the spool was never taken: withdrawn, it
+                # is known not to ring later; otherwise what happened is not known.
+                withdrawn = not answered and await self._spool.withdraw(channel_id)
+                if withdrawn:
+                    ended = await self._end_call(
+                        call_id, "failed", "the call file was not taken by Asterisk in time; withdrawn", next_now=True
+                    )
+                else:
+                    ended = await self._end_call(
+                        call_id, "unknown", "no outcome from the call-file spool in time", next_now=True
+                    )
+            else:
+                state_now = SPOOL_STATES[outcome.state]
+                ended = await self._end_call(call_id, state_now, outcome.detail, next_now=state_now != "acknowledged")
+            if ended:
+                await self._spool.forget(channel_id)
 
     async def _follow(self, call_id: int, placed: PlacedAlarmCall) -> None:
         try:
@@ -498,13 +649,21 @@ class AlarmService:
         finally:
             placed.close()
 
-    async def _end_call(self, call_id: int, state: str, detail: str | None, *, next_now: bool) -> None:
+    async def _end_call(self, call_id: int, state: str, detail: str | None, *, next_now: bool) -> bool:
+        """End a call under way, once (False: it had ended already, e.g. settled by another process)."""
         now = self._clock.now()
         async with self._sessions() as session:
+            ended = await session.execute(
+                update(AlarmCall)
+                .where(AlarmCall.id == call_id, AlarmCall.state.in_(IN_FLIGHT_CALLS))
+                .values(state=state, ended_at=now, detail=(detail or "")[:255] or None)
+            )
+            if getattr(ended, "rowcount", 0) != 1:
+                await session.rollback()
+                return False
             call = await session.get(AlarmCall, call_id)
             if call is None:
-                return
-            call.state, call.ended_at, call.detail = state, now, (detail or "")[:255] or None
+                return False
             alarm = await session.get(OpsAlarm, call.alarm_id)
             audit.record(
                 session,
@@ -519,6 +678,7 @@ class AlarmService:
                     "phone": call.phone,
                     "state": state,
                     "detail": detail,
+                    "via": call.via,
                 },
             )
             if alarm is not None and alarm.state == "open":
@@ -541,7 +701,9 @@ class AlarmService:
         log.info("alarm call %s: %s %s", call_id, state, detail or "")
         if next_now and self._tasks is not None:
             # The next officer is called at once, not a poll later (each phone already rang its ring time).
-            self._tasks.spawn(self._place_due(), f"alarm-next-{call_id}")
+            # (A standby calling without the worker has no such tasks: its next look places the next call.)
+            self._tasks.spawn(self._place_due_by_route(), f"alarm-next-{call_id}")
+        return True
 
     # -- what admins do on the page ----------------------------------------------------------------------
 
@@ -640,6 +802,80 @@ class AlarmService:
             return int(
                 await session.scalar(select(func.count()).select_from(OpsAlarm).where(OpsAlarm.state == "open")) or 0
             )
+
+
+class WorkerWatch:
+    """In every process: phones about a worker that stopped beating, without needing the worker.
+
+    The worker (the one process elected to phone, broadcast and talk to Asterisk) writes a heartbeat every few
+    seconds (``worker_heartbeats``, the dispatcher's). When it has been silent longer than ``after_s`` — the
+    worker hung, failed to start its services, or no process holds the role — any process that is up raises
+    ``worker_down`` (one alarm: its ``open_key`` is UNIQUE, so only one process raises it) and, while the worker
+    stays silent, calls the duty list about every open alarm by call file (no AMI: the link is the worker's),
+    reading the outcomes back from Asterisk's files. Once a worker beats again the alarm is cleared (unless
+    someone acknowledged it) and the worker calls again.
+
+    Before any worker ever beat (a new installation, a process that never elects) nothing is raised.
+    """
+
+    name = "worker-watch"
+
+    def __init__(
+        self,
+        alarms: AlarmService,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        heartbeat: str,
+        after_s: float,
+        interval_s: float,
+    ) -> None:
+        self._alarms = alarms
+        self._sessions = sessions
+        self._clock = clock
+        self._heartbeat = heartbeat
+        self.after_s = after_s
+        self._interval_s = interval_s
+        self._tasks: BackgroundTasks | None = None
+
+    async def start(self) -> None:
+        if self._tasks is not None:
+            return
+        self._tasks = BackgroundTasks(self.name)
+        self._tasks.spawn(every(self._interval_s, self.run_once, self.name, first_at_once=False), "watch")
+
+    async def stop(self) -> None:
+        if self._tasks is None:
+            return
+        tasks, self._tasks = self._tasks, None
+        await tasks.close()
+
+    async def silent_for(self) -> float | None:
+        """Seconds since the worker's last sign of life (its clean stop counts as its last); None: never beat."""
+        async with self._sessions() as session:
+            beat = await session.get(WorkerHeartbeat, self._heartbeat)
+            if beat is None:
+                return None
+            last = beat.stopped_at or beat.alive_at
+        return max(0.0, (self._clock.now() - last).total_seconds())
+
+    async def run_once(self) -> None:
+        silent = await self.silent_for()
+        if silent is None:
+            return
+        if silent < self.after_s:
+            await self._alarms.clear(WORKER_DOWN)
+            return
+        await self._alarms.raise_now(
+            Trouble(WORKER_DOWN, "worker", "村响后台服务停止工作了，广播和热线可能都已中断，请尽快检查服务器。")
+        )
+        if self._alarms.can_call_without_worker:
+            await self._alarms.settle_spool_calls()
+            await self._alarms.place_due("spool")
+
+
+def _prompts(variables: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in variables.items() if name in ("CX_ALARM_PROMPT", "CX_ALARM_THANKS")}
 
 
 def _officer_detail(officer: DutyOfficer) -> dict[str, Any]:

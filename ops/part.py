@@ -22,6 +22,8 @@ from ops.alarms import (
     AlarmLine,
     AlarmService,
     Speaker,
+    SpoolLine,
+    WorkerWatch,
     disk_trouble,
     emergency_failures,
     health_troubles,
@@ -88,6 +90,7 @@ class Ops:
     clock_watch: ClockWatch
     metrics: MetricsSources
     alarms: AlarmService
+    worker_watch: WorkerWatch
     # Every process watches (every process takes uploads and approvals, and answers /metrics).
     services: list[Service] = field(default_factory=list)
     # Only the elected worker raises alarms and phones people (one call, never two).
@@ -105,8 +108,14 @@ def build_ops(
     version: str,
     line: AlarmLine | None = None,
     speak: Speaker | None = None,
+    spool: SpoolLine | None = None,
+    worker_heartbeat: str = "dispatcher",
 ) -> Ops:
-    """``watched``: the folders the parts write to, by name (data, recordings, audio, uploads, spool)."""
+    """``watched``: the folders the parts write to, by name (data, recordings, audio, uploads, spool).
+
+    ``spool``: calls placed without AMI (by the worker when its link is down, by any process when the worker is);
+    ``worker_heartbeat``: the name of the worker's heartbeat row the worker watch reads.
+    """
     ops = config.ops
     disk = DiskWatch(
         {"data": config.data_dir, **watched}, config.disk_limits, interval_s=ops.disk_interval_s, clock=clock
@@ -144,6 +153,24 @@ def build_ops(
         ],
         line=line,
         speak=speak,
+        spool=spool,
     )
     health.register_component(alarms.health)
-    return Ops(config, disk, clock_watch, metrics, alarms, services=[disk, clock_watch], worker_services=[alarms])
+    worker_watch = WorkerWatch(
+        alarms,
+        sessions,
+        clock,
+        heartbeat=worker_heartbeat,
+        after_s=ops.worker_down_after_s,
+        interval_s=ops.alarm_interval_s,
+    )
+    return Ops(
+        config,
+        disk,
+        clock_watch,
+        metrics,
+        alarms,
+        worker_watch,
+        services=[disk, clock_watch, worker_watch],
+        worker_services=[alarms],
+    )

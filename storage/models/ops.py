@@ -15,12 +15,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from storage.models.base import Base
 from storage.types import UtcDateTime
 
-ALARM_KINDS = ("emergency_failed", "disk", "ami_down", "alert_source_silent")
+ALARM_KINDS = ("emergency_failed", "disk", "ami_down", "alert_source_silent", "worker_down")
 ALARM_KIND_LABELS = {
     "emergency_failed": "紧急广播失败",
     "disk": "磁盘空间不足",
     "ami_down": "电话系统断开",
     "alert_source_silent": "预警信息源中断",
+    "worker_down": "后台服务停止",
 }
 # open: calling; acknowledged: someone pressed 1 (or an admin on the page); cleared: the trouble went away
 # before anyone acknowledged; unanswered: every round called and nobody pressed 1.
@@ -104,6 +105,9 @@ class AlarmCall(Base):
     placed_at: Mapped[datetime] = mapped_column(UtcDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     detail: Mapped[str | None] = mapped_column(String(255))
+    # How it went out: "ami" (Originate on the worker's link; followed by that worker) or "spool" (a call file
+    # in Asterisk's outgoing spool; its outcome is read back from files by whichever process looks).
+    via: Mapped[str] = mapped_column(String(8), default="ami", server_default="ami")
 
 
 __all__ = [
