@@ -137,6 +137,26 @@ class CallFiles:
 
         return await asyncio.to_thread(unlink)
 
+    async def leftovers(self) -> list[str]:
+        """Calls with an archived call file or a result file still here (archived after they were settled: an
+        acknowledged call goes on to say thank you, and pbx_spool archives it when it ends)."""
+
+        def listed() -> list[str]:
+            found: set[str] = set()
+            for folder, prefix, suffix in (
+                (self.done, "cx-alarm-", ".call"),
+                (self._paths.spool.host, "cx_alarm_", ".ack"),
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    found.update(
+                        name.removeprefix(prefix).removesuffix(suffix)
+                        for name in os.listdir(folder)
+                        if name.startswith(prefix) and name.endswith(suffix)
+                    )
+            return sorted(found)
+
+        return await asyncio.to_thread(listed)
+
     async def forget(self, call_id: str) -> None:
         """The call is settled: its files go (the database row keeps what happened)."""
 

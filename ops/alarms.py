@@ -112,6 +112,8 @@ class SpoolLine(Protocol):
 
     async def withdraw(self, call_id: str) -> bool: ...
 
+    async def leftovers(self) -> list[str]: ...
+
     async def forget(self, call_id: str) -> None: ...
 
 
@@ -626,6 +628,22 @@ class AlarmService:
                 ended = await self._end_call(call_id, state_now, outcome.detail, next_now=state_now != "acknowledged")
             if ended:
                 await self._spool.forget(channel_id)
+        # Files of calls already settled (an acknowledged call is archived when it ends, after it was settled).
+        leftovers = await self._spool.leftovers()
+        if leftovers:
+            async with self._sessions() as session:
+                in_flight = set(
+                    (
+                        await session.scalars(
+                            select(AlarmCall.channel_id).where(
+                                AlarmCall.channel_id.in_(leftovers), AlarmCall.state.in_(IN_FLIGHT_CALLS)
+                            )
+                        )
+                    ).all()
+                )
+            for channel_id in leftovers:
+                if channel_id not in in_flight:
+                    await self._spool.forget(channel_id)
 
     async def _follow(self, call_id: int, placed: PlacedAlarmCall) -> None:
         try:
