@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,9 +18,10 @@ from sqlalchemy import select
 
 from common.clock import ManualClock
 from common.periodic import every
-from ops.alarms import AlarmConfig, AlarmService, Trouble, on_duty
+from hotline.call_files import SpoolOutcome
+from ops.alarms import AlarmConfig, AlarmService, Trouble, WorkerWatch, on_duty
 from server import Runtime
-from storage.models import AlarmCall, AuditEntry, DutyOfficer, OpsAlarm
+from storage.models import AlarmCall, AuditEntry, DutyOfficer, OpsAlarm, WorkerHeartbeat
 from tests.conftest import ClientFactory, UserFactory
 from tests.support.http import ApiClient
 
@@ -249,3 +251,163 @@ async def test_a_call_the_previous_worker_left_under_way_ends_unknown_is_never_p
     # The alarm goes on with the next officer on the list (position 1), never the cut call again.
     assert reloaded is not None and reloaded.state == "open" and reloaded.next_call_at == START
     assert reloaded.next_position == 1
+
+
+class FakeSpool:
+    """Asterisk's call-file spool as ops sees it (hotline.call_files.CallFiles), with outcomes the test sets."""
+
+    def __init__(self) -> None:
+        self.placed: list[str] = []
+        self.outcomes: dict[str, SpoolOutcome] = {}
+        self.still_queued: set[str] = set()
+        self.forgotten: list[str] = []
+
+    async def place(
+        self, *, dial: str, call_id: str, context: str, ring_s: float, variables: Mapping[str, str]
+    ) -> None:
+        assert context == "cx-alarm-spool" and "CX_ALARM_ID" in variables
+        self.placed.append(call_id)
+        self.still_queued.add(call_id)
+
+    async def outcome(self, call_id: str) -> SpoolOutcome:
+        return self.outcomes.get(call_id, SpoolOutcome("pending"))
+
+    async def withdraw(self, call_id: str) -> bool:
+        if call_id in self.still_queued:
+            self.still_queued.discard(call_id)
+            return True
+        return False
+
+    async def leftovers(self) -> list[str]:
+        return []
+
+    async def forget(self, call_id: str) -> None:
+        self.forgotten.append(call_id)
+
+
+async def add_officers(runtime: Runtime, *names: str) -> None:
+    async with runtime.sessions() as session:
+        for position, name in enumerate(names, start=1):
+            session.add(
+                DutyOfficer(
+                    name=name,
+                    phone=f"1390000000{position}",
+                    on_from=time(0, 0),
+                    on_until=time(0, 0),
+                    position=position,
+                    active=True,
+                    created_at=START,
+                )
+            )
+        await session.commit()
+
+
+async def calls_made(runtime: Runtime) -> list[tuple[str, str, str]]:
+    async with runtime.sessions() as session:
+        calls = (await session.scalars(select(AlarmCall).order_by(AlarmCall.id))).all()
+    return [(call.officer_name, call.state, call.via) for call in calls]
+
+
+async def beat(runtime: Runtime, at: datetime, *, stopped: bool = False) -> None:
+    async with runtime.sessions.begin() as session:
+        row = await session.get(WorkerHeartbeat, "dispatcher")
+        if row is None:
+            row = WorkerHeartbeat(name="dispatcher", alive_at=at)
+            session.add(row)
+        row.alive_at, row.stopped_at = at, at if stopped else None
+
+
+async def test_a_silent_worker_is_raised_once_whichever_processes_watch_and_cleared_when_it_beats_again(
+    runtime: Runtime,
+) -> None:
+    clock = ManualClock(START)
+    spool = FakeSpool()
+    await add_officers(runtime, "张一")
+
+    def a_process() -> WorkerWatch:
+        alarms_service = AlarmService(
+            runtime.sessions,
+            clock,
+            AlarmConfig(after_s=300),
+            timezone=ZoneInfo("Asia/Shanghai"),
+            checks=[],
+            line=None,
+            speak=None,
+            spool=spool,
+        )
+        return WorkerWatch(alarms_service, runtime.sessions, clock, heartbeat="dispatcher", after_s=60, interval_s=1)
+
+    web, second_web = a_process(), a_process()
+    await web.run_once()
+    assert await alarms(runtime) == []  # no worker ever beat here: nothing to miss
+
+    await beat(runtime, START)
+    clock.advance(59)
+    await web.run_once()
+    assert await alarms(runtime) == []  # not silent long enough
+    clock.advance(2)
+    await asyncio.gather(web.run_once(), second_web.run_once())
+    assert [(alarm.kind, alarm.state) for alarm in await alarms(runtime)] == [("worker_down", "open")]
+    assert await audited(runtime, "ops.alarm.raised") == ["ops.alarm.raised"]
+    # Called once (by call file: the link is the worker's), however many processes look.
+    await asyncio.gather(web.run_once(), second_web.run_once())
+    assert await calls_made(runtime) == [("张一", "placing", "spool")]
+    assert len(spool.placed) == 1
+
+    await beat(runtime, clock.now())  # a worker is back
+    await asyncio.gather(web.run_once(), second_web.run_once())
+    assert [(alarm.kind, alarm.state) for alarm in await alarms(runtime)] == [("worker_down", "cleared")]
+    assert await audited(runtime, "ops.alarm.cleared") == ["ops.alarm.cleared"]
+
+
+async def test_a_call_file_is_settled_from_what_asterisk_wrote_and_one_never_taken_is_withdrawn(
+    runtime: Runtime,
+) -> None:
+    clock = ManualClock(START)
+    spool = FakeSpool()
+    await add_officers(runtime, "张一", "李二", "王三")
+    disk = Switch(Trouble("disk", "disk", "服务器磁盘空间快满了。"))
+    disk.on = True
+    # No AMI link at all (line=None) and no wait for one: straight to call files.
+    worker = service_with_spool(runtime, clock, spool, disk)
+    await worker.run_once()
+    assert await calls_made(runtime) == [("张一", "placing", "spool")]
+
+    # Asterisk never took the file (it is down too): after the ring time and its grace it is withdrawn — known
+    # not to ring later — and the next officer is called.
+    clock.advance(40 + 31)
+    await worker.run_once()
+    assert await calls_made(runtime) == [("张一", "failed", "spool"), ("李二", "placing", "spool")]
+    second = spool.placed[1]
+    spool.outcomes[second] = SpoolOutcome("not_answered", "call file expired")
+    clock.advance(1)
+    await worker.run_once()
+    third = spool.placed[2]
+    spool.outcomes[third] = SpoolOutcome("answered")
+    clock.advance(1)
+    await worker.run_once()
+    assert await calls_made(runtime) == [
+        ("张一", "failed", "spool"),
+        ("李二", "no_answer", "spool"),
+        ("王三", "ringing", "spool"),
+    ]
+    spool.outcomes[third] = SpoolOutcome("acknowledged", "pressed 1")
+    await asyncio.gather(worker.run_once(), worker.settle_spool_calls())  # settled once, whoever looks
+    assert (await calls_made(runtime))[-1] == ("王三", "acknowledged", "spool")
+    (alarm,) = await alarms(runtime)
+    assert alarm.state == "acknowledged" and alarm.acknowledged_by == "王三（13900000003）"
+    assert await audited(runtime, "ops.alarm.call") == ["ops.alarm.call"] * 3
+    assert sorted(spool.forgotten) == sorted(spool.placed)
+
+
+def service_with_spool(runtime: Runtime, clock: ManualClock, spool: FakeSpool, *checks: Switch) -> AlarmService:
+    return AlarmService(
+        runtime.sessions,
+        clock,
+        AlarmConfig(after_s=0, ring_s=40),
+        timezone=ZoneInfo("Asia/Shanghai"),
+        checks=list(checks),
+        line=None,
+        speak=None,
+        spool=spool,
+    )
