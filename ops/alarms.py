@@ -780,6 +780,68 @@ class AlarmService:
             await session.commit()
             return officer
 
+    async def officer(self, officer_id: int) -> DutyOfficer | None:
+        async with self._sessions() as session:
+            return await session.get(DutyOfficer, officer_id)
+
+    async def change_officer(
+        self, actor: audit.Actor, officer_id: int, *, name: str, phone: str, on_from: time, on_until: time
+    ) -> DutyOfficer | None:
+        """Name, phone, hours changed (audited with before and after); None when there is no such officer.
+
+        Calls already made keep the name and phone they were made with (their rows copied them)."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            officer = await session.get(DutyOfficer, officer_id)
+            if officer is None:
+                return None
+            before = _officer_detail(officer)
+            officer.name, officer.phone, officer.on_from, officer.on_until = name, phone, on_from, on_until
+            after = _officer_detail(officer)
+            if after != before:
+                audit.record(
+                    session,
+                    actor,
+                    at=now,
+                    action="ops.duty.changed",
+                    object_type="duty_officer",
+                    object_id=officer.id,
+                    detail={"before": before, "after": after},
+                )
+            await session.commit()
+            return officer
+
+    async def move_officer(self, actor: audit.Actor, officer_id: int, direction: Literal["up", "down"]) -> bool:
+        """Swap places with the neighbour above or below in the calling order (audited). False: no such
+        officer, or already first (up) / last (down)."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            ordered = list(
+                (await session.scalars(select(DutyOfficer).order_by(DutyOfficer.position, DutyOfficer.id))).all()
+            )
+            index = next((i for i, officer in enumerate(ordered) if officer.id == officer_id), None)
+            if index is None:
+                return False
+            other = index - 1 if direction == "up" else index + 1
+            if not 0 <= other < len(ordered):
+                return False
+            ordered[index], ordered[other] = ordered[other], ordered[index]
+            # Positions rewritten 1…n: equal positions left by older lists cannot make a swap a no-op.
+            for position, officer in enumerate(ordered, start=1):
+                officer.position = position
+            moved = ordered[other]
+            audit.record(
+                session,
+                actor,
+                at=now,
+                action="ops.duty.moved",
+                object_type="duty_officer",
+                object_id=moved.id,
+                detail={"name": moved.name, "direction": direction, "from": index + 1, "to": other + 1},
+            )
+            await session.commit()
+            return True
+
     async def remove_officer(self, actor: audit.Actor, officer_id: int) -> bool:
         now = self._clock.now()
         async with self._sessions() as session:

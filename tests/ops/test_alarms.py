@@ -411,3 +411,66 @@ def service_with_spool(runtime: Runtime, clock: ManualClock, spool: FakeSpool, *
         speak=None,
         spool=spool,
     )
+
+
+async def test_admins_change_an_officer_and_the_calling_order_audited_and_a_refused_change_keeps_what_was_typed(
+    runtime: Runtime, admin: ApiClient, new_client: ClientFactory, make_user: UserFactory
+) -> None:
+    await add_officers(runtime, "张一", "李二", "王三")
+    zhang, li, wang = await runtime.ops.alarms.officers()
+
+    form = await (await admin.get(f"/admin/alarms/officers/{li.id}/edit")).text()
+    assert 'value="李二"' in form and 'value="13900000002"' in form
+    refused = await admin.post(
+        f"/admin/alarms/officers/{li.id}/edit",
+        data=_form(admin, name="李二改", phone="没号码", on_from="18:00", on_until="08:00"),
+    )
+    assert refused.status == 400
+    text = await refused.text()
+    assert "没有保存" in text and 'value="李二改"' in text and 'value="没号码"' in text and 'value="18:00"' in text
+    assert (await runtime.ops.alarms.officer(li.id)).name == "李二"  # type: ignore[union-attr]
+    saved = await admin.post(
+        f"/admin/alarms/officers/{li.id}/edit",
+        data=_form(admin, name="李二", phone="13900009999", on_from="18:00", on_until="08:00"),
+        allow_redirects=False,
+    )
+    assert saved.status == 303
+    listed = await (await admin.get("/admin/alarms")).text()
+    assert "13900009999" in listed and "18:00–08:00" in listed and "已保存李二的值班信息" in listed
+
+    moved = await admin.post(
+        f"/admin/alarms/officers/{wang.id}/move", data=_form(admin, direction="up"), allow_redirects=False
+    )
+    assert moved.status == 303
+    assert [officer.name for officer in await runtime.ops.alarms.officers()] == ["张一", "王三", "李二"]
+    # Already first: refused, nothing moved; a direction that is neither is refused too.
+    await admin.post(f"/admin/alarms/officers/{zhang.id}/move", data=_form(admin, direction="up"))
+    await admin.post(f"/admin/alarms/officers/{zhang.id}/move", data=_form(admin, direction="sideways"))
+    assert [officer.name for officer in await runtime.ops.alarms.officers()] == ["张一", "王三", "李二"]
+    assert (await admin.post("/admin/alarms/officers/999/move", data=_form(admin, direction="up"))).status == 200
+
+    clerk = await (await new_client()).login(*await make_user("staff", county_wide=True))
+    assert (await clerk.get(f"/admin/alarms/officers/{li.id}/edit")).status == 403
+    response = await clerk.post(
+        f"/admin/alarms/officers/{li.id}/edit",
+        data=_form(clerk, name="冒充", phone="13900002222", on_from="00:00", on_until="00:00"),
+    )
+    assert response.status == 403
+    assert (await clerk.post(f"/admin/alarms/officers/{li.id}/move", data=_form(clerk, direction="up"))).status == 403
+
+    async with runtime.sessions() as session:
+        entries = (
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.action.startswith("ops.duty.")).order_by(AuditEntry.id)
+            )
+        ).all()
+    assert [(entry.action, entry.detail) for entry in entries] == [
+        (
+            "ops.duty.changed",
+            {
+                "before": {"name": "李二", "phone": "13900000002", "on_from": "00:00", "on_until": "00:00"},
+                "after": {"name": "李二", "phone": "13900009999", "on_from": "18:00", "on_until": "08:00"},
+            },
+        ),
+        ("ops.duty.moved", {"name": "王三", "direction": "up", "from": 3, "to": 2}),
+    ]

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from sqlalchemy import select
 
 from broadcast.notices import NoticeInput
 from common.clock import ManualClock
 from ops.alarms import Trouble
 from server import Runtime
 from settings import OpsSettings, Settings
-from storage.models import Notice
+from storage.models import AuditEntry, Notice
 from tests.conftest import UserFactory
 from tests.ops.test_alarms import Switch, service
 from tests.ops.test_clock import CHRONY_FAR_OFF, program
@@ -148,3 +149,55 @@ async def test_the_admin_keeps_the_duty_list_and_acknowledges_an_alarm_from_todo
         await duty.check_accessible()
         await duty.goto("/")
         assert "告警未确认" not in await duty.page.locator("main").inner_text()
+
+
+async def test_the_admin_corrects_an_officer_and_puts_the_night_shift_first(
+    server: TestServer, runtime: Runtime, make_user: UserFactory, tmp_path: Path
+) -> None:
+    admin_user = await make_user("admin", county_wide=True)
+    async with journeys(str(server.make_url("/")), tmp_path / "shots") as open_journey:
+        duty = await open_journey("admin")
+        await duty.sign_in(*admin_user)
+        await duty.goto("/admin/alarms")
+        form = duty.page.locator("form[data-add-officer]")
+        for name, phone in (("赵白班", "13900001111"), ("钱夜班", "13900002222")):
+            duty.typed(name, phone)
+            await form.locator("input[name=name]").fill(name)
+            await form.locator("input[name=phone]").fill(phone)
+            await form.locator("button[type=submit]").click()
+            await duty.page.wait_for_selector(f"text=已把{name}加入值班名单")
+
+        # 钱夜班's hours were wrong and her number mistyped: the form refuses it and keeps what she typed.
+        await duty.page.click("a[aria-label='修改钱夜班']")
+        await duty.page.wait_for_selector("form[data-edit-officer]")
+        edit = duty.page.locator("form[data-edit-officer]")
+        assert await edit.locator("input[name=phone]").input_value() == "13900002222"
+        duty.typed("1390000222O", "18:00", "08:00")
+        await edit.locator("input[name=phone]").fill("1390000222O")
+        await edit.locator("input[name=on_from]").fill("18:00")
+        await edit.locator("input[name=on_until]").fill("08:00")
+        await edit.locator("button[type=submit]").click()
+        await duty.page.wait_for_selector("[data-error]")
+        await duty.step("change refused")
+        assert "电话" in await duty.page.inner_text("[data-error]")
+        assert await edit.locator("input[name=phone]").input_value() == "1390000222O"
+        assert await edit.locator("input[name=on_from]").input_value() == "18:00"
+        await duty.check_accessible()
+        await edit.locator("input[name=phone]").fill("13900002220")
+        await edit.locator("button[type=submit]").click()
+        await duty.page.wait_for_selector("text=已保存钱夜班的值班信息")
+        officers = duty.page.locator("[data-officers]")
+        assert "13900002220" in await officers.inner_text() and "18:00–08:00" in await officers.inner_text()
+
+        # The night shift is called first.
+        await duty.page.click("button[aria-label='把钱夜班上移']")
+        await duty.page.wait_for_selector("text=已调整值班名单的顺序")
+        await duty.step("reordered")
+        rows = await officers.locator("tbody tr").all_inner_texts()
+        assert rows[0].startswith("1") and "钱夜班" in rows[0] and "赵白班" in rows[1]
+        await duty.check_accessible()
+    async with runtime.sessions() as session:
+        actions = (
+            await session.scalars(select(AuditEntry.action).where(AuditEntry.action.startswith("ops.duty.")))
+        ).all()
+    assert sorted(actions) == ["ops.duty.added", "ops.duty.added", "ops.duty.changed", "ops.duty.moved"]

@@ -6,7 +6,7 @@ import hmac
 import ipaddress
 import logging
 from datetime import time
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -44,6 +44,10 @@ class DutyOfficerIn(BaseModel):
     )
     on_from: time = Field(title="值班开始")
     on_until: time = Field(title="值班结束")
+
+
+class MoveIn(BaseModel):
+    direction: Literal["up", "down"] = Field(title="方向")
 
 
 def _metrics_refusal(request: web.Request) -> web.Response | None:
@@ -167,6 +171,62 @@ async def remove_officer_form(request: web.Request) -> web.StreamResponse:
     raise redirect(ALARMS_PAGE)
 
 
+async def _officer_page(
+    request: web.Request, officer_id: int, values: dict[str, Any], *, status: int = 200, error: str | None = None
+) -> web.Response:
+    return await render(
+        request,
+        "admin/duty_officer.html",
+        {"officer_id": officer_id, "values": values, "error": error},
+        status=status,
+    )
+
+
+async def edit_officer_page(request: web.Request) -> web.StreamResponse:
+    officer = await request.app[OPS].alarms.officer(_id(request))
+    if officer is None:
+        await flash(request, "值班名单里没有这个人（可能已被删除）", "error")
+        raise redirect(ALARMS_PAGE)
+    values = {
+        "name": officer.name,
+        "phone": officer.phone,
+        "on_from": officer.on_from.strftime("%H:%M"),
+        "on_until": officer.on_until.strftime("%H:%M"),
+    }
+    return await _officer_page(request, officer.id, values)
+
+
+async def edit_officer_form(request: web.Request) -> web.StreamResponse:
+    me = keys.principal(request)
+    officer_id = _id(request)
+    posted = {key: value for key, value in (await read_post(request)).items() if key != "csrf_token"}
+    try:
+        form = await read_form(request, DutyOfficerIn)
+    except UserError as exc:
+        # Refused: the form again, with what was typed and why; nothing changed.
+        return await _officer_page(request, officer_id, posted, status=status_for(exc), error=exc.message)
+    officer = await request.app[OPS].alarms.change_officer(me.actor, officer_id, **form.model_dump())
+    if officer is None:
+        await flash(request, "值班名单里没有这个人（可能已被删除）", "error")
+    else:
+        await flash(request, f"已保存{officer.name}的值班信息")
+    raise redirect(ALARMS_PAGE)
+
+
+async def move_officer_form(request: web.Request) -> web.StreamResponse:
+    me = keys.principal(request)
+    try:
+        form = await read_form(request, MoveIn)
+    except UserError as exc:
+        await flash(request, f"没有调整顺序：{exc.message}", "error")
+        raise redirect(ALARMS_PAGE) from None
+    if await request.app[OPS].alarms.move_officer(me.actor, _id(request), form.direction):
+        await flash(request, "已调整值班名单的顺序")
+    else:
+        await flash(request, "没有调整顺序：已经在最前（或最后），或这个人已被删除", "error")
+    raise redirect(ALARMS_PAGE)
+
+
 async def acknowledge_form(request: web.Request) -> web.StreamResponse:
     me = keys.principal(request)
     if await request.app[OPS].alarms.acknowledge(_id(request), me.actor) is not None:
@@ -182,4 +242,7 @@ def add_routes(routes: Routes) -> None:
     routes.page("GET", ALARMS_PAGE, alarms_page, roles=("admin",))
     routes.page("POST", f"{ALARMS_PAGE}/officers", add_officer_form, roles=("admin",))
     routes.page("POST", f"{ALARMS_PAGE}/officers/{{id:\\d+}}/delete", remove_officer_form, roles=("admin",))
+    routes.page("GET", f"{ALARMS_PAGE}/officers/{{id:\\d+}}/edit", edit_officer_page, roles=("admin",))
+    routes.page("POST", f"{ALARMS_PAGE}/officers/{{id:\\d+}}/edit", edit_officer_form, roles=("admin",))
+    routes.page("POST", f"{ALARMS_PAGE}/officers/{{id:\\d+}}/move", move_officer_form, roles=("admin",))
     routes.page("POST", f"{ALARMS_PAGE}/{{id:\\d+}}/acknowledge", acknowledge_form, roles=("admin",))
