@@ -292,18 +292,27 @@ class AlarmService:
         self.health.set("standby", "stopped", at=self._clock.now())
 
     async def _orphans(self) -> None:
-        """Calls a previous worker left under way end 结果不明 (never re-sent); their alarms call the next one."""
+        await self.orphan_worker_calls("the worker stopped during the call")
+
+    async def orphan_worker_calls(self, detail: str) -> None:
+        """Calls a previous (or silent) worker left under way on its AMI link end 结果不明 (never re-sent); their
+        alarms call the next one. A call file's outcome is read back from files by whoever looks: not an orphan,
+        and its alarm keeps waiting for it (never two phones ringing about one alarm)."""
         now = self._clock.now()
         async with self._sessions() as session:
-            # (A call file's outcome is read back from files by whoever looks: those are not orphans.)
             await session.execute(
                 update(AlarmCall)
                 .where(AlarmCall.state.in_(IN_FLIGHT_CALLS), AlarmCall.via == "ami")
-                .values(state="unknown", ended_at=now, detail="the worker stopped during the call")
+                .values(state="unknown", ended_at=now, detail=detail)
             )
+            waiting_for_a_call = select(AlarmCall.alarm_id).where(AlarmCall.state.in_(IN_FLIGHT_CALLS))
             await session.execute(
                 update(OpsAlarm)
-                .where(OpsAlarm.state == "open", OpsAlarm.next_call_at.is_(None))
+                .where(
+                    OpsAlarm.state == "open",
+                    OpsAlarm.next_call_at.is_(None),
+                    OpsAlarm.id.not_in(waiting_for_a_call),
+                )
                 .values(next_call_at=now)
             )
             await session.commit()
@@ -950,6 +959,8 @@ class WorkerWatch:
             Trouble(WORKER_DOWN, "worker", "村响后台服务停止工作了，广播和热线可能都已中断，请尽快检查服务器。")
         )
         if self._alarms.can_call_without_worker:
+            # The worker's AMI link went with it: its calls under way are lost (结果不明), the next one is called.
+            await self._alarms.orphan_worker_calls("the worker went silent during the call")
             await self._alarms.settle_spool_calls()
             await self._alarms.place_due("spool")
 

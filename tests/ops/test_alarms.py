@@ -322,7 +322,7 @@ async def test_a_silent_worker_is_raised_once_whichever_processes_watch_and_clea
 ) -> None:
     clock = ManualClock(START)
     spool = FakeSpool()
-    await add_officers(runtime, "张一")
+    await add_officers(runtime, "张一", "李二")
 
     def a_process() -> WorkerWatch:
         alarms_service = AlarmService(
@@ -353,6 +353,12 @@ async def test_a_silent_worker_is_raised_once_whichever_processes_watch_and_clea
     await asyncio.gather(web.run_once(), second_web.run_once())
     assert await calls_made(runtime) == [("张一", "placing", "spool")]
     assert len(spool.placed) == 1
+    # A worker taking over meanwhile does not ring a second phone while that call file is under way.
+    taking_over = service_with_spool(runtime, clock, spool)
+    await taking_over.orphan_worker_calls("the worker stopped during the call")  # what its start does first
+    await taking_over.place_due("spool")
+    await web.run_once()
+    assert await calls_made(runtime) == [("张一", "placing", "spool")] and len(spool.placed) == 1
 
     await beat(runtime, clock.now())  # a worker is back
     await asyncio.gather(web.run_once(), second_web.run_once())
