@@ -24,6 +24,16 @@ alarm, each call's outcome and each acknowledgement are written to the audit log
 Calls go out through an :class:`AlarmLine`, the protocol defined here for what this needs (the hotline's
 ``OutboundCalls`` satisfies it; ``server.py`` hands it in); with ``asterisk = none`` there is no line: alarms are
 still raised, shown and audited, and nobody is phoned.
+
+When that line is what is down, the calls still ring, through a :class:`SpoolLine` (Asterisk call files:
+``hotline.call_files.CallFiles``), which needs neither AMI nor the worker:
+
+* the worker's AMI link down for ``ops.alarm_after_s``: the worker places its calls as call files;
+* the worker itself silent (no heartbeat for ``ops.worker_down_after_s``): :class:`WorkerWatch`, in every
+  process, raises ``worker_down`` (once: ``open_key``) and the processes that are up call by call file.
+
+A call file's outcome is read back from files (:meth:`AlarmService.settle_spool_calls`) by whichever process
+looks, and ended once (a conditional UPDATE): nothing about such a call lives in one process's memory.
 """
 
 from __future__ import annotations
