@@ -557,9 +557,16 @@ class AlertService:
                 object_id=message_id, detail={"notice_id": notice_id, "broadcast_id": broadcast_id},
             )  # fmt: skip
             cancelled_meanwhile = row.state in ("cancelled", "superseded")
+            # Its expires passed while it was being rendered (a short-lived warning, a loaded machine): the
+            # clock's end_expired found no broadcast to stop yet and ended the alert without it.
+            expired_meanwhile = row.ended_at is not None and not cancelled_meanwhile
+            if cancelled_meanwhile or expired_meanwhile:
+                row.next_play_at = None
         if cancelled_meanwhile:
             # A Cancel that arrived while this one was being rendered finds no broadcast yet: stop it now.
             await self._stop(broadcast_id, "预警已撤销")
+        elif expired_meanwhile:
+            await self._stop(broadcast_id, EXPIRED_REASON)
 
     @staticmethod
     async def _rule(session: AsyncSession, row: AlertMessage) -> AlertPolicyRule | None:

@@ -7,6 +7,7 @@ and an RTP receiver are in test_rtp.py.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -314,3 +315,29 @@ async def test_an_alert_still_on_air_at_its_expires_is_stopped_and_a_pending_one
         entries = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "alert.expired"))).all()
     assert len(entries) == 2
     assert await service.end_expired() == 0  # ended once
+
+
+async def test_an_alert_whose_expires_passes_while_it_is_being_aired_is_still_stopped(
+    runtime: Runtime, tree: Tree, recorder: RecordingBroadcaster, source: int
+) -> None:
+    # Rendering and queueing the warning takes a while (a loaded machine: seconds); its expires passes meanwhile
+    # and the clock's end_expired runs before the alert knows its broadcast. The broadcast, already playing,
+    # must still be stopped (it played to its end: the RTP expiry test timed out under load, 2 of 5 full runs).
+    clock = ManualClock(runtime.clock.now())
+    service = AlertService(runtime.sessions, clock, _service(runtime).config, recorder)
+    air = recorder.air
+
+    async def air_while_it_expires(**kwargs: Any) -> tuple[int, int]:
+        aired = await air(**kwargs)
+        clock.advance(timedelta(minutes=10))
+        assert await service.end_expired() == 1  # ended, with no broadcast of it known yet
+        return aired
+
+    recorder.air = air_while_it_expires  # type: ignore[method-assign]
+    red = await service.receive(
+        source, cap_bytes("cn-red-rainstorm.xml", now=clock.now(), expires_in=timedelta(minutes=10))
+    )
+    ended = await service.get(red.message_id)
+    assert recorder.stopped == [(2001, "预警已到失效时间")]
+    assert ended.broadcast_ids == [2001] and ended.ended_at is not None and ended.next_play_at is None
+    assert "到失效时间，播出结束" in ended.state_reason
