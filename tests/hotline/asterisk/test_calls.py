@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from hotline.ami import Message
-from hotline.dialtest import VillagerScript
+from hotline.dialtest import SimulatedVillager, VillagerScript
 from storage.models import Call, Case, MissedCall
 from tests.support.asterisk import Hotline
 
@@ -86,6 +86,22 @@ async def test_a_caller_who_hangs_up_at_the_welcome_becomes_a_missed_call_to_ret
     missed = outcome["missed_call"]
     assert missed["reason"] == "hung_up_at_welcome" and missed["caller_number"] == "13800001111"
     assert missed["callback_state"] == "pending"
+
+
+async def test_a_caller_who_hangs_up_between_two_prompts_is_kept_as_ended_by_her_not_by_the_system(
+    hotline: Hotline,
+) -> None:
+    # Her hang-up reaches the IVR's channel while it runs dialplan that reads no audio (as between any
+    # two priorities; made long here, cx-test-unread-hangup): it is queued, unread, when the hang-up
+    # handler decides who ended the call. Read as "no cause", it was taken for Asterisk stopping (an
+    # outage test hanging up just as the read-back began caught it under load, 2 of 5 full runs).
+    villager = SimulatedVillager(hotline.telephony.link, hotline="Local/s@cx-test-unread-hangup")
+    script = VillagerScript(caller="13800001111", keys=(), audio=None, hangup_at="welcome")
+    call = await villager.call(script, timeout_s=60)
+    assert call.ended and call.stages == ["welcome"]
+    outcome = await hotline.settled(call.linkedid)
+    assert outcome["call"]["ended_by"] == "caller"
+    assert outcome["missed_call"]["reason"] == "hung_up_at_welcome"
 
 
 async def test_a_caller_who_hangs_up_at_the_menu_becomes_a_missed_call_too(hotline: Hotline) -> None:
