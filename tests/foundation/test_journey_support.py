@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from playwright.async_api import Error as PlaywrightError
 
 from tests.support.journey import english_words, journeys
 
@@ -60,3 +61,35 @@ async def test_a_chinese_accessible_page_passes_and_an_english_inaccessible_one_
             await person.check_accessible()
         assert "html-has-lang" in str(failed.value)
         await person.check_accessible({"image-alt": "a test", "html-has-lang": "a test", "label": "a test"})
+
+
+async def test_a_screenshot_chromium_cannot_capture_never_fails_the_journey(
+    pages: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    unable = "Protocol error (Page.captureScreenshot): Unable to capture screenshot"
+    async with journeys(pages, tmp_path / "shots") as open_journey:
+        person = await open_journey("staff")
+        await person.goto("/good")
+        screenshot = person.page.screenshot
+        asked: list[bool] = []
+
+        async def full_page_fails(*, path: str, full_page: bool = False) -> bytes:
+            asked.append(full_page)
+            if full_page:
+                raise PlaywrightError(unable)
+            return await screenshot(path=path, full_page=full_page)
+
+        monkeypatch.setattr(person.page, "screenshot", full_page_fails)
+        shot = await person.step("good")
+        assert shot.exists() and asked == [True, True, False]  # the viewport, after the full page twice
+
+        async def nothing_captured(*, path: str, full_page: bool = False) -> bytes:
+            raise PlaywrightError(unable)
+
+        monkeypatch.setattr(person.page, "screenshot", nothing_captured)
+        shot = await person.step("good-again")
+        assert not shot.exists() and "no screenshot of staff-02-good-again.png" in caplog.text
+        # What the step asserts still runs.
+        await person.goto("/bad")
+        with pytest.raises(AssertionError, match=r"Notice.*Search.*Submitted"):
+            await person.step("bad")

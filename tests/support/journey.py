@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -25,8 +26,11 @@ from pathlib import Path
 
 from axe_playwright_python.base import AXE_FILE_PATH
 from playwright.async_api import Browser, Page
+from playwright.async_api import Error as PlaywrightError
 
 from tests.support.browser import chromium
+
+log = logging.getLogger(__name__)
 
 # ASCII words a Chinese interface may show (names of standards, file types and units people know by these names).
 ALLOWED_WORDS = frozenset({"SIP", "RTP", "IP", "4G", "PIN", "CSV", "Excel", "MB", "GB", "CAP", "XML"})
@@ -112,13 +116,29 @@ class Journey:
         await self.step("signed-in")
 
     async def step(self, name: str, *, chinese: bool = True) -> Path:
-        """Keep a screenshot of this step and check that nothing shown is English."""
+        """Keep a screenshot of this step and check that nothing shown is English.
+
+        The screenshot is evidence, not what the journey asserts: one Chromium could not capture (under load,
+        ``Page.captureScreenshot: Unable to capture screenshot``, mostly for a full-page shot) is taken again,
+        then of the viewport only, and if none can be, logged — the returned path then does not exist.
+        """
         self.steps += 1
         shot = self.shots / f"{self.who}-{self.steps:02d}-{name}.png"
-        await self.page.screenshot(path=str(shot), full_page=True)
+        await self._screenshot(shot)
         if chinese:
             await self.check_chinese(name)
         return shot
+
+    async def _screenshot(self, shot: Path) -> None:
+        failures: list[str] = []
+        for full_page in (True, True, False):
+            try:
+                await self.page.screenshot(path=str(shot), full_page=full_page)
+                return
+            except PlaywrightError as exc:
+                failures.append(exc.message.splitlines()[0] if exc.message else type(exc).__name__)
+                await asyncio.sleep(0.2)  # a busy renderer: give it a moment before the next try
+        log.warning("no screenshot of %s for %s: %s", shot.name, self.who, "; ".join(failures))
 
     async def shown_text(self) -> str:
         body = await self.page.inner_text("body")
