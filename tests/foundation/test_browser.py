@@ -11,7 +11,7 @@ from server import Runtime
 from tests.conftest import UserFactory
 from tests.foundation.seed import COUNTY_READER, seed_tree
 from tests.support.browser import chromium
-from tests.support.journey import journeys
+from tests.support.journey import journeys, keep_screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -42,7 +42,7 @@ async def test_an_admin_signs_in_and_adds_a_village_through_the_pages(
         await page.click("form[action='/admin/villages'] button[type=submit]")
         await page.wait_for_selector("text=已添加")
         assert "新建示例村" in await page.inner_text("table")
-        await page.screenshot(path=str(tmp_path / "township.png"), full_page=True)
+        await keep_screenshot(page, tmp_path / "township.png")
 
         await page.click("button:has-text('退出')")
         await page.wait_for_url(f"{base}/login")

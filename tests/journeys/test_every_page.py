@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from server import Runtime
 from storage.models import County, Speaker, Township, User
-from tests.support.journey import Journey, journeys
+from tests.support.journey import Journey, journeys, keep_screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -107,6 +107,6 @@ async def test_every_page_a_role_reaches_is_chinese_accessible_and_laid_out_righ
                 except AssertionError as failed:
                     problems.append(f"{path}: {failed}")
             queue.extend(link for link in await links_on(person) if link not in seen)
-        await person.page.screenshot(path=str(tmp_path / "shots" / f"{account}-last.png"), full_page=True)
+        await keep_screenshot(person.page, tmp_path / "shots" / f"{account}-last.png")
     assert len(visited) >= 5, visited
     assert not problems, f"{account} visited {len(visited)} pages; problems:\n" + "\n".join(problems)

@@ -85,6 +85,25 @@ def english_words(text: str, typed: Iterable[str] = ()) -> list[str]:
     return [word for word in _WORD.findall(text) if word not in ALLOWED_WORDS]
 
 
+async def keep_screenshot(page: Page, shot: Path) -> bool:
+    """A full-page screenshot of ``page`` at ``shot``, kept as evidence; whether one was captured.
+
+    Never fails a test: a screenshot Chromium could not capture (under load, ``Page.captureScreenshot: Unable
+    to capture screenshot``, mostly for a full page) is taken again, then of the viewport only, and if none
+    can be, logged.
+    """
+    failures: list[str] = []
+    for full_page in (True, True, False):
+        try:
+            await page.screenshot(path=str(shot), full_page=full_page)
+            return True
+        except PlaywrightError as exc:
+            failures.append(exc.message.splitlines()[0] if exc.message else type(exc).__name__)
+            await asyncio.sleep(0.2)  # a busy renderer: give it a moment before the next try
+    log.warning("no screenshot %s: %s", shot.name, "; ".join(failures))
+    return False
+
+
 @dataclass
 class Journey:
     """One person in one browser context."""
@@ -118,27 +137,15 @@ class Journey:
     async def step(self, name: str, *, chinese: bool = True) -> Path:
         """Keep a screenshot of this step and check that nothing shown is English.
 
-        The screenshot is evidence, not what the journey asserts: one Chromium could not capture (under load,
-        ``Page.captureScreenshot: Unable to capture screenshot``, mostly for a full-page shot) is taken again,
-        then of the viewport only, and if none can be, logged — the returned path then does not exist.
+        The screenshot is evidence, not what the journey asserts (:func:`keep_screenshot`): if none could be
+        captured, the returned path does not exist.
         """
         self.steps += 1
         shot = self.shots / f"{self.who}-{self.steps:02d}-{name}.png"
-        await self._screenshot(shot)
+        await keep_screenshot(self.page, shot)
         if chinese:
             await self.check_chinese(name)
         return shot
-
-    async def _screenshot(self, shot: Path) -> None:
-        failures: list[str] = []
-        for full_page in (True, True, False):
-            try:
-                await self.page.screenshot(path=str(shot), full_page=full_page)
-                return
-            except PlaywrightError as exc:
-                failures.append(exc.message.splitlines()[0] if exc.message else type(exc).__name__)
-                await asyncio.sleep(0.2)  # a busy renderer: give it a moment before the next try
-        log.warning("no screenshot of %s for %s: %s", shot.name, self.who, "; ".join(failures))
 
     async def shown_text(self) -> str:
         body = await self.page.inner_text("body")

@@ -14,7 +14,7 @@ from tests.cases.conftest import County
 from tests.conftest import UserFactory
 from tests.support.asterisk import Hotline
 from tests.support.browser import chromium
-from tests.support.journey import journeys
+from tests.support.journey import journeys, keep_screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -73,7 +73,7 @@ async def test_an_operator_plays_seeks_assigns_and_resolves_a_hotline_call_and_t
         assert await page.eval_on_selector(".player audio", "audio => audio.currentTime") > back + 1
         await player.locator("select.rate").select_option("0.75")
         assert await page.eval_on_selector(".player audio", "audio => audio.playbackRate") == 0.75
-        await page.screenshot(path=str(tmp_path / "case.png"), full_page=True)
+        await keep_screenshot(page, tmp_path / "case.png")
 
         await page.select_option("#triage-form select[name=township_id]", str(county.township_a))
         await page.fill("#triage-form textarea[name=summary]", "村口的桥裂了，孩子上学危险")
@@ -93,7 +93,7 @@ async def test_an_operator_plays_seeks_assigns_and_resolves_a_hotline_call_and_t
 
         assert int(await headline(page, base, "received")) == received_before + 1
         assert int(await headline(page, base, "resolved")) == resolved_before + 1
-        await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        await keep_screenshot(page, tmp_path / "dashboard.png")
 
 
 async def test_an_operator_sees_which_caller_still_has_to_be_told_her_case_number(
