@@ -124,6 +124,7 @@ async def test_the_owner_signs_in_from_a_clean_address_while_the_account_is_atta
     assert (await service.login("targeted", PASSWORD, client_ip="10.3.0.8"))[0] == 200
 
 
+@pytest.mark.slow  # two services and a password hash per attempt: 13 s in a loaded fast-tier run
 async def test_every_process_counts_the_same_failures(start_service: Callable[..., Awaitable[Service]]) -> None:
     active = await start_service(server=PROXY)
     standby = await start_service(server=PROXY)
