@@ -256,6 +256,9 @@ class BroadcastSettings(_Section):
     sip_page_timeout_s: float = Field(30.0, gt=0)
     # Auto-answer header SIP paging sends: generic (Call-Info answer-after=0), polycom, cisco, rfc5373, none.
     sip_auto_answer: Literal["generic", "polycom", "cisco", "rfc5373", "none"] = "generic"
+    # A scheduled occurrence is claimed and prepared this long before its instant (the pre-roll: rows written,
+    # audio read and packetised, streams built), so that its first packets leave on the instant itself.
+    preroll_s: float = Field(2.0, ge=0, le=30)
     # How often the active worker looks for broadcasts requested by another process.
     pending_poll_s: float = Field(1.0, gt=0)
     # How often the dispatcher records that it is alive: after a crash, the next worker takes the last

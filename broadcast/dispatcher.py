@@ -35,6 +35,16 @@ Never lost, never twice, across stops and crashes:
 * When the service stopped is known from a heartbeat (``worker_heartbeats``) written every
   ``heartbeat_s`` and at a clean stop.
 
+On time (the pre-roll): the scheduler hands an occurrence over ``broadcast.preroll_s`` before its
+instant. It is claimed *provisionally* (its rows at attempt -1, which the scheduler's catch-up does not
+count), its rows written and the item prepared — audio read, RTP packetised, sockets and streams built —
+and committed (attempt 0) a moment before the instant; on the instant one loop releases the first packet
+of every stream of every play due then. A clean stop before the instant gives the slot back (its rows
+renumbered below -1 and closed 未开始（服务停止）, so the restarted scheduler finds the slot unclaimed and plays
+or misses it as for any slot it did not see); so does the next start for a provisional claim a dead
+process left. An emergency, a cancel, or an archive or edit of the notice (checked at the commit) during
+the pre-roll wins as it would a moment later.
+
 A zone's live speakers (RTP, SIP, sound card) set its pace; a 4G terminal (pull) that has not
 started the item when they are done no longer holds the zone (``broadcast.terminals``).
 """
@@ -58,7 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broadcast.notices import NoticeService
 from broadcast.rtp import RtpSender, parse_destination
-from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, Transport
+from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, StartGate, Transport
 from common.clock import Clock
 from common.errors import Conflict, CunxiangError
 from common.tasks import BackgroundTasks
@@ -93,6 +103,46 @@ from tts.cache import KeepSet
 
 log = logging.getLogger(__name__)
 
+# A pre-rolled occurrence's rows before their commit: the scheduler's catch-up counts attempt 0 only, so a
+# claim given back (renumbered below this) leaves its slot unclaimed.
+PROVISIONAL_ATTEMPT = -1
+# How long before its instant a pre-rolled claim is committed (a database write with the notice's re-check):
+# late, so that a stop just before the instant still gives the slot back; early enough that the write is done
+# by the instant on a loaded machine (a SQLite write takes milliseconds, rarely a hundred).
+COMMIT_LEAD_S = 0.3
+# asyncio's timers wake about a millisecond late, more under load: the release sleeps until this long before
+# the instant and then yields to the loop until it comes (other callbacks keep running meanwhile).
+SPIN_S = 0.005
+GIVEN_BACK_AT_STOP = "服务在播出时刻前停止，此时段已交还：重启后在补播时限内播出，否则记为错过"
+GIVEN_BACK_AFTER_DEATH = "服务在播出时刻前意外停止，此时段已交还：重启后在补播时限内播出，否则记为错过"
+
+
+@dataclass(eq=False)
+class _Claim:
+    """A scheduled occurrence claimed before its instant (the pre-roll): provisional until committed."""
+
+    broadcast_id: int
+    notice_id: int
+    due_at: datetime
+    due_loop: float  # the instant on the event loop's clock
+    plays: list[Play] = field(default_factory=list)
+    committed: bool = False
+    # Some play of it started (its first packets went), or one was decided otherwise (preempted, cancelled):
+    # from then on the claim is the slot's for good.
+    settled: bool = False
+    given_back: bool = False
+    commit: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class _Instant:
+    """Every pre-rolled play due at one instant, released together by one task."""
+
+    due_at: datetime
+    due_loop: float
+    gates: list[tuple[Play, StartGate]] = field(default_factory=list)
+
 
 @dataclass(eq=False)
 class Play:
@@ -116,7 +166,11 @@ class Play:
     # Stopped because the service stops (not preempted): its row is left for the next worker to replay.
     by_service: bool = False
     task: asyncio.Task[Any] | None = None
+    # The wait limit of a queued play; for a pre-rolled play queued behind a lower priority, its preemption at
+    # its instant (never before it).
     expiry: asyncio.TimerHandle | None = None
+    # Set for a scheduled occurrence claimed before its instant.
+    claim: _Claim | None = None
 
 
 @dataclass
@@ -206,6 +260,8 @@ class Dispatcher:
         self._pending_task: asyncio.Task[Any] | None = None
         self._stopping = False
         self._changed = asyncio.Condition()
+        self._claims: dict[int, _Claim] = {}
+        self._instants: dict[datetime, _Instant] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -266,6 +322,17 @@ class Dispatcher:
         self._pending.set()
         if self._pending_task is not None:
             await asyncio.wait([self._pending_task], timeout=10)
+        # A slot claimed ahead whose instant has not come is given back, not cut: the next start plays it then.
+        now_loop = asyncio.get_running_loop().time()
+        given_back = [
+            claim
+            for claim in self._claims.values()
+            if not claim.settled and not claim.given_back and claim.due_loop > now_loop
+        ]
+        for claim in given_back:
+            claim.given_back = True
+            if claim.timer is not None:
+                claim.timer.cancel()
         for slot in self._slots.values():
             if slot.playing is not None:
                 slot.playing.stop_reason = RUN_INTERRUPTED
@@ -281,7 +348,8 @@ class Dispatcher:
             if play.expiry is not None:
                 play.expiry.cancel()
         try:
-            await self._close_queued(waiting)
+            await self._close_queued([play for play in waiting if play.claim is None or not play.claim.given_back])
+            await self._give_back(given_back)
             await self._beat(stopped=True)
         except Exception:
             # The database is gone: the rows stay waiting, and the next start closes them as a crash's.
@@ -290,6 +358,8 @@ class Dispatcher:
         await tasks.close()
         await self._rtp.stop()
         self._slots.clear()
+        self._claims.clear()
+        self._instants.clear()
 
     async def _close_queued(self, plays: Sequence[Play]) -> None:
         if not plays:
@@ -304,6 +374,57 @@ class Dispatcher:
                 row.replay_pending = True
             for broadcast_id in {play.broadcast_id for play in plays}:
                 await self._aggregate(session, broadcast_id)
+
+    async def _give_back(self, claims: Sequence[_Claim]) -> None:
+        if not claims:
+            return
+        for claim in claims:
+            if claim.commit is not None and not claim.commit.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(claim.commit)  # a commit in flight lands first: then it is renumbered
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            for claim in claims:
+                await self._give_back_rows(session, claim.broadcast_id, now, GIVEN_BACK_AT_STOP)
+        log.info("gave back %d slot(s) claimed ahead of their instant", len(claims))
+
+    async def _give_back_rows(self, session: AsyncSession, broadcast_id: int, ended: datetime, error: str) -> None:
+        """A claim made before its instant that nobody heard: the slot is left unclaimed for the next start.
+
+        Rows are never deleted: its rows are renumbered below the provisional attempt (the UNIQUE slot key is
+        free again, and the scheduler's catch-up, which counts attempt 0, finds the slot not handled) and closed.
+        """
+        rows = (
+            await session.scalars(
+                select(BroadcastZone).where(
+                    BroadcastZone.broadcast_id == broadcast_id,
+                    BroadcastZone.attempt.in_((PROVISIONAL_ATTEMPT, 0)),
+                    BroadcastZone.replay_of.is_(None),
+                )
+            )
+        ).all()
+        for row in rows:
+            lowest = await session.scalar(
+                select(func.min(BroadcastZone.attempt)).where(
+                    BroadcastZone.schedule_id == row.schedule_id,
+                    BroadcastZone.occurrence_at == row.occurrence_at,
+                    BroadcastZone.zone_id == row.zone_id,
+                )
+            )
+            row.attempt = min(lowest if lowest is not None else 0, PROVISIONAL_ATTEMPT) - 1
+            row.replay_pending = False
+            if row.state in (RUN_WAITING, RUN_PLAYING):
+                row.state, row.error, row.ended_at = RUN_STOPPED_BEFORE_START, error, ended
+            await session.execute(
+                update(BroadcastSpeaker)
+                .where(
+                    BroadcastSpeaker.zone_run_id == row.id,
+                    BroadcastSpeaker.state.in_((RUN_WAITING, RUN_PLAYING)),
+                )
+                .values(state=RUN_STOPPED_BEFORE_START, error=error, ended_at=ended)
+            )
+            await session.flush()
+        await self._aggregate(session, broadcast_id)
 
     # -- heartbeat and recovery ---------------------------------------------------------------
 
@@ -338,6 +459,14 @@ class Dispatcher:
 
     async def _close_leftovers(self, session: AsyncSession, last_seen: datetime | None, now: datetime) -> None:
         """Rows a dead process left waiting or playing: closed as it would have closed them, replay pending."""
+        # A claim still provisional was never heard (its first packets go only after the commit): given back.
+        provisional = (
+            await session.scalars(
+                select(BroadcastZone.broadcast_id).where(BroadcastZone.attempt == PROVISIONAL_ATTEMPT).distinct()
+            )
+        ).all()
+        for broadcast_id in provisional:
+            await self._give_back_rows(session, broadcast_id, min(last_seen or now, now), GIVEN_BACK_AFTER_DEATH)
         rows = (
             await session.scalars(select(BroadcastZone).where(BroadcastZone.state.in_((RUN_WAITING, RUN_PLAYING))))
         ).all()
@@ -485,7 +614,9 @@ class Dispatcher:
     async def occurrence_due(
         self, *, schedule_id: int, notice_id: int, occurrence_at: datetime, zone_ids: Sequence[int], priority: int
     ) -> bool:
-        plays = await self._claim_occurrence(
+        """Claim the occurrence and queue its plays; one handed over ahead of its instant is pre-rolled."""
+        ahead_s = (occurrence_at - self._clock.now()).total_seconds()
+        claimed = await self._claim_occurrence(
             schedule_id=schedule_id,
             notice_id=notice_id,
             occurrence_at=occurrence_at,
@@ -493,9 +624,20 @@ class Dispatcher:
             priority=priority,
             state=RUN_WAITING,
             error=None,
+            provisional=ahead_s > 0,
         )
-        if plays is None:
+        if claimed is None:
             return False
+        provisional_id, plays = claimed
+        if provisional_id is not None:
+            loop = asyncio.get_running_loop()
+            due_loop = loop.time() + (occurrence_at - self._clock.now()).total_seconds()
+            claim = _Claim(provisional_id, notice_id, occurrence_at, due_loop, plays=list(plays))
+            for play in plays:
+                play.claim = claim
+            self._forget_old_claims(loop.time())
+            self._claims[provisional_id] = claim
+            claim.timer = loop.call_at(due_loop - COMMIT_LEAD_S, self._commit_soon, claim)
         for play in plays:
             self._submit(play)
         await self._notify()
@@ -504,7 +646,7 @@ class Dispatcher:
     async def occurrence_missed(
         self, *, schedule_id: int, notice_id: int, occurrence_at: datetime, zone_ids: Sequence[int], priority: int
     ) -> bool:
-        plays = await self._claim_occurrence(
+        claimed = await self._claim_occurrence(
             schedule_id=schedule_id,
             notice_id=notice_id,
             occurrence_at=occurrence_at,
@@ -514,7 +656,100 @@ class Dispatcher:
             error="服务停机超过补播时限，未播出",
         )
         await self._notify()
-        return plays is not None
+        return claimed is not None
+
+    # -- the pre-roll: claims committed before their instant, released on it ------------------
+
+    def _forget_old_claims(self, now_loop: float) -> None:
+        for broadcast_id, claim in list(self._claims.items()):
+            if claim.due_loop < now_loop - 60 and (claim.committed or claim.given_back):
+                del self._claims[broadcast_id]
+
+    def _commit_soon(self, claim: _Claim) -> None:
+        if self._tasks is not None and not claim.given_back:
+            self._tasks.spawn(self._commit_logged(claim), f"commit-broadcast{claim.broadcast_id}")
+
+    async def _commit_logged(self, claim: _Claim) -> None:
+        try:
+            await self._commit(claim)
+        except Exception:
+            log.exception("committing broadcast %s before its instant failed", claim.broadcast_id)
+
+    async def _commit(self, claim: _Claim) -> None:
+        """Make a provisional claim the slot's for good (once, whoever asks first), re-checking its notice."""
+        if claim.given_back:
+            return
+        if claim.commit is None:
+            claim.commit = asyncio.ensure_future(self._write_commit(claim))
+        await asyncio.shield(claim.commit)
+
+    async def _write_commit(self, claim: _Claim) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(BroadcastZone)
+                .where(BroadcastZone.broadcast_id == claim.broadcast_id, BroadcastZone.attempt == PROVISIONAL_ATTEMPT)
+                .values(attempt=0)
+            )
+            notice = await session.get(Notice, claim.notice_id)
+            why_not = None
+            if notice is None or notice.state == "archived":
+                why_not = "通知在播出前已归档，未播出"
+            elif notice.state != "approved":
+                why_not = "通知在播出前被修改、尚未重新审核，未播出"
+        claim.committed = True
+        for play in claim.plays:
+            play.attempt = 0
+        if why_not is not None:
+            # Archived or edited during the pre-roll: it wins, as it would have at the claim a moment later.
+            self._cancel_held(claim.broadcast_id, why_not)
+            await self._notify()
+
+    def _instant(self, claim: _Claim) -> _Instant:
+        instant = self._instants.get(claim.due_at)
+        if instant is None:
+            instant = self._instants[claim.due_at] = _Instant(claim.due_at, claim.due_loop)
+            assert self._tasks is not None
+            self._tasks.spawn(self._release_at(instant), f"release-{claim.due_at.isoformat()}")
+        return instant
+
+    async def _release_at(self, instant: _Instant) -> None:
+        """On the instant, open the gate of every play due then: one loop, nothing awaited in it."""
+        loop = asyncio.get_running_loop()
+        try:
+            early = instant.due_loop - SPIN_S - loop.time()
+            if early > 0:
+                await asyncio.sleep(early)
+            # Yielding, not an event: nothing sets one at an instant more precisely than this loop reads its clock.
+            while loop.time() < instant.due_loop:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+        finally:
+            if self._instants.get(instant.due_at) is instant:
+                del self._instants[instant.due_at]
+        for play, gate in instant.gates:
+            if not play.stop.is_set() and play.claim is not None and play.claim.committed:
+                play.claim.settled = True
+                gate.open(instant.due_at)
+
+    async def _release_on_time(self, play: Play, claim: _Claim, gate: StartGate) -> bool:
+        """Wait for the commit and the instant; True when the play's gate opened (its first packets went)."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, claim.due_loop - COMMIT_LEAD_S - loop.time())):
+                await play.stop.wait()
+        if play.stop.is_set():
+            return False
+        await self._commit(claim)
+        if play.stop.is_set():
+            return False
+        if loop.time() >= claim.due_loop:
+            # Prepared or committed after the instant (a slow machine): it starts now, late.
+            claim.settled = True
+            gate.open(self._clock.now())
+            return True
+        instant = self._instant(claim)
+        instant.gates.append((play, gate))
+        opened = await gate.ready(None, play.stop)
+        return opened and gate.opened
 
     async def _claim_occurrence(
         self,
@@ -526,8 +761,13 @@ class Dispatcher:
         priority: int,
         state: int,
         error: str | None,
-    ) -> list[Play] | None:
-        """Insert the occurrence's as-run rows (the claim); None if they exist already."""
+        provisional: bool = False,
+    ) -> tuple[int | None, list[Play]] | None:
+        """Insert the occurrence's as-run rows (the claim); None if they exist already.
+
+        Returns the broadcast's id when its rows were written provisionally (a claim ahead of its instant),
+        and the plays to queue.
+        """
         if not zone_ids:
             # The as-run log is per zone, so there is no row to write: say it where an operator looks.
             log.warning(
@@ -535,13 +775,26 @@ class Dispatcher:
                 schedule_id,
                 occurrence_at.isoformat(),
             )
-            return []
+            return None, []
         now = self._clock.now()
+        attempt = 0
         try:
             async with self._sessions.begin() as session:
+                # Claimed already, provisionally (a pre-roll under way) or for good: never play it twice.
+                taken = await session.scalar(
+                    select(BroadcastZone.id)
+                    .where(
+                        BroadcastZone.schedule_id == schedule_id,
+                        BroadcastZone.occurrence_at == occurrence_at,
+                        BroadcastZone.attempt.in_((PROVISIONAL_ATTEMPT, 0)),
+                    )
+                    .limit(1)
+                )
+                if taken is not None:
+                    return None
                 notice = await session.get(Notice, notice_id)
                 if notice is None:
-                    return []
+                    return None, []
                 if state == RUN_WAITING and notice.state == "archived":
                     state, error = RUN_CANCELLED, "通知已归档，未播出"
                 elif state == RUN_WAITING and notice.state != "approved":
@@ -562,15 +815,17 @@ class Dispatcher:
                 )
                 session.add(broadcast)
                 await session.flush()
+                attempt = PROVISIONAL_ATTEMPT if provisional and state == RUN_WAITING else 0
                 rows = await self._zone_rows(
-                    session, broadcast, zone_ids, state=state, error=error, scheduled_at=occurrence_at
+                    session, broadcast, zone_ids, state=state, error=error, scheduled_at=occurrence_at, attempt=attempt
                 )
                 if state == RUN_WAITING:
                     await self._cancel_quiet(session, rows, occurrence_at, exempt=broadcast.quiet_exempt)
                     broadcast.state = aggregate_state([row.state for row in rows])
         except IntegrityError:
             return None  # this slot was claimed before: never play it twice
-        return [self._play_of(broadcast, row) for row in rows if row.state == RUN_WAITING]
+        plays = [self._play_of(broadcast, row) for row in rows if row.state == RUN_WAITING]
+        return (broadcast.id if attempt == PROVISIONAL_ATTEMPT and rows else None), plays
 
     async def _cancel_quiet(
         self, session: AsyncSession, rows: Sequence[BroadcastZone], at: datetime, *, exempt: bool
@@ -802,6 +1057,12 @@ class Dispatcher:
             # Higher priority: it goes next (after any earlier item of its class); the current one stops everywhere.
             slot.waiting.append(play)
             slot.waiting.sort(key=lambda queued: queued.priority)  # stable: first come, first served within a class
+            loop = asyncio.get_running_loop()
+            if play.claim is not None and play.claim.due_loop > loop.time():
+                # Handed over ahead of its instant: it preempts on the instant, not before (the current item plays
+                # on until then, and if the zone is free by then the pre-rolled play starts on time).
+                play.expiry = loop.call_at(play.claim.due_loop, self._preempt_for, slot, play)
+                return
             if current.stop_reason is None:
                 current.stop_reason = RUN_INTERRUPTED
                 current.interrupted_by = play.zone_run_id
@@ -811,6 +1072,15 @@ class Dispatcher:
         slot.waiting.sort(key=lambda queued: queued.priority)  # stable: equal priorities keep their order
         loop = asyncio.get_running_loop()
         play.expiry = loop.call_later(self._wait_limit_s, self._expire, play)
+
+    def _preempt_for(self, slot: _ZoneSlot, play: Play) -> None:
+        current = slot.playing
+        if play not in slot.waiting or current is None or play.priority >= current.priority:
+            return
+        if current.stop_reason is None:
+            current.stop_reason = RUN_INTERRUPTED
+            current.interrupted_by = play.zone_run_id
+            current.stop.set()
 
     def _start(self, slot: _ZoneSlot, play: Play) -> None:
         assert self._tasks is not None
@@ -878,8 +1148,9 @@ class Dispatcher:
         await self._notify()
 
     async def _targets(
-        self, session: AsyncSession, play: Play
+        self, session: AsyncSession, play: Play, *, held: bool = False
     ) -> tuple[list[SpeakerTarget], ZoneBroadcastSettings | None]:
+        """One as-run row per enabled speaker; ``held``: a pre-rolled play's, all waiting until its instant."""
         speakers = (
             await session.scalars(
                 select(Speaker).where(Speaker.zone_id == play.zone_id, Speaker.enabled.is_(True)).order_by(Speaker.id)
@@ -895,7 +1166,7 @@ class Dispatcher:
                 address=speaker.address,
                 # Live speakers play from now; a 4G terminal waits until it reports its start, a SIP speaker
                 # until it answers (a row saying 播放中 for a speaker still ringing would be a guess).
-                state=RUN_WAITING if self._waits_for_speaker(speaker.transport) else RUN_PLAYING,
+                state=RUN_WAITING if held or self._waits_for_speaker(speaker.transport) else RUN_PLAYING,
                 acknowledged=False,
             )
             session.add(run)
@@ -942,23 +1213,29 @@ class Dispatcher:
 
     async def _play(self, play: Play, notice: Notice, keep: KeepSet) -> None:
         files, duration = await self._notices.audio_files(notice, keep)
+        claim = play.claim
+        # Pre-rolled: its instant is still ahead (one that waited for its zone past the instant plays at once).
+        gate = StartGate() if claim is not None and claim.due_loop > asyncio.get_running_loop().time() else None
+        if claim is not None and gate is None and not play.stop.is_set():
+            await self._commit(claim)
         if play.stop.is_set():
             # Preempted (or the service stopped) before a single speaker was asked to play it.
-            await self._record(play, [])
+            await self._end_unstarted(play, [])
             return
         now = self._clock.now()
         async with self._sessions.begin() as session:
             row = await session.get(BroadcastZone, play.zone_run_id)
             assert row is not None
-            row.state, row.started_at = RUN_PLAYING, now
             broadcast = await session.get(Broadcast, play.broadcast_id)
             assert broadcast is not None
             broadcast.audio_keys = notice.audio_keys
             broadcast.duration_s = duration
-            if broadcast.started_at is None:
-                broadcast.started_at = now
-            broadcast.state = RUN_PLAYING
-            targets, zone_settings = await self._targets(session, play)
+            if gate is None:
+                row.state, row.started_at = RUN_PLAYING, now
+                if broadcast.started_at is None:
+                    broadcast.started_at = now
+                broadcast.state = RUN_PLAYING
+            targets, zone_settings = await self._targets(session, play, held=gate is not None)
         await self._notify()
         group = None
         ttl = None
@@ -974,12 +1251,70 @@ class Dispatcher:
             rtp_group=group,
             rtp_ttl=ttl,
             on_answered=self._speaker_answered,
+            start_gate=gate,
         )
-        results = await self._play_everywhere(item, targets, play)
+        if claim is None or gate is None:
+            results = await self._play_everywhere(item, targets, play)
+            await self._record(play, results)
+            return
+        # The transports prepare now (RTP: payload read, streams built) and start when the gate opens.
+        job = asyncio.ensure_future(self._play_everywhere(item, targets, play))
+        try:
+            released = await self._release_on_time(play, claim, gate)
+        except BaseException:
+            play.stop.set()
+            with contextlib.suppress(BaseException):
+                await job
+            raise
+        if released:
+            assert gate.opened_at is not None
+            await self._mark_started(play, targets, gate.opened_at)
+        results = await job
+        if not released:
+            await self._end_unstarted(play, targets)  # nobody heard it: what the transports said does not matter
+            return
         await self._record(play, results)
+
+    async def _mark_started(self, play: Play, targets: Sequence[SpeakerTarget], at: datetime) -> None:
+        """A pre-rolled play's first packets went at ``at``: its rows say so (after the release, not before)."""
+        live = [
+            target.run_id
+            for target in targets
+            if target.run_id is not None and not self._waits_for_speaker(target.transport)
+        ]
+        async with self._sessions.begin() as session:
+            row = await session.get(BroadcastZone, play.zone_run_id)
+            assert row is not None
+            row.state, row.started_at = RUN_PLAYING, at
+            broadcast = await session.get(Broadcast, play.broadcast_id)
+            assert broadcast is not None
+            if broadcast.started_at is None:
+                broadcast.started_at = at
+            broadcast.state = RUN_PLAYING
+            if live:
+                await session.execute(
+                    update(BroadcastSpeaker)
+                    .where(BroadcastSpeaker.id.in_(live), BroadcastSpeaker.state == RUN_WAITING)
+                    .values(state=RUN_PLAYING, started_at=at)
+                )
+        await self._notify()
+
+    async def _end_unstarted(self, play: Play, targets: Sequence[SpeakerTarget]) -> None:
+        """A play stopped before any speaker started it: given back with its claim, else recorded as before."""
+        claim = play.claim
+        if claim is not None:
+            if claim.given_back:
+                return  # the stop writes the give-back of the whole claim
+            await self._commit(claim)  # the slot is decided for good: its attempts count from 0
+            claim.settled = True
+        state = RUN_CANCELLED if play.stop_reason == RUN_CANCELLED else RUN_INTERRUPTED
+        error = play.stop_error if state == RUN_CANCELLED else None
+        await self._record(play, [SpeakerResult(target, state, error=error) for target in targets])
 
     async def _close_cancelled(self, play: Play) -> None:
         """The play's task was cancelled (the dispatcher closing in a hurry): cut, left for the next worker."""
+        if play.claim is not None and (play.claim.given_back or not play.claim.committed):
+            return  # given back by the stop, or still provisional: the next start gives it back
         now = self._clock.now()
         async with self._sessions.begin() as session:
             row = await session.get(BroadcastZone, play.zone_run_id)
@@ -1008,7 +1343,7 @@ class Dispatcher:
                     SpeakerResult(target, RUN_FAILED, error=f"未启用传输方式 {transport_name}") for target in group
                 ]
                 continue
-            (pull_jobs if transport.pull else live_jobs).append(transport.play(item, group, play.stop))
+            (pull_jobs if transport.pull else live_jobs).append(self._gated(transport, item, group, play.stop))
 
         async def live() -> list[Any]:
             try:
@@ -1026,6 +1361,21 @@ class Dispatcher:
                 continue
             results += outcome
         return results
+
+    @staticmethod
+    async def _gated(
+        transport: Transport, item: PlayItem, targets: list[SpeakerTarget], stop: asyncio.Event
+    ) -> list[SpeakerResult]:
+        """A pre-rolled item starts on its gate: RTP prepares and releases itself, the others start when it opens.
+
+        (SIP paging and 4G terminals are not frame-accurate anyway: a page is answered some hundred milliseconds
+        after it is originated, a terminal hears of the item on its next poll; neither starts before the instant.)
+        """
+        gate = item.start_gate
+        if gate is not None and not getattr(transport, "starts_on_gate", False):
+            if not await gate.ready(None, stop):
+                return [SpeakerResult(target, RUN_INTERRUPTED) for target in targets]
+        return await transport.play(item, targets, stop)
 
     def _unheard_state(self, play: Play) -> int:
         return RUN_STOPPED_BEFORE_START if play.by_service else RUN_PREEMPTED_BEFORE_START

@@ -17,6 +17,13 @@ that is what keeps the p99 lateness low at high fan-out (bench/README.md, Broadc
 
 There is one task (the loop), whatever the number of streams: a task per
 stream would cost a wake-up per packet per stream.
+
+A pre-rolled item (a scheduled occurrence prepared before its due instant, see the
+dispatcher) is built with :meth:`RtpSender.prepare` — payload padded, streams and
+sockets made, nothing sent — and started with :meth:`RtpSender.release`: the first
+packet of every stream goes in one loop over the prepared streams, with nothing
+awaited between them, so every loudspeaker starts on the same instant; phase
+spreading applies from the second packet on.
 """
 
 from __future__ import annotations
@@ -156,6 +163,12 @@ class RtpStream:
         if self.index >= self.packets:
             self._finish(completed=True, stopped=False)
 
+    def send_first(self, now: float) -> None:
+        """Send packet 0 now, whatever its phase (a pre-rolled item's release: every stream at once)."""
+        start, self.start = self.start, now
+        self.send_due(now)
+        self.start = start
+
     def stop(self) -> None:
         self._finish(completed=False, stopped=True)
 
@@ -238,6 +251,12 @@ class RtpSender:
 
     def play(self, payload: bytes, destinations: Sequence[tuple[str, int]], *, ttl: int = 8) -> list[RtpStream]:
         """Start one stream per destination at the next packet boundary of its phase slot."""
+        streams = self.prepare(payload, destinations, ttl=ttl)
+        self._schedule(streams, asyncio.get_running_loop().time(), first_sent=False)
+        return streams
+
+    def prepare(self, payload: bytes, destinations: Sequence[tuple[str, int]], *, ttl: int = 8) -> list[RtpStream]:
+        """Build one stream per destination, sending nothing until :meth:`release` (or :meth:`RtpStream.stop`)."""
         if self._tasks is None:
             raise RuntimeError("the RTP sender is not started")
         loop = asyncio.get_running_loop()
@@ -247,10 +266,7 @@ class RtpSender:
             payload += MULAW_SILENCE * (self.bytes_per_packet - remainder)
         shared = memoryview(payload)
         streams: list[RtpStream] = []
-        slots: list[int] = []
         for destination in destinations:
-            slots.append(self._next_slot)
-            self._next_slot = (self._next_slot + 1) % self._slots
             stream = RtpStream(
                 destination,
                 shared,
@@ -262,20 +278,38 @@ class RtpSender:
                 measure=self._measure,
             )
             streams.append(stream)
-        # Start times are set after the streams exist: building thousands of them takes a while,
-        # and a start computed before that would make every first packet late.
-        now = loop.time()
+        return streams
+
+    def release(self, streams: Sequence[RtpStream]) -> float:
+        """Send the first packet of every prepared stream now, in one loop; the rest follow on their phases.
+
+        Returns the loop time the release began. A stream already stopped (its play was preempted or
+        withdrawn) sends nothing.
+        """
+        now = asyncio.get_running_loop().time()
+        live = [stream for stream in streams if not stream.finished]
+        for stream in live:
+            stream.send_first(now)
+        self._schedule([stream for stream in live if not stream.finished], now, first_sent=True)
+        return now
+
+    def _schedule(self, streams: Sequence[RtpStream], now: float, *, first_sent: bool) -> None:
+        """Give each stream its phase slot and start time, and hand it to the pacing loop."""
         if self._origin is None:
             self._origin = now
-        for stream, slot in zip(streams, slots, strict=True):
+        # After a release, packet 1 goes within one period of packet 0 (early rather than late: a receiver's
+        # jitter buffer absorbs an early packet, a late one is a gap); else packet 0 at the slot's next time.
+        lead = 0.002 - self.packet_s if first_sent else 0.002
+        for stream in streams:
+            slot = self._next_slot
+            self._next_slot = (self._next_slot + 1) % self._slots
             # The first grid time of this slot that lies ahead (a little lead so it is not already late).
             offset = slot * self._slot_s
-            periods = int((now + 0.002 - self._origin - offset) // self.packet_s) + 1
+            periods = int((now + lead - self._origin - offset) // self.packet_s) + 1
             stream.start = self._origin + offset + max(0, periods) * self.packet_s
             self._buckets[slot].append(stream)
         self.active += len(streams)
         self._wakeup.set()
-        return streams
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -49,6 +49,54 @@ class SpeakerTarget:
     run_id: int | None = None
 
 
+class StartGate:
+    """The instant a pre-rolled item starts on every speaker of its play.
+
+    A transport that can start on a frame (RTP) prepares everything first and hands
+    :meth:`ready` a ``release`` callback; the others pass None and just wait. The
+    dispatcher calls :meth:`open` at the due instant: every callback runs there, in one
+    loop with nothing awaited between them, then the waiting transports go on. A party
+    that becomes ready after the gate opened (its preparation was slow) starts at once.
+    """
+
+    def __init__(self) -> None:
+        self._releases: list[Callable[[], None]] = []
+        self._opened = asyncio.Event()
+        self.opened_at: datetime | None = None
+        # Loop time the gate opened (for the dispatcher's and benchmark's measurements).
+        self.opened_loop: float | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self._opened.is_set()
+
+    def open(self, at: datetime) -> None:
+        """Release every prepared party now (synchronously), then wake the waiting ones."""
+        if self.opened:
+            return
+        self.opened_loop = asyncio.get_running_loop().time()
+        self.opened_at = at
+        releases, self._releases = self._releases, []
+        for release in releases:
+            release()
+        self._opened.set()
+
+    async def ready(self, release: Callable[[], None] | None, stop: asyncio.Event) -> bool:
+        """Wait for the gate (``release`` runs at its opening); False when ``stop`` came first (nothing released)."""
+        if self.opened:
+            if release is not None:
+                release()
+            return True
+        if release is not None:
+            self._releases.append(release)
+        stopped = await _until(stop, asyncio.ensure_future(self._opened.wait()))
+        if stopped and not self.opened:
+            if release is not None and release in self._releases:
+                self._releases.remove(release)
+            return False
+        return True
+
+
 @dataclass(frozen=True)
 class PlayItem:
     """A produced broadcast item: a file per profile, its length, and where its RTP goes."""
@@ -67,6 +115,9 @@ class PlayItem:
     # Set by the dispatcher: a transport whose speakers answer before they play (SIP paging) reports each answer
     # here, so that speaker's as-run row says 播放中 from when it really plays, not from when it was dialled.
     on_answered: Callable[[SpeakerTarget, datetime], Awaitable[None]] | None = field(default=None, compare=False)
+    # Set by the dispatcher for a pre-rolled item: nothing is heard before it opens (RTP prepares its streams and
+    # starts them on its opening; the other transports start playing when it opens).
+    start_gate: StartGate | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -140,6 +191,8 @@ class RtpTransport:
     name = "rtp"
     pull = False
     answers_first = False
+    # Prepares its streams before a pre-rolled item's gate opens and sends every first packet on its opening.
+    starts_on_gate = True
 
     def __init__(self, sender: RtpSender, clock: Clock, *, default_port: int = 5004, default_ttl: int = 8) -> None:
         self._sender = sender
@@ -162,8 +215,19 @@ class RtpTransport:
             return [results[index] for index in range(len(targets))]
         payload = await asyncio.to_thread(item.files[Profile.RTP].read_bytes)
         ttl = item.rtp_ttl if item.rtp_ttl is not None else self._default_ttl
-        started = self._clock.now()
-        streams = self._sender.play(payload, list(by_destination), ttl=ttl)
+        gate = item.start_gate
+        if gate is None:
+            started = self._clock.now()
+            streams = self._sender.play(payload, list(by_destination), ttl=ttl)
+        else:
+            streams = self._sender.prepare(payload, list(by_destination), ttl=ttl)
+
+            def release() -> None:
+                if not stop.is_set():  # stopped in the same instant: nothing goes out
+                    self._sender.release(streams)
+
+            await gate.ready(release, stop)
+            started = gate.opened_at or self._clock.now()
         waiting = asyncio.ensure_future(asyncio.gather(*(stream.done for stream in streams)))
         stopped = await _until(stop, waiting)
         if stopped:

@@ -26,10 +26,12 @@ from settings import SchedulerSettings, Settings
 class SchedulesConfig:
     scheduler: SchedulerSettings
     zone: ZoneInfo
+    # How early an occurrence is handed to its handler (the broadcast dispatcher's pre-roll).
+    lead_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SchedulesConfig:
-        return cls(scheduler=settings.scheduler, zone=settings.zone)
+        return cls(scheduler=settings.scheduler, zone=settings.zone, lead_s=settings.broadcast.preroll_s)
 
 
 @dataclass
@@ -61,6 +63,7 @@ def build_schedules(
         missed_lookback_h=timing.missed_lookback_h,
         misfire_grace_s=timing.misfire_grace_s,
         resync_s=timing.resync_s,
+        lead_s=config.lead_s,
     )
     # A schedule saved in this process takes effect at once (other processes: the scheduler's resync).
     service.on_change(scheduler.schedule_changed)

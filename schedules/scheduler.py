@@ -9,7 +9,9 @@ Design, for a province as well as a county:
   APScheduler job, not 150,000 jobs (docs/decisions/0002-the-scheduler-keeps-a-heap-and-one-job.md).
 * When the job fires, every heap entry that is due is handed to the
   :class:`OccurrenceHandler` (the dispatcher, passed in by ``server.py``), the
-  entry's following occurrence is pushed, and the job is re-armed.
+  entry's following occurrence is pushed, and the job is re-armed. With a lead
+  (``broadcast.preroll_s``) an entry is handed over that much before its instant:
+  the handler prepares it and starts it on the instant.
 * Catch-up is ours, over the as-run table, with the injected clock: on start,
   every occurrence in the look-back window that has no as-run row is either
   played (missed by less than the grace) or recorded as missed. The handler
@@ -101,6 +103,7 @@ class Scheduler:
         missed_lookback_h: float = 24.0,
         misfire_grace_s: float = 3600.0,
         resync_s: float = 30.0,
+        lead_s: float = 0.0,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -111,6 +114,9 @@ class Scheduler:
         self._lookback = timedelta(hours=missed_lookback_h)
         self._misfire_grace_s = misfire_grace_s
         self._resync_s = resync_s
+        # Occurrences are handed over this early (the dispatcher's pre-roll: it claims and prepares the item,
+        # then starts it on the due instant itself).
+        self._lead = timedelta(seconds=lead_s)
         self._entries: dict[int, _Entry] = {}
         self._generation: dict[int, int] = {}
         self._heap: list[tuple[datetime, int, int]] = []  # (fire at, schedule id, generation)
@@ -312,7 +318,7 @@ class Scheduler:
             if self._aps.get_job(WAKE_JOB) is not None:
                 self._aps.remove_job(WAKE_JOB)
             return
-        delay = max(0.0, (self._heap[0][0] - self._clock.now()).total_seconds())
+        delay = max(0.0, (self._heap[0][0] - self._lead - self._clock.now()).total_seconds())
         run_date = datetime.now(UTC) + timedelta(seconds=delay)
         self._aps.add_job(
             self._wake, trigger=DateTrigger(run_date=run_date, timezone=UTC), id=WAKE_JOB, replace_existing=True
@@ -326,7 +332,7 @@ class Scheduler:
     async def _wake(self) -> None:
         async with self._lock:
             now = self._clock.now()
-            while self._heap and self._heap[0][0] <= now:
+            while self._heap and self._heap[0][0] <= now + self._lead:
                 at, schedule_id, generation = heapq.heappop(self._heap)
                 if self._generation.get(schedule_id) != generation:
                     continue  # superseded by a change
