@@ -666,7 +666,7 @@ class Dispatcher:
                 del self._claims[broadcast_id]
 
     def _commit_soon(self, claim: _Claim) -> None:
-        if self._tasks is not None and not claim.given_back:
+        if self._tasks is not None and not self._stopping and not claim.given_back:
             self._tasks.spawn(self._commit_logged(claim), f"commit-broadcast{claim.broadcast_id}")
 
     async def _commit_logged(self, claim: _Claim) -> None:
@@ -680,7 +680,9 @@ class Dispatcher:
         if claim.given_back:
             return
         if claim.commit is None:
-            claim.commit = asyncio.ensure_future(self._write_commit(claim))
+            if self._tasks is None:
+                raise RuntimeError("the dispatcher is not running")
+            claim.commit = self._tasks.spawn(self._write_commit(claim), f"commit-broadcast{claim.broadcast_id}")
         await asyncio.shield(claim.commit)
 
     async def _write_commit(self, claim: _Claim) -> None:
@@ -1443,6 +1445,10 @@ class Dispatcher:
                     attempt=play.attempt + 1,
                 )
                 requeued = self._play_of(broadcast, again[0]) if again else None
+                if requeued is not None:
+                    # Cut during its pre-roll (an emergency): if the zone is free again before its instant, it
+                    # still starts on the instant, never before.
+                    requeued.claim = play.claim
             await self._aggregate(session, play.broadcast_id)
         if requeued is not None:
             self._submit(requeued)
