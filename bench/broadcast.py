@@ -5,8 +5,12 @@
 (a) 50,000 schedule rows (three slots a day) load and become the scheduler's plan:
     time and peak memory, against the naive design measured here too (one
     APScheduler cron job per slot: 150,000 jobs).
-(b) start jitter: from an occurrence's fire time to the first RTP packet at a
-    receiver, through the real scheduler, dispatcher, database and RTP sender.
+(b) start on time: from an occurrence's instant to its first RTP packet at a
+    receiver in another process (the kernel's receive stamp), through the real
+    scheduler, dispatcher (the pre-roll), database and RTP sender; one zone per
+    slot, ``--jitter-runs`` slots ``--jitter-spacing`` apart, the load average
+    before and after. (b') the spread of one zone's ``--spread-speakers`` (500)
+    RTP speakers: first to last speaker's first packet, ``--spread-runs`` times.
 (c) RTP fan-out on one core: the most simultaneous real-time unicast streams
     with p99 packet lateness under 5 ms, as a fraction of the raw limit (a plain
     ``sendto`` loop of 172-byte packets, in the same process, same core).
@@ -20,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -144,21 +149,52 @@ async def _bench_scheduler(directory: Path, zone: Any, count: int, *, naive_base
     }
 
 
-# -- (b) start jitter ---------------------------------------------------------------------------
+# -- (b) start jitter, (b') the spread of 500 speakers ---------------------------------------------
 
 
-async def bench_jitter(runs: int) -> dict[str, Any]:
-    directory = Path(tempfile.mkdtemp(prefix="cx-bench-jitter-"))
-    try:
-        return await _bench_jitter(directory, runs)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+class _Receiver:
+    """bench/rtp_first_packets.py in a process of its own: each destination's first packet, by the kernel's clock."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    @classmethod
+    async def start(cls, expect: int, timeout_s: float) -> _Receiver:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.rtp_first_packets",
+            "--expect",
+            str(expect),
+            "--timeout",
+            str(timeout_s),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        return cls(process, int(await process.stdout.readline()))
+
+    async def first_ns(self) -> dict[str, int]:
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        await self.process.wait()
+        return dict(json.loads(line)["first_ns"]) if line else {}
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
 
 
-async def _bench_jitter(directory: Path, runs: int) -> dict[str, Any]:
+def _loopback(index: int) -> str:
+    """A loudspeaker's own address on loopback (127.0.1.2, 127.0.1.3, …; never .0 or .255)."""
+    return f"127.0.{1 + index // 250}.{2 + index % 250}"
+
+
+async def _broadcasting(directory: Path) -> tuple[Any, Any, int, int]:
+    """A runtime on a fresh SQLite database (real clock) with a county, a village and one approved notice."""
     from accounts.service import principal_of
     from broadcast.notices import NoticeInput
-    from schedules.service import ScheduleInput
     from server import build_runtime
     from settings import AudioSettings, DatabaseSettings, SchedulerSettings, SecuritySettings, Settings
     from storage.audit import Actor
@@ -177,24 +213,6 @@ async def _bench_jitter(directory: Path, runs: int) -> dict[str, Any]:
         scheduler=SchedulerSettings(resync_s=3600),
     )
     runtime = build_runtime(settings)
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.bind(("127.0.0.1", 0))
-    receiver.setblocking(False)
-    port = receiver.getsockname()[1]
-    first_packet: dict[int, float] = {}  # SSRC → arrival (wall clock)
-    all_arrived = asyncio.Event()
-
-    def read() -> None:
-        while True:
-            try:
-                data = receiver.recv(2048)
-            except BlockingIOError:
-                return
-            ssrc = int.from_bytes(data[8:12], "big")
-            first_packet.setdefault(ssrc, time.time())
-            if len(first_packet) >= runs:
-                all_arrived.set()
-
     actor = Actor(user_id=None, username="bench")
     await runtime.accounts.create_user(
         actor, username="admin", display_name="a", password="Bench-pass-123", roles=["admin", "staff"],
@@ -208,55 +226,153 @@ async def _bench_jitter(directory: Path, runs: int) -> dict[str, Any]:
 
         admin = principal_of((await session.scalars(select(User).where(User.username == "admin"))).one())
         approver = principal_of((await session.scalars(select(User).where(User.username == "approver"))).one())
-    areas = runtime.areas
-    county = await areas.create_county(admin, name="县")
+    county = await runtime.areas.create_county(admin, name="县")
     # No quiet hours: the benchmark runs whatever the hour in Shanghai.
-    township = await areas.create_township(
+    township = await runtime.areas.create_township(
         admin, county_id=county.id, name="乡", quiet_start=dt_time(0, 0), quiet_end=dt_time(0, 0)
     )
-    village = await areas.create_village(admin, township_id=township.id, name="村")
-    zones = []
-    for index in range(runs):
-        zone = await areas.create_zone(admin, village_id=village.id, name=f"区{index}")
-        await areas.create_speaker(
-            admin, zone_id=zone.id, name="音柱", transport="rtp", address=f"127.0.0.{index + 2}:{port}"
-        )
-        zones.append(zone.id)
-    receiver.close()
-    # One receiver per destination address would need many sockets: bind 0.0.0.0 instead.
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.bind(("0.0.0.0", port))
-    receiver.setblocking(False)
+    village = await runtime.areas.create_village(admin, township_id=township.id, name="村")
     notice = await runtime.broadcasting.notices.create(
         admin, NoticeInput("civility", "测试", "各位村民请注意。", township.id, repeats=1)
     )
     await runtime.broadcasting.notices.submit(admin, notice.id)
     await runtime.broadcasting.notices.approve(approver, notice.id)
-    loop = asyncio.get_running_loop()
-    loop.add_reader(receiver.fileno(), read)
-    await runtime.broadcasting.dispatcher.start()
-    await runtime.schedules.scheduler.start()
-    base = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
-    fire_times = []
-    for index, zone_id in enumerate(zones):
-        at = base + timedelta(milliseconds=700 * index)
-        fire_times.append(at.timestamp())
-        await runtime.schedules.service.create(
-            admin, ScheduleInput(notice_id=notice.id, kind="once", once_at=at, targets=(("zone", zone_id),))
-        )
-    with contextlib.suppress(TimeoutError):  # the runs that did arrive are reported
-        async with asyncio.timeout(10 + runs):
-            await all_arrived.wait()
-    loop.remove_reader(receiver.fileno())
-    receiver.close()
-    await runtime.schedules.scheduler.stop()
-    await runtime.broadcasting.dispatcher.stop()
-    await runtime.engine.dispose()
-    arrivals = sorted(first_packet.values())
-    delays = [(arrival - fired) * 1000 for arrival, fired in zip(arrivals, sorted(fire_times), strict=False)]
+    return runtime, admin, village.id, notice.id
+
+
+async def bench_jitter(runs: int, spacing_s: float) -> dict[str, Any]:
+    directory = Path(tempfile.mkdtemp(prefix="cx-bench-jitter-"))
+    try:
+        return await _bench_jitter(directory, runs, spacing_s)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _bench_jitter(directory: Path, runs: int, spacing_s: float) -> dict[str, Any]:
+    """Each of ``runs`` zones has one RTP speaker and one slot, ``spacing_s`` apart: its instant → its first packet."""
+    from schedules.service import ScheduleInput
+
+    runtime, admin, village_id, notice_id = await _broadcasting(directory)
+    preroll_s = runtime.settings.broadcast.preroll_s
+    base = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10 + 0.15 * runs)
+    receiver = await _Receiver.start(runs, (base - datetime.now(UTC)).total_seconds() + runs * spacing_s + 60)
+    try:
+        slots: list[tuple[str, datetime]] = []
+        for index in range(runs):
+            zone = await runtime.areas.create_zone(admin, village_id=village_id, name=f"区{index}")
+            address = _loopback(index)
+            await runtime.areas.create_speaker(
+                admin, zone_id=zone.id, name="音柱", transport="rtp", address=f"{address}:{receiver.port}"
+            )
+            at = base + timedelta(seconds=spacing_s * index)
+            await runtime.schedules.service.create(
+                admin, ScheduleInput(notice_id=notice_id, kind="once", once_at=at, targets=(("zone", zone.id),))
+            )
+            slots.append((address, at))
+        if datetime.now(UTC) > base - timedelta(seconds=preroll_s + 1):
+            raise RuntimeError("setting up took longer than planned: the first slots would not be pre-rolled")
+        load_before = os.getloadavg()[0]
+        await runtime.broadcasting.dispatcher.start()
+        await runtime.schedules.scheduler.start()
+        first = await receiver.first_ns()
+        load_after = os.getloadavg()[0]
+    finally:
+        await receiver.close()
+        await runtime.schedules.scheduler.stop()
+        await runtime.broadcasting.dispatcher.stop()
+        await runtime.engine.dispose()
+    delays = [(first[address] - at.timestamp() * 1e9) / 1e6 for address, at in slots if address in first]
     if not delays:
         raise RuntimeError(f"no first packet arrived of {runs} scheduled starts")
-    return {"scheduled": runs, "fire_to_first_packet_ms": summary(delays)}
+    return {
+        "scheduled": runs,
+        "received": len(delays),
+        "spacing_s": spacing_s,
+        "preroll_s": preroll_s,
+        "fire_to_first_packet_ms": summary(delays, digits=2),
+        "early": sum(1 for delay in delays if delay < 0),
+        "load_before": round(load_before, 2),
+        "load_after": round(load_after, 2),
+    }
+
+
+async def bench_spread(speakers: int, runs: int) -> dict[str, Any]:
+    directory = Path(tempfile.mkdtemp(prefix="cx-bench-spread-"))
+    try:
+        return await _bench_spread(directory, speakers, runs)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _bench_spread(directory: Path, speakers: int, runs: int) -> dict[str, Any]:
+    """One zone of ``speakers`` RTP speakers, one slot per run: first to last speaker's first packet."""
+    from schedules.service import ScheduleInput
+
+    runtime, admin, village_id, notice_id = await _broadcasting(directory)
+    preroll_s = runtime.settings.broadcast.preroll_s
+    dispatcher = runtime.broadcasting.dispatcher
+    zone = await runtime.areas.create_zone(admin, village_id=village_id, name="广场")
+    spreads: list[float] = []
+    firsts: list[float] = []
+    lasts: list[float] = []
+    received: list[int] = []
+    load_before = os.getloadavg()[0]
+    await dispatcher.start()
+    await runtime.schedules.scheduler.start()
+    try:
+        for run in range(runs):
+            receiver = await _Receiver.start(speakers, 60 + preroll_s)
+            try:
+                if run == 0:
+                    for index in range(speakers):
+                        await runtime.areas.create_speaker(
+                            admin, zone_id=zone.id, name=f"音柱{index}", transport="rtp",
+                            address=f"{_loopback(index)}:{receiver.port}",
+                        )  # fmt: skip
+                else:
+                    await _move_speakers(runtime, zone.id, receiver.port)
+                await dispatcher.wait_until(dispatcher.idle)
+                at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=preroll_s + 3)
+                await runtime.schedules.service.create(
+                    admin, ScheduleInput(notice_id=notice_id, kind="once", once_at=at, targets=(("zone", zone.id),))
+                )
+                first = await receiver.first_ns()
+            finally:
+                await receiver.close()
+            arrivals = sorted(first.values())
+            received.append(len(arrivals))
+            if arrivals:
+                spreads.append((arrivals[-1] - arrivals[0]) / 1e6)
+                firsts.append((arrivals[0] - at.timestamp() * 1e9) / 1e6)
+                lasts.append((arrivals[-1] - at.timestamp() * 1e9) / 1e6)
+            await dispatcher.wait_until(dispatcher.idle)
+        load_after = os.getloadavg()[0]
+    finally:
+        await runtime.schedules.scheduler.stop()
+        await dispatcher.stop()
+        await runtime.engine.dispose()
+    return {
+        "speakers": speakers,
+        "runs": runs,
+        "received": received,
+        "spread_ms": [round(value, 2) for value in spreads],
+        "instant_to_first_speaker_ms": [round(value, 2) for value in firsts],
+        "instant_to_last_speaker_ms": [round(value, 2) for value in lasts],
+        "max_spread_ms": round(max(spreads), 2) if spreads else None,
+        "load_before": round(load_before, 2),
+        "load_after": round(load_after, 2),
+    }
+
+
+async def _move_speakers(runtime: Any, zone_id: int, port: int) -> None:
+    """Point the zone's speakers at a new receiver's port (one receiver process per run)."""
+    from sqlalchemy import select
+
+    from storage.models import Speaker
+
+    async with runtime.sessions.begin() as session:
+        for speaker in (await session.scalars(select(Speaker).where(Speaker.zone_id == zone_id))).all():
+            speaker.address = f"{speaker.address.rpartition(':')[0]}:{port}"
 
 
 # -- (c) RTP fan-out ----------------------------------------------------------------------------
@@ -412,9 +528,12 @@ async def _bench_production(directory: Path, characters: int, repeats: int, stre
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schedules", type=int, default=50_000)
-    parser.add_argument("--jitter-runs", type=int, default=30)
+    parser.add_argument("--jitter-runs", type=int, default=300)
+    parser.add_argument("--jitter-spacing", type=float, default=0.25, help="(b): seconds between two slots")
+    parser.add_argument("--spread-speakers", type=int, default=500)
+    parser.add_argument("--spread-runs", type=int, default=3)
     parser.add_argument("--fanout-seconds", type=float, default=4.0)
-    parser.add_argument("--only", choices=["scheduler", "jitter", "fanout", "production"])
+    parser.add_argument("--only", choices=["scheduler", "jitter", "spread", "fanout", "production"])
     parser.add_argument("--production-chars", type=int, default=600, help="(d): characters of the long notice")
     parser.add_argument("--production-repeats", type=int, default=10, help="(d): how often it is read")
     parser.add_argument("--production-streams", type=int, default=50, help="(d): RTP streams on air meanwhile")
@@ -423,13 +542,16 @@ async def main(argv: list[str] | None = None) -> None:
         "--realtime", action="store_true", help="run the fan-out at real-time priority (SCHED_RR, else nice -10)"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes: 5,000 schedules, 10 starts, 1 s fan-out, a short item"
+        "--quick",
+        action="store_true",
+        help="small sizes: 5,000 schedules, 10 starts, 50 speakers once, 1 s fan-out, a short item",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     isolate_from_environment()
     if args.quick:
         args.schedules, args.jitter_runs, args.fanout_seconds = 5_000, 10, 1.0
+        args.spread_speakers, args.spread_runs = 50, 1
         args.production_chars, args.production_repeats, args.production_streams = 100, 2, 10
     _pin_to_one_core()
     results: dict[str, Any] = {}
@@ -437,8 +559,11 @@ async def main(argv: list[str] | None = None) -> None:
         results["scheduler"] = await bench_scheduler(args.schedules, naive_baseline=not args.skip_naive)
         print("scheduler:", results["scheduler"], flush=True)
     if args.only in (None, "jitter"):
-        results["start_jitter"] = await bench_jitter(args.jitter_runs)
+        results["start_jitter"] = await bench_jitter(args.jitter_runs, args.jitter_spacing)
         print("start jitter:", results["start_jitter"], flush=True)
+    if args.only in (None, "spread"):
+        results["start_spread"] = await bench_spread(args.spread_speakers, args.spread_runs)
+        print("start spread:", results["start_spread"], flush=True)
     if args.only in (None, "fanout"):
         priority = _realtime_priority() if args.realtime else "normal"
         results["fanout"] = {"priority": priority, **await bench_fanout(args.fanout_seconds)}
