@@ -242,3 +242,46 @@ async def test_after_the_sender_stalls_its_streams_catch_up_instead_of_staying_l
     assert max(result.lateness_s) >= 0.05  # the stall happened
     assert statistics.median(result.lateness_s[-50:]) < 0.003  # and the stream is back on its schedule
     assert result.sent == 150
+
+
+async def test_prepared_streams_send_nothing_until_released_then_every_first_packet_before_any_second(
+    sender: RtpSender,
+) -> None:
+    """A pre-rolled item: 40 streams built ahead; their first packets go in one loop, then each on its phase."""
+    listener = Listener()
+    listener.attach()
+    try:
+        streams = sender.prepare(b"\xff" * 160 * 10, [("127.0.0.1", listener.port)] * 40)
+        await asyncio.sleep(0.1)
+        assert listener.packets == [] and sender.active == 0
+        sender.release(streams)
+        results = await asyncio.wait_for(asyncio.gather(*(stream.done for stream in streams)), 5)
+        await asyncio.sleep(0.1)
+    finally:
+        listener.close()
+    assert all(result.completed and result.sent == 10 for result in results)
+    # The first 40 packets to arrive are the 40 streams' first (marker) packets: none waited for its phase.
+    assert [packet.marker for packet in listener.packets[:40]] == [True] * 40
+    assert len({packet.ssrc for packet in listener.packets[:40]}) == 40
+    by_stream: dict[int, list[Packet]] = {}
+    for packet in listener.packets:
+        by_stream.setdefault(packet.ssrc, []).append(packet)
+    for packets in by_stream.values():
+        check_headers(packets, 10)
+
+
+async def test_a_prepared_stream_stopped_before_its_release_sends_nothing(sender: RtpSender) -> None:
+    listener = Listener()
+    listener.attach()
+    try:
+        kept, stopped = sender.prepare(b"\xff" * 160 * 5, [("127.0.0.1", listener.port)] * 2)
+        stopped.stop()
+        sender.release([kept, stopped])
+        kept_result = await asyncio.wait_for(kept.done, 5)
+        stopped_result = await asyncio.wait_for(stopped.done, 5)
+        await asyncio.sleep(0.1)
+    finally:
+        listener.close()
+    assert kept_result.completed and kept_result.sent == 5
+    assert stopped_result.stopped and stopped_result.sent == 0
+    assert {packet.ssrc for packet in listener.packets} == {kept.ssrc}
