@@ -208,9 +208,12 @@ async def test_a_provisional_claim_left_by_a_dead_process_is_given_back_by_the_n
         await schedule_once(live, clock, notice, zone, at)
         # Handed over as early as the pre-roll allows: the claim stays provisional for about a second.
         await fire_ahead(live, clock, at, PREROLL_S)
-        # The next worker starts while the claim is provisional: what it finds is what a kill -9 leaves.
+        # The next worker starts while the claim is provisional: what it finds is what a kill -9 leaves (the
+        # first worker, in this process, is then stopped before the instant: it writes nothing more).
         successor = build_runtime(preroll_settings(tmp_path, database_url), clock=clock)
         await successor.broadcasting.dispatcher.start()
+        await live.schedules.scheduler.stop()
+        await live.broadcasting.dispatcher.stop()
         try:
             (row,) = await zone_rows(live)
             assert row.attempt < PROVISIONAL_ATTEMPT
@@ -219,7 +222,14 @@ async def test_a_provisional_claim_left_by_a_dead_process_is_given_back_by_the_n
                 GIVEN_BACK_AFTER_DEATH,
                 False,
             )
+            # Catch-up finds the slot unclaimed: it plays once.
+            clock.set(at + timedelta(seconds=30))
+            await successor.schedules.scheduler.start()
+            rows = await wait_for_rows(live, lambda rows: len(rows) == 2 and rows[1].state == RUN_SUCCESS)
+            assert (rows[1].attempt, rows[1].occurrence_at) == (0, at)
+            await speaker.until(lambda receiver: receiver.plays(payloads(live, notice)) == ["full"])
         finally:
+            await successor.schedules.scheduler.stop()
             await successor.broadcasting.dispatcher.stop()
             await successor.engine.dispose()
 
