@@ -320,8 +320,15 @@ class Scheduler:
             return
         delay = max(0.0, (self._heap[0][0] - self._lead - self._clock.now()).total_seconds())
         run_date = datetime.now(UTC) + timedelta(seconds=delay)
+        # Two instances: a wake-up armed (by the end of the running one) for a moment that has already come may be
+        # started before APScheduler has counted the running one finished; with one allowed it would be skipped and
+        # the plan left asleep. The second waits for the lock and hands over what is due by then.
         self._aps.add_job(
-            self._wake, trigger=DateTrigger(run_date=run_date, timezone=UTC), id=WAKE_JOB, replace_existing=True
+            self._wake,
+            trigger=DateTrigger(run_date=run_date, timezone=UTC),
+            id=WAKE_JOB,
+            replace_existing=True,
+            max_instances=2,
         )
 
     async def poke(self) -> None:
@@ -331,8 +338,10 @@ class Scheduler:
 
     async def _wake(self) -> None:
         async with self._lock:
-            now = self._clock.now()
-            while self._heap and self._heap[0][0] <= now + self._lead:
+            # The clock is read again after every fire: handing over one slot can take long enough for the next
+            # to fall due, and a wake-up armed in the past while this one runs is skipped by APScheduler
+            # ("maximum number of running instances"), which would leave the plan asleep.
+            while self._heap and self._heap[0][0] <= (now := self._clock.now()) + self._lead:
                 at, schedule_id, generation = heapq.heappop(self._heap)
                 if self._generation.get(schedule_id) != generation:
                     continue  # superseded by a change
