@@ -291,6 +291,7 @@ async def _bench_jitter(directory: Path, runs: int, spacing_s: float) -> dict[st
         "preroll_s": preroll_s,
         "fire_to_first_packet_ms": summary(delays, digits=2),
         "early": sum(1 for delay in delays if delay < 0),
+        "earliest_ms": round(min(delays), 2),
         "load_before": round(load_before, 2),
         "load_after": round(load_after, 2),
     }
