@@ -276,6 +276,8 @@ async def _bench_jitter(directory: Path, runs: int, spacing_s: float) -> dict[st
         await runtime.schedules.scheduler.start()
         first = await receiver.first_ns()
         load_after = os.getloadavg()[0]
+        late = runtime.broadcasting.dispatcher.late_releases
+        latest_ms = runtime.broadcasting.dispatcher.latest_release_s * 1000
     finally:
         await receiver.close()
         await runtime.schedules.scheduler.stop()
@@ -292,6 +294,9 @@ async def _bench_jitter(directory: Path, runs: int, spacing_s: float) -> dict[st
         "fire_to_first_packet_ms": summary(delays, digits=2),
         "early": sum(1 for delay in delays if delay < 0),
         "earliest_ms": round(min(delays), 2),
+        # Released after the instant because the pre-roll (claim, rows, commit) was not done by then.
+        "late_releases": late,
+        "latest_release_ms": round(latest_ms, 1),
         "load_before": round(load_before, 2),
         "load_after": round(load_after, 2),
     }

@@ -261,6 +261,10 @@ class Dispatcher:
         self._stopping = False
         self._changed = asyncio.Condition()
         self._claims: dict[int, _Claim] = {}
+        # Pre-rolled plays released after their instant because their preparation or commit was not done by then
+        # (a loaded machine), and how late the latest of them was: for health and the benchmark.
+        self.late_releases = 0
+        self.latest_release_s = 0.0
         self._instants: dict[datetime, _Instant] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -766,6 +770,9 @@ class Dispatcher:
             return False
         if loop.time() >= claim.due_loop:
             # Prepared or committed after the instant (a slow machine): it starts now, late.
+            self.late_releases += 1
+            self.latest_release_s = max(self.latest_release_s, loop.time() - claim.due_loop)
+            log.warning("broadcast %s released %.0f ms after its instant", claim.broadcast_id, self.latest_release_s)
             claim.settled = True
             gate.open(self._clock.now())
             return True
@@ -1482,7 +1489,13 @@ class Dispatcher:
             return {"status": "standby", "detail": "runs only in the active worker"}
         playing = sum(1 for slot in self._slots.values() if slot.playing is not None)
         waiting = sum(len(slot.waiting) for slot in self._slots.values())
-        return {"status": "ok", "zones_playing": playing, "waiting": waiting, "rtp_streams": self._rtp.active}
+        return {
+            "status": "ok",
+            "zones_playing": playing,
+            "waiting": waiting,
+            "rtp_streams": self._rtp.active,
+            "late_releases": self.late_releases,
+        }
 
 
 async def township_of_zone(session: AsyncSession, zone_id: int) -> Township | None:
