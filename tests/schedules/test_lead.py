@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from bench.scheduler_memory import seed
 from common.clock import ManualClock
 from schedules.scheduler import Scheduler
 from schedules.service import ScheduleService
 from storage.db import create_engine, make_session_factory
+
+# A database migrated and seeded, a scheduler started and stopped: seconds.
+pytestmark = pytest.mark.slow
 
 ZONE = ZoneInfo("Asia/Shanghai")
 
