@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, union_all
+from sqlalchemy import case as case_when
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -47,6 +48,7 @@ from storage.models import (
     CaseLedger,
     CaseView,
     MissedCall,
+    OpenCase,
     Township,
     Unit,
     Village,
@@ -124,6 +126,34 @@ class CasePage:
     offset: int
     # True when more than ``total`` cases match (the count stops at COUNT_LIMIT).
     capped: bool = False
+
+
+# The 催办 list's first screen: every unit's counts and this many rows (the rest a unit at a time).
+REMINDER_FIRST_ROWS = 50
+# The 催办 list's key for the cases not assigned to a unit yet (未交办).
+UNASSIGNED = "none"
+
+
+@dataclass
+class ReminderUnit:
+    """One unit on the 催办 list: its counts, and the rows of it shown (the first ones, or none)."""
+
+    key: str  # the unit's id, or UNASSIGNED
+    name: str
+    overdue: int
+    total: int
+    rows: list[LedgerRow] = field(default_factory=list)
+
+
+@dataclass
+class Reminders:
+    units: list[ReminderUnit]
+    total: int
+    overdue: int
+
+    @property
+    def shown(self) -> int:
+        return sum(len(unit.rows) for unit in self.units)
 
 
 @dataclass
@@ -414,25 +444,93 @@ class Ledger:
 
     # -- 催办: the daily list per unit ---------------------------------------------------------
 
-    async def reminders(self, principal: Principal) -> list[tuple[str, list[LedgerRow]]]:
-        """Cases overdue or due within the due-soon window, grouped by unit (未交办 for those not yet assigned)."""
+    async def reminders(
+        self, principal: Principal, *, limit: int = REMINDER_FIRST_ROWS, unit: str | None = None
+    ) -> Reminders:
+        """Cases overdue or due within the due-soon window, by unit (未交办 for those not yet assigned).
+
+        Every unit's counts, and the first ``limit`` rows in the list's order (units with the most overdue
+        first; in a unit, overdue first, then by deadline) — or, with ``unit`` (a unit id, or
+        :data:`UNASSIGNED`), that unit's first ``limit`` rows. Read from ``open_cases`` (cases/rollups.py),
+        the few per cent of cases whose clock runs: the counts are one grouped query, the rows two ordered
+        ones per unit shown, and only the rows shown are loaded whole.
+        """
+        principal.require_role(*READ_ROLES)
         now = self._clock.now()
+        o = OpenCase
         async with self._sessions() as session:
             deadlines = await self.holidays.deadlines(session)
-            base = select(Case, CaseLedger).outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
-            clause = _id_in(_deadline_ids("overdue", deadlines, now) + _deadline_ids("due_soon", deadlines, now))
-            statement = self._scoped(principal, base, test_calls="without").where(clause)
-            statement = statement.limit(5000)  # sorted here: SQLite would otherwise walk every case in unit order
-            pairs = (await session.execute(statement)).all()
             names = await self.names(session)
-        groups: dict[str, list[LedgerRow]] = {}
-        for case, ledger in pairs:
-            row = self._row(principal, case, ledger, names, deadlines)
-            groups.setdefault(row.unit or "（未交办）", []).append(row)
-        for rows in groups.values():
-            rows.sort(key=lambda row: (not row.overdue, row.deadline or now))
-        await self._log_sealed_rows(principal, [row for rows in groups.values() for row in rows], via="reminders")
-        return sorted(groups.items(), key=lambda item: (-sum(row.overdue for row in item[1]), item[0]))
+            acceptance_days = deadlines.policy.acceptance_days
+            overdue_cutoff = deadlines.created_cutoff(now, acceptance_days)
+            soon = deadlines.due_soon_until(now)
+            soon_cutoff = deadlines.created_cutoff(soon, acceptance_days)
+            new_overdue = and_(o.status == "new", o.created_at < overdue_cutoff)
+            open_overdue = and_(o.status.in_(OPEN), o.resolution_due <= now)
+            overdue = or_(o.late.is_(True), new_overdue, open_overdue)
+            listed = [
+                or_(
+                    and_(o.status == "new", o.created_at < soon_cutoff),
+                    and_(o.status.in_(OPEN), o.resolution_due <= soon),
+                )
+            ]
+            scope = principal.township_filter()
+            if scope is not None:
+                listed.append(o.township_id.in_(scope))
+            if not principal.has_role("inspector"):
+                listed.append(o.sealed.is_(False))
+            counted = select(o.unit_id, func.sum(case_when((overdue, 1), else_=0)), func.count()).where(*listed)
+            units = [
+                ReminderUnit(
+                    str(unit_id) if unit_id is not None else UNASSIGNED,
+                    names.units.get(unit_id, "?") if unit_id is not None else "（未交办）",
+                    int(overdue_count or 0),
+                    int(total),
+                )
+                for unit_id, overdue_count, total in await session.execute(counted.group_by(o.unit_id))
+            ]
+            units.sort(key=lambda group: (-group.overdue, group.name))
+            if unit is not None:
+                units = [group for group in units if group.key == unit]
+            left = limit
+            chosen: list[tuple[ReminderUnit, list[int]]] = []
+            for group in units:
+                if left <= 0:
+                    break
+                in_unit = o.unit_id.is_(None) if group.key == UNASSIGNED else o.unit_id == int(group.key)
+                # Each kind in its own deadline order (a new case's 受理 deadline grows with its registration
+                # time), overdue first; merged below by the deadline itself.
+                firsts: list[tuple[bool, datetime, int]] = []
+                for kind, order in ((o.status == "new", o.created_at), (o.status.in_(OPEN), o.resolution_due)):
+                    overdue_first = case_when((overdue, 0), else_=1)
+                    statement = (
+                        select(o.case_id, o.status, o.created_at, o.resolution_due, overdue_first)
+                        .where(*listed, in_unit, kind)
+                        .order_by(overdue_first, order, o.case_id)
+                        .limit(left)
+                    )
+                    for case_id, status, created_at, resolution_due, later in await session.execute(statement):
+                        due = deadlines.acceptance_deadline(created_at) if status == "new" else resolution_due
+                        firsts.append((bool(later), due or now, case_id))
+                firsts.sort()
+                ids = [case_id for _later, _due, case_id in firsts[:left]]
+                chosen.append((group, ids))
+                left -= len(ids)
+            wanted = [case_id for _group, ids in chosen for case_id in ids]
+            loaded = {
+                found.id: (found, ledger)
+                for found, ledger in await session.execute(
+                    select(Case, CaseLedger)
+                    .outerjoin(CaseLedger, CaseLedger.case_id == Case.id)
+                    .where(Case.id.in_(wanted))
+                )
+            }
+        for group, ids in chosen:
+            group.rows = [
+                self._row(principal, *loaded[case_id], names, deadlines) for case_id in ids if case_id in loaded
+            ]
+        await self._log_sealed_rows(principal, [row for group, _ids in chosen for row in group.rows], via="reminders")
+        return Reminders(units, sum(group.total for group in units), sum(group.overdue for group in units))
 
     # -- exports ----------------------------------------------------------------------------
 

@@ -14,8 +14,11 @@ difference to the roll-ups — in the same transaction, so a rollback takes both
 write to a case passes through a flush; the two bulk ``UPDATE``\\ s the workflow sends change only
 ``updated_at`` and ``number_told``, which no figure reads. Test calls are never counted.
 
-"Overdue now" is not rolled up (it changes with the clock, not with a write): the statistics count
-the cases that are over a deadline now and not yet marked ``late`` live, from the open cases only.
+"Overdue now" is not rolled up (it changes with the clock, not with a write): the same hook keeps
+``open_cases``, one row per case whose clock runs (新 / 受理 / 办理中), with what the dashboard groups
+by and its deadlines; the statistics count "over a deadline now and not yet marked ``late``" there,
+and the 催办 list reads its counts and first rows from it — a few per cent of all cases, indexed.
+Migration 0016 back-fills it (:func:`open_cases_statement`).
 
 Migration 0013 back-fills the table in Asia/Shanghai days and records that zone in
 ``case_rollup_state``; :func:`rebuild` does the same for another zone (or after data was loaded
@@ -31,13 +34,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, delete, event, select, text
+from sqlalchemy import Connection, bindparam, delete, event, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from storage.models import Case, CaseLedger, CaseRollup, CaseRollupState
+from storage.models import Case, CaseLedger, CaseRollup, CaseRollupState, OpenCase
 
 MEASURES = (
     "received", "accepted", "resolved", "partly", "satisfied", "basically", "unsatisfied", "late", "days_sum",
@@ -46,6 +49,12 @@ MEASURES = (
 _KEY_COLUMNS = ("grain", "day", "township_id", "sealed", "dimension", "key")
 _Key = tuple[str, date, int, bool, str, str]
 _PENDING = "case_rollups_before"
+# The states whose clock runs (受理 for new cases, 办理 for accepted and in-progress ones): open_cases' rows.
+OPEN_STATUSES = ("new", "accepted", "in_progress")
+_OPEN_COLUMNS = (
+    "case_id", "status", "created_at", "township_id", "village_id", "unit_id", "category", "channel", "sealed",
+    "resolution_due", "late",
+)  # fmt: skip
 
 
 def contributions(connection: Connection, case_ids: Iterable[int], zone: ZoneInfo) -> dict[_Key, list[float]]:
@@ -143,6 +152,32 @@ class RollupKeeper:
             new = after.get(key, [0.0] * len(MEASURES))
             changes[key] = [b - a for a, b in zip(old, new, strict=True)]
         apply(connection, changes)
+        refresh_open(connection, touched)
+
+
+def open_cases_statement(dialect: str, *, only_ids: bool = False) -> str:
+    """``INSERT INTO open_cases`` the open cases (with ``only_ids``: of the expanding ``:ids`` parameter)."""
+    false, not_test = ("0", "c.test_call = 0") if dialect == "sqlite" else ("false", "NOT c.test_call")
+    statuses = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
+    return (
+        f"INSERT INTO open_cases ({', '.join(_OPEN_COLUMNS)}) "
+        "SELECT c.id, c.status, c.created_at, c.township_id, c.village_id, c.unit_id, c.category, c.channel, "
+        f"c.sealed, l.resolution_due, COALESCE(l.late, {false}) "
+        "FROM cases c LEFT JOIN case_ledger l ON l.case_id = c.id "
+        f"WHERE c.status IN ({statuses}) AND {not_test}" + (" AND c.id IN :ids" if only_ids else "")
+    )
+
+
+def refresh_open(connection: Connection, case_ids: Iterable[int]) -> None:
+    """Make the given cases' ``open_cases`` rows what their case and ledger rows say now."""
+    ids = sorted(set(case_ids))
+    insert = text(open_cases_statement(connection.dialect.name, only_ids=True)).bindparams(
+        bindparam("ids", expanding=True)
+    )
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        connection.execute(delete(OpenCase).where(OpenCase.case_id.in_(chunk)))
+        connection.execute(insert, {"ids": chunk})
 
 
 def rebuild_statement(dialect: str, zone: ZoneInfo) -> str:
@@ -202,6 +237,8 @@ async def rebuild(sessions: async_sessionmaker[AsyncSession], zone: ZoneInfo) ->
         await session.execute(text(rebuild_statement(dialect, zone)))
         await session.execute(delete(CaseRollupState))
         session.add(CaseRollupState(id=1, zone=zone.key))
+        await session.execute(delete(OpenCase))
+        await session.execute(text(open_cases_statement(dialect)))
 
 
 async def rollup_zone(session: AsyncSession) -> str | None:

@@ -88,6 +88,7 @@ from storage.models.cases import (
     CaseRollup,
     CaseRollupState,
     CaseView,
+    OpenCase,
     SurveyAttempt,
 )
 from storage.models.hotline import (
@@ -227,6 +228,7 @@ __all__ = [
     "LoginThrottle",
     "MissedCall",
     "Notice",
+    "OpenCase",
     "OpsAlarm",
     "PhoneBroadcast",
     "PhonecastCadre",

@@ -289,7 +289,7 @@ async def test_the_overdue_and_due_soon_lists_move_with_the_clock(
     assert await listed("overdue") == []  # the list shows what is overdue now
 
     reminders = await leader.get_json("/api/v1/cases/reminders")
-    assert reminders == {"units": []}
+    assert reminders == {"total": 0, "overdue": 0, "shown": 0, "units": []}
     await people.operator_county.client.post_json(f"/api/v1/cases/{fresh.id}/assign",
                                                   {"unit_id": county.unit_a, "leader_name": "张书记"})  # fmt: skip
     advance_days(clock, 61)  # accepted 18 March: due 18 May (17 May is a Sunday); now 18 May

@@ -24,7 +24,15 @@ from pydantic import Field, ValidationError
 from accounts.principal import Principal
 from cases.callback import failure_reason
 from cases.clocks import last_day
-from cases.ledger import CaseFilters, LedgerRow, XlsxExport, csv_chunks, export_values
+from cases.ledger import (
+    REMINDER_FIRST_ROWS,
+    CaseFilters,
+    LedgerRow,
+    Reminders,
+    XlsxExport,
+    csv_chunks,
+    export_values,
+)
 from cases.live import CaseChange
 from cases.part import Cases
 from cases.replay import RECORDING_KIND_LABELS
@@ -342,6 +350,13 @@ class HolidayOut(ApiModel):
     kind: str
     kind_label: str
     name: str
+
+
+class RemindersQuery(ApiModel):
+    unit: str | None = Field(
+        None, max_length=16, pattern=r"^(none|[0-9]{1,9})$", description="只看一个承办单位（单位编号；none 为未交办）"
+    )
+    limit: int = Field(REMINDER_FIRST_ROWS, ge=1, le=1000, description="最多列出的案件数（各单位的件数总是全部给出）")
 
 
 class StatsQuery(ApiModel):
@@ -759,11 +774,22 @@ async def export_xlsx(request: web.Request, query: ExportQuery) -> web.StreamRes
     )
 
 
-async def reminders(request: web.Request) -> web.Response:
-    groups = await _cases(request).ledger.reminders(keys.principal(request))
-    return json_response(
-        {"units": [{"unit": unit, "items": [summary_json(row) for row in rows]} for unit, rows in groups]}
-    )
+async def reminders(request: web.Request, query: RemindersQuery) -> web.Response:
+    found = await _cases(request).ledger.reminders(keys.principal(request), limit=query.limit, unit=query.unit)
+    return json_response(reminders_json(found))
+
+
+def reminders_json(found: Reminders) -> dict[str, Any]:
+    return {
+        "total": found.total,
+        "overdue": found.overdue,
+        "shown": found.shown,
+        "units": [
+            {"unit": unit.name, "key": unit.key, "overdue": unit.overdue, "total": unit.total,
+             "items": [summary_json(row) for row in unit.rows]}
+            for unit in found.units
+        ],
+    }  # fmt: skip
 
 
 def view_json(view: CaseView, me: Principal) -> dict[str, Any]:
@@ -1205,8 +1231,13 @@ async def case_action_form(request: web.Request) -> web.StreamResponse:
 
 
 async def reminders_page(request: web.Request) -> web.Response:
-    groups = await _cases(request).ledger.reminders(keys.principal(request))
-    return await render(request, "cases/reminders.html", {"groups": groups, **_labels()})
+    """The first screen: every unit's counts and the first rows; ``?unit=`` one unit's rows (up to 1,000)."""
+    unit = request.query.get("unit")
+    if unit is not None and unit != "none" and not (unit.isdigit() and len(unit) <= 9):
+        unit = None  # a hand-edited address: the first screen
+    limit = 1000 if unit is not None else REMINDER_FIRST_ROWS
+    found = await _cases(request).ledger.reminders(keys.principal(request), limit=limit, unit=unit)
+    return await render(request, "cases/reminders.html", {"r": found, "unit": unit, **_labels()})
 
 
 # -- pages: missed calls, dashboard, holidays -------------------------------------------------------------
@@ -1351,7 +1382,8 @@ def add_routes(routes: Routes) -> None:
                roles=READ_ROLES,
                content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
     routes.api("GET", f"{base}/reminders", reminders, summary="今日催办清单（按承办单位：超期和即将到期）", tag=tag,
-               roles=READ_ROLES)  # fmt: skip
+               query=RemindersQuery, roles=READ_ROLES,
+               description="各单位件数全部给出；列出前 limit 件（默认50）；unit 只看一个单位。")  # fmt: skip
     routes.api("GET", f"{base}/{item}", get_case, summary="案件详情（含录音、办理记录、可做的操作）", tag=tag,
                response=CaseDetailOut, roles=READ_ROLES,
                description="不在权限范围内的、或非纪检监察查看违纪举报：404；后者的尝试记入审计日志。")  # fmt: skip
