@@ -1,4 +1,4 @@
-"""The dashboard's daily roll-ups equal a recount of the cases after any sequence of workflow actions."""
+"""The dashboard's daily roll-ups and its set of open cases equal a recount after any sequence of workflow actions."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from cases.rollups import MEASURES, contributions, rebuild, rebuild_statement
+from cases.rollups import MEASURES, contributions, open_cases_statement, rebuild, rebuild_statement
 from common.clock import ManualClock
 from common.errors import UserError
 from server import Runtime
-from storage.models import Case, CaseRollup, CaseRollupState
+from storage.models import Case, CaseRollup, CaseRollupState, OpenCase
 from tests.cases.conftest import CaseMaker, County, People, advance_days
 from tests.conftest import BOTH_DATABASES as BOTH
 
@@ -38,6 +38,16 @@ async def recount(runtime: Runtime) -> dict[tuple[Any, ...], list[float]]:
         connection = await session.connection()
         counted = await connection.run_sync(lambda sync: contributions(sync, ids, zone))
     return {key: [float(value) for value in figures] for key, figures in counted.items()}
+
+
+async def open_rows(runtime: Runtime) -> list[tuple[Any, ...]]:
+    async with runtime.sessions() as session:
+        rows = (await session.scalars(select(OpenCase).order_by(OpenCase.case_id))).all()
+    return [
+        (row.case_id, row.status, row.created_at, row.township_id, row.village_id, row.unit_id, row.category,
+         row.channel, row.sealed, row.resolution_due, row.late)
+        for row in rows
+    ]  # fmt: skip
 
 
 def same(left: dict[tuple[Any, ...], list[float]], right: dict[tuple[Any, ...], list[float]]) -> None:
@@ -115,6 +125,13 @@ async def test_rollups_equal_a_recount_after_a_random_sequence_of_workflow_actio
         await session.execute(text("DELETE FROM case_rollups"))
         await session.execute(text(rebuild_statement(dialect, runtime.cases.holidays.policy.zone)))
     same(await table(runtime), rolled)
+    # The open cases kept by the same hook equal the migration's back-fill of them (a recount from the cases).
+    kept = await open_rows(runtime)
+    assert kept and any(status != "new" for _id, status, *_rest in kept), "no case left open beyond new"
+    async with runtime.sessions.begin() as session:
+        await session.execute(text("DELETE FROM open_cases"))
+        await session.execute(text(open_cases_statement(dialect)))
+    assert await open_rows(runtime) == kept
 
 
 @pytest.mark.parametrize("db_kind", BOTH)
@@ -162,3 +179,41 @@ def test_a_period_reads_whole_months_from_month_rows_and_its_ends_from_day_rows(
         [(date(2025, 12, 15), date(2025, 12, 31))],
     )
     assert _spans(date(2026, 3, 5), date(2026, 3, 9)) == ([], [(date(2026, 3, 5), date(2026, 3, 9))])
+
+
+@pytest.mark.parametrize("db_kind", BOTH)
+async def test_the_reminders_first_screen_counts_every_unit_and_lists_the_first_rows_in_order(
+    runtime: Runtime, county: County, people: People, hotline_case: CaseMaker, clock: ManualClock
+) -> None:
+    """Counts per unit are for every case on the list; the rows are the first ones of the whole list, in order."""
+    workflow = runtime.cases.workflow
+    operator, leader = people.operator_county.principal, people.leader.principal
+    ledger = runtime.cases.ledger
+    for index in range(7):
+        case = await hotline_case(township_id=county.township_a, village_id=county.village_a)
+        if index % 3:
+            await workflow.triage(operator, case.id, category="land")
+            await workflow.accept(operator, case.id)
+            await workflow.assign(operator, case.id, unit_id=[county.unit_a, county.unit_b][index % 2],
+                                  leader_name="李")  # fmt: skip
+        advance_days(clock, 7)
+    advance_days(clock, 50)  # the first ones over their deadlines, the later ones due soon or not yet
+
+    whole = await ledger.reminders(leader, limit=1000)
+    assert whole.total == sum(unit.total for unit in whole.units) == whole.shown > 0
+    assert len(whole.units) == 3 and 0 < whole.overdue < whole.total  # 未交办, 甲, 乙; overdue and due soon
+    assert whole.overdue == sum(sum(row.overdue for row in unit.rows) for unit in whole.units)
+    for unit in whole.units:
+        assert unit.overdue == sum(row.overdue for row in unit.rows)
+        keys = [(not row.overdue, row.deadline) for row in unit.rows]
+        assert keys == sorted(keys)
+    order = [(unit.key, row.case.id) for unit in whole.units for row in unit.rows]
+
+    first = await ledger.reminders(leader, limit=3)
+    assert [(u.key, u.overdue, u.total) for u in first.units] == [(u.key, u.overdue, u.total) for u in whole.units]
+    assert [(unit.key, row.case.id) for unit in first.units for row in unit.rows] == order[:3]
+    assert first.shown == 3
+    one = whole.units[-1]
+    alone = await ledger.reminders(leader, limit=1000, unit=one.key)
+    assert [u.key for u in alone.units] == [one.key]
+    assert [row.case.id for row in alone.units[0].rows] == [row.case.id for row in one.rows]
