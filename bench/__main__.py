@@ -89,18 +89,18 @@ GOALS = (
          _LESS, 10.0),
     Goal("scheduler_memory", "scheduler on 50,000 schedules: peak RSS < 200 MiB",
          ("scheduler", "peak_rss_mib"), _LESS, 200.0),
-    Goal("cases", "SQLite dashboard, county, p95 < 200 ms", ("sqlite", "queries", "dashboard: this year", "p95_ms"),
-         _LESS, 200.0),
-    Goal("cases", "SQLite dashboard, township, p95 < 200 ms",
-         ("sqlite", "queries", "dashboard: one township", "p95_ms"), _LESS, 200.0),
-    # (Measured: the whole 催办 list; the goal is set for its first screen, which is not built yet.)
-    Goal("cases", "SQLite 催办 list p95 < 100 ms", ("sqlite", "queries", "催办", "p95_ms"), _LESS, 100.0),
-    Goal("cases", "PostgreSQL dashboard, county, p95 < 200 ms",
-         ("postgresql", "queries", "dashboard: this year", "p95_ms"), _LESS, 200.0),
-    Goal("cases", "PostgreSQL dashboard, township, p95 < 200 ms",
-         ("postgresql", "queries", "dashboard: one township", "p95_ms"), _LESS, 200.0),
-    Goal("cases", "PostgreSQL 催办 list p95 < 100 ms", ("postgresql", "queries", "催办", "p95_ms"),
-         _LESS, 100.0),
+    *(
+        Goal("cases", f"{name} {what} p95 < {limit:.0f} ms", (kind, "queries", view, "p95_ms"), _LESS, limit)
+        for kind, name in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL"))
+        for what, view, limit in (
+            ("dashboard, county", "dashboard: this year", 200.0),
+            ("dashboard, township", "dashboard: one township", 200.0),
+            ("dashboard, last year", "dashboard: last year", 200.0),
+            ("dashboard, twelve months", "dashboard: twelve months", 200.0),
+            ("dashboard, inspector", "dashboard: this year (inspector", 200.0),
+            ("催办 first screen", "催办 first screen", 100.0),
+        )
+    ),
     Goal("ami", "AMI link ≥ 20,000 events/s", ("link_and_tracker_events_per_s",), _AT_LEAST, 20_000.0),
     Goal("hangup_to_case", "case visible p95 < 300 ms", ("case_visible_ms", "p95"), _LESS, 300.0),
     Goal("hangup_to_case", "recording attached p95 < 500 ms", ("recording_attached_ms", "p95"), _LESS, 500.0),

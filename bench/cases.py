@@ -1,17 +1,21 @@
 """Case-ledger benchmark: a million cases on SQLite and PostgreSQL, each query against the raw driver in the same run.
 
     .venv/bin/python -m bench.cases                       # 1,000,000 cases, SQLite and PostgreSQL
-    .venv/bin/python -m bench.cases --cases 100000 --db sqlite --runs 9
+    .venv/bin/python -m bench.cases --cases 100000 --db sqlite --runs 100 --skip-replay
 
-(a) Generation: cases spread over five years (2022–2026), every state of the
-    workflow with its ledger row, 2 % sealed, 0.5 % dial tests; written with
-    ``executemany`` (SQLite) and ``COPY`` (PostgreSQL), then ANALYZE.
-(b) The case list and the dashboard as the service runs them (``Ledger.page``,
-    ``Ledger.reminders``, ``Statistics.report``, with a real principal), median
-    and p95 over ``--runs``, against the very statements they sent (captured
-    from the engine) run again through the raw driver (``sqlite3``; ``asyncpg``)
-    in the same run — and on PostgreSQL the server's own ``EXPLAIN ANALYZE``
-    execution time of those statements.
+(a) Generation, in a spawned process of its own (the measuring process's memory is then
+    the service's): cases spread over five years (2022–2026), every state of the workflow
+    with its ledger row, 2 % sealed, 0.5 % dial tests; written with ``executemany``
+    (SQLite) and ``COPY`` (PostgreSQL), then the roll-ups and open cases back-filled (as
+    migrations 0013 and 0016 do) and ANALYZE.
+(b) The dashboard and the 催办 list as the service runs them (``Statistics.report`` for the
+    page's three periods as the county, a township and an inspector see them;
+    ``Ledger.reminders``' first screen and one unit's list), ``--runs`` times each (100:
+    count, median, p95, p99, max, nearest rank) with each view's own peak RSS (VmHWM reset
+    before it); then the case list's queries (``Ledger.page``), ``--list-runs`` times each.
+    Each against the very statements it sent (captured from the engine) run again through
+    the raw driver (``sqlite3``; ``asyncpg``) in the same run — and on PostgreSQL the
+    server's own ``EXPLAIN ANALYZE`` execution time of those statements.
 (c) Recording replay: a five-minute recording fetched whole and in 256 KB
     ranges through the real route (session, scope, sealing, audit, Range)
     against a minimal aiohttp static handler serving the same file, in the
