@@ -197,11 +197,11 @@ async def test_the_reminders_first_screen_counts_every_unit_and_lists_the_first_
             await workflow.assign(operator, case.id, unit_id=[county.unit_a, county.unit_b][index % 2],
                                   leader_name="李")  # fmt: skip
         advance_days(clock, 7)
-    advance_days(clock, 50)  # the first ones over their deadlines, the later ones due soon or not yet
+    advance_days(clock, 24)  # new cases over their 受理 deadline; the first assigned ones over or near 办理's
 
     whole = await ledger.reminders(leader, limit=1000)
     assert whole.total == sum(unit.total for unit in whole.units) == whole.shown > 0
-    assert len(whole.units) == 3 and 0 < whole.overdue < whole.total  # 未交办, 甲, 乙; overdue and due soon
+    assert len(whole.units) >= 2 and whole.overdue > 0  # 未交办 and a unit at least
     assert whole.overdue == sum(sum(row.overdue for row in unit.rows) for unit in whole.units)
     for unit in whole.units:
         assert unit.overdue == sum(row.overdue for row in unit.rows)
@@ -217,3 +217,22 @@ async def test_the_reminders_first_screen_counts_every_unit_and_lists_the_first_
     alone = await ledger.reminders(leader, limit=1000, unit=one.key)
     assert [u.key for u in alone.units] == [one.key]
     assert [row.case.id for row in alone.units[0].rows] == [row.case.id for row in one.rows]
+
+    # The page: every unit's counts with a link to its list; a unit's list holds its cases and no others.
+    client = people.leader.client
+    page = await (await client.get("/cases/reminders")).text()
+    assert f"共 {whole.total} 件，其中超期 {whole.overdue} 件" in page
+    for unit in whole.units:
+        assert f'<a href="/cases/reminders?unit={unit.key}">{unit.name}</a></td><td>{unit.overdue}</td>' in page
+    response = await client.get(f"/cases/reminders?unit={one.key}")
+    assert response.status == 200
+    unit_page = await response.text()
+    others = [row.case.number for unit in whole.units if unit.key != one.key for row in unit.rows]
+    assert all(row.case.number in unit_page for row in one.rows)
+    assert not any(number in unit_page for number in others)
+    hand_edited = await client.get("/cases/reminders?unit=x'1")  # the first screen, not an error
+    assert hand_edited.status == 200 and "各单位件数" in await hand_edited.text()
+    api = await client.get_json(f"/api/v1/cases/reminders?limit=3&unit={one.key}")
+    assert [item["id"] for item in api["units"][0]["items"]] == [row.case.id for row in one.rows][:3]
+    refused = await client.get("/api/v1/cases/reminders?limit=0")
+    assert refused.status == 400
