@@ -4,7 +4,7 @@ The dashboard's "overdue now" and the 催办 list's counts and first rows read t
 cases instead of every case of a period.
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-05 13:00:00
 """
 
@@ -19,7 +19,7 @@ import storage.types
 from cases.rollups import open_cases_statement
 
 revision: str = "0016"
-down_revision: str | Sequence[str] | None = "0013"
+down_revision: str | Sequence[str] | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
