@@ -62,7 +62,8 @@ BENCHMARKS = (
               "the case list, 催办 and the dashboard at a million cases, SQLite and PostgreSQL"),
     Benchmark("ami", "bench.ami", (), ("--quick",), "AMI event throughput against a plain parse loop"),
     Benchmark("hangup_to_case", "bench.hangup_to_case", ("--rounds", "5"), ("--quick",),
-              "hang-up → case visible and recording attached, 20 calls at a time, on the Asterisk sandbox"),
+              "hang-up → case and recording on an operator's screen, 20 calls at a time, on the Asterisk "
+              "sandbox, SQLite and PostgreSQL"),
 )  # fmt: skip
 
 
@@ -102,8 +103,13 @@ GOALS = (
         )
     ),
     Goal("ami", "AMI link ≥ 20,000 events/s", ("link_and_tracker_events_per_s",), _AT_LEAST, 20_000.0),
-    Goal("hangup_to_case", "case visible p95 < 300 ms", ("case_visible_ms", "p95"), _LESS, 300.0),
-    Goal("hangup_to_case", "recording attached p95 < 500 ms", ("recording_attached_ms", "p95"), _LESS, 500.0),
+    Goal("hangup_to_case", "SQLite: case visible p95 < 300 ms", ("sqlite", "case_visible_ms", "p95"), _LESS, 300.0),
+    Goal("hangup_to_case", "SQLite: recording attached p95 < 500 ms", ("sqlite", "recording_attached_ms", "p95"),
+         _LESS, 500.0),
+    Goal("hangup_to_case", "PostgreSQL: case visible p95 < 300 ms", ("postgresql", "case_visible_ms", "p95"),
+         _LESS, 300.0),
+    Goal("hangup_to_case", "PostgreSQL: recording attached p95 < 500 ms",
+         ("postgresql", "recording_attached_ms", "p95"), _LESS, 500.0),
 )  # fmt: skip
 
 

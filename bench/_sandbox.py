@@ -1,7 +1,8 @@
 """A whole hotline service on a throwaway Asterisk sandbox instance, for the hotline benchmarks.
 
 The same parts the tests use (tests/support/asterisk.py): a fresh instance with free ports, our
-configuration and prompts (espeak-ng, spoken fast), a SQLite database, and the service itself
+configuration and prompts (espeak-ng, spoken fast), a database (SQLite in the work directory unless
+``database_url`` names another, e.g. a throwaway PostgreSQL cluster's), and the service itself
 listening on a free port with its elected worker connected to Asterisk.
 """
 
@@ -38,9 +39,9 @@ class Service:
 
 
 @asynccontextmanager
-async def hotline_service(workdir: Path, **ivr: Any) -> AsyncIterator[Service]:
+async def hotline_service(workdir: Path, database_url: str | None = None, **ivr: Any) -> AsyncIterator[Service]:
     instance = SandboxInstance.new(provision())
-    database = f"sqlite+aiosqlite:///{workdir / 'data' / 'cunxiang.db'}"
+    database = database_url or f"sqlite+aiosqlite:///{workdir / 'data' / 'cunxiang.db'}"
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     settings = Settings(
         data_dir=workdir / "data",

@@ -6,8 +6,11 @@ keeps, per Linkedid, the set of live channels (``Newchannel`` adds, ``Hangup``
 removes) and what our dialplan said about the call (``UserEvent CxStage``:
 kind, stage, key, category, recording). When the set empties the call is over
 — only then may its recordings be moved — and it is queued for
-``on_finished`` (intake: settle, then attach), which runs in owned worker
-tasks so the event stream is never held up by the database.
+``on_finished`` (intake: settle, then attach), which runs in an owned task of
+its own so the event stream is never held up by the database — one task per
+call, so 20 callers hanging up within a second each have their call settled and
+recording moved at once, not behind the others' (the database's connection
+pool is what bounds how many talk to it at a time).
 
 It handles events synchronously and cheaply: an event it does not care about
 (most of them: Newexten, VarSet…) costs one dict lookup. While the AMI link is
@@ -133,13 +136,11 @@ class TrackedCall:
 class CallTracker:
     name = "call-tracker"
 
-    def __init__(self, on_finished: Finished, *, clock: Clock, workers: int = 2) -> None:
+    def __init__(self, on_finished: Finished, *, clock: Clock) -> None:
         self._on_finished = on_finished
         self._clock = clock
-        self._workers = workers
         self.calls: dict[str, TrackedCall] = {}
         self._recent_hangups: OrderedDict[str, None] = OrderedDict()
-        self._queue: asyncio.Queue[CallFacts] | None = None
         self._tasks: BackgroundTasks | None = None
         self._idle: asyncio.Event | None = None
         self._in_flight = 0
@@ -160,18 +161,15 @@ class CallTracker:
     async def start(self) -> None:
         if self._tasks is not None:
             return
-        self._queue = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._in_flight = 0
         self._tasks = BackgroundTasks("call-tracker")
-        for number in range(self._workers):
-            self._tasks.spawn(self._work(), f"finisher-{number}")
 
     async def stop(self) -> None:
         if self._tasks is not None:
-            await self._tasks.close()
-            self._tasks = None
-            self._queue = None
+            tasks, self._tasks = self._tasks, None
+            await tasks.close()
             # What it held is stale by the next start; the live-channel list will say what is still up.
             self.calls.clear()
 
@@ -187,7 +185,7 @@ class CallTracker:
     def handle(self, event: Mapping[str, str]) -> None:
         """The AMI listener: every event, in order, from the link (ignored until the tracker is started)."""
         handler = self._handlers.get(event.get("Event", ""))
-        if handler is not None and self._queue is not None:
+        if handler is not None and self._tasks is not None:
             handler(event)
 
     def _call(self, event: Mapping[str, str]) -> TrackedCall | None:
@@ -283,28 +281,24 @@ class CallTracker:
 
     def _finish(self, call: TrackedCall) -> None:
         self.calls.pop(call.linkedid, None)
-        if call.kind is None or self._queue is None:
+        if call.kind is None or self._tasks is None:
             return  # not a call of ours (or the tracker is stopping: reconciliation settles it)
         facts = call.facts(call.ended_at or self._clock.now())
         self._in_flight += 1
         if self._idle is not None:
             self._idle.clear()
-        self._queue.put_nowait(facts)
+        self._tasks.spawn(self._hand_over(facts), f"finish-{call.linkedid}")
 
-    async def _work(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        while True:
-            facts = await queue.get()
-            try:
-                await self._on_finished(facts)
-                self.finished += 1
-            except Exception:
-                log.exception("settling call %s failed; reconciliation will retry it", facts.linkedid)
-            finally:
-                self._in_flight -= 1
-                if not self._in_flight and self._idle is not None:
-                    self._idle.set()
+    async def _hand_over(self, facts: CallFacts) -> None:
+        try:
+            await self._on_finished(facts)
+            self.finished += 1
+        except Exception:
+            log.exception("settling call %s failed; reconciliation will retry it", facts.linkedid)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._idle is not None:
+                self._idle.set()
 
     def resync(self, live_channels: Iterable[Mapping[str, str]]) -> list[CallFacts]:
         """After an outage or a restart: the live channels Asterisk lists are the truth.

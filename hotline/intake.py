@@ -68,6 +68,11 @@ ENDINGS = frozenset({"caller", "ivr", "call_limit", "system"})
 SYSTEM_ENDINGS = frozenset({"call_limit", "system"})
 ENDED_BY_SYSTEM = "ended_by_system"
 PLACED_KINDS = frozenset({"callback", "survey", "page"})
+# Recordings closed by the time their channel's hang-up handler runs: the caller's message, written by
+# Record() in the very channel that runs the handler (the application has returned, its file closed,
+# before any handler runs). MixMonitor's files (transfer, callback, survey) close later, on their own
+# thread, and wait for the call's last channel and their ``.done`` marker.
+CLOSED_AT_HANGUP = frozenset({"message"})
 MAX_NUMBER_TRIES = 50
 
 Outcome = Literal["case", "missed", "status_query", "placed"]
@@ -353,7 +358,7 @@ class IntakeService:
         call.case_id = call.case_id or case_id
         call.missed_call_id = call.missed_call_id or missed_call_id
         _merge_times(call, facts)
-        call.updated_at = now
+        _touched(session, call, now)
         return call
 
     # -- settling a call that has ended -----------------------------------------------------------
@@ -399,7 +404,7 @@ class IntakeService:
                 return Settlement("case", case_id=case.id, number=case.number)
             assert call is not None
             _merge_times(call, facts)
-            call.updated_at = self._clock.now()
+            _touched(session, call, self._clock.now())
             if facts.ended_by_system and call.missed_call_id is not None:
                 # The first part to report may not have known that the system, not the caller, ended it.
                 missed = await session.get(MissedCall, call.missed_call_id)
@@ -482,16 +487,19 @@ class IntakeService:
 
     # -- recordings -------------------------------------------------------------------------------
 
-    async def attach(self, linkedid: str) -> list[int]:
+    async def attach(self, linkedid: str, *, kinds: frozenset[str] | None = None) -> list[int]:
         """Move every spool recording of a call that has fully ended into storage and onto its case.
 
-        Call only when no channel of ``linkedid`` is left. Idempotent: a file
-        already attached (same source name, same checksum) is only removed from
-        the spool. Returns the ids of the recordings attached now.
+        Call only when no channel of ``linkedid`` is left — or, with ``kinds``, only for recordings of
+        those kinds that are known to be closed (the hang-up handler's ``message``: see
+        :data:`CLOSED_AT_HANGUP`). Idempotent: a file already attached (same source name, same checksum)
+        is only removed from the spool. Returns the ids of the recordings attached now.
         """
         attached: list[int] = []
         async with self._locks.hold(f"attach:{linkedid}"):
             for path, name in await asyncio.to_thread(self.store.spool_files, linkedid):
+                if kinds is not None and name.kind not in kinds:
+                    continue
                 try:
                     recording_id = await self._attach_one(path, name)
                 except OSError as exc:
@@ -682,6 +690,17 @@ def _merge_times(call: Call, facts: CallFacts) -> None:
         call.stage = facts.stage
     if facts.choice and not call.ivr_choice:
         call.ivr_choice = facts.choice
+
+
+def _touched(session: AsyncSession, call: Call, now: datetime) -> None:
+    """The call row's ``updated_at`` moves only when a report changed it.
+
+    A second path reporting what is already known (the tracker after the hang-up handler, nearly every
+    call) then commits without writing: on SQLite it never waits for, nor holds, the one write lock that
+    the next caller's case is waiting for.
+    """
+    if session.is_modified(call):
+        call.updated_at = now
 
 
 def _ticket(case: Case, *, created: bool) -> CaseTicket:

@@ -30,7 +30,7 @@ from pathlib import PurePosixPath
 from common.clock import Clock
 from hotline.calls import epoch_time
 from hotline.fastagi import AgiHandler, AgiRequest, AgiSession, BadAgiRequest
-from hotline.intake import ENDINGS, CallFacts, CaseTicket, IntakeService
+from hotline.intake import CLOSED_AT_HANGUP, ENDINGS, CallFacts, CaseTicket, IntakeService
 
 log = logging.getLogger(__name__)
 
@@ -148,5 +148,8 @@ class HotlineAgi:
             ended_by=request.arg(9) if request.arg(9) in ENDINGS else None,
             ended_at=self._clock.now(),  # the hang-up handler asks as the channel hangs up
         )
-        # Settle only: the call's other channels may still be up, so its recordings stay where they are.
         await self._intake.settle(facts, via="fastagi")
+        # This channel recorded her message and is hanging up: Record() has returned, the file is closed, so
+        # it moves now, while an operator waits for it — not when the call's last channel is gone (the
+        # tracker, a moment later, finds it attached). Other recordings (MixMonitor's) wait for the tracker.
+        await self._intake.attach(linkedid, kinds=CLOSED_AT_HANGUP)

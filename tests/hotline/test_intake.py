@@ -273,3 +273,49 @@ async def test_whether_the_operator_answered_decides_between_a_case_and_a_missed
     async with runtime.sessions() as session:
         missed = await session.scalar(select(MissedCall))
     assert missed is not None and missed.reason == "operator_not_reached" and missed.linkedid == "op-rang"
+
+
+async def test_the_hang_up_handler_attaches_her_message_at_once_and_leaves_mixmonitor_files_to_the_tracker(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    """Record() has closed the message by the time its channel's hang-up handler asks: it need not wait for the
+    call's last channel (an operator waits for it). A MixMonitor file may still be open: that one waits."""
+    from pathlib import PurePosixPath
+
+    from hotline.fastagi import AgiRequest
+    from hotline.ivr import HotlineAgi
+
+    write_wav(intake.store.spool / "cx_petition_message_hung-up-1.wav", 2.0)
+    write_wav(intake.store.spool / "cx_petition_transfer_hung-up-1.wav", 1.0)
+    handlers = HotlineAgi(intake, PurePosixPath("/prompts"), clock=SystemClock()).handlers()
+    env = {"agi_callerid": "13800001111", "agi_callingpres": "0", "agi_uniqueid": "hung-up-1-ivr"}
+    request = AgiRequest("ended", ("hung-up-1", "recording", "1", "petition", "", "0", "", "0", "caller"), env)
+    await handlers["ended"](request, None)  # type: ignore[arg-type]  # "ended" sets nothing: no session needed
+    async with runtime.sessions() as session:
+        case = await session.scalar(select(Case).where(Case.linkedid == "hung-up-1"))
+        kinds = [row.kind for row in (await session.scalars(select(Recording))).all()]
+    assert case is not None and kinds == ["message"]
+    assert [name.kind for _path, name in intake.store.spool_files("hung-up-1")] == ["transfer"]
+    # The tracker, once the call's last channel is gone, takes the rest; the message is not attached twice.
+    await intake.attach("hung-up-1")
+    assert await counts(runtime) == (1, 0, 1, 2)
+
+
+async def test_a_second_path_reporting_what_is_known_writes_nothing(runtime: Runtime, intake: IntakeService) -> None:
+    """The tracker reports nearly every call after the hang-up handler did: the same facts again are no write
+    (on SQLite a write would wait for, then hold, the lock the next caller's case needs)."""
+    write_wav(intake.store.spool / "cx_petition_message_again-1.wav", 2.0)
+    facts = CallFacts("again-1", caller_raw="13800001111", stage="recording", choice="1", category="petition")
+    await intake.settle(facts, via="fastagi")
+    async with runtime.sessions() as session:
+        before = await session.scalar(select(Call.updated_at).where(Call.linkedid == "again-1"))
+    await asyncio.sleep(0.01)
+    await intake.settle(facts, via="tracker")
+    async with runtime.sessions() as session:
+        after = await session.scalar(select(Call.updated_at).where(Call.linkedid == "again-1"))
+    assert after == before
+    later = CallFacts("again-1", stage="recording", ended_by="system")
+    await intake.settle(later, via="tracker")
+    async with runtime.sessions() as session:
+        call = await session.scalar(select(Call).where(Call.linkedid == "again-1"))
+    assert before is not None and call is not None and call.ended_by == "system" and call.updated_at > before

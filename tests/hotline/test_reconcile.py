@@ -111,7 +111,7 @@ def test_a_call_the_system_ended_is_never_put_down_to_the_caller() -> None:
 
 def test_calls_found_in_the_live_list_are_followed_as_ours_and_those_gone_are_handed_back() -> None:
     tracker = CallTracker(lambda facts: None, clock=SystemClock())  # type: ignore[arg-type,return-value]
-    tracker._queue = cast(Any, object())  # started, as far as handling events goes
+    tracker._tasks = cast(Any, object())  # started, as far as handling events goes
     tracker.handle({"Event": "Newchannel", "Linkedid": "held", "Uniqueid": "held-1", "Timestamp": "1796445600.5"})
     tracker.handle({"Event": "UserEvent", "UserEvent": "CxStage", "Linkedid": "held", "Kind": "hotline"})
     live = [

@@ -81,10 +81,11 @@
       }
     }
   };
-  // Changes come in bursts (a case and its recording): one reload for them all.
+  // The first change reloads at once (an operator waits for it: no fixed delay); changes told while that reload
+  // is under way — a burst of calls, a case and then its recording — make one more reload after it, not one each.
   const soon = () => {
     window.clearTimeout(timer);
-    timer = window.setTimeout(refresh, 150);
+    timer = window.setTimeout(refresh, 0);
   };
 
   const poll = (on) => {
