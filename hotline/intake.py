@@ -280,9 +280,12 @@ class IntakeService:
                 existing = await session.scalar(select(Case).where(Case.linkedid == facts.linkedid))
                 if existing is not None:
                     return _ticket(existing, created=False)
+                # Everything read before the first write: from the case's INSERT to the commit, SQLite's one
+                # write lock (PostgreSQL: the day's roll-up rows) is held, and the next call's case waits for it.
+                call = await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
                 try:
                     case = await self._new_case(session, facts, category, caller, via)
-                    await self._upsert_call(session, facts, "case", via, caller, case_id=case.id)
+                    await self._upsert_call(session, facts, "case", via, caller, case_id=case.id, known=call)
                     await session.flush()
                 except IntegrityError:
                     # Another path created this call's case first, or the random number was taken: look again.
@@ -327,9 +330,11 @@ class IntakeService:
         *,
         case_id: int | None = None,
         missed_call_id: int | None = None,
+        known: Call | None = None,
     ) -> Call:
+        """The call's row, added or brought up to date (``known``: the row, already read in ``session``)."""
         now = self._clock.now()
-        call = await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
+        call = known or await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
         if call is None:
             call = Call(
                 linkedid=facts.linkedid,
