@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from broadcast.rtp import RtpSender, StreamResult, is_multicast, parse_destination
 from common.clock import Clock
@@ -170,6 +170,27 @@ class Transport(Protocol):
     async def play(self, item: PlayItem, targets: Sequence[SpeakerTarget], stop: asyncio.Event) -> list[SpeakerResult]:
         """Play ``item`` on ``targets`` until it ends or ``stop`` is set; one result per target."""
         ...
+
+
+@dataclass(frozen=True)
+class LiveLeg:
+    """One way the live room reaches loudspeakers: a SIP paging endpoint, a unicast RTP speaker,
+    or a multicast group (one leg per zone group, TTL/interface/loop from the zone)."""
+
+    kind: Literal["sip", "unicast", "multicast"]
+    speaker_ids: tuple[int, ...]  # the speakers this leg reaches (one, except multicast)
+    address: str  # "PJSIP/<endpoint>" | "<host>:<port>" | "<group>:<port>"
+    ttl: int | None = None
+    interface: str | None = None
+    loop: bool | None = None
+
+
+class LiveRooms(Protocol):
+    async def connect(self, room: str, legs: Sequence[LiveLeg], stop: asyncio.Event) -> list[SpeakerResult]:
+        """Brings each leg into the conference `room` as a listener (SIP through Page()/auto-answer,
+        RTP through chan_rtp's UnicastRTP/MulticastRTP) and returns when `stop` is set or the room
+        is gone; then hangs up every leg. One SpeakerResult per speaker: started/answered times
+        from the leg's answer, ended when its leg ended, error text when it never joined."""
 
 
 async def _until(stop: asyncio.Event, awaitable: asyncio.Future[Any] | asyncio.Task[Any]) -> bool:

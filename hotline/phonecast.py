@@ -7,6 +7,7 @@ selects whose PIN is asked.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -66,6 +67,30 @@ class SubmitResult:
     at: datetime | None = None  # SCHEDULED: when it will play (aware, UTC)
 
 
+class LiveStatus(enum.Enum):
+    ON_AIR = "on_air"  # the zones are held for this call: the caller speaks now
+    BUSY = "busy"  # a target zone is live with another call: 该区域正在喊话 (the caller may record instead)
+    EMERGENCY = "emergency"  # an emergency holds a target zone: a live call never starts over one
+    REFUSED = "refused"  # reason is one of REFUSAL_REASONS (quiet hours, ...)
+
+
+@dataclass(frozen=True)
+class LiveStart:
+    status: LiveStatus
+    record_id: int | None  # the 喊话记录 row (None only when refused before one was written)
+    speakers: int  # ON_AIR: loudspeakers hearing the caller live now; otherwise: speakers targeted
+    after: int  # HTTP-pull terminals that cannot play live: they get the recording after the call
+    unanswered: int  # ON_AIR: targeted live speakers that did not start
+    reason: str | None = None
+
+
+class LiveEnd(enum.Enum):
+    CALLER = "caller"  # hung up, or pressed #
+    LIMIT = "limit"  # the hard limit hotline.phonecast_live_max_s was reached
+    EMERGENCY = "emergency"  # an emergency took the zones: the caller hears 紧急广播插播，喊话结束
+    FAILED = "failed"  # Asterisk or the link failed
+
+
 class PhonecastDesk(Protocol):
     async def identify(self, caller_number: str) -> Cadre | None:
         """The active cadre who registered this number (normalised by common.phone_numbers), if any."""
@@ -93,3 +118,19 @@ class PhonecastDesk(Protocol):
         county time (today, or tomorrow if already past). Returns once the outcome is known: started
         on the speakers (waits a bounded time for them), queued, scheduled or refused. Idempotent per
         call_id: a second submit with the same call_id returns the first result and plays nothing more."""
+
+    async def go_live(
+        self, cadre: Cadre, caller_number: str, target: PhonecastTarget, *, call_id: str, room: str
+    ) -> LiveStart:
+        """Holds the target's zones for a live call and connects their speakers to the conference
+        `room` (the line has put the caller in it, muted to nobody, recording). Returns once the
+        speakers are connected or refused. Idempotent per call_id."""
+
+    async def live_ended(self, call_id: str, ended_by: LiveEnd, recording: Path | None) -> None:
+        """The call left the room: releases the zones, closes the as-run rows, keeps a copy of the
+        recording on the 喊话记录 row and queues it as a recorded item for the HTTP-pull terminals
+        of the target. Idempotent per call_id."""
+
+    def live_preempted(self, call_id: str) -> asyncio.Event:
+        """Set when the dispatcher takes the zones away (an emergency): the line then ends the
+        caller's conference and plays pc_live_emergency."""
