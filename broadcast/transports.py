@@ -172,27 +172,6 @@ class Transport(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class LiveLeg:
-    """One way the live room reaches loudspeakers: a SIP paging endpoint, a unicast RTP speaker,
-    or a multicast group (one leg per zone group, TTL/interface/loop from the zone)."""
-
-    kind: Literal["sip", "unicast", "multicast"]
-    speaker_ids: tuple[int, ...]  # the speakers this leg reaches (one, except multicast)
-    address: str  # "PJSIP/<endpoint>" | "<host>:<port>" | "<group>:<port>"
-    ttl: int | None = None
-    interface: str | None = None
-    loop: bool | None = None
-
-
-class LiveRooms(Protocol):
-    async def connect(self, room: str, legs: Sequence[LiveLeg], stop: asyncio.Event) -> list[SpeakerResult]:
-        """Brings each leg into the conference `room` as a listener (SIP through Page()/auto-answer,
-        RTP through chan_rtp's UnicastRTP/MulticastRTP) and returns when `stop` is set or the room
-        is gone; then hangs up every leg. One SpeakerResult per speaker: started/answered times
-        from the leg's answer, ended when its leg ended, error text when it never joined."""
-
-
 async def _until(stop: asyncio.Event, awaitable: asyncio.Future[Any] | asyncio.Task[Any]) -> bool:
     """Wait for ``awaitable`` or ``stop``; True when stopped first."""
     stopper = asyncio.ensure_future(stop.wait())
@@ -464,3 +443,24 @@ class SinkTransport:
             )
         ended = self._clock.now()
         return SpeakerResult(target, RUN_SUCCESS, started, ended, played_s=seconds_between(started, ended))
+
+
+@dataclass(frozen=True)
+class LiveLeg:
+    """One way the live room reaches loudspeakers: a SIP paging endpoint, a unicast RTP speaker,
+    or a multicast group (one leg per zone group, TTL/interface/loop from the zone)."""
+
+    kind: Literal["sip", "unicast", "multicast"]
+    speaker_ids: tuple[int, ...]  # the speakers this leg reaches (one, except multicast)
+    address: str  # "PJSIP/<endpoint>" | "<host>:<port>" | "<group>:<port>"
+    ttl: int | None = None
+    interface: str | None = None
+    loop: bool | None = None
+
+
+class LiveRooms(Protocol):
+    async def connect(self, room: str, legs: Sequence[LiveLeg], stop: asyncio.Event) -> list[SpeakerResult]:
+        """Brings each leg into the conference `room` as a listener (SIP through Page()/auto-answer,
+        RTP through chan_rtp's UnicastRTP/MulticastRTP) and returns when `stop` is set or the room
+        is gone; then hangs up every leg. One SpeakerResult per speaker: started/answered times
+        from the leg's answer, ended when its leg ended, error text when it never joined."""
