@@ -301,6 +301,10 @@ class Dispatcher:
         self.latest_release_s = 0.0
         self._instants: dict[datetime, _Instant] = {}
 
+    def use_live_rooms(self, rooms: LiveRooms | None) -> None:
+        """The conference rooms live calls reach the speakers through (the hotline's, handed in by server.py)."""
+        self._live_rooms = rooms
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     @property

@@ -783,9 +783,24 @@ class Desk:
                 object_id=fresh.id, detail={"target": fresh.target_name, "ended_by": ended_by.value,
                                             "broadcast_id": fresh.broadcast_id, "recording": fresh.recording_file},
             )  # fmt: skip
-            after, zone_ids, township_id = fresh.after_speakers, list(fresh.zone_ids), fresh.township_id
+            after, township_id = fresh.after_speakers, fresh.township_id
+            # Only the zones with a speaker that could not hear it live: the others heard it already.
+            zone_ids = list(
+                (
+                    await session.scalars(
+                        select(Speaker.zone_id)
+                        .where(
+                            Speaker.zone_id.in_(fresh.zone_ids),
+                            Speaker.enabled.is_(True),
+                            Speaker.transport.not_in(LIVE_TRANSPORTS),
+                        )
+                        .distinct()
+                        .order_by(Speaker.zone_id)
+                    )
+                ).all()
+            )
             exempt, masked, target_name = fresh.quiet_exempt, fresh.caller_masked, fresh.target_name
-        if kept is not None and after > 0 and row.status != "refused":
+        if kept is not None and after > 0 and zone_ids and row.status != "refused":
             await self._air_after(row.id, actor, kept, zone_ids, township_id, exempt, masked, target_name)
 
     async def _air_after(
