@@ -45,6 +45,11 @@ or misses it as for any slot it did not see); so does the next start for a provi
 process left. An emergency, a cancel, or an archive or edit of the notice (checked at the commit) during
 the pre-roll wins as it would a moment later.
 
+A live call (手机喊话 实时, :meth:`Dispatcher.go_live`) is a play without an item: it holds its zones at
+手机喊话's priority while the speakers sit in the call's Asterisk room (:class:`broadcast.transports.LiveRooms`),
+until :meth:`Dispatcher.end_live`; an emergency takes a zone back and tells the call. It is never requeued
+or replayed. Its recording reaches the speakers that cannot play live afterwards (``live_part = "after"``).
+
 A zone's live speakers (RTP, SIP, sound card) set its pace; a 4G terminal (pull) that has not
 started the item when they are done no longer holds the zone (``broadcast.terminals``).
 """
