@@ -1805,6 +1805,7 @@ class Dispatcher:
             ended = result.ended_at or self._clock.now()
             played = round(max(0.0, (ended - result.started_at).total_seconds()), 3)
             cut = play.stop_reason == RUN_INTERRUPTED
+            why = STOPPED_BY_SERVICE if play.by_service else play.stop_error or LIVE_PREEMPTED
             results.append(
                 replace(
                     result,
@@ -1812,7 +1813,7 @@ class Dispatcher:
                     state=RUN_INTERRUPTED if cut else RUN_SUCCESS,
                     ended_at=ended,
                     played_s=played,
-                    error=LIVE_PREEMPTED if cut else None,
+                    error=why if cut else None,
                 )
             )
         return results

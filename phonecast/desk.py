@@ -705,16 +705,23 @@ class Desk:
         async with self._sessions.begin() as session:
             row = await session.get(PhoneBroadcast, row_id)
             assert row is not None
-            row.status, row.started_at = "started", started_at or self._clock.now()
-            row.unanswered = max(0, row.speakers - started)
-            row.speakers = started
+            hung_up = row.ended_by is not None
+            if not hung_up:
+                row.status, row.started_at = "started", started_at or self._clock.now()
+                row.unanswered = max(0, row.speakers - started)
+                row.speakers = started
             audit.record(
                 session, actor, at=self._clock.now(), action="phonecast.live_started", object_type="phone_broadcast",
                 object_id=row.id, detail={"target": row.target_name, "broadcast_id": broadcast_id,
                                           "speakers": row.speakers, "unanswered": row.unanswered,
-                                          "after": row.after_speakers},
+                                          "after": row.after_speakers, "hung_up": hung_up},
             )  # fmt: skip
-            return live_result_of(row)
+            result = live_result_of(row)
+        if hung_up:
+            # The caller left while the speakers were being reached; live_ended may have come before the hold was
+            # known here: the hold must not outlive the call.
+            await self._abandon_live_hold(call_id)
+        return result
 
     async def _abandon_live_hold(self, call_id: str) -> None:
         broadcast_id = self._live_calls.pop(call_id, None)

@@ -44,8 +44,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
+    # go_live waits at most 2 s for legs that never answer (the test of speakers that stay silent).
     return broadcasting_settings(
-        tmp_path / "data", database_url, phonecast=PhonecastSettings(due_poll_s=0.2, start_wait_s=20)
+        tmp_path / "data",
+        database_url,
+        phonecast=PhonecastSettings(due_poll_s=0.2, start_wait_s=20, live_start_wait_s=2),
     )
 
 
@@ -53,9 +56,10 @@ class FakeRooms:
     """The hotline's rooms as the dispatcher sees them: every leg answers at once (but those told to fail), and
     stays in the room until ``stop``."""
 
-    def __init__(self, clock: Clock, *, failing: Sequence[str] = ()) -> None:
+    def __init__(self, clock: Clock, *, failing: Sequence[str] = (), silent: bool = False) -> None:
         self._clock = clock
         self._failing = set(failing)
+        self._silent = silent  # no leg ever answers, nor says it failed (a SIP speaker ringing on)
         self.calls: list[tuple[str, list[LiveLeg]]] = []
         self.stopped: list[str] = []
 
@@ -73,6 +77,8 @@ class FakeRooms:
             error = "无应答" if leg.address in self._failing else None
             if error is None:
                 answered[leg] = self._clock.now()
+            if self._silent:
+                continue
             if on_leg is not None:
                 on_leg(leg, error)
         await stop.wait()
@@ -82,7 +88,7 @@ class FakeRooms:
         for leg in legs:
             for speaker_id in leg.speaker_ids:
                 target = SpeakerTarget(leg.kind, leg.address, speaker_id)
-                if leg in answered:
+                if leg in answered and not self._silent:
                     results.append(SpeakerResult(target, RUN_SUCCESS, answered[leg], ended))
                 else:
                     results.append(SpeakerResult(target, RUN_FAILED, error="无应答"))
@@ -264,3 +270,31 @@ async def test_a_live_call_cut_by_the_services_stop_is_not_replayed(
     record = await record_of(runtime, started.record_id or 0)
     assert (record.ended_by, record.recording_file) == ("failed", None)
     assert RUN_CANCELLED not in [row.state for row in rows]
+
+
+async def test_a_live_call_nobody_answers_is_refused_and_one_hung_up_while_being_reached_keeps_no_zone(
+    runtime: Runtime, server: TestServer, tmp_path: Path
+) -> None:
+    dispatcher = runtime.broadcasting.dispatcher
+    dispatcher.use_live_rooms(FakeRooms(runtime.clock, silent=True))
+    admin = await make_principal(runtime, "pc-admin", "admin", county_wide=True)
+    place = await build_place(runtime, admin, "甲乡", [[("sip", "spk1")]])
+    cadre = await make_cadre(runtime, admin, "first", "13800001111", villages=[place.village_id])
+    desk = runtime.phonecast.desk
+    village = (await desk.targets(cadre)).villages[0]
+
+    refused = await desk.go_live(cadre, "13800001111", village, call_id="call-1", room="cx-live-call-1")
+    assert (refused.status, refused.reason) == (LiveStatus.REFUSED, "failed")
+    async with asyncio.timeout(10):
+        await dispatcher.wait_until(dispatcher.idle)
+
+    # The caller hangs up while the speakers are still being reached: the hold goes with the call.
+    going = asyncio.create_task(desk.go_live(cadre, "13800001111", village, call_id="call-2", room="cx-live-call-2"))
+    await wait_for_rows(runtime, lambda rows: any(r.state == RUN_PLAYING for r in rows))
+    await desk.live_ended("call-2", LiveEnd.CALLER, tone_wav(tmp_path / "live.wav", 0.5))
+    await going
+    async with asyncio.timeout(10):
+        await dispatcher.wait_until(dispatcher.idle)
+    rows = await wait_for_rows(runtime, lambda rows: all(r.state != RUN_PLAYING for r in rows))
+    assert len(rows) == 2
+    assert (await record_of(runtime, refused.record_id or 0)).status == "refused"
