@@ -315,14 +315,40 @@ class PhoneAirer:
             raise PhoneAirRefused(reason, exc.detail or exc.message) from exc
         return notice.id
 
-    async def air(self, *, item_id: int, zone_ids: Sequence[int], requested_by: int, quiet_exempt: bool) -> int:
+    async def air(
+        self, *, item_id: int, zone_ids: Sequence[int], requested_by: int, quiet_exempt: bool, after_live: bool = False
+    ) -> int:
         return await self._dispatcher.request(
             notice_id=item_id,
             zone_ids=zone_ids,
             origin="manual",
             requested_by=requested_by,
             quiet_exempt=quiet_exempt,
+            after_live=after_live,
         )
+
+    async def go_live(
+        self,
+        *,
+        zone_ids: Sequence[int],
+        room: str,
+        title: str,
+        requested_by: int,
+        quiet_exempt: bool,
+        preempted: asyncio.Event,
+    ) -> tuple[str, int | None]:
+        decided = await self._dispatcher.go_live(
+            zone_ids=zone_ids,
+            room=room,
+            title=title,
+            requested_by=requested_by,
+            quiet_exempt=quiet_exempt,
+            preempted=preempted,
+        )
+        return decided.status, decided.broadcast_id
+
+    async def end_live(self, broadcast_id: int) -> None:
+        await self._dispatcher.end_live(broadcast_id)
 
 
 @contextlib.asynccontextmanager

@@ -617,6 +617,8 @@ class PhonecastSettings(_Section):
     repeats: int = Field(1, ge=1, le=5)
     # How long submit waits for the speakers to start before telling the caller (the call is waiting).
     start_wait_s: float = Field(15.0, gt=0, le=120)
+    # 实时喊话: how long go_live waits for the live speakers' legs to answer before the caller hears the chime.
+    live_start_wait_s: float = Field(10.0, gt=0, le=60)
     # How often the desk looks for scheduled phone broadcasts that are due.
     due_poll_s: float = Field(5.0, gt=0, le=300)
     # The line's number printed on a cadre's card as the county publishes it (e.g. with its area code); empty:

@@ -45,6 +45,11 @@ or misses it as for any slot it did not see); so does the next start for a provi
 process left. An emergency, a cancel, or an archive or edit of the notice (checked at the commit) during
 the pre-roll wins as it would a moment later.
 
+A live call (手机喊话 实时, :meth:`Dispatcher.go_live`) is a play without an item: it holds its zones at
+手机喊话's priority while the speakers sit in the call's Asterisk room (:class:`broadcast.transports.LiveRooms`),
+until :meth:`Dispatcher.end_live`; an emergency takes a zone back and tells the call. It is never requeued
+or replayed. Its recording reaches the speakers that cannot play live afterwards (``live_part = "after"``).
+
 A zone's live speakers (RTP, SIP, sound card) set its pace; a 4G terminal (pull) that has not
 started the item when they are done no longer holds the zone (``broadcast.terminals``).
 """
@@ -68,13 +73,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broadcast.notices import NoticeService
 from broadcast.rtp import RtpSender, parse_destination
-from broadcast.transports import PlayItem, SpeakerResult, SpeakerTarget, StartGate, Transport
+from broadcast.transports import LiveLeg, LiveRooms, PlayItem, SpeakerResult, SpeakerTarget, StartGate, Transport
 from common.clock import Clock
 from common.errors import Conflict, CunxiangError
 from common.tasks import BackgroundTasks
 from storage.models import (
     EMERGENCY_PRIORITY,
     FINAL_RUN_STATES,
+    LIVE_AFTER,
+    LIVE_CALL,
+    LIVE_TRANSPORTS,
+    PHONECAST_KIND,
+    PHONECAST_PRIORITY,
     PRIORITY_OF_KIND,
     RUN_CANCELLED,
     RUN_FAILED,
@@ -145,6 +155,27 @@ class _Instant:
 
 
 @dataclass(eq=False)
+class LiveHold:
+    """A live call (手机喊话 实时) holding zones: its conference room, and the event the line waits on."""
+
+    room: str
+    # Set when an emergency takes one of the zones: the line ends the call and tells the caller why.
+    preempted: asyncio.Event
+
+
+@dataclass(frozen=True)
+class LiveAir:
+    """What :meth:`Dispatcher.go_live` decided: ``on_air`` (broadcast_id set), ``busy``, ``emergency`` or ``failed``."""
+
+    status: str
+    broadcast_id: int | None = None
+    detail: str = ""
+
+
+LIVE_PREEMPTED = "紧急广播插播，喊话结束"
+
+
+@dataclass(eq=False)
 class Play:
     """One broadcast in one zone, as the dispatcher queues and plays it."""
 
@@ -159,6 +190,10 @@ class Play:
     origin: str
     # May start in quiet hours although not an emergency (a phone broadcast by a user with that permission).
     quiet_exempt: bool = False
+    # A live call's hold on the zone (no item: the speakers join the call's room), or None.
+    live: LiveHold | None = None
+    # A live call's recording afterwards: only the speakers that could not play it live.
+    after_live: bool = False
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: int | None = None
     stop_error: str | None = None
@@ -239,6 +274,8 @@ class Dispatcher:
         default_rtp_ttl: int = 8,
         replay_grace_s: float = 600.0,
         heartbeat_s: float = 5.0,
+        live_rooms: LiveRooms | None = None,
+        multicast_interface: str = "",
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -253,6 +290,8 @@ class Dispatcher:
         self._default_ttl = default_rtp_ttl
         self._replay_grace = timedelta(seconds=replay_grace_s)
         self._heartbeat_s = heartbeat_s
+        self._live_rooms = live_rooms
+        self._multicast_interface = multicast_interface
         self._process = f"{socket.gethostname()}:{os.getpid()}"[:128]
         self._slots: dict[int, _ZoneSlot] = {}
         self._tasks: BackgroundTasks | None = None
@@ -266,6 +305,10 @@ class Dispatcher:
         self.late_releases = 0
         self.latest_release_s = 0.0
         self._instants: dict[datetime, _Instant] = {}
+
+    def use_live_rooms(self, rooms: LiveRooms | None) -> None:
+        """The conference rooms live calls reach the speakers through (the hotline's, handed in by server.py)."""
+        self._live_rooms = rooms
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -560,6 +603,8 @@ class Dispatcher:
             grace = self._replay_grace.total_seconds() / 60
             return RUN_MISSED, f"服务停机约{down}分钟，超过补播时限（{grace:g}分钟），未重播"
         broadcast = await session.get(Broadcast, row.broadcast_id)
+        if broadcast is not None and broadcast.live_part == LIVE_CALL:
+            return RUN_CANCELLED, "实时喊话随通话结束，不重播"
         if broadcast is not None and broadcast.cancel_reason:
             return RUN_CANCELLED, broadcast.cancel_reason  # withdrawn while the service was down: never replayed
         notice = await session.get(Notice, row.notice_id) if row.notice_id is not None else None
@@ -906,19 +951,21 @@ class Dispatcher:
         return rows
 
     @staticmethod
-    def _play_of(broadcast: Broadcast, row: BroadcastZone) -> Play:
-        assert broadcast.notice_id is not None
+    def _play_of(broadcast: Broadcast, row: BroadcastZone, live: LiveHold | None = None) -> Play:
+        assert broadcast.notice_id is not None or live is not None
         return Play(
             zone_run_id=row.id,
             broadcast_id=broadcast.id,
             zone_id=row.zone_id,
-            notice_id=broadcast.notice_id,
+            notice_id=broadcast.notice_id or 0,
             priority=row.priority,
             attempt=row.attempt,
             schedule_id=row.schedule_id,
             occurrence_at=row.occurrence_at,
             origin=broadcast.origin,
             quiet_exempt=bool(broadcast.quiet_exempt),
+            live=live,
+            after_live=broadcast.live_part == LIVE_AFTER,
         )
 
     # -- requests from any process ---------------------------------------------------------------
@@ -931,11 +978,13 @@ class Dispatcher:
         origin: str,
         requested_by: int | None,
         quiet_exempt: bool = False,
+        after_live: bool = False,
     ) -> int:
         """Ask the active worker to play an approved notice in ``zone_ids`` now; returns the broadcast id.
 
         ``quiet_exempt``: it may start in quiet hours though not an emergency (a phone broadcast by a user with the
-        emergency permission, 手机喊话); its priority is always its notice's kind's.
+        emergency permission, 手机喊话); its priority is always its notice's kind's. ``after_live``: a live call's
+        recording, for the speakers that could not play it live only (4G terminals, sound cards).
         """
         async with self._sessions.begin() as session:
             notice = await session.get(Notice, notice_id)
@@ -950,6 +999,7 @@ class Dispatcher:
                 requested_by=requested_by,
                 zone_ids=sorted(set(zone_ids)),
                 quiet_exempt=quiet_exempt,
+                live_part=LIVE_AFTER if after_live else None,
                 state=RUN_UNPROCESSED,
                 created_at=self._clock.now(),
             )
@@ -1080,8 +1130,18 @@ class Dispatcher:
             slot.waiting.append(play)  # closed as 未开始（服务停止） by stop(), for the next worker to replay
             return
         current = slot.playing
+        if play.priority == EMERGENCY_PRIORITY:
+            self._drop_waiting_live(slot)
         if current is None:
             self._start(slot, play)
+            return
+        if play.live is not None:
+            # A live call never waits behind anything: it goes first, and what plays below it is cut now.
+            slot.waiting.insert(0, play)
+            if current.stop_reason is None and play.priority < current.priority:
+                current.stop_reason = RUN_INTERRUPTED
+                current.interrupted_by = play.zone_run_id
+                current.stop.set()
             return
         if play.priority < current.priority:
             # Higher priority: it goes next (after any earlier item of its class); the current one stops everywhere.
@@ -1096,6 +1156,9 @@ class Dispatcher:
             if current.stop_reason is None:
                 current.stop_reason = RUN_INTERRUPTED
                 current.interrupted_by = play.zone_run_id
+                if current.live is not None:
+                    current.stop_error = LIVE_PREEMPTED
+                    current.live.preempted.set()
                 current.stop.set()
             return
         slot.waiting.append(play)
@@ -1186,6 +1249,9 @@ class Dispatcher:
                 select(Speaker).where(Speaker.zone_id == play.zone_id, Speaker.enabled.is_(True)).order_by(Speaker.id)
             )
         ).all()
+        if play.after_live:
+            # The live call reached the others; these hear its recording now.
+            speakers = [speaker for speaker in speakers if not self._reaches_live(speaker.transport)]
         settings = await session.get(ZoneBroadcastSettings, play.zone_id)
         targets = []
         for speaker in speakers:
@@ -1220,6 +1286,9 @@ class Dispatcher:
 
     async def _run(self, play: Play) -> None:
         try:
+            if play.live is not None:
+                await self._run_live(play, play.live)
+                return
             async with self._sessions() as session:
                 notice = await session.get(Notice, play.notice_id)
                 assert notice is not None
@@ -1443,7 +1512,7 @@ class Dispatcher:
                     row.state = self._unheard_state(play)
                     row.error = QUEUED_AT_STOP if play.by_service else "尚未播出即被更高优先级的广播抢占"
                 # The service's stop: the next worker to start decides its replay.
-                row.replay_pending = play.by_service
+                row.replay_pending = play.by_service and play.live is None  # a live call is never replayed
             elif not results:
                 row.state, row.error = RUN_FAILED, "分区没有启用的终端"
             else:
@@ -1460,6 +1529,7 @@ class Dispatcher:
                 and play.interrupted_by is not None
                 and self._requeue
                 and play.priority != EMERGENCY_PRIORITY
+                and play.live is None
             ):
                 broadcast = await session.get(Broadcast, play.broadcast_id)
                 assert broadcast is not None
@@ -1481,6 +1551,272 @@ class Dispatcher:
         if requeued is not None:
             self._submit(requeued)
         await self._notify()
+
+    # -- 手机喊话 实时: a live call holds zones ---------------------------------------------------
+
+    async def go_live(
+        self,
+        *,
+        zone_ids: Sequence[int],
+        room: str,
+        title: str,
+        requested_by: int,
+        quiet_exempt: bool,
+        preempted: asyncio.Event,
+    ) -> LiveAir:
+        """Hold ``zone_ids`` for a live call whose voice is in the Asterisk conference ``room``.
+
+        Runs in the active worker (the line's process). Refused while an emergency plays, waits or is asked
+        for in a target zone (``emergency``), or while another phone broadcast, live or recorded, plays or is
+        about to in one (``busy``: 该区域正在喊话). Otherwise its zone rows are written and each zone's hold
+        goes first in its queue: what plays below 手机喊话's class is cut (and queued again), what comes
+        later waits; an emergency takes the zone back and sets ``preempted``. The hold ends with
+        :meth:`end_live`. Its speakers' rows say 播放中 as their legs answer.
+        """
+        if self._tasks is None or self._stopping:
+            return LiveAir("failed", detail="dispatcher not running in this process")
+        if self._live_rooms is None:
+            return LiveAir("failed", detail="no live rooms: the service runs without Asterisk")
+        wanted = sorted(set(zone_ids))
+        verdict = self._held_verdict(wanted) or await self._asked_emergency(wanted)
+        if verdict is not None:
+            return LiveAir(verdict)
+        hold = LiveHold(room=room, preempted=preempted)
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            broadcast = Broadcast(
+                notice_id=None,
+                origin="manual",
+                kind=PHONECAST_KIND,
+                priority=PHONECAST_PRIORITY,
+                title=title,
+                requested_by=requested_by,
+                zone_ids=wanted,
+                quiet_exempt=quiet_exempt,
+                live_part=LIVE_CALL,
+                state=RUN_WAITING,
+                created_at=now,
+            )
+            session.add(broadcast)
+            await session.flush()
+            rows = await self._zone_rows(session, broadcast, wanted, state=RUN_WAITING, error=None, scheduled_at=now)
+            if not rows:
+                broadcast.state, broadcast.error, broadcast.ended_at = RUN_FAILED, "没有可播出的分区", now
+            plays = [self._play_of(broadcast, row, hold) for row in rows]
+            broadcast_id = broadcast.id
+        if not plays:
+            return LiveAir("failed", broadcast_id, "no zones")
+        # Checked again after the awaits above: nothing may have slipped in between on this loop.
+        verdict = self._held_verdict(wanted)
+        if verdict is not None:
+            for play in plays:
+                await self._close_play(play, RUN_CANCELLED, "该区域正在喊话" if verdict == "busy" else LIVE_PREEMPTED)
+            return LiveAir(verdict, broadcast_id)
+        for play in plays:
+            self._submit(play)
+        await self._notify()
+        return LiveAir("on_air", broadcast_id)
+
+    def _held_verdict(self, zone_ids: Sequence[int]) -> str | None:
+        """``emergency`` / ``busy`` when what this worker holds in a zone forbids a live call there, else None."""
+        busy = False
+        for zone_id in zone_ids:
+            slot = self._slots.get(zone_id)
+            if slot is None:
+                continue
+            held = [play for play in (slot.playing, *slot.waiting) if play is not None and play.stop_reason is None]
+            if any(play.priority == EMERGENCY_PRIORITY for play in held):
+                return "emergency"
+            # Another live call, or a recorded phone broadcast playing (or next): 该区域正在喊话.
+            if slot.playing is not None and slot.playing.priority <= PHONECAST_PRIORITY and slot.playing in held:
+                busy = True
+            if any(play.live is not None for play in slot.waiting):
+                busy = True
+        return "busy" if busy else None
+
+    async def _asked_emergency(self, zone_ids: Sequence[int]) -> str | None:
+        """``emergency`` when an emergency for one of the zones was asked and not yet taken (any process)."""
+        async with self._sessions() as session:
+            asked = (
+                await session.scalars(
+                    select(Broadcast.zone_ids).where(
+                        Broadcast.state == RUN_UNPROCESSED, Broadcast.priority == EMERGENCY_PRIORITY
+                    )
+                )
+            ).all()
+        wanted = set(zone_ids)
+        return "emergency" if any(wanted & set(ids or ()) for ids in asked) else None
+
+    async def end_live(self, broadcast_id: int) -> None:
+        """The call ended: its holds stop (a hold still waiting is closed unstarted); returns once all are recorded."""
+        running: list[asyncio.Task[Any]] = []
+        for slot in self._slots.values():
+            for play in [play for play in slot.waiting if play.broadcast_id == broadcast_id and play.live]:
+                slot.waiting.remove(play)
+                await self._close_play(play, RUN_CANCELLED, "喊话已结束，本分区未接入")
+            playing = slot.playing
+            if playing is not None and playing.broadcast_id == broadcast_id and playing.live is not None:
+                playing.stop.set()
+                if playing.task is not None:
+                    running.append(playing.task)
+        if running:
+            await asyncio.wait(running)
+        await self._notify()
+
+    def _drop_waiting_live(self, slot: _ZoneSlot) -> None:
+        """An emergency arrived in a zone a live call was about to take: the call never starts over it."""
+        for play in [play for play in slot.waiting if play.live is not None]:
+            slot.waiting.remove(play)
+            assert play.live is not None
+            play.live.preempted.set()
+            if self._tasks is not None:
+                self._tasks.spawn(
+                    self._close_play(play, RUN_PREEMPTED_BEFORE_START, LIVE_PREEMPTED), f"live-run{play.zone_run_id}"
+                )
+
+    def _reaches_live(self, transport_name: str) -> bool:
+        """Whether a speaker of this transport hears a live call (SIP paging, RTP, when enabled here)."""
+        return transport_name in LIVE_TRANSPORTS and transport_name in self._transports
+
+    async def _run_live(self, play: Play, hold: LiveHold) -> None:
+        assert self._live_rooms is not None
+        if play.stop.is_set():
+            await self._record(play, [])
+            return
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await session.get(BroadcastZone, play.zone_run_id)
+            assert row is not None
+            row.state, row.started_at = RUN_PLAYING, now
+            broadcast = await session.get(Broadcast, play.broadcast_id)
+            assert broadcast is not None
+            if broadcast.started_at is None:
+                broadcast.started_at = now
+            broadcast.state = RUN_PLAYING
+            targets, legs = await self._live_targets(session, play)
+        await self._notify()
+        if not targets:
+            await self._record(play, [])
+            return
+        by_speaker = {target.speaker_id: target for target in targets}
+        reports: set[asyncio.Task[None]] = set()
+
+        def on_leg(leg: LiveLeg, error: str | None) -> None:
+            # Each leg's answer is when its speakers start hearing the caller: told to the as-run log at once.
+            at = self._clock.now()
+            for speaker_id in leg.speaker_ids:
+                target = by_speaker.get(speaker_id)
+                if target is not None:
+                    reports.add(asyncio.ensure_future(self._live_leg_known(target, at, error)))
+
+        try:
+            raw = await self._live_rooms.connect(hold.room, legs, play.stop, on_leg=on_leg)
+        except Exception as exc:
+            log.exception("live room %s failed in zone %s", hold.room, play.zone_id)
+            raw = [
+                SpeakerResult(target, RUN_FAILED, error=f"实时喊话接入失败：{type(exc).__name__}") for target in targets
+            ]
+        for report in await asyncio.gather(*reports, return_exceptions=True):
+            if isinstance(report, BaseException):
+                log.error("live room %s: a leg could not be recorded: %r", hold.room, report)
+        await self._record(play, self._live_results(play, targets, raw))
+
+    async def _live_leg_known(self, target: SpeakerTarget, at: datetime, error: str | None) -> None:
+        if error is None:
+            await self._speaker_answered(target, at)
+            return
+        if target.run_id is None:
+            return
+        async with self._sessions.begin() as session:
+            run = await session.get(BroadcastSpeaker, target.run_id)
+            if run is None or run.state != RUN_WAITING:
+                return
+            run.state, run.ended_at, run.error = RUN_FAILED, at, error
+        await self._notify()
+
+    async def _live_targets(self, session: AsyncSession, play: Play) -> tuple[list[SpeakerTarget], list[LiveLeg]]:
+        """The zone's speakers a live call reaches (rows 等待 until their leg answers), and its legs."""
+        speakers = [
+            speaker
+            for speaker in (
+                await session.scalars(
+                    select(Speaker)
+                    .where(Speaker.zone_id == play.zone_id, Speaker.enabled.is_(True))
+                    .order_by(Speaker.id)
+                )
+            ).all()
+            if self._reaches_live(speaker.transport)
+        ]
+        settings = await session.get(ZoneBroadcastSettings, play.zone_id)
+        targets: list[SpeakerTarget] = []
+        legs: list[LiveLeg] = []
+        multicast: list[int] = []
+        for speaker in speakers:
+            run = BroadcastSpeaker(
+                zone_run_id=play.zone_run_id,
+                speaker_id=speaker.id,
+                transport=speaker.transport,
+                address=speaker.address,
+                state=RUN_WAITING,
+                acknowledged=False,
+            )
+            session.add(run)
+            await session.flush()
+            targets.append(SpeakerTarget(speaker.transport, speaker.address, speaker.id, speaker.name, run.id))
+            if speaker.transport == "sip":
+                address = speaker.address if "/" in speaker.address else f"PJSIP/{speaker.address}"
+                legs.append(LiveLeg("sip", (speaker.id,), address))
+            elif settings is not None and settings.rtp_group:
+                multicast.append(speaker.id)  # the zone's group serves every RTP speaker of it, as for items
+            else:
+                try:
+                    host, port = parse_destination(speaker.address, default_port=self._default_port)
+                except CunxiangError:
+                    legs.append(LiveLeg("unicast", (speaker.id,), speaker.address))  # the leg reports it failed
+                    continue
+                legs.append(LiveLeg("unicast", (speaker.id,), f"{host}:{port}"))
+        if multicast and settings is not None and settings.rtp_group:
+            group, port = parse_destination(settings.rtp_group, default_port=self._default_port)
+            legs.append(
+                LiveLeg(
+                    "multicast",
+                    tuple(multicast),
+                    f"{group}:{port}",
+                    ttl=settings.rtp_ttl if settings.rtp_ttl is not None else self._default_ttl,
+                    interface=self._multicast_interface or None,
+                    # A sender that also listens on the group (a test, a monitoring PC) hears it, as for items.
+                    loop=True,
+                )
+            )
+        return targets, legs
+
+    def _live_results(self, play: Play, targets: list[SpeakerTarget], raw: list[SpeakerResult]) -> list[SpeakerResult]:
+        """The rooms' results, per speaker, as the as-run log tells them: heard live for as long as its leg was in."""
+        by_speaker = {result.target.speaker_id: result for result in raw}
+        results = []
+        for target in targets:
+            result = by_speaker.get(target.speaker_id)
+            if result is None:
+                results.append(SpeakerResult(target, RUN_FAILED, error="未接入实时喊话"))
+                continue
+            if result.started_at is None:
+                results.append(replace(result, target=target, state=RUN_FAILED, error=result.error or "未接入实时喊话"))
+                continue
+            ended = result.ended_at or self._clock.now()
+            played = round(max(0.0, (ended - result.started_at).total_seconds()), 3)
+            cut = play.stop_reason == RUN_INTERRUPTED
+            why = STOPPED_BY_SERVICE if play.by_service else play.stop_error or LIVE_PREEMPTED
+            results.append(
+                replace(
+                    result,
+                    target=target,
+                    state=RUN_INTERRUPTED if cut else RUN_SUCCESS,
+                    ended_at=ended,
+                    played_s=played,
+                    error=why if cut else None,
+                )
+            )
+        return results
 
     # -- health -------------------------------------------------------------------------------
 

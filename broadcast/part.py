@@ -28,7 +28,14 @@ from broadcast.production import BroadcastProducer, ProductionSettings
 from broadcast.rtp import RtpSender
 from broadcast.speaker_test import SpeakerTester
 from broadcast.terminals import HttpPullTransport, TerminalEvents, TerminalService
-from broadcast.transports import PageOriginator, RtpTransport, SinkTransport, SipPagingTransport, Transport
+from broadcast.transports import (
+    LiveRooms,
+    PageOriginator,
+    RtpTransport,
+    SinkTransport,
+    SipPagingTransport,
+    Transport,
+)
 from common.clock import Clock
 from common.health import HealthRegistry
 from common.lifecycle import Service
@@ -100,6 +107,7 @@ def build_broadcasting(
     health: HealthRegistry,
     speech: Speech,
     pager: PageOriginator | None,
+    live_rooms: LiveRooms | None = None,
 ) -> Broadcasting:
     settings, production = config.broadcast, config.production
     producer = build_producer(config, speech)
@@ -147,6 +155,9 @@ def build_broadcasting(
         default_rtp_ttl=settings.rtp_ttl,
         replay_grace_s=config.replay_grace_s,
         heartbeat_s=settings.heartbeat_s,
+        # 手机喊话 实时: the hotline's conference rooms reach the speakers (None: live calls are refused).
+        live_rooms=live_rooms,
+        multicast_interface=settings.rtp_multicast_interface,
     )
     health.register("dispatcher", dispatcher.health)
     terminals = TerminalService(

@@ -459,8 +459,19 @@ class LiveLeg:
 
 
 class LiveRooms(Protocol):
-    async def connect(self, room: str, legs: Sequence[LiveLeg], stop: asyncio.Event) -> list[SpeakerResult]:
+    async def connect(
+        self,
+        room: str,
+        legs: Sequence[LiveLeg],
+        stop: asyncio.Event,
+        *,
+        on_leg: Callable[[LiveLeg, str | None], None] | None = None,
+    ) -> list[SpeakerResult]:
         """Brings each leg into the conference `room` as a listener (SIP through Page()/auto-answer,
         RTP through chan_rtp's UnicastRTP/MulticastRTP) and returns when `stop` is set or the room
         is gone; then hangs up every leg. One SpeakerResult per speaker: started/answered times
-        from the leg's answer, ended when its leg ended, error text when it never joined."""
+        from the leg's answer, ended when its leg ended, error text when it never joined.
+        `on_leg(leg, error)` is called on the loop, not awaited, once per leg as soon as its fate is
+        known: error None when it answered (its speakers hear the room from now), else why it did not
+        join. An implementation without it is still correct, only slower to report (go_live then waits
+        its bounded start time)."""

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import re
 import shutil
+import wave
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -35,6 +36,9 @@ from common.clock import Clock
 from common.tasks import BackgroundTasks
 from hotline.phonecast import (
     Cadre,
+    LiveEnd,
+    LiveStart,
+    LiveStatus,
     PhonecastTarget,
     PhonecastTargets,
     PinVerdict,
@@ -47,6 +51,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.models import (
     FINAL_RUN_STATES,
+    LIVE_TRANSPORTS,
     RUN_INTERRUPTED,
     RUN_PLAYING,
     RUN_SUCCESS,
@@ -94,7 +99,29 @@ class PhoneAirer(Protocol):
         self, author: Actor, *, title: str, township_id: int | None, recording: Path, repeats: int
     ) -> int: ...
 
-    async def air(self, *, item_id: int, zone_ids: Sequence[int], requested_by: int, quiet_exempt: bool) -> int: ...
+    async def air(
+        self, *, item_id: int, zone_ids: Sequence[int], requested_by: int, quiet_exempt: bool, after_live: bool = False
+    ) -> int:
+        """``after_live``: a live call's recording, for the speakers that could not hear it live only."""
+        ...
+
+    async def go_live(
+        self,
+        *,
+        zone_ids: Sequence[int],
+        room: str,
+        title: str,
+        requested_by: int,
+        quiet_exempt: bool,
+        preempted: asyncio.Event,
+    ) -> tuple[str, int | None]:
+        """Holds the zones for a live call in the conference ``room``: (``on_air`` | ``busy`` | ``emergency`` |
+        ``failed``, the as-run broadcast id). ``preempted`` is set when an emergency takes a zone back."""
+        ...
+
+    async def end_live(self, broadcast_id: int) -> None:
+        """Releases a live call's zones; returns once their as-run rows are written."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,8 @@ class DeskConfig:
     due_poll_s: float = 5.0
     # How often submit looks at the as-run log while it waits.
     look_interval_s: float = 0.2
+    # How long go_live waits for the live speakers' legs to answer (the caller hears the chime after).
+    live_start_wait_s: float = 10.0
 
 
 @dataclass
@@ -119,6 +148,7 @@ class _Reach:
     township_ids: set[int]
     speakers: int
     township_id: int | None  # the one township it lies in (None: more than one)
+    live_speakers: int = 0  # of ``speakers``, those a live call reaches (SIP paging, RTP)
 
 
 def in_quiet_hours(clock: time, start: time, end: time) -> bool:
@@ -153,6 +183,9 @@ class Desk:
         self._airer = airer
         self._limiter = LoginLimiter(config.pin_policy)
         self.recordings_dir = config.recordings_dir
+        # Live calls on the air in this process: call id → their as-run broadcast; and each call's preempted event.
+        self._live_calls: dict[str, int] = {}
+        self._preempted: dict[str, asyncio.Event] = {}
 
     # -- who is calling -----------------------------------------------------------------------
 
@@ -229,13 +262,16 @@ class Desk:
             {row.township_id for row in rows if row.township_id is not None},
         )
 
-    async def _speakers_in(self, session: AsyncSession, zone_ids: Iterable[int]) -> int:
+    async def _speakers_in(
+        self, session: AsyncSession, zone_ids: Iterable[int], *, transports: Sequence[str] | None = None
+    ) -> int:
         ids = list(zone_ids)
         if not ids:
             return 0
-        count = await session.scalar(
-            select(func.count(Speaker.id)).where(Speaker.zone_id.in_(ids), Speaker.enabled.is_(True))
-        )
+        statement = select(func.count(Speaker.id)).where(Speaker.zone_id.in_(ids), Speaker.enabled.is_(True))
+        if transports is not None:
+            statement = statement.where(Speaker.transport.in_(transports))
+        count = await session.scalar(statement)
         return int(count or 0)
 
     async def _reach(self, session: AsyncSession, kind: TargetKind, area_id: int) -> _Reach:
@@ -261,6 +297,7 @@ class Desk:
             township_ids=townships,
             speakers=await self._speakers_in(session, zone_ids),
             township_id=next(iter(townships)) if len(townships) == 1 else None,
+            live_speakers=await self._speakers_in(session, zone_ids, transports=LIVE_TRANSPORTS),
         )
 
     async def _target(
@@ -338,7 +375,9 @@ class Desk:
             log.exception("phone broadcast %s (call %s) failed", row_id, call_id)
             return await self._close_refused(row_id, actor, "failed", "internal error")
 
-    async def _receive(self, cadre: Cadre, number: str, target: PhonecastTarget, call_id: str) -> int | None:
+    async def _receive(
+        self, cadre: Cadre, number: str, target: PhonecastTarget, call_id: str, *, live: bool = False
+    ) -> int | None:
         """The 喊话记录 row, written first: a second submit of the same call finds it (None) and plays nothing."""
         try:
             async with self._sessions.begin() as session:
@@ -358,6 +397,7 @@ class Desk:
                     quiet_exempt=False,
                     created_at=self._clock.now(),
                     review_state="pending",
+                    live=live,
                 )
                 session.add(row)
                 await session.flush()
@@ -560,6 +600,262 @@ class Desk:
             )
             return progress
 
+    # -- 实时喊话: the caller's voice on the loudspeakers as they speak ----------------------------
+
+    def live_preempted(self, call_id: str) -> asyncio.Event:
+        event = self._preempted.get(call_id)
+        if event is None:
+            event = self._preempted[call_id] = asyncio.Event()
+        return event
+
+    def _live_keys(self) -> set[str]:
+        return {live_key(call_id) for call_id in self._live_calls}
+
+    async def go_live(
+        self, cadre: Cadre, caller_number: str, target: PhonecastTarget, *, call_id: str, room: str
+    ) -> LiveStart:
+        number = phone_numbers.normalise(caller_number) or ""
+        actor = Actor(user_id=cadre.user_id, username=cadre.name, ip=None)
+        row_id = await self._receive(cadre, number, target, live_key(call_id), live=True)
+        if row_id is None:
+            return await self._earlier_live(call_id)
+        try:
+            return await self._decide_live(row_id, cadre, actor, target, call_id, room)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._abandon_live(row_id, actor, call_id, "the call's go_live was cancelled"))
+            raise
+        except Exception:
+            log.exception("live phone broadcast %s (call %s) failed", row_id, call_id)
+            return await self._abandon_live(row_id, actor, call_id, "internal error")
+
+    async def _abandon_live(self, row_id: int, actor: Actor, call_id: str, detail: str) -> LiveStart:
+        await self._abandon_live_hold(call_id)
+        return await self._refuse_live(row_id, actor, "failed", detail)
+
+    async def _refuse_live(self, row_id: int, actor: Actor, reason: str, detail: str = "") -> LiveStart:
+        await self._close_refused(row_id, actor, reason, detail)
+        async with self._sessions() as session:
+            row = await session.get(PhoneBroadcast, row_id)
+        assert row is not None
+        return live_result_of(row)
+
+    async def _earlier_live(self, call_id: str) -> LiveStart:
+        """The first go_live's result (waiting, bounded, while it is still being decided)."""
+        deadline = asyncio.get_running_loop().time() + self._config.live_start_wait_s * 2 + 60
+        while True:
+            async with self._sessions() as session:
+                row = await session.scalar(select(PhoneBroadcast).where(PhoneBroadcast.call_id == live_key(call_id)))
+            assert row is not None
+            if row.status != "received" or asyncio.get_running_loop().time() > deadline:
+                return live_result_of(row)
+            await asyncio.sleep(self._config.look_interval_s)
+
+    async def _decide_live(
+        self, row_id: int, cadre: Cadre, actor: Actor, target: PhonecastTarget, call_id: str, room: str
+    ) -> LiveStart:
+        """The recorded one's checks (scope, speakers, quiet hours; the hard limit is the line's), then the hold."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            in_scope = await self._in_scope(session, cadre.user_id, target.kind, target.id)
+            reach = await self._reach(session, target.kind, target.id)
+            may_emergency = bool(await session.scalar(select(User.can_emergency).where(User.id == cadre.user_id)))
+            townships = (await session.scalars(select(Township).where(Township.id.in_(reach.township_ids)))).all()
+            masked = await session.scalar(select(PhoneBroadcast.caller_masked).where(PhoneBroadcast.id == row_id))
+        if not in_scope:
+            return await self._refuse_live(row_id, actor, "not_in_scope", f"{target.kind} {target.id}")
+        # Only 4G terminals (or sound cards): nothing can hear the caller live; the caller may record instead.
+        if not reach.zone_ids or reach.live_speakers == 0:
+            return await self._refuse_live(row_id, actor, "no_speakers")
+        local = now.astimezone(self._config.zone).time()
+        quiet = [t.name for t in townships if in_quiet_hours(local, t.quiet_start, t.quiet_end)]
+        if quiet and not may_emergency:
+            return await self._refuse_live(row_id, actor, "quiet_hours", f"{local:%H:%M} {'、'.join(quiet)}")
+        async with self._sessions.begin() as session:
+            row = await session.get(PhoneBroadcast, row_id)
+            assert row is not None
+            row.zone_ids = reach.zone_ids
+            row.township_id = reach.township_id
+            row.speakers = reach.live_speakers
+            row.after_speakers = reach.speakers - reach.live_speakers
+            row.quiet_exempt = bool(quiet)
+        preempted = self.live_preempted(call_id)
+        verdict, broadcast_id = await self._airer.go_live(
+            zone_ids=reach.zone_ids,
+            room=room,
+            title=f"手机喊话（实时）：{cadre.name} {masked}（{target.name}）",
+            requested_by=cadre.user_id,
+            quiet_exempt=bool(quiet),
+            preempted=preempted,
+        )
+        if verdict != "on_air" or broadcast_id is None:
+            reason = verdict if verdict in ("busy", "emergency") else "failed"
+            return await self._refuse_live(row_id, actor, reason, f"dispatcher: {verdict}")
+        self._live_calls[call_id] = broadcast_id
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(PhoneBroadcast).where(PhoneBroadcast.id == row_id).values(broadcast_id=broadcast_id)
+            )
+        started, started_at = await self._follow_live(broadcast_id, preempted)
+        if preempted.is_set():
+            await self._abandon_live_hold(call_id)
+            return await self._refuse_live(row_id, actor, "emergency", "an emergency took a zone before the start")
+        if started == 0:
+            await self._abandon_live_hold(call_id)
+            return await self._refuse_live(row_id, actor, "failed", "no live speaker answered")
+        async with self._sessions.begin() as session:
+            row = await session.get(PhoneBroadcast, row_id)
+            assert row is not None
+            hung_up = row.ended_by is not None
+            if not hung_up:
+                row.status, row.started_at = "started", started_at or self._clock.now()
+                row.unanswered = max(0, row.speakers - started)
+                row.speakers = started
+            audit.record(
+                session, actor, at=self._clock.now(), action="phonecast.live_started", object_type="phone_broadcast",
+                object_id=row.id, detail={"target": row.target_name, "broadcast_id": broadcast_id,
+                                          "speakers": row.speakers, "unanswered": row.unanswered,
+                                          "after": row.after_speakers, "hung_up": hung_up},
+            )  # fmt: skip
+            result = live_result_of(row)
+        if hung_up:
+            # The caller left while the speakers were being reached; live_ended may have come before the hold was
+            # known here: the hold must not outlive the call.
+            await self._abandon_live_hold(call_id)
+        return result
+
+    async def _abandon_live_hold(self, call_id: str) -> None:
+        broadcast_id = self._live_calls.pop(call_id, None)
+        if broadcast_id is not None:
+            await self._airer.end_live(broadcast_id)
+
+    async def _follow_live(self, broadcast_id: int, preempted: asyncio.Event) -> tuple[int, datetime | None]:
+        """Waits (bounded) until every live speaker's leg answered or failed: (speakers hearing the caller, since)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.live_start_wait_s
+        while True:
+            async with self._sessions() as session:
+                zones = (
+                    await session.scalars(select(BroadcastZone).where(BroadcastZone.broadcast_id == broadcast_id))
+                ).all()
+                speakers = (
+                    await session.scalars(
+                        select(BroadcastSpeaker).where(BroadcastSpeaker.zone_run_id.in_([z.id for z in zones]))
+                    )
+                ).all()
+            heard = [s for s in speakers if s.state in HEARD_STATES]
+            # Settled: every zone holds the call (or is done) and no speaker is still being reached.
+            settled = all(z.state == RUN_PLAYING or z.state in FINAL_RUN_STATES for z in zones) and not any(
+                s.state == RUN_WAITING for s in speakers
+            )
+            if settled or preempted.is_set() or loop.time() >= deadline:
+                since = min((s.started_at for s in heard if s.started_at is not None), default=None)
+                return len(heard), since
+            await asyncio.sleep(self._config.look_interval_s)
+
+    async def live_ended(self, call_id: str, ended_by: LiveEnd, recording: Path | None) -> None:
+        key = live_key(call_id)
+        async with self._sessions.begin() as session:
+            claimed = await session.execute(
+                update(PhoneBroadcast)
+                .where(PhoneBroadcast.call_id == key, PhoneBroadcast.ended_by.is_(None))
+                .values(ended_by=ended_by.value)
+            )
+            row = await session.scalar(select(PhoneBroadcast).where(PhoneBroadcast.call_id == key))
+        self._preempted.pop(call_id, None)
+        if getattr(claimed, "rowcount", 0) != 1 or row is None:
+            return  # ended before (or never began): nothing twice
+        broadcast_id = self._live_calls.pop(call_id, None)
+        if broadcast_id is not None:
+            await self._airer.end_live(broadcast_id)
+        actor = Actor(user_id=row.user_id, username=row.caller_name, ip=None)
+        kept: Path | None = None
+        if recording is not None and row.status != "refused":
+            try:
+                kept = await self._keep(row.id, recording)
+            except OSError:
+                log.exception("live phone broadcast %s: its recording %s could not be kept", row.id, recording)
+        heard = await self._heard_live(row.broadcast_id)
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            fresh = await session.get(PhoneBroadcast, row.id)
+            assert fresh is not None
+            if fresh.status != "refused":
+                fresh.status = "played" if heard else "not_played"
+                fresh.ended_at = now
+            if kept is not None:
+                fresh.recording_file = kept.name
+                fresh.recording_s = await asyncio.to_thread(wav_seconds, kept)
+            audit.record(
+                session, actor, at=now, action="phonecast.live_ended", object_type="phone_broadcast",
+                object_id=fresh.id, detail={"target": fresh.target_name, "ended_by": ended_by.value,
+                                            "broadcast_id": fresh.broadcast_id, "recording": fresh.recording_file},
+            )  # fmt: skip
+            after, township_id = fresh.after_speakers, fresh.township_id
+            # Only the zones with a speaker that could not hear it live: the others heard it already.
+            zone_ids = list(
+                (
+                    await session.scalars(
+                        select(Speaker.zone_id)
+                        .where(
+                            Speaker.zone_id.in_(fresh.zone_ids),
+                            Speaker.enabled.is_(True),
+                            Speaker.transport.not_in(LIVE_TRANSPORTS),
+                        )
+                        .distinct()
+                        .order_by(Speaker.zone_id)
+                    )
+                ).all()
+            )
+            exempt, masked, target_name = fresh.quiet_exempt, fresh.caller_masked, fresh.target_name
+        if kept is not None and after > 0 and zone_ids and row.status != "refused":
+            await self._air_after(row.id, actor, kept, zone_ids, township_id, exempt, masked, target_name)
+
+    async def _air_after(
+        self,
+        row_id: int,
+        actor: Actor,
+        kept: Path,
+        zone_ids: list[int],
+        township_id: int | None,
+        exempt: bool,
+        masked: str,
+        target_name: str,
+    ) -> None:
+        """The call's recording, at 手机喊话's priority, for the speakers that could not hear it live."""
+        title = f"手机喊话（实时喊话录音）：{actor.username} {masked}（{target_name}）"
+        try:
+            item_id = await self._airer.make_item(
+                actor, title=title, township_id=township_id, recording=kept, repeats=self._config.repeats
+            )
+        except PhoneAirRefused as exc:
+            async with self._sessions.begin() as session:
+                audit.record(
+                    session, actor, at=self._clock.now(), action="phonecast.after_refused",
+                    object_type="phone_broadcast", object_id=row_id,
+                    detail={"reason": exc.reason, "detail": exc.detail},
+                )  # fmt: skip
+            return
+        broadcast_id = await self._airer.air(
+            item_id=item_id, zone_ids=zone_ids, requested_by=actor.user_id or 0, quiet_exempt=exempt, after_live=True
+        )
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(PhoneBroadcast)
+                .where(PhoneBroadcast.id == row_id)
+                .values(notice_id=item_id, after_broadcast_id=broadcast_id)
+            )
+
+    async def _heard_live(self, broadcast_id: int | None) -> int:
+        if broadcast_id is None:
+            return 0
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count(BroadcastSpeaker.id))
+                .join(BroadcastZone, BroadcastZone.id == BroadcastSpeaker.zone_run_id)
+                .where(BroadcastZone.broadcast_id == broadcast_id, BroadcastSpeaker.state.in_(HEARD_STATES))
+            )
+        return int(count or 0)
+
     # -- the follower: scheduled ones when due, and the end of every phone broadcast ------------------
 
     async def air_due(self) -> int:
@@ -604,7 +900,13 @@ class Desk:
                     .where(PhoneBroadcast.status.in_(("started", "queued")), Broadcast.state.in_(FINAL_RUN_STATES))
                 )
             ).all()
-            for row, broadcast in rows:
+            # A live call on the air here is closed by its own end (live_ended), even when an emergency took every
+            # zone a moment before; one whose process died is closed here, its end unknown (线路故障).
+            on_air_here = self._live_keys()
+            closing = [(row, broadcast) for row, broadcast in rows if row.call_id not in on_air_here]
+            for row, broadcast in closing:
+                if row.live and row.ended_by is None:
+                    row.ended_by = LiveEnd.FAILED.value
                 row.status = "played" if broadcast.state == RUN_SUCCESS else "not_played"
                 row.ended_at = broadcast.ended_at or self._clock.now()
                 if row.started_at is None:
@@ -614,7 +916,7 @@ class Desk:
                     action="phonecast.ended", object_type="phone_broadcast", object_id=row.id,
                     detail={"target": row.target_name, "broadcast_id": broadcast.id, "state": broadcast.state},
                 )  # fmt: skip
-            return len(rows)
+            return len(closing)
 
 
 # A speaker that played some of the item: playing, played whole, or cut after it began.
@@ -632,6 +934,32 @@ class _Progress:
     all_final: bool = False
     quiet: bool = False
     settled: bool = False
+
+
+def live_key(call_id: str) -> str:
+    """A live call's 喊话记录 key: apart from the call's own, so a caller told 该区域正在喊话 may still record."""
+    return f"live:{call_id}"
+
+
+def wav_seconds(path: Path) -> float | None:
+    """A WAV recording's length (None for another format or a broken file)."""
+    try:
+        with wave.open(str(path), "rb") as reader:
+            rate = reader.getframerate()
+            return round(reader.getnframes() / rate, 1) if rate else None
+    except (wave.Error, EOFError, OSError):
+        return None
+
+
+def live_result_of(row: PhoneBroadcast) -> LiveStart:
+    """What the line is told of a live 喊话记录 row (the same for the first go_live and any repeat of it)."""
+    if row.status in ("refused", "received"):
+        status = {"busy": LiveStatus.BUSY, "emergency": LiveStatus.EMERGENCY}.get(row.reason or "", LiveStatus.REFUSED)
+        reason = None if status is not LiveStatus.REFUSED else (row.reason or "failed")
+        return LiveStart(status, row.id, speakers=row.speakers, after=row.after_speakers, unanswered=0, reason=reason)
+    return LiveStart(
+        LiveStatus.ON_AIR, row.id, speakers=row.speakers, after=row.after_speakers, unanswered=row.unanswered
+    )
 
 
 def result_of(row: PhoneBroadcast) -> SubmitResult:

@@ -55,6 +55,7 @@ class PhonecastConfig:
                 ),
                 repeats=section.repeats,
                 start_wait_s=section.start_wait_s,
+                live_start_wait_s=section.live_start_wait_s,
                 due_poll_s=section.due_poll_s,
             ),
             line_number=section.line_number or settings.hotline.phonecast_did,

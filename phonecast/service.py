@@ -24,6 +24,10 @@ from phonecast.codes import MAX_CODE_LENGTH, AreaModel, ensure_codes
 from phonecast.desk import PIN_PATTERN, limiter_keys
 from storage import audit
 from storage.models import (
+    RUN_SUCCESS,
+    Broadcast,
+    BroadcastSpeaker,
+    BroadcastZone,
     LoginThrottle,
     PhoneBroadcast,
     PhonecastCadre,
@@ -300,6 +304,34 @@ class PhonecastAdmin:
             statement = statement.where(PhoneBroadcast.review_state == review_state)
         async with self._sessions() as session:
             return list((await session.scalars(statement.limit(500))).all())
+
+    async def after_states(self, records: Sequence[PhoneBroadcast]) -> dict[int, tuple[int, int, int]]:
+        """Live calls' recordings afterwards (4G terminals, sound cards): record id → (that broadcast's as-run state,
+        speakers that played it, speakers it was given to so far), from the as-run log."""
+        wanted = {row.after_broadcast_id: row.id for row in records if row.after_broadcast_id is not None}
+        if not wanted:
+            return {}
+        async with self._sessions() as session:
+            states = dict(
+                (await session.execute(select(Broadcast.id, Broadcast.state).where(Broadcast.id.in_(wanted)))).all()
+            )
+            speakers = (
+                await session.execute(
+                    select(BroadcastZone.broadcast_id, BroadcastSpeaker.state)
+                    .join(BroadcastZone, BroadcastZone.id == BroadcastSpeaker.zone_run_id)
+                    .where(BroadcastZone.broadcast_id.in_(wanted))
+                )
+            ).all()
+        played: dict[int, int] = {}
+        given: dict[int, int] = {}
+        for broadcast_id, state in speakers:
+            given[broadcast_id] = given.get(broadcast_id, 0) + 1
+            played[broadcast_id] = played.get(broadcast_id, 0) + (state == RUN_SUCCESS)
+        return {
+            record_id: (states[broadcast_id], played.get(broadcast_id, 0), given.get(broadcast_id, 0))
+            for broadcast_id, record_id in wanted.items()
+            if broadcast_id in states
+        }
 
     async def record(self, principal: Principal, record_id: int) -> PhoneBroadcast:
         principal.require_role(*APPROVER_ROLES, "staff", "leader")

@@ -16,6 +16,7 @@ from storage.models.alerts import (
 from storage.models.areas import (
     CODEC_LABELS,
     CODECS,
+    LIVE_TRANSPORTS,
     TRANSPORT_KINDS,
     TRANSPORT_LABELS,
     UNIT_KIND_LABELS,
@@ -35,6 +36,8 @@ from storage.models.broadcast import (
     EMERGENCY_PRIORITY,
     FINAL_RUN_STATES,
     KIND_LABELS,
+    LIVE_AFTER,
+    LIVE_CALL,
     LOWEST_PRIORITY,
     NOT_PLAYED_STATES,
     NOTICE_KINDS,
@@ -117,6 +120,7 @@ from storage.models.ops import (
     OpsAlarm,
 )
 from storage.models.phonecast import (
+    LIVE_END_LABELS,
     PHONE_BROADCAST_STATUS_LABELS,
     PHONE_BROADCAST_STATUSES,
     REVIEW_LABELS,
@@ -158,6 +162,10 @@ __all__ = [
     "FINAL_RUN_STATES",
     "FOLLOWUP_METHODS",
     "KIND_LABELS",
+    "LIVE_AFTER",
+    "LIVE_CALL",
+    "LIVE_END_LABELS",
+    "LIVE_TRANSPORTS",
     "LOWEST_PRIORITY",
     "NOTICE_KINDS",
     "NOTICE_STATES",

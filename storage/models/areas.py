@@ -12,6 +12,8 @@ from storage.types import UtcDateTime
 
 VILLAGE_KINDS = ("village", "community")  # 行政村, 社区
 TRANSPORT_KINDS = ("sip", "rtp", "http", "sink")
+# What a live call (手机喊话 实时) reaches through Asterisk; the others get its recording afterwards.
+LIVE_TRANSPORTS = ("sip", "rtp")
 # How a speaker is reached, as its users call it (never the code: sip, rtp, http, sink).
 TRANSPORT_LABELS = {"sip": "SIP 寻呼", "rtp": "RTP", "http": "4G 终端", "sink": "声卡/文件"}
 CODECS = ("pcmu", "pcma", "g722", "mp3", "wav")
@@ -156,6 +158,7 @@ def transport_label(transport: str, address: str = "") -> str:
 
 __all__ = [
     "CODECS",
+    "LIVE_TRANSPORTS",
     "TRANSPORT_KINDS",
     "TRANSPORT_LABELS",
     "UNIT_KINDS",

@@ -79,6 +79,8 @@ LOWEST_PRIORITY = max(PRIORITY_LABELS)
 NOTICE_STATES = ("draft", "pending", "approved", "rejected", "archived")
 NOTICE_SOURCES = ("tts", "recording")
 BROADCAST_ORIGINS = ("schedule", "emergency", "manual", "test")
+LIVE_CALL = "call"
+LIVE_AFTER = "after"
 
 # As-run states: 0-5 after the 应急广播 (GD/J) broadcast record, then our own.
 RUN_UNPROCESSED = 0  # 未处理
@@ -229,6 +231,10 @@ class Broadcast(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # A cancel asked by any process (an official warning withdrawn): the active worker stops its plays of it.
     cancel_reason: Mapped[str | None] = mapped_column(String(255))
+    # 手机喊话 实时: "call" is a live call holding its zones (no item: the caller's voice through Asterisk; never
+    # replayed); "after" is that call's recording, afterwards, for the speakers that cannot play live (4G
+    # terminals, sound cards) and only for them. None: any other broadcast.
+    live_part: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -318,6 +324,8 @@ __all__ = [
     "EMERGENCY_PRIORITY",
     "FINAL_RUN_STATES",
     "KIND_LABELS",
+    "LIVE_AFTER",
+    "LIVE_CALL",
     "LOWEST_PRIORITY",
     "NOTICE_KINDS",
     "NOTICE_SOURCES",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models.base import Base
@@ -36,6 +36,13 @@ PHONE_BROADCAST_STATUS_LABELS = {
     "played": "已播出",
     "not_played": "未播出",
     "cancelled": "已取消",
+}
+# How a live call ended, as the 喊话记录 page says it.
+LIVE_END_LABELS = {
+    "caller": "喊话人结束",
+    "limit": "达到时长上限",
+    "emergency": "紧急广播插播，喊话结束",
+    "failed": "线路故障",
 }
 REVIEW_STATES = ("pending", "reviewed", "flagged")
 REVIEW_LABELS = {"pending": "待审核", "reviewed": "已审核", "flagged": "有问题"}
@@ -119,9 +126,18 @@ class PhoneBroadcast(Base):
     review_note: Mapped[str | None] = mapped_column(Text)
     reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # 实时喊话 (a live call) rather than 录音喊话. Its call_id is "live:<the line's call id>", so a caller told
+    # 该区域正在喊话 may record instead under the call's own id.
+    live: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # How a live call ended (hotline.phonecast.LiveEnd's values: caller, limit, emergency, failed).
+    ended_by: Mapped[str | None] = mapped_column(String(12))
+    # A live call's recording, afterwards, for the speakers that cannot play live (4G terminals, sound cards).
+    after_speakers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    after_broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcasts.id", ondelete="RESTRICT"))
 
 
 __all__ = [
+    "LIVE_END_LABELS",
     "PHONE_BROADCAST_STATUSES",
     "PHONE_BROADCAST_STATUS_LABELS",
     "REVIEW_LABELS",

@@ -5,13 +5,24 @@ It answers as told and remembers every question; the real desk is phonecast/'s.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 from typing import Any
 
-from hotline.phonecast import Cadre, PhonecastTarget, PhonecastTargets, PinVerdict, SubmitResult, SubmitStatus
+from hotline.phonecast import (
+    Cadre,
+    LiveEnd,
+    LiveStart,
+    LiveStatus,
+    PhonecastTarget,
+    PhonecastTargets,
+    PinVerdict,
+    SubmitResult,
+    SubmitStatus,
+)
 
 CADRE = Cadre(user_id=7, name="巴特尔")
 NUMBER = "13947100007"
@@ -75,3 +86,15 @@ class FakeDesk:
             }
         )
         return self.result
+
+    # The live seam (issue 18): refused until live-call's tests teach this fake to go live.
+    async def go_live(
+        self, cadre: Cadre, caller_number: str, target: PhonecastTarget, *, call_id: str, room: str
+    ) -> LiveStart:
+        return LiveStart(LiveStatus.REFUSED, None, speakers=target.speakers, after=0, unanswered=0, reason="failed")
+
+    async def live_ended(self, call_id: str, ended_by: LiveEnd, recording: Path | None) -> None:
+        return None
+
+    def live_preempted(self, call_id: str) -> asyncio.Event:
+        return asyncio.Event()

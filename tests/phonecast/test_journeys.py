@@ -6,6 +6,8 @@
 * The cadre sets their 6-digit PIN on their own page (a mistyped confirmation is refused first).
 * The approver reviews a phone broadcast afterwards on the 喊话记录 page: hears the recording, is told a flag
   needs a reason, flags it with one; the flagged broadcast reaches the admin's 待办.
+* The approver reads a live call (实时喊话) there: how long, how it ended, that the 4G terminals play its
+  recording afterwards, and hears the recording.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import expect
 from sqlalchemy import select
 
-from hotline.phonecast import Cadre, PinVerdict
+from hotline.phonecast import Cadre, LiveEnd, LiveStatus, PinVerdict
 from server import Runtime
 from settings import PhonecastSettings, Settings
 from storage.models import PhoneBroadcast, Township, User, Village
-from tests.phonecast.helpers import tone_wav
-from tests.support.broadcasting import demo_county, journey_settings
+from tests.phonecast.helpers import make_cadre, tone_wav
+from tests.phonecast.test_live import FakeRooms
+from tests.support.broadcasting import demo_county, journey_settings, principal
 from tests.support.journey import journeys
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -159,3 +162,40 @@ async def test_an_admin_grants_phone_broadcasting_a_cadre_sets_a_pin_and_an_appr
     async with runtime.sessions() as session:
         record = await session.get(PhoneBroadcast, result.record_id)
         assert record is not None and (record.review_state, record.review_note) == ("flagged", NOTE)
+
+
+async def test_an_approver_sees_a_live_call_on_the_records_page_with_how_it_ended_and_what_the_4g_terminals_got(
+    server: TestServer, runtime: Runtime, tmp_path: Path
+) -> None:
+    """A cadre spoke live (the hotline's rooms faked: legs answer at once); the approver reads the record."""
+    logins = await demo_county(runtime, tmp_path / "logins.txt")
+    runtime.broadcasting.dispatcher.use_live_rooms(FakeRooms(runtime.clock))
+    async with runtime.sessions() as session:
+        village = await session.scalar(select(Village).order_by(Village.id).limit(1))
+        assert village is not None
+    admin = await principal(runtime, "demo.admin")
+    cadre = await make_cadre(runtime, admin, "live.cadre", MOBILE, villages=[village.id], pin=PIN)
+    target = (await runtime.phonecast.desk.targets(cadre)).villages[0]
+    started = await runtime.phonecast.desk.go_live(cadre, MOBILE, target, call_id="live-call", room="cx-live-1")
+    assert started.status is LiveStatus.ON_AIR and started.after > 0
+    await runtime.phonecast.desk.live_ended("live-call", LiveEnd.CALLER, tone_wav(tmp_path / "live.wav", 1.0))
+    async with journeys(str(server.make_url("/")), tmp_path / "shots") as open_journey:
+        approver = await open_journey("approver")
+        await approver.sign_in("demo.approver", logins["demo.approver"])
+        approver.typed("live.cadre")  # the cadre's name, as the admin typed it
+        await approver.goto("/phonecast/records")
+        line = approver.page.locator(f"tr[data-record='{started.record_id}']")
+        await expect(line.locator("[data-mode]")).to_contain_text("实时喊话")
+        await expect(line.locator("[data-mode]")).to_contain_text("时长")
+        await expect(line.locator("[data-status]")).to_contain_text(f"已播出，{started.speakers}个喇叭")
+        await expect(line.locator("[data-status]")).to_contain_text("喊话人结束")
+        # The sound card played the recording at once; the demo's 4G terminal never polls here.
+        after = line.locator("[data-after]")
+        await expect(after).to_contain_text(f"终端在喊话结束后播放录音（{started.after}个）")
+        await expect(after).to_contain_text("1个已播放")
+        audio = await line.locator("audio").get_attribute("src")
+        heard = await approver.page.request.get(approver.url(audio or "/"))
+        assert heard.status == 200 and len(await heard.body()) > 1000
+        await approver.check_look()
+        await approver.check_accessible()
+        await approver.step("live-record")

@@ -12,7 +12,13 @@ from aiohttp import web
 
 from accounts.principal import Principal
 from common.errors import InvalidInput, UserError
-from storage.models import PHONE_BROADCAST_STATUS_LABELS, REVIEW_LABELS
+from storage.models import (
+    FINAL_RUN_STATES,
+    LIVE_END_LABELS,
+    PHONE_BROADCAST_STATUS_LABELS,
+    REVIEW_LABELS,
+    PhoneBroadcast,
+)
 from web import keys
 from web.api import Routes
 from web.domains import PHONECAST
@@ -37,6 +43,9 @@ REFUSAL_LABELS = {
     "locked": "喊话已被锁定",
     "disk_full": "服务器磁盘空间不足",
     "failed": "未能开始播出",
+    # A live call (实时喊话) only:
+    "busy": "该区域正在喊话",
+    "emergency": "紧急广播正在播出，不能实时喊话",
 }
 
 
@@ -216,8 +225,13 @@ async def code_form(request: web.Request) -> web.StreamResponse:
 async def _records_context(request: web.Request, me: Principal) -> dict[str, Any]:
     state = request.query.get("review", "")
     state = state if state in REVIEW_LABELS else ""
+    admin = request.app[PHONECAST].admin
+    records = await admin.list_records(me, review_state=state or None)
     return {
-        "records": await request.app[PHONECAST].admin.list_records(me, review_state=state or None),
+        "records": records,
+        "durations": {row.id: _duration(row) for row in records},
+        "after": {row_id: _after_text(*seen) for row_id, seen in (await admin.after_states(records)).items()},
+        "LIVE_END_LABELS": LIVE_END_LABELS,
         "review": state,
         "REVIEW_LABELS": REVIEW_LABELS,
         "STATUS_LABELS": PHONE_BROADCAST_STATUS_LABELS,
@@ -225,6 +239,26 @@ async def _records_context(request: web.Request, me: Principal) -> dict[str, Any
         "typed": {},
         "error": None,
     }
+
+
+def _duration(row: PhoneBroadcast) -> str:
+    """How long a live call was on the air (实时), or how long a recording is (录音): "1分05秒"; "" when unknown."""
+    seconds: float | None = row.recording_s
+    if row.live and row.started_at is not None and row.ended_at is not None:
+        seconds = (row.ended_at - row.started_at).total_seconds()
+    if seconds is None:
+        return ""
+    whole = max(0, round(seconds))
+    return f"{whole // 60}分{whole % 60:02d}秒" if whole >= 60 else f"{whole}秒"
+
+
+def _after_text(state: int, played: int, given: int) -> str:
+    """What became of a live call's recording on the 4G terminals, per speaker, from the as-run log."""
+    if state in FINAL_RUN_STATES:
+        return f"{played}个已播放" if played == given else f"{played}个已播放，{given - played}个未播放"
+    if given:
+        return f"播放中，{played}个已播放"
+    return "待播出"
 
 
 async def records_page(request: web.Request) -> web.Response:
