@@ -48,11 +48,13 @@ from areas.demo import DEMO_COUNTY_CODE
 from areas.service import AreaService
 from broadcast.part import BroadcastConfig, Broadcasting, build_broadcasting
 from broadcast.production import ItemTooLong
+from broadcast.transports import LiveLeg, SpeakerResult, SpeakerTarget
 from cases.part import Cases, CasesConfig, build_cases
 from common.clock import Clock, SystemClock
 from common.errors import CunxiangError, InsufficientStorage, InvalidInput, ServiceUnavailable
 from common.health import HealthRegistry
 from common.lifecycle import Service, ServiceGroup
+from hotline.live_rooms import ConferenceRooms, RoomLeg
 from hotline.part import Hotline, HotlineConfig, build_hotline, find_sandbox_root, sandbox_up
 from ops.part import Ops, OpsConfig, build_ops
 from phonecast.desk import PhoneAirRefused
@@ -62,7 +64,7 @@ from settings import Settings
 from storage import migrate
 from storage.audit import Actor
 from storage.db import DatabaseConfig, check_connection, database_health, make_session_factory
-from storage.models import County
+from storage.models import RUN_FAILED, RUN_SUCCESS, County
 from storage.worker_lock import WorkerElection, worker_lock
 from tts.part import Speech, SpeechConfig, build_speech
 from web import domains, keys
@@ -227,6 +229,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         clock=clock,
         airer=PhoneAirer(broadcasting),
     )
+    # 实时喊话: a live call's speakers are legs of the hotline's conference for that call.
+    if hotline.live_rooms is not None:
+        broadcasting.dispatcher.use_live_rooms(LiveRoomsOverAsterisk(hotline.live_rooms))
     # 手机喊话: the phone-broadcast line (hotline/) asks this desk who may broadcast and airs what they record
     # (hotline.phonecast.PhonecastDesk); without one every caller would hear the polite refusal.
     hotline.use_phonecast_desk(phonecast.line_desk)
@@ -248,6 +253,50 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, sandbox_roo
         alerts=alerts,
         phonecast=phonecast,
     )
+
+
+class LiveRoomsOverAsterisk:
+    """Broadcasting's :class:`broadcast.transports.LiveRooms`, satisfied by the hotline's conference rooms.
+
+    The hotline speaks in legs and their outcomes (it may not import broadcasting); here each leg's outcome
+    becomes one :class:`SpeakerResult` per speaker it reaches (a multicast leg reaches a whole zone group).
+    """
+
+    def __init__(self, rooms: ConferenceRooms) -> None:
+        self._rooms = rooms
+
+    async def connect(
+        self,
+        room: str,
+        legs: Sequence[LiveLeg],
+        stop: asyncio.Event,
+        *,
+        on_leg: Callable[[LiveLeg, str | None], None] | None = None,
+    ) -> list[SpeakerResult]:
+        room_legs = [
+            RoomLeg(leg.kind, leg.address, ttl=leg.ttl, interface=leg.interface, loop=leg.loop) for leg in legs
+        ]
+
+        def told(index: int, error: str | None) -> None:
+            if on_leg is not None:
+                on_leg(legs[index], error)
+
+        outcomes = await self._rooms.connect(room, room_legs, stop, on_leg=told)
+        results = []
+        for leg, outcome in zip(legs, outcomes, strict=True):
+            transport = "sip" if leg.kind == "sip" else "rtp"
+            joined = outcome.answered_at is not None
+            for speaker_id in leg.speaker_ids:
+                results.append(
+                    SpeakerResult(
+                        SpeakerTarget(transport, leg.address, speaker_id=speaker_id),
+                        RUN_SUCCESS if joined else RUN_FAILED,
+                        started_at=outcome.answered_at,
+                        ended_at=outcome.ended_at,
+                        error=None if joined else outcome.error or "未接入",
+                    )
+                )
+        return results
 
 
 class EmergencyAirer:

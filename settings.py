@@ -437,6 +437,9 @@ class HotlineSettings(_Section):
     # question is asked again on silence before the call ends with nothing broadcast.
     phonecast_key_timeout_s: float = Field(15.0, ge=0.5, le=120)
     phonecast_attempts: int = Field(3, ge=1, le=10)
+    # 实时喊话 (issue 18): the hard limit of a live call on the loudspeakers, in seconds; the conference ends
+    # the caller's turn there (喊话时间到了). 0: the line offers no live mode (recorded messages only).
+    phonecast_live_max_s: int = Field(300, ge=0, le=1800)
 
 
 class SandboxSettings(_Section):

@@ -154,9 +154,10 @@ class ConferenceRooms:
         legs: Sequence[RoomLeg],
         stop: asyncio.Event,
         *,
-        on_answer: Callable[[int], None] | None = None,
+        on_leg: Callable[[int, str | None], None] | None = None,
     ) -> list[LegOutcome]:
-        """One outcome per leg, in order; ``on_answer(index)`` as each leg joins. Never raises for a leg."""
+        """One outcome per leg, in order. ``on_leg(index, error)`` once per leg as soon as its fate is known:
+        error None when it joined (its speakers hear the room from now), else why not. Never raises for a leg."""
         if not ROOM.match(room):
             raise ValueError(f"not a live room: {room[:60]!r}")
         token = secrets.token_hex(3)
@@ -168,6 +169,8 @@ class ConferenceRooms:
             except ValueError as exc:
                 state.error = f"地址无效（{exc}）"
                 state.done.set()  # type: ignore[union-attr]
+                if on_leg is not None:
+                    on_leg(index, state.error)
             running.append(state)
         by_id = {state.channel_id: state for state in running}
         room_gone = asyncio.Event()
@@ -190,7 +193,7 @@ class ConferenceRooms:
         self._link.add_listener(listen)
         try:
             starts = [
-                self._start(room, index, state, on_answer) for index, state in enumerate(running) if state.error is None
+                self._start(room, index, state, on_leg) for index, state in enumerate(running) if state.error is None
             ]
             await asyncio.gather(*starts)
             every_leg_done = asyncio.gather(*(state.done.wait() for state in running if state.done is not None))
@@ -212,7 +215,9 @@ class ConferenceRooms:
             self._link.remove_listener(listen)
         return [state.outcome() for state in running]
 
-    async def _start(self, room: str, index: int, state: _Leg, on_answer: Callable[[int], None] | None) -> None:
+    async def _start(
+        self, room: str, index: int, state: _Leg, on_leg: Callable[[int, str | None], None] | None
+    ) -> None:
         assert state.done is not None
         variables = {"__CX_MARKER": "live", "CX_LIVE_ROOM": room}
         if state.leg.kind == "sip":
@@ -234,17 +239,16 @@ class ConferenceRooms:
                 response = await originated.result
         except (AmiError, TimeoutError) as exc:
             state.error = f"未能接入（{exc}）" if str(exc) else "未能接入（超时）"
+        else:
+            if response.get("Response") == "Success":
+                state.answered_at = self._clock.now()
+                state.channel = state.channel or response.get("Channel", "")
+            else:
+                state.error = f"未应答（{response.get('Reason', '')}）"
+        if state.error is not None:
             state.done.set()
-            return
-        if response.get("Response") != "Success":
-            state.error = f"未应答（{response.get('Reason', '')}）"
-            state.done.set()
-            return
-        state.answered_at = self._clock.now()
-        if not state.channel:
-            state.channel = response.get("Channel", "")
-        if on_answer is not None:
-            on_answer(index)
+        if on_leg is not None:
+            on_leg(index, state.error)
 
     async def _hang_up(self, running: Sequence[_Leg]) -> None:
         for state in running:

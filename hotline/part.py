@@ -64,6 +64,7 @@ from hotline.dialtest import SimulatedVillager
 from hotline.fastagi import FastAgiServer
 from hotline.intake import CallFacts, IntakeService
 from hotline.ivr import HotlineAgi
+from hotline.live_rooms import ConferenceRooms
 from hotline.paging import AUTO_ANSWER_HEADERS, Pager
 from hotline.phonecast import PhonecastDesk
 from hotline.phonecast_line import PhonecastLine, PhonecastLineConfig
@@ -118,6 +119,7 @@ class HotlineConfig:
     phonecast_record_silence_s: int = 5
     phonecast_key_timeout_s: float = 15.0
     phonecast_attempts: int = 3
+    phonecast_live_max_s: int = 300
     prompt_voice: VoiceRequest = field(default_factory=VoiceRequest)
     # SIP headers that make speakers answer a page by themselves (broadcast.sip_auto_answer).
     page_headers: tuple[tuple[str, str], ...] = ()
@@ -142,6 +144,7 @@ class HotlineConfig:
             phonecast_record_silence_s=config.phonecast_record_silence_s,
             phonecast_key_timeout_s=config.phonecast_key_timeout_s,
             phonecast_attempts=config.phonecast_attempts,
+            phonecast_live_max_s=config.phonecast_live_max_s,
             prompt_voice=VoiceRequest(voice=settings.ivr.prompt_voice or None, rate=settings.ivr.prompt_rate),
             page_headers=AUTO_ANSWER_HEADERS[settings.broadcast.sip_auto_answer],
             telephony=telephony_config(settings, sandbox_root=sandbox_root),
@@ -348,6 +351,8 @@ class Telephony:
     outbound: OutboundCalls
     # The phone-broadcast line (手机喊话); its desk is phonecast/'s, connected by server.py.
     phonecast: PhonecastLine
+    # Live calls' conferences (实时喊话): broadcasting's LiveRooms, adapted by server.py.
+    rooms: ConferenceRooms
 
     @property
     def paths(self) -> AsteriskPaths:
@@ -371,6 +376,10 @@ class Hotline:
         """Who the phone-broadcast line asks (server.py); with None every caller hears the polite refusal."""
         if self.telephony is not None:
             self.telephony.phonecast.use_desk(desk)
+
+    @property
+    def live_rooms(self) -> ConferenceRooms | None:
+        return self.telephony.rooms if self.telephony is not None else None
 
     @property
     def outbound(self) -> OutboundCalls | None:
@@ -497,6 +506,8 @@ def build_hotline(
             key_timeout_s=config.phonecast_key_timeout_s,
             attempts=config.phonecast_attempts,
             min_speech_s=config.min_speech_s,
+            live_max_s=config.phonecast_live_max_s,
+            mixmonitor_wait_s=config.mixmonitor_wait_s,
         ),
         clock=clock,
         # Names and outcomes are spoken at call time through the same TTS path as the dial test's sentence.
@@ -520,6 +531,10 @@ def build_hotline(
         retention_days=config.retention_days,
     )
     pager = Pager(link, telephony_config.paths, headers=config.page_headers)
+    # 实时喊话: the line's conference per live call, and the speakers brought into it (broadcast's LiveRooms,
+    # through server.py); the line empties a room when an emergency takes its zones.
+    rooms = ConferenceRooms(link, clock=clock, headers=config.page_headers)
+    phonecast.use_rooms(rooms)
     telephony = Telephony(
         telephony_config,
         link,
@@ -536,6 +551,7 @@ def build_hotline(
         pager,
         OutboundCalls(link),
         phonecast,
+        rooms,
     )
     hotline.telephony = telephony
     for component in (link.health, fastagi.health, reconciler.health):

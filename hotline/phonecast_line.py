@@ -41,18 +41,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time as time_module
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path, PurePosixPath
-from typing import Final, NoReturn
+from typing import Final, NoReturn, Protocol
 from zoneinfo import ZoneInfo
 
 from common.clock import Clock
 from hotline.fastagi import AgiHandler, AgiHangup, AgiRequest, AgiSession, BadAgiRequest, quote
+from hotline.live_rooms import TALKER_PROFILE, room_name
 from hotline.phonecast import (
     REFUSAL_REASONS,
     Cadre,
+    LiveEnd,
+    LiveStart,
+    LiveStatus,
     PhonecastDesk,
     PhonecastTarget,
     PinVerdict,
@@ -77,6 +82,29 @@ _UNSAID: Final = str.maketrans({",": "，", "\n": " ", "\r": " ", "|": " "})
 SentenceMaker = Callable[[str], Awaitable[PurePosixPath]]
 
 
+class RoomEnder(Protocol):
+    async def end(self, room: str) -> None:
+        """Empty a live call's conference (its caller too): an emergency took the zones."""
+
+
+# How ConfBridge says the caller left the room (CONFBRIDGE_RESULT), as the desk is told it.
+_LEFT_BY: Final = {
+    "DTMF": LiveEnd.CALLER,
+    "HANGUP": LiveEnd.CALLER,
+    "TIMEOUT": LiveEnd.LIMIT,
+    "KICKED": LiveEnd.FAILED,  # an emergency kicks too; the line knows that one by the desk's event
+    "ENDMARKED": LiveEnd.FAILED,
+    "FAILED": LiveEnd.FAILED,
+}
+# What the caller hears once off the air.
+_OFF_AIR_PROMPT: Final = {
+    LiveEnd.CALLER: "pc_live_ended",
+    LiveEnd.LIMIT: "pc_live_limit",
+    LiveEnd.EMERGENCY: "pc_live_emergency",
+    LiveEnd.FAILED: "pc_live_failed",
+}
+
+
 @dataclass(frozen=True)
 class PhonecastLineConfig:
     prompts_dir: PurePosixPath  # as Asterisk sees it
@@ -88,6 +116,10 @@ class PhonecastLineConfig:
     key_timeout_s: float = 15.0
     attempts: int = 3
     min_speech_s: float = 0.4
+    # 实时喊话: the hard limit of a live call (0: no live mode is offered) and how long the recording of
+    # one may take to be closed by Asterisk once the caller left the room.
+    live_max_s: int = 0
+    mixmonitor_wait_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +149,15 @@ class PhonecastLine:
         self._clock = clock
         self._desk = desk
         self._sentences = sentences
+        self._rooms: RoomEnder | None = None
+
+    def use_rooms(self, rooms: RoomEnder | None) -> None:
+        """The live calls' conferences (hotline.live_rooms); None, or ``live_max_s`` 0: no live mode."""
+        self._rooms = rooms
+
+    @property
+    def rooms(self) -> RoomEnder | None:
+        return self._rooms if self.config.live_max_s > 0 else None
 
     def use_desk(self, desk: PhonecastDesk | None) -> None:
         """Who decides and plays (server.py connects phonecast/'s desk); None: every caller is refused."""
@@ -188,6 +229,11 @@ class _Conversation:
             return
         await self._verify(desk, cadre)
         target = await self._choose_target(desk, cadre)
+        rooms = self._line.rooms
+        if rooms is not None:
+            mode = await self._ask("mode", "pc_mode_menu", 1, give_up="pc_no_keys_bye", wrong_keys="12")
+            if mode == "2" and not await self._live(desk, cadre, target, rooms):
+                return
         while True:
             recording = await self._record()
             decision = await self._review(recording)
@@ -263,6 +309,130 @@ class _Conversation:
                 return zone
             await self._play("pc_zone_not_found")
         return None  # back to the menu of places
+
+    # -- 实时喊话 -----------------------------------------------------------------------------------------
+
+    async def _live(self, desk: PhonecastDesk, cadre: Cadre, target: PhonecastTarget, rooms: RoomEnder) -> bool:
+        """A live call, from asking the desk to off the air. True: the zone was busy and the caller chose to
+        record instead (the recorded flow follows)."""
+        room = room_name(self._linkedid)
+        await self._stage("connecting")
+        await self._play("pc_live_connecting")
+        try:
+            start = await desk.go_live(cadre, self._caller, target, call_id=self._linkedid, room=room)
+        except Exception:
+            log.exception("phone broadcast %s: the desk failed to go live", self._linkedid)
+            await self._event("CxPhonecast", Mode="live", Status="unknown")
+            # Whatever it held, it lets go: nobody is in the room, nothing was said.
+            await self._live_ended(desk, LiveEnd.FAILED, None)
+            await self._stage("done")
+            await self._end("pc_refused_failed")
+        await self._event(
+            "CxPhonecast",
+            Mode="live",
+            Status=start.status.value,
+            Speakers=str(start.speakers),
+            After=str(start.after),
+            Unanswered=str(start.unanswered),
+            Record=str(start.record_id or ""),
+            Reason=start.reason or "",
+        )
+        if start.status is LiveStatus.BUSY:
+            key = await self._ask("busy", "pc_live_busy", 1, give_up="pc_no_keys_bye", wrong_keys="12")
+            if key == "1":
+                return True
+            await self._stage("done")
+            await self._end("pc_goodbye")
+        if start.status is LiveStatus.EMERGENCY:
+            await self._stage("done")
+            await self._end("pc_live_emergency_refused")
+        if start.status is not LiveStatus.ON_AIR:
+            reason = start.reason or ""
+            if reason not in REFUSAL_REASONS:
+                log.warning("phone broadcast %s: live refused for an unknown reason: %r", self._linkedid, reason)
+                reason = "failed"
+            await self._stage("done")
+            await self._play(f"pc_refused_{reason}")
+            await self._end("pc_goodbye")
+        await self._on_air(desk, start, room, rooms)
+        return False
+
+    async def _on_air(self, desk: PhonecastDesk, start: LiveStart, room: str, rooms: RoomEnder) -> None:
+        """The caller in the room (recorded) until #, hang-up, the hard limit or an emergency; the desk is told
+        whatever happens (live_ended once, with the recording), then the caller hears why it ended."""
+        ended_by = LiveEnd.FAILED
+        recording: Path | None = None
+        monitoring = False
+        name = f"pc_{self._linkedid}_live"
+        host = self._config.spool_host / f"{name}.wav"
+        done_marker = host.with_suffix(".done")
+        self._takes.extend([host, done_marker])
+        preempted = desk.live_preempted(self._linkedid)
+        watcher = asyncio.create_task(self._end_room_when(preempted, rooms, room))
+        try:
+            if start.unanswered > 0:
+                text = f"已接通{start.speakers}个喇叭，还有{start.unanswered}个喇叭没有接通。"
+            else:
+                text = f"已接通{start.speakers}个喇叭。"
+            await self._say(text, "pc_live_on_air")
+            if start.after > 0:
+                await self._play("pc_live_after")
+            await self._play("pc_live_speak")
+            if preempted.is_set():
+                ended_by = LiveEnd.EMERGENCY
+                return
+            asterisk_file = self._config.spool_asterisk / name
+            monitor = f"{asterisk_file}.wav,,/bin/touch {asterisk_file}.done"
+            await self._session.command(f"EXEC MixMonitor {quote(monitor)}")
+            monitoring = True
+            await self._session.set_variable("CONFBRIDGE(user,template)", TALKER_PROFILE)
+            await self._session.set_variable("CONFBRIDGE(user,timeout)", str(self._config.live_max_s))
+            await self._session.set_variable("CONFBRIDGE(menu,#)", "leave_conference")
+            await self._play("beep")
+            await self._stage("live")
+            _code, rest = await self._session.command(
+                f"EXEC ConfBridge {quote(f'{room},cx_live')}", timeout_s=self._config.live_max_s + PLAYING_S
+            )
+            hung_up = self._session.hung_up or _result(rest) == "-1"
+            left = "HANGUP" if hung_up else await self._variable("CONFBRIDGE_RESULT")
+            ended_by = LiveEnd.EMERGENCY if preempted.is_set() else _LEFT_BY.get(left, LiveEnd.FAILED)
+            if not self._session.hung_up:
+                await self._session.command("EXEC StopMixMonitor")
+        except AgiHangup:
+            ended_by = LiveEnd.EMERGENCY if preempted.is_set() else LiveEnd.CALLER
+            raise
+        finally:
+            watcher.cancel()
+            if monitoring:
+                recording = await self._closed_recording(host, done_marker)
+            await self._live_ended(desk, ended_by, recording)
+        if self._session.hung_up:
+            return
+        await self._stage("done")
+        await self._play(_OFF_AIR_PROMPT[ended_by], "pc_goodbye")
+
+    async def _end_room_when(self, preempted: asyncio.Event, rooms: RoomEnder, room: str) -> None:
+        await preempted.wait()
+        log.info("phone broadcast %s: an emergency took the zones: the live room ends", self._linkedid)
+        try:
+            await rooms.end(room)
+        except Exception:
+            log.exception("phone broadcast %s: could not end the live room", self._linkedid)
+
+    async def _closed_recording(self, host: Path, done_marker: Path) -> Path | None:
+        """The live call's recording once MixMonitor has closed it (None: there is none to keep)."""
+        return await asyncio.to_thread(_closed_file, host, done_marker, self._config.mixmonitor_wait_s)
+
+    async def _live_ended(self, desk: PhonecastDesk, ended_by: LiveEnd, recording: Path | None) -> None:
+        try:
+            await desk.live_ended(self._linkedid, ended_by, recording)
+        except Exception:
+            log.exception("phone broadcast %s: the desk failed to end the live call", self._linkedid)
+
+    async def _variable(self, name: str) -> str:
+        _code, rest = await self._session.command(f"GET VARIABLE {quote(name)}")
+        match = re.match(r"^result=1 \((.*)\)$", rest.strip())
+        return match[1] if match else ""
 
     async def _record(self) -> Path:
         for attempt in range(self._config.attempts):
@@ -478,6 +648,15 @@ class _Conversation:
         """The line's own files (the desk has copied what it keeps)."""
         for take in self._takes:
             take.unlink(missing_ok=True)
+
+
+def _closed_file(host: Path, done_marker: Path, wait_s: float) -> Path | None:
+    """``host`` once MixMonitor has run its command (touch ``done_marker``), at most ``wait_s`` from now."""
+    deadline = time_module.monotonic() + wait_s
+    while not done_marker.exists() and time_module.monotonic() < deadline:
+        time_module.sleep(0.1)
+    # A WAV header alone (44 bytes) is no recording.
+    return host if host.exists() and host.stat().st_size > 44 else None
 
 
 def _result(rest: str) -> str:

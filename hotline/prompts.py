@@ -248,6 +248,36 @@ PROMPTS: Final[Mapping[str, tuple[str, str]]] = {
         "phone broadcast: the service could not be reached",
         "系统暂时不能使用，请您过一会儿再打。谢谢，再见。",
     ),
+    # 实时喊话 (issue 18): the mode after the place, and what a live call hears.
+    "pc_mode_menu": (
+        "phone broadcast: recorded or live, once the place is chosen",
+        "先录音、听过再播，请按1。现在就对着喇叭直接讲话，请按2。再听一遍，请按星号键。",
+    ),
+    "pc_live_connecting": ("phone broadcast live: while the speakers are connected", "正在接通喇叭，请稍等。"),
+    "pc_live_on_air": ("phone broadcast live: on air (said when the number cannot be spoken)", "喇叭已经接通。"),
+    "pc_live_after": (
+        "phone broadcast live: some targets are 4G terminals",
+        "4G 终端不能实时播放，喊话结束以后会自动播放您的录音。",
+    ),
+    "pc_live_speak": (
+        "phone broadcast live: just before the chime",
+        "听到提示音以后请讲话，喇叭里会同时播出。讲完请按井号键，或者直接挂机。",
+    ),
+    "pc_live_busy": (
+        "phone broadcast live: a target zone is live with another call",
+        "该区域正在喊话。改为录音喊话，请按1。不喊了，请按2。",
+    ),
+    "pc_live_emergency_refused": (
+        "phone broadcast live: an emergency holds a target zone: a live call never starts over one",
+        "该区域正在播出紧急广播，现在不能实时喊话。请等紧急广播结束以后再打。谢谢，再见。",
+    ),
+    "pc_live_ended": ("phone broadcast live: the caller pressed #", "喊话结束。"),
+    "pc_live_limit": ("phone broadcast live: the hard limit was reached", "喊话时间到了，喊话结束。"),
+    "pc_live_emergency": ("phone broadcast live: an emergency took the zones", "紧急广播插播，喊话结束。"),
+    "pc_live_failed": (
+        "phone broadcast live: Asterisk or the link failed during the call",
+        "线路出了问题，喊话中断了。请过一会儿再试。",
+    ),
     "pc_goodbye": ("phone broadcast: end of the call", "谢谢，再见。"),
     **{
         f"digit_{digit}": ("one digit of a number read back", word)

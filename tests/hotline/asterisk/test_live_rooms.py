@@ -118,9 +118,12 @@ async def test_a_room_reaches_unicast_multicast_and_sip_speakers_and_ending_it_e
         RoomLeg("sip", "Local/noanswer@cx-test-operator"),  # rings for ever: never joins
     ]
     answered: list[int] = []
+    failed: list[int] = []
     stop = asyncio.Event()
     await _talker(hotline, room, tmp_path)
-    connecting = asyncio.create_task(rooms.connect(room, legs, stop, on_answer=answered.append))
+    connecting = asyncio.create_task(
+        rooms.connect(room, legs, stop, on_leg=lambda index, error: (failed if error else answered).append(index))
+    )
     # Listen until both RTP sockets have had a second of the cadre's voice (50 packets of 20 ms).
     try:
         async with asyncio.timeout(20):
@@ -136,7 +139,7 @@ async def test_a_room_reaches_unicast_multicast_and_sip_speakers_and_ending_it_e
     assert len(set(unicast.payload)) > 20 and len(set(multicast.payload)) > 20
     try:
         async with asyncio.timeout(15):
-            while set(answered) != {0, 1, 2}:  # noqa: ASYNC110
+            while set(answered) != {0, 1, 2} or failed != [3]:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
     except TimeoutError:
         log = (hotline.instance.directory / "log" / "messages.log").read_text(errors="replace")[-4000:]
