@@ -87,14 +87,29 @@ class FakeDesk:
         )
         return self.result
 
-    # The live seam (issue 18): refused until live-call's tests teach this fake to go live.
+    # The live seam (issue 18): answers ``live`` (refused unless a test says otherwise); ``live_ended``
+    # keeps a copy of the recording as the real desk does.
+    live: LiveStart = field(
+        default_factory=lambda: LiveStart(LiveStatus.REFUSED, None, speakers=4, after=0, unanswered=0, reason="failed")
+    )
+    went_live: list[dict[str, Any]] = field(default_factory=list)
+    ended: list[dict[str, Any]] = field(default_factory=list)
+    preempted: dict[str, asyncio.Event] = field(default_factory=dict)
+
     async def go_live(
         self, cadre: Cadre, caller_number: str, target: PhonecastTarget, *, call_id: str, room: str
     ) -> LiveStart:
-        return LiveStart(LiveStatus.REFUSED, None, speakers=target.speakers, after=0, unanswered=0, reason="failed")
+        self.went_live.append(
+            {"cadre": cadre, "caller": caller_number, "target": target, "call_id": call_id, "room": room}
+        )
+        return self.live
 
     async def live_ended(self, call_id: str, ended_by: LiveEnd, recording: Path | None) -> None:
-        return None
+        kept = None
+        if recording is not None:
+            kept = self.keep / f"{call_id}-live.wav"
+            shutil.copyfile(recording, kept)
+        self.ended.append({"call_id": call_id, "ended_by": ended_by, "kept": kept})
 
     def live_preempted(self, call_id: str) -> asyncio.Event:
-        return asyncio.Event()
+        return self.preempted.setdefault(call_id, asyncio.Event())
