@@ -135,8 +135,14 @@ async def _dial_test(settings: Settings, args: argparse.Namespace) -> dict[str, 
                     raise CommandError(
                         "--line phonecast: hotline.phonecast_did is not set (CUNXIANG_HOTLINE_PHONECAST_DID)"
                     )
-                # The PIN first, then the place and the choice after hearing it back (default 1,1: 本村, now).
-                keys = [*([args.pin] if args.pin else []), *_keys("1,1" if args.keys is None else args.keys)]
+                live_offered = runtime.settings.hotline.phonecast_live_max_s > 0
+                if args.live and not live_offered:
+                    raise CommandError("--live: hotline.phonecast_live_max_s is 0 (the line offers no live mode)")
+                # The PIN first, then the place, the mode when the line asks it (1 recorded, 2 live) and, recorded,
+                # the choice after hearing it back; live, # after speaking (default 1,1 / 1,1,1: 本村, now; live:
+                # 1,2,#: 本村, live, # once she has spoken).
+                default = "1,2,#" if args.live else "1,1,1" if live_offered else "1,1"
+                keys = [*([args.pin] if args.pin else []), *_keys(default if args.keys is None else args.keys)]
             else:
                 keys = _keys("1" if args.keys is None else args.keys)
             script = VillagerScript(
@@ -231,11 +237,16 @@ def add_commands(commands: Commands) -> None:
     )
     dial.add_argument("--pin", help="phonecast: the 喊话密码 typed first (6 digits)")
     dial.add_argument(
+        "--live",
+        action="store_true",
+        help="phonecast: 实时喊话 — go live on the place's loudspeakers, say the audio, press # (default keys 1,2,#)",
+    )
+    dial.add_argument(
         "--keys",
         default=None,
         help="keys for each prompt that asks, comma-separated: 1, 3, 0, or 2,<case number># (empty: press nothing; "
         "default 1); phonecast, after the PIN: the place (1, 2, 3,<code>#, then a list number) and the choice after "
-        "hearing the message back (1 now, 2 again, 3,HHMM) — default 1,1",
+        "hearing the message back (1 now, 2 again, 3,HHMM) — default 1,1 (1,1,1 when the line asks 1 录音 / 2 实时)",
     )
     dial.add_argument(
         "--audio", type=Path, help="what the caller says (any audio file, e.g. a WAV; default: a TTS sentence)"

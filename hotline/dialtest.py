@@ -35,12 +35,12 @@ from hotline.ami import AmiError, AmiLink, Message
 
 log = logging.getLogger(__name__)
 
-HangupAt = Literal["welcome", "menu", "recording", "readback", "transfer", "talked", "end"]
+HangupAt = Literal["welcome", "menu", "recording", "readback", "transfer", "talked", "live", "end"]
 Line = Literal["hotline", "phonecast"]
 # IVR stages at which the villager presses the next group of keys.
 KEY_STAGES = frozenset({"menu", "number", "pin"})
 # The phone-broadcast line's questions that take keys (hotline/phonecast_line.py).
-PHONECAST_KEY_STAGES = frozenset({"pin", "target", "choose", "zone", "review", "time"})
+PHONECAST_KEY_STAGES = frozenset({"pin", "target", "choose", "zone", "mode", "busy", "review", "time"})
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ class VillagerScript:
     ``hangup_at``: ``welcome`` hangs up as soon as the IVR answers, ``recording``
     right after speaking, ``readback`` as the case number starts being read back,
     ``transfer`` while the operator's phone (key 0) rings, ``talked`` as soon as the operator answers,
-    ``end`` waits for the IVR to finish.
+    ``live`` once she has spoken on the air (实时喊话), ``end`` waits for the IVR to finish.
+    On the air (the phone-broadcast line's ``live`` stage) she says ``audio``, then presses the next group of
+    keys if any is left (``#`` ends the live broadcast); with none left she stays on, quiet.
     """
 
     caller: str = "13800001111"
@@ -127,7 +129,7 @@ class SimulatedVillager:
 
         self._link.add_listener(listen)
         try:
-            variables = {"CX_HANGUP_AFTER_SPEAKING": "1" if script.hangup_at == "recording" else ""}
+            variables = {"CX_HANGUP_AFTER_SPEAKING": "1" if script.hangup_at in ("recording", "live") else ""}
             if script.test_call:
                 variables["__CX_DIALTEST"] = "1"
             if script.audio is not None:
@@ -210,6 +212,8 @@ class SimulatedVillager:
             result.phonecast = {
                 key: event.get(key, "") for key in ("Status", "Speakers", "Unanswered", "Record", "Reason", "At")
             }
+            # A live call's answer (实时喊话) also says so, and how many 4G terminals get the recording after.
+            result.phonecast.update({key: event.get(key, "") for key in ("Mode", "After") if event.get(key)})
         elif user_event == "CxStatus":
             result.status_results.append(
                 {key: event.get(key, "") for key in ("Result", "Number", "Status", "Try", "Playback")}
@@ -229,6 +233,13 @@ class SimulatedVillager:
                 result.pressed.append(group)
                 await self._link.action("Setvar", Channel=villager, Variable="CX_KEYS", Value=group)
                 await self._link.action("Redirect", Channel=villager, Context="villager-act", Exten="keys", Priority=1)
+            elif stage == "live" and script.audio is not None:
+                # Speaking on the air, then (if the script has keys left) pressing them: # ends it.
+                after = keys.pop(0) if keys else ""
+                if after:
+                    result.pressed.append(after)
+                await self._link.action("Setvar", Channel=villager, Variable="CX_KEYS_AFTER", Value=after)
+                await self._link.action("Redirect", Channel=villager, Context="villager-act", Exten="speak", Priority=1)
             elif stage == "recording" and script.audio is not None:
                 await self._link.action("Redirect", Channel=villager, Context="villager-act", Exten="speak", Priority=1)
             elif stage == "recording" and script.hangup_at == "recording":
