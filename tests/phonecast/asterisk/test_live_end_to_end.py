@@ -69,7 +69,8 @@ class MulticastReceiver(RtpReceiver):
 
 @pytest.fixture
 def multicast() -> Iterator[MulticastReceiver]:
-    with MulticastReceiver(GROUP, free_port(socket.SOCK_DGRAM)) as receiver:
+    receiver = MulticastReceiver(GROUP, free_port(socket.SOCK_DGRAM))
+    with receiver:
         yield receiver
 
 
