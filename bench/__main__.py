@@ -64,6 +64,8 @@ BENCHMARKS = (
     Benchmark("hangup_to_case", "bench.hangup_to_case", ("--rounds", "5"), ("--quick",),
               "hang-up → case and recording on an operator's screen, 20 calls at a time, on the Asterisk "
               "sandbox, SQLite and PostgreSQL"),
+    Benchmark("live", "bench.live", (), ("--quick",),
+              "实时喊话: mouth → RTP loudspeaker latency of a live call, against the path without the conference"),
 )  # fmt: skip
 
 

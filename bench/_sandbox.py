@@ -9,7 +9,7 @@ listening on a free port with its elected worker connected to Asterisk.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -39,8 +39,14 @@ class Service:
 
 
 @asynccontextmanager
-async def hotline_service(workdir: Path, database_url: str | None = None, **ivr: Any) -> AsyncIterator[Service]:
+async def hotline_service(
+    workdir: Path, database_url: str | None = None, *, hotline: Mapping[str, Any] | None = None, **ivr: Any
+) -> AsyncIterator[Service]:
+    """``hotline``: settings of the hotline section to change (the live benchmark turns 实时喊话 on)."""
     instance = SandboxInstance.new(provision())
+    values = instance.settings_values(**ivr)
+    if hotline:
+        values["hotline"] = values["hotline"].model_copy(update=dict(hotline))
     database = database_url or f"sqlite+aiosqlite:///{workdir / 'data' / 'cunxiang.db'}"
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     settings = Settings(
@@ -48,7 +54,7 @@ async def hotline_service(workdir: Path, database_url: str | None = None, **ivr:
         database=DatabaseSettings(url=database),
         security=SecuritySettings(password_time_cost=1, password_memory_kib=1024, password_parallelism=1),
         worker=WorkerSettings(election_interval_s=0.2),
-        **instance.settings_values(**ivr),
+        **values,
     )
     await upgrade(database)
     runner: web.AppRunner | None = None
