@@ -957,7 +957,7 @@ class Dispatcher:
             zone_run_id=row.id,
             broadcast_id=broadcast.id,
             zone_id=row.zone_id,
-            notice_id=broadcast.notice_id or 0,
+            notice_id=broadcast.notice_id or 0,  # 0: a live call's hold has no item
             priority=row.priority,
             attempt=row.attempt,
             schedule_id=row.schedule_id,

@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
+from broadcast.asrun import AsRunFilter
 from broadcast.dispatcher import LIVE_PREEMPTED
 from broadcast.transports import LiveLeg, SpeakerResult, SpeakerTarget
 from common.clock import Clock
@@ -192,6 +193,12 @@ async def test_a_live_call_holds_its_zones_queued_items_wait_a_second_live_is_bu
     )
     after_zone = next(r for r in after_rows if r.broadcast_id == after.id and r.started_at)
     assert [row.transport for row in await speaker_rows(runtime, after_zone.id)] == ["http"]
+    # The as-run log (播出记录) shows the live call like a recorded one: its title, each speaker's outcome.
+    lines = await runtime.broadcasting.asrun.lines(admin, AsRunFilter(zone_id=place.zone_ids[0]))
+    shown = [line.as_json(runtime.settings.zone) for line in lines]
+    live_line = next(line for line in shown if line["broadcast_id"] == live_broadcast.id)
+    assert live_line["title"] == "手机喊话（实时）：first 138****1111（甲乡一村）"
+    assert sorted(s["state_label"] for s in live_line["speakers"]) == ["失败", "成功", "成功"]
     assert "phonecast.live_started" in await audit_actions(runtime)
     assert "phonecast.live_ended" in await audit_actions(runtime)
 
