@@ -136,14 +136,15 @@ class Speaker:
 
 
 def latencies_ms(onsets: list[int], mouth_ns: int, bursts: int, period_s: float) -> list[float]:
-    """Each onset against the burst it belongs to (the latest one that left her mouth before it)."""
-    values = []
+    """Each burst's first onset against the moment it left her mouth (an onset belongs to the latest burst that
+    left before it; a second onset of the same burst — a packet of it quieter than the rest — is not a burst)."""
+    first: dict[int, float] = {}
     for onset in onsets:
         since_first = (onset - mouth_ns) / 1e9 - FIRST_BURST_S
         index = math.floor(since_first / period_s)
         if 0 <= index < bursts:
-            values.append((since_first - index * period_s) * 1000)
-    return values
+            first.setdefault(index, (since_first - index * period_s) * 1000)
+    return [first[index] for index in sorted(first)]
 
 
 class Mouths:
@@ -221,8 +222,9 @@ async def run(calls: int, bursts: int, period_ms: int) -> dict[str, Any]:
                     values = latencies_ms(onsets, mouths.at[linkedid], bursts, period_s)
                     heard += len(values)
                     live.extend(values)
+                    # The recording's length, and time for the call to be set up and the last packets to arrive.
                     channel_id = await baseline_call(
-                        service, mouths, base_speaker, audio, FIRST_BURST_S + bursts * period_s + 1.0
+                        service, mouths, base_speaker, audio, FIRST_BURST_S + bursts * period_s + 3.0
                     )
                     base_values = latencies_ms(
                         base_speaker.onsets(mouths.at.get(channel_id, 0)),
