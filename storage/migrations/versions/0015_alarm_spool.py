@@ -5,7 +5,7 @@ file in Asterisk's outgoing spool, its outcome read back from files by whichever
 kinds gain ``worker_down`` (no worker heartbeat for longer than ``ops.worker_down_after_s``).
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-05 12:45:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0013"
+down_revision: str | Sequence[str] | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
