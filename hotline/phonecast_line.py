@@ -327,6 +327,30 @@ class _Conversation:
             await self._live_ended(desk, LiveEnd.FAILED, None)
             await self._stage("done")
             await self._end("pc_refused_failed")
+        if start.status is LiveStatus.ON_AIR:
+            # From here the zones are held for her: whatever happens next (a hang-up now included), the desk
+            # hears live_ended once.
+            await self._on_air(desk, start, room, rooms)
+            return False
+        await self._live_answer(start)
+        if start.status is LiveStatus.BUSY:
+            key = await self._ask("busy", "pc_live_busy", 1, give_up="pc_no_keys_bye", wrong_keys="12")
+            if key == "1":
+                return True
+            await self._stage("done")
+            await self._end("pc_goodbye")
+        if start.status is LiveStatus.EMERGENCY:
+            await self._stage("done")
+            await self._end("pc_live_emergency_refused")
+        reason = start.reason or ""
+        if reason not in REFUSAL_REASONS:
+            log.warning("phone broadcast %s: live refused for an unknown reason: %r", self._linkedid, reason)
+            reason = "failed"
+        await self._stage("done")
+        await self._play(f"pc_refused_{reason}")
+        await self._end("pc_goodbye")
+
+    async def _live_answer(self, start: LiveStart) -> None:
         await self._event(
             "CxPhonecast",
             Mode="live",
@@ -337,25 +361,6 @@ class _Conversation:
             Record=str(start.record_id or ""),
             Reason=start.reason or "",
         )
-        if start.status is LiveStatus.BUSY:
-            key = await self._ask("busy", "pc_live_busy", 1, give_up="pc_no_keys_bye", wrong_keys="12")
-            if key == "1":
-                return True
-            await self._stage("done")
-            await self._end("pc_goodbye")
-        if start.status is LiveStatus.EMERGENCY:
-            await self._stage("done")
-            await self._end("pc_live_emergency_refused")
-        if start.status is not LiveStatus.ON_AIR:
-            reason = start.reason or ""
-            if reason not in REFUSAL_REASONS:
-                log.warning("phone broadcast %s: live refused for an unknown reason: %r", self._linkedid, reason)
-                reason = "failed"
-            await self._stage("done")
-            await self._play(f"pc_refused_{reason}")
-            await self._end("pc_goodbye")
-        await self._on_air(desk, start, room, rooms)
-        return False
 
     async def _on_air(self, desk: PhonecastDesk, start: LiveStart, room: str, rooms: RoomEnder) -> None:
         """The caller in the room (recorded) until #, hang-up, the hard limit or an emergency; the desk is told
@@ -370,6 +375,7 @@ class _Conversation:
         preempted = desk.live_preempted(self._linkedid)
         watcher = asyncio.create_task(self._end_room_when(preempted, rooms, room))
         try:
+            await self._live_answer(start)
             if start.unanswered > 0:
                 text = f"已接通{start.speakers}个喇叭，还有{start.unanswered}个喇叭没有接通。"
             else:

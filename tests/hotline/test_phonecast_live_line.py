@@ -31,8 +31,17 @@ class LiveAsterisk(ScriptedAsterisk):
     """ScriptedAsterisk, plus the conference: the caller leaves it as ``left`` says (CONFBRIDGE_RESULT), or
     hangs up in it, or stays until the room is emptied (``kicked``)."""
 
-    def __init__(self, spool: Path, keys: Sequence[str], *, left: str = "DTMF", hang_up_in_room: bool = False) -> None:
+    def __init__(
+        self,
+        spool: Path,
+        keys: Sequence[str],
+        *,
+        left: str = "DTMF",
+        hang_up_in_room: bool = False,
+        hang_up_while_connecting: bool = False,
+    ) -> None:
         super().__init__(spool, keys)
+        self.hang_up_while_connecting = hang_up_while_connecting
         self.left = left
         self.hang_up_in_room = hang_up_in_room
         self.rooms: list[str] = []
@@ -47,7 +56,17 @@ class LiveAsterisk(ScriptedAsterisk):
             self.monitoring = False
 
     async def command(self, text: str, *, timeout_s: float | None = None) -> tuple[int, str]:
+        if self.hung_up:
+            raise AgiHangup("the channel hung up")
         words = shlex.split(text)
+        if (
+            self.hang_up_while_connecting
+            and words[:2] == ["STREAM", "FILE"]
+            and words[2].endswith("pc_live_connecting")
+        ):
+            # She hangs up while the desk connects the speakers: Asterisk tells the line at its next command.
+            self.hung_up = True
+            return 200, "result=0 endpos=8000"
         if words[:2] == ["EXEC", "MixMonitor"]:
             self.monitored = Path(words[2].split(",")[0])
             write_wav(self.monitored, 2.0, loud=True)
@@ -195,6 +214,15 @@ async def test_a_caller_who_hangs_up_on_the_air_ends_it_and_hears_nothing_more(t
     assert asterisk.heard[-1] == "beep"
     [ended] = desk.ended
     assert ended["ended_by"] is LiveEnd.CALLER and ended["kept"] is not None
+
+
+async def test_a_caller_who_hangs_up_while_the_speakers_are_connected_still_releases_them(
+    tmp_path: Path, desk: FakeDesk
+) -> None:
+    asterisk, _line = await live_call(tmp_path, desk, [PIN, "1", "2"], hang_up_while_connecting=True)
+    assert len(desk.went_live) == 1 and not asterisk.rooms
+    # The zones were held for her: the desk is told she left, with nothing recorded.
+    assert desk.ended == [{"call_id": "call-1", "ended_by": LiveEnd.CALLER, "kept": None}]
 
 
 async def test_pull_terminals_and_unanswered_speakers_are_told_before_the_chime(tmp_path: Path, desk: FakeDesk) -> None:
