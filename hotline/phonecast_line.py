@@ -75,6 +75,8 @@ ZONE_CODE_DIGITS: Final = 8
 WRONG_PINS_PER_CALL: Final = 3
 # How long a prompt (or the recording played back) may take, beyond the waits the settings give.
 PLAYING_S: Final = 120.0
+# How often an emergency's kick out of a live room is repeated until the caller has left it.
+ROOM_KICK_INTERVAL_S: Final = 1.0
 _RESULT: Final = re.compile(r"^result=(-?[0-9*#A-D]*)")
 _UNSAID: Final = str.maketrans({",": "，", "\n": " ", "\r": " ", "|": " "})
 
@@ -420,10 +422,14 @@ class _Conversation:
     async def _end_room_when(self, preempted: asyncio.Event, rooms: RoomEnder, room: str) -> None:
         await preempted.wait()
         log.info("phone broadcast %s: an emergency took the zones: the live room ends", self._linkedid)
-        try:
-            await rooms.end(room)
-        except Exception:
-            log.exception("phone broadcast %s: could not end the live room", self._linkedid)
+        # Again every second until she is out (the on-air part cancels this): taken between the line's last
+        # look at the event and her entering the room, the first kick finds the room empty.
+        while True:
+            try:
+                await rooms.end(room)
+            except Exception:
+                log.exception("phone broadcast %s: could not end the live room", self._linkedid)
+            await asyncio.sleep(ROOM_KICK_INTERVAL_S)
 
     async def _closed_recording(self, host: Path, done_marker: Path) -> Path | None:
         """The live call's recording once MixMonitor has closed it (None: there is none to keep)."""

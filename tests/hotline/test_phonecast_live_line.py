@@ -203,7 +203,7 @@ async def test_the_hard_limit_ends_a_live_call_and_says_so(tmp_path: Path, desk:
 
 async def test_an_emergency_empties_the_room_and_the_caller_hears_why(tmp_path: Path, desk: FakeDesk) -> None:
     asterisk, line = await live_call(tmp_path, desk, [PIN, "1", "2"], left="KICKED", preempt=True)
-    assert isinstance(line.rooms, FakeRooms) and line.rooms.ended == ["cx-live-call-1"]
+    assert isinstance(line.rooms, FakeRooms) and set(line.rooms.ended) == {"cx-live-call-1"}
     assert asterisk.heard[-2:] == ["pc_live_emergency", "pc_goodbye"]
     [ended] = desk.ended
     assert ended["ended_by"] is LiveEnd.EMERGENCY and ended["kept"] is not None
