@@ -226,6 +226,9 @@ async def test_an_emergency_takes_the_zones_from_a_live_call_and_a_live_call_nev
     started = await desk.go_live(first, "13800001111", village, call_id="call-1", room="cx-live-call-1")
     assert (started.status, started.speakers, started.after) == (LiveStatus.ON_AIR, 1, 1)
     assert desk.live_preempted("call-1") is preempted and not preempted.is_set()
+    # The caller speaks a moment before the emergency: a speaker cut in the very instant it joined heard nothing
+    # (未开始（被抢占）), which is not what this test is about.
+    await asyncio.sleep(0.3)
 
     emergency = await dispatcher.request(
         notice_id=notice.id, zone_ids=[zone], origin="emergency", requested_by=chief.user_id
