@@ -2,7 +2,7 @@
 speakers that cannot play live; the 喊话记录 row says live, how it ended and what the 4G terminals got after.
 
 Revision ID: 0014
-Revises: 0016 (written against 0013; chained after 0015 and 0016, which reached main first)
+Revises: 0013
 Create Date: 2026-12-05 12:55:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | Sequence[str] | None = "0016"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
