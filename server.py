@@ -51,7 +51,7 @@ from broadcast.production import ItemTooLong
 from broadcast.transports import LiveLeg, SpeakerResult, SpeakerTarget
 from cases.part import Cases, CasesConfig, build_cases
 from common.clock import Clock, SystemClock
-from common.errors import CunxiangError, InsufficientStorage, InvalidInput, ServiceUnavailable
+from common.errors import CunxiangError, InsufficientStorage, InvalidInput, ServiceUnavailable, StartupError
 from common.health import HealthRegistry
 from common.lifecycle import Service, ServiceGroup
 from hotline.live_rooms import ConferenceRooms, RoomLeg
@@ -80,10 +80,6 @@ from web.views import phonecast as phonecast_views
 from web.views import schedules as schedules_views
 
 log = logging.getLogger("cunxiang")
-
-
-class StartupError(Exception):
-    """Start-up cannot go on; the message is one line for the operator."""
 
 
 def version() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -12,10 +13,8 @@ from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from cli import backup, broadcast, cases, hotline, service, tts
 from cli.base import Command, CommandError, reason, safe_url
-from common.errors import CunxiangError
-from server import StartupError
+from common.errors import CunxiangError, StartupError
 from settings import SettingsError, load_settings, unknown_environment_names
 
 log = logging.getLogger("cunxiang")
@@ -29,7 +28,39 @@ SCRIPT_VARIABLES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Each command's group module, in the order of --help: serve, init, demo; broadcast; tts, render; asterisk,
+# prompts, hotline; cases; backup, restore. A process imports only the group of the command it runs, by name
+# from this table: importing every group pulls in the whole service (server.py and every part, ~1.5 s of CPU
+# per start), which `tts normalize` or `render` never use. Everything else imports at the top as usual.
+GROUPS = {
+    "serve": "cli.service",
+    "init": "cli.service",
+    "demo": "cli.service",
+    "broadcast": "cli.broadcast",
+    "tts": "cli.tts",
+    "render": "cli.render",
+    "asterisk": "cli.hotline",
+    "prompts": "cli.hotline",
+    "hotline": "cli.hotline",
+    "cases": "cli.cases",
+    "backup": "cli.backup",
+    "restore": "cli.backup",
+}
+
+
+def chosen_group(argv: Sequence[str]) -> str | None:
+    """The group module of the command ``argv`` names, or None (no command, --help, a mistake: every group)."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--config":
+            next(tokens, None)
+        elif not token.startswith("--config="):
+            return None if token.startswith("-") else GROUPS.get(token)
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the arguments it will parse, with only the commands of the group they name."""
     parser = argparse.ArgumentParser(
         prog="cunxiang",
         description="村响: village loudspeakers and a petition hotline. "
@@ -37,15 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="TOML settings file (also CUNXIANG_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # In this order in --help: serve, init, demo; broadcast; tts, render; asterisk, prompts, hotline; cases;
-    # backup, restore.
-    for group in (service, broadcast, tts, hotline, cases, backup):
-        group.add_commands(commands)
+    chosen = None if argv is None else chosen_group(argv)
+    for group in [chosen] if chosen else dict.fromkeys(GROUPS.values()):
+        importlib.import_module(group).add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)

@@ -11,9 +11,9 @@ from areas.demo import load_demo
 from broadcast.demo import load_demo_notices
 from cases.demo import load_demo as load_demo_cases
 from cli.base import CommandError, Commands, reason, safe_url
-from common.errors import ServiceUnavailable
+from common.errors import ServiceUnavailable, StartupError
 from schedules.demo import load_demo_schedules
-from server import Runtime, StartupError, ensure_ready, opened_runtime, serve
+from server import Runtime, ensure_ready, opened_runtime, serve
 from settings import Settings
 from storage import migrate
 from storage.audit import Actor

@@ -14,6 +14,9 @@
 Domains raise these; only ``web/`` turns them into HTTP responses. ``code`` is a
 stable machine-readable string (``"notice.own_approval"``); ``message`` is what a
 township clerk reads; ``detail`` is an English explanation for operators and logs.
+
+Outside the tree, :class:`StartupError`: the service or a command cannot start (raised by ``server``,
+printed by ``cli.main``, which imports it from here so a command need not import the whole service).
 """
 
 from __future__ import annotations
@@ -84,3 +87,7 @@ class InsufficientStorage(UserError):
 
 class ServiceUnavailable(CunxiangError):
     default_code = "unavailable"
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line for the operator."""

@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 
 import server
-from server import Runtime, StartupError, build_runtime
+from common.errors import StartupError
+from server import Runtime, build_runtime
 from settings import Settings
 from tests.support.cli import free_port
 from tests.support.settings import make_settings
