@@ -83,6 +83,10 @@ class PostgresCluster:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database a test is done with; connections it left open are ended (FORCE), not waited for."""
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         return self._run(str(self.bin_dir / "psql"), "-h", str(self.socket_dir), "-U", "postgres", "-d", database,
                          "-v", "ON_ERROR_STOP=1", "-At", "-c", sql).stdout  # fmt: skip
