@@ -78,6 +78,8 @@ IN_FLIGHT_CALLS = ("placing", "ringing")
 Route = Literal["ami", "spool"]
 # What Asterisk may take beyond the ring time to say a spool call was not answered (or to start it at all).
 SPOOL_GRACE_S = 30.0
+# How long a claimed alarm waits for its claimer to write the call row before another round may call.
+CLAIM_LAPSE_S = 120.0
 SPOOL_STATES = {"acknowledged": "acknowledged", "heard": "heard", "not_answered": "no_answer", "failed": "failed"}
 WORKER_DOWN = "worker_down"
 THANKS = "已确认收到，谢谢。"
@@ -310,21 +312,24 @@ class AlarmService:
         and its alarm keeps waiting for it (never two phones ringing about one alarm)."""
         now = self._clock.now()
         async with self._sessions() as session:
-            await session.execute(
-                update(AlarmCall)
-                .where(AlarmCall.state.in_(IN_FLIGHT_CALLS), AlarmCall.via == "ami")
-                .values(state="unknown", ended_at=now, detail=detail)
-            )
-            waiting_for_a_call = select(AlarmCall.alarm_id).where(AlarmCall.state.in_(IN_FLIGHT_CALLS))
-            await session.execute(
-                update(OpsAlarm)
-                .where(
-                    OpsAlarm.state == "open",
-                    OpsAlarm.next_call_at.is_(None),
-                    OpsAlarm.id.not_in(waiting_for_a_call),
+            orphaned = (
+                await session.scalars(
+                    update(AlarmCall)
+                    .where(AlarmCall.state.in_(IN_FLIGHT_CALLS), AlarmCall.via == "ami")
+                    .values(state="unknown", ended_at=now, detail=detail)
+                    .returning(AlarmCall.alarm_id)
                 )
-                .values(next_call_at=now)
-            )
+            ).all()
+            # Only the alarms whose call was just orphaned are due again. Re-arming every alarm "without a call in
+            # flight" also caught one another process had just claimed and was about to call (its call row not yet
+            # written): two phones rang about one alarm. An alarm left claimed by a process that died before its
+            # call row comes due again by itself when its claim lapses (CLAIM_LAPSE_S, in _call_next).
+            if orphaned:
+                await session.execute(
+                    update(OpsAlarm)
+                    .where(OpsAlarm.state == "open", OpsAlarm.next_call_at.is_(None), OpsAlarm.id.in_(set(orphaned)))
+                    .values(next_call_at=now)
+                )
             await session.commit()
 
     async def run_once(self) -> None:
@@ -501,11 +506,13 @@ class AlarmService:
         now = self._clock.now()
         officers = await self.on_duty_now()
         async with self._sessions() as session:
-            # Claimed first (next_call_at → NULL, committed): two rounds looking at once never call twice.
+            # Claimed first (next_call_at moved past the claim's lapse, committed): two rounds looking at once never
+            # call twice, and a process that dies before writing its call row leaves the alarm due again later
+            # rather than waiting forever for a call that was never placed.
             claimed = await session.execute(
                 update(OpsAlarm)
                 .where(OpsAlarm.id == alarm_id, OpsAlarm.state == "open", OpsAlarm.next_call_at <= now)
-                .values(next_call_at=None)
+                .values(next_call_at=now + timedelta(seconds=CLAIM_LAPSE_S))
             )
             await session.commit()
             if getattr(claimed, "rowcount", 0) != 1:

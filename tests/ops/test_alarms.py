@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.clock import ManualClock
 from common.periodic import every
@@ -480,3 +481,37 @@ async def test_admins_change_an_officer_and_the_calling_order_audited_and_a_refu
         ),
         ("ops.duty.moved", {"name": "王三", "direction": "up", "from": 3, "to": 2}),
     ]
+
+
+async def test_a_process_looking_between_another_ones_claim_and_its_call_row_rings_nobody_else(
+    runtime: Runtime,
+) -> None:
+    # Two processes watching a silent worker (a full run under load caught it: 张一 and 李二 both rang): one
+    # claimed the alarm and was about to write its call row when the other's orphan sweep re-armed "an alarm
+    # with no call in flight" and called the next officer. Here the second process looks in exactly that gap.
+    clock = ManualClock(START)
+    spool = FakeSpool()
+    await add_officers(runtime, "张一", "李二")
+    claimer, looker = service_with_spool(runtime, clock, spool), service_with_spool(runtime, clock, spool)
+    await claimer.raise_now(Trouble("worker_down", "worker", "村响后台服务停止工作了。"))
+    real_sessions = runtime.sessions
+    gap_seen: list[bool] = []
+
+    def sessions_with_a_look_after_the_claim() -> AsyncSession:
+        session = real_sessions()
+        commit = session.commit
+
+        async def commit_then_let_the_other_look() -> None:
+            await commit()
+            if not gap_seen:
+                gap_seen.append(True)
+                await looker.orphan_worker_calls("the worker went silent during the call")
+                await looker.place_due("spool")
+
+        session.commit = commit_then_let_the_other_look  # type: ignore[method-assign]
+        return session
+
+    claimer._sessions = sessions_with_a_look_after_the_claim  # type: ignore[assignment]
+    await claimer.place_due("spool")
+    assert gap_seen == [True]
+    assert await calls_made(runtime) == [("张一", "placing", "spool")] and len(spool.placed) == 1
