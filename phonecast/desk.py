@@ -764,7 +764,16 @@ class Desk:
         self._preempted.pop(call_id, None)
         if getattr(claimed, "rowcount", 0) != 1 or row is None:
             return  # ended before (or never began): nothing twice
-        broadcast_id = self._live_calls.pop(call_id, None)
+        try:
+            await self._close_live(call_id, row, ended_by, recording)
+        finally:
+            # Until its row says how it ended, the call counts as on the air here: the follower's close_finished
+            # would otherwise close it from the cut broadcast's state (未播出) over what live_ended found (a full
+            # run under load caught a live call an emergency cut recorded as not played).
+            self._live_calls.pop(call_id, None)
+
+    async def _close_live(self, call_id: str, row: PhoneBroadcast, ended_by: LiveEnd, recording: Path | None) -> None:
+        broadcast_id = self._live_calls.get(call_id)
         if broadcast_id is not None:
             await self._airer.end_live(broadcast_id)
         actor = Actor(user_id=row.user_id, username=row.caller_name, ip=None)
@@ -892,6 +901,10 @@ class Desk:
 
     async def close_finished(self) -> int:
         """Phone broadcasts whose as-run broadcast has ended: played or not, with the end audited; how many."""
+        # A live call on the air here is closed by its own end (live_ended), even when an emergency took every
+        # zone a moment before; one whose process died is closed here, its end unknown (线路故障). Taken before
+        # the rows are read: a call live_ended finished after this is no longer "started" in what is read.
+        on_air_here = self._live_keys()
         async with self._sessions.begin() as session:
             rows = (
                 await session.execute(
@@ -900,9 +913,6 @@ class Desk:
                     .where(PhoneBroadcast.status.in_(("started", "queued")), Broadcast.state.in_(FINAL_RUN_STATES))
                 )
             ).all()
-            # A live call on the air here is closed by its own end (live_ended), even when an emergency took every
-            # zone a moment before; one whose process died is closed here, its end unknown (线路故障).
-            on_air_here = self._live_keys()
             closing = [(row, broadcast) for row, broadcast in rows if row.call_id not in on_air_here]
             for row, broadcast in closing:
                 if row.live and row.ended_by is None:
