@@ -246,6 +246,14 @@ def aggregate_state(states: Sequence[int]) -> int:
     return RUN_FAILED
 
 
+def _mark_on_air(row: BroadcastZone, broadcast: Broadcast, at: datetime) -> None:
+    """A zone's play is on air from ``at``, and so is its broadcast (from its first zone's start)."""
+    row.state, row.started_at = RUN_PLAYING, at
+    if broadcast.started_at is None:
+        broadcast.started_at = at
+    broadcast.state = RUN_PLAYING
+
+
 def in_quiet_hours(clock: time, quiet_start: time, quiet_end: time) -> bool:
     """[quiet_start, quiet_end) in wall-clock time, wrapping past midnight (the scheduler's rule, re-checked here)."""
     if quiet_start == quiet_end:
@@ -1330,10 +1338,7 @@ class Dispatcher:
             broadcast.audio_keys = notice.audio_keys
             broadcast.duration_s = duration
             if gate is None:
-                row.state, row.started_at = RUN_PLAYING, now
-                if broadcast.started_at is None:
-                    broadcast.started_at = now
-                broadcast.state = RUN_PLAYING
+                _mark_on_air(row, broadcast, now)
             targets, zone_settings = await self._targets(session, play, held=gate is not None)
         await self._notify()
         group = None
@@ -1383,13 +1388,9 @@ class Dispatcher:
         ]
         async with self._sessions.begin() as session:
             row = await session.get(BroadcastZone, play.zone_run_id)
-            assert row is not None
-            row.state, row.started_at = RUN_PLAYING, at
             broadcast = await session.get(Broadcast, play.broadcast_id)
-            assert broadcast is not None
-            if broadcast.started_at is None:
-                broadcast.started_at = at
-            broadcast.state = RUN_PLAYING
+            assert row is not None and broadcast is not None
+            _mark_on_air(row, broadcast, at)
             if live:
                 await session.execute(
                     update(BroadcastSpeaker)
@@ -1686,13 +1687,9 @@ class Dispatcher:
         now = self._clock.now()
         async with self._sessions.begin() as session:
             row = await session.get(BroadcastZone, play.zone_run_id)
-            assert row is not None
-            row.state, row.started_at = RUN_PLAYING, now
             broadcast = await session.get(Broadcast, play.broadcast_id)
-            assert broadcast is not None
-            if broadcast.started_at is None:
-                broadcast.started_at = now
-            broadcast.state = RUN_PLAYING
+            assert row is not None and broadcast is not None
+            _mark_on_air(row, broadcast, now)
             targets, legs = await self._live_targets(session, play)
         await self._notify()
         if not targets:

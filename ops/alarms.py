@@ -215,6 +215,25 @@ def health_troubles(health: HealthRegistry) -> TroubleCheck:
     return check
 
 
+async def _clear(session: AsyncSession, alarm: OpsAlarm, now: datetime) -> None:
+    """The trouble went away: the alarm is cleared and audited, once, whichever process gets there first."""
+    cleared = await session.execute(
+        update(OpsAlarm)
+        .where(OpsAlarm.id == alarm.id, OpsAlarm.state == "open")
+        .values(state="cleared", open_key=None, closed_at=now, next_call_at=None)
+    )
+    if getattr(cleared, "rowcount", 0) == 1:
+        audit.record(
+            session,
+            SYSTEM,
+            at=now,
+            action="ops.alarm.cleared",
+            object_type="alarm",
+            object_id=alarm.id,
+            detail={"kind": alarm.kind, "subject": alarm.subject},
+        )
+
+
 def on_duty(officer: DutyOfficer, at: time) -> bool:
     start, end = officer.on_from, officer.on_until
     if start == end:
@@ -386,16 +405,7 @@ class AlarmService:
             open_keys = {alarm.open_key for alarm in open_alarms}
             for alarm in open_alarms:
                 if alarm.kind in LASTING_KINDS and alarm.open_key not in present:
-                    alarm.state, alarm.open_key, alarm.closed_at, alarm.next_call_at = "cleared", None, now, None
-                    audit.record(
-                        session,
-                        SYSTEM,
-                        at=now,
-                        action="ops.alarm.cleared",
-                        object_type="alarm",
-                        object_id=alarm.id,
-                        detail={"kind": alarm.kind, "subject": alarm.subject},
-                    )
+                    await _clear(session, alarm, now)
             await session.commit()
         for key, trouble in lasting.items():
             if key in open_keys:
@@ -417,21 +427,7 @@ class AlarmService:
                 await session.scalars(select(OpsAlarm).where(OpsAlarm.kind == kind, OpsAlarm.state == "open"))
             ).all()
             for alarm in alarms:
-                cleared = await session.execute(
-                    update(OpsAlarm)
-                    .where(OpsAlarm.id == alarm.id, OpsAlarm.state == "open")
-                    .values(state="cleared", open_key=None, closed_at=now, next_call_at=None)
-                )
-                if getattr(cleared, "rowcount", 0) == 1:
-                    audit.record(
-                        session,
-                        SYSTEM,
-                        at=now,
-                        action="ops.alarm.cleared",
-                        object_type="alarm",
-                        object_id=alarm.id,
-                        detail={"kind": alarm.kind, "subject": alarm.subject},
-                    )
+                await _clear(session, alarm, now)
             await session.commit()
 
     async def _raise(self, trouble: Trouble, now: datetime) -> None:
