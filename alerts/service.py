@@ -412,15 +412,15 @@ class AlertService:
                 detail={"source_id": source_id, "identifier": message.identifier, "sender": message.sender,
                         "status": message.status, "msg_type": message.msg_type},
             )  # fmt: skip
-            stopped: list[int] = []
+            closed: list[int] = []
             if message.msg_type in ("Update", "Cancel"):
-                stopped = await self._close_referenced(session, message, row, now)
+                closed = await self._close_referenced(session, message, row, now)
             if message.msg_type in ("Alert", "Update") and message.status in AIRING_STATUSES:
                 await self._decide(session, message, row, now)
             else:
                 row.state, row.state_reason = "recorded", _recorded_reason(message)
             message_id = row.id
-        for broadcast_id in stopped:
+        for broadcast_id in await self._broadcasts_of(closed):
             await self._stop(broadcast_id, "预警已撤销" if message.msg_type == "Cancel" else "预警已更新")
         if row.action == "auto" and row.state == "aired":
             await self._air(message_id)
@@ -459,8 +459,8 @@ class AlertService:
     async def _close_referenced(
         self, session: AsyncSession, message: CapMessage, row: AlertMessage, now: datetime
     ) -> list[int]:
-        """Mark what an Update or Cancel refers to (same sender only); returns the broadcasts to stop."""
-        to_stop: list[int] = []
+        """Mark what an Update or Cancel refers to (same sender only); returns the alerts it ended."""
+        ended: list[int] = []
         state = "cancelled" if message.msg_type == "Cancel" else "superseded"
         for reference in message.references:
             if reference.sender != message.sender:
@@ -472,7 +472,7 @@ class AlertService:
             )
             if earlier is None or earlier.state in ("cancelled", "superseded"):
                 continue
-            to_stop += earlier.broadcast_ids or []
+            ended.append(earlier.id)
             earlier.state = state
             earlier.state_reason = f"被 {message.identifier} {'撤销' if state == 'cancelled' else '更新'}"
             earlier.replaced_by_id = row.id
@@ -482,7 +482,7 @@ class AlertService:
                 session, SYSTEM_ACTOR, at=now, action=f"alert.{state}", object_type="alert", object_id=earlier.id,
                 detail={"by": row.id, "broadcasts_stopped": earlier.broadcast_ids or [], "plays": earlier.plays},
             )  # fmt: skip
-        return to_stop
+        return ended
 
     async def _decide(self, session: AsyncSession, message: CapMessage, row: AlertMessage, now: datetime) -> None:
         info = message.chosen_info()
@@ -551,22 +551,12 @@ class AlertService:
             row.notice_id = notice_id
             row.broadcast_ids = [*(row.broadcast_ids or []), broadcast_id]
             row.plays = 1
-            row.next_play_at = self._next_play(row, await self._rule(session, row))
+            row.next_play_at = None if row.ended_at else self._next_play(row, await self._rule(session, row))
             audit.record(
                 session, SYSTEM_ACTOR, at=self._clock.now(), action="alert.air", object_type="alert",
                 object_id=message_id, detail={"notice_id": notice_id, "broadcast_id": broadcast_id},
             )  # fmt: skip
-            cancelled_meanwhile = row.state in ("cancelled", "superseded")
-            # Its expires passed while it was being rendered (a short-lived warning, a loaded machine): the
-            # clock's end_expired found no broadcast to stop yet and ended the alert without it.
-            expired_meanwhile = row.ended_at is not None and not cancelled_meanwhile
-            if cancelled_meanwhile or expired_meanwhile:
-                row.next_play_at = None
-        if cancelled_meanwhile:
-            # A Cancel that arrived while this one was being rendered finds no broadcast yet: stop it now.
-            await self._stop(broadcast_id, "预警已撤销")
-        elif expired_meanwhile:
-            await self._stop(broadcast_id, EXPIRED_REASON)
+        await self._stop_if_ended(message_id, broadcast_id)
 
     @staticmethod
     async def _rule(session: AsyncSession, row: AlertMessage) -> AlertPolicyRule | None:
@@ -600,7 +590,7 @@ class AlertService:
                 row = await session.get(AlertMessage, message_id)
                 if row is None or row.ended_at is not None or row.state not in ("aired", "pending"):
                     continue  # cancelled or ended by someone else meanwhile
-                broadcasts = list(row.broadcast_ids or []) if row.state == "aired" else []
+                aired = row.state == "aired"
                 at = (row.expires or now).astimezone(self.config.zone)
                 if row.state == "pending":
                     row.state, row.state_reason = "expired", f"等待审核时已过失效时间（{at:%m-%d %H:%M}），不再播出"
@@ -609,9 +599,9 @@ class AlertService:
                 row.ended_at, row.next_play_at = now, None
                 audit.record(
                     session, SYSTEM_ACTOR, at=now, action="alert.expired", object_type="alert", object_id=row.id,
-                    detail={"broadcasts_stopped": broadcasts, "plays": row.plays},
+                    detail={"broadcasts_stopped": list(row.broadcast_ids or []) if aired else [], "plays": row.plays},
                 )  # fmt: skip
-            for broadcast_id in broadcasts:
+            for broadcast_id in await self._broadcasts_of([message_id]) if aired else []:
                 await self._stop(broadcast_id, EXPIRED_REASON)
             ended += 1
         return ended
@@ -671,7 +661,10 @@ class AlertService:
                 session, SYSTEM_ACTOR, at=now, action="alert.repeat", object_type="alert", object_id=message_id,
                 detail={"play": row.plays, "broadcast_id": broadcast_id, "quiet_zones_skipped": skipped},
             )  # fmt: skip
-        return 1 if broadcast_id is not None else 0
+        if broadcast_id is None:
+            return 0
+        await self._stop_if_ended(message_id, broadcast_id)
+        return 1
 
     async def _zones_out_of_quiet(self, session: AsyncSession, zone_ids: Sequence[int], now: datetime) -> list[int]:
         local = now.astimezone(self.config.zone).time()
@@ -686,6 +679,35 @@ class AlertService:
     async def _stop(self, broadcast_id: int, reason: str) -> None:
         if self._broadcaster is not None:
             await self._broadcaster.stop(broadcast_id, reason)
+
+    # Whoever adds a broadcast to an alert and whoever ends the alert (expiry, a Cancel or Update, an admin) each
+    # commit their write first and read the other's afterwards: of two such commits the later one's reader sees
+    # the earlier's, so a broadcast queued while the alert was being ended is always stopped by one of them (both
+    # stopping it is harmless). Reading inside the writing transaction is not enough: SQLite reads before its
+    # write lock, PostgreSQL reads committed rows, and the two writes touch different columns.
+
+    async def _stop_if_ended(self, message_id: int, broadcast_id: int) -> None:
+        """``broadcast_id`` was just recorded on the alert: stop it if the alert was ended meanwhile."""
+        async with self._sessions() as session:
+            row = await session.get(AlertMessage, message_id)
+        if row is None or row.ended_at is None:
+            return
+        if row.state == "cancelled":
+            await self._stop(broadcast_id, "预警已撤销")
+        elif row.state == "superseded":
+            await self._stop(broadcast_id, "预警已更新")
+        else:
+            await self._stop(broadcast_id, EXPIRED_REASON)
+
+    async def _broadcasts_of(self, message_ids: Sequence[int]) -> list[int]:
+        """The broadcasts recorded on these alerts, read after the ending transaction committed."""
+        if not message_ids:
+            return []
+        async with self._sessions() as session:
+            lists = (
+                await session.scalars(select(AlertMessage.broadcast_ids).where(AlertMessage.id.in_(message_ids)))
+            ).all()
+        return [broadcast_id for ids in lists for broadcast_id in ids or []]
 
     async def _system_user(self) -> int:
         async with self._sessions() as session:
@@ -785,12 +807,11 @@ class AlertService:
             row.state, row.state_reason = "cancelled", f"由{principal.display_name}手动撤销"
             row.ended_at = now
             row.next_play_at = None
-            broadcasts = list(row.broadcast_ids or [])
             audit.record(
                 session, principal.actor, at=now, action="alert.cancel", object_type="alert", object_id=row.id,
-                detail={"broadcasts_stopped": broadcasts},
+                detail={"broadcasts_stopped": list(row.broadcast_ids or [])},
             )  # fmt: skip
-        for broadcast_id in broadcasts:
+        for broadcast_id in await self._broadcasts_of([message_id]):
             await self._stop(broadcast_id, f"预警由{principal.display_name}手动撤销")
         return await self.get(message_id)
 

@@ -6,11 +6,15 @@ and an RTP receiver are in test_rtp.py.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.cap import CapRefused
 from alerts.service import AlertService
@@ -315,6 +319,62 @@ async def test_an_alert_still_on_air_at_its_expires_is_stopped_and_a_pending_one
         entries = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "alert.expired"))).all()
     assert len(entries) == 2
     assert await service.end_expired() == 0  # ended once
+
+
+class _CommitHeld:
+    """Sessions whose next write transaction, its reads done, waits before committing until ``release`` is set."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self.hold = False
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __call__(self) -> AsyncSession:
+        return self._sessions()
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions.begin() as session:
+            yield session
+            if self.hold:
+                self.hold = False
+                self.reached.set()
+                await self.release.wait()
+
+
+async def test_an_alert_ended_while_its_broadcast_is_being_recorded_still_stops_it(
+    runtime: Runtime, tree: Tree, recorder: RecordingBroadcaster, source: int
+) -> None:
+    # The other interleaving of the one below: the clock's end_expired (another task, another process) reads the
+    # alert before the airing has recorded its broadcast, and commits its end after it. Each read its own
+    # transaction's view and stopped nothing: the warning played on to its end (the RTP expiry test, under load).
+    clock = ManualClock(runtime.clock.now())
+    config = _service(runtime).config
+    service = AlertService(runtime.sessions, clock, config, recorder)
+    held = _CommitHeld(runtime.sessions)
+    clock_runner = AlertService(held, clock, config, recorder)  # type: ignore[arg-type]
+    air = recorder.air
+    ending: asyncio.Future[int] | None = None
+
+    async def air_while_it_is_being_ended(**kwargs: Any) -> tuple[int, int]:
+        nonlocal ending
+        aired = await air(**kwargs)
+        clock.advance(timedelta(minutes=10))
+        held.hold = True
+        ending = asyncio.ensure_future(clock_runner.end_expired())
+        await held.reached.wait()  # it has read the alert (no broadcast known) and is about to commit its end
+        return aired
+
+    recorder.air = air_while_it_is_being_ended  # type: ignore[method-assign]
+    red = await service.receive(
+        source, cap_bytes("cn-red-rainstorm.xml", now=clock.now(), expires_in=timedelta(minutes=10))
+    )
+    held.release.set()
+    assert ending is not None and await ending == 1
+    ended = await service.get(red.message_id)
+    assert recorder.stopped == [(2001, "预警已到失效时间")]
+    assert ended.broadcast_ids == [2001] and ended.ended_at is not None and ended.next_play_at is None
 
 
 async def test_an_alert_whose_expires_passes_while_it_is_being_aired_is_still_stopped(
