@@ -1,6 +1,6 @@
 """Every benchmark in one command, one results file: ``python -m bench [--quick]``.
 
-    .venv/bin/python -m bench                  # every benchmark at full size (about an hour on 2 cores)
+    .venv/bin/python -m bench                  # every benchmark at full size
     .venv/bin/python -m bench --quick          # small sizes: proves the command and the figures' shape
     .venv/bin/python -m bench --only broadcast --only cases
     .venv/bin/python -m bench --from bench/results/<file>.json --readme   # README's tables from a kept run
@@ -52,7 +52,10 @@ class Benchmark:
 
 
 BENCHMARKS = (
-    Benchmark("render", "bench.render", (), ("--generated", "2", "--samples", "2", "--rounds", "1"),
+    # The one command renders the six samples and 60 generated notices (about ten minutes): every render figure
+    # is a ratio or a median, already steady at that size; `python -m bench.render` alone runs 200 (half an hour).
+    Benchmark("render", "bench.render", ("--generated", "60", "--rounds", "2"),
+              ("--generated", "2", "--samples", "2", "--rounds", "1"),
               "speech: normalise, synthesise, loudness, encode, against espeak-ng and a shell pipeline"),
     Benchmark("broadcast", "bench.broadcast", (), ("--quick", "--skip-naive"),
               "the scheduler's plan, start on time, 500 speakers' spread, RTP fan-out, lateness while producing"),
