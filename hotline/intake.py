@@ -39,7 +39,7 @@ import logging
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -74,6 +74,12 @@ PLACED_KINDS = frozenset({"callback", "survey", "page"})
 # thread, and wait for the call's last channel and their ``.done`` marker.
 CLOSED_AT_HANGUP = frozenset({"message"})
 MAX_NUMBER_TRIES = 50
+# How much later a second report's end of a call must be to move ``calls.ended_at``. The hang-up handler
+# reports the end as the caller's channel hangs up; the tracker, a few milliseconds later, the last
+# channel's Hangup (the other half of a Local channel, a bridged leg): the same hang-up, not worth a write
+# (on SQLite it would wait for, then hold, the write lock the next caller's case needs). A leg that
+# really outlives hers (an operator still on the line) moves it.
+ENDED_AT_MOVES_BY = timedelta(seconds=1)
 
 Outcome = Literal["case", "missed", "status_query", "placed"]
 
@@ -684,10 +690,13 @@ def missed_reason(facts: CallFacts, has_message: bool) -> str:
 
 
 def _merge_times(call: Call, facts: CallFacts) -> None:
-    """What another part reports adds to the call row: the earliest start, the latest end, a known ending."""
+    """What another part reports adds to the call row: the earliest start, the latest end, a known ending.
+
+    The latest end to the second (:data:`ENDED_AT_MOVES_BY`): a report a few milliseconds later is the same hang-up.
+    """
     if facts.started_at is not None and (call.started_at is None or facts.started_at < call.started_at):
         call.started_at = facts.started_at
-    if facts.ended_at is not None and (call.ended_at is None or facts.ended_at > call.ended_at):
+    if facts.ended_at is not None and (call.ended_at is None or facts.ended_at - call.ended_at >= ENDED_AT_MOVES_BY):
         call.ended_at = facts.ended_at
     if facts.ended_by in ENDINGS and (call.ended_by is None or facts.ended_by in SYSTEM_ENDINGS):
         call.ended_by = facts.ended_by

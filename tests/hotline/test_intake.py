@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,33 @@ async def test_a_second_path_reporting_what_is_known_writes_nothing(runtime: Run
     async with runtime.sessions() as session:
         call = await session.scalar(select(Call).where(Call.linkedid == "again-1"))
     assert before is not None and call is not None and call.ended_by == "system" and call.updated_at > before
+
+
+async def test_the_tracker_reporting_the_same_hang_up_a_moment_later_writes_nothing(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    """The hang-up handler reports the end as her channel hangs up, the tracker the last channel's Hangup a few
+    milliseconds later: the same hang-up, no second write. A leg that outlives hers by seconds moves the end."""
+    write_wav(intake.store.spool / "cx_petition_message_later-1.wav", 2.0)
+    hung_up = datetime(2026, 5, 4, 3, 2, 1, 500_000, tzinfo=UTC)
+    facts = CallFacts(
+        "later-1", caller_raw="13800001111", stage="recording", choice="1", category="petition", ended_at=hung_up
+    )
+    await intake.settle(facts, via="fastagi")
+
+    async def call_row() -> Call:
+        async with runtime.sessions() as session:
+            call = await session.scalar(select(Call).where(Call.linkedid == "later-1"))
+        assert call is not None
+        return call
+
+    before = await call_row()
+    await asyncio.sleep(0.01)
+    facts.ended_at = hung_up + timedelta(milliseconds=40)
+    await intake.settle(facts, via="tracker")
+    after = await call_row()
+    assert (after.ended_at, after.updated_at) == (hung_up, before.updated_at)
+    facts.ended_at = hung_up + timedelta(seconds=3)
+    await intake.settle(facts, via="reconcile")
+    last = await call_row()
+    assert last.ended_at == hung_up + timedelta(seconds=3) and last.updated_at > before.updated_at
