@@ -48,7 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
-from hotline.phones import CallerNumber, PhoneRegistry, caller_number
+from hotline.phones import CallerNumber, PhoneRegistry, Placement, caller_number
 from hotline.recordings import AudioFacts, RecordingStore, SpoolName, done_marker, file_time, inspect, sha256_file
 from storage.models import Call, Case, MissedCall, Recording
 
@@ -214,6 +214,28 @@ class _KeyLocks:
                 del self.locks[key]
 
 
+@dataclass(eq=False)
+class _WaitingCase:
+    """A call's case waiting for its turn to be written (``IntakeService.open_case``)."""
+
+    facts: CallFacts
+    category: str
+    caller: CallerNumber
+    via: str
+    ticket: CaseTicket | None = None
+    error: Exception | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.ticket is not None or self.error is not None
+
+    def result(self) -> CaseTicket:
+        if self.error is not None:
+            raise self.error
+        assert self.ticket is not None, "a case left unwritten by its group"
+        return self.ticket
+
+
 def _clean_name(raw: str | None, number: str | None) -> str | None:
     """A caller name worth keeping: not empty, not a placeholder, not just the number again."""
     if not raw:
@@ -252,6 +274,9 @@ class IntakeService:
         self._mixmonitor_wait_s = mixmonitor_wait_s
         self._locks = _KeyLocks()
         self._committed: list[Callable[[], None]] = []
+        # Group commit of cases (see ``open_case``): who may write now, and the cases waiting for a turn.
+        self._case_turn = asyncio.Lock()
+        self._cases_waiting: list[_WaitingCase] = []
 
     def use_case_desk(self, cases: CaseDesk) -> None:
         """Open cases through ``cases`` (the composition root connects the workflow once both parts exist)."""
@@ -278,9 +303,115 @@ class IntakeService:
     # -- cases ----------------------------------------------------------------------------------
 
     async def open_case(self, facts: CallFacts, *, via: str, message: SpoolName | None = None) -> CaseTicket:
-        """The call's case, created now if it has none (idempotent by Linkedid)."""
-        category = category_of(facts, message)
-        caller = caller_number(facts.caller_raw, facts.presentation)
+        """The call's case, created now if it has none (idempotent by Linkedid).
+
+        Cases of calls that end together are written together (group commit): one caller at a time holds
+        the turn and writes, in one transaction with one commit, every case waiting at that moment — its
+        own and those that queued while the previous group was being written. 20 callers hanging up at
+        once then cost a few commits, not 20 taking turns for SQLite's one write lock (each a ~30 ms
+        turn on a busy event loop). If a group's transaction fails, each of its cases is written alone,
+        so one bad call never costs the others theirs.
+        """
+        waiting = _WaitingCase(
+            facts, category_of(facts, message), caller_number(facts.caller_raw, facts.presentation), via
+        )
+        self._cases_waiting.append(waiting)
+        try:
+            async with self._case_turn:
+                if not waiting.done:
+                    group, self._cases_waiting = self._cases_waiting, []
+                    await self._write_group(group)
+        except BaseException:
+            if waiting in self._cases_waiting:
+                self._cases_waiting.remove(waiting)  # cancelled while queued: nobody writes it for a gone caller
+            raise
+        return waiting.result()
+
+    async def _write_group(self, group: list[_WaitingCase]) -> None:
+        """Write every case of ``group``; each one's ticket (or error) is set before this returns or is cancelled."""
+        try:
+            if len(group) > 1 and await self._open_together(group):
+                return
+            for waiting in group:
+                if waiting.done:
+                    continue
+                try:
+                    waiting.ticket = await self._open_alone(waiting)
+                except Exception as exc:  # noqa: BLE001 - raised to its own caller (``result``), not to the others
+                    waiting.error = exc
+        finally:
+            # Cancelled mid-way (the caller holding the turn went away): the others go back to the queue,
+            # for the next holder of the turn. Opening a case is idempotent, so one half-done is found there.
+            unwritten = [waiting for waiting in group if not waiting.done]
+            self._cases_waiting[:0] = unwritten
+
+    async def _open_together(self, group: list[_WaitingCase]) -> bool:
+        """All of ``group`` in one transaction, one commit; False (nothing written) if any write failed."""
+        results: list[tuple[_WaitingCase, Case, bool]] = []
+        async with self._sessions() as session:
+            try:
+                # Everything read before the first write, as for one case (see ``_open_alone``): the cases, the
+                # call rows and the callers' villages of the whole group in three statements.
+                linkedids = {waiting.facts.linkedid for waiting in group}
+                existing = {
+                    case.linkedid: case
+                    for case in (await session.scalars(select(Case).where(Case.linkedid.in_(linkedids)))).all()
+                }
+                calls = {
+                    call.linkedid: call
+                    for call in (await session.scalars(select(Call).where(Call.linkedid.in_(linkedids)))).all()
+                }
+                places = await self._phones.place_all(session, {waiting.caller.number for waiting in group})
+                for waiting in group:
+                    facts = waiting.facts
+                    known = existing.get(facts.linkedid)
+                    if known is not None:  # opened by another path before, or earlier in this very group
+                        results.append((waiting, known, False))
+                        continue
+                    case = await self._new_case(
+                        session,
+                        facts,
+                        waiting.category,
+                        waiting.caller,
+                        waiting.via,
+                        places.get(waiting.caller.number) if waiting.caller.number else None,
+                    )
+                    await self._upsert_call(
+                        session,
+                        facts,
+                        "case",
+                        waiting.via,
+                        waiting.caller,
+                        case_id=case.id,
+                        known=calls.get(facts.linkedid),
+                    )
+                    await session.flush()
+                    existing[facts.linkedid] = case
+                    results.append((waiting, case, True))
+                await session.commit()
+            except Exception as exc:  # noqa: BLE001 - nothing lost: each is written alone next, its error its own
+                # A UNIQUE violation (another path was first, a drawn number taken) or anything else: each alone.
+                log.info("%d cases written together failed (%s); writing each alone", len(group), type(exc).__name__)
+                await session.rollback()
+                return False
+        for waiting, case, created in results:
+            waiting.ticket = _ticket(case, created=created)
+        if any(created for _, _, created in results):
+            self._tell_committed()
+        for waiting, case, created in results:
+            if created:
+                log.info(
+                    "case %s opened for call %s (via %s%s, with %d others)",
+                    case.id,
+                    waiting.facts.linkedid,
+                    waiting.via,
+                    ", sealed" * case.sealed,
+                    len(group) - 1,
+                )
+        return True
+
+    async def _open_alone(self, waiting: _WaitingCase) -> CaseTicket:
+        facts, via = waiting.facts, waiting.via
         for _attempt in range(MAX_NUMBER_TRIES):
             async with self._sessions() as session:
                 existing = await session.scalar(select(Case).where(Case.linkedid == facts.linkedid))
@@ -289,9 +420,10 @@ class IntakeService:
                 # Everything read before the first write: from the case's INSERT to the commit, SQLite's one
                 # write lock (PostgreSQL: the day's roll-up rows) is held, and the next call's case waits for it.
                 call = await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
+                placement = await self._phones.place(session, waiting.caller.number)
                 try:
-                    case = await self._new_case(session, facts, category, caller, via)
-                    await self._upsert_call(session, facts, "case", via, caller, case_id=case.id, known=call)
+                    case = await self._new_case(session, facts, waiting.category, waiting.caller, via, placement)
+                    await self._upsert_call(session, facts, "case", via, waiting.caller, case_id=case.id, known=call)
                     await session.flush()
                 except IntegrityError:
                     # Another path created this call's case first, or the random number was taken: look again.
@@ -306,9 +438,15 @@ class IntakeService:
         raise RuntimeError(f"could not open a case for call {facts.linkedid}")
 
     async def _new_case(
-        self, session: AsyncSession, facts: CallFacts, category: str, caller: CallerNumber, via: str
+        self,
+        session: AsyncSession,
+        facts: CallFacts,
+        category: str,
+        caller: CallerNumber,
+        via: str,
+        placement: Placement | None,
     ) -> Case:
-        placement = await self._phones.place(session, caller.number)
+        """The case's rows (``placement``: the caller's registered village, read before the first write)."""
         return await self._cases.open_call_case(
             session,
             linkedid=facts.linkedid,

@@ -16,7 +16,7 @@ township by itself, otherwise the operator places it. The registry follows the
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
@@ -114,6 +114,21 @@ class PhoneRegistry:
             return None
         phone, village = row
         return Placement(village.id, village.township_id, phone.name)
+
+    async def place_all(self, session: AsyncSession, numbers: Iterable[str | None]) -> dict[str, Placement]:
+        """``place`` for many numbers in one statement (the intake's cases written together): registered ones only."""
+        wanted = {number for number in numbers if number}
+        if not wanted:
+            return {}
+        rows = await session.execute(
+            select(VillagerPhone, Village)
+            .join(Village, VillagerPhone.village_id == Village.id)
+            .where(VillagerPhone.number.in_(wanted))
+        )
+        places: dict[str, Placement] = {}
+        for phone, village in rows:
+            places.setdefault(phone.number, Placement(village.id, village.township_id, phone.name))
+        return places
 
     async def list(
         self,

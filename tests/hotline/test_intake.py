@@ -11,9 +11,11 @@ import os
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases import numbers as casenumbers
 from common.clock import SystemClock
@@ -350,3 +352,48 @@ async def test_the_tracker_reporting_the_same_hang_up_a_moment_later_writes_noth
     await intake.settle(facts, via="reconcile")
     last = await call_row()
     assert last.ended_at == hung_up + timedelta(seconds=3) and last.updated_at > before.updated_at
+
+
+async def test_cases_of_calls_ending_together_are_committed_together_and_each_once(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    """20 callers hanging up at once: every call one case, written in a few commits, not 20 taking turns."""
+    commits: list[None] = []
+    event.listen(runtime.engine.sync_engine, "commit", lambda connection: commits.append(None))
+    facts = []
+    for index in range(20):
+        write_wav(intake.store.spool / f"cx_petition_message_together-{index}.wav", 1.0)
+        facts.append(CallFacts(f"together-{index}", caller_raw=f"1380000{index:04d}", stage="recording", choice="1"))
+    first = await asyncio.gather(*(intake.settle(one, via="fastagi") for one in facts))
+    case_commits = len(commits)
+    again = await asyncio.gather(*(intake.open_case(one, via="tracker") for one in facts))
+    assert all(settlement.outcome == "case" and settlement.created for settlement in first)
+    assert [ticket.case_id for ticket in again] == [settlement.case_id for settlement in first]
+    assert not any(ticket.created for ticket in again)
+    assert await counts(runtime) == (20, 0, 20, 0)
+    assert len({settlement.number for settlement in first}) == 20
+    # Without grouping: 20 commits of cases. The first caller writes alone; the rest queue behind her turn.
+    assert case_commits < 10, case_commits
+
+
+async def test_one_call_failing_in_a_group_costs_the_others_nothing(
+    runtime: Runtime, intake: IntakeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group's transaction fails on one bad call: each case is written alone, only the bad one fails."""
+    desk = runtime.cases.workflow
+    real_open = desk.open_call_case
+
+    async def open_call_case(session: AsyncSession, **fields: Any) -> Case:
+        if fields["linkedid"] == "group-3":
+            raise RuntimeError("this call's case cannot be written")
+        return await real_open(session, **fields)
+
+    monkeypatch.setattr(desk, "open_call_case", open_call_case)
+    facts = [CallFacts(f"group-{index}", caller_raw=f"1390000{index:04d}", stage="recorded") for index in range(8)]
+    results = await asyncio.gather(*(intake.open_case(one, via="fastagi") for one in facts), return_exceptions=True)
+    failed = [index for index, result in enumerate(results) if isinstance(result, BaseException)]
+    assert failed == [3] and isinstance(results[3], RuntimeError)
+    assert await counts(runtime) == (7, 0, 7, 0)
+    async with runtime.sessions() as session:
+        linkedids = set((await session.scalars(select(Case.linkedid))).all())
+    assert linkedids == {f"group-{index}" for index in range(8)} - {"group-3"}
