@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
+from hotline.group_commit import GroupCommit
 from hotline.phones import CallerNumber, PhoneRegistry, Placement, caller_number
 from hotline.recordings import AudioFacts, RecordingStore, SpoolName, done_marker, file_time, inspect, sha256_file
 from storage.models import Call, Case, MissedCall, Recording
@@ -214,26 +215,14 @@ class _KeyLocks:
                 del self.locks[key]
 
 
-@dataclass(eq=False)
-class _WaitingCase:
-    """A call's case waiting for its turn to be written (``IntakeService.open_case``)."""
+@dataclass(frozen=True)
+class _CaseToOpen:
+    """A call's case to be written (``IntakeService.open_case``)."""
 
     facts: CallFacts
     category: str
     caller: CallerNumber
     via: str
-    ticket: CaseTicket | None = None
-    error: Exception | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.ticket is not None or self.error is not None
-
-    def result(self) -> CaseTicket:
-        if self.error is not None:
-            raise self.error
-        assert self.ticket is not None, "a case left unwritten by its group"
-        return self.ticket
 
 
 def _clean_name(raw: str | None, number: str | None) -> str | None:
@@ -274,9 +263,8 @@ class IntakeService:
         self._mixmonitor_wait_s = mixmonitor_wait_s
         self._locks = _KeyLocks()
         self._committed: list[Callable[[], None]] = []
-        # Group commit of cases (see ``open_case``): who may write now, and the cases waiting for a turn.
-        self._case_turn = asyncio.Lock()
-        self._cases_waiting: list[_WaitingCase] = []
+        # Cases of calls that end together are written together (see ``open_case``).
+        self._case_writes = GroupCommit("cases", self._open_together, self._open_alone)
 
     def use_case_desk(self, cases: CaseDesk) -> None:
         """Open cases through ``cases`` (the composition root connects the workflow once both parts exist)."""
@@ -305,49 +293,16 @@ class IntakeService:
     async def open_case(self, facts: CallFacts, *, via: str, message: SpoolName | None = None) -> CaseTicket:
         """The call's case, created now if it has none (idempotent by Linkedid).
 
-        Cases of calls that end together are written together (group commit): one caller at a time holds
-        the turn and writes, in one transaction with one commit, every case waiting at that moment — its
-        own and those that queued while the previous group was being written. 20 callers hanging up at
-        once then cost a few commits, not 20 taking turns for SQLite's one write lock (each a ~30 ms
-        turn on a busy event loop). If a group's transaction fails, each of its cases is written alone,
-        so one bad call never costs the others theirs.
+        Cases of calls that end together are written together (:mod:`hotline.group_commit`): 20 callers
+        hanging up at once cost a few commits, not 20 turns of SQLite's one write lock (each ~30 ms on a
+        busy event loop). If a group's transaction fails, each of its cases is written alone.
         """
-        waiting = _WaitingCase(
-            facts, category_of(facts, message), caller_number(facts.caller_raw, facts.presentation), via
-        )
-        self._cases_waiting.append(waiting)
-        try:
-            async with self._case_turn:
-                if not waiting.done:
-                    group, self._cases_waiting = self._cases_waiting, []
-                    await self._write_group(group)
-        except BaseException:
-            if waiting in self._cases_waiting:
-                self._cases_waiting.remove(waiting)  # cancelled while queued: nobody writes it for a gone caller
-            raise
-        return waiting.result()
+        caller = caller_number(facts.caller_raw, facts.presentation)
+        return await self._case_writes.write(_CaseToOpen(facts, category_of(facts, message), caller, via))
 
-    async def _write_group(self, group: list[_WaitingCase]) -> None:
-        """Write every case of ``group``; each one's ticket (or error) is set before this returns or is cancelled."""
-        try:
-            if len(group) > 1 and await self._open_together(group):
-                return
-            for waiting in group:
-                if waiting.done:
-                    continue
-                try:
-                    waiting.ticket = await self._open_alone(waiting)
-                except Exception as exc:  # noqa: BLE001 - raised to its own caller (``result``), not to the others
-                    waiting.error = exc
-        finally:
-            # Cancelled mid-way (the caller holding the turn went away): the others go back to the queue,
-            # for the next holder of the turn. Opening a case is idempotent, so one half-done is found there.
-            unwritten = [waiting for waiting in group if not waiting.done]
-            self._cases_waiting[:0] = unwritten
-
-    async def _open_together(self, group: list[_WaitingCase]) -> bool:
-        """All of ``group`` in one transaction, one commit; False (nothing written) if any write failed."""
-        results: list[tuple[_WaitingCase, Case, bool]] = []
+    async def _open_together(self, group: list[_CaseToOpen]) -> list[CaseTicket] | None:
+        """All of ``group`` in one transaction, one commit; None (nothing written) if any write failed."""
+        results: list[tuple[_CaseToOpen, Case, bool]] = []
         async with self._sessions() as session:
             try:
                 # Everything read before the first write, as for one case (see ``_open_alone``): the cases, the
@@ -390,12 +345,10 @@ class IntakeService:
                     results.append((waiting, case, True))
                 await session.commit()
             except Exception as exc:  # noqa: BLE001 - nothing lost: each is written alone next, its error its own
-                # A UNIQUE violation (another path was first, a drawn number taken) or anything else: each alone.
-                log.info("%d cases written together failed (%s); writing each alone", len(group), type(exc).__name__)
+                # A UNIQUE violation (another path was first, a drawn number taken) or anything else.
+                log.info("%d cases written together: %s (%s)", len(group), type(exc).__name__, exc)
                 await session.rollback()
-                return False
-        for waiting, case, created in results:
-            waiting.ticket = _ticket(case, created=created)
+                return None
         if any(created for _, _, created in results):
             self._tell_committed()
         for waiting, case, created in results:
@@ -408,9 +361,9 @@ class IntakeService:
                     ", sealed" * case.sealed,
                     len(group) - 1,
                 )
-        return True
+        return [_ticket(case, created=created) for _, case, created in results]
 
-    async def _open_alone(self, waiting: _WaitingCase) -> CaseTicket:
+    async def _open_alone(self, waiting: _CaseToOpen) -> CaseTicket:
         facts, via = waiting.facts, waiting.via
         for _attempt in range(MAX_NUMBER_TRIES):
             async with self._sessions() as session:
