@@ -265,6 +265,8 @@ class IntakeService:
         self._committed: list[Callable[[], None]] = []
         # Cases of calls that end together are written together (see ``open_case``).
         self._case_writes = GroupCommit("cases", self._open_together, self._open_alone)
+        # So are the rows of their recordings, moved at the same hang-up (see ``_attach_one``).
+        self._recording_writes = GroupCommit("recordings", self._record_together, self._record_alone)
 
     def use_case_desk(self, cases: CaseDesk) -> None:
         """Open cases through ``cases`` (the composition root connects the workflow once both parts exist)."""
@@ -636,21 +638,45 @@ class IntakeService:
         stem = f"{case.number if case else f'missed{missed.id if missed else 0}'}-{name.kind}-{safe_linkedid}"
         relative = self.store.destination(recorded_at, stem)
         stored = await asyncio.to_thread(self.store.adopt, path, relative)
+        recording_id = await self._recording_writes.write(
+            {
+                "case_id": case.id if case else None,
+                "missed_call_id": missed.id if (missed and not case) else None,
+                "kind": name.kind,
+                "linkedid": name.linkedid,
+                "source_name": path.name,
+                "path": stored.relative,
+                "sha256": stored.sha256,
+                "bytes": stored.bytes,
+                "duration_s": audio.duration_s,
+                "empty": audio.empty or audio.sound_s == 0,
+                "recorded_at": recorded_at,
+                "created_at": self._clock.now(),
+            }
+        )
+        if recording_id is None:
+            return None  # attached by another path first (its source file's name is UNIQUE)
+        await asyncio.to_thread(self.store.release, path)
+        log.info("recording %s attached (%s, %.1f s)", recording_id, name.kind, audio.duration_s)
+        return recording_id
+
+    async def _record_together(self, group: list[dict[str, Any]]) -> list[int | None] | None:
+        """The rows of recordings moved together (callers hanging up together): one transaction, one commit."""
         async with self._sessions() as session:
-            recording = Recording(
-                case_id=case.id if case else None,
-                missed_call_id=missed.id if (missed and not case) else None,
-                kind=name.kind,
-                linkedid=name.linkedid,
-                source_name=path.name,
-                path=stored.relative,
-                sha256=stored.sha256,
-                bytes=stored.bytes,
-                duration_s=audio.duration_s,
-                empty=audio.empty or audio.sound_s == 0,
-                recorded_at=recorded_at,
-                created_at=self._clock.now(),
-            )
+            recordings = [Recording(**fields) for fields in group]
+            session.add_all(recordings)
+            try:
+                await session.commit()
+            except Exception as exc:  # noqa: BLE001 - nothing lost: each is recorded alone next, its error its own
+                log.info("%d recordings written together: %s (%s)", len(group), type(exc).__name__, exc)
+                await session.rollback()
+                return None
+        self._tell_committed()
+        return [recording.id for recording in recordings]
+
+    async def _record_alone(self, fields: dict[str, Any]) -> int | None:
+        async with self._sessions() as session:
+            recording = Recording(**fields)
             session.add(recording)
             try:
                 await session.commit()
@@ -658,8 +684,6 @@ class IntakeService:
                 await session.rollback()
                 return None
         self._tell_committed()
-        await asyncio.to_thread(self.store.release, path)
-        log.info("recording %s attached (%s, %.1f s)", recording.id, name.kind, audio.duration_s)
         return recording.id
 
     async def _owner(self, session: AsyncSession, name: SpoolName) -> tuple[Case | None, MissedCall | None] | None:

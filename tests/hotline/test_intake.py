@@ -357,7 +357,8 @@ async def test_the_tracker_reporting_the_same_hang_up_a_moment_later_writes_noth
 async def test_cases_of_calls_ending_together_are_committed_together_and_each_once(
     runtime: Runtime, intake: IntakeService
 ) -> None:
-    """20 callers hanging up at once: every call one case, written in a few commits, not 20 taking turns."""
+    """20 callers hanging up at once: every call one case and its recording, written in a few commits, not 20
+    taking turns."""
     commits: list[None] = []
     event.listen(runtime.engine.sync_engine, "commit", lambda connection: commits.append(None))
     facts = []
@@ -374,6 +375,13 @@ async def test_cases_of_calls_ending_together_are_committed_together_and_each_on
     assert len({settlement.number for settlement in first}) == 20
     # Without grouping: 20 commits of cases. The first caller writes alone; the rest queue behind her turn.
     assert case_commits < 10, case_commits
+    # Their recordings, moved at the same hang-ups: the rows written together too, each file once.
+    commits.clear()
+    attached = await asyncio.gather(*(intake.attach(one.linkedid) for one in facts))
+    assert all(len(ids) == 1 for ids in attached) and len({ids[0] for ids in attached}) == 20
+    assert await counts(runtime) == (20, 0, 20, 20)
+    assert len(commits) < 10, len(commits)
+    assert not list(intake.store.spool.glob("*.wav"))
 
 
 async def test_one_call_failing_in_a_group_costs_the_others_nothing(
