@@ -64,8 +64,12 @@ class GroupCommit(Generic[Item, Result]):
         name: str,
         together: Callable[[list[Item]], Awaitable[list[Result] | None]],
         alone: Callable[[Item], Awaitable[Result]],
+        *,
+        enabled: bool = True,
     ) -> None:
+        """``enabled=False``: every write alone at once, side by side (no turn, no queue)."""
         self.name = name
+        self.enabled = enabled
         self._together = together
         self._alone = alone
         self._turn = asyncio.Lock()
@@ -75,6 +79,8 @@ class GroupCommit(Generic[Item, Result]):
         self.grouped = 0
 
     async def write(self, item: Item) -> Result:
+        if not self.enabled:
+            return await self._alone(item)
         waiting: _Waiting[Item, Result] = _Waiting(item)
         self._waiting.append(waiting)
         try:

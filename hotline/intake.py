@@ -253,7 +253,10 @@ class IntakeService:
         *,
         min_speech_s: float = 0.4,
         mixmonitor_wait_s: float = 10.0,
+        write_together: bool = True,
     ) -> None:
+        """``write_together``: cases and recordings of calls that end together in one transaction each
+        (:mod:`hotline.group_commit`); False writes each in its own, side by side."""
         self._sessions = sessions
         self._clock = clock
         self.store = store
@@ -264,9 +267,11 @@ class IntakeService:
         self._locks = _KeyLocks()
         self._committed: list[Callable[[], None]] = []
         # Cases of calls that end together are written together (see ``open_case``).
-        self._case_writes = GroupCommit("cases", self._open_together, self._open_alone)
+        self._case_writes = GroupCommit("cases", self._open_together, self._open_alone, enabled=write_together)
         # So are the rows of their recordings, moved at the same hang-up (see ``_attach_one``).
-        self._recording_writes = GroupCommit("recordings", self._record_together, self._record_alone)
+        self._recording_writes = GroupCommit(
+            "recordings", self._record_together, self._record_alone, enabled=write_together
+        )
 
     def use_case_desk(self, cases: CaseDesk) -> None:
         """Open cases through ``cases`` (the composition root connects the workflow once both parts exist)."""

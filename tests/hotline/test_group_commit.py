@@ -84,3 +84,11 @@ async def test_a_writer_cancelled_while_queued_is_never_written() -> None:
     gone.cancel()
     assert await first == "ok 0" and await stays == "ok 2"
     assert store.committed == [[0], [2]]
+
+
+async def test_turned_off_every_write_goes_alone_side_by_side() -> None:
+    """PostgreSQL: cases on several connections at once beat one transaction queueing every statement on one."""
+    store = Store(slow_s=0.01)
+    writes = GroupCommit("test", store.together, store.alone, enabled=False)
+    assert await asyncio.gather(*(writes.write(item) for item in range(5))) == [f"ok {item}" for item in range(5)]
+    assert sorted(store.committed) == [[item] for item in range(5)] and writes.groups == 0
