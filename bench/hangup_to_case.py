@@ -271,13 +271,8 @@ async def drive(target: Target) -> dict[str, Any]:
 
 
 async def run(kind: str, rounds: int, calls: int) -> dict[str, Any]:
-    """The service in this process; the villagers and the operator's screen in a child process (``drive``).
-
-    Driving 20 villagers over AMI (parsing every event of the whole Asterisk) and the screen's HTTP client
-    used to share the service's one event loop and took CPU from what is measured. The screen still asks the
-    service over HTTP, signed in, exactly what the case page asks. Both ends of every sample (her Hangup event,
-    the screen's answer) are read in the driver, on one clock.
-    """
+    """The service in this process; the villagers and the operator's screen in a child process (``drive``,
+    why: the module's docstring)."""
     with tempfile.TemporaryDirectory(prefix="cx-bench-hangup-") as workdir:
         async with database(kind, Path(workdir)) as url, hotline_service(Path(workdir), url) as service:
             await service.runtime.accounts.create_user(

@@ -330,24 +330,8 @@ class IntakeService:
                     if known is not None:  # opened by another path before, or earlier in this very group
                         results.append((waiting, known, False))
                         continue
-                    case = await self._new_case(
-                        session,
-                        facts,
-                        waiting.category,
-                        waiting.caller,
-                        waiting.via,
-                        places.get(waiting.caller.number) if waiting.caller.number else None,
-                    )
-                    await self._upsert_call(
-                        session,
-                        facts,
-                        "case",
-                        waiting.via,
-                        waiting.caller,
-                        case_id=case.id,
-                        known=calls.get(facts.linkedid),
-                    )
-                    await session.flush()
+                    placement = places.get(waiting.caller.number) if waiting.caller.number else None
+                    case = await self._write_case(session, waiting, placement, calls.get(facts.linkedid))
                     existing[facts.linkedid] = case
                     results.append((waiting, case, True))
                 await session.commit()
@@ -382,9 +366,7 @@ class IntakeService:
                 call = await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
                 placement = await self._phones.place(session, waiting.caller.number)
                 try:
-                    case = await self._new_case(session, facts, waiting.category, waiting.caller, via, placement)
-                    await self._upsert_call(session, facts, "case", via, waiting.caller, case_id=case.id, known=call)
-                    await session.flush()
+                    case = await self._write_case(session, waiting, placement, call)
                 except IntegrityError:
                     # Another path created this call's case first, or the random number was taken: look again.
                     await session.rollback()
@@ -396,6 +378,17 @@ class IntakeService:
                 )
                 return _ticket(case, created=True)
         raise RuntimeError(f"could not open a case for call {facts.linkedid}")
+
+    async def _write_case(
+        self, session: AsyncSession, waiting: _CaseToOpen, placement: Placement | None, call: Call | None
+    ) -> Case:
+        """The case and its call row, flushed (``placement`` and ``call`` read before, as every write here)."""
+        case = await self._new_case(session, waiting.facts, waiting.category, waiting.caller, waiting.via, placement)
+        await self._upsert_call(
+            session, waiting.facts, "case", waiting.via, waiting.caller, case_id=case.id, known=call
+        )
+        await session.flush()
+        return case
 
     async def _new_case(
         self,

@@ -101,22 +101,10 @@ class PhoneRegistry:
 
     async def place(self, session: AsyncSession, number: str | None) -> Placement | None:
         """The village and township of a registered number (inside the caller's transaction)."""
-        if not number:
-            return None
-        row = (
-            await session.execute(
-                select(VillagerPhone, Village)
-                .join(Village, VillagerPhone.village_id == Village.id)
-                .where(VillagerPhone.number == number)
-            )
-        ).first()
-        if row is None:
-            return None
-        phone, village = row
-        return Placement(village.id, village.township_id, phone.name)
+        return (await self.place_all(session, [number])).get(number) if number else None
 
     async def place_all(self, session: AsyncSession, numbers: Iterable[str | None]) -> dict[str, Placement]:
-        """``place`` for many numbers in one statement (the intake's cases written together): registered ones only."""
+        """Where many numbers are registered, in one statement (the intake's cases written together)."""
         wanted = {number for number in numbers if number}
         if not wanted:
             return {}
