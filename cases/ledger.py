@@ -49,6 +49,7 @@ from storage.models import (
     CaseView,
     MissedCall,
     OpenCase,
+    Recording,
     Township,
     Unit,
     Village,
@@ -108,6 +109,9 @@ class LedgerRow:
     deadline: datetime | None
     overdue: bool
     deadline_kind: str | None  # 受理 / 办理 / 回访
+    # The case's recordings on disk (not purged): the list shows which calls can be replayed yet — a phone
+    # case is listed at the hang-up, its message a moment later.
+    recordings: int = 0
 
     @property
     def days_to_resolve(self) -> float | None:
@@ -180,6 +184,18 @@ def overdue_clause(deadlines: Deadlines, now: datetime) -> ColumnElement[bool]:
         and_(Case.status.in_(OPEN), CaseLedger.resolution_due <= now),
         CaseLedger.late.is_(True),
     )
+
+
+async def _recording_counts(session: AsyncSession, case_ids: list[int]) -> dict[int, int]:
+    """How many recordings each of ``case_ids`` has on disk (one grouped query for a page's rows)."""
+    if not case_ids:
+        return {}
+    statement = (
+        select(Recording.case_id, func.count())
+        .where(Recording.case_id.in_(case_ids), Recording.purged_at.is_(None))
+        .group_by(Recording.case_id)
+    )
+    return {int(case_id): int(count) for case_id, count in (await session.execute(statement)).all()}
 
 
 def _id_in(parts: list[Select[int]]) -> ColumnElement[bool]:
@@ -391,7 +407,10 @@ class Ledger:
             if not principal.has_role("inspector"):
                 sealed_hidden = await self._sealed_count(session, principal)
             names = await self.names(session)
+            recorded = await _recording_counts(session, [case.id for case, _ in pairs])
         rows = [self._row(principal, case, ledger, names, deadlines) for case, ledger in pairs]
+        for row in rows:
+            row.recordings = recorded.get(row.case.id, 0)
         await self._log_sealed_rows(principal, rows)
         capped = total > COUNT_LIMIT
         return CasePage(rows, min(total, COUNT_LIMIT), sealed_hidden, limit, offset, capped)

@@ -253,6 +253,8 @@ async def test_the_ledger_the_todo_counts_and_a_case_page_update_themselves(
         )
         number = ledger.page.locator("table.cases td a", has_text=ticket.number)
         await number.wait_for(timeout=10_000)
+        # Listed at the hang-up, before its message is attached: the row says so rather than offering a replay.
+        assert "（录音未到）" in await ledger.page.locator("table.cases tr", has_text=ticket.number).inner_text()
         await ledger.step("new-call-listed")
         await home.page.wait_for_function(
             "([before]) => [...document.querySelectorAll('[data-live=todo] li')].some(li =>"

@@ -56,3 +56,20 @@ async def test_the_header_links_follow_the_roles(people: People) -> None:
         nav = html.split("<nav", 1)[1].split("</nav>", 1)[0]
         shown = {label for label in ("案件台账", "未接来电", "统计", "节假日") if f">{label}<" in nav}
         assert shown == links, role
+
+
+async def test_the_ledger_says_which_phone_cases_can_be_replayed_yet(
+    county: County, people: People, hotline_case: CaseMaker
+) -> None:
+    # A call's case is listed at the hang-up and its message is attached a moment later: an operator sees which.
+    recorded = await hotline_case(township_id=county.township_a, caller="13800002222")
+    waiting = await hotline_case(township_id=county.township_a, caller="13800003333", recording=False)
+    html = await (await people.operator_a.client.get("/cases")).text()
+    rows = {
+        number: row
+        for row in re.findall(r"<tr>(.*?)</tr>", html, flags=re.S)
+        for number in (recorded.number, waiting.number)
+        if f">{number}</a>" in row
+    }
+    assert ">录音</span>" in rows[recorded.number] and "（待听录音）" in rows[recorded.number]
+    assert ">录音</span>" not in rows[waiting.number] and "（录音未到）" in rows[waiting.number]
