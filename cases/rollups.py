@@ -7,12 +7,17 @@ village, by category and by channel — each dimension summed on its own, as the
 once per month. A period reads its whole months from the month rows and only its first and last
 partial months from the day rows: a few thousand rows a year, whatever the number of cases.
 
-How they stay equal to a recount: :class:`RollupKeeper` listens to the flushes of the service's
-sessions. Before a flush it reads the current contribution of every case the flush touches (the
-case row or its ledger row is new, changed or deleted), after the flush the new one, and adds the
-difference to the roll-ups — in the same transaction, so a rollback takes both back. Every ORM
-write to a case passes through a flush; the two bulk ``UPDATE``\\ s the workflow sends change only
-``updated_at`` and ``number_told``, which no figure reads. Test calls are never counted.
+How they stay equal to a recount: :class:`RollupKeeper` listens to the service's sessions. Before
+a flush it reads the contribution of every case the flush touches (the case row or its ledger row is
+new, changed or deleted) that this transaction has not touched before; as the transaction commits it
+reads the contribution of every case touched since, and adds the difference to the roll-ups — in
+the same transaction, so a rollback takes both back. Once per transaction, not per flush: the
+hotline writes the cases of 20 calls that end together in one transaction, and per flush that was
+nine statements per case (the roll-ups' six upserts among them); per commit it is a handful for
+all of them. Within the transaction the roll-ups lag its own writes until it commits (nothing reads
+them there). Every ORM write to a case passes through a flush; the two bulk ``UPDATE``\\ s the
+workflow sends change only ``updated_at`` and ``number_told``, which no figure reads. Test calls
+are never counted.
 
 "Overdue now" is not rolled up (it changes with the clock, not with a write): the same hook keeps
 ``open_cases``, one row per case whose clock runs (新 / 受理 / 办理中), with what the dashboard groups
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,7 +44,7 @@ from sqlalchemy import Connection, bindparam, delete, event, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from storage.models import Case, CaseLedger, CaseRollup, CaseRollupState, OpenCase
 
@@ -118,6 +124,21 @@ def apply(connection: Connection, changes: dict[_Key, list[float]]) -> None:
         connection.execute(statement)
 
 
+@dataclass
+class _Pending:
+    """A transaction's cases whose figures may have changed, and what they gave before it changed them."""
+
+    touched: set[int] = field(default_factory=set)
+    before_read: set[int] = field(default_factory=set)
+    before: dict[_Key, list[float]] = field(default_factory=dict)
+
+    @staticmethod
+    def add(totals: dict[_Key, list[float]], key: _Key, figures: list[float]) -> None:
+        total = totals.setdefault(key, [0.0] * len(MEASURES))
+        for index, value in enumerate(figures):
+            total[index] += value
+
+
 class RollupKeeper:
     """Keeps ``case_rollups`` current from the flushes of one session factory's sessions."""
 
@@ -132,27 +153,50 @@ class RollupKeeper:
         keeping = type("CaseRollupSession", (base,), {"keeps_case_rollups": True})
         event.listen(keeping, "before_flush", self._before_flush)
         event.listen(keeping, "after_flush", self._after_flush)
+        event.listen(keeping, "before_commit", self._before_commit)
+        event.listen(keeping, "after_transaction_end", self._forget)
         sessions.configure(sync_session_class=keeping)
 
     def _before_flush(self, session: Session, _context: Any, _instances: Any) -> None:
         touched = _touched(session)
-        if touched:
-            session.info[_PENDING] = (touched, contributions(session.connection(), touched, self.zone))
-
-    def _after_flush(self, session: Session, _context: Any) -> None:
-        touched, before = session.info.pop(_PENDING, (set(), {}))
-        touched |= _touched(session)  # new cases have their ids now
         if not touched:
             return
+        pending = session.info.setdefault(_PENDING, _Pending())
+        # What a case gave before this transaction first changed it (a case new here gave nothing).
+        first_time = touched - pending.before_read
+        if first_time:
+            pending.before_read |= first_time
+            for key, figures in contributions(session.connection(), first_time, self.zone).items():
+                pending.add(pending.before, key, figures)
+
+    def _after_flush(self, session: Session, _context: Any) -> None:
+        touched = _touched(session)  # new cases have their ids now
+        if touched:
+            pending = session.info.setdefault(_PENDING, _Pending())
+            pending.touched |= touched
+            pending.before_read |= touched  # a case first seen new here gave nothing before
+
+    def _before_commit(self, session: Session) -> None:
+        session.flush()  # the last changes through the hooks above, before they are counted
+        pending: _Pending | None = session.info.pop(_PENDING, None)
+        if pending is None or not pending.touched:
+            return
         connection = session.connection()
-        after = contributions(connection, touched, self.zone)
+        after = contributions(connection, pending.touched, self.zone)
         changes: dict[_Key, list[float]] = {}
-        for key in before.keys() | after.keys():
-            old = before.get(key, [0.0] * len(MEASURES))
+        for key in pending.before.keys() | after.keys():
+            old = pending.before.get(key, [0.0] * len(MEASURES))
             new = after.get(key, [0.0] * len(MEASURES))
             changes[key] = [b - a for a, b in zip(old, new, strict=True)]
         apply(connection, changes)
-        refresh_open(connection, touched)
+        refresh_open(connection, pending.touched)
+
+    @staticmethod
+    def _forget(session: Session, transaction: SessionTransaction) -> None:
+        # The transaction ended without counting (rolled back, or closed): what was pending went with it. A
+        # savepoint's end keeps it: its rollback only undid changes whose "after" the commit reads anyway.
+        if transaction.parent is None:
+            session.info.pop(_PENDING, None)
 
 
 def open_cases_statement(dialect: str, *, only_ids: bool = False) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from cases.rollups import MEASURES, contributions, open_cases_statement, rebuild, rebuild_statement
 from common.clock import ManualClock
@@ -236,3 +236,45 @@ async def test_the_reminders_first_screen_counts_every_unit_and_lists_the_first_
     assert [item["id"] for item in api["units"][0]["items"]] == [row.case.id for row in one.rows][:3]
     refused = await client.get("/api/v1/cases/reminders?limit=0")
     assert refused.status == 400
+
+
+@pytest.mark.parametrize("db_kind", BOTH)
+async def test_a_transaction_of_many_cases_is_counted_once_as_it_commits_and_a_rollback_counts_nothing(
+    runtime: Runtime, county: County
+) -> None:
+    # The hotline writes the cases of calls that end together in one transaction, one flush each: the roll-ups
+    # are brought up to date once, as it commits (six upserts for 20 cases of one day and place, not 120).
+    workflow = runtime.cases.workflow
+    statements: list[str] = []
+    engine = runtime.sessions.kw["bind"].sync_engine
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if "case_rollups" in statement or "open_cases" in statement:
+            statements.append(statement.split()[0])
+
+    async def open_one(session: Any, linkedid: str) -> None:
+        await workflow.open_call_case(
+            session, linkedid=linkedid, category="petition", caller_number="13800004444", caller_withheld=False,
+            caller_name=None, village_id=county.village_a, township_id=county.township_a, ivr_choice="1",
+            test_call=False, via="test", called_at=None, number_told=False,
+        )  # fmt: skip
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        async with runtime.sessions() as session:
+            for index in range(20):
+                await open_one(session, f"together-{index}")
+            assert statements == [], "counted before the commit"
+            await session.commit()
+        assert statements.count("INSERT") == 6 + 1  # day and month × village, category, channel; open_cases once
+        same(await table(runtime), await recount(runtime))
+        # A transaction rolled back leaves nothing pending for the session's next one.
+        async with runtime.sessions() as session:
+            await open_one(session, "rolled-back")
+            await session.rollback()
+            await open_one(session, "after")
+            await session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    same(await table(runtime), await recount(runtime))
+    assert len(await open_rows(runtime)) == 21
