@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import wave
 from pathlib import Path
 
 from hotline.recordings import inspect, parse_spool_name
@@ -46,3 +47,19 @@ def test_spool_names_say_which_call_and_what_kind() -> None:
     assert callback is not None and callback.case_id == 42 and callback.category is None
     for other in ("page_spk1_x.wav", "cx_petition_message_../../etc.wav", "cx_petition_selfie_x.wav", "x.wav"):
         assert parse_spool_name(other) is None
+
+
+def test_a_window_is_sound_only_above_the_noise_floor_even_by_one_sample(tmp_path: Path) -> None:
+    # 20 ms windows (160 samples at 8 kHz) of a square wave at the floor's RMS (330: not sound), one sample
+    # louder than that (sound, though its RMS rounds down to 330), at 331, and at 329: 2 of 4 windows loud.
+    window = [330, -330] * 80
+    nudged = [331, *window[1:]]
+    frames = [*window, *nudged, *([331, -331] * 80), *([329, -329] * 80)]
+    path = tmp_path / "floor.wav"
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(8000)
+        handle.writeframes(struct.pack(f"<{len(frames)}h", *frames))
+    facts = inspect(path)
+    assert facts.duration_s == 0.08 and facts.sound_s == 0.04
