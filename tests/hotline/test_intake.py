@@ -405,3 +405,42 @@ async def test_one_call_failing_in_a_group_costs_the_others_nothing(
     async with runtime.sessions() as session:
         linkedids = set((await session.scalars(select(Case.linkedid))).all())
     assert linkedids == {f"group-{index}" for index in range(8)} - {"group-3"}
+
+
+async def test_a_second_report_adding_nothing_costs_no_query_and_one_adding_something_is_written(
+    runtime: Runtime, intake: IntakeService
+) -> None:
+    # Nearly every call is reported twice as it ends (the hang-up handler, then the call tracker): while 20
+    # calls end together, the second report of what was just written reads nothing from the database.
+    statements: list[str] = []
+    engine = runtime.sessions.kw["bind"].sync_engine
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    ended = datetime(2026, 12, 5, 10, 0, 0, tzinfo=UTC)
+    first = CallFacts(
+        "twice-1", caller_raw="13800008888", choice="1", stage="recorded", ended_at=ended, ended_by="caller"
+    )
+    write_wav(intake.store.spool / "cx_petition_message_twice-1.wav", 2.0)
+    settled = await intake.settle(first, via="fastagi")
+    assert settled.outcome == "case" and settled.created
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        same = CallFacts(
+            "twice-1", caller_raw="13800008888", stage="recorded", ended_at=ended + timedelta(milliseconds=300)
+        )
+        again = await intake.settle(same, via="tracker")
+        assert (again.outcome, again.case_id, again.created) == ("case", settled.case_id, False)
+        assert statements == []
+        # A report that adds something goes to the database: she heard her number, and the system ended it.
+        told = CallFacts("twice-1", ended_at=ended + timedelta(seconds=5), ended_by="system", number_told=True)
+        assert (await intake.settle(told, via="reconcile")).case_id == settled.case_id
+        assert statements
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    async with runtime.sessions() as session:
+        call = await session.scalar(select(Call).where(Call.linkedid == "twice-1"))
+        case = await session.get(Case, settled.case_id)
+    assert call is not None and case is not None
+    assert (call.ended_at, call.ended_by, case.number_told) == (ended + timedelta(seconds=5), "system", True)
