@@ -9,16 +9,17 @@ AMI connection so the service's link does only its own work) presses 1, says her
 up while the recording is still running — the case is made at the hang-up, not before. For each call
 the clock starts when her channel's Hangup event arrives.
 
-What is observed is what an operator's screen is told: the bench listens, signed in as a county-wide
-operator, on the case pages' stream of changes (``GET /cases/changes``, the server-sent events
-``static/live.js`` reloads the case list on), and at each change asks
-``GET /api/v1/hotline/calls/{linkedid}`` — what the case page shows — for the calls still waiting.
-The clock stops when that answer first shows (a) the case ("case visible") and (b) the case with
-its recording attached (moved out of the spool, checksum verified: "recording attached"). A check
-every ``SAFETY_POLL_S`` catches a change the stream might not have told (none should be: such a
-sample would show as an outlier of about a second). Polling every call's API instead (as this
-benchmark once did, every 25 ms for 20 calls: 800 requests a second) loaded the very process it
-measured and is not what a page does.
+What is observed is what an operator's screen shows: the bench keeps the case list (``/cases``) open,
+signed in as a county-wide operator, the way ``web/static/live.js`` keeps it — it listens on the case
+pages' stream of changes (``GET /cases/changes``) and reloads the list at the first change, one reload at
+a time, changes told during a reload making one more after it. The clock stops when her row is in the
+list ("case visible": every call of a run has its own number) and when the row carries its 录音 badge
+("recording attached": moved out of the spool, checksum verified, on her case). Her call is a real
+call, not a dial test: a dial test's case is left out of that list and of the statistics' roll-ups,
+which a real call's case updates. A reload every ``SAFETY_POLL_S`` catches a change the stream might not
+have told (none should be: such a sample would show as an outlier of about a second). Asking the API
+about every waiting call at every change instead (as this benchmark once did: ~87 requests a round)
+loaded the very process it measured and is not what a page does.
 
 The villagers and the screen run in a process of their own (``--drive``, started by the measuring
 process, which runs the service): parsing the whole Asterisk's AMI stream for 20 villagers and the
@@ -40,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,9 @@ DATABASES = ("sqlite", "postgresql")
 SAFETY_POLL_S = 1.0
 # A call whose case and recording are not seen this long after its hang-up counts as timed out.
 WAIT_S = 60.0
+# The list's rows, and the badge a row carries once the case's recording is attached (web/templates/cases/list.html).
+ROW = re.compile(r"<tr>(.*?)</tr>", re.S)
+RECORDING_BADGE = ">录音</span>"
 OPERATOR = {"username": "bench-operator", "password": "Hangup-timing-2026!"}
 
 
@@ -70,86 +75,81 @@ OPERATOR = {"username": "bench-operator", "password": "Hangup-timing-2026!"}
 class Watched:
     """One call as the operator's screen learns of it (``perf_counter`` times, all read in the driver process)."""
 
+    caller: str
     hung_up: float | None = None
     case_seen: float | None = None
     recording_seen: float | None = None
-    result: str | None = None  # "missed" when it became no case
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    checking: bool = False
-    check_again: bool = False
 
 
 class Screen:
-    """The operator's view: the stream of changes, and the case of each call looked up when told."""
+    """The operator's case list (``/cases``), kept current the way ``web/static/live.js`` keeps it."""
 
     def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
         self._url = url
         self._http = http
-        self.calls: dict[str, Watched] = {}
+        self._by_linkedid: dict[str, Watched] = {}
         self.changes_told = 0
-        self.answers: dict[int, int] = {}  # the API's answers by status (only 200s expected)
-        self._asking: set[asyncio.Task[None]] = set()
+        self.reloads: dict[int, int] = {}  # the list's answers by status (only 200s expected)
+        self._busy = False
+        self._again = False
+        self._reloading: set[asyncio.Task[None]] = set()
 
-    def watch(self, linkedid: str) -> Watched:
-        return self.calls.setdefault(linkedid, Watched())
+    def watch(self, linkedid: str, caller: str) -> Watched:
+        return self._by_linkedid.setdefault(linkedid, Watched(caller))
 
     def saw_hangup(self, linkedid: str) -> None:
-        watched = self.calls.get(linkedid)
+        watched = self._by_linkedid.get(linkedid)
         if watched is not None and watched.hung_up is None:
             watched.hung_up = time.perf_counter()
-            # Her case may have been told before this event reached us: look once now.
-            self._ask_soon(linkedid, watched)
 
-    def look_at_waiting(self) -> None:
-        for linkedid, watched in self.calls.items():
-            # Before her hang-up there is nothing to see (and asking would load the service measured).
-            if watched.hung_up is not None and not watched.done.is_set():
-                self._ask_soon(linkedid, watched)
-
-    def _ask_soon(self, linkedid: str, watched: Watched) -> None:
-        task = asyncio.ensure_future(self._check(linkedid, watched))
-        self._asking.add(task)
-        task.add_done_callback(self._asking.discard)
+    def soon(self) -> None:
+        """As live.js: one reload at a time; changes told while it runs make one more after it, not one each."""
+        if self._busy:
+            self._again = True
+            return
+        task = asyncio.ensure_future(self._reload())
+        self._reloading.add(task)
+        task.add_done_callback(self._reloading.discard)
 
     async def stop(self) -> None:
-        for task in list(self._asking):
+        for task in list(self._reloading):
             task.cancel()
-        await asyncio.gather(*self._asking, return_exceptions=True)
+        await asyncio.gather(*self._reloading, return_exceptions=True)
 
-    async def _check(self, linkedid: str, watched: Watched) -> None:
-        if watched.checking:
-            watched.check_again = True  # a change told while asking: ask once more after
-            return
-        watched.checking = True
+    async def _reload(self) -> None:
+        self._busy = True
         try:
             while True:
-                watched.check_again = False
-                await self._ask(linkedid, watched)
-                if not watched.check_again or watched.done.is_set():
+                self._again = False
+                await self._read_list()
+                if not self._again:
                     return
         finally:
-            watched.checking = False
+            self._busy = False
 
-    async def _ask(self, linkedid: str, watched: Watched) -> None:
-        async with self._http.get(f"{self._url}/api/v1/hotline/calls/{linkedid}") as response:
-            self.answers[response.status] = self.answers.get(response.status, 0) + 1
+    async def _read_list(self) -> None:
+        headers = {"Accept": "text/html", "X-Live-Refresh": "1"}
+        async with self._http.get(f"{self._url}/cases", headers=headers) as response:
+            self.reloads[response.status] = self.reloads.get(response.status, 0) + 1
             if response.status != 200:
                 return
-            outcome = await response.json()
+            html = await response.text()
         now = time.perf_counter()
-        case = outcome.get("case")
-        if case is None and outcome.get("outcome") == "missed":
-            watched.result = "missed"  # not a case: she was gone before she said anything
-            watched.done.set()
-            return
-        if case is not None and watched.case_seen is None:
-            watched.case_seen = now
-        if case is not None and case["recordings"] and watched.recording_seen is None:
-            watched.recording_seen = now
-            watched.done.set()
+        # What the person reads in each row: the caller's number, and the 录音 badge once her message is attached.
+        rows = ROW.findall(html)
+        for watched in self._by_linkedid.values():
+            row = next((row for row in rows if f"<td>{watched.caller}" in row), None)
+            if row is None or watched.hung_up is None:
+                continue
+            if watched.case_seen is None:
+                watched.case_seen = now
+            if RECORDING_BADGE in row and watched.recording_seen is None:
+                watched.recording_seen = now
+                watched.done.set()
 
     async def listen(self, ready: asyncio.Event) -> None:
-        """The case pages' stream: each ``cases`` (or ``resync``) event makes the screen look again."""
+        """The case pages' stream: each ``cases`` (or ``resync``) event makes the list reload."""
         async with self._http.get(f"{self._url}/cases/changes", timeout=aiohttp.ClientTimeout()) as stream:
             assert stream.status == 200, await stream.text()
             event = ""
@@ -162,20 +162,25 @@ class Screen:
                         ready.set()
                     elif event in ("cases", "resync"):
                         self.changes_told += 1
-                        self.look_at_waiting()
+                        self.soon()
                     event = ""
 
     async def safety_poll(self) -> None:
         while True:
             await asyncio.sleep(SAFETY_POLL_S)
-            self.look_at_waiting()
+            self.soon()
 
 
-async def one_round(audio: PurePosixPath, villager: SimulatedVillager, screen: Screen, calls: int) -> list[Any]:
+async def one_round(
+    audio: PurePosixPath, villager: SimulatedVillager, screen: Screen, calls: int, first: int
+) -> list[Any]:
     async def one(index: int) -> tuple[float, float] | str:
         call_id = f"bench-{index}-{SimulatedVillager.new_call_id()}"
-        watched = screen.watch(call_id)
-        script = VillagerScript(caller=f"1370000{index:04d}", keys=("1",), audio=audio, hangup_at="recording")
+        # Each call of the run its own number: the list's rows are told apart by the caller's number.
+        caller = f"1370000{first + index:04d}"
+        watched = screen.watch(call_id, caller)
+        # A villager's real call (not a dial test: those are left out of the list an operator has open).
+        script = VillagerScript(caller=caller, keys=("1",), audio=audio, hangup_at="recording", test_call=False)
         call = asyncio.ensure_future(villager.call(script, call_id=call_id, timeout_s=180))
         try:
             async with asyncio.timeout(180 + WAIT_S):
@@ -184,8 +189,6 @@ async def one_round(audio: PurePosixPath, villager: SimulatedVillager, screen: S
             return "timed out"
         finally:
             await call
-        if watched.result is not None:
-            return watched.result
         assert watched.hung_up is not None and watched.case_seen is not None and watched.recording_seen is not None
         return watched.case_seen - watched.hung_up, watched.recording_seen - watched.hung_up
 
@@ -248,7 +251,7 @@ async def drive(target: Target) -> dict[str, Any]:
             villager = SimulatedVillager(link)
             audio = PurePosixPath(target.villager_audio)
             for number in range(target.rounds):
-                for result in await one_round(audio, villager, screen, target.calls):
+                for result in await one_round(audio, villager, screen, target.calls, number * target.calls):
                     if isinstance(result, str):
                         others.append(result)
                     else:
@@ -265,7 +268,7 @@ async def drive(target: Target) -> dict[str, Any]:
         "samples": samples,
         "others": others,
         "changes_told": screen.changes_told,
-        "api_answers": {str(status): count for status, count in sorted(screen.answers.items())},
+        "list_reloads": {str(status): count for status, count in sorted(screen.reloads.items())},
         "driver_peak_rss_mib": peak_memory()["peak_rss_mib"],
     }
 
@@ -310,9 +313,9 @@ async def run(kind: str, rounds: int, calls: int) -> dict[str, Any]:
         "calls": len(samples) + len(others),
         "not_cases": others,
         "concurrent": calls,
-        "observed": "the case pages' change stream, then the call's API answer",
+        "observed": "the case pages' change stream, then the case list reloaded as live.js does",
         "changes_told": driven["changes_told"],
-        "api_answers": driven["api_answers"],
+        "list_reloads": driven["list_reloads"],
         "case_visible_ms": case,
         "recording_attached_ms": recording,
         "recording_after_case_ms": summary(
