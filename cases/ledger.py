@@ -195,7 +195,7 @@ async def _recording_counts(session: AsyncSession, case_ids: list[int]) -> dict[
         .where(Recording.case_id.in_(case_ids), Recording.purged_at.is_(None))
         .group_by(Recording.case_id)
     )
-    return {int(case_id): int(count) for case_id, count in (await session.execute(statement)).all()}
+    return {case_id: int(count) for case_id, count in (await session.execute(statement)).all() if case_id is not None}
 
 
 def _id_in(parts: list[Select[int]]) -> ColumnElement[bool]:
