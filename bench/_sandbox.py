@@ -19,7 +19,7 @@ from aiohttp import web
 
 from hotline.part import Telephony, sandbox_up
 from hotline.recordings import inspect
-from server import Runtime, build_runtime, create_app
+from server import Runtime, build_runtime, create_app, settle_heap
 from settings import DatabaseSettings, SecuritySettings, Settings, WorkerSettings
 from storage.migrate import upgrade
 from tests.support.asterisk import SandboxInstance, free_port, provision
@@ -72,6 +72,7 @@ async def hotline_service(
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         await telephony.link.wait_connected(60)
+        settle_heap()  # as ``serve`` does once the service is up
         yield Service(settings, runtime, telephony, instance, f"http://127.0.0.1:{port}", audio, seconds)
     finally:
         if runner is not None:

@@ -16,8 +16,9 @@ a time, changes told during a reload making one more after it. The clock stops w
 list ("case visible": every call of a run has its own number) and when the row carries its 录音 badge
 ("recording attached": moved out of the spool, checksum verified, on her case). Her call is a real
 call, not a dial test: a dial test's case is left out of that list and of the statistics' roll-ups,
-which a real call's case updates. A reload every ``SAFETY_POLL_S`` catches a change the stream might not
-have told (none should be: such a sample would show as an outlier of about a second). Asking the API
+which a real call's case updates. Like the page, the screen does not poll while its stream listens (a
+reload every second once did, adding a reload to a third of the bursts): a change the stream failed to
+tell would leave her call waiting, counted as "timed out" after ``WAIT_S``. Asking the API
 about every waiting call at every change instead (as this benchmark once did: ~87 requests a round)
 loaded the very process it measured and is not what a page does.
 
@@ -61,8 +62,6 @@ from hotline.dialtest import SimulatedVillager, VillagerScript
 from storage.audit import Actor
 
 DATABASES = ("sqlite", "postgresql")
-# Only for a change the stream did not tell (none expected); the stream is what is measured.
-SAFETY_POLL_S = 1.0
 # A call whose case and recording are not seen this long after its hang-up counts as timed out.
 WAIT_S = 60.0
 # The list's rows, and the badge a row carries once the case's recording is attached (web/templates/cases/list.html).
@@ -165,11 +164,6 @@ class Screen:
                         self.soon()
                     event = ""
 
-    async def safety_poll(self) -> None:
-        while True:
-            await asyncio.sleep(SAFETY_POLL_S)
-            self.soon()
-
 
 async def one_round(
     audio: PurePosixPath, villager: SimulatedVillager, screen: Screen, calls: int, first: int
@@ -243,7 +237,6 @@ async def drive(target: Target) -> dict[str, Any]:
         await link.start()
         ready = asyncio.Event()
         listening = asyncio.ensure_future(screen.listen(ready))
-        polling = asyncio.ensure_future(screen.safety_poll())
         try:
             await link.wait_connected(30)
             async with asyncio.timeout(30):
@@ -258,10 +251,9 @@ async def drive(target: Target) -> dict[str, Any]:
                         samples.append(result)
                 print(f"{target.kind} round {number + 1}: {len(samples)} cases, others {others}", file=sys.stderr)
         finally:
-            for task in (listening, polling):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
             await screen.stop()
             await link.stop()
     return {
