@@ -370,7 +370,14 @@ class Ledger:
         return names
 
     def _row(
-        self, principal: Principal, case: Case, ledger: CaseLedger | None, names: Names, deadlines: Deadlines
+        self,
+        principal: Principal,
+        case: Case,
+        ledger: CaseLedger | None,
+        names: Names,
+        deadlines: Deadlines,
+        *,
+        recordings: int = 0,
     ) -> LedgerRow:
         now = self._clock.now()
         kind, deadline = current_deadline(case, ledger, deadlines)
@@ -384,6 +391,7 @@ class Ledger:
             deadline=deadline,
             overdue=is_overdue(case, ledger, deadlines, now),
             deadline_kind=kind,
+            recordings=recordings,
         )
 
     # -- the list ---------------------------------------------------------------------------
@@ -408,9 +416,10 @@ class Ledger:
                 sealed_hidden = await self._sealed_count(session, principal)
             names = await self.names(session)
             recorded = await _recording_counts(session, [case.id for case, _ in pairs])
-        rows = [self._row(principal, case, ledger, names, deadlines) for case, ledger in pairs]
-        for row in rows:
-            row.recordings = recorded.get(row.case.id, 0)
+        rows = [
+            self._row(principal, case, ledger, names, deadlines, recordings=recorded.get(case.id, 0))
+            for case, ledger in pairs
+        ]
         await self._log_sealed_rows(principal, rows)
         capped = total > COUNT_LIMIT
         return CasePage(rows, min(total, COUNT_LIMIT), sealed_hidden, limit, offset, capped)

@@ -41,6 +41,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import Enum, auto
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -135,6 +136,15 @@ class Settlement:
     missed_call_id: int | None = None
     created: bool = False
     number: str | None = None
+
+
+class _Unread(Enum):
+    """A call row not read yet (``None`` says it was read and there is none)."""
+
+    UNREAD = auto()
+
+
+UNREAD = _Unread.UNREAD
 
 
 @dataclass(frozen=True)
@@ -416,7 +426,7 @@ class IntakeService:
         """The case and its call row, flushed (``placement`` and ``call`` read before, as every write here)."""
         case = await self._new_case(session, waiting.facts, waiting.category, waiting.caller, waiting.via, placement)
         await self._upsert_call(
-            session, waiting.facts, "case", waiting.via, waiting.caller, case_id=case.id, known=call, looked_up=True
+            session, waiting.facts, "case", waiting.via, waiting.caller, case_id=case.id, known=call
         )
         await session.flush()
         return case
@@ -458,13 +468,12 @@ class IntakeService:
         *,
         case_id: int | None = None,
         missed_call_id: int | None = None,
-        known: Call | None = None,
-        looked_up: bool = False,
+        known: Call | _Unread | None = UNREAD,
     ) -> Call:
-        """The call's row, added or brought up to date (``looked_up``: already read in ``session``, and
-        ``known`` is the row — None when it had none: a group's first read of its calls is not made again)."""
+        """The call's row, added or brought up to date (``known``: the row as already read in ``session``, None
+        when it had none — a group's first read of its calls is not made again; by default it is read here)."""
         now = self._clock.now()
-        call = known if looked_up else await session.scalar(select(Call).where(Call.linkedid == facts.linkedid))
+        call = await session.scalar(select(Call).where(Call.linkedid == facts.linkedid)) if known is UNREAD else known
         if call is None:
             call = Call(
                 linkedid=facts.linkedid,
