@@ -83,6 +83,10 @@ class DatabaseSettings(_Section):
     url: str = ""
     busy_timeout_ms: int = Field(5000, ge=0)
     connect_timeout_s: float = Field(10.0, gt=0)
+    # Connections kept open, and how many more may open for a moment (closed when returned): twenty calls
+    # hanging up together want twenty at once (see storage.db.create_engine).
+    pool_size: int = Field(20, ge=1)
+    pool_overflow: int = Field(20, ge=0)
     echo: bool = False
 
     @field_validator("url")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, event, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from server import Runtime
@@ -72,6 +72,24 @@ async def test_concurrent_writers_all_succeed(runtime: Runtime) -> None:
         async with runtime.engine.connect() as connection:
             assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+
+
+async def test_twenty_calls_at_once_reuse_the_pools_connections_instead_of_opening_new_ones(runtime: Runtime) -> None:
+    """Twenty callers hanging up together each want a connection at once. Connections beyond the pool are
+    closed when returned, so with SQLAlchemy's default pool (5) every such burst opened ten or more again."""
+    opened: list[object] = []
+    event.listen(runtime.engine.sync_engine, "connect", lambda connection, _record: opened.append(connection))
+
+    async def one_call() -> None:
+        async with runtime.sessions() as session:
+            await session.execute(text("SELECT 1"))
+            await asyncio.sleep(0.05)  # all twenty hold theirs together
+
+    await asyncio.gather(*(one_call() for _ in range(20)))
+    assert opened, "the first burst opens the connections"
+    opened.clear()
+    await asyncio.gather(*(one_call() for _ in range(20)))
+    assert opened == [], f"the second burst opened {len(opened)} connections again"
 
 
 async def test_the_audit_queue_answers_at_once_and_writes_every_entry_once_the_database_lets_it(
