@@ -169,7 +169,10 @@ class Screen:
 
 async def one_round(
     audio: PurePosixPath, villager: SimulatedVillager, screen: Screen, calls: int, first: int
-) -> list[Any]:
+) -> tuple[list[tuple[float, float]], list[str]]:
+    """``calls`` villagers at once: (case visible, recording attached) after each hang-up, and what became of
+    the calls that did not end as a case seen on the screen."""
+
     async def one(index: int) -> tuple[float, float] | str:
         call_id = f"bench-{index}-{SimulatedVillager.new_call_id()}"
         # Each call of the run its own number: the list's rows are told apart by the caller's number.
@@ -188,7 +191,8 @@ async def one_round(
         assert watched.hung_up is not None and watched.case_seen is not None and watched.recording_seen is not None
         return watched.case_seen - watched.hung_up, watched.recording_seen - watched.hung_up
 
-    return list(await asyncio.gather(*(one(index) for index in range(calls))))
+    results = await asyncio.gather(*(one(index) for index in range(calls)))
+    return [r for r in results if not isinstance(r, str)], [r for r in results if isinstance(r, str)]
 
 
 @contextlib.asynccontextmanager
@@ -224,8 +228,6 @@ async def drive(target: Target) -> dict[str, Any]:
     """The villagers and the operator's screen, in a process of their own (see ``run``); their samples."""
     samples: list[tuple[float, float]] = []
     others: list[str] = []
-    first_samples: list[tuple[float, float]] = []
-    first_others: list[str] = []
     link = AmiLink(AmiConfig("127.0.0.1", target.ami_port, "cunxiang", target.ami_secret), clock=SystemClock())
     # Cookies from an IP-address host are dropped by default; this one is ours.
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -250,18 +252,12 @@ async def drive(target: Target) -> dict[str, Any]:
             # The first burst after the service starts also opens its pool's database connections (on PostgreSQL a
             # server process each) and compiles its statements — once per start, not in a service that has run
             # a minute: it is measured and reported on its own, and the rounds after it are the figures.
-            for result in await one_round(audio, villager, screen, target.calls, FIRST_BURST_NUMBERS):
-                if isinstance(result, str):
-                    first_others.append(result)
-                else:
-                    first_samples.append(result)
+            first_samples, first_others = await one_round(audio, villager, screen, target.calls, FIRST_BURST_NUMBERS)
             print(f"{target.kind} first burst after start: {len(first_samples)} cases", file=sys.stderr)
             for number in range(target.rounds):
-                for result in await one_round(audio, villager, screen, target.calls, number * target.calls):
-                    if isinstance(result, str):
-                        others.append(result)
-                    else:
-                        samples.append(result)
+                timed, not_seen = await one_round(audio, villager, screen, target.calls, number * target.calls)
+                samples += timed
+                others += not_seen
                 print(f"{target.kind} round {number + 1}: {len(samples)} cases, others {others}", file=sys.stderr)
         finally:
             listening.cancel()
