@@ -537,10 +537,13 @@ class AlarmService:
                     return
                 alarm.round += 1
                 alarm.next_position = 0
-                alarm.next_call_at = now + timedelta(seconds=self.config.round_interval_s)
-                await session.commit()
                 if self.config.round_interval_s > 0:
+                    alarm.next_call_at = now + timedelta(seconds=self.config.round_interval_s)
+                    await session.commit()
                     return
+                # No pause between rounds: this claim goes on to the new round's first officer, and the round is
+                # committed with her call row below. Committed now with the alarm due, a look in between claimed
+                # it too and rang her twice.
             officer = officers[alarm.next_position]
             # Claimed before the one Originate: the alarm waits for this call (next_call_at NULL), the call is a row.
             call = AlarmCall(

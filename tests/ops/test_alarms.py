@@ -407,11 +407,13 @@ async def test_a_call_file_is_settled_from_what_asterisk_wrote_and_one_never_tak
     assert sorted(spool.forgotten) == sorted(spool.placed)
 
 
-def service_with_spool(runtime: Runtime, clock: ManualClock, spool: FakeSpool, *checks: Switch) -> AlarmService:
+def service_with_spool(
+    runtime: Runtime, clock: ManualClock, spool: FakeSpool, *checks: Switch, **config: float
+) -> AlarmService:
     return AlarmService(
         runtime.sessions,
         clock,
-        AlarmConfig(after_s=0, ring_s=40),
+        AlarmConfig(**{"after_s": 0, "ring_s": 40, **config}),  # type: ignore[arg-type]
         timezone=ZoneInfo("Asia/Shanghai"),
         checks=list(checks),
         line=None,
@@ -515,3 +517,44 @@ async def test_a_process_looking_between_another_ones_claim_and_its_call_row_rin
     await claimer.place_due("spool")
     assert gap_seen == [True]
     assert await calls_made(runtime) == [("张一", "placing", "spool")] and len(spool.placed) == 1
+
+
+async def test_with_no_pause_between_rounds_a_process_looking_during_the_round_change_rings_nobody_twice(
+    runtime: Runtime,
+) -> None:
+    # A full suite run through the real Asterisk caught it (ops.alarm_round_interval_s = 0): the one officer was
+    # called twice in round 2. The round change was committed with the alarm due at once, before the call row
+    # that goes with it; a look in between claimed the alarm and called the new round's first officer too.
+    clock = ManualClock(START)
+    spool = FakeSpool()
+    await add_officers(runtime, "张一")
+    claimer = service_with_spool(runtime, clock, spool, round_interval_s=0, rounds=2)
+    looker = service_with_spool(runtime, clock, spool, round_interval_s=0, rounds=2)
+    await claimer.raise_now(Trouble("worker_down", "worker", "村响后台服务停止工作了。"))
+    await claimer.place_due("spool")
+    spool.outcomes[spool.placed[0]] = SpoolOutcome("heard", "answered, no key")
+    await claimer.settle_spool_calls()
+    assert await calls_made(runtime) == [("张一", "heard", "spool")]
+
+    real_sessions = runtime.sessions
+    looks: list[int] = []
+
+    def sessions_with_a_look_after_every_commit() -> AsyncSession:
+        session = real_sessions()
+        commit = session.commit
+
+        async def commit_then_let_the_other_look() -> None:
+            await commit()
+            looks.append(len(spool.placed))
+            await looker.place_due("spool")
+
+        session.commit = commit_then_let_the_other_look  # type: ignore[method-assign]
+        return session
+
+    claimer._sessions = sessions_with_a_look_after_every_commit  # type: ignore[assignment]
+    await claimer.place_due("spool")
+    assert looks, "the other process looked between the claimer's commits"
+    assert await calls_made(runtime) == [("张一", "heard", "spool"), ("张一", "placing", "spool")]
+    assert len(spool.placed) == 2
+    (alarm,) = await alarms(runtime)
+    assert (alarm.round, alarm.next_position, alarm.calls_made) == (2, 1, 2)
